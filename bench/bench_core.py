@@ -1,0 +1,343 @@
+"""cgrad vs PyTorch (CPU) vs a hand-written NumPy reference, in one process.
+
+    python bench/bench_core.py            # full run (~1-2 minutes)
+    python bench/bench_core.py --quick    # a few seconds, for smoke tests
+
+Measures
+  1. per-op overhead: a chain of 10,000 elementwise ops (alternating
+     `y * c` and `y + d`) on a one-element float32 tensor, forward and
+     backward, in microseconds per op;
+  2. training steps/s of an MLP 784-512-256-10 (ReLU, cross-entropy,
+     batch 128, float32, plain SGD);
+  3. the same for a small MLP 64-64-64-10 at batch 32 (overhead-bound).
+
+Every number is the median of several timed repetitions after a warm-up.
+All three implementations start from the same weights and data; their
+first-step losses and gradients are compared before anything is timed.
+PyTorch runs with torch.set_num_threads(2); the column is left out when it
+is not installed. The Markdown table goes to stdout and to
+bench/results/latest.md.
+"""
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import cgrad
+from cgrad.nn import functional as F
+
+try:
+    import torch
+    torch.set_num_threads(2)
+except ImportError:
+    torch = None
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
+CHAIN_MUL, CHAIN_ADD = 1.0001, 0.0001
+LR = 0.01
+
+
+# ------------------------------------------------------------ shared data
+
+def make_problem(sizes, batch, seed=0):
+    """He-initialised float32 weights (in, out) and biases, inputs, labels."""
+    rng = np.random.default_rng(seed)
+    params = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        params.append((rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)).astype(np.float32))
+        params.append(np.zeros(fan_out, dtype=np.float32))
+    x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], batch).astype(np.int64)
+    return params, x, y
+
+
+# ------------------------------------------------------------ cgrad
+
+class CgradImpl:
+    name = "cgrad"
+
+    def chain(self, n):
+        x = cgrad.tensor(1.0, requires_grad=True)
+        start = time.perf_counter()
+        y = x
+        for _ in range(n // 2):
+            y = y * CHAIN_MUL
+            y = y + CHAIN_ADD
+        mid = time.perf_counter()
+        y.backward()
+        end = time.perf_counter()
+        return mid - start, end - mid, x.grad.item()
+
+    def mlp(self, params, x, y):
+        params = [cgrad.tensor(p, requires_grad=True) for p in params]
+        x, y = cgrad.from_numpy(x), cgrad.from_numpy(y)
+
+        def loss_fn():
+            h = x
+            for i in range(0, len(params) - 2, 2):
+                h = F.relu(h @ params[i] + params[i + 1])
+            return F.cross_entropy(h @ params[-2] + params[-1], y)
+
+        def step():
+            loss = loss_fn()
+            loss.backward()
+            with cgrad.no_grad():
+                for p in params:
+                    p -= LR * p.grad
+                    p.grad = None
+            return loss
+
+        def first_grads():
+            loss = loss_fn()
+            loss.backward()
+            grads = [p.grad.numpy().copy() for p in params]
+            for p in params:
+                p.grad = None
+            return loss.item(), grads
+
+        return step, first_grads
+
+
+# ------------------------------------------------------------ PyTorch
+
+class TorchImpl:
+    name = "torch"
+
+    def chain(self, n):
+        x = torch.tensor(1.0, requires_grad=True)
+        start = time.perf_counter()
+        y = x
+        for _ in range(n // 2):
+            y = y * CHAIN_MUL
+            y = y + CHAIN_ADD
+        mid = time.perf_counter()
+        y.backward()
+        end = time.perf_counter()
+        return mid - start, end - mid, x.grad.item()
+
+    def mlp(self, params, x, y):
+        params = [torch.tensor(p, requires_grad=True) for p in params]
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        tF = torch.nn.functional
+
+        def loss_fn():
+            h = x
+            for i in range(0, len(params) - 2, 2):
+                h = tF.relu(h @ params[i] + params[i + 1])
+            return tF.cross_entropy(h @ params[-2] + params[-1], y)
+
+        def step():
+            loss = loss_fn()
+            loss.backward()
+            with torch.no_grad():
+                for p in params:
+                    p -= LR * p.grad
+                    p.grad = None
+            return loss
+
+        def first_grads():
+            loss = loss_fn()
+            loss.backward()
+            grads = [p.grad.numpy().copy() for p in params]
+            for p in params:
+                p.grad = None
+            return loss.item(), grads
+
+        return step, first_grads
+
+
+# ------------------------------------------------------------ NumPy
+
+class NumpyImpl:
+    """Hand-written forward/backward: what the engines' bookkeeping is measured against."""
+    name = "numpy"
+
+    def chain(self, n):
+        x = np.ones(1, dtype=np.float32)
+        start = time.perf_counter()
+        y, tape = x, []
+        for _ in range(n // 2):
+            y = y * np.float32(CHAIN_MUL)
+            tape.append(lambda g: g * np.float32(CHAIN_MUL))
+            y = y + np.float32(CHAIN_ADD)
+            tape.append(lambda g: g)
+        mid = time.perf_counter()
+        g = np.ones_like(y)
+        for backward in reversed(tape):
+            g = backward(g)
+        end = time.perf_counter()
+        return mid - start, end - mid, float(g[0])
+
+    def mlp(self, params, x, y):
+        params = [p.copy() for p in params]
+        batch = x.shape[0]
+        rows = np.arange(batch)
+
+        def loss_and_grads():
+            acts = [x]
+            for i in range(0, len(params) - 2, 2):
+                acts.append(np.maximum(acts[-1] @ params[i] + params[i + 1], 0))
+            logits = acts[-1] @ params[-2] + params[-1]
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            loss = -log_probs[rows, y].mean()
+            grad = np.exp(log_probs)
+            grad[rows, y] -= 1
+            grad /= batch
+            grads = [None] * len(params)
+            for i in range(len(params) - 2, -1, -2):
+                grads[i] = acts[i // 2].T @ grad
+                grads[i + 1] = grad.sum(axis=0)
+                if i:
+                    grad = (grad @ params[i].T) * (acts[i // 2] > 0)
+            return loss, grads
+
+        def step():
+            loss, grads = loss_and_grads()
+            for p, g in zip(params, grads):
+                p -= np.float32(LR) * g
+            return loss
+
+        def first_grads():
+            loss, grads = loss_and_grads()
+            return float(loss), grads
+
+        return step, first_grads
+
+
+# ------------------------------------------------------------ timing
+
+# Repetitions are interleaved across implementations (cgrad, torch, numpy,
+# cgrad, ...) so that a burst of load from elsewhere on the machine hits all
+# of them alike instead of one whole column.
+
+def median_times(fns, calls, reps, warmup):
+    """{name: median seconds per call} for {name: fn}."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples[name].append((time.perf_counter() - start) / calls)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def bench_chain(impls, n, reps):
+    """{name: (forward us/op, backward us/op, gradient)}."""
+    for impl in impls:
+        impl.chain(n)  # warm-up
+    runs = {impl.name: [] for impl in impls}
+    for _ in range(reps):
+        for impl in impls:
+            runs[impl.name].append(impl.chain(n))
+    return {name: (statistics.median(r[0] for r in rs) / n * 1e6,
+                   statistics.median(r[1] for r in rs) / n * 1e6, rs[-1][2])
+            for name, rs in runs.items()}
+
+
+def check_same_problem(impls, params, x, y):
+    """First-step loss and gradients must agree, or the timings compare different work."""
+    ref_loss, ref_grads = NumpyImpl().mlp(params, x, y)[1]()
+    problems = []
+    for impl in impls:
+        loss, grads = impl.mlp(params, x, y)[1]()
+        if not np.isclose(loss, ref_loss, rtol=1e-4):
+            problems.append(f"{impl.name}: loss {loss:.6g} vs numpy {ref_loss:.6g}")
+        for i, (g, r) in enumerate(zip(grads, ref_grads)):
+            if not np.allclose(g, r, rtol=1e-3, atol=1e-5):
+                problems.append(f"{impl.name}: grad of param {i} differs by "
+                                f"{np.abs(g - r).max():.3g} from numpy")
+    # Then a few SGD steps: the trajectories must stay together too.
+    steps = 5
+    ref_step = NumpyImpl().mlp(params, x, y)[0]
+    ref_losses = [float(ref_step()) for _ in range(steps)]
+    for impl in impls:
+        step = impl.mlp(params, x, y)[0]
+        losses = [step().item() for _ in range(steps)]
+        if not np.allclose(losses, ref_losses, rtol=1e-3):
+            problems.append(f"{impl.name}: losses over {steps} SGD steps {losses} vs numpy {ref_losses}")
+    return problems
+
+
+def run(quick):
+    impls = [CgradImpl()] + ([TorchImpl()] if torch is not None else []) + [NumpyImpl()]
+    reps = 3 if quick else 11
+    chain_n = 2_000 if quick else 10_000
+    rows, notes = [], []
+
+    chain = bench_chain(impls, chain_n, reps)
+    expected_grad = CHAIN_MUL ** (chain_n // 2)
+    for name, (_, _, grad) in chain.items():
+        if not np.isclose(grad, expected_grad, rtol=1e-3):
+            notes.append(f"op chain: {name} gradient {grad:.6g}, expected {expected_grad:.6g}")
+    rows.append((f"op chain forward ({chain_n:,} ops, 1 element)", "us/op",
+                 {k: v[0] for k, v in chain.items()}, False))
+    rows.append((f"op chain backward ({chain_n:,} ops, 1 element)", "us/op",
+                 {k: v[1] for k, v in chain.items()}, False))
+
+    mlps = [((784, 512, 256, 10), 128, 3 if quick else 20), ((64, 64, 64, 10), 32, 20 if quick else 500)]
+    for sizes, batch, calls in mlps:
+        params, x, y = make_problem(sizes, batch)
+        notes += check_same_problem([i for i in impls if i.name != "numpy"], params, x, y)
+        step_fns = {impl.name: impl.mlp(params, x, y)[0] for impl in impls}
+        times = median_times(step_fns, calls, reps, warmup=max(2, calls // 5))
+        steps = {name: 1.0 / t for name, t in times.items()}
+        label = f"MLP {'-'.join(map(str, sizes))}, batch {batch}, SGD step"
+        rows.append((label, "steps/s", steps, True))
+    return rows, notes, impls
+
+
+def format_table(rows, notes, impls):
+    names = [impl.name for impl in impls]
+    others = [n for n in ("torch", "numpy") if n in names]
+    header = ["benchmark", "unit"] + names + [f"cgrad/{n} (time)" for n in others]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, unit, result, higher_is_better in rows:
+        cells = [label, unit] + [f"{result[n]:.2f}" if result[n] < 100 else f"{result[n]:.0f}" for n in names]
+        for other in others:
+            # Ratio of times: > 1 means cgrad is slower.
+            ratio = result[other] / result["cgrad"] if higher_is_better else result["cgrad"] / result[other]
+            cells.append(f"{ratio:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    env = [
+        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"- python {platform.python_version()}, numpy {np.__version__}, cgrad {cgrad.__version__}"
+        f" (gemm: {cgrad.gemm_backend() if hasattr(cgrad, 'gemm_backend') else '?'})"
+        + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ", torch not installed"),
+        f"- {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "- numbers are medians of repeated runs after a warm-up; ratio columns divide "
+        "cgrad's time by the other's (> 1: cgrad is slower)",
+    ]
+    checks = [f"- CHECK FAILED: {n}" for n in notes] or [
+        "- checked before timing: first-step losses and gradients, and the losses of 5 SGD "
+        "steps, agree across implementations"]
+    return "\n".join(["# cgrad benchmark", ""] + lines + [""] + env + checks) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short run for smoke tests")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="Markdown file to write")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    rows, notes, impls = run(args.quick)
+    report = format_table(rows, notes, impls)
+    report += f"- total bench time: {time.perf_counter() - start:.0f} s\n"
+    print(report, end="")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report)
+    return 1 if notes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

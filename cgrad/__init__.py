@@ -1,0 +1,41 @@
+"""cgrad: customizable backpropagation on a C tape.
+
+A PyTorch-shaped API over a C reverse-mode autodiff core:
+
+    import cgrad
+    x = cgrad.randn(3, requires_grad=True)
+    (x * x).sum().backward()
+    x.grad  # 2 * x
+"""
+from cgrad import _core
+from cgrad._core import (
+    Tensor, dtype, float32, float64, int64, bool_,
+    tensor, from_numpy, zeros, ones, empty, full, randn, rand, randint, randperm, arange,
+    manual_seed, is_grad_enabled, set_default_dtype, get_default_dtype,
+    where, cat, concatenate, stack, use_blas, gemm_backend,
+)
+from cgrad._grad_mode import no_grad, enable_grad, set_grad_enabled
+from cgrad import autograd
+from cgrad._functions import *  # noqa: F401,F403  (exp, log, matmul, sum, ... as functions)
+from cgrad._functions import __all__ as _fn_all
+from cgrad import nn
+
+__version__ = _core.__version__
+
+# PyTorch's short dtype names.
+float = float32  # noqa: A001
+double = float64
+long = int64
+bool = bool_  # noqa: A001
+
+# Route GEMMs through SciPy's BLAS when it is importable (the C library
+# alone uses its built-in kernel).
+use_blas(True)
+
+__all__ = [
+    "Tensor", "dtype", "float32", "float64", "int64", "bool_", "float", "double", "long", "bool",
+    "tensor", "from_numpy", "zeros", "ones", "empty", "full", "randn", "rand", "randint",
+    "randperm", "arange", "zeros_like", "ones_like", "manual_seed", "is_grad_enabled",
+    "set_default_dtype", "get_default_dtype", "where", "cat", "concatenate", "stack",
+    "no_grad", "enable_grad", "set_grad_enabled", "autograd", "nn", "use_blas", "gemm_backend",
+] + list(_fn_all)

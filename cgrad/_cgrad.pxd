@@ -1,0 +1,158 @@
+# Declarations of include/cgrad.h for Cython (generated from the header by
+# the snippet in ARCHITECTURE.md; keep in sync: tests/python/test_pxd_sync.py).
+from libc.stdint cimport int64_t, uint64_t
+
+cdef extern from "cgrad.h" nogil:
+    ctypedef enum cg_status:
+        CG_OK
+        CG_ERR_NULL
+        CG_ERR_SHAPE
+        CG_ERR_DTYPE
+        CG_ERR_INDEX
+        CG_ERR_VALUE
+        CG_ERR_NOMEM
+        CG_ERR_AUTOGRAD
+        CG_ERR_UNSUPPORTED
+        CG_ERR_CALLBACK
+        CG_STATUS_COUNT
+    ctypedef enum cg_dtype:
+        CG_FLOAT32
+        CG_FLOAT64
+        CG_INT64
+        CG_BOOL
+        CG_DTYPE_COUNT
+    int CG_MAX_DIMS
+    const char *CG_VERSION_STRING
+    ctypedef struct cg_tensor:
+        pass
+    ctypedef void (*cg_release_fn)(void *release_ctx) noexcept
+    ctypedef cg_status (*cg_custom_backward_fn)(void *ctx, int n_outputs, cg_tensor **grad_outputs, int n_inputs, const int *needs_input_grad, cg_tensor **grad_inputs) noexcept
+    ctypedef void (*cg_ctx_free_fn)(void *ctx) noexcept
+    ctypedef cg_status (*cg_fn)(void *ctx, int n_inputs, cg_tensor **inputs, cg_tensor **out) noexcept
+    ctypedef void (*cg_sgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) noexcept
+    ctypedef void (*cg_dgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double *a, int64_t lda, const double *b, int64_t ldb, double beta, double *c, int64_t ldc) noexcept
+
+    const char *cg_last_error()
+    const char *cg_status_name(cg_status status)
+    void cg_clear_error()
+    size_t cg_dtype_size(cg_dtype dtype)
+    const char *cg_dtype_name(cg_dtype dtype)
+    void cg_tensor_retain(cg_tensor *t)
+    void cg_tensor_free(cg_tensor *t)
+    cg_status cg_empty(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out)
+    cg_status cg_zeros(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out)
+    cg_status cg_ones(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out)
+    cg_status cg_full(cg_dtype dtype, int ndim, const int64_t *shape, double value, cg_tensor **out)
+    cg_status cg_scalar(cg_dtype dtype, double value, cg_tensor **out)
+    cg_status cg_from_data(cg_dtype dtype, int ndim, const int64_t *shape, const void *data, cg_tensor **out)
+    cg_status cg_from_blob(cg_dtype dtype, int ndim, const int64_t *shape, const int64_t *strides, void *data, cg_release_fn release, void *release_ctx, cg_tensor **out)
+    cg_status cg_arange(cg_dtype dtype, double start, double end, double step, cg_tensor **out)
+    void cg_manual_seed(uint64_t seed)
+    cg_status cg_rand(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out)
+    cg_status cg_randn(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out)
+    cg_status cg_randint(int64_t low, int64_t high, int ndim, const int64_t *shape, cg_tensor **out)
+    cg_status cg_randperm(int64_t n, cg_tensor **out)
+    cg_dtype cg_tensor_dtype(const cg_tensor *t)
+    int cg_tensor_ndim(const cg_tensor *t)
+    const int64_t *cg_tensor_shape(const cg_tensor *t)
+    const int64_t *cg_tensor_strides(const cg_tensor *t)
+    int64_t cg_tensor_numel(const cg_tensor *t)
+    void *cg_tensor_data(const cg_tensor *t)
+    int cg_tensor_is_contiguous(const cg_tensor *t)
+    uint64_t cg_tensor_version(const cg_tensor *t)
+    cg_status cg_tensor_item(const cg_tensor *t, double *out)
+    cg_status cg_tensor_copy_to(const cg_tensor *t, void *dst, size_t nbytes)
+    int cg_tensor_requires_grad(const cg_tensor *t)
+    cg_status cg_tensor_set_requires_grad(cg_tensor *t, int requires_grad)
+    int cg_tensor_is_leaf(const cg_tensor *t)
+    cg_tensor *cg_tensor_grad(const cg_tensor *t)
+    cg_status cg_tensor_set_grad(cg_tensor *t, cg_tensor *grad)
+    const char *cg_tensor_grad_fn_name(const cg_tensor *t)
+    cg_status cg_detach(cg_tensor *t, cg_tensor **out)
+    int cg_is_grad_enabled()
+    int cg_set_grad_enabled(int enabled)
+    cg_status cg_backward(cg_tensor *root, cg_tensor *grad, int retain_graph, int create_graph)
+    cg_status cg_grad(int n_outputs, cg_tensor **outputs, cg_tensor **grad_outputs, int n_inputs, cg_tensor **inputs, int retain_graph, int create_graph, int allow_unused, cg_tensor **grads)
+    cg_status cg_record_custom(const char *name, int n_inputs, cg_tensor **inputs, int n_outputs, cg_tensor **outputs, cg_custom_backward_fn backward, void *ctx, cg_ctx_free_fn ctx_free)
+    cg_status cg_set_error(cg_status status, const char *message)
+    cg_status cg_gradcheck(cg_fn fn, void *ctx, int n_inputs, cg_tensor **inputs, double eps, double atol, double rtol)
+    cg_status cg_add(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_sub(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_mul(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_div(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_pow(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_minimum(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_maximum(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_add_scalar(cg_tensor *a, double s, cg_tensor **out)
+    cg_status cg_mul_scalar(cg_tensor *a, double s, cg_tensor **out)
+    cg_status cg_pow_scalar(cg_tensor *a, double exponent, cg_tensor **out)
+    cg_status cg_eq(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_ne(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_lt(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_le(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_gt(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_ge(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_where(cg_tensor *cond, cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_neg(cg_tensor *a, cg_tensor **out)
+    cg_status cg_exp(cg_tensor *a, cg_tensor **out)
+    cg_status cg_log(cg_tensor *a, cg_tensor **out)
+    cg_status cg_sqrt(cg_tensor *a, cg_tensor **out)
+    cg_status cg_abs(cg_tensor *a, cg_tensor **out)
+    cg_status cg_sign(cg_tensor *a, cg_tensor **out)
+    cg_status cg_round(cg_tensor *a, cg_tensor **out)
+    cg_status cg_floor(cg_tensor *a, cg_tensor **out)
+    cg_status cg_ceil(cg_tensor *a, cg_tensor **out)
+    cg_status cg_relu(cg_tensor *a, cg_tensor **out)
+    cg_status cg_leaky_relu(cg_tensor *a, double negative_slope, cg_tensor **out)
+    cg_status cg_elu(cg_tensor *a, double alpha, cg_tensor **out)
+    cg_status cg_gelu(cg_tensor *a, int approximate, cg_tensor **out)
+    cg_status cg_sigmoid(cg_tensor *a, cg_tensor **out)
+    cg_status cg_tanh(cg_tensor *a, cg_tensor **out)
+    cg_status cg_softplus(cg_tensor *a, double beta, double threshold, cg_tensor **out)
+    cg_status cg_clamp(cg_tensor *a, double lo, double hi, cg_tensor **out)
+    cg_status cg_sum(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out)
+    cg_status cg_mean(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out)
+    cg_status cg_var(cg_tensor *a, const int *dims, int ndims, double correction, int keepdim, cg_tensor **out)
+    cg_status cg_max(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out)
+    cg_status cg_min(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out)
+    cg_status cg_argmax(cg_tensor *a, int dim, int keepdim, int flatten_all, cg_tensor **out)
+    cg_status cg_argmin(cg_tensor *a, int dim, int keepdim, int flatten_all, cg_tensor **out)
+    cg_status cg_logsumexp(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out)
+    cg_status cg_softmax(cg_tensor *a, int dim, cg_tensor **out)
+    cg_status cg_log_softmax(cg_tensor *a, int dim, cg_tensor **out)
+    cg_status cg_sum_to_shape(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out)
+    cg_status cg_reshape(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out)
+    cg_status cg_permute(cg_tensor *a, const int *perm, cg_tensor **out)
+    cg_status cg_transpose(cg_tensor *a, int dim0, int dim1, cg_tensor **out)
+    cg_status cg_expand(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out)
+    cg_status cg_squeeze(cg_tensor *a, int dim, cg_tensor **out)
+    cg_status cg_squeeze_all(cg_tensor *a, cg_tensor **out)
+    cg_status cg_unsqueeze(cg_tensor *a, int dim, cg_tensor **out)
+    cg_status cg_slice(cg_tensor *a, int dim, int64_t start, int64_t stop, int64_t step, cg_tensor **out)
+    cg_status cg_select(cg_tensor *a, int dim, int64_t index, cg_tensor **out)
+    cg_status cg_cat(int n, cg_tensor **tensors, int dim, cg_tensor **out)
+    cg_status cg_stack(int n, cg_tensor **tensors, int dim, cg_tensor **out)
+    cg_status cg_contiguous(cg_tensor *a, cg_tensor **out)
+    cg_status cg_clone(cg_tensor *a, cg_tensor **out)
+    cg_status cg_to_dtype(cg_tensor *a, cg_dtype dtype, cg_tensor **out)
+    cg_status cg_index_select(cg_tensor *a, int dim, cg_tensor *index, cg_tensor **out)
+    cg_status cg_index_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src, cg_tensor **out)
+    cg_status cg_gather(cg_tensor *a, int dim, cg_tensor *index, cg_tensor **out)
+    cg_status cg_scatter_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src, cg_tensor **out)
+    cg_status cg_nonzero_flat(cg_tensor *mask, cg_tensor **out)
+    cg_status cg_embedding(cg_tensor *weight, cg_tensor *indices, cg_tensor **out)
+    cg_status cg_matmul(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    void cg_set_gemm(cg_sgemm_fn sgemm, cg_dgemm_fn dgemm)
+    void cg_builtin_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+    void cg_builtin_dgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double *a, int64_t lda, const double *b, int64_t ldb, double beta, double *c, int64_t ldc)
+    cg_status cg_conv2d(cg_tensor *x, cg_tensor *weight, cg_tensor *bias, const int64_t *stride, const int64_t *padding, const int64_t *dilation, int64_t groups, cg_tensor **out)
+    cg_status cg_max_pool2d(cg_tensor *x, const int64_t *kernel, const int64_t *stride, const int64_t *padding, cg_tensor **out)
+    cg_status cg_avg_pool2d(cg_tensor *x, const int64_t *kernel, const int64_t *stride, const int64_t *padding, int count_include_pad, cg_tensor **out)
+    cg_status cg_dropout(cg_tensor *x, double p, int training, cg_tensor **out)
+    cg_status cg_add_(cg_tensor *a, cg_tensor *b, double alpha)
+    cg_status cg_mul_(cg_tensor *a, cg_tensor *b)
+    cg_status cg_add_scalar_(cg_tensor *a, double s)
+    cg_status cg_mul_scalar_(cg_tensor *a, double s)
+    cg_status cg_zero_(cg_tensor *a)
+    cg_status cg_fill_(cg_tensor *a, double value)
+    cg_status cg_copy_(cg_tensor *dst, cg_tensor *src)

@@ -1,0 +1,23 @@
+"""cgrad.autograd: the functional gradient API (PyTorch names)."""
+from cgrad._core import autograd_grad as grad
+from cgrad._grad_mode import enable_grad, no_grad, set_grad_enabled
+
+__all__ = ["grad", "backward", "no_grad", "enable_grad", "set_grad_enabled"]
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
+    """Accumulate gradients of tensors into the leaves' .grad."""
+    from cgrad._core import Tensor
+
+    if isinstance(tensors, Tensor):
+        tensors = [tensors]
+        grad_tensors = [grad_tensors]
+    elif grad_tensors is None:
+        grad_tensors = [None] * len(tensors)
+    if len(grad_tensors) != len(tensors):
+        raise ValueError(f"got {len(grad_tensors)} grad_tensors for {len(tensors)} tensors")
+    n = len(tensors)
+    for i, (t, g) in enumerate(zip(tensors, grad_tensors)):
+        last = i == n - 1
+        keep = True if not last else (create_graph if retain_graph is None else retain_graph)
+        t.backward(g, retain_graph=keep, create_graph=create_graph)

@@ -1,0 +1,385 @@
+/*
+ * cgrad.h -- public C API of cgrad, a tape-based reverse-mode autodiff core.
+ *
+ * Usage (error handling shortened; every fallible call returns cg_status):
+ *
+ *     int64_t shape[2] = {2, 3};
+ *     cg_tensor *x = NULL, *y = NULL, *loss = NULL;
+ *     cg_manual_seed(0);
+ *     cg_randn(CG_FLOAT32, 2, shape, &x);
+ *     cg_tensor_set_requires_grad(x, 1);
+ *     cg_tanh(x, &y);                       // recorded on the tape
+ *     cg_sum(y, NULL, 0, 0, &loss);         // all dims -> 0-d tensor
+ *     if (cg_backward(loss, NULL, 0, 0) != CG_OK)
+ *         fprintf(stderr, "%s\n", cg_last_error());
+ *     cg_tensor *g = cg_tensor_grad(x);     // borrowed: 1 - tanh(x)^2
+ *     cg_tensor_free(loss); cg_tensor_free(y); cg_tensor_free(x);
+ *
+ * Conventions
+ *  - Shapes are row-major (NumPy order); strides are counted in elements.
+ *  - Tensor arguments are borrowed: a call never takes over the caller's
+ *    reference. A tensor returned through `cg_tensor **out` is a NEW
+ *    reference that the caller releases with cg_tensor_free().
+ *  - Every call that can fail returns a cg_status; on failure *out is left
+ *    NULL and cg_last_error() holds a message for the calling thread.
+ *    The library never aborts, exits or prints.
+ *  - Grad mode, the tape's sequence counter and the error message are
+ *    thread-local. The RNG is process-wide and not thread-safe.
+ *  - A dim argument may be negative (counted from the end, as in Python).
+ */
+#ifndef CGRAD_H
+#define CGRAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CG_VERSION_MAJOR 0
+#define CG_VERSION_MINOR 1
+#define CG_VERSION_PATCH 0
+#define CG_VERSION_STRING "0.1.0"
+
+#if defined(_WIN32)
+#define CG_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define CG_API __attribute__((visibility("default")))
+#else
+#define CG_API
+#endif
+
+#define CG_MAX_DIMS 8
+
+/* Status codes. Only grows at the end (before CG_STATUS_COUNT). */
+typedef enum cg_status {
+    CG_OK = 0,
+    CG_ERR_NULL,        /* a required pointer argument was NULL */
+    CG_ERR_SHAPE,       /* shapes do not match / cannot broadcast */
+    CG_ERR_DTYPE,       /* dtype not supported by this op, or mismatch */
+    CG_ERR_INDEX,       /* index or dim out of range */
+    CG_ERR_VALUE,       /* bad scalar argument (negative size, p outside [0,1]...) */
+    CG_ERR_NOMEM,       /* allocation failed */
+    CG_ERR_AUTOGRAD,    /* backward twice, modified saved tensor, no grad_fn... */
+    CG_ERR_UNSUPPORTED, /* valid request this build cannot do */
+    CG_ERR_CALLBACK,    /* a user callback (custom backward) failed */
+    CG_STATUS_COUNT
+} cg_status;
+
+/* Element types. Only grows at the end (before CG_DTYPE_COUNT). */
+typedef enum cg_dtype {
+    CG_FLOAT32 = 0,
+    CG_FLOAT64,
+    CG_INT64, /* indices, labels: no gradient */
+    CG_BOOL,  /* masks, comparison results (1 byte each): no gradient */
+    CG_DTYPE_COUNT
+} cg_dtype;
+
+typedef struct cg_tensor cg_tensor; /* opaque, refcounted */
+
+/* ---------------------------------------------------------------- errors */
+/* Message of the last failure on this thread ("" if none). Borrowed: valid
+ * until the next failing call on the same thread. */
+CG_API const char *cg_last_error(void);
+CG_API const char *cg_status_name(cg_status status); /* static string */
+CG_API void cg_clear_error(void);
+
+CG_API size_t cg_dtype_size(cg_dtype dtype);     /* 0 for an invalid dtype */
+CG_API const char *cg_dtype_name(cg_dtype dtype); /* static string */
+
+/* ------------------------------------------------------------- lifetime */
+CG_API void cg_tensor_retain(cg_tensor *t);  /* +1 reference; NULL is a no-op */
+CG_API void cg_tensor_free(cg_tensor *t);    /* -1 reference; NULL is a no-op */
+
+/* ------------------------------------------------------------- creation */
+/* All return a new contiguous tensor owned by the caller. ndim in [0, 8];
+ * shape entries >= 0. */
+CG_API cg_status cg_empty(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out);
+CG_API cg_status cg_zeros(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out);
+CG_API cg_status cg_ones(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out);
+CG_API cg_status cg_full(cg_dtype dtype, int ndim, const int64_t *shape, double value,
+                         cg_tensor **out);
+/* 0-d tensor holding value. */
+CG_API cg_status cg_scalar(cg_dtype dtype, double value, cg_tensor **out);
+/* Copies numel*dtype_size bytes of contiguous row-major data. */
+CG_API cg_status cg_from_data(cg_dtype dtype, int ndim, const int64_t *shape,
+                              const void *data, cg_tensor **out);
+/* Zero-copy wrap of foreign memory. strides in elements (NULL: contiguous);
+ * release(release_ctx) is called once when the last tensor viewing the
+ * memory is freed (release may be NULL). Strides may be 0 or negative. */
+typedef void (*cg_release_fn)(void *release_ctx);
+CG_API cg_status cg_from_blob(cg_dtype dtype, int ndim, const int64_t *shape,
+                              const int64_t *strides, void *data, cg_release_fn release,
+                              void *release_ctx, cg_tensor **out);
+/* [start, end) with step, 1-D. */
+CG_API cg_status cg_arange(cg_dtype dtype, double start, double end, double step,
+                           cg_tensor **out);
+
+/* ------------------------------------------------------------------ RNG */
+/* Process-wide generator (xoshiro256**); same seed -> same numbers on every
+ * platform. */
+CG_API void cg_manual_seed(uint64_t seed);
+CG_API cg_status cg_rand(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out);  /* U[0,1) */
+CG_API cg_status cg_randn(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out); /* N(0,1) */
+/* Uniform integers in [low, high), int64. */
+CG_API cg_status cg_randint(int64_t low, int64_t high, int ndim, const int64_t *shape,
+                            cg_tensor **out);
+/* A random permutation of 0..n-1, int64. */
+CG_API cg_status cg_randperm(int64_t n, cg_tensor **out);
+
+/* ----------------------------------------------------------- inspection */
+CG_API cg_dtype cg_tensor_dtype(const cg_tensor *t);
+CG_API int cg_tensor_ndim(const cg_tensor *t);
+CG_API const int64_t *cg_tensor_shape(const cg_tensor *t);   /* borrowed, ndim entries */
+CG_API const int64_t *cg_tensor_strides(const cg_tensor *t); /* borrowed, in elements */
+CG_API int64_t cg_tensor_numel(const cg_tensor *t);
+/* Pointer to element [0,...,0] (storage offset applied). Borrowed: valid while
+ * t lives. */
+CG_API void *cg_tensor_data(const cg_tensor *t);
+CG_API int cg_tensor_is_contiguous(const cg_tensor *t);
+/* Version counter of the storage: bumped by every in-place op. */
+CG_API uint64_t cg_tensor_version(const cg_tensor *t);
+/* Value of a one-element tensor as double. */
+CG_API cg_status cg_tensor_item(const cg_tensor *t, double *out);
+/* Copies the elements in row-major order into dst (nbytes must equal
+ * numel * dtype_size). Works for non-contiguous tensors. */
+CG_API cg_status cg_tensor_copy_to(const cg_tensor *t, void *dst, size_t nbytes);
+
+/* ------------------------------------------------------------- autograd */
+CG_API int cg_tensor_requires_grad(const cg_tensor *t);
+/* Leaves only; floating dtypes only. */
+CG_API cg_status cg_tensor_set_requires_grad(cg_tensor *t, int requires_grad);
+CG_API int cg_tensor_is_leaf(const cg_tensor *t);
+/* Accumulated gradient of a leaf, or NULL. Borrowed: valid until the grad is
+ * replaced (next backward may accumulate in place or replace it). */
+CG_API cg_tensor *cg_tensor_grad(const cg_tensor *t);
+/* Replace the gradient (NULL clears it). grad must match shape and dtype.
+ * The tensor retains its own reference to grad. */
+CG_API cg_status cg_tensor_set_grad(cg_tensor *t, cg_tensor *grad);
+/* Name of the op that produced t ("mul", "matmul", ...), NULL for leaves. */
+CG_API const char *cg_tensor_grad_fn_name(const cg_tensor *t);
+/* New tensor sharing storage with t, not recorded on the tape. */
+CG_API cg_status cg_detach(cg_tensor *t, cg_tensor **out);
+
+CG_API int cg_is_grad_enabled(void);
+/* Returns the previous setting. */
+CG_API int cg_set_grad_enabled(int enabled);
+
+/* Reverse sweep from root. grad: gradient of root (NULL allowed only when
+ * root has exactly one element: ones). Accumulates into the .grad of every
+ * leaf that requires grad. Without retain_graph the saved tensors of the
+ * entries it walked are freed, and a second backward through them fails
+ * with CG_ERR_AUTOGRAD naming the op. With create_graph the backward is
+ * itself recorded (higher-order derivatives). */
+CG_API cg_status cg_backward(cg_tensor *root, cg_tensor *grad, int retain_graph,
+                             int create_graph);
+/* Functional form: gradients of sum(outputs[i] * grad_outputs[i]) with
+ * respect to inputs, without touching .grad. grad_outputs may be NULL (all
+ * outputs one-element) or hold NULL entries. grads[j] receives a new
+ * reference, or NULL when inputs[j] is unreachable and allow_unused. */
+CG_API cg_status cg_grad(int n_outputs, cg_tensor *const *outputs,
+                         cg_tensor *const *grad_outputs, int n_inputs,
+                         cg_tensor *const *inputs, int retain_graph, int create_graph,
+                         int allow_unused, cg_tensor **grads);
+
+/* ------------------------------------------------- custom ops (foreign) */
+/* Backward of a custom op. grad_outputs[i] is never NULL (zeros when that
+ * output got no gradient). Set grad_inputs[j] to a NEW reference (or leave
+ * NULL: no gradient) for each j with needs_input_grad[j]. Runs with grad
+ * mode == create_graph, so a backward written with cg_ ops is
+ * differentiable. Return CG_OK or an error status (set a message with
+ * cg_set_error). */
+typedef cg_status (*cg_custom_backward_fn)(void *ctx, int n_outputs,
+                                           cg_tensor *const *grad_outputs, int n_inputs,
+                                           const int *needs_input_grad,
+                                           cg_tensor **grad_inputs);
+typedef void (*cg_ctx_free_fn)(void *ctx);
+/* Records a tape entry named `name` (copied) linking inputs to outputs.
+ * outputs must be fresh tensors computed by the caller (leaves without
+ * grad). If grad mode is off or no input requires grad, nothing is recorded,
+ * ctx_free(ctx) is called at once and CG_OK is returned. Otherwise the entry
+ * owns ctx and calls ctx_free(ctx) when it is released. */
+CG_API cg_status cg_record_custom(const char *name, int n_inputs, cg_tensor *const *inputs,
+                                  int n_outputs, cg_tensor *const *outputs,
+                                  cg_custom_backward_fn backward, void *ctx,
+                                  cg_ctx_free_fn ctx_free);
+/* For callbacks: set the thread's error message and return status. */
+CG_API cg_status cg_set_error(cg_status status, const char *message);
+
+/* Gradient check. fn computes one output tensor from n_inputs float64
+ * inputs. Compares cg_grad of sum(out * v) (v fixed random) against float64
+ * central differences. CG_OK if every element agrees within
+ * atol + rtol*|numeric|; otherwise CG_ERR_VALUE and cg_last_error() names
+ * the input, the element index and both values. */
+typedef cg_status (*cg_fn)(void *ctx, int n_inputs, cg_tensor *const *inputs,
+                           cg_tensor **out);
+CG_API cg_status cg_gradcheck(cg_fn fn, void *ctx, int n_inputs, cg_tensor *const *inputs,
+                              double eps, double atol, double rtol);
+
+/* ------------------------------------------- elementwise, broadcasting */
+/* Binary ops follow NumPy broadcasting and type promotion
+ * (bool < int64 < float32 < float64). */
+CG_API cg_status cg_add(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+CG_API cg_status cg_sub(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+CG_API cg_status cg_mul(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+CG_API cg_status cg_div(cg_tensor *a, cg_tensor *b, cg_tensor **out); /* true division */
+CG_API cg_status cg_pow(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+CG_API cg_status cg_minimum(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+CG_API cg_status cg_maximum(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+/* Scalar right-hand side, result keeps a's dtype (float), like PyTorch. */
+CG_API cg_status cg_add_scalar(cg_tensor *a, double s, cg_tensor **out);
+CG_API cg_status cg_mul_scalar(cg_tensor *a, double s, cg_tensor **out);
+CG_API cg_status cg_pow_scalar(cg_tensor *a, double exponent, cg_tensor **out);
+/* Comparisons: bool result, never recorded. */
+CG_API cg_status cg_eq(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+CG_API cg_status cg_ne(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+CG_API cg_status cg_lt(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+CG_API cg_status cg_le(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+CG_API cg_status cg_gt(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+CG_API cg_status cg_ge(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+/* cond (bool) ? a : b, all three broadcast. */
+CG_API cg_status cg_where(cg_tensor *cond, cg_tensor *a, cg_tensor *b, cg_tensor **out);
+
+/* --------------------------------------------------------------- unary */
+CG_API cg_status cg_neg(cg_tensor *a, cg_tensor **out);
+CG_API cg_status cg_exp(cg_tensor *a, cg_tensor **out);
+CG_API cg_status cg_log(cg_tensor *a, cg_tensor **out);
+CG_API cg_status cg_sqrt(cg_tensor *a, cg_tensor **out);
+CG_API cg_status cg_abs(cg_tensor *a, cg_tensor **out);
+CG_API cg_status cg_sign(cg_tensor *a, cg_tensor **out);  /* zero gradient */
+CG_API cg_status cg_round(cg_tensor *a, cg_tensor **out); /* half to even; zero gradient */
+CG_API cg_status cg_floor(cg_tensor *a, cg_tensor **out); /* zero gradient */
+CG_API cg_status cg_ceil(cg_tensor *a, cg_tensor **out);  /* zero gradient */
+CG_API cg_status cg_relu(cg_tensor *a, cg_tensor **out);
+CG_API cg_status cg_leaky_relu(cg_tensor *a, double negative_slope, cg_tensor **out);
+CG_API cg_status cg_elu(cg_tensor *a, double alpha, cg_tensor **out);
+/* approximate: 0 exact (erf), 1 tanh approximation. */
+CG_API cg_status cg_gelu(cg_tensor *a, int approximate, cg_tensor **out);
+CG_API cg_status cg_sigmoid(cg_tensor *a, cg_tensor **out);
+CG_API cg_status cg_tanh(cg_tensor *a, cg_tensor **out);
+/* log(1 + exp(beta*x)) / beta, linear above threshold (as PyTorch). */
+CG_API cg_status cg_softplus(cg_tensor *a, double beta, double threshold, cg_tensor **out);
+/* Bounds may be -INFINITY / INFINITY for "none". Gradient 1 inside [lo, hi]. */
+CG_API cg_status cg_clamp(cg_tensor *a, double lo, double hi, cg_tensor **out);
+
+/* ---------------------------------------------------------- reductions */
+/* dims == NULL (ndims 0) reduces over every dim. Repeated dims are an error. */
+CG_API cg_status cg_sum(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out);
+CG_API cg_status cg_mean(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out);
+/* correction 1: unbiased (PyTorch default), 0: population. */
+CG_API cg_status cg_var(cg_tensor *a, const int *dims, int ndims, double correction,
+                        int keepdim, cg_tensor **out);
+/* Values only; the gradient goes to the (first) arg-extremum, split evenly
+ * among ties as PyTorch's amax does. */
+CG_API cg_status cg_max(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out);
+CG_API cg_status cg_min(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out);
+/* int64 index of the first extremum along dim; flatten_all != 0 ignores dim
+ * and returns a 0-d index into the flattened tensor. */
+CG_API cg_status cg_argmax(cg_tensor *a, int dim, int keepdim, int flatten_all, cg_tensor **out);
+CG_API cg_status cg_argmin(cg_tensor *a, int dim, int keepdim, int flatten_all, cg_tensor **out);
+CG_API cg_status cg_logsumexp(cg_tensor *a, const int *dims, int ndims, int keepdim,
+                              cg_tensor **out);
+CG_API cg_status cg_softmax(cg_tensor *a, int dim, cg_tensor **out);
+CG_API cg_status cg_log_softmax(cg_tensor *a, int dim, cg_tensor **out);
+/* Sums a broadcast tensor back down to shape (the adjoint of expand). */
+CG_API cg_status cg_sum_to_shape(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out);
+
+/* --------------------------------------------------------------- shape */
+/* Views where the layout allows (no copy), copies otherwise. One shape entry
+ * may be -1. */
+CG_API cg_status cg_reshape(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out);
+CG_API cg_status cg_permute(cg_tensor *a, const int *perm, cg_tensor **out); /* ndim entries */
+CG_API cg_status cg_transpose(cg_tensor *a, int dim0, int dim1, cg_tensor **out);
+/* Broadcast view (stride 0); -1 keeps a dim; new leading dims allowed. */
+CG_API cg_status cg_expand(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out);
+CG_API cg_status cg_squeeze(cg_tensor *a, int dim, cg_tensor **out); /* no-op if size != 1 */
+CG_API cg_status cg_squeeze_all(cg_tensor *a, cg_tensor **out);
+CG_API cg_status cg_unsqueeze(cg_tensor *a, int dim, cg_tensor **out);
+/* Python slice semantics along dim: negative start/stop count from the end,
+ * out-of-range values are clamped; step > 0. A view. */
+CG_API cg_status cg_slice(cg_tensor *a, int dim, int64_t start, int64_t stop, int64_t step,
+                          cg_tensor **out);
+/* a[..., index, ...] along dim (removes dim). A view. */
+CG_API cg_status cg_select(cg_tensor *a, int dim, int64_t index, cg_tensor **out);
+CG_API cg_status cg_cat(int n, cg_tensor *const *tensors, int dim, cg_tensor **out);
+CG_API cg_status cg_stack(int n, cg_tensor *const *tensors, int dim, cg_tensor **out);
+/* Contiguous copy (differentiable); returns a new reference to a itself
+ * when a is already contiguous. */
+CG_API cg_status cg_contiguous(cg_tensor *a, cg_tensor **out);
+CG_API cg_status cg_clone(cg_tensor *a, cg_tensor **out);
+/* Cast; differentiable between floating dtypes. */
+CG_API cg_status cg_to_dtype(cg_tensor *a, cg_dtype dtype, cg_tensor **out);
+
+/* ------------------------------------------------------------ indexing */
+/* index: int64 1-D; negative entries count from the end. */
+CG_API cg_status cg_index_select(cg_tensor *a, int dim, cg_tensor *index, cg_tensor **out);
+/* out = a with src rows added at index along dim (out of place). */
+CG_API cg_status cg_index_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src,
+                              cg_tensor **out);
+/* out[i][j] = a[index[i][j]][j] (dim 0), etc.; index int64, same ndim. */
+CG_API cg_status cg_gather(cg_tensor *a, int dim, cg_tensor *index, cg_tensor **out);
+/* out = a; out[index[i][j]][j] += src[i][j] (dim 0), etc. (out of place). */
+CG_API cg_status cg_scatter_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src,
+                                cg_tensor **out);
+/* Flat (row-major) positions of the true elements of a bool mask, int64 1-D. */
+CG_API cg_status cg_nonzero_flat(cg_tensor *mask, cg_tensor **out);
+/* weight (num, dim) looked up at int64 indices of any shape -> (*idx, dim). */
+CG_API cg_status cg_embedding(cg_tensor *weight, cg_tensor *indices, cg_tensor **out);
+
+/* -------------------------------------------------------- linear algebra */
+/* NumPy matmul rules: 1-D x 1-D dot, 2-D, batched with broadcast batch dims. */
+CG_API cg_status cg_matmul(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+
+/* Row-major GEMM hook: C = alpha * op(A) @ op(B) + beta * C, op(X) = X or
+ * X^T when trans_x != 0; A is m x k after op, B is k x n, C is m x n; lda,
+ * ldb, ldc are row strides in elements. */
+typedef void (*cg_sgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                            float alpha, const float *a, int64_t lda, const float *b,
+                            int64_t ldb, float beta, float *c, int64_t ldc);
+typedef void (*cg_dgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                            double alpha, const double *a, int64_t lda, const double *b,
+                            int64_t ldb, double beta, double *c, int64_t ldc);
+/* Install a GEMM (e.g. BLAS). NULL restores the built-in blocked kernel. */
+CG_API void cg_set_gemm(cg_sgemm_fn sgemm, cg_dgemm_fn dgemm);
+/* The built-in kernels, usable directly. */
+CG_API void cg_builtin_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                             float alpha, const float *a, int64_t lda, const float *b,
+                             int64_t ldb, float beta, float *c, int64_t ldc);
+CG_API void cg_builtin_dgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                             double alpha, const double *a, int64_t lda, const double *b,
+                             int64_t ldb, double beta, double *c, int64_t ldc);
+
+/* ------------------------------------------------------------------ nn */
+/* x (N, C_in, H, W), weight (C_out, C_in/groups, kH, kW), bias (C_out) or
+ * NULL. stride/padding/dilation: {h, w}. */
+CG_API cg_status cg_conv2d(cg_tensor *x, cg_tensor *weight, cg_tensor *bias,
+                           const int64_t stride[2], const int64_t padding[2],
+                           const int64_t dilation[2], int64_t groups, cg_tensor **out);
+/* x (N, C, H, W); padding counts as -inf. */
+CG_API cg_status cg_max_pool2d(cg_tensor *x, const int64_t kernel[2], const int64_t stride[2],
+                               const int64_t padding[2], cg_tensor **out);
+CG_API cg_status cg_avg_pool2d(cg_tensor *x, const int64_t kernel[2], const int64_t stride[2],
+                               const int64_t padding[2], int count_include_pad,
+                               cg_tensor **out);
+/* Zeroes elements with probability p, scales the rest by 1/(1-p); identity
+ * when training == 0. Uses the process RNG. */
+CG_API cg_status cg_dropout(cg_tensor *x, double p, int training, cg_tensor **out);
+
+/* ------------------------------------------------------------ in-place */
+/* Bump the version counter. Refused (CG_ERR_AUTOGRAD) while grad mode is on
+ * and the target requires grad: a leaf would lose its history and a saved
+ * tensor would change under the tape. Use them under no-grad (optimizers,
+ * initialisation). src/b broadcast to the target's shape. */
+CG_API cg_status cg_add_(cg_tensor *a, cg_tensor *b, double alpha); /* a += alpha * b */
+CG_API cg_status cg_mul_(cg_tensor *a, cg_tensor *b);               /* a *= b */
+CG_API cg_status cg_add_scalar_(cg_tensor *a, double s);
+CG_API cg_status cg_mul_scalar_(cg_tensor *a, double s);
+CG_API cg_status cg_zero_(cg_tensor *a);
+CG_API cg_status cg_fill_(cg_tensor *a, double value);
+CG_API cg_status cg_copy_(cg_tensor *dst, cg_tensor *src); /* casts dtype */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CGRAD_H */

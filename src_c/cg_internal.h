@@ -1,0 +1,265 @@
+/*
+ * cg_internal.h -- struct layouts and helpers shared by the C sources.
+ * Not installed; the public API is include/cgrad.h.
+ *
+ * How an op is written (see ops_binary.c for the pattern):
+ *
+ *   static cg_status mul_backward(cg_node *node, cg_tensor *const *gout,
+ *                                 cg_tensor **gin);
+ *   static const cg_op OP_MUL = {"mul", mul_backward};
+ *
+ *   cg_status cg_mul(cg_tensor *a, cg_tensor *b, cg_tensor **out) {
+ *       CG_CHECK_OUT(out); CG_CHECK_T(a); CG_CHECK_T(b);
+ *       ... compute r (new tensor) with a C kernel ...
+ *       if (cg__wants_grad2(a, b)) {               // grad mode on && any requires grad
+ *           cg_tensor *ins[2] = {a, b};
+ *           cg_node *node;
+ *           st = cg__record(&OP_MUL, 2, ins, 1, &r, &node);
+ *           if (!st) st = cg__save(node, a);       // saved slot 0
+ *           if (!st) st = cg__save(node, b);       // saved slot 1
+ *           if (st) { cg_tensor_free(r); return st; }
+ *       }
+ *       *out = r; return CG_OK;
+ *   }
+ *
+ * Backward formulas are written with the public differentiable ops (cg_mul,
+ * cg_sum_to_shape, ...), never with hand loops, so that with create_graph the
+ * backward is itself recorded and second derivatives work. The engine calls
+ * backward with grad mode == create_graph. gin[i] must be set to a new
+ * reference with exactly the shape and dtype of input i (or left NULL when
+ * node->needs_grad[i] is 0). A fused backward kernel is fine only if it is
+ * itself an op with its own derivative.
+ */
+#ifndef CG_INTERNAL_H
+#define CG_INTERNAL_H
+
+#include "cgrad.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CG_INTERNAL __attribute__((visibility("hidden")))
+
+typedef struct cg_node cg_node;
+
+/* Refcounted memory block shared by a tensor and its views. */
+typedef struct cg_storage {
+    int64_t refcount;
+    void *data;
+    size_t nbytes;
+    uint64_t version;     /* bumped by in-place ops (shared by all views) */
+    cg_release_fn release; /* foreign memory: called instead of free(data) */
+    void *release_ctx;
+} cg_storage;
+
+struct cg_tensor {
+    int64_t refcount;
+    cg_dtype dtype;
+    int ndim;
+    int64_t shape[CG_MAX_DIMS];
+    int64_t strides[CG_MAX_DIMS]; /* elements */
+    int64_t offset;               /* elements from storage->data */
+    int64_t numel;
+    cg_storage *storage;
+    int requires_grad;
+    cg_tensor *grad;    /* owned, leaves only */
+    cg_node *grad_fn;   /* owned; NULL for leaves */
+    int output_nr;      /* which output of grad_fn this is */
+    cg_tensor *free_next; /* deallocation worklist link (refcount 0 only) */
+};
+
+/* A tensor saved for backward. */
+typedef struct cg_saved {
+    cg_tensor *t;       /* owned; for outputs: a detached alias (no cycle) */
+    uint64_t version;   /* storage version when saved */
+    int is_output;      /* output_nr + 1 when t is an output of this node */
+} cg_saved;
+
+/* Where the gradient of one input goes. */
+typedef struct cg_edge {
+    cg_node *node;      /* owned ref: producer of the input (non-leaf) */
+    int input_nr;       /* which output of node */
+    cg_tensor *leaf;    /* owned ref: leaf that accumulates (requires grad) */
+} cg_edge;
+
+typedef cg_status (*cg_backward_impl)(cg_node *node, cg_tensor *const *grad_outputs,
+                                      cg_tensor **grad_inputs);
+
+typedef struct cg_op {
+    const char *name;
+    cg_backward_impl backward;
+} cg_op;
+
+typedef struct cg_out_meta {
+    cg_tensor *weak;    /* the output itself, NOT owned: valid only while the
+                           op that records the node still holds it */
+    cg_dtype dtype;
+    int ndim;
+    int64_t shape[CG_MAX_DIMS];
+} cg_out_meta;
+
+#define CG_NODE_MAX_SAVED 4
+#define CG_NODE_MAX_IPARAM (4 * CG_MAX_DIMS + 8)
+
+/* One tape entry. */
+struct cg_node {
+    int64_t refcount;
+    uint64_t seq;          /* thread-local sequence number, increasing */
+    const cg_op *op;
+    int n_inputs, n_outputs;
+    cg_edge *next;         /* n_inputs entries (trailing allocation) */
+    unsigned char *needs_grad; /* n_inputs entries */
+    cg_out_meta *out_meta; /* n_outputs entries */
+    cg_saved saved[CG_NODE_MAX_SAVED];
+    int n_saved;
+    int released;          /* saved tensors freed by a non-retained backward */
+    /* Op parameters (dims, scalars) for the backward. */
+    double fparam[4];
+    int64_t iparam[CG_NODE_MAX_IPARAM];
+    int n_iparam;
+    /* Foreign / custom backward. */
+    char *custom_name;
+    cg_custom_backward_fn custom_backward;
+    void *ctx;
+    cg_ctx_free_fn ctx_free;
+    /* Extra owned tensors (e.g. variable-length cat inputs' metadata). */
+    void *extra;
+    void (*extra_free)(void *);
+    /* Engine scratch (valid during one backward). */
+    uint64_t mark;
+    int needed;            /* cg_grad: leads to a requested input */
+    cg_tensor **grad_buf;  /* n_outputs accumulated gradients */
+    cg_node *free_next;    /* deallocation worklist link (refcount 0 only) */
+};
+
+/* ------------------------------------------------------------- errors */
+/* Sets the thread-local message (printf format) and returns code. */
+CG_INTERNAL cg_status cg__err(cg_status code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define CG_CHECK_OUT(out)                                                      \
+    do {                                                                       \
+        if (!(out)) return cg__err(CG_ERR_NULL, "%s: out pointer is NULL", __func__); \
+        *(out) = NULL;                                                         \
+    } while (0)
+#define CG_CHECK_T(t)                                                          \
+    do {                                                                       \
+        if (!(t)) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", __func__, #t); \
+    } while (0)
+#define CG_TRY(expr)                                                           \
+    do {                                                                       \
+        cg_status cg__st_ = (expr);                                            \
+        if (cg__st_ != CG_OK) return cg__st_;                                  \
+    } while (0)
+
+/* ------------------------------------------------------------ tensors */
+static inline int cg__is_float(cg_dtype d) { return d == CG_FLOAT32 || d == CG_FLOAT64; }
+/* NumPy-style promotion: bool < int64 < float32 < float64. */
+CG_INTERNAL cg_dtype cg__promote(cg_dtype a, cg_dtype b);
+CG_INTERNAL int cg__valid_dtype(cg_dtype d);
+/* Pointer to element 0 of t. */
+static inline void *cg__ptr(const cg_tensor *t) {
+    return (char *)t->storage->data + (size_t)t->offset * cg_dtype_size(t->dtype);
+}
+CG_INTERNAL void cg__contig_strides(int ndim, const int64_t *shape, int64_t *strides);
+CG_INTERNAL int cg__is_contig(const cg_tensor *t);
+/* New contiguous tensor, uninitialised (zeroed when zero != 0). Checks
+ * ndim, negative sizes and overflow. */
+CG_INTERNAL cg_status cg__new(cg_dtype dtype, int ndim, const int64_t *shape, int zero,
+                              cg_tensor **out);
+/* New tensor header sharing base's storage (no autograd link). */
+CG_INTERNAL cg_status cg__view(cg_tensor *base, int ndim, const int64_t *shape,
+                               const int64_t *strides, int64_t offset, cg_tensor **out);
+/* Contiguous version of t, not recorded: new ref to t itself when already
+ * contiguous, else a copy. */
+CG_INTERNAL cg_status cg__contig(cg_tensor *t, cg_tensor **out);
+/* Copy src's elements (any strides) into dst (any strides), same shape,
+ * casting dtype. Not recorded; does not bump versions. */
+CG_INTERNAL cg_status cg__copy_elems(cg_tensor *dst, const cg_tensor *src);
+/* Normalise a possibly negative dim against ndim; CG_ERR_INDEX if out of
+ * range (the message names fn). */
+CG_INTERNAL cg_status cg__norm_dim(const char *fn, int dim, int ndim, int *out);
+/* Broadcast two shapes (NumPy rules). */
+CG_INTERNAL cg_status cg__broadcast_shapes(const char *fn, int na, const int64_t *sa, int nb,
+                                           const int64_t *sb, int *nout, int64_t *sout);
+/* Strides (elements) to read t as if it had shape (ndim, shape) under
+ * broadcasting: 0 on broadcast dims. t must be broadcastable to shape. */
+CG_INTERNAL void cg__broadcast_strides(const cg_tensor *t, int ndim, const int64_t *shape,
+                                       int64_t *strides);
+CG_INTERNAL int cg__same_shape(const cg_tensor *a, const cg_tensor *b);
+/* Writes "(2, 3)" into buf. */
+CG_INTERNAL const char *cg__shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
+#define CG_SHAPE_STR_LEN 128
+
+/* Read / write element i (flat, of a contiguous buffer) as double. */
+static inline double cg__load(const void *p, cg_dtype d, int64_t i) {
+    switch (d) {
+    case CG_FLOAT32: return ((const float *)p)[i];
+    case CG_FLOAT64: return ((const double *)p)[i];
+    case CG_INT64: return (double)((const int64_t *)p)[i];
+    case CG_BOOL: return ((const unsigned char *)p)[i] ? 1.0 : 0.0;
+    default: return 0.0;
+    }
+}
+static inline void cg__store(void *p, cg_dtype d, int64_t i, double v) {
+    switch (d) {
+    case CG_FLOAT32: ((float *)p)[i] = (float)v; break;
+    case CG_FLOAT64: ((double *)p)[i] = v; break;
+    case CG_INT64: ((int64_t *)p)[i] = (int64_t)v; break;
+    case CG_BOOL: ((unsigned char *)p)[i] = v != 0.0; break;
+    default: break;
+    }
+}
+
+/* N-d index walker: advance idx (row-major) over shape; returns 0 at end. */
+static inline int cg__next_index(int ndim, const int64_t *shape, int64_t *idx) {
+    for (int d = ndim - 1; d >= 0; --d) {
+        if (++idx[d] < shape[d]) return 1;
+        idx[d] = 0;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- autograd */
+CG_INTERNAL int cg__grad_mode(void);
+/* grad mode on and t requires grad. */
+CG_INTERNAL int cg__wants_grad1(const cg_tensor *a);
+CG_INTERNAL int cg__wants_grad2(const cg_tensor *a, const cg_tensor *b);
+CG_INTERNAL int cg__wants_gradn(int n, cg_tensor *const *ts);
+/* Creates a node linking inputs -> outputs, marks outputs requires_grad and
+ * sets their grad_fn. Inputs that do not require grad get an empty edge and
+ * needs_grad 0. *node_out is borrowed (owned by the outputs). */
+CG_INTERNAL cg_status cg__record(const cg_op *op, int n_inputs, cg_tensor *const *inputs,
+                                 int n_outputs, cg_tensor *const *outputs,
+                                 cg_node **node_out);
+/* Save a tensor for backward (slot = order of calls). Use cg__save_output
+ * for a tensor that is an output of this node (avoids a refcount cycle);
+ * call it right after cg__record, while the op still holds the output. */
+CG_INTERNAL cg_status cg__save(cg_node *node, cg_tensor *t);
+CG_INTERNAL cg_status cg__save_output(cg_node *node, int output_nr);
+/* New reference to saved slot i; fails with CG_ERR_AUTOGRAD when the graph
+ * was released or the tensor was modified in place since it was saved. */
+CG_INTERNAL cg_status cg__saved(cg_node *node, int i, cg_tensor **out);
+CG_INTERNAL const char *cg__node_name(const cg_node *node);
+CG_INTERNAL void cg__node_decref(cg_node *node);
+/* Releases everything a dead node owns (called by the deallocation loop). */
+CG_INTERNAL void cg__node_destroy(cg_node *node);
+/* Pushes a dead node on the deallocation worklist (tensor.c). */
+CG_INTERNAL void cg__node_dispose(cg_node *node);
+
+/* ---------------------------------------------------------------- GEMM */
+CG_INTERNAL void cg__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+                           const float *a, int64_t lda, const float *b, int64_t ldb,
+                           float beta, float *c, int64_t ldc);
+CG_INTERNAL void cg__dgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, double alpha,
+                           const double *a, int64_t lda, const double *b, int64_t ldb,
+                           double beta, double *c, int64_t ldc);
+
+/* ----------------------------------------------------------------- RNG */
+CG_INTERNAL uint64_t cg__rng_next(void);
+CG_INTERNAL double cg__rng_uniform(void); /* [0, 1) with 53 bits */
+
+#endif /* CG_INTERNAL_H */

@@ -1,0 +1,644 @@
+/* tape.c -- tape entries (nodes), saved tensors, grad mode and the reverse
+ * sweep shared by cg_backward and cg_grad.
+ *
+ * Each recorded op creates a node with a thread-local, increasing sequence
+ * number. A node owns references to the nodes that produced its inputs
+ * (edges) and to the leaves it feeds, so the graph stays alive exactly as
+ * long as some tensor can reach it. Backward collects the nodes reachable
+ * from the roots with an explicit stack (no recursion), sorts them by
+ * decreasing sequence number and runs each once: every consumer of a tensor
+ * was recorded after its producer, so all gradient contributions to a node
+ * have arrived when it runs, and the order of float sums is fixed. */
+#include <stdio.h>
+
+#include "cg_internal.h"
+
+static __thread int grad_enabled = 1;
+static __thread uint64_t next_seq = 1;
+static __thread uint64_t epoch = 0;
+
+int cg_is_grad_enabled(void) { return grad_enabled; }
+int cg__grad_mode(void) { return grad_enabled; }
+int cg_set_grad_enabled(int enabled) {
+    int prev = grad_enabled;
+    grad_enabled = enabled != 0;
+    return prev;
+}
+
+int cg__wants_grad1(const cg_tensor *a) { return grad_enabled && a->requires_grad; }
+int cg__wants_grad2(const cg_tensor *a, const cg_tensor *b) {
+    return grad_enabled && (a->requires_grad || b->requires_grad);
+}
+int cg__wants_gradn(int n, cg_tensor *const *ts) {
+    if (!grad_enabled) return 0;
+    for (int i = 0; i < n; ++i)
+        if (ts[i] && ts[i]->requires_grad) return 1;
+    return 0;
+}
+
+const char *cg__node_name(const cg_node *node) {
+    if (!node) return "?";
+    if (node->custom_name) return node->custom_name;
+    return node->op ? node->op->name : "?";
+}
+
+/* ----------------------------------------------------------------- nodes */
+static void release_saved(cg_node *n) {
+    for (int i = 0; i < n->n_saved; ++i) {
+        cg_tensor_free(n->saved[i].t);
+        n->saved[i].t = NULL;
+    }
+}
+
+void cg__node_destroy(cg_node *n) {
+    release_saved(n);
+    for (int i = 0; i < n->n_inputs; ++i) {
+        cg__node_decref(n->next[i].node);
+        cg_tensor_free(n->next[i].leaf);
+    }
+    if (n->grad_buf)
+        for (int i = 0; i < n->n_outputs; ++i) cg_tensor_free(n->grad_buf[i]);
+    free(n->grad_buf);
+    if (n->ctx_free) n->ctx_free(n->ctx);
+    if (n->extra_free) n->extra_free(n->extra);
+    free(n->custom_name);
+    free(n);
+}
+
+void cg__node_decref(cg_node *n) {
+    if (!n || --n->refcount > 0) return;
+    cg__node_dispose(n);
+}
+
+static cg_status node_new(const cg_op *op, int n_inputs, cg_tensor *const *inputs,
+                          int n_outputs, cg_tensor *const *outputs, cg_node **out) {
+    /* One block: node, edges, needs_grad flags, output metadata. */
+    size_t sz = sizeof(cg_node) + (size_t)n_inputs * sizeof(cg_edge) +
+                (size_t)n_outputs * sizeof(cg_out_meta) + (size_t)n_inputs;
+    cg_node *n = (cg_node *)calloc(1, sz);
+    if (!n) return cg__err(CG_ERR_NOMEM, "out of memory recording '%s'", op ? op->name : "custom");
+    n->next = (cg_edge *)(n + 1);
+    n->out_meta = (cg_out_meta *)(n->next + n_inputs);
+    n->needs_grad = (unsigned char *)(n->out_meta + n_outputs);
+    n->op = op;
+    n->n_inputs = n_inputs;
+    n->n_outputs = n_outputs;
+    n->seq = next_seq++;
+    for (int i = 0; i < n_inputs; ++i) {
+        cg_tensor *t = inputs[i];
+        if (!t || !t->requires_grad) continue;
+        n->needs_grad[i] = 1;
+        if (t->grad_fn) {
+            n->next[i].node = t->grad_fn;
+            ++t->grad_fn->refcount;
+            n->next[i].input_nr = t->output_nr;
+        } else {
+            n->next[i].leaf = t;
+            cg_tensor_retain(t);
+        }
+    }
+    for (int i = 0; i < n_outputs; ++i) {
+        cg_tensor *o = outputs[i];
+        n->out_meta[i].dtype = o->dtype;
+        n->out_meta[i].ndim = o->ndim;
+        memcpy(n->out_meta[i].shape, o->shape, sizeof o->shape);
+    }
+    *out = n;
+    return CG_OK;
+}
+
+static void attach_outputs(cg_node *n, int n_outputs, cg_tensor *const *outputs) {
+    for (int i = 0; i < n_outputs; ++i) {
+        cg_tensor *o = outputs[i];
+        n->out_meta[i].weak = o;
+        cg__node_decref(o->grad_fn); /* outputs are fresh; defensive */
+        o->grad_fn = n;
+        o->output_nr = i;
+        o->requires_grad = 1;
+        ++n->refcount;
+    }
+}
+
+cg_status cg__record(const cg_op *op, int n_inputs, cg_tensor *const *inputs, int n_outputs,
+                     cg_tensor *const *outputs, cg_node **node_out) {
+    cg_node *n;
+    CG_TRY(node_new(op, n_inputs, inputs, n_outputs, outputs, &n));
+    attach_outputs(n, n_outputs, outputs);
+    if (node_out) *node_out = n;
+    return CG_OK;
+}
+
+cg_status cg__save(cg_node *node, cg_tensor *t) {
+    if (node->n_saved >= CG_NODE_MAX_SAVED)
+        return cg__err(CG_ERR_UNSUPPORTED, "'%s': too many saved tensors", cg__node_name(node));
+    cg_saved *s = &node->saved[node->n_saved++];
+    cg_tensor_retain(t);
+    s->t = t;
+    s->version = t ? t->storage->version : 0;
+    s->is_output = 0;
+    return CG_OK;
+}
+
+cg_status cg__save_output(cg_node *node, int output_nr) {
+    if (node->n_saved >= CG_NODE_MAX_SAVED)
+        return cg__err(CG_ERR_UNSUPPORTED, "'%s': too many saved tensors", cg__node_name(node));
+    if (output_nr < 0 || output_nr >= node->n_outputs || !node->out_meta[output_nr].weak)
+        return cg__err(CG_ERR_INDEX, "'%s': no output %d to save", cg__node_name(node), output_nr);
+    /* The output holds the node, so the node keeps only a detached alias and
+     * cg__saved rebuilds the link when unpacking. */
+    cg_tensor *out = node->out_meta[output_nr].weak;
+    cg_tensor *alias;
+    CG_TRY(cg__view(out, out->ndim, out->shape, out->strides, out->offset, &alias));
+    cg_saved *s = &node->saved[node->n_saved++];
+    s->t = alias;
+    s->version = out->storage->version;
+    s->is_output = output_nr + 1;
+    return CG_OK;
+}
+
+cg_status cg__saved(cg_node *node, int i, cg_tensor **out) {
+    *out = NULL;
+    if (node->released)
+        return cg__err(CG_ERR_AUTOGRAD,
+                       "Trying to backward through the graph a second time (op '%s'): its saved tensors "
+                       "were freed by the first backward. Pass retain_graph=True to the first backward "
+                       "if you need to backward twice.",
+                       cg__node_name(node));
+    if (i < 0 || i >= node->n_saved)
+        return cg__err(CG_ERR_INDEX, "'%s': saved tensor %d does not exist", cg__node_name(node), i);
+    cg_saved *s = &node->saved[i];
+    if (!s->t) {
+        return CG_OK; /* a NULL was saved (optional argument) */
+    }
+    if (s->t->storage->version != s->version)
+        return cg__err(CG_ERR_AUTOGRAD,
+                       "one of the tensors needed for gradient computation has been modified by an "
+                       "in-place operation: op '%s' saved it at version %llu, it is now at version %llu",
+                       cg__node_name(node), (unsigned long long)s->version,
+                       (unsigned long long)s->t->storage->version);
+    if (s->is_output) {
+        cg_tensor *t;
+        CG_TRY(cg__view(s->t, s->t->ndim, s->t->shape, s->t->strides, s->t->offset, &t));
+        t->grad_fn = node;
+        ++node->refcount;
+        t->output_nr = s->is_output - 1;
+        t->requires_grad = 1;
+        *out = t;
+        return CG_OK;
+    }
+    cg_tensor_retain(s->t);
+    *out = s->t;
+    return CG_OK;
+}
+
+/* ------------------------------------------------------------ custom ops */
+static cg_status custom_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
+    if (node->released)
+        return cg__err(CG_ERR_AUTOGRAD,
+                       "Trying to backward through the graph a second time (op '%s'). Pass "
+                       "retain_graph=True to the first backward if you need to backward twice.",
+                       cg__node_name(node));
+    int needs[64];
+    int *nd = needs;
+    if (node->n_inputs > 64) {
+        nd = (int *)malloc((size_t)node->n_inputs * sizeof(int));
+        if (!nd) return cg__err(CG_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < node->n_inputs; ++i) nd[i] = node->needs_grad[i];
+    cg_clear_error();
+    cg_status st = node->custom_backward(node->ctx, node->n_outputs, gout, node->n_inputs, nd, gin);
+    if (nd != needs) free(nd);
+    if (st != CG_OK) {
+        for (int i = 0; i < node->n_inputs; ++i) {
+            cg_tensor_free(gin[i]);
+            gin[i] = NULL;
+        }
+        if (cg_last_error()[0] == '\0')
+            cg__err(st, "custom backward of '%s' failed with %s", cg__node_name(node), cg_status_name(st));
+        return st;
+    }
+    return CG_OK;
+}
+
+static const cg_op OP_CUSTOM = {"custom", custom_backward};
+
+cg_status cg_record_custom(const char *name, int n_inputs, cg_tensor *const *inputs,
+                           int n_outputs, cg_tensor *const *outputs,
+                           cg_custom_backward_fn backward, void *ctx, cg_ctx_free_fn ctx_free) {
+    cg_status st = CG_OK;
+    if (n_inputs < 0 || n_outputs < 1 || (n_inputs && !inputs) || !outputs || !backward) {
+        st = cg__err(CG_ERR_NULL, "cg_record_custom: bad arguments (n_inputs=%d n_outputs=%d)", n_inputs, n_outputs);
+        goto fail;
+    }
+    for (int i = 0; i < n_outputs; ++i) {
+        if (!outputs[i]) {
+            st = cg__err(CG_ERR_NULL, "cg_record_custom: output %d is NULL", i);
+            goto fail;
+        }
+        if (outputs[i]->grad_fn) {
+            st = cg__err(CG_ERR_AUTOGRAD, "cg_record_custom: output %d already has a grad_fn ('%s')", i,
+                         cg__node_name(outputs[i]->grad_fn));
+            goto fail;
+        }
+    }
+    if (!cg__wants_gradn(n_inputs, inputs)) goto fail; /* nothing to record: st == CG_OK */
+    for (int i = 0; i < n_outputs; ++i)
+        if (!cg__is_float(outputs[i]->dtype)) {
+            st = cg__err(CG_ERR_DTYPE, "cg_record_custom: output %d has dtype %s; only floating outputs can carry gradients",
+                         i, cg_dtype_name(outputs[i]->dtype));
+            goto fail;
+        }
+    cg_node *n;
+    st = node_new(&OP_CUSTOM, n_inputs, inputs, n_outputs, outputs, &n);
+    if (st) goto fail;
+    size_t len = strlen(name ? name : "custom");
+    n->custom_name = (char *)malloc(len + 1);
+    if (!n->custom_name) {
+        cg__node_destroy(n);
+        return cg__err(CG_ERR_NOMEM, "out of memory");
+    }
+    memcpy(n->custom_name, name ? name : "custom", len + 1);
+    n->custom_backward = backward;
+    n->ctx = ctx;
+    n->ctx_free = ctx_free;
+    attach_outputs(n, n_outputs, outputs);
+    return CG_OK;
+fail:
+    if (ctx_free) ctx_free(ctx);
+    return st;
+}
+
+/* ---------------------------------------------------------------- engine */
+typedef struct vec {
+    cg_node **p;
+    size_t n, cap;
+} vec;
+
+static int vec_push(vec *v, cg_node *x) {
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 64;
+        cg_node **p = (cg_node **)realloc(v->p, cap * sizeof *p);
+        if (!p) return 0;
+        v->p = p;
+        v->cap = cap;
+    }
+    v->p[v->n++] = x;
+    return 1;
+}
+
+static int by_seq_desc(const void *a, const void *b) {
+    uint64_t x = (*(cg_node *const *)a)->seq, y = (*(cg_node *const *)b)->seq;
+    return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+/* Gradient bookkeeping: acc = acc + g (g consumed). */
+static cg_status accumulate(cg_tensor **acc, cg_tensor *g) {
+    if (!*acc) {
+        *acc = g;
+        return CG_OK;
+    }
+    cg_tensor *sum;
+    cg_status st = cg_add(*acc, g, &sum);
+    cg_tensor_free(g);
+    if (st) return st;
+    cg_tensor_free(*acc);
+    *acc = sum;
+    return CG_OK;
+}
+
+static int owns_exclusively(const cg_tensor *g) {
+    return g->refcount == 1 && g->storage->refcount == 1 && !g->requires_grad && !g->grad_fn &&
+           cg__is_contig(g) && !g->storage->release;
+}
+
+/* leaf.grad += g (g consumed). In-place when nothing is being recorded. */
+static cg_status accumulate_leaf(cg_tensor *leaf, cg_tensor *g, int create_graph) {
+    if (!leaf->grad) {
+        if (create_graph || owns_exclusively(g)) {
+            leaf->grad = g;
+            return CG_OK;
+        }
+        cg_tensor *c;
+        cg_status st = cg__new(g->dtype, g->ndim, g->shape, 0, &c);
+        if (!st) st = cg__copy_elems(c, g);
+        cg_tensor_free(g);
+        if (st) {
+            cg_tensor_free(c);
+            return st;
+        }
+        leaf->grad = c;
+        return CG_OK;
+    }
+    if (create_graph || leaf->grad->requires_grad) {
+        cg_tensor *sum;
+        cg_status st = cg_add(leaf->grad, g, &sum);
+        cg_tensor_free(g);
+        if (st) return st;
+        cg_tensor_free(leaf->grad);
+        leaf->grad = sum;
+        return CG_OK;
+    }
+    int prev = cg_set_grad_enabled(0);
+    cg_status st = cg_add_(leaf->grad, g, 1.0);
+    cg_set_grad_enabled(prev);
+    cg_tensor_free(g);
+    return st;
+}
+
+static cg_status check_grad_matches(const char *what, const cg_tensor *t, const cg_tensor *g) {
+    if (!cg__same_shape(t, g)) {
+        char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
+        return cg__err(CG_ERR_SHAPE, "%s: gradient has shape %s but the tensor has shape %s", what,
+                       cg__shape_str(g->ndim, g->shape, b1, sizeof b1),
+                       cg__shape_str(t->ndim, t->shape, b2, sizeof b2));
+    }
+    if (g->dtype != t->dtype)
+        return cg__err(CG_ERR_DTYPE, "%s: gradient has dtype %s but the tensor has dtype %s", what,
+                       cg_dtype_name(g->dtype), cg_dtype_name(t->dtype));
+    return CG_OK;
+}
+
+/* The reverse sweep. inputs == NULL: accumulate into leaves' .grad
+ * (cg_backward). Otherwise capture gradients for inputs into grads[]
+ * (cg_grad) and leave .grad alone. */
+static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *const *root_grads,
+                            int n_inputs, cg_tensor *const *inputs, cg_tensor **grads,
+                            int retain_graph, int create_graph) {
+    cg_status st = CG_OK;
+    vec order = {0}, stack = {0};
+    cg_tensor **seeds = (cg_tensor **)calloc((size_t)n_roots + 1, sizeof *seeds);
+    if (!seeds) return cg__err(CG_ERR_NOMEM, "backward: out of memory");
+    int prev_mode = grad_enabled;
+    uint64_t my_epoch = ++epoch;
+
+    /* 1. Seed gradients. */
+    for (int r = 0; r < n_roots; ++r) {
+        cg_tensor *root = roots[r];
+        if (!root) {
+            st = cg__err(CG_ERR_NULL, "backward: output %d is NULL", r);
+            goto done;
+        }
+        if (!root->requires_grad) {
+            st = cg__err(CG_ERR_AUTOGRAD,
+                         "element %d of tensors does not require grad and does not have a grad_fn", r);
+            goto done;
+        }
+        cg_tensor *g = root_grads ? root_grads[r] : NULL;
+        if (g) {
+            st = check_grad_matches("backward", root, g);
+            if (st) goto done;
+            cg_tensor_retain(g);
+        } else {
+            if (root->numel != 1) {
+                char b[CG_SHAPE_STR_LEN];
+                st = cg__err(CG_ERR_AUTOGRAD,
+                             "grad can be implicitly created only for outputs with one element; output %d "
+                             "has shape %s: pass a gradient",
+                             r, cg__shape_str(root->ndim, root->shape, b, sizeof b));
+                goto done;
+            }
+            st = cg_full(root->dtype, root->ndim, root->shape, 1.0, &g);
+            if (st) goto done;
+        }
+        seeds[r] = g;
+    }
+
+    /* 2. Collect reachable nodes (explicit stack). */
+    for (int r = 0; r < n_roots; ++r) {
+        cg_node *n = roots[r]->grad_fn;
+        if (n && n->mark != my_epoch) {
+            n->mark = my_epoch;
+            if (!vec_push(&stack, n)) goto nomem;
+        }
+    }
+    while (stack.n) {
+        cg_node *n = stack.p[--stack.n];
+        if (!vec_push(&order, n)) goto nomem;
+        for (int i = 0; i < n->n_inputs; ++i) {
+            cg_node *m = n->next[i].node;
+            if (m && m->mark != my_epoch) {
+                m->mark = my_epoch;
+                if (!vec_push(&stack, m)) goto nomem;
+            }
+        }
+    }
+    if (order.n > 1) qsort(order.p, order.n, sizeof *order.p, by_seq_desc);
+
+    /* 3. For cg_grad: prune to nodes that lead to a requested input. Nodes
+     * are visited producers-first (increasing seq). */
+    if (inputs) {
+        for (size_t k = order.n; k-- > 0;) {
+            cg_node *n = order.p[k];
+            n->needed = 0;
+            for (int j = 0; j < n_inputs && !n->needed; ++j)
+                if (inputs[j]->grad_fn == n) n->needed = 1;
+            for (int i = 0; i < n->n_inputs && !n->needed; ++i) {
+                cg_edge *e = &n->next[i];
+                if (e->node && e->node->mark == my_epoch && e->node->needed) n->needed = 1;
+                if (e->leaf)
+                    for (int j = 0; j < n_inputs; ++j)
+                        if (inputs[j] == e->leaf) n->needed = 1;
+            }
+        }
+    }
+
+    for (size_t k = 0; k < order.n; ++k) {
+        cg_node *n = order.p[k];
+        if (!n->grad_buf) {
+            n->grad_buf = (cg_tensor **)calloc((size_t)n->n_outputs, sizeof(cg_tensor *));
+            if (!n->grad_buf) goto nomem;
+        }
+    }
+    for (int r = 0; r < n_roots; ++r) {
+        cg_tensor *root = roots[r];
+        cg_tensor *g = seeds[r];
+        seeds[r] = NULL;
+        if (root->grad_fn) {
+            grad_enabled = create_graph;
+            st = accumulate(&root->grad_fn->grad_buf[root->output_nr], g);
+            grad_enabled = prev_mode;
+        } else if (inputs) {
+            cg_tensor_free(g);
+        } else {
+            grad_enabled = create_graph;
+            st = accumulate_leaf(root, g, create_graph);
+            grad_enabled = prev_mode;
+        }
+        if (st) goto done;
+    }
+    /* A leaf root that is also a requested input: d root / d root. */
+    if (inputs)
+        for (int j = 0; j < n_inputs; ++j)
+            for (int r = 0; r < n_roots; ++r)
+                if (inputs[j] == roots[r] && !roots[r]->grad_fn) {
+                    cg_tensor *g = root_grads && root_grads[r] ? root_grads[r] : NULL;
+                    if (g) cg_tensor_retain(g);
+                    else if ((st = cg_full(roots[r]->dtype, roots[r]->ndim, roots[r]->shape, 1.0, &g))) goto done;
+                    grad_enabled = create_graph;
+                    st = accumulate(&grads[j], g);
+                    grad_enabled = prev_mode;
+                    if (st) goto done;
+                }
+
+    /* 4. Run nodes in decreasing sequence order. */
+    for (size_t k = 0; k < order.n; ++k) {
+        cg_node *n = order.p[k];
+        if (inputs && !n->needed) continue;
+        int any = 0;
+        for (int o = 0; o < n->n_outputs; ++o) any |= n->grad_buf[o] != NULL;
+        if (inputs)
+            for (int j = 0; j < n_inputs; ++j)
+                if (inputs[j]->grad_fn == n && n->grad_buf[inputs[j]->output_nr]) {
+                    cg_tensor *g = n->grad_buf[inputs[j]->output_nr];
+                    cg_tensor_retain(g);
+                    grad_enabled = create_graph;
+                    st = accumulate(&grads[j], g);
+                    grad_enabled = prev_mode;
+                    if (st) goto done;
+                }
+        if (!any) {
+            if (!retain_graph && !inputs) {
+                release_saved(n);
+                n->released = 1;
+            }
+            continue;
+        }
+        if (n->released) {
+            st = cg__err(CG_ERR_AUTOGRAD,
+                         "Trying to backward through the graph a second time (op '%s'): its saved tensors "
+                         "were freed by the first backward. Pass retain_graph=True to the first backward "
+                         "if you need to backward twice.",
+                         cg__node_name(n));
+            goto done;
+        }
+        for (int o = 0; o < n->n_outputs; ++o) {
+            if (n->grad_buf[o]) continue;
+            cg_out_meta *m = &n->out_meta[o];
+            st = cg__new(m->dtype, m->ndim, m->shape, 1, &n->grad_buf[o]);
+            if (st) goto done;
+        }
+        /* Pruned inputs need no gradient in cg_grad mode. */
+        unsigned char saved_needs[64];
+        int prune = inputs && n->n_inputs <= 64;
+        if (prune) {
+            memcpy(saved_needs, n->needs_grad, (size_t)n->n_inputs);
+            for (int i = 0; i < n->n_inputs; ++i) {
+                cg_edge *e = &n->next[i];
+                int want = 0;
+                if (e->node && e->node->mark == my_epoch && e->node->needed) want = 1;
+                if (e->leaf)
+                    for (int j = 0; j < n_inputs; ++j)
+                        if (inputs[j] == e->leaf) want = 1;
+                n->needs_grad[i] = (unsigned char)(n->needs_grad[i] && want);
+            }
+        }
+        cg_tensor *gin_small[8] = {0};
+        cg_tensor **gin = gin_small;
+        if (n->n_inputs > 8) {
+            gin = (cg_tensor **)calloc((size_t)n->n_inputs, sizeof *gin);
+            if (!gin) goto nomem;
+        }
+        grad_enabled = create_graph;
+        st = n->op->backward(n, n->grad_buf, gin);
+        grad_enabled = prev_mode;
+        if (prune) memcpy(n->needs_grad, saved_needs, (size_t)n->n_inputs);
+        for (int o = 0; o < n->n_outputs; ++o) {
+            cg_tensor_free(n->grad_buf[o]);
+            n->grad_buf[o] = NULL;
+        }
+        if (!st && !retain_graph) {
+            release_saved(n);
+            n->released = 1;
+        }
+        /* Route input gradients. */
+        for (int i = 0; i < n->n_inputs; ++i) {
+            cg_tensor *g = gin[i];
+            gin[i] = NULL;
+            if (!g) continue;
+            if (st) {
+                cg_tensor_free(g);
+                continue;
+            }
+            cg_edge *e = &n->next[i];
+            grad_enabled = create_graph;
+            if (!n->needs_grad[i]) {
+                cg_tensor_free(g);
+            } else if (e->node) {
+                st = accumulate(&e->node->grad_buf[e->input_nr], g);
+            } else if (e->leaf) {
+                if (inputs) {
+                    int used = 0;
+                    for (int j = 0; j < n_inputs && !st; ++j)
+                        if (inputs[j] == e->leaf) {
+                            cg_tensor_retain(g);
+                            st = accumulate(&grads[j], g);
+                            used = 1;
+                        }
+                    (void)used;
+                    cg_tensor_free(g);
+                } else {
+                    st = accumulate_leaf(e->leaf, g, create_graph);
+                }
+            } else {
+                cg_tensor_free(g);
+            }
+            grad_enabled = prev_mode;
+        }
+        if (gin != gin_small) free(gin);
+        if (st) goto done;
+    }
+    goto done;
+nomem:
+    st = cg__err(CG_ERR_NOMEM, "backward: out of memory");
+done:
+    grad_enabled = prev_mode;
+    for (size_t k = 0; k < order.n; ++k) {
+        cg_node *n = order.p[k];
+        if (n->grad_buf) {
+            for (int o = 0; o < n->n_outputs; ++o) cg_tensor_free(n->grad_buf[o]);
+            free(n->grad_buf);
+            n->grad_buf = NULL;
+        }
+    }
+    for (int r = 0; r < n_roots; ++r) cg_tensor_free(seeds[r]);
+    free(seeds);
+    free(order.p);
+    free(stack.p);
+    return st;
+}
+
+cg_status cg_backward(cg_tensor *root, cg_tensor *grad, int retain_graph, int create_graph) {
+    CG_CHECK_T(root);
+    cg_tensor *gs[1] = {grad};
+    return run_engine(1, &root, gs, 0, NULL, NULL, retain_graph, create_graph);
+}
+
+cg_status cg_grad(int n_outputs, cg_tensor *const *outputs, cg_tensor *const *grad_outputs,
+                  int n_inputs, cg_tensor *const *inputs, int retain_graph, int create_graph,
+                  int allow_unused, cg_tensor **grads) {
+    if (n_outputs < 1 || !outputs) return cg__err(CG_ERR_NULL, "cg_grad: no outputs");
+    if (n_inputs < 1 || !inputs || !grads) return cg__err(CG_ERR_NULL, "cg_grad: no inputs");
+    for (int j = 0; j < n_inputs; ++j) {
+        grads[j] = NULL;
+        if (!inputs[j]) return cg__err(CG_ERR_NULL, "cg_grad: input %d is NULL", j);
+        if (!inputs[j]->requires_grad)
+            return cg__err(CG_ERR_AUTOGRAD, "cg_grad: input %d does not require grad", j);
+    }
+    cg_status st = run_engine(n_outputs, outputs, grad_outputs, n_inputs, inputs, grads,
+                              retain_graph, create_graph);
+    if (!st && !allow_unused)
+        for (int j = 0; j < n_inputs; ++j)
+            if (!grads[j]) {
+                st = cg__err(CG_ERR_AUTOGRAD,
+                             "cg_grad: input %d was not used in the graph (pass allow_unused=True "
+                             "to get None for it)",
+                             j);
+                break;
+            }
+    if (st)
+        for (int j = 0; j < n_inputs; ++j) {
+            cg_tensor_free(grads[j]);
+            grads[j] = NULL;
+        }
+    return st;
+}

@@ -1,0 +1,52 @@
+"""Shared fixtures for the cgrad Python tests (run from the repo root:
+``python -m pytest tests/python``). PyTorch is optional: tests that compare
+with it take the ``torch`` fixture, which skips when it is not installed."""
+import numpy as np
+import pytest
+
+import cgrad
+
+
+def pytest_configure(config):
+    # The tests use tiny tensors: one torch thread is faster, and on a busy
+    # 2-core machine OpenMP spin-waiting makes multi-threaded torch crawl.
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
+
+
+def pytest_report_header(config):
+    try:
+        import torch
+        oracle = f"torch {torch.__version__} + float64 central differences"
+    except ImportError:
+        oracle = "float64 central differences only (torch not installed)"
+    return [f"cgrad: {getattr(cgrad, '__file__', '?')}", f"oracle: {oracle}"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state():
+    """Same RNG state for every test; grad mode restored even if a test fails."""
+    cgrad.manual_seed(0)
+    yield
+    if not cgrad.is_grad_enabled():
+        if hasattr(cgrad, "set_grad_enabled"):
+            cgrad.set_grad_enabled(True)
+        pytest.fail("test left grad mode disabled")
+
+
+@pytest.fixture
+def torch():
+    """The torch module, or skip the test when PyTorch is not installed."""
+    try:  # ImportError too: a broken torch install should skip, not error
+        import torch
+    except ImportError as e:
+        pytest.skip(f"PyTorch not available: {e}")
+    return torch
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
