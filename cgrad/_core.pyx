@@ -215,13 +215,16 @@ cdef object _to_numpy_input(object data, object dt):
             target = _CODE_TO_NP[(<dtype>_default_float).code]
     elif arr.dtype.kind in "iu":
         target = np.dtype(np.int64)
+        if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"value {int(arr.max())} does not fit in int64")
     elif arr.dtype.kind == "b":
         target = np.dtype(np.bool_)
     else:
         raise TypeError(f"cannot build a tensor from data of numpy dtype {arr.dtype}")
     if arr.ndim > CG_MAX_DIMS:
         raise ValueError(f"at most {CG_MAX_DIMS} dims are supported, got {arr.ndim}")
-    return np.ascontiguousarray(arr, dtype=target)
+    # (np.ascontiguousarray would turn a 0-d array into 1-d)
+    return np.asarray(arr, dtype=target, order="C")
 
 cdef Tensor _tensor_from_data(object data, object dt, bint requires_grad):
     arr = _to_numpy_input(data, dt)
@@ -342,6 +345,8 @@ cdef class Tensor:
     """An n-d array on the tape: float32/float64 (differentiable), int64, bool."""
     cdef cg_tensor *c
     cdef object __weakref__
+    # NumPy binary operators defer to ours (np.float64(2) * t -> t.__rmul__).
+    __array_ufunc__ = None
 
     def __cinit__(self):
         self.c = NULL
@@ -829,14 +834,23 @@ cdef class Tensor:
             return _binop(cg_maximum, self, dim)
         if dim is None:
             return self.amax()
-        return MaxResult(self.amax(dim, keepdim), self.argmax(dim, keepdim))
+        # As in PyTorch: the gradient of the values goes to the returned index.
+        idx = self.argmax(dim, True)
+        values = self.gather(dim, idx)
+        if not keepdim:
+            values, idx = values.squeeze(dim), idx.squeeze(dim)
+        return MaxResult(values, idx)
 
     def min(self, dim=None, keepdim=False):
         if isinstance(dim, Tensor):
             return _binop(cg_minimum, self, dim)
         if dim is None:
             return self.amin()
-        return MinResult(self.amin(dim, keepdim), self.argmin(dim, keepdim))
+        idx = self.argmin(dim, True)
+        values = self.gather(dim, idx)
+        if not keepdim:
+            values, idx = values.squeeze(dim), idx.squeeze(dim)
+        return MinResult(values, idx)
 
     def argmax(self, dim=None, keepdim=False):
         cdef cg_tensor *r = NULL

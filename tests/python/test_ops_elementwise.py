@@ -300,6 +300,14 @@ def test_default_dtypes():
     assert cgrad.zeros(2, dtype=cgrad.float64).dtype == cgrad.float64
 
 
+def test_tensor_from_scalar_is_0d():
+    for data in (2.0, 3, True, np.float64(1.5), np.array(2.5), np.array(7)):
+        t = cgrad.tensor(data)
+        assert t.shape == () and t.ndim == 0 and t.numel() == 1, (data, t.shape)
+        assert to_numpy(t).shape == ()
+    assert cgrad.tensor(2.0, dtype=cgrad.float64, requires_grad=True).shape == ()
+
+
 def test_float32_float64_promotes_to_float64():
     a = cgrad.tensor([1.0, 2.0], dtype=cgrad.float32, requires_grad=True)
     b = cgrad.tensor([[3.0], [4.0]], dtype=cgrad.float64, requires_grad=True)
