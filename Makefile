@@ -71,7 +71,7 @@ clean:
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q "setuptools>=70" "Cython>=3.0" wheel numpy scipy
+	$(VPY) -m pip install -q "setuptools>=77" "Cython>=3.0" wheel numpy scipy
 	touch $@
 
 # The extension, rebuilt when a C or Cython source changes.

@@ -217,18 +217,31 @@ class NumpyImpl:
 # cgrad, ...) so that a burst of load from elsewhere on the machine hits all
 # of them alike instead of one whole column.
 
-def median_times(fns, calls, reps, warmup):
-    """{name: median seconds per call} for {name: fn}."""
-    for fn in fns.values():
+def median_times(fns, reps, rep_seconds, warmup=3):
+    """{name: median seconds per call} for {name: fn}.
+
+    Repetitions are interleaved across implementations. Each one calls the
+    function about rep_seconds' worth of times (calibrated on the warm-up
+    calls), which bounds the run time whatever the speed of the machine.
+    """
+    calls = {}
+    for name, fn in fns.items():
+        start = time.perf_counter()
         for _ in range(warmup):
             fn()
+        per_call = (time.perf_counter() - start) / warmup
+        calls[name] = max(1, min(10_000, round(rep_seconds / max(per_call, 1e-9))))
     samples = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(calls):
+            # Untimed lead-in: the previous library's BLAS/OpenMP threads keep
+            # spinning for a while after their last call (2 cores are shared).
+            for _ in range(max(1, calls[name] // 3)):
                 fn()
-            samples[name].append((time.perf_counter() - start) / calls)
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            samples[name].append((time.perf_counter() - start) / calls[name])
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
@@ -285,12 +298,12 @@ def run(quick):
     rows.append((f"op chain backward ({chain_n:,} ops, 1 element)", "us/op",
                  {k: v[1] for k, v in chain.items()}, False))
 
-    mlps = [((784, 512, 256, 10), 128, 3 if quick else 20), ((64, 64, 64, 10), 32, 20 if quick else 500)]
-    for sizes, batch, calls in mlps:
+    rep_seconds = 0.03 if quick else 0.3
+    for sizes, batch in [((784, 512, 256, 10), 128), ((64, 64, 64, 10), 32)]:
         params, x, y = make_problem(sizes, batch)
         notes += check_same_problem([i for i in impls if i.name != "numpy"], params, x, y)
         step_fns = {impl.name: impl.mlp(params, x, y)[0] for impl in impls}
-        times = median_times(step_fns, calls, reps, warmup=max(2, calls // 5))
+        times = median_times(step_fns, reps, rep_seconds)
         steps = {name: 1.0 / t for name, t in times.items()}
         label = f"MLP {'-'.join(map(str, sizes))}, batch {batch}, SGD step"
         rows.append((label, "steps/s", steps, True))
@@ -307,7 +320,7 @@ def format_table(rows, notes, impls):
         for other in others:
             # Ratio of times: > 1 means cgrad is slower.
             ratio = result[other] / result["cgrad"] if higher_is_better else result["cgrad"] / result[other]
-            cells.append(f"{ratio:.2f}")
+            cells.append(f"{ratio:.3g}")
         lines.append("| " + " | ".join(cells) + " |")
     env = [
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",

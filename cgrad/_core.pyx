@@ -465,6 +465,8 @@ cdef class Tensor:
         cdef Tensor tg
         if gradient is not None:
             tg = _as_tensor(gradient, self)
+            if tg.dtype is not self.dtype and _float_tensor(tg) and _float_tensor(self):
+                tg = tg.to(self.dtype)  # as PyTorch: the gradient takes the output's dtype
             g = tg.c
         cdef int retain = bool(create_graph) if retain_graph is None else bool(retain_graph)
         cdef int create = bool(create_graph)
@@ -1103,6 +1105,8 @@ cdef Tensor _index_tensor(object index):
     if isinstance(index, Tensor):
         return <Tensor>index
     arr = np.asarray(index)
+    if arr.size == 0 and arr.dtype.kind == "f":
+        arr = arr.astype(np.int64)  # x[[]]: an empty list selects nothing
     if arr.dtype.kind not in "iub":
         raise IndexError(f"index arrays must be integer or bool, got dtype {arr.dtype}")
     return _tensor_from_data(arr, None, False)

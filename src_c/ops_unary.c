@@ -12,34 +12,6 @@
 /* ---- elementwise iterator (defined in ops_binary.c) ------------------
  * Verbatim copy of the block in ops_binary.c; it can move into
  * cg_internal.h, whose guard then turns this copy off. */
-#ifndef CG_ELEMENTWISE_DECLS
-#define CG_ELEMENTWISE_DECLS
-#define CG_ITER_MAX_OPS 4
-/* Iteration space after dropping size-1 dims and merging dims that are
- * contiguous in every operand. Operand 0 is the output. */
-typedef struct cg__iter {
-    int ndim; /* >= 1 */
-    int nops;
-    int64_t shape[CG_MAX_DIMS];
-    int64_t st[CG_ITER_MAX_OPS][CG_MAX_DIMS]; /* strides, elements */
-} cg__iter;
-/* Processes n elements: operand k starts at p[k] and steps s[k] elements. */
-typedef void (*cg__row_fn)(int64_t n, char *const *p, const int64_t *s, const double *prm);
-CG_INTERNAL void cg__iter_init(cg__iter *it, int ndim, const int64_t *shape, int nops,
-                               int64_t (*strides)[CG_MAX_DIMS]);
-CG_INTERNAL void cg__iter_run(const cg__iter *it, char *const *base, const size_t *elsize,
-                              cg__row_fn fn, const double *prm);
-/* New ref to t when it already has dtype, else a contiguous cast copy. */
-CG_INTERNAL cg_status cg__cast_tmp(cg_tensor *t, cg_dtype dtype, cg_tensor **out);
-/* out (dtype odt, a's shape) = row(a cast to cdt). Not recorded. */
-CG_INTERNAL cg_status cg__map1(cg_tensor *a, cg_dtype cdt, cg_dtype odt, cg__row_fn row,
-                               const double *prm, cg_tensor **out);
-/* out (dtype odt, broadcast shape) = row(a, b), both cast to cdt. Not
- * recorded; fn names the caller in shape errors. */
-CG_INTERNAL cg_status cg__map2(const char *fn, cg_tensor *a, cg_tensor *b, cg_dtype cdt,
-                               cg_dtype odt, cg__row_fn row, const double *prm,
-                               cg_tensor **out);
-#endif
 
 /* C99 <math.h> has no M_PI family. */
 #define K_SQRT1_2 0.70710678118654752440     /* 1/sqrt(2) */

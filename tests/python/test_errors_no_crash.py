@@ -229,9 +229,9 @@ case("index_slice_start_huge_negative",
      lambda: raises_or(lambda: f32(3, 2)[-2**62:], has_shape((3, 2)), ERRORS))
 case("index_slice_stop_over_int64",
      lambda: raises_or(lambda: f32(3, 2)[:2**63], has_shape((3, 2)), SIZE_ERRORS))
-case("index_two_advanced",
+case("index_two_advanced",  # supported (PyTorch's answer) or refused as unsupported
      lambda: raises_or(lambda: cgrad.tensor([[1.0, 2.0], [3.0, 4.0]])[[0, 1], [1, 0]],
-                       close_to([2.0, 3.0]), ERRORS))
+                       close_to([2.0, 3.0]), (IndexError, ValueError, RuntimeError)))
 
 
 def _setitem():
@@ -449,6 +449,18 @@ for _name, _arr in NP_MAYBE.items():
          lambda arr=_arr: raises_or(lambda: cgrad.tensor(arr), _same_values_as(arr), ERRORS))
     case(f"numpy_{_name}_from_numpy",
          lambda arr=_arr: raises_or(lambda: cgrad.from_numpy(arr), _same_values_as(arr), ERRORS))
+
+
+
+def _keeps_float64(arr):
+    t = cgrad.tensor(arr)
+    assert t.dtype == cgrad.float64, (arr.dtype, t.dtype)
+    np.testing.assert_array_equal(values(t), arr)
+
+
+case("numpy_float64_native_keeps_float64", lambda: _keeps_float64(np.array([0.1, -2.25])))
+case("numpy_float64_big_endian_keeps_float64",
+     lambda: _keeps_float64(np.array([0.1, -2.25], dtype=">f8")))
 
 _BASE = np.arange(24, dtype=np.float32).reshape(4, 6)
 
@@ -805,12 +817,25 @@ def _run_battery(names):
     return results, exits
 
 
+# cgrad bugs found by these cases and reported; the xfail is strict, so a fix
+# shows up as XPASS and the entry must then be removed.
+KNOWN_BUGS = {
+    "index_two_advanced": "x[[0, 1], [1, 0]] raises TypeError from an internal `|` "
+                          "between Tensors (_getitem's adjacent-index path)",
+    "numpy_float64_big_endian_keeps_float64": "cgrad.tensor of a '>f8' array gives float32: "
+                                              "_to_numpy_input compares dtype == np.float64",
+}
+
+
 @pytest.fixture(scope="module")
 def battery():
     return _run_battery(list(CASES))
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_BUGS[name], strict=True))
+    if name in KNOWN_BUGS else name
+    for name in CASES])
 def test_bad_input(name, battery):
     results, _ = battery
     result = results[name]
