@@ -75,7 +75,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 # The extension, rebuilt when a C or Cython source changes.
-cgrad/.built: $(VENV)/.base setup.py $(SRC) $(HDR) cgrad/_core.pyx cgrad/_cgrad.pxd
+cgrad/.built: $(VENV)/.base setup.py $(SRC) $(HDR) cgrad/_core.pyx cgrad/*.pxi cgrad/_cgrad.pxd
 	$(VPY) setup.py -q build_ext --inplace
 	touch $@
 

@@ -28,6 +28,8 @@ cdef extern from "cgrad.h" nogil:
     ctypedef void (*cg_release_fn)(void *release_ctx) noexcept
     ctypedef cg_status (*cg_custom_backward_fn)(void *ctx, int n_outputs, cg_tensor **grad_outputs, int n_inputs, const int *needs_input_grad, cg_tensor **grad_inputs) noexcept
     ctypedef void (*cg_ctx_free_fn)(void *ctx) noexcept
+    ctypedef cg_status (*cg_grad_hook_fn)(void *ctx, cg_tensor *grad, cg_tensor **replacement) noexcept
+    ctypedef cg_status (*cg_post_accumulate_hook_fn)(void *ctx, cg_tensor *leaf) noexcept
     ctypedef cg_status (*cg_fn)(void *ctx, int n_inputs, cg_tensor **inputs, cg_tensor **out) noexcept
     ctypedef void (*cg_sgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) noexcept
     ctypedef void (*cg_dgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double *a, int64_t lda, const double *b, int64_t ldb, double beta, double *c, int64_t ldc) noexcept
@@ -74,6 +76,9 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_backward(cg_tensor *root, cg_tensor *grad, int retain_graph, int create_graph)
     cg_status cg_grad(int n_outputs, cg_tensor **outputs, cg_tensor **grad_outputs, int n_inputs, cg_tensor **inputs, int retain_graph, int create_graph, int allow_unused, cg_tensor **grads)
     cg_status cg_record_custom(const char *name, int n_inputs, cg_tensor **inputs, int n_outputs, cg_tensor **outputs, cg_custom_backward_fn backward, void *ctx, cg_ctx_free_fn ctx_free)
+    cg_status cg_tensor_register_hook(cg_tensor *t, cg_grad_hook_fn fn, void *ctx, cg_ctx_free_fn ctx_free, int64_t *handle)
+    cg_status cg_tensor_register_post_accumulate_hook(cg_tensor *t, cg_post_accumulate_hook_fn fn, void *ctx, cg_ctx_free_fn ctx_free, int64_t *handle)
+    cg_status cg_tensor_remove_hook(cg_tensor *t, int64_t handle)
     cg_status cg_set_error(cg_status status, const char *message)
     cg_status cg_gradcheck(cg_fn fn, void *ctx, int n_inputs, cg_tensor **inputs, double eps, double atol, double rtol)
     cg_status cg_add(cg_tensor *a, cg_tensor *b, cg_tensor **out)

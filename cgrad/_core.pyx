@@ -30,7 +30,24 @@ cdef object _EXC = {
     CG_ERR_CALLBACK: RuntimeError,
 }
 
+# An exception raised by a Python callback (hook, custom backward) while C
+# code was running: the callback stores it here and returns CG_ERR_CALLBACK,
+# and _raise re-raises the original exception once control is back.
+cdef object _callback_error = None
+
+cdef cg_status _stash_callback_error(object exc, str where) noexcept:
+    global _callback_error
+    _callback_error = exc
+    msg = f"{where}: {type(exc).__name__}: {exc}"
+    cg_set_error(CG_ERR_CALLBACK, msg.encode("utf-8", "replace"))
+    return CG_ERR_CALLBACK
+
 cdef int _raise(cg_status st) except -1:
+    global _callback_error
+    if st == CG_ERR_CALLBACK and _callback_error is not None:
+        exc = _callback_error
+        _callback_error = None
+        raise exc
     msg = cg_last_error().decode("utf-8", "replace")
     exc = _EXC.get(st, RuntimeError)
     raise exc(msg or cg_status_name(st).decode())
@@ -170,6 +187,8 @@ cdef Tensor _from_numpy(object arr):
         raise ValueError(f"from_numpy: at most {CG_MAX_DIMS} dims are supported, got {arr.ndim}")
     if not arr.flags.writeable:
         raise ValueError("from_numpy: the array is read-only; pass a writeable array (e.g. arr.copy())")
+    if not arr.flags.aligned:
+        raise ValueError("from_numpy: the array's memory is not aligned to its item size; pass a copy")
     cdef int64_t shape[8]
     cdef int64_t strides[8]
     cdef int i, ndim = arr.ndim
@@ -210,7 +229,7 @@ cdef object _to_numpy_input(object data, object dt):
         target = _CODE_TO_NP[_dtype_code(dt)]
     elif arr.dtype.kind == "f":
         if is_np:
-            target = np.dtype(np.float64) if arr.dtype == np.float64 else np.dtype(np.float32)
+            target = np.dtype(np.float64) if arr.dtype.itemsize >= 8 else np.dtype(np.float32)
         else:
             target = _CODE_TO_NP[(<dtype>_default_float).code]
     elif arr.dtype.kind in "iu":
@@ -308,6 +327,16 @@ cdef inline Tensor _scalar_op(cg_status (*f)(cg_tensor *, double, cg_tensor **) 
         st = f(a.c, s, &r)
     _check(st)
     return _wrap(r)
+
+cdef Tensor _logical(object a, object b, binary_fn f, str op):
+    """a & b, a | b, a ^ b on bool tensors (bool Python values allowed)."""
+    for v in (a, b):
+        if isinstance(v, Tensor):
+            if cg_tensor_dtype((<Tensor>v).c) != CG_BOOL:
+                raise TypeError(f"{op} is supported on bool tensors only, got {v.dtype!r}")
+        elif not isinstance(v, bool):
+            raise TypeError(f"{op} is supported on bool tensors only, got {type(v).__name__}")
+    return _binop(f, a, b)
 
 cdef inline bint _float_tensor(Tensor a):
     cdef int d = cg_tensor_dtype(a.c)
@@ -454,6 +483,27 @@ cdef class Tensor:
             raise TypeError(f"grad must be a Tensor or None, got {type(value).__name__}")
         _check(cg_tensor_set_grad(self.c, (<Tensor>value).c))
 
+    def register_hook(self, hook):
+        """hook(grad) -> Tensor or None, called with the gradient flowing into
+        this tensor during backward; a returned tensor replaces the gradient.
+        Returns a handle whose remove() unregisters it."""
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        cdef int64_t handle = 0
+        Py_INCREF(hook)
+        _check(cg_tensor_register_hook(self.c, _grad_hook_tramp, <void *>hook, _release_pyobj, &handle))
+        return RemovableHandle(self, handle)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """hook(tensor) called after .grad of this leaf was updated by backward."""
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        cdef int64_t handle = 0
+        Py_INCREF(hook)
+        _check(cg_tensor_register_post_accumulate_hook(self.c, _post_hook_tramp, <void *>hook,
+                                                       _release_pyobj, &handle))
+        return RemovableHandle(self, handle)
+
     def detach(self):
         cdef cg_tensor *r = NULL
         _check(cg_detach(self.c, &r))
@@ -588,8 +638,11 @@ cdef class Tensor:
     def __pow__(a, b, mod):
         if mod is not None:
             raise TypeError("pow() with a modulus is not supported")
-        if isinstance(a, Tensor) and _is_number(b) and _float_tensor(<Tensor>a):
-            return _scalar_op(cg_pow_scalar, <Tensor>a, b)
+        if isinstance(a, Tensor) and _is_number(b):
+            if not _float_tensor(<Tensor>a) and isinstance(b, (int, np.integer)) and b < 0:
+                raise ValueError(f"integers to negative integer powers are not allowed (exponent {b})")
+            if _float_tensor(<Tensor>a):
+                return _scalar_op(cg_pow_scalar, <Tensor>a, b)
         return _binop(cg_pow, a, b)
 
     def __rpow__(self, other, mod):
@@ -630,6 +683,33 @@ cdef class Tensor:
 
     def __hash__(self):
         return id(self)
+
+    # Logical operators on bool tensors (masks).
+    def __and__(a, b):
+        return _logical(a, b, cg_minimum, "&")
+
+    def __rand__(self, other):
+        return _logical(self, other, cg_minimum, "&")
+
+    def __or__(a, b):
+        return _logical(a, b, cg_maximum, "|")
+
+    def __ror__(self, other):
+        return _logical(self, other, cg_maximum, "|")
+
+    def __xor__(a, b):
+        return _logical(a, b, cg_ne, "^")
+
+    def __rxor__(self, other):
+        return _logical(self, other, cg_ne, "^")
+
+    def __invert__(self):
+        if cg_tensor_dtype(self.c) != CG_BOOL:
+            raise TypeError(f"~ is supported on bool tensors only, got {self.dtype!r}")
+        return _binop(cg_eq, self, False)
+
+    def logical_not(self):
+        return self.__invert__()
 
     def __iadd__(self, other):
         return self.add_(other)
@@ -1100,6 +1180,53 @@ cdef class _ArrayView:
         }
 
 
+# ------------------------------------------------------------------ hooks
+cdef class RemovableHandle:
+    """Returned by register_hook; remove() unregisters the hook."""
+    cdef Tensor t
+    cdef readonly int64_t id
+
+    def __cinit__(self, Tensor t, int64_t id):
+        self.t = t
+        self.id = id
+
+    def remove(self):
+        if self.t is None:
+            return
+        cg_tensor_remove_hook(self.t.c, self.id)  # already gone: nothing to do
+        self.t = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+cdef cg_status _grad_hook_tramp(void *ctx, cg_tensor *grad, cg_tensor **replacement) noexcept with gil:
+    cdef Tensor r
+    try:
+        cg_tensor_retain(grad)
+        out = (<object>ctx)(_wrap(grad))
+        if out is None:
+            return CG_OK
+        if not isinstance(out, Tensor):
+            raise TypeError(f"a gradient hook must return a Tensor or None, got {type(out).__name__}")
+        r = <Tensor>out
+        cg_tensor_retain(r.c)
+        replacement[0] = r.c
+        return CG_OK
+    except BaseException as e:
+        return _stash_callback_error(e, "gradient hook")
+
+cdef cg_status _post_hook_tramp(void *ctx, cg_tensor *leaf) noexcept with gil:
+    try:
+        cg_tensor_retain(leaf)
+        (<object>ctx)(_wrap(leaf))
+        return CG_OK
+    except BaseException as e:
+        return _stash_callback_error(e, "post-accumulate-grad hook")
+
+
 # ------------------------------------------------------------------ indexing
 cdef Tensor _index_tensor(object index):
     if isinstance(index, Tensor):
@@ -1565,3 +1692,6 @@ def gemm_backend():
     return _blas_name or "builtin"
 
 __version__ = CG_VERSION_STRING.decode()
+
+# ------------------------------------------------------------------ custom Functions
+include "_function.pxi"

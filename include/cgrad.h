@@ -204,6 +204,26 @@ CG_API cg_status cg_record_custom(const char *name, int n_inputs, cg_tensor *con
                                   int n_outputs, cg_tensor *const *outputs,
                                   cg_custom_backward_fn backward, void *ctx,
                                   cg_ctx_free_fn ctx_free);
+/* Gradient hooks. A grad hook sees the gradient flowing into t during a
+ * backward (for a leaf: the sum of all contributions of that backward, before
+ * it is accumulated into .grad or returned by cg_grad; for a non-leaf: before
+ * the op that produced t runs its backward). It may set *replacement to a NEW
+ * reference of the same shape and dtype to replace the gradient, or leave it
+ * NULL. Hooks run in registration order, each on the previous one's result.
+ * A post-accumulate hook (leaves only) runs after .grad was updated. The hook
+ * owns ctx (ctx_free(ctx) when removed or when t's entry dies); *handle
+ * identifies it for cg_tensor_remove_hook. */
+typedef cg_status (*cg_grad_hook_fn)(void *ctx, cg_tensor *grad, cg_tensor **replacement);
+typedef cg_status (*cg_post_accumulate_hook_fn)(void *ctx, cg_tensor *leaf);
+CG_API cg_status cg_tensor_register_hook(cg_tensor *t, cg_grad_hook_fn fn, void *ctx,
+                                         cg_ctx_free_fn ctx_free, int64_t *handle);
+CG_API cg_status cg_tensor_register_post_accumulate_hook(cg_tensor *t,
+                                                         cg_post_accumulate_hook_fn fn,
+                                                         void *ctx, cg_ctx_free_fn ctx_free,
+                                                         int64_t *handle);
+/* CG_ERR_VALUE if no hook with that handle is registered on t. */
+CG_API cg_status cg_tensor_remove_hook(cg_tensor *t, int64_t handle);
+
 /* For callbacks: set the thread's error message and return status. */
 CG_API cg_status cg_set_error(cg_status status, const char *message);
 

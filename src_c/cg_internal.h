@@ -45,6 +45,18 @@
 
 typedef struct cg_node cg_node;
 
+/* A gradient hook registered on a tensor (see cg_tensor_register_hook). */
+typedef struct cg_hook {
+    int64_t id;
+    int output_nr;        /* on a node: which output it watches */
+    int post_accumulate;  /* 1: cg_post_accumulate_hook_fn */
+    cg_grad_hook_fn fn;
+    cg_post_accumulate_hook_fn post_fn;
+    void *ctx;
+    cg_ctx_free_fn ctx_free;
+    struct cg_hook *next;
+} cg_hook;
+
 /* Refcounted memory block shared by a tensor and its views. */
 typedef struct cg_storage {
     int64_t refcount;
@@ -69,6 +81,10 @@ struct cg_tensor {
     cg_node *grad_fn;   /* owned; NULL for leaves */
     int output_nr;      /* which output of grad_fn this is */
     cg_tensor *free_next; /* deallocation worklist link (refcount 0 only) */
+    cg_hook *hooks;       /* leaves only (non-leaf hooks live on grad_fn) */
+    /* Engine scratch (one backward): the leaf's summed gradient. */
+    cg_tensor *engine_grad;
+    uint64_t engine_mark;
 };
 
 /* A tensor saved for backward. */
@@ -133,6 +149,7 @@ struct cg_node {
     int needed;            /* cg_grad: leads to a requested input */
     cg_tensor **grad_buf;  /* n_outputs accumulated gradients */
     cg_node *free_next;    /* deallocation worklist link (refcount 0 only) */
+    cg_hook *hooks;        /* hooks on the outputs' gradients */
 };
 
 /* ------------------------------------------------------------- errors */
@@ -245,6 +262,8 @@ CG_INTERNAL cg_status cg__save_output(cg_node *node, int output_nr);
 CG_INTERNAL cg_status cg__saved(cg_node *node, int i, cg_tensor **out);
 CG_INTERNAL const char *cg__node_name(const cg_node *node);
 CG_INTERNAL void cg__node_decref(cg_node *node);
+/* Frees a hook list (calls each ctx_free). */
+CG_INTERNAL void cg__hooks_free(cg_hook *h);
 /* Releases everything a dead node owns (called by the deallocation loop). */
 CG_INTERNAL void cg__node_destroy(cg_node *node);
 /* Pushes a dead node on the deallocation worklist (tensor.c). */

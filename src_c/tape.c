@@ -51,6 +51,7 @@ static void release_saved(cg_node *n) {
 }
 
 void cg__node_destroy(cg_node *n) {
+    cg__hooks_free(n->hooks);
     release_saved(n);
     for (int i = 0; i < n->n_inputs; ++i) {
         cg__node_decref(n->next[i].node);
@@ -358,6 +359,61 @@ static cg_status check_grad_matches(const char *what, const cg_tensor *t, const 
     return CG_OK;
 }
 
+/* Runs the grad hooks of list h that watch output_nr on *g (replacing it). */
+static cg_status run_grad_hooks(cg_hook *h, int output_nr, cg_tensor **g, const char *what) {
+    for (; h; h = h->next) {
+        if (h->post_accumulate || h->output_nr != output_nr || !*g) continue;
+        cg_tensor *rep = NULL;
+        cg_clear_error();
+        cg_status st = h->fn(h->ctx, *g, &rep);
+        if (st) {
+            cg_tensor_free(rep);
+            if (cg_last_error()[0] == '\0')
+                cg__err(st, "a gradient hook on %s failed with %s", what, cg_status_name(st));
+            return st;
+        }
+        if (!rep) continue;
+        if (!cg__same_shape(rep, *g) || rep->dtype != (*g)->dtype) {
+            char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
+            cg__err(CG_ERR_SHAPE,
+                    "a gradient hook on %s returned shape %s dtype %s; the gradient has shape %s dtype %s",
+                    what, cg__shape_str(rep->ndim, rep->shape, b1, sizeof b1), cg_dtype_name(rep->dtype),
+                    cg__shape_str((*g)->ndim, (*g)->shape, b2, sizeof b2), cg_dtype_name((*g)->dtype));
+            cg_tensor_free(rep);
+            return CG_ERR_SHAPE;
+        }
+        cg_tensor_free(*g);
+        *g = rep;
+    }
+    return CG_OK;
+}
+
+/* Leaf gradients of one sweep are summed in leaf->engine_grad and handed
+ * over at the end, so a leaf's hooks see its total gradient once. */
+typedef struct leafvec {
+    cg_tensor **p;
+    size_t n, cap;
+} leafvec;
+
+static cg_status leaf_collect(leafvec *lv, cg_tensor *leaf, cg_tensor *g, uint64_t ep) {
+    if (leaf->engine_mark != ep) {
+        if (lv->n == lv->cap) {
+            size_t cap = lv->cap ? lv->cap * 2 : 16;
+            cg_tensor **p = (cg_tensor **)realloc(lv->p, cap * sizeof *p);
+            if (!p) {
+                cg_tensor_free(g);
+                return cg__err(CG_ERR_NOMEM, "backward: out of memory");
+            }
+            lv->p = p;
+            lv->cap = cap;
+        }
+        lv->p[lv->n++] = leaf;
+        leaf->engine_mark = ep;
+        leaf->engine_grad = NULL;
+    }
+    return accumulate(&leaf->engine_grad, g);
+}
+
 /* The reverse sweep. inputs == NULL: accumulate into leaves' .grad
  * (cg_backward). Otherwise capture gradients for inputs into grads[]
  * (cg_grad) and leave .grad alone. */
@@ -366,6 +422,7 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
                             int retain_graph, int create_graph) {
     cg_status st = CG_OK;
     vec order = {0}, stack = {0};
+    leafvec leaves = {0};
     cg_tensor **seeds = (cg_tensor **)calloc((size_t)n_roots + 1, sizeof *seeds);
     if (!seeds) return cg__err(CG_ERR_NOMEM, "backward: out of memory");
     int prev_mode = grad_enabled;
@@ -449,41 +506,30 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
             if (!n->grad_buf) goto nomem;
         }
     }
-    for (int r = 0; r < n_roots; ++r) {
+    grad_enabled = create_graph;
+    for (int r = 0; r < n_roots && !st; ++r) {
         cg_tensor *root = roots[r];
         cg_tensor *g = seeds[r];
         seeds[r] = NULL;
-        if (root->grad_fn) {
-            grad_enabled = create_graph;
+        if (root->grad_fn)
             st = accumulate(&root->grad_fn->grad_buf[root->output_nr], g);
-            grad_enabled = prev_mode;
-        } else if (inputs) {
-            cg_tensor_free(g);
-        } else {
-            grad_enabled = create_graph;
-            st = accumulate_leaf(root, g, create_graph);
-            grad_enabled = prev_mode;
-        }
-        if (st) goto done;
+        else /* a leaf root: d root / d root */
+            st = leaf_collect(&leaves, root, g, my_epoch);
     }
-    /* A leaf root that is also a requested input: d root / d root. */
-    if (inputs)
-        for (int j = 0; j < n_inputs; ++j)
-            for (int r = 0; r < n_roots; ++r)
-                if (inputs[j] == roots[r] && !roots[r]->grad_fn) {
-                    cg_tensor *g = root_grads && root_grads[r] ? root_grads[r] : NULL;
-                    if (g) cg_tensor_retain(g);
-                    else if ((st = cg_full(roots[r]->dtype, roots[r]->ndim, roots[r]->shape, 1.0, &g))) goto done;
-                    grad_enabled = create_graph;
-                    st = accumulate(&grads[j], g);
-                    grad_enabled = prev_mode;
-                    if (st) goto done;
-                }
+    grad_enabled = prev_mode;
+    if (st) goto done;
 
     /* 4. Run nodes in decreasing sequence order. */
     for (size_t k = 0; k < order.n; ++k) {
         cg_node *n = order.p[k];
         if (inputs && !n->needed) continue;
+        if (n->hooks) {
+            grad_enabled = create_graph;
+            for (int o = 0; o < n->n_outputs && !st; ++o)
+                st = run_grad_hooks(n->hooks, o, &n->grad_buf[o], cg__node_name(n));
+            grad_enabled = prev_mode;
+            if (st) goto done;
+        }
         int any = 0;
         for (int o = 0; o < n->n_outputs; ++o) any |= n->grad_buf[o] != NULL;
         if (inputs)
@@ -551,42 +597,56 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
             n->released = 1;
         }
         /* Route input gradients. */
+        grad_enabled = create_graph;
         for (int i = 0; i < n->n_inputs; ++i) {
             cg_tensor *g = gin[i];
             gin[i] = NULL;
             if (!g) continue;
-            if (st) {
-                cg_tensor_free(g);
-                continue;
-            }
             cg_edge *e = &n->next[i];
-            grad_enabled = create_graph;
-            if (!n->needs_grad[i]) {
+            if (st || !n->needs_grad[i])
                 cg_tensor_free(g);
-            } else if (e->node) {
+            else if (e->node)
                 st = accumulate(&e->node->grad_buf[e->input_nr], g);
-            } else if (e->leaf) {
-                if (inputs) {
-                    int used = 0;
-                    for (int j = 0; j < n_inputs && !st; ++j)
-                        if (inputs[j] == e->leaf) {
-                            cg_tensor_retain(g);
-                            st = accumulate(&grads[j], g);
-                            used = 1;
-                        }
-                    (void)used;
-                    cg_tensor_free(g);
-                } else {
-                    st = accumulate_leaf(e->leaf, g, create_graph);
-                }
-            } else {
+            else if (e->leaf)
+                st = leaf_collect(&leaves, e->leaf, g, my_epoch);
+            else
                 cg_tensor_free(g);
-            }
-            grad_enabled = prev_mode;
         }
+        grad_enabled = prev_mode;
         if (gin != gin_small) free(gin);
         if (st) goto done;
     }
+
+    /* 5. Hand the leaves their gradients (hooks first). */
+    grad_enabled = create_graph;
+    for (size_t k = 0; k < leaves.n && !st; ++k) {
+        cg_tensor *leaf = leaves.p[k];
+        cg_tensor *g = leaf->engine_grad;
+        leaf->engine_grad = NULL;
+        st = run_grad_hooks(leaf->hooks, 0, &g, "a leaf tensor");
+        if (st) {
+            cg_tensor_free(g);
+            break;
+        }
+        if (inputs) {
+            for (int j = 0; j < n_inputs && !st; ++j)
+                if (inputs[j] == leaf) {
+                    cg_tensor_retain(g);
+                    st = accumulate(&grads[j], g);
+                }
+            cg_tensor_free(g);
+        } else {
+            st = accumulate_leaf(leaf, g, create_graph);
+            for (cg_hook *h = leaf->hooks; h && !st; h = h->next)
+                if (h->post_accumulate) {
+                    cg_clear_error();
+                    st = h->post_fn(h->ctx, leaf);
+                    if (st && cg_last_error()[0] == '\0')
+                        cg__err(st, "a post-accumulate hook failed with %s", cg_status_name(st));
+                }
+        }
+    }
+    grad_enabled = prev_mode;
     goto done;
 nomem:
     st = cg__err(CG_ERR_NOMEM, "backward: out of memory");
@@ -600,11 +660,97 @@ done:
             n->grad_buf = NULL;
         }
     }
+    for (size_t k = 0; k < leaves.n; ++k) {
+        cg_tensor_free(leaves.p[k]->engine_grad);
+        leaves.p[k]->engine_grad = NULL;
+    }
     for (int r = 0; r < n_roots; ++r) cg_tensor_free(seeds[r]);
     free(seeds);
+    free(leaves.p);
     free(order.p);
     free(stack.p);
     return st;
+}
+
+/* ----------------------------------------------------------------- hooks */
+static __thread int64_t next_hook_id = 1;
+
+void cg__hooks_free(cg_hook *h) {
+    while (h) {
+        cg_hook *next = h->next;
+        if (h->ctx_free) h->ctx_free(h->ctx);
+        free(h);
+        h = next;
+    }
+}
+
+static cg_status add_hook(cg_tensor *t, cg_hook *proto, int64_t *handle) {
+    cg_hook *h = (cg_hook *)malloc(sizeof *h);
+    if (!h) {
+        if (proto->ctx_free) proto->ctx_free(proto->ctx);
+        return cg__err(CG_ERR_NOMEM, "register_hook: out of memory");
+    }
+    *h = *proto;
+    h->id = next_hook_id++;
+    h->next = NULL;
+    cg_hook **slot = t->grad_fn ? &t->grad_fn->hooks : &t->hooks;
+    h->output_nr = t->grad_fn ? t->output_nr : 0;
+    while (*slot) slot = &(*slot)->next; /* registration order */
+    *slot = h;
+    if (handle) *handle = h->id;
+    return CG_OK;
+}
+
+cg_status cg_tensor_register_hook(cg_tensor *t, cg_grad_hook_fn fn, void *ctx,
+                                  cg_ctx_free_fn ctx_free, int64_t *handle) {
+    cg_status st = CG_OK;
+    if (!t || !fn) st = cg__err(CG_ERR_NULL, "cg_tensor_register_hook: tensor or fn is NULL");
+    else if (!t->requires_grad)
+        st = cg__err(CG_ERR_AUTOGRAD, "cannot register a hook on a tensor that doesn't require gradient");
+    if (st) {
+        if (ctx_free) ctx_free(ctx);
+        return st;
+    }
+    cg_hook proto = {0};
+    proto.fn = fn;
+    proto.ctx = ctx;
+    proto.ctx_free = ctx_free;
+    return add_hook(t, &proto, handle);
+}
+
+cg_status cg_tensor_register_post_accumulate_hook(cg_tensor *t, cg_post_accumulate_hook_fn fn,
+                                                  void *ctx, cg_ctx_free_fn ctx_free,
+                                                  int64_t *handle) {
+    cg_status st = CG_OK;
+    if (!t || !fn) st = cg__err(CG_ERR_NULL, "cg_tensor_register_post_accumulate_hook: tensor or fn is NULL");
+    else if (!t->requires_grad)
+        st = cg__err(CG_ERR_AUTOGRAD, "cannot register a hook on a tensor that doesn't require gradient");
+    else if (t->grad_fn)
+        st = cg__err(CG_ERR_AUTOGRAD, "post-accumulate-grad hooks can only be registered on leaf tensors");
+    if (st) {
+        if (ctx_free) ctx_free(ctx);
+        return st;
+    }
+    cg_hook proto = {0};
+    proto.post_accumulate = 1;
+    proto.post_fn = fn;
+    proto.ctx = ctx;
+    proto.ctx_free = ctx_free;
+    return add_hook(t, &proto, handle);
+}
+
+cg_status cg_tensor_remove_hook(cg_tensor *t, int64_t handle) {
+    CG_CHECK_T(t);
+    cg_hook **slot = t->grad_fn ? &t->grad_fn->hooks : &t->hooks;
+    for (; *slot; slot = &(*slot)->next)
+        if ((*slot)->id == handle) {
+            cg_hook *h = *slot;
+            *slot = h->next;
+            h->next = NULL;
+            cg__hooks_free(h);
+            return CG_OK;
+        }
+    return cg__err(CG_ERR_VALUE, "no hook with handle %lld on this tensor", (long long)handle);
 }
 
 cg_status cg_backward(cg_tensor *root, cg_tensor *grad, int retain_graph, int create_graph) {

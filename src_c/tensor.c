@@ -20,6 +20,7 @@ static void storage_decref(cg_storage *s) {
 }
 
 static void tensor_destroy(cg_tensor *t) {
+    cg__hooks_free(t->hooks);
     storage_decref(t->storage);
     cg_tensor_free(t->grad);
     cg__node_decref(t->grad_fn);

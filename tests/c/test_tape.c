@@ -321,7 +321,56 @@ static void test_creation_errors(void) {
     cg_tensor_free(NULL);
 }
 
+/* Grad hooks: a doubling hook on a leaf, a post-accumulate counter, removal. */
+static int post_calls = 0;
+static cg_status double_hook(void *ctx, cg_tensor *grad, cg_tensor **replacement) {
+    ++*(int *)ctx;
+    return cg_mul_scalar(grad, 2.0, replacement);
+}
+static cg_status post_hook(void *ctx, cg_tensor *leaf) {
+    ++post_calls;
+    return cg_tensor_grad(leaf) ? CG_OK : cg_set_error(CG_ERR_VALUE, "no grad");
+}
+static cg_status failing_hook(void *ctx, cg_tensor *grad, cg_tensor **replacement) {
+    return cg_set_error(CG_ERR_CALLBACK, "hook says no");
+}
+
+static void test_hooks(void) {
+    double xv[2] = {1, 2};
+    cg_tensor *x = vec64(2, xv), *y = NULL, *l = NULL;
+    int calls = 0;
+    int64_t h1 = 0, h2 = 0, h3 = 0;
+    CHECK_OK(cg_tensor_register_hook(x, double_hook, &calls, NULL, &h1));
+    CHECK_OK(cg_tensor_register_post_accumulate_hook(x, post_hook, NULL, NULL, &h2));
+    CHECK_OK(cg_mul(x, x, &y));
+    CHECK_OK(cg_add(y, x, &l)); /* x reaches l twice: the hook runs once */
+    cg_tensor_free(y);
+    y = l;
+    l = NULL;
+    CHECK_OK(cg_sum(y, NULL, 0, 0, &l));
+    CHECK_OK(cg_backward(l, NULL, 1, 0));
+    CHECK(calls == 1 && post_calls == 1);
+    CHECK_CLOSE(cgt_at(cg_tensor_grad(x), 1), 2.0 * (2 * 2 + 1), 1e-12);
+    CHECK_OK(cg_tensor_remove_hook(x, h1));
+    CHECK_STATUS(cg_tensor_remove_hook(x, h1), CG_ERR_VALUE);
+    CHECK_OK(cg_tensor_set_grad(x, NULL));
+    CHECK_OK(cg_tensor_register_hook(x, failing_hook, NULL, NULL, &h3));
+    CHECK_STATUS(cg_backward(l, NULL, 1, 0), CG_ERR_CALLBACK);
+    CHECK(strstr(cg_last_error(), "hook says no") != NULL);
+    CHECK_OK(cg_tensor_remove_hook(x, h3));
+    CHECK_OK(cg_backward(l, NULL, 0, 0));
+    CHECK_CLOSE(cgt_at(cg_tensor_grad(x), 1), 5.0, 1e-12);
+    cg_tensor *c = NULL;
+    CHECK_OK(cg_scalar(CG_FLOAT64, 1.0, &c));
+    CHECK_STATUS(cg_tensor_register_hook(c, double_hook, &calls, NULL, &h1), CG_ERR_AUTOGRAD);
+    cg_tensor_free(c);
+    cg_tensor_free(l);
+    cg_tensor_free(y);
+    cg_tensor_free(x);
+}
+
 int main(void) {
+    test_hooks();
     test_accumulate_and_retain();
     test_root_checks();
     test_second_derivative();

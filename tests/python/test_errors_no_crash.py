@@ -819,12 +819,7 @@ def _run_battery(names):
 
 # cgrad bugs found by these cases and reported; the xfail is strict, so a fix
 # shows up as XPASS and the entry must then be removed.
-KNOWN_BUGS = {
-    "index_two_advanced": "x[[0, 1], [1, 0]] raises TypeError from an internal `|` "
-                          "between Tensors (_getitem's adjacent-index path)",
-    "numpy_float64_big_endian_keeps_float64": "cgrad.tensor of a '>f8' array gives float32: "
-                                              "_to_numpy_input compares dtype == np.float64",
-}
+KNOWN_BUGS = {}
 
 
 @pytest.fixture(scope="module")
