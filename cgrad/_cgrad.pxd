@@ -1,5 +1,5 @@
-# Declarations of include/cgrad.h for Cython (generated from the header by
-# the snippet in ARCHITECTURE.md; keep in sync: tests/python/test_pxd_sync.py).
+# Declarations of include/cgrad.h for Cython. The function block is generated
+# by tools/gen_pxd.py; tests/python/test_pxd_sync.py checks they agree.
 from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "cgrad.h" nogil:
