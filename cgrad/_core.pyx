@@ -1375,10 +1375,13 @@ cdef int _fill_tensor_array(object tensors, cg_tensor **arr, list keep) except -
         i += 1
     return i
 
-def cat(tensors, dim=0):
+ctypedef cg_status (*seq_fn)(int, cg_tensor **, int, cg_tensor **) noexcept nogil
+
+cdef Tensor _join(seq_fn f, str name, object tensors, int dim):
+    """cat / stack: a C array of the tensors' handles for one call."""
     tensors = list(tensors)
     if not tensors:
-        raise ValueError("cat: expected a non-empty sequence of tensors")
+        raise ValueError(f"{name}: expected a non-empty sequence of tensors")
     cdef cg_tensor **arr = <cg_tensor **>malloc(len(tensors) * sizeof(cg_tensor *))
     cdef cg_tensor *r = NULL
     cdef list keep = []
@@ -1386,28 +1389,18 @@ def cat(tensors, dim=0):
         raise MemoryError()
     try:
         n = _fill_tensor_array(tensors, arr, keep)
-        _check(cg_cat(n, arr, dim, &r))
+        _check(f(n, arr, dim, &r))
     finally:
         free(arr)
     return _wrap(r)
+
+def cat(tensors, int dim=0):
+    return _join(cg_cat, "cat", tensors, dim)
 
 concatenate = cat
 
-def stack(tensors, dim=0):
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("stack: expected a non-empty sequence of tensors")
-    cdef cg_tensor **arr = <cg_tensor **>malloc(len(tensors) * sizeof(cg_tensor *))
-    cdef cg_tensor *r = NULL
-    cdef list keep = []
-    if arr == NULL:
-        raise MemoryError()
-    try:
-        n = _fill_tensor_array(tensors, arr, keep)
-        _check(cg_stack(n, arr, dim, &r))
-    finally:
-        free(arr)
-    return _wrap(r)
+def stack(tensors, int dim=0):
+    return _join(cg_stack, "stack", tensors, dim)
 
 def _creation(int which, tuple shape, object dt, object requires_grad, double value=0.0):
     cdef int64_t s[8]
