@@ -1,0 +1,139 @@
+"""gradcheck / gradgradcheck: analytical Jacobians from the tape against
+float64 central differences (PyTorch's names and defaults)."""
+import numpy as np
+
+from cgrad._core import Tensor, autograd_grad, float64, tensor
+from cgrad._grad_mode import enable_grad, no_grad
+
+__all__ = ["gradcheck", "gradgradcheck", "GradcheckError"]
+
+
+class GradcheckError(RuntimeError):
+    """A gradient disagrees with finite differences (names input and element)."""
+
+
+def _as_tuple(x):
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def _outputs(fn, inputs):
+    outs = _as_tuple(fn(*inputs))
+    for i, o in enumerate(outs):
+        if not isinstance(o, Tensor):
+            raise TypeError(f"gradcheck: output {i} of the function is {type(o).__name__}, not a Tensor")
+    return outs
+
+
+def _diff_inputs(inputs):
+    picked = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, Tensor) and x.requires_grad:
+            if x.dtype is not float64:
+                raise ValueError(f"gradcheck: input {i} requires grad but is {x.dtype!r}; "
+                                 "finite differences need float64 inputs")
+            if not x.is_leaf:
+                raise ValueError(f"gradcheck: input {i} must be a leaf tensor (use .detach().requires_grad_())")
+            picked.append(i)
+    if not picked:
+        raise ValueError("gradcheck: no input requires grad")
+    return picked
+
+
+def _numerical_jacobians(fn, inputs, picked, eps):
+    """jac[i][o] has shape (numel(output o), numel(input i))."""
+    with no_grad():
+        base = _outputs(fn, inputs)
+        jac = {}
+        for i in picked:
+            x = inputs[i]
+            arr = x.detach().numpy()  # shares memory: perturb in place
+            flat = arr.reshape(-1) if arr.flags.c_contiguous else None
+            if flat is None:
+                raise ValueError(f"gradcheck: input {i} must be contiguous")
+            cols = {o: np.zeros((base[o].numel(), flat.size)) for o in range(len(base))}
+            for e in range(flat.size):
+                orig = flat[e]
+                flat[e] = orig + eps
+                plus = [o.detach().numpy().astype(np.float64).reshape(-1).copy() for o in _outputs(fn, inputs)]
+                flat[e] = orig - eps
+                minus = [o.detach().numpy().astype(np.float64).reshape(-1).copy() for o in _outputs(fn, inputs)]
+                flat[e] = orig
+                for o in range(len(base)):
+                    cols[o][:, e] = (plus[o] - minus[o]) / (2 * eps)
+            jac[i] = cols
+    return jac
+
+
+def _analytical_jacobians(fn, inputs, picked):
+    outs = _outputs(fn, inputs)
+    diff = [inputs[i] for i in picked]
+    jac = {i: {} for i in picked}
+    for o, out in enumerate(outs):
+        n_out = out.numel()
+        for i in picked:
+            jac[i][o] = np.zeros((n_out, inputs[i].numel()))
+        if not out.requires_grad:
+            continue
+        for r in range(n_out):
+            seed = np.zeros(n_out)
+            seed[r] = 1.0
+            gout = tensor(seed.reshape(out.shape), dtype=out.dtype)
+            grads = autograd_grad(out, diff, gout, retain_graph=True, allow_unused=True)
+            for i, g in zip(picked, grads):
+                if g is not None:
+                    jac[i][o][r, :] = g.detach().numpy().astype(np.float64).reshape(-1)
+    return jac
+
+
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
+    """True when the tape's Jacobian of fn matches central differences for
+    every float64 input that requires grad. On a mismatch raises
+    GradcheckError naming the output, the input, the element and both values
+    (or returns False with raise_exception=False)."""
+    inputs = _as_tuple(inputs)
+    picked = _diff_inputs(inputs)
+    numerical = _numerical_jacobians(fn, inputs, picked, eps)
+    analytical = _analytical_jacobians(fn, inputs, picked)
+    for i in picked:
+        shape = inputs[i].shape
+        for o, num in numerical[i].items():
+            ana = analytical[i][o]
+            bad = ~(np.abs(ana - num) <= atol + rtol * np.abs(num))
+            if bad.any():
+                r, e = (int(v) for v in np.argwhere(bad)[0])
+                index = np.unravel_index(e, shape) if shape else ()
+                msg = (f"Jacobian mismatch for output {o} (flat element {r}) with respect to input {i}, "
+                       f"element {tuple(int(v) for v in index)}: analytical {ana[r, e]!r}, "
+                       f"numerical {num[r, e]!r}")
+                if raise_exception:
+                    raise GradcheckError(msg)
+                return False
+    return True
+
+
+def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
+                  raise_exception=True, seed=0):
+    """gradcheck of the vector-Jacobian product of fn: checks second
+    derivatives (the backward of fn's backward). grad_outputs default to
+    random float64 tensors that require grad."""
+    inputs = _as_tuple(inputs)
+    picked = _diff_inputs(inputs)
+    outs = _outputs(fn, inputs)
+    if grad_outputs is None:
+        rng = np.random.default_rng(seed)
+        grad_outputs = tuple(tensor(rng.standard_normal(o.shape), dtype=float64, requires_grad=True)
+                             for o in outs)
+    grad_outputs = _as_tuple(grad_outputs)
+    if len(grad_outputs) != len(outs):
+        raise ValueError(f"gradgradcheck: {len(grad_outputs)} grad_outputs for {len(outs)} outputs")
+    n_in = len(inputs)
+
+    def vjp(*args):
+        xs, gos = args[:n_in], args[n_in:]
+        with enable_grad():  # also inside the no-grad finite differences
+            ys = _outputs(fn, xs)
+            diff = [xs[i] for i in picked]
+            grads = autograd_grad(list(ys), diff, list(gos), create_graph=True, allow_unused=True)
+        return tuple(g for g in grads if g is not None)
+
+    return gradcheck(vjp, inputs + grad_outputs, eps, atol, rtol, raise_exception)
