@@ -26,7 +26,6 @@
 # (CG_ERR_CALLBACK) and re-raised, same object, by _raise() when cg_backward /
 # cg_grad return.
 
-from cpython.object cimport PyObject
 from libc.string cimport memcpy
 
 import functools as _functools
@@ -558,7 +557,7 @@ cdef object _record(FunctionCtx ctx, _FnInfo info, tuple args, list tins, object
         outc[i] = (<Tensor>rec[i]).c
     Py_INCREF(ctx)  # owned by the entry; _fn_ctx_free drops it
     cdef cg_status st = cg_record_custom(info.cname, <int>nt, ins, <int>nr, outc,
-                                         _fn_backward_tramp, <void *>ctx, _fn_ctx_free)
+                                         <cg_custom_backward_fn>_fn_backward_tramp, <void *>ctx, _fn_ctx_free)
     if ins != ins_s: free(ins)
     if outc != outs_s: free(outc)
     _check(st)
@@ -701,7 +700,8 @@ cdef object _delay_error(str where, list deps, object outputs):
            f"@once_differentiable ({where})").encode("utf-8", "replace")
     Py_INCREF(msg)
     cdef cg_status st = cg_record_custom(b"OnceDifferentiableBackward", <int>nd, ins, <int>nr,
-                                         outc, _delayed_error_tramp, <void *>msg, _release_pyobj)
+                                         outc, <cg_custom_backward_fn>_delayed_error_tramp, <void *>msg,
+                                         _release_pyobj)
     free(ins)
     free(outc)
     _check(st)

@@ -199,7 +199,8 @@ typedef void (*cg_ctx_free_fn)(void *ctx);
  * outputs must be fresh tensors computed by the caller (leaves without
  * grad). If grad mode is off or no input requires grad, nothing is recorded,
  * ctx_free(ctx) is called at once and CG_OK is returned. Otherwise the entry
- * owns ctx and calls ctx_free(ctx) when it is released. */
+ * owns ctx: ctx_free(ctx) is called when the entry is released by a
+ * non-retained backward or destroyed, whichever comes first. */
 CG_API cg_status cg_record_custom(const char *name, int n_inputs, cg_tensor *const *inputs,
                                   int n_outputs, cg_tensor *const *outputs,
                                   cg_custom_backward_fn backward, void *ctx,

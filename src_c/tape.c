@@ -48,6 +48,15 @@ static void release_saved(cg_node *n) {
         cg_tensor_free(n->saved[i].t);
         n->saved[i].t = NULL;
     }
+    /* A released custom entry never runs its backward again: its context
+     * (and what it saved) goes now, not when the graph dies. */
+    if (n->custom_backward && n->ctx_free) {
+        cg_ctx_free_fn f = n->ctx_free;
+        void *ctx = n->ctx;
+        n->ctx_free = NULL;
+        n->ctx = NULL;
+        f(ctx);
+    }
 }
 
 void cg__node_destroy(cg_node *n) {

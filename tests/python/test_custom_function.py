@@ -2,7 +2,6 @@
 
 Gradients are checked against float64 central differences of the forward
 (always) and against torch.autograd.Function (when torch is importable)."""
-import gc
 import weakref
 
 import numpy as np
@@ -98,6 +97,29 @@ def test_square_matches_central_differences():
     assert y.requires_grad and not y.is_leaf
     y.sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [[2.0, -4.0, 6.0]])
+
+
+def test_library_gradcheck_and_gradgradcheck_accept_custom_functions():
+    rng = np.random.default_rng(6)
+    x = t64(rng.standard_normal((2, 3)))
+    assert ag.gradcheck(MySquare.apply, (x,))
+    assert ag.gradgradcheck(Cube.apply, (x,))
+    assert ag.gradgradcheck(Exp.apply, (x,))
+    y = t64(rng.standard_normal((2, 3)))
+    assert ag.gradcheck(lambda a, b: MulAdd.apply(a, b), (x, y))
+
+    class WrongSquare(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            x, = ctx.saved_tensors
+            return 3 * x * g
+
+    assert not ag.gradcheck(WrongSquare.apply, (x,), raise_exception=False)
 
 
 def test_square_matches_torch(torch):
@@ -801,3 +823,89 @@ def test_functionctx_attributes():
     x = t64([1.0, 2.0])
     A.apply(x).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [1.0, 1.0])
+
+
+def test_saved_tensors_freed_by_backward_while_graph_lives():
+    refs = []
+
+    class Keep(Function):
+        @staticmethod
+        def forward(ctx, x):
+            tmp = x * 2
+            refs.append(weakref.ref(tmp))
+            refs.append(weakref.ref(ctx))
+            ctx.save_for_backward(tmp)
+            return x * 3
+
+        @staticmethod
+        def backward(ctx, g):
+            tmp, = ctx.saved_tensors
+            return g * 3
+
+    x = t64([1.0])
+    y = Keep.apply(x)
+    y.sum().backward()
+    assert y.grad_fn is not None  # the graph is still alive ...
+    assert refs[0]() is None and refs[1]() is None  # ... but ctx and its saved tensors are gone
+
+
+def test_same_tensor_passed_twice_and_returning_a_non_grad_input():
+    class PickSecond(Function):
+        @staticmethod
+        def forward(ctx, x, c):
+            ctx.save_for_backward(x)
+            return x * x, c  # c is an input that does not require grad
+
+        @staticmethod
+        def backward(ctx, g, gc):
+            x, = ctx.saved_tensors
+            return 2 * x * g, gc
+
+    x = t64([1.0, 2.0])
+    c = t64([5.0, 6.0], requires_grad=False)
+    y, c_out = PickSecond.apply(x, c)
+    assert c_out is not c and c_out.grad_fn.name() == "PickSecond"
+    assert c.grad_fn is None and not c.requires_grad  # the input itself is untouched
+    (y.sum() + c_out.sum()).backward()
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0])
+
+    x = t64([1.0, 2.0])
+    MulAdd.apply(x, x)[0].sum().backward()  # x * x through both slots
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0])
+
+
+def test_custom_function_inside_a_custom_backward_with_create_graph():
+    class SquareViaCustom(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            x, = ctx.saved_tensors
+            return MySquare.apply(x) * 0.0 + 2 * x * g  # a custom op recorded in backward
+
+    x = t64([1.5, -2.0])
+    (g,) = ag.grad(SquareViaCustom.apply(x).sum(), x, create_graph=True)
+    (h,) = ag.grad(g.sum(), x)
+    np.testing.assert_allclose(g.detach().numpy(), [3.0, -4.0])
+    np.testing.assert_allclose(h.numpy(), [2.0, 2.0])
+
+
+def test_exception_in_backward_with_create_graph_and_later_backward_works():
+    class Raises(Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            raise ZeroDivisionError("no")
+
+    x = t64([1.0])
+    with pytest.raises(ZeroDivisionError):
+        ag.grad(Raises.apply(x).sum(), x, create_graph=True)
+    assert cgrad.is_grad_enabled()
+    (g,) = ag.grad(Cube.apply(x).sum(), x, create_graph=True)
+    np.testing.assert_allclose(g.detach().numpy(), [3.0])
