@@ -19,6 +19,7 @@ from cgrad import autograd
 from cgrad._functions import *  # noqa: F401,F403  (exp, log, matmul, sum, ... as functions)
 from cgrad._functions import __all__ as _fn_all
 from cgrad import nn
+from cgrad._custom_gradient import custom_gradient
 
 __version__ = _core.__version__
 
@@ -38,4 +39,5 @@ __all__ = [
     "randperm", "arange", "zeros_like", "ones_like", "manual_seed", "is_grad_enabled",
     "set_default_dtype", "get_default_dtype", "where", "cat", "concatenate", "stack",
     "no_grad", "enable_grad", "set_grad_enabled", "autograd", "nn", "use_blas", "gemm_backend",
+    "custom_gradient",
 ] + list(_fn_all)

@@ -20,7 +20,7 @@ def run(args, cwd=EXAMPLES):
 
 
 def test_examples_are_present():
-    for name in ("01_square.py", "03_positive_weights.py", "04_ste_round.py",
+    for name in ("01_square.py", "02_leaky_custom_gradient.py", "03_positive_weights.py", "04_ste_round.py",
                  "05_weighted_mse.py", "08_double_backward.py"):
         assert name in SCRIPTS
 
