@@ -210,6 +210,9 @@ CG_INTERNAL int cg__same_shape(const cg_tensor *a, const cg_tensor *b);
 /* Writes "(2, 3)" into buf. */
 CG_INTERNAL const char *cg__shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
 #define CG_SHAPE_STR_LEN 128
+/* Checks a (ndim, shape) argument of the public function fn: ndim in
+ * [0, CG_MAX_DIMS] and shape non-NULL when ndim > 0. Sizes are not checked. */
+CG_INTERNAL cg_status cg__check_shape_arg(const char *fn, int ndim, const int64_t *shape);
 
 /* Read / write element i (flat, of a contiguous buffer) as double. */
 static inline double cg__load(const void *p, cg_dtype d, int64_t i) {

@@ -22,12 +22,11 @@
 #include <stdio.h>
 
 #include "cg_internal.h"
+#include "cg_formula.h"
 
-/* ---- elementwise iterator (defined here) -----------------------------
- * This block is repeated verbatim in ops_unary.c and ops_inplace.c; it can
- * move into cg_internal.h, whose guard then turns the copies off. */
-
-/* ------------------------------------------------------------- iterator */
+/* ------------------------------------------------------------- iterator
+ * Defined here, declared in cg_internal.h; ops_unary.c and ops_inplace.c
+ * use it too. */
 void cg__iter_init(cg__iter *it, int ndim, const int64_t *shape, int nops,
                    int64_t (*strides)[CG_MAX_DIMS]) {
     /* Built innermost-first into rs / rst, then reversed. */
@@ -367,9 +366,6 @@ static cg_status to_input(cg_node *n, int i, cg_tensor *g, cg_tensor **out) {
     return CG_OK;
 }
 
-/* Three-argument helper for the common "r = f(x, y); free x" chains. */
-typedef cg_status (*bin_api)(cg_tensor *, cg_tensor *, cg_tensor **);
-
 /* Records a binary op with input metadata; save: 0 nothing, 1 a and b,
  * 2 only what mul's cross terms need (b for a's grad, a for b's). */
 static cg_status record2(const cg_op *op, cg_tensor *a, cg_tensor *b, cg_tensor *r, int save) {
@@ -456,52 +452,6 @@ static cg_status div_backward(cg_node *node, cg_tensor *const *gout, cg_tensor *
     return st;
 }
 
-/* Small arena for the longer backward formulas: every step's result is
- * kept for freeing at the end, and after a failure later steps are
- * skipped (they return NULL). */
-#define ARENA_MAX 24
-typedef struct arena {
-    cg_tensor *t[ARENA_MAX];
-    int n;
-    cg_status st;
-} arena;
-
-static cg_tensor *keep(arena *A, cg_status st, cg_tensor *r) {
-    if (st) {
-        A->st = st;
-        return NULL;
-    }
-    if (A->n == ARENA_MAX) {
-        cg_tensor_free(r);
-        A->st = cg__err(CG_ERR_UNSUPPORTED, "backward formula needs too many temporaries");
-        return NULL;
-    }
-    A->t[A->n++] = r;
-    return r;
-}
-static cg_tensor *A2(arena *A, bin_api f, cg_tensor *x, cg_tensor *y) {
-    cg_tensor *r = NULL;
-    if (A->st) return NULL;
-    cg_status st = f(x, y, &r); /* before keep() reads r */
-    return keep(A, st, r);
-}
-static cg_tensor *A1(arena *A, cg_status (*f)(cg_tensor *, cg_tensor **), cg_tensor *x) {
-    cg_tensor *r = NULL;
-    if (A->st) return NULL;
-    cg_status st = f(x, &r); /* before keep() reads r */
-    return keep(A, st, r);
-}
-static cg_tensor *AW(arena *A, cg_tensor *c, cg_tensor *x, cg_tensor *y) {
-    cg_tensor *r = NULL;
-    if (A->st) return NULL;
-    cg_status st = cg_where(c, x, y, &r); /* before keep() reads r */
-    return keep(A, st, r);
-}
-static void arena_free(arena *A) {
-    for (int i = 0; i < A->n; ++i) cg_tensor_free(A->t[i]);
-    A->n = 0;
-}
-
 static cg_status pow_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
     arena A = {{0}, 0, CG_OK};
     cg_tensor *g = gout[0], *a = NULL, *b = NULL, *r = NULL;
@@ -534,10 +484,10 @@ static cg_status pow_backward(cg_node *node, cg_tensor *const *gout, cg_tensor *
         cg_tensor *w = AW(&A, m, zero, gt);
         if (!A.st) A.st = to_input(node, 1, w, &gin[1]);
     }
-    arena_free(&A);
+    cg_status st = arena_done(&A, NULL, NULL);
     cg_tensor_free(a);
     cg_tensor_free(b);
-    return A.st;
+    return st;
 }
 
 /* minimum / maximum: the gradient goes to the selected input, split evenly

@@ -322,26 +322,33 @@ static const cg_op OP_CONV2D = {"conv2d", conv2d_backward};
 static const cg_op OP_CONV_DX = {"conv2d_input_backward", conv_dx_backward};
 static const cg_op OP_CONV_DW = {"conv2d_weight_backward", conv_dw_backward};
 
+/* Last step of the three conv ops: when grad is wanted, records op over the
+ * nin tensors ins, saving ins[0] and ins[1], and stores p and shape; then
+ * *out = r. On failure r is freed. */
+static cg_status record_conv(const cg_op *op, int nin, cg_tensor **ins, const conv_params *p,
+                             const int64_t *shape, cg_tensor *r, cg_tensor **out) {
+    if (cg__wants_gradn(nin, ins)) {
+        cg_node *node;
+        cg_status st = cg__record(op, nin, ins, 1, &r, &node);
+        if (!st) st = cg__save(node, ins[0]);
+        if (!st) st = cg__save(node, ins[1]);
+        if (st) {
+            cg_tensor_free(r);
+            return st;
+        }
+        params_store(node, p, shape);
+    }
+    *out = r;
+    return CG_OK;
+}
+
 /* conv2d without argument checks (callers pass consistent tensors). */
 static cg_status conv_forward(cg_tensor *x, cg_tensor *w, cg_tensor *bias, const conv_params *p,
                               cg_tensor **out) {
     cg_tensor *r;
     CG_TRY(conv_fwd_kernel(x, w, bias, p, &r));
     cg_tensor *ins[3] = {x, w, bias};
-    int nin = bias ? 3 : 2;
-    if (cg__wants_gradn(nin, ins)) {
-        cg_node *node;
-        cg_status st = cg__record(&OP_CONV2D, nin, ins, 1, &r, &node);
-        if (!st) st = cg__save(node, x);
-        if (!st) st = cg__save(node, w);
-        if (st) {
-            cg_tensor_free(r);
-            return st;
-        }
-        params_store(node, p, NULL);
-    }
-    *out = r;
-    return CG_OK;
+    return record_conv(&OP_CONV2D, bias ? 3 : 2, ins, p, NULL, r, out);
 }
 
 /* dL/dx of conv2d for upstream gy: inputs (gy, w). */
@@ -349,20 +356,8 @@ static cg_status conv_input_grad(cg_tensor *gy, cg_tensor *w, const int64_t *xsh
                                  const conv_params *p, cg_tensor **out) {
     cg_tensor *r;
     CG_TRY(conv_dx_kernel(gy, w, xshape, p, &r));
-    if (cg__wants_grad2(gy, w)) {
-        cg_tensor *ins[2] = {gy, w};
-        cg_node *node;
-        cg_status st = cg__record(&OP_CONV_DX, 2, ins, 1, &r, &node);
-        if (!st) st = cg__save(node, gy);
-        if (!st) st = cg__save(node, w);
-        if (st) {
-            cg_tensor_free(r);
-            return st;
-        }
-        params_store(node, p, xshape);
-    }
-    *out = r;
-    return CG_OK;
+    cg_tensor *ins[2] = {gy, w};
+    return record_conv(&OP_CONV_DX, 2, ins, p, xshape, r, out);
 }
 
 /* dL/dw of conv2d for upstream gy: inputs (x, gy). */
@@ -370,20 +365,8 @@ static cg_status conv_weight_grad(cg_tensor *x, cg_tensor *gy, const int64_t *ws
                                   const conv_params *p, cg_tensor **out) {
     cg_tensor *r;
     CG_TRY(conv_dw_kernel(x, gy, wshape, p, &r));
-    if (cg__wants_grad2(x, gy)) {
-        cg_tensor *ins[2] = {x, gy};
-        cg_node *node;
-        cg_status st = cg__record(&OP_CONV_DW, 2, ins, 1, &r, &node);
-        if (!st) st = cg__save(node, x);
-        if (!st) st = cg__save(node, gy);
-        if (st) {
-            cg_tensor_free(r);
-            return st;
-        }
-        params_store(node, p, wshape);
-    }
-    *out = r;
-    return CG_OK;
+    cg_tensor *ins[2] = {x, gy};
+    return record_conv(&OP_CONV_DW, 2, ins, p, wshape, r, out);
 }
 
 static cg_status conv2d_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {

@@ -131,6 +131,28 @@ static void put_dim_shape(cg_node *node, int dim, const cg_tensor *a) {
     node->n_iparam = 2 + a->ndim;
 }
 
+/* Last step of the index ops: when st is OK and grad is wanted, records op
+ * over the nin tensors ins with dim d and shp's shape, saving index; then
+ * *out = r, or r is freed and the failure returned. */
+static cg_status finish_indexed(cg_status st, const cg_op *op, int nin, cg_tensor **ins, int d,
+                                const cg_tensor *shp, cg_tensor *index, cg_tensor *r,
+                                cg_tensor **out) {
+    if (!st && cg__wants_gradn(nin, ins)) {
+        cg_node *node;
+        st = cg__record(op, nin, ins, 1, &r, &node);
+        if (!st) {
+            put_dim_shape(node, d, shp);
+            st = cg__save(node, index);
+        }
+    }
+    if (st) {
+        cg_tensor_free(r);
+        return st;
+    }
+    *out = r;
+    return CG_OK;
+}
+
 static int get_dim_shape(const cg_node *node, int64_t *shape) {
     int ndim = (int)node->iparam[1];
     for (int d = 0; d < ndim; ++d) shape[d] = node->iparam[2 + d];
@@ -195,20 +217,7 @@ cg_status cg_index_select(cg_tensor *a, int dim, cg_tensor *index, cg_tensor **o
                     outer, inner);
     free(idx);
     cg_tensor_free(c);
-    if (!st && cg__wants_grad1(a)) {
-        cg_node *node;
-        st = cg__record(&OP_INDEX_SELECT, 1, &a, 1, &r, &node);
-        if (!st) {
-            put_dim_shape(node, d, a);
-            st = cg__save(node, index);
-        }
-    }
-    if (st) {
-        cg_tensor_free(r);
-        return st;
-    }
-    *out = r;
-    return CG_OK;
+    return finish_indexed(st, &OP_INDEX_SELECT, 1, &a, d, a, index, r, out);
 }
 
 cg_status cg_index_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src, cg_tensor **out) {
@@ -247,21 +256,8 @@ cg_status cg_index_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src, 
     }
     free(idx);
     cg_tensor_free(sc);
-    if (!st && cg__wants_grad2(a, src)) {
-        cg_tensor *ins[2] = {a, src};
-        cg_node *node;
-        st = cg__record(&OP_INDEX_ADD, 2, ins, 1, &r, &node);
-        if (!st) {
-            put_dim_shape(node, d, a);
-            st = cg__save(node, index);
-        }
-    }
-    if (st) {
-        cg_tensor_free(r);
-        return st;
-    }
-    *out = r;
-    return CG_OK;
+    cg_tensor *ins[2] = {a, src};
+    return finish_indexed(st, &OP_INDEX_ADD, 2, ins, d, a, index, r, out);
 }
 
 /* --------------------------------------------------- gather/scatter_add */
@@ -443,21 +439,9 @@ cg_status cg_gather(cg_tensor *a, int dim, cg_tensor *index, cg_tensor **out) {
         default: st = gather_u8((const unsigned char *)t, ip, (unsigned char *)o, n, &g, d); break;
         }
     }
-    if (!st && cg__wants_grad1(a)) {
-        cg_node *node;
-        st = cg__record(&OP_GATHER, 1, &a, 1, &r, &node);
-        if (!st) {
-            put_dim_shape(node, d, a);
-            st = cg__save(node, ic);
-        }
-    }
+    st = finish_indexed(st, &OP_GATHER, 1, &a, d, a, ic, r, out);
     cg_tensor_free(ic);
-    if (st) {
-        cg_tensor_free(r);
-        return st;
-    }
-    *out = r;
-    return CG_OK;
+    return st;
 }
 
 cg_status cg_scatter_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src, cg_tensor **out) {
@@ -484,22 +468,10 @@ cg_status cg_scatter_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src
         else
             st = scatter_add_i64((int64_t *)cg__ptr(r), ip, (const int64_t *)cg__ptr(src), n, &g, d);
     }
-    if (!st && cg__wants_grad2(a, src)) {
-        cg_tensor *ins[2] = {a, src};
-        cg_node *node;
-        st = cg__record(&OP_SCATTER_ADD, 2, ins, 1, &r, &node);
-        if (!st) {
-            put_dim_shape(node, d, src);
-            st = cg__save(node, ic);
-        }
-    }
+    cg_tensor *ins[2] = {a, src};
+    st = finish_indexed(st, &OP_SCATTER_ADD, 2, ins, d, src, ic, r, out);
     cg_tensor_free(ic);
-    if (st) {
-        cg_tensor_free(r);
-        return st;
-    }
-    *out = r;
-    return CG_OK;
+    return st;
 }
 
 /* ------------------------------------------------------------- nonzero */

@@ -9,10 +9,6 @@
 #endif
 #include "cg_internal.h"
 
-/* ---- elementwise iterator (defined in ops_binary.c) ------------------
- * Verbatim copy of the block in ops_binary.c; it can move into
- * cg_internal.h, whose guard then turns this copy off. */
-
 /* --------------------------------------------------------------- kernels */
 /* o = EXPR(x, y) with x the target's old value, y the source's value and
  * c = prm[0]. The target may alias the source (a += a). */

@@ -812,9 +812,7 @@ static const cg_op OP_SUM_TO_SHAPE = {"sum_to_shape", sum_to_shape_backward};
 cg_status cg_sum_to_shape(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out) {
     CG_CHECK_OUT(out);
     CG_CHECK_T(a);
-    if (ndim < 0 || ndim > CG_MAX_DIMS)
-        return cg__err(CG_ERR_SHAPE, "cg_sum_to_shape: ndim %d outside [0, %d]", ndim, CG_MAX_DIMS);
-    if (ndim > 0 && !shape) return cg__err(CG_ERR_NULL, "cg_sum_to_shape: shape is NULL");
+    CG_TRY(cg__check_shape_arg("cg_sum_to_shape", ndim, shape));
     unsigned char mask[CG_MAX_DIMS] = {0};
     int lead = a->ndim - ndim, any = 0;
     char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];

@@ -28,6 +28,18 @@ static void put_shape(cg_node *node, int base, int ndim, const int64_t *shape) {
     if (node->n_iparam < base + 1 + ndim) node->n_iparam = base + 1 + ndim;
 }
 
+/* Last step of a view r of a whose backward needs a's shape: records op
+ * (when grad is wanted) with a's shape at iparam[0..], then *out = r. */
+static cg_status finish_shaped(const cg_op *op, cg_tensor *a, cg_tensor *r, cg_tensor **out) {
+    if (cg__wants_grad1(a)) {
+        cg_node *node;
+        CG_TRY(record1(op, a, r, &node));
+        put_shape(node, 0, a->ndim, a->shape);
+    }
+    *out = r;
+    return CG_OK;
+}
+
 static int get_shape(const cg_node *node, int base, int64_t *shape) {
     int ndim = (int)node->iparam[base];
     for (int d = 0; d < ndim; ++d) shape[d] = node->iparam[base + 1 + d];
@@ -77,9 +89,7 @@ static const cg_op OP_RESHAPE = {"reshape", reshape_backward};
 cg_status cg_reshape(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out) {
     CG_CHECK_OUT(out);
     CG_CHECK_T(a);
-    if (ndim < 0 || ndim > CG_MAX_DIMS)
-        return cg__err(CG_ERR_SHAPE, "cg_reshape: ndim %d outside [0, %d]", ndim, CG_MAX_DIMS);
-    if (ndim > 0 && !shape) return cg__err(CG_ERR_NULL, "cg_reshape: shape is NULL");
+    CG_TRY(cg__check_shape_arg("cg_reshape", ndim, shape));
     int64_t ns[CG_MAX_DIMS];
     int infer = -1;
     int64_t prod = 1;
@@ -124,13 +134,7 @@ cg_status cg_reshape(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **o
         cg_tensor_free(c);
         CG_TRY(st);
     }
-    if (cg__wants_grad1(a)) {
-        cg_node *node;
-        CG_TRY(record1(&OP_RESHAPE, a, r, &node));
-        put_shape(node, 0, a->ndim, a->shape);
-    }
-    *out = r;
-    return CG_OK;
+    return finish_shaped(&OP_RESHAPE, a, r, out);
 }
 
 /* ---------------------------------------------------------------- permute */
@@ -220,9 +224,7 @@ static const cg_op OP_EXPAND = {"expand", expand_backward};
 cg_status cg_expand(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out) {
     CG_CHECK_OUT(out);
     CG_CHECK_T(a);
-    if (ndim < 0 || ndim > CG_MAX_DIMS)
-        return cg__err(CG_ERR_SHAPE, "cg_expand: ndim %d outside [0, %d]", ndim, CG_MAX_DIMS);
-    if (ndim > 0 && !shape) return cg__err(CG_ERR_NULL, "cg_expand: shape is NULL");
+    CG_TRY(cg__check_shape_arg("cg_expand", ndim, shape));
     char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
     int lead = ndim - a->ndim;
     if (lead < 0)
@@ -257,13 +259,7 @@ cg_status cg_expand(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **ou
     }
     cg_tensor *r;
     CG_TRY(cg__view(a, ndim, ns, st_, a->offset, &r));
-    if (cg__wants_grad1(a)) {
-        cg_node *node;
-        CG_TRY(record1(&OP_EXPAND, a, r, &node));
-        put_shape(node, 0, a->ndim, a->shape);
-    }
-    *out = r;
-    return CG_OK;
+    return finish_shaped(&OP_EXPAND, a, r, out);
 }
 
 /* ------------------------------------------------------ squeeze/unsqueeze */
@@ -321,13 +317,7 @@ cg_status cg_squeeze_all(cg_tensor *a, cg_tensor **out) {
     }
     cg_tensor *r;
     CG_TRY(cg__view(a, n, shape, strides, a->offset, &r));
-    if (cg__wants_grad1(a)) {
-        cg_node *node;
-        CG_TRY(record1(&OP_SQUEEZE_ALL, a, r, &node));
-        put_shape(node, 0, a->ndim, a->shape);
-    }
-    *out = r;
-    return CG_OK;
+    return finish_shaped(&OP_SQUEEZE_ALL, a, r, out);
 }
 
 cg_status cg_unsqueeze(cg_tensor *a, int dim, cg_tensor **out) {

@@ -8,10 +8,7 @@
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math")
 #endif
 #include "cg_internal.h"
-
-/* ---- elementwise iterator (defined in ops_binary.c) ------------------
- * Verbatim copy of the block in ops_binary.c; it can move into
- * cg_internal.h, whose guard then turns this copy off. */
+#include "cg_formula.h"
 
 /* C99 <math.h> has no M_PI family. */
 #define K_SQRT1_2 0.70710678118654752440     /* 1/sqrt(2) */
@@ -274,67 +271,6 @@ static cg__row_fn pick(cg_dtype d, cg__row_fn f32, cg__row_fn f64, cg__row_fn i6
     case CG_INT64: return i64;
     default: return NULL;
     }
-}
-
-/* ---------------------------------------------------------------- arena */
-/* Longer derivative formulas keep every intermediate here and free them at
- * the end; after a failure later steps are skipped (they return NULL). */
-#define ARENA_MAX 32
-typedef struct arena {
-    cg_tensor *t[ARENA_MAX];
-    int n;
-    cg_status st;
-} arena;
-typedef cg_status (*bin_api)(cg_tensor *, cg_tensor *, cg_tensor **);
-typedef cg_status (*un_api)(cg_tensor *, cg_tensor **);
-typedef cg_status (*scal_api)(cg_tensor *, double, cg_tensor **);
-
-static cg_tensor *keep(arena *A, cg_status st, cg_tensor *r) {
-    if (st) {
-        A->st = st;
-        return NULL;
-    }
-    if (A->n == ARENA_MAX) {
-        cg_tensor_free(r);
-        A->st = cg__err(CG_ERR_UNSUPPORTED, "backward formula needs too many temporaries");
-        return NULL;
-    }
-    A->t[A->n++] = r;
-    return r;
-}
-static cg_tensor *A2(arena *A, bin_api f, cg_tensor *x, cg_tensor *y) {
-    cg_tensor *r = NULL;
-    if (A->st) return NULL;
-    cg_status st = f(x, y, &r); /* before keep() reads r */
-    return keep(A, st, r);
-}
-static cg_tensor *A1(arena *A, un_api f, cg_tensor *x) {
-    cg_tensor *r = NULL;
-    if (A->st) return NULL;
-    cg_status st = f(x, &r); /* before keep() reads r */
-    return keep(A, st, r);
-}
-static cg_tensor *AS(arena *A, scal_api f, cg_tensor *x, double s) {
-    cg_tensor *r = NULL;
-    if (A->st) return NULL;
-    cg_status st = f(x, s, &r); /* before keep() reads r */
-    return keep(A, st, r);
-}
-static cg_tensor *AW(arena *A, cg_tensor *c, cg_tensor *x, cg_tensor *y) {
-    cg_tensor *r = NULL;
-    if (A->st) return NULL;
-    cg_status st = cg_where(c, x, y, &r); /* before keep() reads r */
-    return keep(A, st, r);
-}
-/* *out (when out and no step failed) = new ref to r; the rest is freed. */
-static cg_status arena_done(arena *A, cg_tensor *r, cg_tensor **out) {
-    if (!A->st && out) {
-        cg_tensor_retain(r);
-        *out = r;
-    }
-    for (int i = 0; i < A->n; ++i) cg_tensor_free(A->t[i]);
-    A->n = 0;
-    return A->st;
 }
 
 /* ------------------------------------------------------ recording helpers */

@@ -166,12 +166,17 @@ void cg__broadcast_strides(const cg_tensor *t, int ndim, const int64_t *shape, i
 }
 
 /* -------------------------------------------------------------- creation */
-static cg_status check_shape(const char *fn, cg_dtype dtype, int ndim, const int64_t *shape,
-                             int64_t *numel) {
-    if (!cg__valid_dtype(dtype)) return cg__err(CG_ERR_DTYPE, "%s: invalid dtype %d", fn, (int)dtype);
+cg_status cg__check_shape_arg(const char *fn, int ndim, const int64_t *shape) {
     if (ndim < 0 || ndim > CG_MAX_DIMS)
         return cg__err(CG_ERR_SHAPE, "%s: ndim %d outside [0, %d]", fn, ndim, CG_MAX_DIMS);
     if (ndim > 0 && !shape) return cg__err(CG_ERR_NULL, "%s: shape is NULL", fn);
+    return CG_OK;
+}
+
+static cg_status check_shape(const char *fn, cg_dtype dtype, int ndim, const int64_t *shape,
+                             int64_t *numel) {
+    if (!cg__valid_dtype(dtype)) return cg__err(CG_ERR_DTYPE, "%s: invalid dtype %d", fn, (int)dtype);
+    CG_TRY(cg__check_shape_arg(fn, ndim, shape));
     int64_t n = 1;
     for (int d = 0; d < ndim; ++d) {
         if (shape[d] < 0)
