@@ -20,6 +20,7 @@ from cgrad._functions import *  # noqa: F401,F403  (exp, log, matmul, sum, ... a
 from cgrad._functions import __all__ as _fn_all
 from cgrad import nn
 from cgrad._custom_gradient import custom_gradient
+from cgrad import ste
 
 __version__ = _core.__version__
 
@@ -39,5 +40,5 @@ __all__ = [
     "randperm", "arange", "zeros_like", "ones_like", "manual_seed", "is_grad_enabled",
     "set_default_dtype", "get_default_dtype", "where", "cat", "concatenate", "stack",
     "no_grad", "enable_grad", "set_grad_enabled", "autograd", "nn", "use_blas", "gemm_backend",
-    "custom_gradient",
+    "custom_gradient", "ste",
 ] + list(_fn_all)

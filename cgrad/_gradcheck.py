@@ -40,9 +40,15 @@ def _diff_inputs(inputs):
 
 
 def _numerical_jacobians(fn, inputs, picked, eps):
-    """jac[i][o] has shape (numel(output o), numel(input i))."""
-    with no_grad():
+    """jac[i][o] has shape (numel(output o), numel(input i)). Straight-through
+    ops (cgrad.ste) move with their declared surrogate here (see
+    ste.surrogate_mode), so their deliberate forward/backward mismatch is
+    checked against what they claim."""
+    from cgrad.ste import surrogate_mode
+
+    with no_grad(), surrogate_mode() as surrogates:
         base = _outputs(fn, inputs)
+        surrogates.start_pass()
         jac = {}
         for i in picked:
             x = inputs[i]
@@ -54,8 +60,10 @@ def _numerical_jacobians(fn, inputs, picked, eps):
             for e in range(flat.size):
                 orig = flat[e]
                 flat[e] = orig + eps
+                surrogates.start_pass()
                 plus = [o.detach().numpy().astype(np.float64).reshape(-1).copy() for o in _outputs(fn, inputs)]
                 flat[e] = orig - eps
+                surrogates.start_pass()
                 minus = [o.detach().numpy().astype(np.float64).reshape(-1).copy() for o in _outputs(fn, inputs)]
                 flat[e] = orig
                 for o in range(len(base)):
