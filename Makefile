@@ -9,9 +9,9 @@ PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
 CC     ?= cc
-CFLAGS_BASE := -std=c99 -fno-math-errno -Wall -Wextra -Wno-unused-parameter -Iinclude -fPIC -fvisibility=hidden
+CFLAGS_BASE := -std=c99 -pthread -fno-math-errno -Wall -Wextra -Wno-unused-parameter -Iinclude -fPIC -fvisibility=hidden
 CFLAGS ?= -O2 -g
-LDLIBS := -lm
+LDLIBS := -lm -pthread
 
 SRC  := $(wildcard src_c/*.c)
 HDR  := $(wildcard src_c/*.h) include/cgrad.h

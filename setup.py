@@ -12,7 +12,8 @@ ext = Extension(
     "cgrad._core",
     sources=[os.path.join("cgrad", "_core.pyx")] + c_sources,
     include_dirs=["include", "src_c"],
-    extra_compile_args=["-O3", "-fno-math-errno", "-fno-strict-aliasing", "-Wno-unused-function"],
+    extra_compile_args=["-O3", "-fno-math-errno", "-fno-strict-aliasing", "-Wno-unused-function", "-pthread"],
+    extra_link_args=["-pthread"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
 

@@ -30,6 +30,7 @@ cdef extern from "cgrad.h" nogil:
     ctypedef void (*cg_ctx_free_fn)(void *ctx) noexcept
     ctypedef cg_status (*cg_grad_hook_fn)(void *ctx, cg_tensor *grad, cg_tensor **replacement) noexcept
     ctypedef cg_status (*cg_post_accumulate_hook_fn)(void *ctx, cg_tensor *leaf) noexcept
+    ctypedef cg_status (*cg_override_fn)(void *ctx, const char *op_name, int n_inputs, cg_tensor **inputs, int n_outputs, cg_tensor **outputs, cg_tensor **grad_outputs, const int *needs_input_grad, cg_tensor **grad_inputs) noexcept
     ctypedef cg_status (*cg_fn)(void *ctx, int n_inputs, cg_tensor **inputs, cg_tensor **out) noexcept
     ctypedef void (*cg_sgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) noexcept
     ctypedef void (*cg_dgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double *a, int64_t lda, const double *b, int64_t ldb, double beta, double *c, int64_t ldc) noexcept
@@ -79,6 +80,8 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_tensor_register_hook(cg_tensor *t, cg_grad_hook_fn fn, void *ctx, cg_ctx_free_fn ctx_free, int64_t *handle)
     cg_status cg_tensor_register_post_accumulate_hook(cg_tensor *t, cg_post_accumulate_hook_fn fn, void *ctx, cg_ctx_free_fn ctx_free, int64_t *handle)
     cg_status cg_tensor_remove_hook(cg_tensor *t, int64_t handle)
+    cg_status cg_override_push(const char *op_name, cg_override_fn fn, void *ctx, cg_ctx_free_fn ctx_free, int64_t *handle)
+    cg_status cg_override_pop(int64_t handle)
     cg_status cg_set_error(cg_status status, const char *message)
     cg_status cg_gradcheck(cg_fn fn, void *ctx, int n_inputs, cg_tensor **inputs, double eps, double atol, double rtol)
     cg_status cg_add(cg_tensor *a, cg_tensor *b, cg_tensor **out)
@@ -148,6 +151,8 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_embedding(cg_tensor *weight, cg_tensor *indices, cg_tensor **out)
     cg_status cg_matmul(cg_tensor *a, cg_tensor *b, cg_tensor **out)
     void cg_set_gemm(cg_sgemm_fn sgemm, cg_dgemm_fn dgemm)
+    void cg_set_num_threads(int n)
+    int cg_get_num_threads()
     void cg_builtin_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
     void cg_builtin_dgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double *a, int64_t lda, const double *b, int64_t ldb, double beta, double *c, int64_t ldc)
     cg_status cg_conv2d(cg_tensor *x, cg_tensor *weight, cg_tensor *bias, const int64_t *stride, const int64_t *padding, const int64_t *dilation, int64_t groups, cg_tensor **out)

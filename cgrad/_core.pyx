@@ -1227,6 +1227,88 @@ cdef cg_status _post_hook_tramp(void *ctx, cg_tensor *leaf) noexcept with gil:
         return _stash_callback_error(e, "post-accumulate-grad hook")
 
 
+# ------------------------------------------------------------------ backward overrides
+class OverrideCtx:
+    """What a backward override sees: the op's name, its inputs and outputs,
+    and which inputs need a gradient."""
+    __slots__ = ("op", "inputs", "outputs", "needs_input_grad")
+
+    def __init__(self, op, inputs, outputs, needs_input_grad):
+        self.op = op
+        self.inputs = inputs
+        self.outputs = outputs
+        self.needs_input_grad = needs_input_grad
+
+    def __repr__(self):
+        return f"<OverrideCtx op={self.op!r} inputs={len(self.inputs)} outputs={len(self.outputs)}>"
+
+cdef cg_status _override_tramp(void *ctx, const char *op_name, int n_inputs, cg_tensor **inputs,
+                               int n_outputs, cg_tensor **outputs, cg_tensor **grad_outputs,
+                               const int *needs, cg_tensor **grad_inputs) noexcept with gil:
+    cdef int i
+    cdef Tensor g
+    name = op_name.decode()
+    try:
+        octx = OverrideCtx(name, tuple([_wrap_retained(inputs[i]) for i in range(n_inputs)]),
+                           tuple([_wrap_retained(outputs[i]) for i in range(n_outputs)]),
+                           tuple([bool(needs[i]) for i in range(n_inputs)]))
+        res = (<object>ctx)(octx, *[_wrap_retained(grad_outputs[i]) for i in range(n_outputs)])
+        if not isinstance(res, (tuple, list)):
+            res = (res,)
+        res = tuple(res)
+        if len(res) > n_inputs and all(r is None for r in res[n_inputs:]):
+            res = res[:n_inputs]
+        if len(res) != n_inputs:
+            raise ValueError(f"backward override of '{name}' returned {len(res)} gradients for "
+                             f"{n_inputs} inputs")
+        for i in range(n_inputs):
+            r = res[i]
+            if r is None or not needs[i]:
+                continue
+            if not isinstance(r, Tensor):
+                raise TypeError(f"backward override of '{name}' returned {type(r).__name__} for input {i}")
+            g = <Tensor>r
+            cg_tensor_retain(g.c)
+            grad_inputs[i] = g.c
+        return CG_OK
+    except BaseException as e:
+        for i in range(n_inputs):
+            cg_tensor_free(grad_inputs[i])
+            grad_inputs[i] = NULL
+        return _stash_callback_error(e, f"backward override of '{name}'")
+
+class override_backward:
+    """``with override_backward("relu", fn):`` gives every op named "relu"
+    recorded inside the block the derivative ``fn(ctx, *grad_outputs)``
+    instead of the built-in one (``"*"`` matches every op). ``ctx.inputs``,
+    ``ctx.outputs``, ``ctx.needs_input_grad`` and ``ctx.op`` describe the
+    entry; fn returns one gradient (or None) per input. Entries keep the
+    override after the block ends; ops recorded after it are unaffected."""
+
+    def __init__(self, op, fn):
+        if not isinstance(op, str) or not op:
+            raise TypeError(f"override_backward: op must be an op name such as 'relu', got {op!r}")
+        if not callable(fn):
+            raise TypeError(f"override_backward: fn must be callable, got {type(fn).__name__}")
+        self.op = op
+        self.fn = fn
+        self._handle = None
+
+    def __enter__(self):
+        cdef int64_t handle = 0
+        fn = self.fn
+        Py_INCREF(fn)
+        _check(cg_override_push(self.op.encode(), _override_tramp, <void *>fn, _release_pyobj, &handle))
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc):
+        if self._handle is not None:
+            _check(cg_override_pop(self._handle))
+            self._handle = None
+        return False
+
+
 # ------------------------------------------------------------------ indexing
 cdef Tensor _index_tensor(object index):
     if isinstance(index, Tensor):

@@ -1,10 +1,11 @@
 """cgrad.autograd: the functional gradient API (PyTorch names)."""
 from cgrad._core import Function, FunctionCtx, once_differentiable
+from cgrad._core import OverrideCtx, override_backward
 from cgrad._core import autograd_grad as grad
 from cgrad._grad_mode import enable_grad, no_grad, set_grad_enabled
 from cgrad._gradcheck import GradcheckError, gradcheck, gradgradcheck
 
-__all__ = ["Function", "FunctionCtx", "once_differentiable", "grad", "backward", "no_grad", "enable_grad", "set_grad_enabled", "gradcheck",
+__all__ = ["override_backward", "OverrideCtx", "Function", "FunctionCtx", "once_differentiable", "grad", "backward", "no_grad", "enable_grad", "set_grad_enabled", "gradcheck",
            "gradgradcheck", "GradcheckError"]
 
 

@@ -225,6 +225,24 @@ CG_API cg_status cg_tensor_register_post_accumulate_hook(cg_tensor *t,
 /* CG_ERR_VALUE if no hook with that handle is registered on t. */
 CG_API cg_status cg_tensor_remove_hook(cg_tensor *t, int64_t handle);
 
+/* Backward override by op name. While an override is pushed on this thread,
+ * every op named op_name ("relu", "mul", "matmul", ...; "*" matches every
+ * op) that is recorded gets fn as its derivative instead of the built-in
+ * one. The entry keeps its inputs and outputs for fn. fn sets grad_inputs[j]
+ * to a NEW reference (same shape and dtype as inputs[j]) or leaves it NULL,
+ * for each j with needs_input_grad[j]; it runs with grad mode ==
+ * create_graph. Overrides nest: the innermost matching one wins. The
+ * override owns ctx (ctx_free(ctx) once it is popped and no recorded entry
+ * uses it any more). Pop with the handle, innermost first. */
+typedef cg_status (*cg_override_fn)(void *ctx, const char *op_name, int n_inputs,
+                                    cg_tensor *const *inputs, int n_outputs,
+                                    cg_tensor *const *outputs, cg_tensor *const *grad_outputs,
+                                    const int *needs_input_grad, cg_tensor **grad_inputs);
+CG_API cg_status cg_override_push(const char *op_name, cg_override_fn fn, void *ctx,
+                                  cg_ctx_free_fn ctx_free, int64_t *handle);
+/* CG_ERR_VALUE if handle is not the innermost override of this thread. */
+CG_API cg_status cg_override_pop(int64_t handle);
+
 /* For callbacks: set the thread's error message and return status. */
 CG_API cg_status cg_set_error(cg_status status, const char *message);
 
@@ -363,6 +381,15 @@ typedef void (*cg_dgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int6
                             int64_t ldb, double beta, double *c, int64_t ldc);
 /* Install a GEMM (e.g. BLAS). NULL restores the built-in blocked kernel. */
 CG_API void cg_set_gemm(cg_sgemm_fn sgemm, cg_dgemm_fn dgemm);
+/* Threads used by the built-in GEMM for large products (about 1e6
+ * multiply-adds and up; smaller ones stay on the calling thread). The
+ * default is the number of online CPUs, at most 8; n <= 0 restores it, and
+ * n is capped at 64. The workers are created on the first large product and
+ * sleep between products; one product uses them at a time (a concurrent one
+ * runs single-threaded). Installed hooks (cg_set_gemm) are not affected.
+ * Without POSIX threads the GEMM is single-threaded and get returns 1. */
+CG_API void cg_set_num_threads(int n);
+CG_API int cg_get_num_threads(void);
 /* The built-in kernels, usable directly. */
 CG_API void cg_builtin_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                              float alpha, const float *a, int64_t lda, const float *b,

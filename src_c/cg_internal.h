@@ -45,6 +45,18 @@
 
 typedef struct cg_node cg_node;
 
+/* A pushed backward override (cg_override_push); refcounted: the thread's
+ * stack and every entry recorded under it hold a reference. */
+typedef struct cg_override {
+    int64_t refcount;
+    int64_t id;
+    char *op_name;
+    cg_override_fn fn;
+    void *ctx;
+    cg_ctx_free_fn ctx_free;
+    struct cg_override *outer; /* next on the thread's stack (not owned) */
+} cg_override;
+
 /* A gradient hook registered on a tensor (see cg_tensor_register_hook). */
 typedef struct cg_hook {
     int64_t id;
@@ -150,6 +162,10 @@ struct cg_node {
     cg_tensor **grad_buf;  /* n_outputs accumulated gradients */
     cg_node *free_next;    /* deallocation worklist link (refcount 0 only) */
     cg_hook *hooks;        /* hooks on the outputs' gradients */
+    /* Backward override: replaces op->backward; keeps inputs (owned) and
+     * output aliases (owned, detached: rebuilt on use like saved outputs). */
+    cg_override *override;
+    cg_tensor **ov_tensors; /* n_inputs inputs then n_outputs output aliases */
 };
 
 /* ------------------------------------------------------------- errors */

@@ -19,12 +19,28 @@
  * about 130 GFLOP/s float / 65 double (AVX-512), 70 / 32 (AVX2), 25 / 12
  * (portable, SSE2).
  *
+ * Threads: a product of at least GEMM_THREAD_MNK multiply-adds is split
+ * into column (or row) slabs of whole micro-tiles, one per thread, each
+ * running the blocked algorithm above on its slab with its own packing
+ * buffers (the operand that is not split is packed by every thread: cheap
+ * next to the multiply for the shapes that get here). The threads are a
+ * small persistent pool created on the first such product; between products
+ * they spin for GEMM_SPIN_NS and then sleep on a condition variable. One
+ * product uses the pool at a time: a concurrent caller (another application
+ * thread) runs single-threaded instead of waiting. A fork() child starts
+ * with no pool and creates its own on demand. cg_set_num_threads sets the
+ * count (default: online CPUs, at most 8).
+ *
  * beta == 0 means C is write-only (NaN/garbage in C is ignored), as in BLAS.
  * alpha == 0 or k == 0 only scales C by beta.
  */
 /* The direct (small / matrix-vector) loops have run-time trip counts, which
  * GCC's -O2 cost model ("very-cheap") leaves scalar: ask for the dynamic
  * model here (before the includes, so inlines get the same options). */
+/* pthreads, sysconf and sigset_t need POSIX declarations under -std=c99. */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE) && !defined(_GNU_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
 #endif
@@ -380,6 +396,206 @@ static dkernel pick_dkernel(void) {
     return dk;
 }
 
+/* ---------------------------------------------------------- thread pool */
+/* Below this many multiply-adds a product stays on the calling thread. */
+#ifndef GEMM_THREAD_MNK
+#define GEMM_THREAD_MNK (1 << 20)
+#endif
+#define GEMM_MAX_THREADS 64
+#define GEMM_DEFAULT_MAX_THREADS 8
+/* How long an idle worker (and a caller waiting for the workers) spins before
+ * sleeping: back-to-back products then skip the futex wake-up. */
+#ifndef GEMM_SPIN_NS
+#define GEMM_SPIN_NS 100000
+#endif
+
+#if (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(CG_NO_THREADS)
+#define CG_GEMM_THREADS 1
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+#endif
+
+static int gemm_threads_set; /* cg_set_num_threads; 0: default */
+
+#ifdef CG_GEMM_THREADS
+#define LOAD_I(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define STORE_I(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
+
+static int gemm_default_threads(void) {
+    static int cached; /* 0: not yet known */
+    int n = LOAD_I(cached);
+    if (n > 0) return n;
+    n = 1;
+#ifdef _SC_NPROCESSORS_ONLN
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    if (c > 1) n = c < GEMM_DEFAULT_MAX_THREADS ? (int)c : GEMM_DEFAULT_MAX_THREADS;
+#endif
+    STORE_I(cached, n);
+    return n;
+}
+
+typedef void (*pool_fn)(void *arg, int part, int nparts);
+
+static pthread_mutex_t pool_submit = PTHREAD_MUTEX_INITIALIZER; /* one product at a time */
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;     /* the job fields below */
+static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;     /* workers: new job */
+static pthread_cond_t pool_done = PTHREAD_COND_INITIALIZER;     /* caller: pending == 0 */
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static pthread_t pool_tid[GEMM_MAX_THREADS];
+static unsigned pool_seen0[GEMM_MAX_THREADS]; /* generation at a worker's creation */
+static int pool_nworkers;                     /* under pool_submit */
+static unsigned pool_gen;                     /* bumped per job, under pool_mu */
+static int pool_pending;                      /* workers still on the job, under pool_mu */
+static pool_fn pool_job_fn;
+static void *pool_job_arg;
+static int pool_job_nparts;
+
+static void cpu_relax(void) {
+#ifdef CG_GEMM_X86
+    _mm_pause();
+#endif
+}
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Spin until *x != v or GEMM_SPIN_NS passed. */
+static void spin_while_eq(unsigned *x, unsigned v) {
+    if (LOAD_I(*x) != v) return;
+    int64_t end = now_ns() + GEMM_SPIN_NS;
+    for (;;) {
+        for (int i = 0; i < 64; ++i) {
+            cpu_relax();
+            if (LOAD_I(*x) != v) return;
+        }
+        if (now_ns() > end) return;
+    }
+}
+
+/* Spin until *x == 0 or GEMM_SPIN_NS passed. */
+static void spin_until_zero(int *x) {
+    if (LOAD_I(*x) == 0) return;
+    int64_t end = now_ns() + GEMM_SPIN_NS;
+    for (;;) {
+        for (int i = 0; i < 64; ++i) {
+            cpu_relax();
+            if (LOAD_I(*x) == 0) return;
+        }
+        if (now_ns() > end) return;
+    }
+}
+
+static void *pool_worker(void *p) {
+    int idx = (int)(intptr_t)p;
+    unsigned seen = pool_seen0[idx];
+    for (;;) {
+        spin_while_eq(&pool_gen, seen);
+        pthread_mutex_lock(&pool_mu);
+        while (pool_gen == seen) pthread_cond_wait(&pool_wake, &pool_mu);
+        seen = pool_gen;
+        pool_fn fn = pool_job_fn;
+        void *arg = pool_job_arg;
+        int np = pool_job_nparts;
+        pthread_mutex_unlock(&pool_mu);
+        if (idx < np) {
+            fn(arg, idx, np);
+            pthread_mutex_lock(&pool_mu);
+            int left = pool_pending - 1;
+            STORE_I(pool_pending, left);
+            if (left == 0) pthread_cond_signal(&pool_done);
+            pthread_mutex_unlock(&pool_mu);
+        }
+    }
+    return NULL;
+}
+
+/* fork(): the child has none of the workers. Hold the locks across the
+ * fork so the child gets them in a known state, then start over there. */
+static void pool_prefork(void) {
+    pthread_mutex_lock(&pool_submit);
+    pthread_mutex_lock(&pool_mu);
+}
+static void pool_postfork_parent(void) {
+    pthread_mutex_unlock(&pool_mu);
+    pthread_mutex_unlock(&pool_submit);
+}
+static void pool_postfork_child(void) {
+    pthread_mutex_unlock(&pool_mu);
+    pthread_mutex_unlock(&pool_submit);
+    /* The condition variables may record waiters that do not exist here. */
+    pthread_cond_init(&pool_wake, NULL);
+    pthread_cond_init(&pool_done, NULL);
+    pool_nworkers = 0;
+    pool_pending = 0;
+}
+static void pool_init_once(void) {
+    pthread_atfork(pool_prefork, pool_postfork_parent, pool_postfork_child);
+}
+
+/* Runs fn(arg, part, np) for part 0..np-1 on np threads (the caller is part
+ * 0), np <= nparts. Returns 0 without running anything when the pool is busy
+ * or no worker could be started: the caller then does the work itself. */
+static int pool_run(pool_fn fn, void *arg, int nparts) {
+    if (nparts < 2 || pthread_mutex_trylock(&pool_submit) != 0) return 0;
+    if (pool_nworkers < nparts - 1) {
+        pthread_once(&pool_once, pool_init_once);
+        sigset_t all, old; /* workers take no signals */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        while (pool_nworkers < nparts - 1) {
+            int idx = pool_nworkers + 1;
+            pool_seen0[idx] = pool_gen;
+            if (pthread_create(&pool_tid[idx], NULL, pool_worker, (void *)(intptr_t)idx) != 0)
+                break;
+            pthread_detach(pool_tid[idx]);
+            pool_nworkers = idx;
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    int np = nparts < pool_nworkers + 1 ? nparts : pool_nworkers + 1;
+    if (np < 2) {
+        pthread_mutex_unlock(&pool_submit);
+        return 0;
+    }
+    pthread_mutex_lock(&pool_mu);
+    pool_job_fn = fn;
+    pool_job_arg = arg;
+    pool_job_nparts = np;
+    STORE_I(pool_pending, np - 1);
+    STORE_I(pool_gen, pool_gen + 1);
+    pthread_cond_broadcast(&pool_wake);
+    pthread_mutex_unlock(&pool_mu);
+    fn(arg, 0, np);
+    spin_until_zero(&pool_pending);
+    pthread_mutex_lock(&pool_mu);
+    while (pool_pending != 0) pthread_cond_wait(&pool_done, &pool_mu);
+    pthread_mutex_unlock(&pool_mu);
+    pthread_mutex_unlock(&pool_submit);
+    return 1;
+}
+
+void cg_set_num_threads(int n) {
+    if (n > GEMM_MAX_THREADS) n = GEMM_MAX_THREADS;
+    STORE_I(gemm_threads_set, n > 0 ? n : 0);
+}
+
+int cg_get_num_threads(void) {
+    int n = LOAD_I(gemm_threads_set);
+    return n > 0 ? n : gemm_default_threads();
+}
+#else  /* no threads: the setting is kept but every product is serial */
+typedef void (*pool_fn)(void *arg, int part, int nparts);
+static int pool_run(pool_fn fn, void *arg, int nparts) { return 0; }
+void cg_set_num_threads(int n) { gemm_threads_set = n > 0 ? n : 0; }
+int cg_get_num_threads(void) { return 1; }
+#endif
+
 /* ------------------------------------------------------- blocked driver */
 /* Generated for float and double. op(A)(i, p) = ta ? a[p*lda + i] : a[i*lda + p];
  * op(B)(p, j) = tb ? b[j*ldb + p] : b[p*ldb + j]. */
@@ -533,6 +749,51 @@ static dkernel pick_dkernel(void) {
         }                                                                                   \
         free(raw);                                                                          \
     }                                                                                       \
+    /* A threaded product: part p of np takes a slab of whole tiles of C. */                \
+    typedef struct {                                                                        \
+        int ta, tb, split_n;                                                                \
+        int64_t m, n, k, lda, ldb, ldc, unit, tiles;                                        \
+        T alpha, beta;                                                                      \
+        const T *a, *b;                                                                     \
+        T *c;                                                                               \
+    } PFX##_job;                                                                            \
+    static void PFX##_part(void *arg, int part, int np) {                                   \
+        const PFX##_job *j = (const PFX##_job *)arg;                                        \
+        int64_t dim = j->split_n ? j->n : j->m;                                             \
+        int64_t lo = j->tiles * part / np * j->unit;                                        \
+        int64_t hi = j->tiles * (part + 1) / np * j->unit;                                  \
+        if (hi > dim) hi = dim;                                                             \
+        if (hi <= lo) return;                                                               \
+        if (j->split_n)                                                                     \
+            PFX##_blocked(j->ta, j->tb, j->m, hi - lo, j->k, j->alpha, j->a, j->lda,        \
+                          j->tb ? j->b + lo * j->ldb : j->b + lo, j->ldb, j->beta,          \
+                          j->c + lo, j->ldc);                                               \
+        else                                                                                \
+            PFX##_blocked(j->ta, j->tb, hi - lo, j->n, j->k, j->alpha,                      \
+                          j->ta ? j->a + lo : j->a + lo * j->lda, j->lda, j->b, j->ldb,     \
+                          j->beta, j->c + lo * j->ldc, j->ldc);                             \
+    }                                                                                       \
+    /* Split over threads when big enough; 0 when the caller must do it all. */             \
+    static int PFX##_threaded(int ta, int tb, int64_t m, int64_t n, int64_t k, T alpha,     \
+                              const T *a, int64_t lda, const T *b, int64_t ldb, T beta,     \
+                              T *c, int64_t ldc) {                                          \
+        if ((double)m * (double)n * (double)k < (double)GEMM_THREAD_MNK) return 0;          \
+        int nt = cg_get_num_threads();                                                      \
+        if (nt < 2) return 0;                                                               \
+        const KERNEL_T kd = PICK_KERNEL();                                                  \
+        int64_t mt = (m + kd.mr - 1) / kd.mr, nt_ = (n + kd.nr - 1) / kd.nr;                \
+        /* Splitting n repacks all of A in every thread, splitting m all of B. */          \
+        int split_n = m <= n ? nt_ >= 2 : mt < 2;                                           \
+        PFX##_job j;                                                                        \
+        j.ta = ta; j.tb = tb; j.split_n = split_n;                                          \
+        j.m = m; j.n = n; j.k = k; j.lda = lda; j.ldb = ldb; j.ldc = ldc;                   \
+        j.unit = split_n ? kd.nr : kd.mr;                                                   \
+        j.tiles = split_n ? nt_ : mt;                                                       \
+        j.alpha = alpha; j.beta = beta; j.a = a; j.b = b; j.c = c;                          \
+        if (j.tiles < 2) return 0;                                                          \
+        if (nt > j.tiles) nt = (int)j.tiles;                                                \
+        return pool_run(PFX##_part, &j, nt);                                                \
+    }                                                                                       \
     static void PFX##_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, T alpha,        \
                            const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c,  \
                            int64_t ldc) {                                                   \
@@ -543,7 +804,7 @@ static dkernel pick_dkernel(void) {
         }                                                                                   \
         if (m == 1 || n == 1 || (double)m * (double)n * (double)k <= (double)GEMM_SMALL_MNK) \
             PFX##_small(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);              \
-        else                                                                                \
+        else if (!PFX##_threaded(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc))     \
             PFX##_blocked(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);            \
     }
 

@@ -13,6 +13,9 @@
 
 #include "cg_internal.h"
 
+static void release_override_tensors(cg_node *n);
+static void override_decref(cg_override *o);
+
 static __thread int grad_enabled = 1;
 static __thread uint64_t next_seq = 1;
 static __thread uint64_t epoch = 0;
@@ -48,6 +51,7 @@ static void release_saved(cg_node *n) {
         cg_tensor_free(n->saved[i].t);
         n->saved[i].t = NULL;
     }
+    release_override_tensors(n);
     /* A released custom entry never runs its backward again: its context
      * (and what it saved) goes now, not when the graph dies. */
     if (n->custom_backward && n->ctx_free) {
@@ -61,6 +65,8 @@ static void release_saved(cg_node *n) {
 
 void cg__node_destroy(cg_node *n) {
     cg__hooks_free(n->hooks);
+    release_override_tensors(n);
+    override_decref(n->override);
     release_saved(n);
     for (int i = 0; i < n->n_inputs; ++i) {
         cg__node_decref(n->next[i].node);
@@ -129,10 +135,153 @@ static void attach_outputs(cg_node *n, int n_outputs, cg_tensor *const *outputs)
     }
 }
 
+/* ------------------------------------------------------------ overrides */
+static __thread cg_override *override_top;
+static __thread int64_t next_override_id = 1;
+
+static void override_decref(cg_override *o) {
+    if (!o || --o->refcount > 0) return;
+    if (o->ctx_free) o->ctx_free(o->ctx);
+    free(o->op_name);
+    free(o);
+}
+
+cg_status cg_override_push(const char *op_name, cg_override_fn fn, void *ctx,
+                           cg_ctx_free_fn ctx_free, int64_t *handle) {
+    cg_override *o = NULL;
+    cg_status st = CG_OK;
+    if (!op_name || !fn) st = cg__err(CG_ERR_NULL, "cg_override_push: op_name or fn is NULL");
+    else if (!(o = (cg_override *)calloc(1, sizeof *o)) ||
+             !(o->op_name = (char *)malloc(strlen(op_name) + 1)))
+        st = cg__err(CG_ERR_NOMEM, "cg_override_push: out of memory");
+    if (st) {
+        if (o) free(o);
+        if (ctx_free) ctx_free(ctx);
+        return st;
+    }
+    strcpy(o->op_name, op_name);
+    o->refcount = 1;
+    o->id = next_override_id++;
+    o->fn = fn;
+    o->ctx = ctx;
+    o->ctx_free = ctx_free;
+    o->outer = override_top;
+    override_top = o;
+    if (handle) *handle = o->id;
+    return CG_OK;
+}
+
+cg_status cg_override_pop(int64_t handle) {
+    cg_override *o = override_top;
+    if (!o || o->id != handle)
+        return cg__err(CG_ERR_VALUE, "cg_override_pop: %lld is not the innermost override of this thread",
+                       (long long)handle);
+    override_top = o->outer;
+    override_decref(o);
+    return CG_OK;
+}
+
+static cg_override *find_override(const char *name) {
+    for (cg_override *o = override_top; o; o = o->outer)
+        if ((o->op_name[0] == '*' && o->op_name[1] == '\0') || strcmp(o->op_name, name) == 0) return o;
+    return NULL;
+}
+
+/* Keeps what an override needs: the inputs and detached output aliases. */
+static cg_status attach_override(cg_node *n, cg_override *o, cg_tensor *const *inputs,
+                                 cg_tensor *const *outputs) {
+    int total = n->n_inputs + n->n_outputs;
+    n->ov_tensors = (cg_tensor **)calloc((size_t)total, sizeof(cg_tensor *));
+    if (!n->ov_tensors) return cg__err(CG_ERR_NOMEM, "out of memory recording an override");
+    for (int i = 0; i < n->n_inputs; ++i) {
+        n->ov_tensors[i] = inputs[i];
+        cg_tensor_retain(inputs[i]);
+    }
+    for (int i = 0; i < n->n_outputs; ++i) {
+        cg_tensor *out = outputs[i];
+        CG_TRY(cg__view(out, out->ndim, out->shape, out->strides, out->offset,
+                        &n->ov_tensors[n->n_inputs + i]));
+    }
+    n->override = o;
+    ++o->refcount;
+    return CG_OK;
+}
+
+static void release_override_tensors(cg_node *n) {
+    if (!n->ov_tensors) return;
+    for (int i = 0; i < n->n_inputs + n->n_outputs; ++i) cg_tensor_free(n->ov_tensors[i]);
+    free(n->ov_tensors);
+    n->ov_tensors = NULL;
+}
+
+static cg_status run_override(cg_node *n, cg_tensor *const *gout, cg_tensor **gin) {
+    if (!n->ov_tensors)
+        return cg__err(CG_ERR_AUTOGRAD,
+                       "Trying to backward through the graph a second time (overridden op '%s'). Pass "
+                       "retain_graph=True to the first backward if you need to backward twice.",
+                       cg__node_name(n));
+    int n_in = n->n_inputs, n_out = n->n_outputs, st_ok = 1;
+    cg_tensor **outs = (cg_tensor **)calloc((size_t)n_out, sizeof *outs);
+    int *needs = (int *)calloc((size_t)n_in + 1, sizeof *needs);
+    cg_status st = (!outs || !needs) ? cg__err(CG_ERR_NOMEM, "out of memory") : CG_OK;
+    /* Outputs are handed over linked to this entry (as saved outputs are). */
+    for (int i = 0; i < n_out && !st; ++i) {
+        cg_tensor *a = n->ov_tensors[n_in + i];
+        st = cg__view(a, a->ndim, a->shape, a->strides, a->offset, &outs[i]);
+        if (!st) {
+            outs[i]->grad_fn = n;
+            ++n->refcount;
+            outs[i]->output_nr = i;
+            outs[i]->requires_grad = 1;
+        }
+    }
+    for (int i = 0; i < n_in && needs; ++i) needs[i] = n->needs_grad[i];
+    if (!st) {
+        cg_clear_error();
+        st = n->override->fn(n->override->ctx, n->op ? n->op->name : "?", n_in, n->ov_tensors, n_out,
+                             outs, gout, needs, gin);
+        if (st && cg_last_error()[0] == '\0')
+            cg__err(st, "backward override of '%s' failed with %s", cg__node_name(n), cg_status_name(st));
+    }
+    for (int i = 0; i < n_in && !st; ++i) {
+        cg_tensor *g = gin[i], *x = n->ov_tensors[i];
+        if (!g) continue;
+        if (!cg__same_shape(g, x) || g->dtype != x->dtype) {
+            char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
+            st = cg__err(CG_ERR_SHAPE,
+                         "backward override of '%s' returned a gradient of shape %s dtype %s for input %d "
+                         "of shape %s dtype %s",
+                         cg__node_name(n), cg__shape_str(g->ndim, g->shape, b1, sizeof b1),
+                         cg_dtype_name(g->dtype), i, cg__shape_str(x->ndim, x->shape, b2, sizeof b2),
+                         cg_dtype_name(x->dtype));
+            st_ok = 0;
+        }
+    }
+    (void)st_ok;
+    if (st)
+        for (int i = 0; i < n_in; ++i) {
+            cg_tensor_free(gin[i]);
+            gin[i] = NULL;
+        }
+    if (outs)
+        for (int i = 0; i < n_out; ++i) cg_tensor_free(outs[i]);
+    free(outs);
+    free(needs);
+    return st;
+}
+
 cg_status cg__record(const cg_op *op, int n_inputs, cg_tensor *const *inputs, int n_outputs,
                      cg_tensor *const *outputs, cg_node **node_out) {
     cg_node *n;
     CG_TRY(node_new(op, n_inputs, inputs, n_outputs, outputs, &n));
+    if (override_top) {
+        cg_override *o = find_override(op->name);
+        cg_status st = o ? attach_override(n, o, inputs, outputs) : CG_OK;
+        if (st) {
+            cg__node_destroy(n);
+            return st;
+        }
+    }
     attach_outputs(n, n_outputs, outputs);
     if (node_out) *node_out = n;
     return CG_OK;
@@ -594,7 +743,7 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
             if (!gin) goto nomem;
         }
         grad_enabled = create_graph;
-        st = n->op->backward(n, n->grad_buf, gin);
+        st = n->override ? run_override(n, n->grad_buf, gin) : n->op->backward(n, n->grad_buf, gin);
         grad_enabled = prev_mode;
         if (prune) memcpy(n->needs_grad, saved_needs, (size_t)n->n_inputs);
         for (int o = 0; o < n->n_outputs; ++o) {

@@ -201,6 +201,77 @@ static void test_gemm(void) {
     CHECK(gemm_case(1, 1, 250, 130, 520, 1.5, 0.25));
 }
 
+/* The threaded GEMM: same results as one thread (within rounding), edge
+ * slabs and transposes included; the thread-count setting. */
+static void test_gemm_threads(void) {
+    int def = cg_get_num_threads();
+    CHECK(def >= 1 && def <= 8);
+    cg_set_num_threads(3);
+    CHECK(cg_get_num_threads() == 3);
+    cg_set_num_threads(100000);
+    CHECK(cg_get_num_threads() == 64);
+    cg_set_num_threads(-2);
+    CHECK(cg_get_num_threads() == def);
+    cg_set_num_threads(7);
+    cg_set_num_threads(0);
+    CHECK(cg_get_num_threads() == def);
+
+    /* m < n splits columns, m > n rows; odd sizes leave partial tiles. */
+    static const int64_t shapes[][3] = {
+        {131, 517, 97}, {601, 45, 77}, {257, 263, 131}, {13, 2011, 61}, {997, 7, 301}, {128, 512, 784}};
+    int n_ok = 0, n_all = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2], ldc = n + 3;
+        size_t na = (size_t)(m * k), nb = (size_t)(k * n), nc = (size_t)(m * ldc);
+        float *af = malloc(na * sizeof *af), *bf = malloc(nb * sizeof *bf);
+        float *c1 = malloc(nc * sizeof *c1), *cn = malloc(nc * sizeof *cn);
+        double *ad = malloc(na * sizeof *ad), *bd = malloc(nb * sizeof *bd);
+        double *d1 = malloc(nc * sizeof *d1), *dn = malloc(nc * sizeof *dn);
+        if (!af || !bf || !c1 || !cn || !ad || !bd || !d1 || !dn) abort();
+        for (size_t i = 0; i < na; ++i) af[i] = (float)(ad[i] = lcg());
+        for (size_t i = 0; i < nb; ++i) bf[i] = (float)(bd[i] = lcg());
+        for (int ta = 0; ta < 2; ++ta)
+            for (int tb = 0; tb < 2; ++tb)
+                for (int nt = 2; nt <= 5; nt += 3) {
+                    int64_t lda = ta ? m : k, ldb = tb ? k : n;
+                    for (size_t i = 0; i < nc; ++i) {
+                        double v = lcg();
+                        c1[i] = cn[i] = (float)v;
+                        d1[i] = dn[i] = v;
+                    }
+                    cg_set_num_threads(1);
+                    cg_builtin_sgemm(ta, tb, m, n, k, 0.75f, af, lda, bf, ldb, -0.5f, c1, ldc);
+                    cg_builtin_dgemm(ta, tb, m, n, k, 0.75, ad, lda, bd, ldb, -0.5, d1, ldc);
+                    cg_set_num_threads(nt);
+                    cg_builtin_sgemm(ta, tb, m, n, k, 0.75f, af, lda, bf, ldb, -0.5f, cn, ldc);
+                    cg_builtin_dgemm(ta, tb, m, n, k, 0.75, ad, lda, bd, ldb, -0.5, dn, ldc);
+                    int ok = 1;
+                    double tf = 2e-6 * (double)(k + 1), td = 1e-13 * (double)(k + 1);
+                    for (size_t i = 0; i < nc && ok; ++i) {
+                        if ((int64_t)(i % (size_t)ldc) >= n) { /* padding: untouched */
+                            ok = cn[i] == c1[i] && dn[i] == d1[i];
+                            continue;
+                        }
+                        ok = fabs((double)cn[i] - c1[i]) <= tf * (1 + fabs((double)c1[i])) &&
+                             fabs(dn[i] - d1[i]) <= td * (1 + fabs(d1[i]));
+                    }
+                    if (!ok)
+                        fprintf(stderr, "threaded gemm mismatch ta=%d tb=%d m=%lld n=%lld k=%lld nt=%d\n",
+                                ta, tb, (long long)m, (long long)n, (long long)k, nt);
+                    n_ok += ok;
+                    ++n_all;
+                }
+        free(af); free(bf); free(c1); free(cn); free(ad); free(bd); free(d1); free(dn);
+    }
+    CHECK(n_ok == n_all);
+    /* Against the naive product (and beta == 0 ignoring NaN in C), threaded. */
+    cg_set_num_threads(3);
+    CHECK(gemm_case(0, 1, 263, 301, 67, 1.0, 0.0));
+    CHECK(gemm_case(1, 0, 389, 97, 131, -1.5, 0.5));
+    cg_set_num_threads(0);
+    CHECK(cg_get_num_threads() == def);
+}
+
 /* Hook: counts calls and forwards to the built-in kernels. */
 static int hook_s_calls, hook_d_calls;
 static void hook_s(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
@@ -1056,6 +1127,7 @@ static void test_dropout(void) {
 int main(void) {
     cg_manual_seed(1234);
     test_gemm();
+    test_gemm_threads();
     test_gemm_hook();
     test_matmul_values();
     test_matmul_grad();

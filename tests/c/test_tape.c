@@ -369,7 +369,41 @@ static void test_hooks(void) {
     cg_tensor_free(x);
 }
 
+/* Backward override: every "exp" recorded while pushed gets 2*g. */
+static int ov_freed = 0;
+static void ov_free(void *ctx) { ++ov_freed; }
+static cg_status twice(void *ctx, const char *op, int n_in, cg_tensor *const *in, int n_out,
+                       cg_tensor *const *out, cg_tensor *const *gout, const int *needs,
+                       cg_tensor **gin) {
+    if (strcmp(op, "exp") != 0 || n_in != 1 || n_out != 1) return cg_set_error(CG_ERR_VALUE, "bad call");
+    return cg_mul_scalar(gout[0], 2.0, &gin[0]);
+}
+
+static void test_override(void) {
+    double xv[2] = {0.0, 1.0};
+    cg_tensor *x = vec64(2, xv), *y = NULL, *z = NULL, *l = NULL, *s = NULL;
+    int64_t h = 0;
+    CHECK_OK(cg_override_push("exp", twice, NULL, ov_free, &h));
+    CHECK_OK(cg_exp(x, &y));
+    CHECK_STATUS(cg_override_pop(h + 1), CG_ERR_VALUE);
+    CHECK_OK(cg_override_pop(h));
+    CHECK(ov_freed == 0); /* y's entry still uses it */
+    CHECK_OK(cg_exp(x, &z)); /* recorded after the pop: built-in derivative */
+    CHECK_OK(cg_add(y, z, &s));
+    CHECK_OK(cg_sum(s, NULL, 0, 0, &l));
+    CHECK_OK(cg_backward(l, NULL, 0, 0));
+    CHECK_CLOSE(cgt_at(cg_tensor_grad(x), 1), 2.0 + exp(1.0), 1e-12);
+    cg_tensor_free(l);
+    cg_tensor_free(s);
+    cg_tensor_free(z);
+    cg_tensor_free(y);
+    CHECK(ov_freed == 1);
+    CHECK_STATUS(cg_override_push(NULL, twice, NULL, NULL, &h), CG_ERR_NULL);
+    cg_tensor_free(x);
+}
+
 int main(void) {
+    test_override();
     test_hooks();
     test_accumulate_and_retain();
     test_root_checks();
