@@ -184,6 +184,32 @@ CG_API cg_status cg_grad(int n_outputs, cg_tensor *const *outputs,
                          int allow_unused, cg_tensor **grads);
 
 /* ------------------------------------------------- custom ops (foreign) */
+/* A custom op computes its outputs with grad mode off, then records one
+ * tape entry whose backward is a C function. Example, y = x^2 with the
+ * derivative 2*x*g written by hand (tests/c/test_tape.c has it in full):
+ *
+ *     static cg_status sq_backward(void *ctx, int n_out, cg_tensor *const *gout,
+ *                                  int n_in, const int *needs, cg_tensor **gin) {
+ *         cg_tensor *two_x = NULL;
+ *         cg_status st = cg_mul_scalar((cg_tensor *)ctx, 2.0, &two_x);
+ *         if (!st) st = cg_mul(two_x, gout[0], &gin[0]);   // differentiable
+ *         cg_tensor_free(two_x);
+ *         return st;
+ *     }
+ *     static void sq_free(void *ctx) { cg_tensor_free((cg_tensor *)ctx); }
+ *
+ *     cg_status square(cg_tensor *x, cg_tensor **out) {
+ *         int prev = cg_set_grad_enabled(0);
+ *         cg_status st = cg_mul(x, x, out);
+ *         cg_set_grad_enabled(prev);
+ *         if (st) return st;
+ *         cg_tensor_retain(x);                    // the entry's context
+ *         st = cg_record_custom("square", 1, &x, 1, out, sq_backward, x, sq_free);
+ *         if (st) { cg_tensor_free(*out); *out = NULL; }
+ *         return st;
+ *     }
+ *
+ * and cg_gradcheck(fn, ctx, 1, &x64, 1e-6, 1e-7, 1e-5) checks it. */
 /* Backward of a custom op. grad_outputs[i] is never NULL (zeros when that
  * output got no gradient). Set grad_inputs[j] to a NEW reference (or leave
  * NULL: no gradient) for each j with needs_input_grad[j]. Runs with grad
