@@ -711,7 +711,8 @@ int cg_get_num_threads(void) { return 1; }
                               T *c, int64_t ldc) {                                          \
         const KERNEL_T kd = PICK_KERNEL();                                                  \
         const int MR = kd.mr, NR = kd.nr;                                                   \
-        int64_t kcmax = k < GEMM_KC ? k : GEMM_KC;                                          \
+        /* k blocks of equal depth: no short last block (k = 784 -> 4 x 196). */           \
+        int64_t kcmax = (k + (k + GEMM_KC - 1) / GEMM_KC - 1) / ((k + GEMM_KC - 1) / GEMM_KC); \
         int64_t mcmax = m < GEMM_MC ? m : GEMM_MC;                                          \
         int64_t ncmax = n < GEMM_NC ? n : GEMM_NC;                                          \
         int64_t mcpad = (mcmax + MR - 1) / MR * MR, ncpad = (ncmax + NR - 1) / NR * NR;     \
@@ -728,8 +729,8 @@ int cg_get_num_threads(void) { return 1; }
         T *bpack = apack + a_elems;                                                         \
         for (int64_t jc = 0; jc < n; jc += GEMM_NC) {                                       \
             int64_t nc = n - jc < GEMM_NC ? n - jc : GEMM_NC;                               \
-            for (int64_t pc = 0; pc < k; pc += GEMM_KC) {                                   \
-                int64_t kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;                           \
+            for (int64_t pc = 0; pc < k; pc += kcmax) {                                     \
+                int64_t kc = k - pc < kcmax ? k - pc : kcmax;                               \
                 T bet = pc == 0 ? beta : (T)1; /* later k blocks accumulate */              \
                 PFX##_pack_b(tb, b, ldb, pc, jc, kc, nc, NR, bpack);                        \
                 for (int64_t ic = 0; ic < m; ic += GEMM_MC) {                               \
@@ -794,6 +795,27 @@ int cg_get_num_threads(void) { return 1; }
         if (nt > j.tiles) nt = (int)j.tiles;                                                \
         return pool_run(PFX##_part, &j, nt);                                                \
     }                                                                                       \
+    /* n much narrower than a micro-tile (a 10-class output layer): the kernel */          \
+    /* would mostly multiply padding. Compute C^T = op(B)^T op(A)^T into a */                 \
+    /* scratch n x m instead, where n fills the MR rows, then add it into C. */              \
+    static int PFX##_narrow(int ta, int tb, int64_t m, int64_t n, int64_t k, T alpha,       \
+                            const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c, \
+                            int64_t ldc) {                                                  \
+        const KERNEL_T kd = PICK_KERNEL();                                                  \
+        if (n * 2 > kd.nr || n < 2 || m < 2 * kd.nr) return 0;                              \
+        T *t = (T *)malloc((size_t)(n * m) * sizeof(T));                                    \
+        if (!t) return 0;                                                                   \
+        PFX##_blocked(!tb, !ta, n, m, k, (T)1, b, ldb, a, lda, (T)0, t, m);                 \
+        for (int64_t i = 0; i < m; ++i) {                                                   \
+            T *cr = c + i * ldc;                                                            \
+            if (beta == (T)0)                                                               \
+                for (int64_t j = 0; j < n; ++j) cr[j] = alpha * t[j * m + i];               \
+            else                                                                            \
+                for (int64_t j = 0; j < n; ++j) cr[j] = alpha * t[j * m + i] + beta * cr[j]; \
+        }                                                                                   \
+        free(t);                                                                            \
+        return 1;                                                                           \
+    }                                                                                       \
     static void PFX##_gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, T alpha,        \
                            const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c,  \
                            int64_t ldc) {                                                   \
@@ -804,7 +826,8 @@ int cg_get_num_threads(void) { return 1; }
         }                                                                                   \
         if (m == 1 || n == 1 || (double)m * (double)n * (double)k <= (double)GEMM_SMALL_MNK) \
             PFX##_small(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);              \
-        else if (!PFX##_threaded(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc))     \
+        else if (!PFX##_narrow(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) &&     \
+                 !PFX##_threaded(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc))     \
             PFX##_blocked(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);            \
     }
 

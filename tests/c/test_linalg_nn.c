@@ -185,7 +185,9 @@ static void test_gemm(void) {
         {17, 1, 9},  {5, 5, 5},    {6, 16, 8},    {12, 32, 7}, {13, 33, 1}, {17, 33, 65},
         {31, 7, 300}, {130, 70, 40}, {121, 45, 257}, {3, 3100, 5},
         /* matrix-vector shapes (direct loops, unrolled dot / axpy) */
-        {1, 300, 71}, {300, 1, 71}, {1, 1, 1001}, {2, 1, 3}};
+        {1, 300, 71}, {300, 1, 71}, {1, 1, 1001}, {2, 1, 3},
+        /* narrow n (computed as C^T into scratch) */
+        {200, 10, 33}, {70, 5, 129}, {129, 2, 300}};
     static const double ab[][2] = {{1, 0}, {-0.5, 1}, {2, 0.7}, {0, 0.5}};
     int n_ok = 0, n_all = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s)
