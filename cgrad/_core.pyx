@@ -1298,7 +1298,7 @@ class override_backward:
         cdef int64_t handle = 0
         fn = self.fn
         Py_INCREF(fn)
-        _check(cg_override_push(self.op.encode(), _override_tramp, <void *>fn, _release_pyobj, &handle))
+        _check(cg_override_push(self.op.encode(), <cg_override_fn>_override_tramp, <void *>fn, _release_pyobj, &handle))
         self._handle = handle
         return self
 
@@ -1477,12 +1477,12 @@ cdef Tensor _join(seq_fn f, str name, object tensors, int dim):
     return _wrap(r)
 
 def cat(tensors, int dim=0):
-    return _join(cg_cat, "cat", tensors, dim)
+    return _join(<seq_fn>cg_cat, "cat", tensors, dim)
 
 concatenate = cat
 
 def stack(tensors, int dim=0):
-    return _join(cg_stack, "stack", tensors, dim)
+    return _join(<seq_fn>cg_stack, "stack", tensors, dim)
 
 def _creation(int which, tuple shape, object dt, object requires_grad, double value=0.0):
     cdef int64_t s[8]
