@@ -11,7 +11,7 @@ from cgrad import _core
 from cgrad._core import (
     Tensor, dtype, float32, float64, int64, bool_,
     tensor, from_numpy, zeros, ones, empty, full, randn, rand, randint, randperm, arange,
-    manual_seed, is_grad_enabled, set_default_dtype, get_default_dtype,
+    manual_seed, get_rng_state, set_rng_state, is_grad_enabled, set_default_dtype, get_default_dtype,
     where, cat, concatenate, stack, use_blas, gemm_backend,
 )
 from cgrad._grad_mode import no_grad, enable_grad, set_grad_enabled
@@ -37,7 +37,7 @@ use_blas(True)
 __all__ = [
     "Tensor", "dtype", "float32", "float64", "int64", "bool_", "float", "double", "long", "bool",
     "tensor", "from_numpy", "zeros", "ones", "empty", "full", "randn", "rand", "randint",
-    "randperm", "arange", "zeros_like", "ones_like", "manual_seed", "is_grad_enabled",
+    "randperm", "arange", "zeros_like", "ones_like", "manual_seed", "get_rng_state", "set_rng_state", "is_grad_enabled",
     "set_default_dtype", "get_default_dtype", "where", "cat", "concatenate", "stack",
     "no_grad", "enable_grad", "set_grad_enabled", "autograd", "nn", "use_blas", "gemm_backend",
     "custom_gradient", "ste",

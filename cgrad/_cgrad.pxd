@@ -51,6 +51,8 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_from_blob(cg_dtype dtype, int ndim, const int64_t *shape, const int64_t *strides, void *data, cg_release_fn release, void *release_ctx, cg_tensor **out)
     cg_status cg_arange(cg_dtype dtype, double start, double end, double step, cg_tensor **out)
     void cg_manual_seed(uint64_t seed)
+    void cg_rng_get_state(uint64_t *state)
+    cg_status cg_rng_set_state(const uint64_t *state)
     cg_status cg_rand(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out)
     cg_status cg_randn(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out)
     cg_status cg_randint(int64_t low, int64_t high, int ndim, const int64_t *shape, cg_tensor **out)

@@ -1613,6 +1613,25 @@ def manual_seed(seed):
         raise ValueError(f"seed must be >= 0, got {seed}")
     cg_manual_seed(<uint64_t>(seed & 0xFFFFFFFFFFFFFFFF))
 
+def get_rng_state():
+    """The generator's state as a 4-element int64 tensor (its 256 bits), for
+    checkpoints; set_rng_state(state) restores it."""
+    cdef uint64_t st[4]
+    cg_rng_get_state(st)
+    words = np.array([st[0], st[1], st[2], st[3]], dtype=np.uint64).view(np.int64)
+    return from_numpy(words.copy())
+
+def set_rng_state(new_state):
+    """Restores a state returned by get_rng_state()."""
+    arr = np.asarray(new_state.numpy() if isinstance(new_state, Tensor) else new_state)
+    if arr.shape != (4,) or arr.dtype.kind not in "iu":
+        raise ValueError(f"set_rng_state: expected 4 integer words from get_rng_state(), got shape {arr.shape} dtype {arr.dtype}")
+    words = arr.astype(np.int64).view(np.uint64)
+    cdef uint64_t st[4]
+    for i in range(4):
+        st[i] = <uint64_t>int(words[i])
+    _check(cg_rng_set_state(st))
+
 # ------------------------------------------------------------------ grad mode
 def is_grad_enabled():
     return bool(cg_is_grad_enabled())

@@ -120,6 +120,11 @@ CG_API cg_status cg_arange(cg_dtype dtype, double start, double end, double step
 /* Process-wide generator (xoshiro256**); same seed -> same numbers on every
  * platform. */
 CG_API void cg_manual_seed(uint64_t seed);
+/* The generator's 256-bit state, for checkpoints: get copies it out (NULL
+ * is a no-op); set restores it (CG_ERR_VALUE for the all-zero state, which
+ * the generator cannot leave). */
+CG_API void cg_rng_get_state(uint64_t state[4]);
+CG_API cg_status cg_rng_set_state(const uint64_t state[4]);
 CG_API cg_status cg_rand(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out);  /* U[0,1) */
 CG_API cg_status cg_randn(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out); /* N(0,1) */
 /* Uniform integers in [low, high), int64. */

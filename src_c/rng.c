@@ -17,6 +17,19 @@ void cg_manual_seed(uint64_t seed) {
     for (int i = 0; i < 4; ++i) rng_state[i] = splitmix64(&x);
 }
 
+void cg_rng_get_state(uint64_t state[4]) {
+    if (!state) return;
+    for (int i = 0; i < 4; ++i) state[i] = rng_state[i];
+}
+
+cg_status cg_rng_set_state(const uint64_t state[4]) {
+    if (!state) return cg__err(CG_ERR_NULL, "cg_rng_set_state: state is NULL");
+    if (!(state[0] | state[1] | state[2] | state[3]))
+        return cg__err(CG_ERR_VALUE, "cg_rng_set_state: the all-zero state is not a valid xoshiro256** state");
+    for (int i = 0; i < 4; ++i) rng_state[i] = state[i];
+    return CG_OK;
+}
+
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 uint64_t cg__rng_next(void) {

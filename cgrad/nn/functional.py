@@ -5,7 +5,6 @@ from cgrad._core import Tensor
 __all__ = [
     "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "softmax",
     "log_softmax", "linear", "conv2d", "max_pool2d", "avg_pool2d", "dropout", "embedding",
-    "cross_entropy", "nll_loss", "mse_loss",
 ]
 
 conv2d = _core.conv2d
@@ -65,34 +64,12 @@ def embedding(input, weight):
     return _core.embedding(input, weight)
 
 
-def _reduce(loss, reduction):
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
+# Normalization / recurrent cells and losses live in their own files; their
+# names are part of this namespace, as in torch.nn.functional.
+from cgrad.nn._functional_layers import *  # noqa: E402,F401,F403
+from cgrad.nn._functional_layers import __all__ as _layers_all  # noqa: E402
+from cgrad.nn._functional_losses import *  # noqa: E402,F401,F403
+from cgrad.nn._functional_losses import __all__ as _losses_all  # noqa: E402
 
-def nll_loss(input, target, reduction="mean"):
-    """Negative log-likelihood of log-probabilities input (N, C) at int64 targets (N,)."""
-    if input.ndim != 2:
-        raise ValueError(f"nll_loss expects input of shape (N, C), got {input.shape}")
-    target = target if isinstance(target, Tensor) else _core.tensor(target)
-    if target.shape != (input.shape[0],):
-        raise ValueError(f"nll_loss: target shape {target.shape} does not match input batch {input.shape[0]}")
-    picked = input.gather(1, target.unsqueeze(1)).squeeze(1)
-    return _reduce(-picked, reduction)
-
-
-def cross_entropy(input, target, reduction="mean"):
-    """log_softmax + nll_loss over class dim 1 (logits (N, C), int64 targets (N,))."""
-    return nll_loss(input.log_softmax(1), target, reduction)
-
-
-def mse_loss(input, target, reduction="mean"):
-    if input.shape != target.shape:
-        raise ValueError(f"mse_loss: input shape {input.shape} and target shape {target.shape} differ")
-    diff = input - target
-    return _reduce(diff * diff, reduction)
+__all__ = __all__ + list(_layers_all) + list(_losses_all)
