@@ -458,6 +458,144 @@ CG_API cg_status cg_zero_(cg_tensor *a);
 CG_API cg_status cg_fill_(cg_tensor *a, double value);
 CG_API cg_status cg_copy_(cg_tensor *dst, cg_tensor *src); /* casts dtype */
 
+/* ------------------------- learning-rate schedules: pure functions of the step */
+/* Each schedule is lr = f(options, base_lr, step) with no hidden state, so a
+ * run resumed at step k gets exactly the values an uninterrupted run gets and
+ * any step can be evaluated directly. The formulas are PyTorch's closed forms
+ * (torch.optim.lr_scheduler), argument names are PyTorch's.
+ *  - step counts scheduler steps from 0 (PyTorch's last_epoch); step < 0 is
+ *    CG_ERR_VALUE.
+ *  - base_lr is the group's initial lr: finite and >= 0.
+ *  - opt and lr must not be NULL (CG_ERR_NULL). Options are borrowed for the
+ *    call only. A bad option is CG_ERR_VALUE with a message naming it and its
+ *    value; *lr is left unchanged on failure. */
+
+/* base_lr * gamma^(step / step_size) (integer division). step_size >= 1,
+ * gamma finite >= 0. */
+typedef struct cg_lr_step_options {
+    int64_t step_size;
+    double gamma;
+} cg_lr_step_options;
+CG_API cg_status cg_lr_step(const cg_lr_step_options *opt, double base_lr, int64_t step,
+                            double *lr);
+
+/* base_lr * gamma^(number of milestones <= step). milestones: n_milestones
+ * entries >= 0 in non-decreasing order (a repeated milestone applies gamma
+ * once per repeat, like PyTorch's Counter); may be NULL when n_milestones is 0. */
+typedef struct cg_lr_multistep_options {
+    const int64_t *milestones;
+    int64_t n_milestones;
+    double gamma;
+} cg_lr_multistep_options;
+CG_API cg_status cg_lr_multistep(const cg_lr_multistep_options *opt, double base_lr,
+                                 int64_t step, double *lr);
+
+/* base_lr * factor before step total_iters, base_lr from then on.
+ * factor in [0, 1], total_iters >= 1. */
+typedef struct cg_lr_constant_options {
+    double factor;
+    int64_t total_iters;
+} cg_lr_constant_options;
+CG_API cg_status cg_lr_constant(const cg_lr_constant_options *opt, double base_lr,
+                                int64_t step, double *lr);
+
+/* base_lr * (start_factor + (end_factor - start_factor) * min(step, total_iters)
+ * / total_iters). start_factor in (0, 1], end_factor in [0, 1], total_iters >= 1. */
+typedef struct cg_lr_linear_options {
+    double start_factor;
+    double end_factor;
+    int64_t total_iters;
+} cg_lr_linear_options;
+CG_API cg_status cg_lr_linear(const cg_lr_linear_options *opt, double base_lr, int64_t step,
+                              double *lr);
+
+/* base_lr * gamma^step. gamma finite >= 0. */
+typedef struct cg_lr_exponential_options {
+    double gamma;
+} cg_lr_exponential_options;
+CG_API cg_status cg_lr_exponential(const cg_lr_exponential_options *opt, double base_lr,
+                                   int64_t step, double *lr);
+
+/* eta_min + (base_lr - eta_min) * (1 + cos(pi * step / T_max)) / 2; periodic
+ * past T_max, as PyTorch's. T_max >= 1, eta_min finite >= 0. */
+typedef struct cg_lr_cosine_options {
+    int64_t T_max;
+    double eta_min;
+} cg_lr_cosine_options;
+CG_API cg_status cg_lr_cosine(const cg_lr_cosine_options *opt, double base_lr, int64_t step,
+                              double *lr);
+
+/* SGDR: cosine from base_lr to eta_min over cycles of T_0, T_0*T_mult,
+ * T_0*T_mult^2, ... steps; lr = eta_min + (base_lr - eta_min) * (1 + cos(pi *
+ * T_cur / T_i)) / 2 with T_cur the position inside the current cycle of length
+ * T_i. T_0 >= 1, T_mult >= 1, eta_min finite >= 0. The _at form takes a
+ * fractional epoch (finite, >= 0; PyTorch's step(epoch)) and also reports
+ * T_cur and T_i (either out pointer may be NULL). */
+typedef struct cg_lr_cosine_warm_restarts_options {
+    int64_t T_0;
+    int64_t T_mult;
+    double eta_min;
+} cg_lr_cosine_warm_restarts_options;
+CG_API cg_status cg_lr_cosine_warm_restarts(const cg_lr_cosine_warm_restarts_options *opt,
+                                            double base_lr, int64_t step, double *lr);
+CG_API cg_status cg_lr_cosine_warm_restarts_at(const cg_lr_cosine_warm_restarts_options *opt,
+                                               double base_lr, double epoch, double *lr,
+                                               double *t_cur, double *t_i);
+
+/* Annealing between two values inside a one-cycle phase. Only grows at the end. */
+typedef enum cg_anneal {
+    CG_ANNEAL_COS = 0, /* end + (start - end) / 2 * (1 + cos(pi * pct)) */
+    CG_ANNEAL_LINEAR,  /* start + (end - start) * pct */
+    CG_ANNEAL_COUNT
+} cg_anneal;
+
+/* 1cycle (PyTorch's OneCycleLR). The lr rises from max_lr / div_factor to
+ * max_lr over the first pct_start * total_steps steps, then falls to
+ * max_lr / div_factor / final_div_factor at step total_steps - 1; with
+ * three_phase it first falls back to max_lr / div_factor (symmetric), then
+ * to the minimum. Momentum moves the other way between max_momentum and
+ * base_momentum. The lr function takes the group's max_lr where the others
+ * take base_lr. total_steps >= 1, 0 <= step <= total_steps, pct_start in
+ * [0, 1], div_factor and final_div_factor finite > 0, momenta finite; a
+ * phase of zero length that the step falls into is CG_ERR_VALUE. */
+typedef struct cg_lr_one_cycle_options {
+    int64_t total_steps;
+    double pct_start;
+    cg_anneal anneal_strategy;
+    double div_factor;
+    double final_div_factor;
+    int three_phase;
+    double base_momentum;
+    double max_momentum;
+} cg_lr_one_cycle_options;
+CG_API cg_status cg_lr_one_cycle(const cg_lr_one_cycle_options *opt, double max_lr,
+                                 int64_t step, double *lr);
+CG_API cg_status cg_lr_one_cycle_momentum(const cg_lr_one_cycle_options *opt, int64_t step,
+                                          double *momentum);
+
+/* base_lr * (1 - min(step, total_iters) / total_iters)^power.
+ * total_iters >= 1, power finite >= 0. */
+typedef struct cg_lr_polynomial_options {
+    int64_t total_iters;
+    double power;
+} cg_lr_polynomial_options;
+CG_API cg_status cg_lr_polynomial(const cg_lr_polynomial_options *opt, double base_lr,
+                                  int64_t step, double *lr);
+
+/* cgrad's warmup + cosine in one schedule: linear from
+ * base_lr * warmup_start_factor at step 0 to base_lr at step warmup_steps,
+ * then cosine to eta_min at step total_steps, eta_min after.
+ * warmup_steps >= 0, total_steps >= max(warmup_steps, 1), warmup_start_factor
+ * in [0, 1], eta_min finite >= 0. */
+typedef struct cg_lr_warmup_cosine_options {
+    int64_t warmup_steps;
+    int64_t total_steps;
+    double warmup_start_factor;
+    double eta_min;
+} cg_lr_warmup_cosine_options;
+CG_API cg_status cg_lr_warmup_cosine(const cg_lr_warmup_cosine_options *opt, double base_lr,
+                                     int64_t step, double *lr);
+
 #ifdef __cplusplus
 }
 #endif
