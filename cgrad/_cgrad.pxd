@@ -25,6 +25,50 @@ cdef extern from "cgrad.h" nogil:
     const char *CG_VERSION_STRING
     ctypedef struct cg_tensor:
         pass
+    ctypedef enum cg_anneal:
+        CG_ANNEAL_COS
+        CG_ANNEAL_LINEAR
+        CG_ANNEAL_COUNT
+    ctypedef struct cg_lr_step_options:
+        int64_t step_size
+        double gamma
+    ctypedef struct cg_lr_multistep_options:
+        const int64_t *milestones
+        int64_t n_milestones
+        double gamma
+    ctypedef struct cg_lr_constant_options:
+        double factor
+        int64_t total_iters
+    ctypedef struct cg_lr_linear_options:
+        double start_factor
+        double end_factor
+        int64_t total_iters
+    ctypedef struct cg_lr_exponential_options:
+        double gamma
+    ctypedef struct cg_lr_cosine_options:
+        int64_t T_max
+        double eta_min
+    ctypedef struct cg_lr_cosine_warm_restarts_options:
+        int64_t T_0
+        int64_t T_mult
+        double eta_min
+    ctypedef struct cg_lr_one_cycle_options:
+        int64_t total_steps
+        double pct_start
+        cg_anneal anneal_strategy
+        double div_factor
+        double final_div_factor
+        int three_phase
+        double base_momentum
+        double max_momentum
+    ctypedef struct cg_lr_polynomial_options:
+        int64_t total_iters
+        double power
+    ctypedef struct cg_lr_warmup_cosine_options:
+        int64_t warmup_steps
+        int64_t total_steps
+        double warmup_start_factor
+        double eta_min
     ctypedef void (*cg_release_fn)(void *release_ctx) noexcept
     ctypedef cg_status (*cg_custom_backward_fn)(void *ctx, int n_outputs, cg_tensor **grad_outputs, int n_inputs, const int *needs_input_grad, cg_tensor **grad_inputs) noexcept
     ctypedef void (*cg_ctx_free_fn)(void *ctx) noexcept
@@ -168,3 +212,15 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_zero_(cg_tensor *a)
     cg_status cg_fill_(cg_tensor *a, double value)
     cg_status cg_copy_(cg_tensor *dst, cg_tensor *src)
+    cg_status cg_lr_step(const cg_lr_step_options *opt, double base_lr, int64_t step, double *lr)
+    cg_status cg_lr_multistep(const cg_lr_multistep_options *opt, double base_lr, int64_t step, double *lr)
+    cg_status cg_lr_constant(const cg_lr_constant_options *opt, double base_lr, int64_t step, double *lr)
+    cg_status cg_lr_linear(const cg_lr_linear_options *opt, double base_lr, int64_t step, double *lr)
+    cg_status cg_lr_exponential(const cg_lr_exponential_options *opt, double base_lr, int64_t step, double *lr)
+    cg_status cg_lr_cosine(const cg_lr_cosine_options *opt, double base_lr, int64_t step, double *lr)
+    cg_status cg_lr_cosine_warm_restarts(const cg_lr_cosine_warm_restarts_options *opt, double base_lr, int64_t step, double *lr)
+    cg_status cg_lr_cosine_warm_restarts_at(const cg_lr_cosine_warm_restarts_options *opt, double base_lr, double epoch, double *lr, double *t_cur, double *t_i)
+    cg_status cg_lr_one_cycle(const cg_lr_one_cycle_options *opt, double max_lr, int64_t step, double *lr)
+    cg_status cg_lr_one_cycle_momentum(const cg_lr_one_cycle_options *opt, int64_t step, double *momentum)
+    cg_status cg_lr_polynomial(const cg_lr_polynomial_options *opt, double base_lr, int64_t step, double *lr)
+    cg_status cg_lr_warmup_cosine(const cg_lr_warmup_cosine_options *opt, double base_lr, int64_t step, double *lr)

@@ -1838,3 +1838,6 @@ __version__ = CG_VERSION_STRING.decode()
 
 # ------------------------------------------------------------------ custom Functions
 include "_function.pxi"
+
+# ------------------------------------------------------------------ LR schedules
+include "_schedule.pxi"
