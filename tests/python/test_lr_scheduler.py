@@ -248,16 +248,24 @@ def _c_value(kind, base_lr, step, s):
         return _core._lr_cosine(base_lr, step, s.T_max, s.eta_min)
     if kind == "polynomial":
         return _core._lr_polynomial(base_lr, step, s.total_iters, s.power)
-    if kind == "warm_restarts_mult":
+    if kind in ("warm_restarts", "warm_restarts_mult"):
         return _core._lr_cosine_warm_restarts(base_lr, step, s.T_0, s.T_mult, s.eta_min)[0]
+    if kind == "warmup_cosine":
+        return _core._lr_warmup_cosine(base_lr, step, s.warmup_steps, s.total_steps,
+                                       s.warmup_start_factor, s.eta_min)
     raise AssertionError(kind)
 
 
+C_ONLY = {"warmup_cosine": lambda M, o: M.WarmupCosineLR(o, 25, 240, warmup_start_factor=0.05,
+                                                          eta_min=2e-4)}
+
+
 @pytest.mark.parametrize("kind", ["step", "multistep", "constant", "linear_up", "exponential",
-                                  "cosine", "polynomial", "warm_restarts_mult"])
+                                  "cosine", "polynomial", "warm_restarts", "warm_restarts_mult",
+                                  "warmup_cosine"])
 def test_python_values_are_the_c_closed_forms(kind):
     opt = FakeOptimizer()
-    s = SCHEDULES[kind](L, opt)
+    s = {**SCHEDULES, **C_ONLY}[kind](L, opt)
     for step in range(STEPS):
         want = [_c_value(kind, b, step, s) for b in s.base_lrs]
         assert s.get_last_lr() == want, step  # exact: the same C call
@@ -297,9 +305,9 @@ def test_step_with_epoch_jumps_in_closed_form():
 
 
 # ------------------------------------------------------------------ resume
-@pytest.mark.parametrize("name", sorted(set(SCHEDULES) - {"lambda", "multiplicative"}))
+@pytest.mark.parametrize("name", sorted(set(SCHEDULES) | set(C_ONLY)))
 def test_state_dict_resume_equals_uninterrupted_run(name):
-    make = SCHEDULES[name]
+    make = {**SCHEDULES, **C_ONLY}[name]
     opt = FakeOptimizer(momentum=0.9)
     sched = make(L, opt)
     full = []
