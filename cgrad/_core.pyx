@@ -1839,3 +1839,4 @@ __version__ = CG_VERSION_STRING.decode()
 # ------------------------------------------------------------------ custom Functions
 include "_function.pxi"
 include "_anomaly.pxi"
+include "_observe.pxi"

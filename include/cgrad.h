@@ -302,6 +302,23 @@ CG_API void cg_set_location_hook(cg_location_fn fn, cg_location_str_fn str,
                                  cg_location_free_fn free_fn, void *ctx);
 CG_API void cg_set_anomaly_hook(cg_anomaly_fn fn, void *ctx);
 
+/* Tape-entry observers (debugging), per thread. While one is pushed, every
+ * entry that a backward on this thread runs calls fn, before its backward,
+ * with the op's name, its sequence number, where it was created (borrowed,
+ * NULL unless it was recorded in anomaly mode) and the gradients flowing
+ * into its outputs (borrowed, valid during the call, never NULL: zeros for
+ * an output that got none). fn runs with grad mode off and must not modify
+ * the gradients (use cg_tensor_register_hook to change one); a failing
+ * status aborts the backward. Observers nest; the innermost runs first.
+ * The observer owns ctx (ctx_free(ctx) when popped). */
+typedef cg_status (*cg_entry_hook_fn)(void *ctx, const char *op_name, uint64_t seq,
+                                      const char *location, int n_outputs,
+                                      cg_tensor *const *grad_outputs);
+CG_API cg_status cg_entry_hook_push(cg_entry_hook_fn fn, void *ctx, cg_ctx_free_fn ctx_free,
+                                    int64_t *handle);
+/* CG_ERR_VALUE if handle is not the innermost observer of this thread. */
+CG_API cg_status cg_entry_hook_pop(int64_t handle);
+
 /* For callbacks: set the thread's error message and return status. */
 CG_API cg_status cg_set_error(cg_status status, const char *message);
 

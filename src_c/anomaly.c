@@ -83,12 +83,17 @@ int64_t cg__count_nonfinite(const cg_tensor *t) {
     return count;
 }
 
-/* The entry's creation site, formatted into buf. */
-static const char *where(const cg_node *n, char *buf, size_t size) {
+const char *cg__node_location(const cg_node *n, char *buf, size_t size) {
+    if (!n->location || !location_str_fn || size == 0) return NULL;
     buf[0] = '\0';
-    if (n->location && location_str_fn) location_str_fn(n->location, buf, size);
-    if (!buf[0]) snprintf(buf, size, "an unknown location");
-    return buf;
+    location_str_fn(n->location, buf, size);
+    return buf[0] ? buf : NULL;
+}
+
+/* The entry's creation site, formatted into buf, for messages. */
+static const char *where(const cg_node *n, char *buf, size_t size) {
+    const char *w = cg__node_location(n, buf, size);
+    return w ? w : "an unknown location";
 }
 
 /* What kind of non-finite values t holds, for messages. */

@@ -297,6 +297,13 @@ CG_INTERNAL int cg__anomaly_on(void);
 CG_INTERNAL int64_t cg__count_nonfinite(const cg_tensor *t);
 CG_INTERNAL int cg__anomaly_all_finite(int n, cg_tensor *const *ts);
 CG_INTERNAL void cg__location_free(void *tag);
+/* Where n was created, formatted into buf (NULL when unknown). */
+CG_INTERNAL const char *cg__node_location(const cg_node *n, char *buf, size_t size);
+
+/* Tape-entry observers (observe.c). */
+CG_INTERNAL int cg__entry_hooks_on(void);
+CG_INTERNAL cg_status cg__run_entry_hooks(const cg_node *n, int n_outputs,
+                                          cg_tensor *const *grad_outputs);
 /* At record time: location, output scan, first-anomaly report. */
 CG_INTERNAL cg_status cg__anomaly_record(cg_node *n, int n_inputs, cg_tensor *const *inputs,
                                          int n_outputs, cg_tensor *const *outputs);

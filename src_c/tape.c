@@ -736,6 +736,12 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
             st = cg__new(m->dtype, m->ndim, m->shape, 1, &n->grad_buf[o]);
             if (st) goto done;
         }
+        if (cg__entry_hooks_on()) {
+            grad_enabled = 0; /* observers look; they do not record */
+            st = cg__run_entry_hooks(n, n->n_outputs, n->grad_buf);
+            grad_enabled = prev_mode;
+            if (st) goto done;
+        }
         /* Pruned inputs need no gradient in cg_grad mode. */
         unsigned char saved_needs[64];
         int prune = inputs && n->n_inputs <= 64;

@@ -141,7 +141,44 @@ static void test_strided_output_scanned(void) {
     cg_set_anomaly_mode(0);
 }
 
+static int observed = 0;
+static char observed_ops[8][32];
+static cg_status count_entries(void *ctx, const char *op, uint64_t seq, const char *location,
+                               int n_out, cg_tensor *const *gout) {
+    (void)seq; (void)location;
+    int *stop_at = (int *)ctx;
+    if (observed < 8) snprintf(observed_ops[observed], 32, "%s", op);
+    ++observed;
+    CHECK(n_out == 1 && gout[0] != NULL);
+    if (stop_at && observed == *stop_at) return cg_set_error(CG_ERR_CALLBACK, "observer stops here");
+    return CG_OK;
+}
+
+static void test_entry_observers(void) {
+    cg_tensor *x = vec3(1, 2, 3, 1), *y = NULL, *s = NULL;
+    int64_t h = 0, h2 = 0;
+    CHECK_OK(cg_entry_hook_push(count_entries, NULL, NULL, &h));
+    CHECK_OK(cg_exp(x, &y));
+    CHECK_OK(cg_sum(y, NULL, 0, 0, &s));
+    CHECK_OK(cg_backward(s, NULL, 1, 0));
+    CHECK(observed == 2 && strcmp(observed_ops[0], "sum") == 0 && strcmp(observed_ops[1], "exp") == 0);
+    int stop_at = 3;
+    CHECK_OK(cg_entry_hook_push(count_entries, &stop_at, NULL, &h2));
+    CHECK_STATUS(cg_entry_hook_pop(h), CG_ERR_VALUE); /* not the innermost */
+    CHECK_STATUS(cg_backward(s, NULL, 1, 0), CG_ERR_CALLBACK);
+    CHECK(strstr(cg_last_error(), "observer stops here") != NULL);
+    CHECK_OK(cg_entry_hook_pop(h2));
+    CHECK_OK(cg_entry_hook_pop(h));
+    CHECK_STATUS(cg_entry_hook_pop(h), CG_ERR_VALUE);
+    CHECK_STATUS(cg_entry_hook_push(NULL, NULL, NULL, &h), CG_ERR_NULL);
+    observed = 0;
+    CHECK_OK(cg_backward(s, NULL, 0, 0));
+    CHECK(observed == 0);
+    cg_tensor_free(s); cg_tensor_free(y); cg_tensor_free(x);
+}
+
 int main(void) {
+    test_entry_observers();
     test_off_by_default();
     test_forward_report();
     test_nonfinite_input_named();
