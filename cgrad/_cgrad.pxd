@@ -76,6 +76,11 @@ cdef extern from "cgrad.h" nogil:
     ctypedef cg_status (*cg_post_accumulate_hook_fn)(void *ctx, cg_tensor *leaf) noexcept
     ctypedef cg_status (*cg_override_fn)(void *ctx, const char *op_name, int n_inputs, cg_tensor **inputs, int n_outputs, cg_tensor **outputs, cg_tensor **grad_outputs, const int *needs_input_grad, cg_tensor **grad_inputs) noexcept
     ctypedef cg_status (*cg_fn)(void *ctx, int n_inputs, cg_tensor **inputs, cg_tensor **out) noexcept
+    ctypedef void *(*cg_location_fn)(void *ctx) noexcept
+    ctypedef void (*cg_location_str_fn)(void *tag, char *buf, size_t size) noexcept
+    ctypedef void (*cg_location_free_fn)(void *tag) noexcept
+    ctypedef cg_status (*cg_anomaly_fn)(void *ctx, const char *message) noexcept
+    ctypedef cg_status (*cg_entry_hook_fn)(void *ctx, const char *op_name, uint64_t seq, const char *location, int n_outputs, cg_tensor **grad_outputs) noexcept
     ctypedef void (*cg_sgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) noexcept
     ctypedef void (*cg_dgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double *a, int64_t lda, const double *b, int64_t ldb, double beta, double *c, int64_t ldc) noexcept
 
@@ -128,6 +133,13 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_tensor_remove_hook(cg_tensor *t, int64_t handle)
     cg_status cg_override_push(const char *op_name, cg_override_fn fn, void *ctx, cg_ctx_free_fn ctx_free, int64_t *handle)
     cg_status cg_override_pop(int64_t handle)
+    int cg_set_anomaly_mode(int enabled)
+    int cg_anomaly_mode()
+    const char *cg_anomaly_report()
+    void cg_set_location_hook(cg_location_fn fn, cg_location_str_fn str, cg_location_free_fn free_fn, void *ctx)
+    void cg_set_anomaly_hook(cg_anomaly_fn fn, void *ctx)
+    cg_status cg_entry_hook_push(cg_entry_hook_fn fn, void *ctx, cg_ctx_free_fn ctx_free, int64_t *handle)
+    cg_status cg_entry_hook_pop(int64_t handle)
     cg_status cg_set_error(cg_status status, const char *message)
     cg_status cg_gradcheck(cg_fn fn, void *ctx, int n_inputs, cg_tensor **inputs, double eps, double atol, double rtol)
     cg_status cg_add(cg_tensor *a, cg_tensor *b, cg_tensor **out)

@@ -1841,3 +1841,7 @@ include "_function.pxi"
 
 # ------------------------------------------------------------------ LR schedules
 include "_schedule.pxi"
+
+# ------------------------------------------------------------------ anomaly mode, observers
+include "_anomaly.pxi"
+include "_observe.pxi"

@@ -30,6 +30,7 @@ from libc.string cimport memcpy
 
 import functools as _functools
 import warnings as _warnings
+import weakref as _weakref
 
 # ---------------------------------------------------------------- internals
 # Two things the public C API cannot do yet (see the report / ARCHITECTURE):
@@ -596,6 +597,8 @@ cdef object _record(FunctionCtx ctx, _FnInfo info, tuple args, list tins, object
     d = vars(ctx)
     if d:
         _warn_outputs_on_ctx(ctx, d, rec, outs)
+        if _check_mode_on or getattr(ctx._info.cls, "check_mode", None):
+            _warn_stashed_on_ctx(ctx, d, rec, outs)
 
     cdef _GotGradHook h
     cdef int64_t handle
@@ -618,6 +621,44 @@ cdef void _warn_outputs_on_ctx(FunctionCtx ctx, dict d, list rec, tuple outs) ex
                 f"{_fname(ctx)}.forward stored an output on ctx.{name}: that keeps the output's "
                 f"graph alive forever (a reference cycle through the tape). Use "
                 f"ctx.save_for_backward for outputs.", RuntimeWarning, stacklevel=3)
+
+
+cdef void _warn_stashed_on_ctx(FunctionCtx ctx, dict d, list rec, tuple outs) except *:
+    """Check mode: a tensor kept as a ctx attribute escapes the version check
+    that save_for_backward gives (an in-place change before backward would
+    silently give wrong gradients)."""
+    for name, v in d.items():
+        if isinstance(v, Tensor) and not (_has_obj(outs, v) or _has_ptr(rec, (<Tensor>v).c)):
+            _warnings.warn(
+                f"{_fname(ctx)}.forward stored a Tensor on ctx.{name} outside save_for_backward: "
+                f"an in-place change to it before backward would go undetected. Use "
+                f"ctx.save_for_backward({name}) and ctx.saved_tensors.", RuntimeWarning, stacklevel=1)
+
+
+# Check mode (cgrad.autograd.set_check_mode): the first apply of each
+# Function class is followed by a gradient check of its backward.
+_check_mode_on = False
+_checked_functions = _weakref.WeakSet()
+
+def _set_check_mode_flag(bint enabled):
+    global _check_mode_on
+    prev = _check_mode_on
+    _check_mode_on = enabled
+    return prev
+
+cdef object _checked_apply(object cls, tuple args, dict kwargs):
+    mode = getattr(cls, "check_mode", None)
+    if mode is False or cls in _checked_functions:
+        return _function_apply(cls, args, kwargs)
+    _checked_functions.add(cls)  # before the check: it applies cls again
+    try:
+        out = _function_apply(cls, args, kwargs)
+        from cgrad._check_mode import check_function
+        check_function(cls, args, kwargs)
+    except BaseException:
+        _checked_functions.discard(cls)  # check again next time
+        raise
+    return out
 
 
 # ---------------------------------------------------------------- Function
@@ -660,9 +701,15 @@ class Function:
         raise NotImplementedError("You must implement the backward function for a custom Function "
                                   "to use it in backward")
 
+    # None: follow cgrad.autograd.set_check_mode; True/False: always/never
+    # check this Function the first time it is applied.
+    check_mode = None
+
     @classmethod
     def apply(cls, *args, **kwargs):
         """Runs forward and records one tape entry for backward."""
+        if _check_mode_on or cls.check_mode:
+            return _checked_apply(cls, args, kwargs)
         return _function_apply(cls, args, kwargs)
 
 
@@ -736,4 +783,5 @@ def once_differentiable(fn):
         where = f"{_fname(ctx)}.backward" if isinstance(ctx, FunctionCtx) else \
             getattr(fn, "__qualname__", "backward")
         return _delay_error(where, deps, outputs)
+    wrapper._cg_once_differentiable = True  # check mode skips its double backward
     return wrapper

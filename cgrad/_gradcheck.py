@@ -111,8 +111,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
                 r, e = (int(v) for v in np.argwhere(bad)[0])
                 index = np.unravel_index(e, shape) if shape else ()
                 msg = (f"Jacobian mismatch for output {o} (flat element {r}) with respect to input {i}, "
-                       f"element {tuple(int(v) for v in index)}: analytical {ana[r, e]!r}, "
-                       f"numerical {num[r, e]!r}")
+                       f"element {tuple(int(v) for v in index)}: analytical {float(ana[r, e])!r}, "
+                       f"numerical {float(num[r, e])!r}")
                 if raise_exception:
                     raise GradcheckError(msg)
                 return False

@@ -274,6 +274,51 @@ CG_API cg_status cg_override_push(const char *op_name, cg_override_fn fn, void *
 /* CG_ERR_VALUE if handle is not the innermost override of this thread. */
 CG_API cg_status cg_override_pop(int64_t handle);
 
+/* Anomaly mode (NaN/Inf localisation), per thread, off by default. While
+ * on, every op recorded on this thread scans its outputs for NaN/Inf once
+ * and keeps where it was created (from the location hook, if installed);
+ * the first op whose forward produced a non-finite value is remembered
+ * (cg_anomaly_report) and passed to the anomaly hook, whose failure status
+ * fails the op; and a backward in which an entry computes a non-finite
+ * gradient fails with CG_ERR_AUTOGRAD naming the op, the input and where the
+ * op was created. Enabling it (from off) clears the report. Returns the
+ * previous setting. */
+CG_API int cg_set_anomaly_mode(int enabled);
+CG_API int cg_anomaly_mode(void);
+/* The first forward anomaly on this thread since anomaly mode was enabled,
+ * "" if none. Borrowed: valid until anomaly mode is enabled again. */
+CG_API const char *cg_anomaly_report(void);
+/* Process-wide hooks for anomaly mode (NULL uninstalls). The location hook
+ * runs when an entry is recorded and returns an opaque tag for where it was
+ * created (or NULL); the entry owns it and calls free_fn(tag) when it dies;
+ * str(tag, buf, size) writes it as text ("train.py:42") when a report needs
+ * it. The anomaly hook gets the report message (borrowed, valid during the
+ * call). Install them before threads record. */
+typedef void *(*cg_location_fn)(void *ctx);
+typedef void (*cg_location_str_fn)(void *tag, char *buf, size_t size);
+typedef void (*cg_location_free_fn)(void *tag);
+typedef cg_status (*cg_anomaly_fn)(void *ctx, const char *message);
+CG_API void cg_set_location_hook(cg_location_fn fn, cg_location_str_fn str,
+                                 cg_location_free_fn free_fn, void *ctx);
+CG_API void cg_set_anomaly_hook(cg_anomaly_fn fn, void *ctx);
+
+/* Tape-entry observers (debugging), per thread. While one is pushed, every
+ * entry that a backward on this thread runs calls fn, before its backward,
+ * with the op's name, its sequence number, where it was created (borrowed,
+ * NULL unless it was recorded in anomaly mode) and the gradients flowing
+ * into its outputs (borrowed, valid during the call, never NULL: zeros for
+ * an output that got none). fn runs with grad mode off and must not modify
+ * the gradients (use cg_tensor_register_hook to change one); a failing
+ * status aborts the backward. Observers nest; the innermost runs first.
+ * The observer owns ctx (ctx_free(ctx) when popped). */
+typedef cg_status (*cg_entry_hook_fn)(void *ctx, const char *op_name, uint64_t seq,
+                                      const char *location, int n_outputs,
+                                      cg_tensor *const *grad_outputs);
+CG_API cg_status cg_entry_hook_push(cg_entry_hook_fn fn, void *ctx, cg_ctx_free_fn ctx_free,
+                                    int64_t *handle);
+/* CG_ERR_VALUE if handle is not the innermost observer of this thread. */
+CG_API cg_status cg_entry_hook_pop(int64_t handle);
+
 /* For callbacks: set the thread's error message and return status. */
 CG_API cg_status cg_set_error(cg_status status, const char *message);
 

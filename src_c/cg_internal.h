@@ -166,6 +166,10 @@ struct cg_node {
      * output aliases (owned, detached: rebuilt on use like saved outputs). */
     cg_override *override;
     cg_tensor **ov_tensors; /* n_inputs inputs then n_outputs output aliases */
+    /* Anomaly mode (anomaly.c): where the entry was created (an owned tag
+     * from the location hook) and whether its forward produced NaN/Inf. */
+    void *location;
+    int nonfinite_out;
 };
 
 /* ------------------------------------------------------------- errors */
@@ -287,6 +291,26 @@ CG_INTERNAL void cg__hooks_free(cg_hook *h);
 CG_INTERNAL void cg__node_destroy(cg_node *node);
 /* Pushes a dead node on the deallocation worklist (tensor.c). */
 CG_INTERNAL void cg__node_dispose(cg_node *node);
+
+/* Anomaly mode (anomaly.c). */
+CG_INTERNAL int cg__anomaly_on(void);
+CG_INTERNAL int64_t cg__count_nonfinite(const cg_tensor *t);
+CG_INTERNAL int cg__anomaly_all_finite(int n, cg_tensor *const *ts);
+CG_INTERNAL void cg__location_free(void *tag);
+/* Where n was created, formatted into buf (NULL when unknown). */
+CG_INTERNAL const char *cg__node_location(const cg_node *n, char *buf, size_t size);
+
+/* Tape-entry observers (observe.c). */
+CG_INTERNAL int cg__entry_hooks_on(void);
+CG_INTERNAL cg_status cg__run_entry_hooks(const cg_node *n, int n_outputs,
+                                          cg_tensor *const *grad_outputs);
+/* At record time: location, output scan, first-anomaly report. */
+CG_INTERNAL cg_status cg__anomaly_record(cg_node *n, int n_inputs, cg_tensor *const *inputs,
+                                         int n_outputs, cg_tensor *const *outputs);
+/* After an entry's backward: fails when a computed gradient is non-finite. */
+CG_INTERNAL cg_status cg__anomaly_backward(const cg_node *n, int n_grad_outputs,
+                                           cg_tensor *const *grad_outputs, int n_inputs,
+                                           cg_tensor *const *grad_inputs);
 
 /* ---------------------------------------------------------------- GEMM */
 CG_INTERNAL void cg__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,

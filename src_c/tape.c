@@ -78,6 +78,7 @@ void cg__node_destroy(cg_node *n) {
     if (n->ctx_free) n->ctx_free(n->ctx);
     if (n->extra_free) n->extra_free(n->extra);
     free(n->custom_name);
+    cg__location_free(n->location);
     free(n);
 }
 
@@ -282,6 +283,13 @@ cg_status cg__record(const cg_op *op, int n_inputs, cg_tensor *const *inputs, in
             return st;
         }
     }
+    if (cg__anomaly_on()) {
+        cg_status st = cg__anomaly_record(n, n_inputs, inputs, n_outputs, outputs);
+        if (st) {
+            cg__node_destroy(n);
+            return st;
+        }
+    }
     attach_outputs(n, n_outputs, outputs);
     if (node_out) *node_out = n;
     return CG_OK;
@@ -420,6 +428,13 @@ cg_status cg_record_custom(const char *name, int n_inputs, cg_tensor *const *inp
     n->custom_backward = backward;
     n->ctx = ctx;
     n->ctx_free = ctx_free;
+    if (cg__anomaly_on()) {
+        st = cg__anomaly_record(n, n_inputs, inputs, n_outputs, outputs);
+        if (st) {
+            cg__node_destroy(n); /* frees ctx */
+            return st;
+        }
+    }
     attach_outputs(n, n_outputs, outputs);
     return CG_OK;
 fail:
@@ -721,6 +736,12 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
             st = cg__new(m->dtype, m->ndim, m->shape, 1, &n->grad_buf[o]);
             if (st) goto done;
         }
+        if (cg__entry_hooks_on()) {
+            grad_enabled = 0; /* observers look; they do not record */
+            st = cg__run_entry_hooks(n, n->n_outputs, n->grad_buf);
+            grad_enabled = prev_mode;
+            if (st) goto done;
+        }
         /* Pruned inputs need no gradient in cg_grad mode. */
         unsigned char saved_needs[64];
         int prune = inputs && n->n_inputs <= 64;
@@ -745,6 +766,8 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
         grad_enabled = create_graph;
         st = n->override ? run_override(n, n->grad_buf, gin) : n->op->backward(n, n->grad_buf, gin);
         grad_enabled = prev_mode;
+        if (!st && cg__anomaly_on())
+            st = cg__anomaly_backward(n, n->n_outputs, n->grad_buf, n->n_inputs, gin);
         if (prune) memcpy(n->needs_grad, saved_needs, (size_t)n->n_inputs);
         for (int o = 0; o < n->n_outputs; ++o) {
             cg_tensor_free(n->grad_buf[o]);
