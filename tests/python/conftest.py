@@ -35,6 +35,14 @@ def _isolated_state():
         if hasattr(cgrad, "set_grad_enabled"):
             cgrad.set_grad_enabled(True)
         pytest.fail("test left grad mode disabled")
+    from cgrad import autograd
+
+    if autograd.is_anomaly_enabled():
+        autograd.set_detect_anomaly(False)
+        pytest.fail("test left anomaly mode on")
+    if autograd.is_check_mode_enabled():
+        autograd.set_check_mode(False)
+        pytest.fail("test left check mode on")
 
 
 @pytest.fixture
