@@ -1,4 +1,12 @@
-"""cgrad.nn: neural-network building blocks (functional ops for now)."""
-from cgrad.nn import functional
+"""cgrad.nn: neural-network building blocks with PyTorch's names.
 
-__all__ = ["functional"]
+Module, Parameter, layers (Linear, Conv2d, RNN/LSTM/GRU, ...), losses,
+and the functional and init namespaces."""
+from cgrad.nn import functional, init
+from cgrad.nn.parameter import Parameter
+from cgrad.nn.modules import *  # noqa: F401,F403
+from cgrad.nn.modules import __all__ as _modules_all
+from cgrad.nn.modules.loss import *  # noqa: F401,F403
+from cgrad.nn.modules.loss import __all__ as _loss_all
+
+__all__ = ["functional", "init", "Parameter"] + list(_modules_all) + list(_loss_all)

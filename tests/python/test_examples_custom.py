@@ -22,7 +22,7 @@ def run(args, cwd=EXAMPLES):
 def test_examples_are_present():
     for name in ("01_square.py", "02_leaky_custom_gradient.py", "03_positive_weights.py", "04_ste_round.py",
                  "07_gradient_hooks.py",
-                 "05_weighted_mse.py", "08_double_backward.py"):
+                 "05_weighted_mse.py", "06_user_losses.py", "08_double_backward.py"):
         assert name in SCRIPTS
 
 
