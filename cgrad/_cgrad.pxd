@@ -122,6 +122,7 @@ cdef extern from "cgrad.h" nogil:
     cg_tensor *cg_tensor_grad(const cg_tensor *t)
     cg_status cg_tensor_set_grad(cg_tensor *t, cg_tensor *grad)
     const char *cg_tensor_grad_fn_name(const cg_tensor *t)
+    cg_status cg_tensor_set_data(cg_tensor *t, cg_tensor *src)
     cg_status cg_detach(cg_tensor *t, cg_tensor **out)
     int cg_is_grad_enabled()
     int cg_set_grad_enabled(int enabled)

@@ -531,32 +531,15 @@ cdef class Tensor:
 
     @data.setter
     def data(self, value):
-        """Point this tensor at value's storage, keeping its identity and
-        requires_grad (as PyTorch's `p.data = x`, used by Module.to). The
-        gradient is kept when it still matches shape and dtype, dropped
-        otherwise; hooks registered on the old storage's tensor do not move."""
+        """Make this tensor use value's data, keeping its identity,
+        requires_grad and hooks (PyTorch's `p.data = x`, used by Module.to).
+        The gradient is kept when it still matches shape and dtype, dropped
+        otherwise."""
         if not isinstance(value, Tensor):
             raise TypeError(f"data must be a Tensor, got {type(value).__name__}")
         if not cg_tensor_is_leaf(self.c):
             raise RuntimeError("data can only be assigned on a leaf tensor")
-        cdef Tensor v = <Tensor>value
-        cdef cg_tensor *c = NULL
-        cdef cg_tensor *g = cg_tensor_grad(self.c)
-        cdef int rg = cg_tensor_requires_grad(self.c)
-        if rg and not _float_tensor(v):
-            raise TypeError(f"data: a tensor that requires grad needs a floating dtype, got {v.dtype}")
-        _check(cg_detach(v.c, &c))
-        if rg:
-            st = cg_tensor_set_requires_grad(c, 1)
-            if st != CG_OK:
-                cg_tensor_free(c)
-                _check(st)
-        if g != NULL and cg_tensor_dtype(g) == cg_tensor_dtype(c) and \
-                tuple(self.shape) == tuple(v.shape):
-            if cg_tensor_set_grad(c, g) != CG_OK:
-                cg_clear_error()
-        cg_tensor_free(self.c)
-        self.c = c
+        _check(cg_tensor_set_data(self.c, (<Tensor>value).c))
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False):
         """Accumulate d(self)/d(leaf) into every leaf's .grad."""

@@ -164,6 +164,13 @@ CG_API cg_tensor *cg_tensor_grad(const cg_tensor *t);
 CG_API cg_status cg_tensor_set_grad(cg_tensor *t, cg_tensor *grad);
 /* Name of the op that produced t ("mul", "matmul", ...), NULL for leaves. */
 CG_API const char *cg_tensor_grad_fn_name(const cg_tensor *t);
+/* Makes leaf t use src's data (storage, dtype, shape, strides), as
+ * PyTorch's `t.data = src`: t keeps its identity, requires_grad and hooks;
+ * its grad is dropped unless it still matches shape and dtype. A tape entry
+ * that saved t before refuses to run backward (CG_ERR_AUTOGRAD), and a
+ * backward of an older graph whose gradient no longer matches t fails
+ * instead of accumulating a gradient of the old shape or dtype. */
+CG_API cg_status cg_tensor_set_data(cg_tensor *t, cg_tensor *src);
 /* New tensor sharing storage with t, not recorded on the tape. */
 CG_API cg_status cg_detach(cg_tensor *t, cg_tensor **out);
 

@@ -102,6 +102,7 @@ struct cg_tensor {
 /* A tensor saved for backward. */
 typedef struct cg_saved {
     cg_tensor *t;       /* owned; for outputs: a detached alias (no cycle) */
+    const cg_storage *storage; /* t's storage when saved (cg_tensor_set_data swaps it) */
     uint64_t version;   /* storage version when saved */
     int is_output;      /* output_nr + 1 when t is an output of this node */
 } cg_saved;

@@ -301,6 +301,7 @@ cg_status cg__save(cg_node *node, cg_tensor *t) {
     cg_saved *s = &node->saved[node->n_saved++];
     cg_tensor_retain(t);
     s->t = t;
+    s->storage = t ? t->storage : NULL;
     s->version = t ? t->storage->version : 0;
     s->is_output = 0;
     return CG_OK;
@@ -318,6 +319,7 @@ cg_status cg__save_output(cg_node *node, int output_nr) {
     CG_TRY(cg__view(out, out->ndim, out->shape, out->strides, out->offset, &alias));
     cg_saved *s = &node->saved[node->n_saved++];
     s->t = alias;
+    s->storage = alias->storage;
     s->version = out->storage->version;
     s->is_output = output_nr + 1;
     return CG_OK;
@@ -337,6 +339,11 @@ cg_status cg__saved(cg_node *node, int i, cg_tensor **out) {
     if (!s->t) {
         return CG_OK; /* a NULL was saved (optional argument) */
     }
+    if (s->t->storage != s->storage)
+        return cg__err(CG_ERR_AUTOGRAD,
+                       "one of the tensors needed for gradient computation had its data replaced "
+                       "(a .data assignment / cg_tensor_set_data) after op '%s' saved it",
+                       cg__node_name(node));
     if (s->t->storage->version != s->version)
         return cg__err(CG_ERR_AUTOGRAD,
                        "one of the tensors needed for gradient computation has been modified by an "
@@ -815,6 +822,14 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
                     cg_tensor_retain(g);
                     st = accumulate(&grads[j], g);
                 }
+            cg_tensor_free(g);
+        } else if (!cg__same_shape(leaf, g) || leaf->dtype != g->dtype) {
+            char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
+            st = cg__err(CG_ERR_AUTOGRAD,
+                         "a leaf changed to shape %s dtype %s (a .data assignment?) after this graph "
+                         "was recorded for shape %s dtype %s",
+                         cg__shape_str(leaf->ndim, leaf->shape, b1, sizeof b1), cg_dtype_name(leaf->dtype),
+                         cg__shape_str(g->ndim, g->shape, b2, sizeof b2), cg_dtype_name(g->dtype));
             cg_tensor_free(g);
         } else {
             st = accumulate_leaf(leaf, g, create_graph);

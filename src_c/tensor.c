@@ -484,6 +484,33 @@ cg_status cg_tensor_set_grad(cg_tensor *t, cg_tensor *grad) {
     return CG_OK;
 }
 
+cg_status cg_tensor_set_data(cg_tensor *t, cg_tensor *src) {
+    CG_CHECK_T(t);
+    CG_CHECK_T(src);
+    if (t->grad_fn)
+        return cg__err(CG_ERR_AUTOGRAD, "set_data: only a leaf tensor's data can be replaced (this one "
+                                        "was produced by '%s')", cg__node_name(t->grad_fn));
+    if (t->requires_grad && !cg__is_float(src->dtype))
+        return cg__err(CG_ERR_DTYPE, "set_data: a tensor that requires grad needs floating data, got %s",
+                       cg_dtype_name(src->dtype));
+    if (t == src) return CG_OK;
+    cg_storage *old = t->storage;
+    ++src->storage->refcount;
+    t->storage = src->storage;
+    t->dtype = src->dtype;
+    t->ndim = src->ndim;
+    memcpy(t->shape, src->shape, sizeof t->shape);
+    memcpy(t->strides, src->strides, sizeof t->strides);
+    t->offset = src->offset;
+    t->numel = src->numel;
+    if (t->grad && (!cg__same_shape(t, t->grad) || t->grad->dtype != t->dtype)) {
+        cg_tensor_free(t->grad);
+        t->grad = NULL;
+    }
+    storage_decref(old);
+    return CG_OK;
+}
+
 cg_status cg_detach(cg_tensor *t, cg_tensor **out) {
     CG_CHECK_OUT(out);
     CG_CHECK_T(t);

@@ -402,7 +402,34 @@ static void test_override(void) {
     cg_tensor_free(x);
 }
 
+static void test_set_data(void) {
+    int64_t shape[1] = {3}, shape2[2] = {2, 2};
+    double d[3] = {1, 2, 3}, d4[4] = {1, 1, 1, 1};
+    cg_tensor *p = cgt_f64(1, shape, d), *y = NULL, *s = NULL, *f32 = NULL, *m = NULL;
+    cg_tensor_set_requires_grad(p, 1);
+    CHECK_OK(cg_mul(p, p, &y));
+    CHECK_OK(cg_sum(y, NULL, 0, 0, &s));
+    CHECK_OK(cg_to_dtype(p, CG_FLOAT32, &f32));
+    cg_tensor *f32d = NULL;
+    CHECK_OK(cg_detach(f32, &f32d));
+    CHECK_OK(cg_tensor_set_data(p, f32d));
+    CHECK(cg_tensor_dtype(p) == CG_FLOAT32 && cg_tensor_requires_grad(p) && cg_tensor_is_leaf(p));
+    CHECK_STATUS(cg_backward(s, NULL, 0, 0), CG_ERR_AUTOGRAD); /* mul saved the old p */
+    CHECK(strstr(cg_last_error(), "data replaced") != NULL);
+    m = cgt_f64(2, shape2, d4);
+    CHECK_OK(cg_tensor_set_data(p, m)); /* any shape, like PyTorch */
+    CHECK(cg_tensor_numel(p) == 4 && cg_tensor_grad(p) == NULL);
+    cg_tensor *idx = NULL;
+    CHECK_OK(cg_arange(CG_INT64, 0, 3, 1, &idx));
+    CHECK_STATUS(cg_tensor_set_data(p, idx), CG_ERR_DTYPE); /* requires grad: floating only */
+    CHECK_STATUS(cg_tensor_set_data(y, m), CG_ERR_AUTOGRAD);  /* not a leaf */
+    CHECK_STATUS(cg_tensor_set_data(NULL, m), CG_ERR_NULL);
+    cg_tensor_free(idx); cg_tensor_free(m); cg_tensor_free(f32d); cg_tensor_free(f32);
+    cg_tensor_free(s); cg_tensor_free(y); cg_tensor_free(p);
+}
+
 int main(void) {
+    test_set_data();
     test_override();
     test_hooks();
     test_accumulate_and_retain();

@@ -70,3 +70,31 @@ def test_data_setter_errors():
     y = p * 2
     with pytest.raises(RuntimeError):
         y.data = cgrad.ones(2)
+
+
+def test_data_setter_keeps_hooks():
+    p = Param(cgrad.ones(3))
+    seen = []
+    p.register_hook(lambda g: seen.append(g.dtype) or g * 2)
+    p.register_post_accumulate_grad_hook(lambda t: seen.append("post"))
+    p.data = p.data.double()
+    (p * 1.5).sum().backward()
+    assert seen == [cgrad.float64, "post"]
+    np.testing.assert_allclose(p.grad.numpy(), [3, 3, 3])
+
+
+def test_saved_tensor_with_replaced_data_refuses_backward():
+    p = Param(cgrad.ones(3))
+    y = (p * p).sum()  # mul saved p
+    p.data = cgrad.zeros(3)
+    with pytest.raises(RuntimeError, match="data replaced"):
+        y.backward()
+
+
+def test_old_graph_gradient_of_the_old_dtype_is_refused():
+    p = Param(cgrad.ones(3))
+    y = (p * 2.0).sum()  # mul by a Python scalar saves nothing
+    p.data = p.data.double()
+    with pytest.raises(RuntimeError, match="after this graph was recorded"):
+        y.backward()
+    assert p.grad is None
