@@ -60,10 +60,6 @@ def dropout(input, p=0.5, training=True, inplace=False):
     return _core.dropout(input, p, training)
 
 
-def embedding(input, weight):
-    return _core.embedding(input, weight)
-
-
 
 # Normalization / recurrent cells and losses live in their own files; their
 # names are part of this namespace, as in torch.nn.functional.
