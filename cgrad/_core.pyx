@@ -1838,3 +1838,4 @@ __version__ = CG_VERSION_STRING.decode()
 
 # ------------------------------------------------------------------ custom Functions
 include "_function.pxi"
+include "_train.pxi"
