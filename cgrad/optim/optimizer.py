@@ -105,6 +105,10 @@ class Optimizer:
                             f"Tensors or dicts, but got {type(params).__name__}")
         if not isinstance(defaults, dict):
             raise TypeError(f"defaults must be a dict, got {type(defaults).__name__}")
+        if isinstance(params, (set, frozenset)):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, "
+                            "but the ordering of tensors in sets will change between runs. "
+                            "Please use a list instead.")
         self.defaults = defaults
         self.state = collections.defaultdict(dict)
         self.param_groups = []
@@ -114,7 +118,8 @@ class Optimizer:
         self._step_post_hooks = collections.OrderedDict()
         self._report_hooks = collections.OrderedDict()
         self._step_count = 0
-        self._clip_serial_seen = -1
+        from cgrad.nn.utils import clip_grad as _clip
+        self._clip_serial_seen = _clip._latest_serial()  # clips before now are not ours
         self._report_extra = {}
         param_groups = list(params)
         if len(param_groups) == 0:
@@ -311,9 +316,9 @@ class Optimizer:
                                      for g in self.param_groups])
         self._step_count += 1
         from cgrad.nn.utils import clip_grad as _clip
-        clip = _clip._result_for(params, self._clip_serial_seen)
+        clip = _clip._take_result_for(params, self._clip_serial_seen)
+        self._clip_serial_seen = _clip._latest_serial()
         if clip is not None:
-            self._clip_serial_seen = clip.serial
             rep.clip = clip
             rep.clipped = clip.clipped
             rep.max_norm = clip.max_norm

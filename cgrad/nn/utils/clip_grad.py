@@ -32,10 +32,12 @@ class ClipResult:
     n_clipped: Optional[int] = None  # elements ("value") or units ("agc") changed
     n_total: Optional[int] = None    # elements ("value") or units ("agc") looked at
     serial: int = -1
+    taken: bool = dataclasses.field(default=False, repr=False)  # reported by a step already
     param_ids: frozenset = dataclasses.field(default_factory=frozenset, repr=False)
 
 
 _serial = itertools.count()
+_last_serial = [-1]
 _local = threading.local()
 _KEEP = 16  # results remembered per thread for optimizers to pick up
 
@@ -48,7 +50,7 @@ def _recent():
 
 
 def _record(result, params):
-    result.serial = next(_serial)
+    result.serial = _last_serial[0] = next(_serial)
     result.param_ids = frozenset(id(p) for p in params)
     r = _recent()
     r.append(result)
@@ -62,13 +64,20 @@ def last_clip_result():
     return r[-1] if r else None
 
 
-def _result_for(params, after_serial):
-    """Latest result newer than after_serial touching any of params."""
+def _latest_serial():
+    return _last_serial[0]
+
+
+def _take_result_for(params, after_serial):
+    """The latest result newer than after_serial that touched any of params
+    and no optimizer step has taken yet; marks it taken (a clip is reported
+    by one step)."""
     ids = {id(p) for p in params}
     for res in reversed(_recent()):
         if res.serial <= after_serial:
             return None
-        if not ids.isdisjoint(res.param_ids):
+        if not res.taken and not ids.isdisjoint(res.param_ids):
+            res.taken = True
             return res
     return None
 
