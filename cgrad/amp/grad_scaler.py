@@ -30,7 +30,9 @@ def _fresh_state():
 
 
 def _f32(x):
-    return float(np.float32(x))
+    """x rounded to float32 (inf past float32's range, as the scale tensor)."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(x))
 
 
 class GradScaler:
