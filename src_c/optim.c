@@ -66,33 +66,59 @@ static void bump(cg_tensor *t) {
     if (t) ++t->storage->version;
 }
 
-/* PyTorch's lerp (ATen lerp.h): a weight below 0.5 interpolates from the
- * start, a larger one from the end, for accuracy near both ends. */
 /* sqrtf for float: correctly rounded like PyTorch's, and it vectorises. */
 #define SQRT_float sqrtf
 #define SQRT_double sqrt
 
-#define LERP(T, s, e, w) ((w) < (T)0.5 ? (s) + (w) * ((e) - (s)) : (e) - ((e) - (s)) * ((T)1 - (w)))
+/* PyTorch's lerp (ATen lerp.h): a weight below 0.5 interpolates from the
+ * start, a larger one from the end (w1m = 1 - w, in T), for accuracy near
+ * both ends. SMALL is a compile-time flag of the specialised loop. */
+#define LERP(SMALL, s, e, w, w1m) ((SMALL) ? (s) + (w) * ((e) - (s)) : (e) - ((e) - (s)) * (w1m))
+
+/* Each update loop is an always-inline body taking its option flags as
+ * int parameters, instantiated once per flag combination by a switch on a
+ * key whose cases pass literal constants: every instance is branch-free
+ * inside, so GCC vectorises it (a flag tested in the loop stops that). */
+#define CG_INLINE static inline __attribute__((always_inline))
+#define CASES4(C, k) C(k) C((k) + 1) C((k) + 2) C((k) + 3)
+#define CASES32(C)                                                                          \
+    CASES4(C, 0) CASES4(C, 4) CASES4(C, 8) CASES4(C, 12) CASES4(C, 16) CASES4(C, 20)       \
+    CASES4(C, 24) CASES4(C, 28)
+#define BIT(k, i) (((k) >> (i)) & 1)
 
 /* ------------------------------------------------------------------- SGD */
+/* key bits: 0 maximize, 1 weight decay, 2 momentum, 3 nesterov, 4 first step */
 #define SGD_KERNEL(NAME, T)                                                                 \
-    static void NAME(int64_t n, T *restrict p, const T *restrict gr, T *restrict buf,       \
-                     int init, const cg_sgd_options *o) {                                   \
+    CG_INLINE void NAME##_body(int64_t n, T *restrict p, const T *restrict gr,              \
+                               T *restrict buf, const cg_sgd_options *o, const int MX,      \
+                               const int WD, const int MOM, const int NEST, const int INIT) { \
         const T lr_neg = (T)(-o->lr), wd = (T)o->weight_decay, mom = (T)o->momentum;       \
         const T damp1 = (T)(1.0 - o->dampening);                                            \
-        const int use_wd = o->weight_decay != 0.0, maximize = o->maximize;                  \
-        const int use_mom = o->momentum != 0.0, nesterov = o->nesterov;                     \
         for (int64_t i = 0; i < n; ++i) {                                                   \
-            T g = maximize ? -gr[i] : gr[i];                                                \
-            if (use_wd) g = g + wd * p[i];                                                  \
-            if (use_mom) {                                                                  \
-                const T b = init ? g : buf[i] * mom + damp1 * g;                            \
+            T g = MX ? -gr[i] : gr[i];                                                      \
+            if (WD) g = g + wd * p[i];                                                      \
+            if (MOM) {                                                                      \
+                const T b = INIT ? g : buf[i] * mom + damp1 * g;                            \
                 buf[i] = b;                                                                 \
-                g = nesterov ? g + mom * b : b;                                             \
+                g = NEST ? g + mom * b : b;                                                 \
             }                                                                               \
             p[i] = p[i] + lr_neg * g;                                                       \
         }                                                                                   \
+    }                                                                                       \
+    static void NAME(int64_t n, T *p, const T *gr, T *buf, int init,                        \
+                     const cg_sgd_options *o) {                                             \
+        const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1 |                \
+                        (o->momentum != 0.0) << 2 | (o->nesterov != 0) << 3 |               \
+                        (init != 0) << 4;                                                   \
+        switch (key) {                                                                      \
+            CASES32(NAME##_CASE)                                                            \
+        default: break;                                                                     \
+        }                                                                                   \
     }
+#define sgd_f32_CASE(k)                                                                     \
+    case k: sgd_f32_body(n, p, gr, buf, o, BIT(k, 0), BIT(k, 1), BIT(k, 2), BIT(k, 3), BIT(k, 4)); break;
+#define sgd_f64_CASE(k)                                                                     \
+    case k: sgd_f64_body(n, p, gr, buf, o, BIT(k, 0), BIT(k, 1), BIT(k, 2), BIT(k, 3), BIT(k, 4)); break;
 SGD_KERNEL(sgd_f32, float)
 SGD_KERNEL(sgd_f64, double)
 
@@ -146,39 +172,54 @@ typedef struct adam_scalars {
     double step_size;  /* lr / (1 - beta1^step) */
 } adam_scalars;
 
+/* key bits: 0 maximize, 1 coupled weight decay, 2 decoupled weight decay,
+ * 3 amsgrad, 4 lerp weight 1 - beta1 below 0.5 */
 #define ADAM_KERNEL(NAME, T)                                                                \
-    static void NAME(int64_t n, T *restrict p, const T *restrict gr, T *restrict m,         \
-                     T *restrict v, T *restrict vmax, const cg_adam_options *o,             \
-                     const adam_scalars *s) {                                               \
+    CG_INLINE void NAME##_body(int64_t n, T *restrict p, const T *restrict gr, T *restrict m, \
+                               T *restrict v, T *restrict vmax, const cg_adam_options *o,   \
+                               const adam_scalars *s, const int MX, const int WD,           \
+                               const int DWD, const int AMS, const int SW) {                \
         const T wd = (T)o->weight_decay, wd_factor = (T)s->wd_factor;                       \
-        const T w1 = (T)(1.0 - o->beta1), b2 = (T)o->beta2, c2 = (T)(1.0 - o->beta2);      \
+        const T w1 = (T)(1.0 - o->beta1), w1m = (T)1 - w1;                                  \
+        const T b2 = (T)o->beta2, c2 = (T)(1.0 - o->beta2);                                 \
         const T bc2_sqrt = (T)s->bc2_sqrt, eps = (T)o->eps, neg_step = (T)(-s->step_size); \
-        const int use_wd = o->weight_decay != 0.0, decoupled = o->decoupled_weight_decay;   \
-        const int maximize = o->maximize;                                                   \
         for (int64_t i = 0; i < n; ++i) {                                                   \
-            T g = maximize ? -gr[i] : gr[i];                                                \
+            T g = MX ? -gr[i] : gr[i];                                                      \
             T x = p[i];                                                                     \
-            if (use_wd) {                                                                   \
-                if (decoupled)                                                              \
-                    x = x * wd_factor;                                                      \
-                else                                                                        \
-                    g = g + wd * x;                                                         \
-            }                                                                               \
-            const T mi = LERP(T, m[i], g, w1);                                              \
+            if (WD) g = g + wd * x;                                                         \
+            if (DWD) x = x * wd_factor;                                                     \
+            const T mi = LERP(SW, m[i], g, w1, w1m);                                        \
             const T vi = v[i] * b2 + c2 * g * g;                                            \
             m[i] = mi;                                                                      \
             v[i] = vi;                                                                      \
             T vd = vi;                                                                      \
-            if (vmax) {                                                                     \
+            if (AMS) {                                                                      \
                 /* torch.maximum: NaN wins */                                               \
                 const T vm = vmax[i];                                                       \
                 vd = (vm != vm || vm > vi) ? vm : vi;                                       \
                 vmax[i] = vd;                                                               \
             }                                                                               \
-            const T denom = SQRT_##T(vd) / bc2_sqrt + eps;                                   \
+            const T denom = SQRT_##T(vd) / bc2_sqrt + eps;                                  \
             p[i] = x + neg_step * mi / denom;                                               \
         }                                                                                   \
+    }                                                                                       \
+    static void NAME(int64_t n, T *p, const T *gr, T *m, T *v, T *vmax,                     \
+                     const cg_adam_options *o, const adam_scalars *s) {                     \
+        const int wd = o->weight_decay != 0.0;                                              \
+        const int key = (o->maximize != 0) | (wd && !o->decoupled_weight_decay) << 1 |      \
+                        (wd && o->decoupled_weight_decay) << 2 | (vmax != NULL) << 3 |      \
+                        ((T)(1.0 - o->beta1) < (T)0.5) << 4;                                \
+        switch (key) {                                                                      \
+            CASES32(NAME##_CASE)                                                            \
+        default: break;                                                                     \
+        }                                                                                   \
     }
+#define adam_f32_CASE(k)                                                                    \
+    case k: adam_f32_body(n, p, gr, m, v, vmax, o, s, BIT(k, 0), BIT(k, 1), BIT(k, 2),      \
+                          BIT(k, 3), BIT(k, 4)); break;
+#define adam_f64_CASE(k)                                                                    \
+    case k: adam_f64_body(n, p, gr, m, v, vmax, o, s, BIT(k, 0), BIT(k, 1), BIT(k, 2),      \
+                          BIT(k, 3), BIT(k, 4)); break;
 ADAM_KERNEL(adam_f32, float)
 ADAM_KERNEL(adam_f64, double)
 
@@ -236,28 +277,30 @@ cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
 }
 
 /* --------------------------------------------------------------- RMSprop */
+/* key bits: 0 maximize, 1 weight decay, 2 centered, 3 momentum, 4 lerp
+ * weight 1 - alpha below 0.5 */
 #define RMSPROP_KERNEL(NAME, T)                                                             \
-    static void NAME(int64_t n, T *restrict p, const T *restrict gr, T *restrict sq,        \
-                     T *restrict ga, T *restrict buf, const cg_rmsprop_options *o) {        \
+    CG_INLINE void NAME##_body(int64_t n, T *restrict p, const T *restrict gr,              \
+                               T *restrict sq, T *restrict ga, T *restrict buf,             \
+                               const cg_rmsprop_options *o, const int MX, const int WD,     \
+                               const int CEN, const int MOM, const int SW) {                \
         const T wd = (T)o->weight_decay, alpha = (T)o->alpha, c = (T)(1.0 - o->alpha);     \
-        const T eps = (T)o->eps, mom = (T)o->momentum, lr_neg = (T)(-o->lr);               \
-        const int use_wd = o->weight_decay != 0.0, maximize = o->maximize;                  \
-        const int use_mom = o->momentum > 0.0;                                              \
+        const T c1m = (T)1 - c, eps = (T)o->eps, mom = (T)o->momentum, lr_neg = (T)(-o->lr); \
         for (int64_t i = 0; i < n; ++i) {                                                   \
-            T g = maximize ? -gr[i] : gr[i];                                                \
-            if (use_wd) g = g + wd * p[i];                                                  \
+            T g = MX ? -gr[i] : gr[i];                                                      \
+            if (WD) g = g + wd * p[i];                                                      \
             const T si = sq[i] * alpha + c * g * g;                                         \
             sq[i] = si;                                                                     \
             T avg;                                                                          \
-            if (ga) {                                                                       \
-                const T gi = LERP(T, ga[i], g, c);                                          \
+            if (CEN) {                                                                      \
+                const T gi = LERP(SW, ga[i], g, c, c1m);                                    \
                 ga[i] = gi;                                                                 \
-                avg = SQRT_##T(si + (T)(-1) * gi * gi);                                      \
+                avg = SQRT_##T(si + (T)(-1) * gi * gi);                                     \
             } else {                                                                        \
-                avg = SQRT_##T(si);                                                          \
+                avg = SQRT_##T(si);                                                         \
             }                                                                               \
             avg = avg + eps;                                                                \
-            if (use_mom) {                                                                  \
+            if (MOM) {                                                                      \
                 const T b = buf[i] * mom + g / avg;                                         \
                 buf[i] = b;                                                                 \
                 p[i] = p[i] + lr_neg * b;                                                   \
@@ -265,7 +308,23 @@ cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
                 p[i] = p[i] + lr_neg * g / avg;                                             \
             }                                                                               \
         }                                                                                   \
+    }                                                                                       \
+    static void NAME(int64_t n, T *p, const T *gr, T *sq, T *ga, T *buf,                    \
+                     const cg_rmsprop_options *o) {                                         \
+        const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1 |                \
+                        (ga != NULL) << 2 | (buf != NULL) << 3 |                            \
+                        ((T)(1.0 - o->alpha) < (T)0.5) << 4;                                \
+        switch (key) {                                                                      \
+            CASES32(NAME##_CASE)                                                            \
+        default: break;                                                                     \
+        }                                                                                   \
     }
+#define rmsprop_f32_CASE(k)                                                                 \
+    case k: rmsprop_f32_body(n, p, gr, sq, ga, buf, o, BIT(k, 0), BIT(k, 1), BIT(k, 2),     \
+                             BIT(k, 3), BIT(k, 4)); break;
+#define rmsprop_f64_CASE(k)                                                                 \
+    case k: rmsprop_f64_body(n, p, gr, sq, ga, buf, o, BIT(k, 0), BIT(k, 1), BIT(k, 2),     \
+                             BIT(k, 3), BIT(k, 4)); break;
 RMSPROP_KERNEL(rmsprop_f32, float)
 RMSPROP_KERNEL(rmsprop_f64, double)
 
@@ -312,18 +371,26 @@ cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square
 
 /* --------------------------------------------------------------- Adagrad */
 #define ADAGRAD_KERNEL(NAME, T)                                                             \
-    static void NAME(int64_t n, T *restrict p, const T *restrict gr, T *restrict sum,       \
-                     double clr, const cg_adagrad_options *o) {                             \
+    CG_INLINE void NAME##_body(int64_t n, T *restrict p, const T *restrict gr,              \
+                               T *restrict sum, double clr, const cg_adagrad_options *o,    \
+                               const int MX, const int WD) {                                \
         const T wd = (T)o->weight_decay, eps = (T)o->eps, clr_neg = (T)(-clr);             \
-        const int use_wd = o->weight_decay != 0.0, maximize = o->maximize;                  \
         for (int64_t i = 0; i < n; ++i) {                                                   \
-            T g = maximize ? -gr[i] : gr[i];                                                \
-            if (use_wd) g = g + wd * p[i];                                                  \
+            T g = MX ? -gr[i] : gr[i];                                                      \
+            if (WD) g = g + wd * p[i];                                                      \
             const T si = sum[i] + g * g;                                                    \
             sum[i] = si;                                                                    \
-            const T std = SQRT_##T(si) + eps;                                                \
+            const T std = SQRT_##T(si) + eps;                                               \
             p[i] = p[i] + clr_neg * g / std;                                                \
         }                                                                                   \
+    }                                                                                       \
+    static void NAME(int64_t n, T *p, const T *gr, T *sum, double clr,                      \
+                     const cg_adagrad_options *o) {                                         \
+        const int mx = o->maximize != 0, wd = o->weight_decay != 0.0;                       \
+        if (mx && wd) NAME##_body(n, p, gr, sum, clr, o, 1, 1);                             \
+        else if (mx) NAME##_body(n, p, gr, sum, clr, o, 1, 0);                              \
+        else if (wd) NAME##_body(n, p, gr, sum, clr, o, 0, 1);                              \
+        else NAME##_body(n, p, gr, sum, clr, o, 0, 0);                                      \
     }
 ADAGRAD_KERNEL(adagrad_f32, float)
 ADAGRAD_KERNEL(adagrad_f64, double)
