@@ -1,10 +1,10 @@
 """cgrad.optim: optimizers with fused C updates, PyTorch's API and numerics."""
 from cgrad.optim.optimizer import Optimizer, required
-from cgrad.optim.report import StepReport
+from cgrad.optim.report import StepReport, TensorStats, tensor_stats
 from cgrad.optim.sgd import SGD
 from cgrad.optim.adam import Adam
 from cgrad.optim.adamw import AdamW
 from cgrad.optim.rmsprop import RMSprop
 from cgrad.optim.adagrad import Adagrad
 
-__all__ = ["Optimizer", "required", "StepReport", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
+__all__ = ["Optimizer", "required", "StepReport", "TensorStats", "tensor_stats", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]

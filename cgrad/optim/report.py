@@ -10,7 +10,10 @@ built with report_grad_norm=True; otherwise fields nothing computed are
 None.
 """
 import dataclasses
-from typing import Any, List, Optional
+import math
+from typing import Any, List, NamedTuple, Optional
+
+from cgrad import _core
 
 
 @dataclasses.dataclass
@@ -27,3 +30,23 @@ class StepReport:
     loss_scale: Optional[float] = None  # GradScaler's scale used for this step
     nonfinite: Optional[int] = None     # NaN/inf gradient elements found
     clip: Any = None                # the ClipResult picked up, if any
+
+
+class TensorStats(NamedTuple):
+    """One pass over a float tensor (cg_tensor_stats): the sums leave the
+    non-finite elements out, so one inf does not hide the rest."""
+    sum_sq: float    # sum of x^2 over the finite elements (in double)
+    max_abs: float   # max |x| over the finite elements (0 if none)
+    nonfinite: int   # NaN and +-inf elements
+    numel: int
+
+    @property
+    def norm(self):
+        """L2 norm of the finite elements."""
+        return math.sqrt(self.sum_sq)
+
+
+def tensor_stats(t):
+    """TensorStats of t (any strides, float32/float64) in one pass; e.g.
+    per parameter gradient for a monitor: tensor_stats(p.grad)."""
+    return TensorStats(*_core._tensor_stats(t))

@@ -581,3 +581,18 @@ def test_centered_rmsprop_float32_bit_for_bit(rng):
         buf = buf * f(mom) + (f(1) * g) / avg
         p = p + f(-lr) * buf
         np.testing.assert_array_equal(c.detach().numpy(), p, err_msg=f"step {step}")
+
+
+def test_tensor_stats_one_pass(rng):
+    a = rng.standard_normal((6, 5))
+    a[1, 2], a[4, 0] = np.inf, np.nan
+    finite = a[np.isfinite(a)]
+    for dt in (cgrad.float32, cgrad.float64):
+        t = cgrad.tensor(a, dtype=dt).t()  # non-contiguous view
+        s = optim.tensor_stats(t)
+        assert s.nonfinite == 2 and s.numel == 30
+        assert s.sum_sq == pytest.approx(float((finite ** 2).sum()), rel=1e-6)
+        assert s.max_abs == pytest.approx(float(np.abs(finite).max()), rel=1e-6)
+        assert s.norm == pytest.approx(math.sqrt(s.sum_sq))
+    with pytest.raises(TypeError, match="int64"):
+        optim.tensor_stats(cgrad.tensor([1, 2]))
