@@ -37,6 +37,8 @@ cdef extern from "cgrad.h" nogil:
     ctypedef struct cg_adagrad_options:
         double lr, lr_decay, weight_decay, eps, initial_accumulator_value
         int maximize
+    ctypedef struct cg_optimizer:
+        pass
     ctypedef struct cg_stats:
         double sum_sq, max_abs
         int64_t nonfinite, numel
@@ -197,3 +199,13 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_clip_grad_value(int n, cg_tensor **grads, double clip_value, int64_t *n_clipped)
     cg_status cg_clip_grad_agc(int n, cg_tensor **params, cg_tensor **grads, double clipping, double eps, int64_t *n_clipped, int64_t *n_units)
     cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats)
+    cg_status cg_optimizer_new_sgd(int n, cg_tensor **params, const cg_sgd_options *options, cg_optimizer **out)
+    cg_status cg_optimizer_new_adam(int n, cg_tensor **params, const cg_adam_options *options, cg_optimizer **out)
+    cg_status cg_optimizer_new_adamw(int n, cg_tensor **params, const cg_adam_options *options, cg_optimizer **out)
+    cg_status cg_optimizer_step(cg_optimizer *opt)
+    void cg_optimizer_zero_grad(cg_optimizer *opt)
+    cg_status cg_optimizer_set_lr(cg_optimizer *opt, double lr)
+    double cg_optimizer_get_lr(const cg_optimizer *opt)
+    cg_tensor *cg_optimizer_state(const cg_optimizer *opt, int i, const char *name)
+    int64_t cg_optimizer_param_steps(const cg_optimizer *opt, int i)
+    void cg_optimizer_free(cg_optimizer *opt)

@@ -576,6 +576,51 @@ typedef struct cg_stats {
 } cg_stats;
 CG_API cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats);
 
+/* An optimizer object for training from C alone, over the fused updates:
+ *
+ *     cg_adam_options o = cg_adamw_default_options();
+ *     o.lr = 1e-2;
+ *     cg_optimizer *opt = NULL;
+ *     cg_optimizer_new_adam(n_params, params, &o, &opt);
+ *     for (int step = 0; step < 100; ++step) {
+ *         cg_optimizer_zero_grad(opt);
+ *         ... forward, cg_backward(loss, NULL, 0, 0) ...
+ *         cg_optimizer_step(opt);
+ *     }
+ *     cg_optimizer_free(opt);
+ *
+ * It holds a reference to each parameter (leaf float tensors, contiguous,
+ * each at most once) and owns their state tensors, created at the first
+ * step that finds a gradient (zeros; SGD's momentum buffer starts as the
+ * gradient). Parameters without a gradient are skipped and their step
+ * count does not advance, as in PyTorch. Options are copied and checked at
+ * creation (CG_ERR_VALUE). *out: new object, released with
+ * cg_optimizer_free. */
+typedef struct cg_optimizer cg_optimizer; /* opaque */
+CG_API cg_status cg_optimizer_new_sgd(int n, cg_tensor *const *params,
+                                      const cg_sgd_options *options, cg_optimizer **out);
+/* Adam, or AdamW when options->decoupled_weight_decay is set. */
+CG_API cg_status cg_optimizer_new_adam(int n, cg_tensor *const *params,
+                                       const cg_adam_options *options, cg_optimizer **out);
+/* AdamW: options (NULL: cg_adamw_default_options()) with decoupled weight
+ * decay forced on. */
+CG_API cg_status cg_optimizer_new_adamw(int n, cg_tensor *const *params,
+                                        const cg_adam_options *options, cg_optimizer **out);
+/* One update of every parameter that has a gradient. On failure the
+ * parameters before the failing one have been updated. */
+CG_API cg_status cg_optimizer_step(cg_optimizer *opt);
+/* Drops every parameter's gradient (set_to_none). NULL is a no-op. */
+CG_API void cg_optimizer_zero_grad(cg_optimizer *opt);
+/* Learning rate for the following steps (>= 0), for schedules. */
+CG_API cg_status cg_optimizer_set_lr(cg_optimizer *opt, double lr);
+CG_API double cg_optimizer_get_lr(const cg_optimizer *opt); /* NAN for NULL */
+/* Borrowed state tensor `name` ("exp_avg", "exp_avg_sq", "max_exp_avg_sq",
+ * "momentum_buffer") of parameter i, or NULL before its first step. */
+CG_API cg_tensor *cg_optimizer_state(const cg_optimizer *opt, int i, const char *name);
+/* Steps taken by parameter i (-1 for a bad index). */
+CG_API int64_t cg_optimizer_param_steps(const cg_optimizer *opt, int i);
+CG_API void cg_optimizer_free(cg_optimizer *opt); /* NULL is a no-op */
+
 #ifdef __cplusplus
 }
 #endif

@@ -10,6 +10,7 @@
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math")
 #endif
 #include "cg_internal.h"
+#include "cg_optim.h"
 
 /* ---------------------------------------------------------------- checks */
 /* t must be a contiguous float tensor with ref's shape and dtype (ref == t
@@ -127,13 +128,7 @@ cg_sgd_options cg_sgd_default_options(void) {
     return o;
 }
 
-cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
-                        int init_buffer, const cg_sgd_options *o) {
-    static const char *fn = "cg_sgd_update";
-    CG_CHECK_T(param);
-    if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
-    CG_TRY(check_operand(fn, "param", param, param));
-    CG_TRY(check_operand(fn, "grad", grad, param));
+cg_status cg__check_sgd_options(const char *fn, const cg_sgd_options *o) {
     CHECK_GE0(fn, "learning rate", o->lr);
     CHECK_GE0(fn, "momentum", o->momentum);
     CHECK_GE0(fn, "weight_decay", o->weight_decay);
@@ -143,6 +138,17 @@ cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_b
         return cg__err(CG_ERR_VALUE, "%s: Nesterov momentum requires a momentum and zero "
                                      "dampening (momentum %g, dampening %g)",
                        fn, o->momentum, o->dampening);
+    return CG_OK;
+}
+
+cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
+                        int init_buffer, const cg_sgd_options *o) {
+    static const char *fn = "cg_sgd_update";
+    CG_CHECK_T(param);
+    if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    CG_TRY(check_operand(fn, "param", param, param));
+    CG_TRY(check_operand(fn, "grad", grad, param));
+    CG_TRY(cg__check_sgd_options(fn, o));
     if (o->momentum != 0.0) {
         CG_TRY(check_operand(fn, "momentum_buffer", momentum_buffer, param));
         cg_tensor *w[2] = {param, momentum_buffer};
@@ -235,6 +241,15 @@ cg_adam_options cg_adamw_default_options(void) {
     return o;
 }
 
+cg_status cg__check_adam_options(const char *fn, const cg_adam_options *o) {
+    CHECK_GE0(fn, "learning rate", o->lr);
+    CHECK_GE0(fn, "epsilon", o->eps);
+    CHECK_BETA(fn, "beta1", o->beta1);
+    CHECK_BETA(fn, "beta2", o->beta2);
+    CHECK_GE0(fn, "weight_decay", o->weight_decay);
+    return CG_OK;
+}
+
 cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
                          cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
                          const cg_adam_options *o) {
@@ -252,11 +267,7 @@ cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
     cg_tensor *w[4] = {param, exp_avg, exp_avg_sq, max_exp_avg_sq};
     const char *names[4] = {"param", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
     CG_TRY(check_distinct(fn, 4, w, names));
-    CHECK_GE0(fn, "learning rate", o->lr);
-    CHECK_GE0(fn, "epsilon", o->eps);
-    CHECK_BETA(fn, "beta1", o->beta1);
-    CHECK_BETA(fn, "beta2", o->beta2);
-    CHECK_GE0(fn, "weight_decay", o->weight_decay);
+    CG_TRY(cg__check_adam_options(fn, o));
     if (step < 1)
         return cg__err(CG_ERR_VALUE, "%s: step must be >= 1 (the count including this step), got %lld",
                        fn, (long long)step);

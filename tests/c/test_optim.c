@@ -421,7 +421,113 @@ static void test_stats(void) {
     cg_tensor_free(tt);
 }
 
+/* ------------------------------------------------------ optimizer object */
+/* mean((x @ w - y)^2) recorded on the tape. */
+static double regression_loss(cg_tensor *x, cg_tensor *w, cg_tensor *y, int backward) {
+    cg_tensor *xw = NULL, *d = NULL, *d2 = NULL, *l = NULL;
+    double v = NAN;
+    if (cg_matmul(x, w, &xw) == CG_OK && cg_sub(xw, y, &d) == CG_OK && cg_mul(d, d, &d2) == CG_OK &&
+        cg_mean(d2, NULL, 0, 0, &l) == CG_OK) {
+        cg_tensor_item(l, &v);
+        if (backward && cg_backward(l, NULL, 0, 0) != CG_OK) v = NAN;
+    }
+    cg_tensor_free(l);
+    cg_tensor_free(d2);
+    cg_tensor_free(d);
+    cg_tensor_free(xw);
+    return v;
+}
+
+static void test_optimizer_object_trains_from_c(void) {
+    int64_t xs[2] = {16, 3}, ws[1] = {3};
+    cg_manual_seed(3);
+    cg_tensor *x = NULL, *w = NULL, *y = NULL, *wtrue = NULL;
+    CHECK_OK(cg_randn(CG_FLOAT64, 2, xs, &x));
+    double wt[3] = {1.5, -2.0, 0.5};
+    wtrue = cgt_f64(1, ws, wt);
+    CHECK_OK(cg_matmul(x, wtrue, &y));
+    CHECK_OK(cg_zeros(CG_FLOAT64, 1, ws, &w));
+    CHECK_OK(cg_tensor_set_requires_grad(w, 1));
+    cg_adam_options o = cg_adamw_default_options();
+    o.lr = 0.05;
+    cg_optimizer *opt = NULL;
+    CHECK_OK(cg_optimizer_new_adamw(1, &w, &o, &opt));
+    CHECK(cg_optimizer_state(opt, 0, "exp_avg") == NULL);
+    double first = regression_loss(x, w, y, 0), last = first;
+    for (int k = 0; k < 300; ++k) {
+        cg_optimizer_zero_grad(opt);
+        last = regression_loss(x, w, y, 1);
+        CHECK_OK(cg_optimizer_step(opt));
+    }
+    CHECK(last < 1e-2 * first);
+    CHECK(cg_optimizer_param_steps(opt, 0) == 300);
+    CHECK(cg_optimizer_param_steps(opt, 1) == -1);
+    CHECK(cg_optimizer_state(opt, 0, "exp_avg") != NULL);
+    CHECK(cg_optimizer_state(opt, 0, "max_exp_avg_sq") == NULL);
+    CHECK(cg_optimizer_state(opt, 0, "nope") == NULL);
+    CHECK_CLOSE(cgt_at(w, 0), 1.5, 0.05);
+    CHECK_CLOSE(cgt_at(w, 1), -2.0, 0.05);
+    /* Same numbers as the kernel called by hand. */
+    cg_tensor *w2 = NULL, *m = NULL, *v = NULL, *g = NULL;
+    double w0[3] = {0.3, -0.1, 0.2}, gv[3] = {0.5, -1.0, 0.25};
+    w2 = cgt_f64(1, ws, w0);
+    cg_tensor *wa = cgt_f64(1, ws, w0);
+    CHECK_OK(cg_tensor_set_requires_grad(wa, 1));
+    cg_zeros(CG_FLOAT64, 1, ws, &m);
+    cg_zeros(CG_FLOAT64, 1, ws, &v);
+    g = cgt_f64(1, ws, gv);
+    cg_optimizer *o2 = NULL;
+    CHECK_OK(cg_optimizer_new_adamw(1, &wa, NULL, &o2));
+    CHECK_OK(cg_optimizer_set_lr(o2, 0.1));
+    CHECK(cg_optimizer_get_lr(o2) == 0.1);
+    cg_adam_options ref = cg_adamw_default_options();
+    ref.lr = 0.1;
+    for (int k = 1; k <= 4; ++k) {
+        CHECK_OK(cg_tensor_set_grad(wa, g));
+        CHECK_OK(cg_optimizer_step(o2));
+        CHECK_OK(cg_adam_update(w2, g, m, v, NULL, k, &ref));
+    }
+    for (int i = 0; i < 3; ++i) CHECK(cgt_at(wa, i) == cgt_at(w2, i));
+    /* SGD with momentum through the object. */
+    cg_sgd_options so = cg_sgd_default_options();
+    so.lr = 0.1;
+    so.momentum = 0.9;
+    cg_optimizer *o3 = NULL;
+    CHECK_OK(cg_optimizer_new_sgd(1, &wa, &so, &o3));
+    CHECK_OK(cg_optimizer_step(o3));
+    CHECK(cg_optimizer_state(o3, 0, "momentum_buffer") != NULL);
+    CHECK_CLOSE(cgt_at(cg_optimizer_state(o3, 0, "momentum_buffer"), 1), -1.0, 1e-15);
+    cg_optimizer_zero_grad(o3);
+    CHECK(cg_tensor_grad(wa) == NULL);
+    CHECK_OK(cg_optimizer_step(o3)); /* no gradient: nothing to do */
+    CHECK(cg_optimizer_param_steps(o3, 0) == 1);
+    /* Bad input. */
+    cg_optimizer *bad = (cg_optimizer *)&bad;
+    CHECK_STATUS(cg_optimizer_new_adamw(0, &wa, NULL, &bad), CG_ERR_VALUE);
+    CHECK(bad == NULL);
+    cg_tensor *dup[2] = {wa, wa};
+    CHECK_STATUS(cg_optimizer_new_adamw(2, dup, NULL, &bad), CG_ERR_VALUE);
+    cg_tensor *nonleaf = NULL;
+    CHECK_OK(cg_mul(wa, wa, &nonleaf));
+    CHECK_STATUS(cg_optimizer_new_sgd(1, &nonleaf, &so, &bad), CG_ERR_VALUE);
+    CHECK(strstr(cg_last_error(), "non-leaf") != NULL);
+    so.lr = -1;
+    CHECK_STATUS(cg_optimizer_new_sgd(1, &wa, &so, &bad), CG_ERR_VALUE);
+    CHECK_STATUS(cg_optimizer_new_sgd(1, &wa, NULL, &bad), CG_ERR_NULL);
+    CHECK_STATUS(cg_optimizer_set_lr(o2, NAN), CG_ERR_VALUE);
+    CHECK_STATUS(cg_optimizer_step(NULL), CG_ERR_NULL);
+    CHECK(isnan(cg_optimizer_get_lr(NULL)));
+    cg_optimizer_zero_grad(NULL);
+    cg_optimizer_free(NULL);
+    cg_optimizer_free(opt);
+    cg_optimizer_free(o2);
+    cg_optimizer_free(o3);
+    cg_tensor *all[] = {x, w, y, wtrue, w2, wa, m, v, g, nonleaf};
+    for (size_t i = 0; i < sizeof all / sizeof *all; ++i) cg_tensor_free(all[i]);
+}
+
 int main(void) {
+    test_optimizer_object_trains_from_c();
     test_sgd();
     test_adam();
     test_rmsprop();
