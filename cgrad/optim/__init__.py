@@ -1,4 +1,8 @@
-"""cgrad.optim: optimizers with fused C updates, PyTorch's API and numerics."""
+"""cgrad.optim: optimizers with fused C updates, PyTorch's API and numerics.
+
+The built-ins accept PyTorch's foreach= and fused= keywords (kept in the
+param groups) and ignore them: every step is one fused C loop per
+parameter either way."""
 from cgrad.optim.optimizer import Optimizer, required
 from cgrad.optim.report import StepReport, TensorStats, tensor_stats
 from cgrad.optim.sgd import SGD

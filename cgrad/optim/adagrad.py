@@ -14,10 +14,11 @@ class Adagrad(Optimizer):
     PyTorch."""
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10, *, maximize=False,
-                 report_grad_norm=False):
+                 initial_accumulator_value=0.0, eps=1e-10, foreach=None, *, maximize=False,
+                 fused=None, report_grad_norm=False):
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, maximize=maximize)
+                        initial_accumulator_value=initial_accumulator_value, maximize=maximize,
+                        foreach=foreach, fused=fused)
         super().__init__(params, defaults, report_grad_norm=report_grad_norm)
         for group in self.param_groups:
             for p in group["params"]:

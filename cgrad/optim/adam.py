@@ -20,11 +20,12 @@ class Adam(Optimizer):
     'max_exp_avg_sq'."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False,
-                 report_grad_norm=False):
+                 amsgrad=False, *, foreach=None, maximize=False, fused=None,
+                 decoupled_weight_decay=False, report_grad_norm=False):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, maximize=maximize,
-                        decoupled_weight_decay=decoupled_weight_decay)
+                        decoupled_weight_decay=decoupled_weight_decay, foreach=foreach,
+                        fused=fused)
         super().__init__(params, defaults, report_grad_norm=report_grad_norm)
 
     def _check_group(self, group):

@@ -13,9 +13,10 @@ class RMSprop(Optimizer):
     'square_avg', 'momentum_buffer' (momentum > 0), 'grad_avg' (centered)."""
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, *, maximize=False, report_grad_norm=False):
+                 centered=False, *, foreach=None, maximize=False, report_grad_norm=False):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                        momentum=momentum, centered=centered, maximize=maximize)
+                        momentum=momentum, centered=centered, maximize=maximize,
+                        foreach=foreach)
         super().__init__(params, defaults, report_grad_norm=report_grad_norm)
 
     def _check_group(self, group):

@@ -12,9 +12,11 @@ class SGD(Optimizer):
     momentum != 0), initialised with the first gradient as in PyTorch."""
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, *, maximize=False, report_grad_norm=False):
+                 nesterov=False, *, maximize=False, foreach=None, fused=None,
+                 report_grad_norm=False):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
-                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                        foreach=foreach, fused=fused)
         super().__init__(params, defaults, report_grad_norm=report_grad_norm)
 
     def _check_group(self, group):

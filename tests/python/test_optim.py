@@ -68,19 +68,17 @@ class _Problem:
         return gw, gb
 
 
-def _pair(torch, name, kwargs, dt, rng, extra=None):
+def _pair(torch, name, kwargs, dt, rng):
     arrays = _init_arrays(rng, dt)
     tp = [torch.tensor(a, requires_grad=True) for a in arrays]
     cp = [cgrad.tensor(a, requires_grad=True) for a in arrays]
-    tkw = dict(kwargs)
-    if name != "SGD" or True:
-        tkw["foreach"] = False
+    tkw = dict(kwargs, foreach=False)
     # Two groups: the bias learns at half the rate.
     lr = kwargs["lr"]
     topt = getattr(torch.optim, name)([{"params": [tp[0]]}, {"params": [tp[1]], "lr": lr / 2}],
                                       **tkw)
     copt = getattr(optim, name)([{"params": [cp[0]]}, {"params": [cp[1]], "lr": lr / 2}],
-                                **kwargs)
+                                **tkw)  # foreach accepted (and ignored) as in PyTorch
     return tp, cp, topt, copt
 
 
@@ -596,3 +594,34 @@ def test_tensor_stats_one_pass(rng):
         assert s.norm == pytest.approx(math.sqrt(s.sum_sq))
     with pytest.raises(TypeError, match="int64"):
         optim.tensor_stats(cgrad.tensor([1, 2]))
+
+
+@pytest.mark.parametrize("name,kwargs", [("Adam", dict(lr=0.05, amsgrad=True)),
+                                         ("RMSprop", dict(lr=0.01, centered=True, momentum=0.5)),
+                                         ("SGD", dict(lr=0.1, momentum=0.9))])
+def test_torch_state_dict_loads_and_continues(torch, rng, name, kwargs):
+    """A torch.optim state_dict (tensors converted through NumPy) loads into
+    the cgrad optimizer, which then continues torch's trajectory."""
+    arrays = _init_arrays(rng, "float64")
+    grads = [[rng.standard_normal(a.shape) for a in arrays] for _ in range(15)]
+    tp = [torch.tensor(a, requires_grad=True) for a in arrays]
+    topt = getattr(torch.optim, name)(tp, foreach=False, **kwargs)
+    for k in range(5):
+        for t, g in zip(tp, grads[k]):
+            t.grad = torch.tensor(g)
+        topt.step()
+    sd = topt.state_dict()
+    conv = {"param_groups": sd["param_groups"],
+            "state": {i: {k: cgrad.tensor(v.numpy()) if isinstance(v, torch.Tensor) else v
+                          for k, v in s.items()} for i, s in sd["state"].items()}}
+    cp = [cgrad.tensor(t.detach().numpy(), requires_grad=True) for t in tp]
+    copt = getattr(optim, name)(cp, **kwargs)
+    copt.load_state_dict(conv)
+    for k in range(5, 15):
+        for t, c, g in zip(tp, cp, grads[k]):
+            t.grad = torch.tensor(g)
+            c.grad = cgrad.tensor(g)
+        topt.step()
+        copt.step()
+    for t, c in zip(tp, cp):
+        np.testing.assert_allclose(c.detach().numpy(), t.detach().numpy(), rtol=1e-11, atol=1e-13)
