@@ -15,6 +15,7 @@ import itertools
 from cgrad import _core
 from cgrad._core import Tensor
 from cgrad._grad_mode import enable_grad, no_grad
+from cgrad.nn.utils import clip_grad as _clip
 from cgrad.optim import report as _report
 
 
@@ -118,7 +119,6 @@ class Optimizer:
         self._step_post_hooks = collections.OrderedDict()
         self._report_hooks = collections.OrderedDict()
         self._step_count = 0
-        from cgrad.nn.utils import clip_grad as _clip
         self._clip_serial_seen = _clip._latest_serial()  # clips before now are not ours
         self._report_extra = {}
         param_groups = list(params)
@@ -315,7 +315,6 @@ class Optimizer:
                                  lr=[float(g["lr"]) if "lr" in g else None
                                      for g in self.param_groups])
         self._step_count += 1
-        from cgrad.nn.utils import clip_grad as _clip
         clip = _clip._take_result_for(params, self._clip_serial_seen)
         self._clip_serial_seen = _clip._latest_serial()
         if clip is not None:

@@ -625,3 +625,25 @@ def test_torch_state_dict_loads_and_continues(torch, rng, name, kwargs):
         copt.step()
     for t, c in zip(tp, cp):
         np.testing.assert_allclose(c.detach().numpy(), t.detach().numpy(), rtol=1e-11, atol=1e-13)
+
+
+def test_group_added_later_and_empty_parameters(torch):
+    p = cgrad.ones(2, requires_grad=True)
+    e = cgrad.zeros(0, 3, requires_grad=True)
+    opt = optim.Adagrad([p], lr=0.1, initial_accumulator_value=0.5)
+    q = cgrad.ones(3, requires_grad=True)
+    opt.add_param_group({"params": [q, e], "lr": 0.2})
+    for t in (p, q):
+        t.grad = cgrad.ones_like(t)
+    e.grad = cgrad.zeros(0, 3)
+    opt.step()
+    assert float(opt.state[q]["sum"][0].item()) == 1.5
+    tq = torch.ones(3, requires_grad=True)
+    topt = torch.optim.Adagrad([tq], lr=0.2, initial_accumulator_value=0.5)
+    tq.grad = torch.ones(3)
+    topt.step()
+    np.testing.assert_allclose(q.detach().numpy(), tq.detach().numpy(), rtol=1e-6)
+    assert tuple(opt.state[e]["sum"].shape) == (0, 3)
+    for cls in (optim.SGD, optim.Adam, optim.RMSprop):
+        o = cls([e], lr=0.1)
+        o.step()  # nothing to update, nothing to crash
