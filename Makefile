@@ -99,3 +99,4 @@ demo: $(VENV)/.installed cgrad/.built
 bench: $(VENV)/.installed cgrad/.built
 	$(VPY) bench/bench_core.py
 	$(VPY) bench/bench_custom.py
+	$(VPY) bench/bench_train.py

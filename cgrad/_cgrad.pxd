@@ -25,6 +25,23 @@ cdef extern from "cgrad.h" nogil:
     const char *CG_VERSION_STRING
     ctypedef struct cg_tensor:
         pass
+    ctypedef struct cg_sgd_options:
+        double lr, momentum, dampening, weight_decay
+        int nesterov, maximize
+    ctypedef struct cg_adam_options:
+        double lr, beta1, beta2, eps, weight_decay
+        int decoupled_weight_decay, amsgrad, maximize
+    ctypedef struct cg_rmsprop_options:
+        double lr, alpha, eps, weight_decay, momentum
+        int centered, maximize
+    ctypedef struct cg_adagrad_options:
+        double lr, lr_decay, weight_decay, eps, initial_accumulator_value
+        int maximize
+    ctypedef struct cg_optimizer:
+        pass
+    ctypedef struct cg_stats:
+        double sum_sq, max_abs
+        int64_t nonfinite, numel
     ctypedef enum cg_anneal:
         CG_ANNEAL_COS
         CG_ANNEAL_LINEAR
@@ -237,3 +254,27 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_lr_one_cycle_momentum(const cg_lr_one_cycle_options *opt, int64_t step, double *momentum)
     cg_status cg_lr_polynomial(const cg_lr_polynomial_options *opt, double base_lr, int64_t step, double *lr)
     cg_status cg_lr_warmup_cosine(const cg_lr_warmup_cosine_options *opt, double base_lr, int64_t step, double *lr)
+    cg_sgd_options cg_sgd_default_options()
+    cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer, int init_buffer, const cg_sgd_options *options)
+    cg_adam_options cg_adam_default_options()
+    cg_adam_options cg_adamw_default_options()
+    cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg, cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step, const cg_adam_options *options)
+    cg_rmsprop_options cg_rmsprop_default_options()
+    cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg, cg_tensor *grad_avg, cg_tensor *momentum_buffer, const cg_rmsprop_options *options)
+    cg_adagrad_options cg_adagrad_default_options()
+    cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum, int64_t step, const cg_adagrad_options *options)
+    cg_status cg_total_norm(int n, cg_tensor **tensors, double norm_type, double *total_norm)
+    cg_status cg_clip_grad_norm(int n, cg_tensor **grads, double max_norm, double norm_type, int error_if_nonfinite, double *total_norm, double *clip_coef)
+    cg_status cg_clip_grad_value(int n, cg_tensor **grads, double clip_value, int64_t *n_clipped)
+    cg_status cg_clip_grad_agc(int n, cg_tensor **params, cg_tensor **grads, double clipping, double eps, int64_t *n_clipped, int64_t *n_units)
+    cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats)
+    cg_status cg_optimizer_new_sgd(int n, cg_tensor **params, const cg_sgd_options *options, cg_optimizer **out)
+    cg_status cg_optimizer_new_adam(int n, cg_tensor **params, const cg_adam_options *options, cg_optimizer **out)
+    cg_status cg_optimizer_new_adamw(int n, cg_tensor **params, const cg_adam_options *options, cg_optimizer **out)
+    cg_status cg_optimizer_step(cg_optimizer *opt)
+    void cg_optimizer_zero_grad(cg_optimizer *opt)
+    cg_status cg_optimizer_set_lr(cg_optimizer *opt, double lr)
+    double cg_optimizer_get_lr(const cg_optimizer *opt)
+    cg_tensor *cg_optimizer_state(const cg_optimizer *opt, int i, const char *name)
+    int64_t cg_optimizer_param_steps(const cg_optimizer *opt, int i)
+    void cg_optimizer_free(cg_optimizer *opt)

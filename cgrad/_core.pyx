@@ -1828,3 +1828,6 @@ include "_schedule.pxi"
 # ------------------------------------------------------------------ anomaly mode, observers
 include "_anomaly.pxi"
 include "_observe.pxi"
+
+# ------------------------------------------------------------------ optimizer updates, clipping, stats
+include "_train.pxi"

@@ -647,6 +647,168 @@ typedef struct cg_lr_warmup_cosine_options {
 } cg_lr_warmup_cosine_options;
 CG_API cg_status cg_lr_warmup_cosine(const cg_lr_warmup_cosine_options *opt, double base_lr,
                                      int64_t step, double *lr);
+/* ------------- training: optimizer updates, clipping, gradient statistics */
+/* Fused in-place update loops: one pass over param, grad and the state
+ * buffers, float32 or float64 (all tensors of one call share shape and
+ * dtype and are contiguous). The arithmetic follows PyTorch's single-tensor
+ * ("foreach=False") optimizers operation for operation, in the tensors'
+ * dtype, with the hyper-parameters rounded to that dtype where PyTorch
+ * rounds them, so trajectories agree to float rounding. Every tensor
+ * written gets its version counter bumped. Never recorded on the tape and
+ * allowed in any grad mode (like PyTorch's steps under no_grad). Bad
+ * hyper-parameters (negative lr, beta outside [0, 1), nesterov without
+ * momentum...) fail with CG_ERR_VALUE naming the field and the value;
+ * nothing is written then. All tensor arguments are borrowed. */
+typedef struct cg_sgd_options {
+    double lr;           /* >= 0 */
+    double momentum;     /* >= 0 */
+    double dampening;
+    double weight_decay; /* >= 0, coupled (added to the gradient) */
+    int nesterov;        /* needs momentum > 0 and dampening == 0 */
+    int maximize;
+} cg_sgd_options;
+/* PyTorch's defaults: lr 1e-3, everything else 0. */
+CG_API cg_sgd_options cg_sgd_default_options(void);
+/* momentum_buffer: NULL when momentum == 0, else the 'momentum_buffer'
+ * state; with init_buffer != 0 (the parameter's first step) it is
+ * overwritten with the gradient (PyTorch clones the gradient then). */
+CG_API cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
+                               int init_buffer, const cg_sgd_options *options);
+
+typedef struct cg_adam_options {
+    double lr;           /* >= 0 */
+    double beta1, beta2; /* each in [0, 1) */
+    double eps;          /* >= 0, added to sqrt(v_hat) */
+    double weight_decay; /* >= 0 */
+    int decoupled_weight_decay; /* 0: Adam (L2 added to the gradient); 1: AdamW */
+    int amsgrad;
+    int maximize;
+} cg_adam_options;
+/* Adam's defaults (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight_decay 0). */
+CG_API cg_adam_options cg_adam_default_options(void);
+/* AdamW's defaults (as Adam, weight_decay 1e-2, decoupled). */
+CG_API cg_adam_options cg_adamw_default_options(void);
+/* step: the step count after this step (1 on the first), for the bias
+ * corrections. max_exp_avg_sq: required with amsgrad, else ignored. */
+CG_API cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
+                                cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
+                                const cg_adam_options *options);
+
+typedef struct cg_rmsprop_options {
+    double lr;           /* >= 0 */
+    double alpha;        /* >= 0, smoothing of the squared average */
+    double eps;          /* >= 0, added to sqrt(square_avg) */
+    double weight_decay; /* >= 0, coupled */
+    double momentum;     /* >= 0 */
+    int centered;        /* divide by the estimated variance, not the raw second moment */
+    int maximize;
+} cg_rmsprop_options;
+/* PyTorch's defaults: lr 1e-2, alpha 0.99, eps 1e-8. */
+CG_API cg_rmsprop_options cg_rmsprop_default_options(void);
+/* grad_avg: required when centered; momentum_buffer: required when
+ * momentum > 0 (PyTorch starts it at zeros). */
+CG_API cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg,
+                                   cg_tensor *grad_avg, cg_tensor *momentum_buffer,
+                                   const cg_rmsprop_options *options);
+
+typedef struct cg_adagrad_options {
+    double lr;           /* >= 0 */
+    double lr_decay;     /* >= 0: lr / (1 + (step - 1) * lr_decay) */
+    double weight_decay; /* >= 0, coupled */
+    double eps;          /* >= 0, added to sqrt(sum) */
+    double initial_accumulator_value; /* >= 0: what 'sum' starts at */
+    int maximize;
+} cg_adagrad_options;
+/* PyTorch's defaults: lr 1e-2, eps 1e-10, the rest 0. */
+CG_API cg_adagrad_options cg_adagrad_default_options(void);
+/* state_sum: the 'sum' state (the caller fills it with
+ * initial_accumulator_value before the first step); step as for Adam. */
+CG_API cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
+                                   int64_t step, const cg_adagrad_options *options);
+
+/* Global p-norm of n tensors (any strides, float32/float64, mixed allowed),
+ * as PyTorch's get_total_norm: the p-norm of the per-tensor p-norms,
+ * accumulated in double. norm_type > 0 or INFINITY (max |x|). NULL
+ * entries are skipped; n == 0 gives 0. */
+CG_API cg_status cg_total_norm(int n, cg_tensor *const *tensors, double norm_type,
+                               double *total_norm);
+/* PyTorch's clip_grad_norm_: total_norm as cg_total_norm, then every grad
+ * is scaled in place by clip_coef = min(max_norm / (total_norm + 1e-6), 1)
+ * (rounded to the grad's dtype). With error_if_nonfinite and a NaN/inf
+ * total norm it fails with CG_ERR_VALUE before writing anything (and still
+ * reports total_norm). total_norm / clip_coef may be NULL. max_norm >= 0. */
+CG_API cg_status cg_clip_grad_norm(int n, cg_tensor *const *grads, double max_norm,
+                                   double norm_type, int error_if_nonfinite,
+                                   double *total_norm, double *clip_coef);
+/* Clamps every grad into [-clip_value, clip_value] in place (NaN stays
+ * NaN). clip_value >= 0. n_clipped (may be NULL) counts changed elements. */
+CG_API cg_status cg_clip_grad_value(int n, cg_tensor *const *grads, double clip_value,
+                                    int64_t *n_clipped);
+/* Unit-wise adaptive gradient clipping (Brock et al. 2021, as timm's
+ * adaptive_clip_grad): for each output unit u (row along dim 0; the whole
+ * tensor when ndim <= 1), max_norm = clipping * max(||w_u||, eps); if
+ * ||g_u|| >= max_norm, g_u is scaled by max_norm / max(||g_u||, 1e-6).
+ * L2 norms. params[i] and grads[i] share shape (contiguous grads); NULL
+ * grads are skipped. n_clipped / n_units (may be NULL) count units.
+ * clipping > 0, eps >= 0. */
+CG_API cg_status cg_clip_grad_agc(int n, cg_tensor *const *params, cg_tensor *const *grads,
+                                  double clipping, double eps, int64_t *n_clipped,
+                                  int64_t *n_units);
+
+/* One-pass statistics of a float tensor (any strides): sum of squares and
+ * max |x| over the finite elements, count of NaN/inf elements. */
+typedef struct cg_stats {
+    double sum_sq;     /* sum of x^2 over finite elements, in double */
+    double max_abs;    /* max |x| over finite elements (0 if none) */
+    int64_t nonfinite; /* NaN and +-inf elements */
+    int64_t numel;
+} cg_stats;
+CG_API cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats);
+
+/* An optimizer object for training from C alone, over the fused updates:
+ *
+ *     cg_adam_options o = cg_adamw_default_options();
+ *     o.lr = 1e-2;
+ *     cg_optimizer *opt = NULL;
+ *     cg_optimizer_new_adam(n_params, params, &o, &opt);
+ *     for (int step = 0; step < 100; ++step) {
+ *         cg_optimizer_zero_grad(opt);
+ *         ... forward, cg_backward(loss, NULL, 0, 0) ...
+ *         cg_optimizer_step(opt);
+ *     }
+ *     cg_optimizer_free(opt);
+ *
+ * It holds a reference to each parameter (leaf float tensors, contiguous,
+ * each at most once) and owns their state tensors, created at the first
+ * step that finds a gradient (zeros; SGD's momentum buffer starts as the
+ * gradient). Parameters without a gradient are skipped and their step
+ * count does not advance, as in PyTorch. Options are copied and checked at
+ * creation (CG_ERR_VALUE). *out: new object, released with
+ * cg_optimizer_free. */
+typedef struct cg_optimizer cg_optimizer; /* opaque */
+CG_API cg_status cg_optimizer_new_sgd(int n, cg_tensor *const *params,
+                                      const cg_sgd_options *options, cg_optimizer **out);
+/* Adam, or AdamW when options->decoupled_weight_decay is set. */
+CG_API cg_status cg_optimizer_new_adam(int n, cg_tensor *const *params,
+                                       const cg_adam_options *options, cg_optimizer **out);
+/* AdamW: options (NULL: cg_adamw_default_options()) with decoupled weight
+ * decay forced on. */
+CG_API cg_status cg_optimizer_new_adamw(int n, cg_tensor *const *params,
+                                        const cg_adam_options *options, cg_optimizer **out);
+/* One update of every parameter that has a gradient. On failure the
+ * parameters before the failing one have been updated. */
+CG_API cg_status cg_optimizer_step(cg_optimizer *opt);
+/* Drops every parameter's gradient (set_to_none). NULL is a no-op. */
+CG_API void cg_optimizer_zero_grad(cg_optimizer *opt);
+/* Learning rate for the following steps (>= 0), for schedules. */
+CG_API cg_status cg_optimizer_set_lr(cg_optimizer *opt, double lr);
+CG_API double cg_optimizer_get_lr(const cg_optimizer *opt); /* NAN for NULL */
+/* Borrowed state tensor `name` ("exp_avg", "exp_avg_sq", "max_exp_avg_sq",
+ * "momentum_buffer") of parameter i, or NULL before its first step. */
+CG_API cg_tensor *cg_optimizer_state(const cg_optimizer *opt, int i, const char *name);
+/* Steps taken by parameter i (-1 for a bad index). */
+CG_API int64_t cg_optimizer_param_steps(const cg_optimizer *opt, int i);
+CG_API void cg_optimizer_free(cg_optimizer *opt); /* NULL is a no-op */
 
 #ifdef __cplusplus
 }

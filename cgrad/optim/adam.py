@@ -1,0 +1,63 @@
+"""Adam (PyTorch's torch.optim.Adam: amsgrad, maximize, L2 weight decay
+added to the gradient, or decoupled as AdamW), one fused C loop per
+parameter."""
+from cgrad import _core
+from cgrad._core import float32, tensor
+from cgrad._functions import zeros_like
+from cgrad.optim import _checks
+from cgrad.optim.optimizer import Optimizer
+
+
+def _new_step():
+    # PyTorch keeps the step count as a float32 0-d tensor.
+    return tensor(0.0, dtype=float32)
+
+
+class Adam(Optimizer):
+    """Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+    amsgrad=False, *, maximize=False, decoupled_weight_decay=False).
+    State: 'step', 'exp_avg', 'exp_avg_sq' and, with amsgrad,
+    'max_exp_avg_sq'."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, *, foreach=None, maximize=False, fused=None,
+                 decoupled_weight_decay=False, report_grad_norm=False):
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        amsgrad=amsgrad, maximize=maximize,
+                        decoupled_weight_decay=decoupled_weight_decay, foreach=foreach,
+                        fused=fused)
+        super().__init__(params, defaults, report_grad_norm=report_grad_norm)
+
+    def _check_group(self, group):
+        _checks.learning_rate(group)
+        _checks.non_negative(group, "eps", "epsilon")
+        _checks.betas(group)
+        _checks.non_negative(group, "weight_decay")
+
+    def step(self, closure=None):
+        loss = self._run_closure(closure)
+        for group in self.param_groups:
+            lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+            beta1, beta2 = (float(b) for b in group["betas"])
+            amsgrad, maximize = bool(group["amsgrad"]), bool(group["maximize"])
+            decoupled = bool(group.get("decoupled_weight_decay", False))
+            for p in group["params"]:
+                g = _checks.grad_of(p, type(self).__name__)
+                if g is None:
+                    continue
+                state = self._state_for(p)
+                if len(state) == 0:
+                    state["step"] = _new_step()
+                    state["exp_avg"] = zeros_like(p)
+                    state["exp_avg_sq"] = zeros_like(p)
+                    if amsgrad:
+                        state["max_exp_avg_sq"] = zeros_like(p)
+                elif amsgrad and "max_exp_avg_sq" not in state:
+                    state["max_exp_avg_sq"] = zeros_like(p)
+                step_t = state["step"]
+                step_t.add_(1)
+                _core._adam_update(p, g, state["exp_avg"], state["exp_avg_sq"],
+                                   state.get("max_exp_avg_sq") if amsgrad else None,
+                                   int(step_t.item()), lr, beta1, beta2, eps, wd, decoupled,
+                                   amsgrad, maximize)
+        return loss

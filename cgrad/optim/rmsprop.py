@@ -1,0 +1,52 @@
+"""RMSprop (PyTorch's torch.optim.RMSprop: alpha, eps, weight decay,
+momentum, centered, maximize), one fused C loop per parameter."""
+from cgrad import _core
+from cgrad._functions import zeros_like
+from cgrad.optim import _checks
+from cgrad.optim.adam import _new_step
+from cgrad.optim.optimizer import Optimizer
+
+
+class RMSprop(Optimizer):
+    """RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0,
+    momentum=0, centered=False, *, maximize=False). State: 'step',
+    'square_avg', 'momentum_buffer' (momentum > 0), 'grad_avg' (centered)."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, *, foreach=None, maximize=False, report_grad_norm=False):
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                        momentum=momentum, centered=centered, maximize=maximize,
+                        foreach=foreach)
+        super().__init__(params, defaults, report_grad_norm=report_grad_norm)
+
+    def _check_group(self, group):
+        _checks.learning_rate(group)
+        _checks.non_negative(group, "eps", "epsilon")
+        _checks.non_negative(group, "momentum")
+        _checks.non_negative(group, "weight_decay")
+        _checks.non_negative(group, "alpha")
+
+    def step(self, closure=None):
+        loss = self._run_closure(closure)
+        for group in self.param_groups:
+            lr, alpha, eps = float(group["lr"]), float(group["alpha"]), float(group["eps"])
+            wd, momentum = float(group["weight_decay"]), float(group["momentum"])
+            centered, maximize = bool(group["centered"]), bool(group["maximize"])
+            for p in group["params"]:
+                g = _checks.grad_of(p, "RMSprop")
+                if g is None:
+                    continue
+                state = self._state_for(p)
+                if len(state) == 0:
+                    state["step"] = _new_step()
+                    state["square_avg"] = zeros_like(p)
+                if momentum > 0 and "momentum_buffer" not in state:
+                    state["momentum_buffer"] = zeros_like(p)
+                if centered and "grad_avg" not in state:
+                    state["grad_avg"] = zeros_like(p)
+                state["step"].add_(1)
+                _core._rmsprop_update(p, g, state["square_avg"],
+                                      state["grad_avg"] if centered else None,
+                                      state["momentum_buffer"] if momentum > 0 else None,
+                                      lr, alpha, eps, wd, momentum, centered, maximize)
+        return loss

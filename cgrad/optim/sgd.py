@@ -1,0 +1,51 @@
+"""SGD with momentum, dampening, Nesterov, weight decay, maximize (PyTorch's
+torch.optim.SGD), one fused C loop per parameter."""
+from cgrad import _core
+from cgrad._functions import zeros_like
+from cgrad.optim import _checks
+from cgrad.optim.optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    """SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
+    nesterov=False, *, maximize=False). State: 'momentum_buffer' (only when
+    momentum != 0), initialised with the first gradient as in PyTorch."""
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, *, maximize=False, foreach=None, fused=None,
+                 report_grad_norm=False):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
+                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                        foreach=foreach, fused=fused)
+        super().__init__(params, defaults, report_grad_norm=report_grad_norm)
+
+    def _check_group(self, group):
+        _checks.learning_rate(group)
+        momentum = _checks.non_negative(group, "momentum")
+        _checks.non_negative(group, "weight_decay")
+        dampening = _checks.number(group, "dampening")
+        if group["nesterov"] and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening "
+                             f"(momentum={momentum}, dampening={dampening})")
+
+    def step(self, closure=None):
+        loss = self._run_closure(closure)
+        for group in self.param_groups:
+            lr, momentum = float(group["lr"]), float(group["momentum"])
+            dampening, wd = float(group["dampening"]), float(group["weight_decay"])
+            nesterov, maximize = bool(group["nesterov"]), bool(group["maximize"])
+            for p in group["params"]:
+                g = _checks.grad_of(p, "SGD")
+                if g is None:
+                    continue
+                state = self._state_for(p)
+                buf, first = None, False
+                if momentum != 0:
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = zeros_like(p)
+                        state["momentum_buffer"] = buf
+                        first = True
+                _core._sgd_update(p, g, buf, first, lr, momentum, dampening, wd, nesterov,
+                                  maximize)
+        return loss

@@ -1,0 +1,301 @@
+/* clip.c -- gradient clipping: global p-norm, clip by norm (PyTorch's
+ * clip_grad_norm_), clip by value, unit-wise adaptive clipping (AGC).
+ * Norms accumulate in double whatever the tensors' dtype. Gradients are
+ * written in place (their version counters bumped); a non-contiguous one is
+ * processed on a contiguous copy that is copied back. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math")
+#endif
+#include "cg_internal.h"
+
+static cg_status check_float(const char *fn, const char *what, int i, const cg_tensor *t) {
+    if (!cg__is_float(t->dtype))
+        return cg__err(CG_ERR_DTYPE, "%s: %s %d has dtype %s; float32 or float64 needed", fn, what,
+                       i, cg_dtype_name(t->dtype));
+    return CG_OK;
+}
+
+/* In-place writes through a stride-0 (expanded) view would hit one element
+ * many times. */
+static cg_status check_writable(const char *fn, int i, const cg_tensor *t) {
+    for (int d = 0; d < t->ndim; ++d)
+        if (t->strides[d] == 0 && t->shape[d] > 1)
+            return cg__err(CG_ERR_VALUE, "%s: gradient %d is an expanded view (stride 0 on dim %d); "
+                                         "it cannot be modified in place",
+                           fn, i, d);
+    return CG_OK;
+}
+
+/* p-norm of n contiguous elements, in double; NaN propagates through inf. */
+#define PNORM(NAME, T)                                                                      \
+    static double NAME(const T *restrict x, int64_t n, double p) {                          \
+        if (isinf(p)) {                                                                     \
+            double m = 0.0;                                                                 \
+            int nan = 0;                                                                    \
+            for (int64_t i = 0; i < n; ++i) {                                               \
+                const double a = fabs((double)x[i]);                                        \
+                nan |= a != a;                                                              \
+                m = a > m ? a : m;                                                          \
+            }                                                                               \
+            return nan ? NAN : m;                                                           \
+        }                                                                                   \
+        double s = 0.0;                                                                     \
+        if (p == 2.0) {                                                                     \
+            for (int64_t i = 0; i < n; ++i) s += (double)x[i] * (double)x[i];              \
+            return sqrt(s);                                                                 \
+        }                                                                                   \
+        if (p == 1.0) {                                                                     \
+            for (int64_t i = 0; i < n; ++i) s += fabs((double)x[i]);                        \
+            return s;                                                                       \
+        }                                                                                   \
+        for (int64_t i = 0; i < n; ++i) s += pow(fabs((double)x[i]), p);                    \
+        return pow(s, 1.0 / p);                                                             \
+    }
+PNORM(pnorm_f32, float)
+PNORM(pnorm_f64, double)
+
+static double pnorm(const cg_tensor *c, double p) {
+    return c->dtype == CG_FLOAT32 ? pnorm_f32(cg__ptr(c), c->numel, p)
+                                  : pnorm_f64(cg__ptr(c), c->numel, p);
+}
+
+static cg_status check_norm_type(const char *fn, double p) {
+    if (!(p > 0.0) || (isinf(p) && p < 0))
+        return cg__err(CG_ERR_VALUE, "%s: norm_type must be > 0 or inf, got %g", fn, p);
+    return CG_OK;
+}
+
+static cg_status total_norm(const char *fn, int n, cg_tensor *const *ts, double p,
+                            double *out) {
+    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    if (n > 0 && !ts) return cg__err(CG_ERR_NULL, "%s: tensor array is NULL", fn);
+    CG_TRY(check_norm_type(fn, p));
+    for (int i = 0; i < n; ++i)
+        if (ts[i]) CG_TRY(check_float(fn, "tensor", i, ts[i]));
+    /* The p-norm of the per-tensor p-norms, as PyTorch's get_total_norm. */
+    double acc = 0.0;
+    int nan = 0;
+    for (int i = 0; i < n; ++i) {
+        if (!ts[i]) continue;
+        cg_tensor *c = NULL;
+        CG_TRY(cg__contig(ts[i], &c));
+        const double v = pnorm(c, p);
+        cg_tensor_free(c);
+        if (isinf(p)) {
+            nan |= v != v;
+            acc = v > acc ? v : acc;
+        } else if (p == 2.0) {
+            acc += v * v;
+        } else if (p == 1.0) {
+            acc += v;
+        } else {
+            acc += pow(v, p);
+        }
+    }
+    if (isinf(p)) *out = nan ? NAN : acc;
+    else if (p == 2.0) *out = sqrt(acc);
+    else if (p == 1.0) *out = acc;
+    else *out = pow(acc, 1.0 / p);
+    return CG_OK;
+}
+
+cg_status cg_total_norm(int n, cg_tensor *const *tensors, double norm_type, double *out) {
+    if (!out) return cg__err(CG_ERR_NULL, "cg_total_norm: total_norm pointer is NULL");
+    return total_norm("cg_total_norm", n, tensors, norm_type, out);
+}
+
+/* Runs fn on a contiguous version of g and writes the result back when it
+ * had to be copied. */
+typedef void (*inplace_fn)(cg_tensor *c, const double *prm, int64_t *count);
+static cg_status apply_inplace(cg_tensor *g, inplace_fn fn, const double *prm, int64_t *count) {
+    if (cg__is_contig(g)) {
+        fn(g, prm, count);
+    } else {
+        cg_tensor *c = NULL;
+        CG_TRY(cg__contig(g, &c));
+        fn(c, prm, count);
+        cg_status st = cg__copy_elems(g, c);
+        cg_tensor_free(c);
+        CG_TRY(st);
+    }
+    ++g->storage->version;
+    return CG_OK;
+}
+
+static void scale_fn(cg_tensor *c, const double *prm, int64_t *count) {
+    const int64_t n = c->numel;
+    if (c->dtype == CG_FLOAT32) {
+        float *x = cg__ptr(c);
+        const float k = (float)prm[0];
+        for (int64_t i = 0; i < n; ++i) x[i] *= k;
+    } else {
+        double *x = cg__ptr(c);
+        const double k = prm[0];
+        for (int64_t i = 0; i < n; ++i) x[i] *= k;
+    }
+}
+
+cg_status cg_clip_grad_norm(int n, cg_tensor *const *grads, double max_norm, double norm_type,
+                            int error_if_nonfinite, double *total_norm_out,
+                            double *clip_coef_out) {
+    static const char *fn = "cg_clip_grad_norm";
+    if (!(max_norm >= 0.0))
+        return cg__err(CG_ERR_VALUE, "%s: max_norm must be >= 0, got %g", fn, max_norm);
+    double tn = 0.0;
+    CG_TRY(total_norm(fn, n, grads, norm_type, &tn));
+    if (total_norm_out) *total_norm_out = tn;
+    for (int i = 0; i < n; ++i)
+        if (grads[i]) CG_TRY(check_writable(fn, i, grads[i]));
+    if (error_if_nonfinite && !isfinite(tn))
+        return cg__err(CG_ERR_VALUE,
+                       "%s: the total norm of order %g for gradients from the parameters is "
+                       "non-finite (%g), so it cannot be clipped; set error_if_nonfinite=False to "
+                       "scale them anyway",
+                       fn, norm_type, tn);
+    const double coef = max_norm / (tn + 1e-6);
+    const double clamped = coef > 1.0 ? 1.0 : coef; /* NaN stays NaN, as PyTorch's clamp */
+    if (clip_coef_out) *clip_coef_out = clamped;
+    /* Multiplying by exactly 1 changes no value: skip the pass. */
+    if (clamped == 1.0) return CG_OK;
+    for (int i = 0; i < n; ++i)
+        if (grads[i]) CG_TRY(apply_inplace(grads[i], scale_fn, &clamped, NULL));
+    return CG_OK;
+}
+
+/* prm[0]: the bound; count += elements that changed. */
+static void clamp_fn(cg_tensor *c, const double *prm, int64_t *count) {
+    const int64_t n = c->numel;
+    int64_t changed = 0;
+    if (c->dtype == CG_FLOAT32) {
+        float *x = cg__ptr(c);
+        const float hi = (float)prm[0], lo = -hi;
+        for (int64_t i = 0; i < n; ++i) {
+            const float v = x[i];
+            const float r = v < lo ? lo : (v > hi ? hi : v);
+            changed += r != v && v == v;
+            x[i] = r;
+        }
+    } else {
+        double *x = cg__ptr(c);
+        const double hi = prm[0], lo = -hi;
+        for (int64_t i = 0; i < n; ++i) {
+            const double v = x[i];
+            const double r = v < lo ? lo : (v > hi ? hi : v);
+            changed += r != v && v == v;
+            x[i] = r;
+        }
+    }
+    *count += changed;
+}
+
+cg_status cg_clip_grad_value(int n, cg_tensor *const *grads, double clip_value,
+                             int64_t *n_clipped) {
+    static const char *fn = "cg_clip_grad_value";
+    if (n_clipped) *n_clipped = 0;
+    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    if (n > 0 && !grads) return cg__err(CG_ERR_NULL, "%s: grads array is NULL", fn);
+    if (!(clip_value >= 0.0))
+        return cg__err(CG_ERR_VALUE, "%s: clip_value must be >= 0, got %g", fn, clip_value);
+    for (int i = 0; i < n; ++i) {
+        if (!grads[i]) continue;
+        CG_TRY(check_float(fn, "gradient", i, grads[i]));
+        CG_TRY(check_writable(fn, i, grads[i]));
+    }
+    int64_t count = 0;
+    for (int i = 0; i < n; ++i)
+        if (grads[i]) CG_TRY(apply_inplace(grads[i], clamp_fn, &clip_value, &count));
+    if (n_clipped) *n_clipped = count;
+    return CG_OK;
+}
+
+/* ------------------------------------------------------------------- AGC */
+/* Squared L2 norm of each of `units` consecutive rows of `len` elements. */
+static void unit_sumsq(const cg_tensor *c, int64_t units, int64_t len, double *out) {
+    for (int64_t u = 0; u < units; ++u) {
+        double s = 0.0;
+        if (c->dtype == CG_FLOAT32) {
+            const float *x = (const float *)cg__ptr(c) + u * len;
+            for (int64_t i = 0; i < len; ++i) s += (double)x[i] * (double)x[i];
+        } else {
+            const double *x = (const double *)cg__ptr(c) + u * len;
+            for (int64_t i = 0; i < len; ++i) s += x[i] * x[i];
+        }
+        out[u] = s;
+    }
+}
+
+static void scale_row(cg_tensor *c, int64_t u, int64_t len, double k) {
+    if (c->dtype == CG_FLOAT32) {
+        float *x = (float *)cg__ptr(c) + u * len;
+        const float kf = (float)k;
+        for (int64_t i = 0; i < len; ++i) x[i] *= kf;
+    } else {
+        double *x = (double *)cg__ptr(c) + u * len;
+        for (int64_t i = 0; i < len; ++i) x[i] *= k;
+    }
+}
+
+static cg_status agc_one(cg_tensor *w, cg_tensor *g, double clipping, double eps,
+                         int64_t *n_clipped, int64_t *n_units) {
+    const int64_t units = g->ndim <= 1 ? 1 : g->shape[0];
+    if (units == 0) return CG_OK;
+    const int64_t len = g->numel / units;
+    cg_tensor *wc = NULL;
+    CG_TRY(cg__contig(w, &wc));
+    double *norms = malloc(sizeof(double) * (size_t)units * 2);
+    if (!norms) {
+        cg_tensor_free(wc);
+        return cg__err(CG_ERR_NOMEM, "cg_clip_grad_agc: out of memory for %lld unit norms",
+                       (long long)units);
+    }
+    double *wn = norms, *gn = norms + units;
+    unit_sumsq(wc, units, len, wn);
+    unit_sumsq(g, units, len, gn);
+    cg_tensor_free(wc);
+    int changed = 0;
+    for (int64_t u = 0; u < units; ++u) {
+        const double wnorm = sqrt(wn[u]), gnorm = sqrt(gn[u]);
+        const double max_norm = clipping * (wnorm > eps ? wnorm : eps);
+        if (gnorm < max_norm) continue; /* NaN norms fall through: scaled to NaN */
+        scale_row(g, u, len, max_norm / (gnorm > 1e-6 ? gnorm : 1e-6));
+        ++*n_clipped;
+        changed = 1;
+    }
+    *n_units += units;
+    free(norms);
+    if (changed) ++g->storage->version;
+    return CG_OK;
+}
+
+cg_status cg_clip_grad_agc(int n, cg_tensor *const *params, cg_tensor *const *grads,
+                           double clipping, double eps, int64_t *n_clipped, int64_t *n_units) {
+    static const char *fn = "cg_clip_grad_agc";
+    if (n_clipped) *n_clipped = 0;
+    if (n_units) *n_units = 0;
+    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    if (n > 0 && (!params || !grads))
+        return cg__err(CG_ERR_NULL, "%s: params or grads array is NULL", fn);
+    if (!(clipping > 0.0))
+        return cg__err(CG_ERR_VALUE, "%s: clipping must be > 0, got %g", fn, clipping);
+    if (!(eps >= 0.0)) return cg__err(CG_ERR_VALUE, "%s: eps must be >= 0, got %g", fn, eps);
+    for (int i = 0; i < n; ++i) {
+        if (!grads[i]) continue;
+        if (!params[i]) return cg__err(CG_ERR_NULL, "%s: parameter %d is NULL", fn, i);
+        CG_TRY(check_float(fn, "gradient", i, grads[i]));
+        CG_TRY(check_float(fn, "parameter", i, params[i]));
+        if (!cg__same_shape(params[i], grads[i])) {
+            char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
+            return cg__err(CG_ERR_SHAPE, "%s: gradient %d has shape %s but its parameter has shape %s",
+                           fn, i, cg__shape_str(grads[i]->ndim, grads[i]->shape, b1, sizeof b1),
+                           cg__shape_str(params[i]->ndim, params[i]->shape, b2, sizeof b2));
+        }
+        if (!cg__is_contig(grads[i]))
+            return cg__err(CG_ERR_VALUE, "%s: gradient %d is not contiguous", fn, i);
+    }
+    int64_t clipped = 0, units = 0;
+    for (int i = 0; i < n; ++i)
+        if (grads[i]) CG_TRY(agc_one(params[i], grads[i], clipping, eps, &clipped, &units));
+    if (n_clipped) *n_clipped = clipped;
+    if (n_units) *n_units = units;
+    return CG_OK;
+}

@@ -1,0 +1,442 @@
+/* optim.c -- fused in-place optimizer updates (SGD, Adam/AdamW, RMSprop,
+ * Adagrad). Each update is one pass over the parameter, its gradient and its
+ * state buffers, where PyTorch's single-tensor step makes one pass per
+ * tensor op. Per element the operations and their order are PyTorch's
+ * (torch/optim/<name>.py, _single_tensor_<name>), computed in the tensors' dtype with
+ * the scalars rounded to it, so the two libraries follow the same
+ * trajectory to float rounding. */
+/* Vectorisation options for the row loops: see the note in ops_binary.c. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math")
+#endif
+#include "cg_internal.h"
+#include "cg_optim.h"
+
+/* ---------------------------------------------------------------- checks */
+/* t must be a contiguous float tensor with ref's shape and dtype (ref == t
+ * checks t alone). */
+static cg_status check_operand(const char *fn, const char *name, const cg_tensor *t,
+                               const cg_tensor *ref) {
+    if (!t) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", fn, name);
+    if (!cg__is_float(t->dtype))
+        return cg__err(CG_ERR_DTYPE, "%s: '%s' must be float32 or float64, got %s", fn, name,
+                       cg_dtype_name(t->dtype));
+    if (t->dtype != ref->dtype)
+        return cg__err(CG_ERR_DTYPE, "%s: '%s' has dtype %s but the parameter has dtype %s", fn,
+                       name, cg_dtype_name(t->dtype), cg_dtype_name(ref->dtype));
+    if (!cg__same_shape(t, ref)) {
+        char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
+        return cg__err(CG_ERR_SHAPE, "%s: '%s' has shape %s but the parameter has shape %s", fn,
+                       name, cg__shape_str(t->ndim, t->shape, b1, sizeof b1),
+                       cg__shape_str(ref->ndim, ref->shape, b2, sizeof b2));
+    }
+    if (!cg__is_contig(t))
+        return cg__err(CG_ERR_VALUE, "%s: '%s' is not contiguous; the fused update needs "
+                                     "contiguous tensors (call contiguous() first)",
+                       fn, name);
+    return CG_OK;
+}
+
+/* Written tensors must not share memory: the loop reads and writes each
+ * element once, and two buffers in one block would step on each other. */
+static cg_status check_distinct(const char *fn, int n, cg_tensor *const *ts,
+                                const char *const *names) {
+    for (int i = 0; i < n; ++i)
+        for (int j = i + 1; j < n; ++j)
+            if (ts[i] && ts[j] && ts[i]->storage == ts[j]->storage)
+                return cg__err(CG_ERR_VALUE, "%s: '%s' and '%s' share memory; each state "
+                                             "buffer needs its own storage",
+                               fn, names[i], names[j]);
+    return CG_OK;
+}
+
+#define CHECK_GE0(fn, field, v)                                                             \
+    do {                                                                                    \
+        if (!((v) >= 0.0))                                                                  \
+            return cg__err(CG_ERR_VALUE, "%s: invalid %s value: %g (must be >= 0)", fn,     \
+                           field, (double)(v));                                             \
+    } while (0)
+#define CHECK_BETA(fn, field, v)                                                            \
+    do {                                                                                    \
+        if (!((v) >= 0.0 && (v) < 1.0))                                                     \
+            return cg__err(CG_ERR_VALUE, "%s: invalid %s value: %g (must be in [0, 1))",    \
+                           fn, field, (double)(v));                                         \
+    } while (0)
+
+static void bump(cg_tensor *t) {
+    if (t) ++t->storage->version;
+}
+
+/* sqrtf for float: correctly rounded like PyTorch's, and it vectorises. */
+#define SQRT_float sqrtf
+#define SQRT_double sqrt
+
+/* PyTorch's lerp (ATen lerp.h): a weight below 0.5 interpolates from the
+ * start, a larger one from the end (w1m = 1 - w, in T), for accuracy near
+ * both ends. SMALL is a compile-time flag of the specialised loop. */
+#define LERP(SMALL, s, e, w, w1m) ((SMALL) ? (s) + (w) * ((e) - (s)) : (e) - ((e) - (s)) * (w1m))
+
+/* Each update loop is an always-inline body taking its option flags as
+ * int parameters, instantiated once per flag combination by a switch on a
+ * key whose cases pass literal constants: every instance is branch-free
+ * inside, so GCC vectorises it (a flag tested in the loop stops that). */
+#define CG_INLINE static inline __attribute__((always_inline))
+#define CASES4(C, k) C(k) C((k) + 1) C((k) + 2) C((k) + 3)
+#define CASES32(C)                                                                          \
+    CASES4(C, 0) CASES4(C, 4) CASES4(C, 8) CASES4(C, 12) CASES4(C, 16) CASES4(C, 20)       \
+    CASES4(C, 24) CASES4(C, 28)
+#define BIT(k, i) (((k) >> (i)) & 1)
+
+/* ------------------------------------------------------------------- SGD */
+/* key bits: 0 maximize, 1 weight decay, 2 momentum, 3 nesterov, 4 first step */
+#define SGD_KERNEL(NAME, T)                                                                 \
+    CG_INLINE void NAME##_body(int64_t n, T *restrict p, const T *restrict gr,              \
+                               T *restrict buf, const cg_sgd_options *o, const int MX,      \
+                               const int WD, const int MOM, const int NEST, const int INIT) { \
+        const T lr_neg = (T)(-o->lr), wd = (T)o->weight_decay, mom = (T)o->momentum;       \
+        const T damp1 = (T)(1.0 - o->dampening);                                            \
+        for (int64_t i = 0; i < n; ++i) {                                                   \
+            T g = MX ? -gr[i] : gr[i];                                                      \
+            if (WD) g = g + wd * p[i];                                                      \
+            if (MOM) {                                                                      \
+                const T b = INIT ? g : buf[i] * mom + damp1 * g;                            \
+                buf[i] = b;                                                                 \
+                g = NEST ? g + mom * b : b;                                                 \
+            }                                                                               \
+            p[i] = p[i] + lr_neg * g;                                                       \
+        }                                                                                   \
+    }                                                                                       \
+    static void NAME(int64_t n, T *p, const T *gr, T *buf, int init,                        \
+                     const cg_sgd_options *o) {                                             \
+        const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1 |                \
+                        (o->momentum != 0.0) << 2 | (o->nesterov != 0) << 3 |               \
+                        (init != 0) << 4;                                                   \
+        switch (key) {                                                                      \
+            CASES32(NAME##_CASE)                                                            \
+        default: break;                                                                     \
+        }                                                                                   \
+    }
+#define sgd_f32_CASE(k)                                                                     \
+    case k: sgd_f32_body(n, p, gr, buf, o, BIT(k, 0), BIT(k, 1), BIT(k, 2), BIT(k, 3), BIT(k, 4)); break;
+#define sgd_f64_CASE(k)                                                                     \
+    case k: sgd_f64_body(n, p, gr, buf, o, BIT(k, 0), BIT(k, 1), BIT(k, 2), BIT(k, 3), BIT(k, 4)); break;
+SGD_KERNEL(sgd_f32, float)
+SGD_KERNEL(sgd_f64, double)
+
+cg_sgd_options cg_sgd_default_options(void) {
+    cg_sgd_options o = {1e-3, 0.0, 0.0, 0.0, 0, 0};
+    return o;
+}
+
+cg_status cg__check_sgd_options(const char *fn, const cg_sgd_options *o) {
+    CHECK_GE0(fn, "learning rate", o->lr);
+    CHECK_GE0(fn, "momentum", o->momentum);
+    CHECK_GE0(fn, "weight_decay", o->weight_decay);
+    if (!isfinite(o->dampening))
+        return cg__err(CG_ERR_VALUE, "%s: invalid dampening value: %g", fn, o->dampening);
+    if (o->nesterov && (o->momentum <= 0.0 || o->dampening != 0.0))
+        return cg__err(CG_ERR_VALUE, "%s: Nesterov momentum requires a momentum and zero "
+                                     "dampening (momentum %g, dampening %g)",
+                       fn, o->momentum, o->dampening);
+    return CG_OK;
+}
+
+cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
+                        int init_buffer, const cg_sgd_options *o) {
+    static const char *fn = "cg_sgd_update";
+    CG_CHECK_T(param);
+    if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    CG_TRY(check_operand(fn, "param", param, param));
+    CG_TRY(check_operand(fn, "grad", grad, param));
+    CG_TRY(cg__check_sgd_options(fn, o));
+    if (o->momentum != 0.0) {
+        CG_TRY(check_operand(fn, "momentum_buffer", momentum_buffer, param));
+        cg_tensor *w[2] = {param, momentum_buffer};
+        const char *names[2] = {"param", "momentum_buffer"};
+        CG_TRY(check_distinct(fn, 2, w, names));
+    } else {
+        momentum_buffer = NULL;
+    }
+    const int64_t n = param->numel;
+    if (param->dtype == CG_FLOAT32)
+        sgd_f32(n, cg__ptr(param), cg__ptr(grad),
+                momentum_buffer ? cg__ptr(momentum_buffer) : NULL, init_buffer, o);
+    else
+        sgd_f64(n, cg__ptr(param), cg__ptr(grad),
+                momentum_buffer ? cg__ptr(momentum_buffer) : NULL, init_buffer, o);
+    bump(param);
+    bump(momentum_buffer);
+    return CG_OK;
+}
+
+/* ------------------------------------------------------------ Adam/AdamW */
+/* Scalars computed in double as PyTorch computes them in Python, then
+ * rounded to T where PyTorch hands them to a kernel. */
+typedef struct adam_scalars {
+    double wd_factor;  /* 1 - lr * weight_decay (AdamW) */
+    double bc2_sqrt;   /* sqrt(1 - beta2^step) */
+    double step_size;  /* lr / (1 - beta1^step) */
+} adam_scalars;
+
+/* key bits: 0 maximize, 1 coupled weight decay, 2 decoupled weight decay,
+ * 3 amsgrad, 4 lerp weight 1 - beta1 below 0.5 */
+#define ADAM_KERNEL(NAME, T)                                                                \
+    CG_INLINE void NAME##_body(int64_t n, T *restrict p, const T *restrict gr, T *restrict m, \
+                               T *restrict v, T *restrict vmax, const cg_adam_options *o,   \
+                               const adam_scalars *s, const int MX, const int WD,           \
+                               const int DWD, const int AMS, const int SW) {                \
+        const T wd = (T)o->weight_decay, wd_factor = (T)s->wd_factor;                       \
+        const T w1 = (T)(1.0 - o->beta1), w1m = (T)1 - w1;                                  \
+        const T b2 = (T)o->beta2, c2 = (T)(1.0 - o->beta2);                                 \
+        const T bc2_sqrt = (T)s->bc2_sqrt, eps = (T)o->eps, neg_step = (T)(-s->step_size); \
+        for (int64_t i = 0; i < n; ++i) {                                                   \
+            T g = MX ? -gr[i] : gr[i];                                                      \
+            T x = p[i];                                                                     \
+            if (WD) g = g + wd * x;                                                         \
+            if (DWD) x = x * wd_factor;                                                     \
+            const T mi = LERP(SW, m[i], g, w1, w1m);                                        \
+            const T vi = v[i] * b2 + c2 * g * g;                                            \
+            m[i] = mi;                                                                      \
+            v[i] = vi;                                                                      \
+            T vd = vi;                                                                      \
+            if (AMS) {                                                                      \
+                /* torch.maximum: NaN wins */                                               \
+                const T vm = vmax[i];                                                       \
+                vd = (vm != vm || vm > vi) ? vm : vi;                                       \
+                vmax[i] = vd;                                                               \
+            }                                                                               \
+            const T denom = SQRT_##T(vd) / bc2_sqrt + eps;                                  \
+            p[i] = x + neg_step * mi / denom;                                               \
+        }                                                                                   \
+    }                                                                                       \
+    static void NAME(int64_t n, T *p, const T *gr, T *m, T *v, T *vmax,                     \
+                     const cg_adam_options *o, const adam_scalars *s) {                     \
+        const int wd = o->weight_decay != 0.0;                                              \
+        const int key = (o->maximize != 0) | (wd && !o->decoupled_weight_decay) << 1 |      \
+                        (wd && o->decoupled_weight_decay) << 2 | (vmax != NULL) << 3 |      \
+                        ((T)(1.0 - o->beta1) < (T)0.5) << 4;                                \
+        switch (key) {                                                                      \
+            CASES32(NAME##_CASE)                                                            \
+        default: break;                                                                     \
+        }                                                                                   \
+    }
+#define adam_f32_CASE(k)                                                                    \
+    case k: adam_f32_body(n, p, gr, m, v, vmax, o, s, BIT(k, 0), BIT(k, 1), BIT(k, 2),      \
+                          BIT(k, 3), BIT(k, 4)); break;
+#define adam_f64_CASE(k)                                                                    \
+    case k: adam_f64_body(n, p, gr, m, v, vmax, o, s, BIT(k, 0), BIT(k, 1), BIT(k, 2),      \
+                          BIT(k, 3), BIT(k, 4)); break;
+ADAM_KERNEL(adam_f32, float)
+ADAM_KERNEL(adam_f64, double)
+
+cg_adam_options cg_adam_default_options(void) {
+    cg_adam_options o = {1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0, 0};
+    return o;
+}
+
+cg_adam_options cg_adamw_default_options(void) {
+    cg_adam_options o = cg_adam_default_options();
+    o.weight_decay = 1e-2;
+    o.decoupled_weight_decay = 1;
+    return o;
+}
+
+cg_status cg__check_adam_options(const char *fn, const cg_adam_options *o) {
+    CHECK_GE0(fn, "learning rate", o->lr);
+    CHECK_GE0(fn, "epsilon", o->eps);
+    CHECK_BETA(fn, "beta1", o->beta1);
+    CHECK_BETA(fn, "beta2", o->beta2);
+    CHECK_GE0(fn, "weight_decay", o->weight_decay);
+    return CG_OK;
+}
+
+cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
+                         cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
+                         const cg_adam_options *o) {
+    static const char *fn = "cg_adam_update";
+    CG_CHECK_T(param);
+    if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    CG_TRY(check_operand(fn, "param", param, param));
+    CG_TRY(check_operand(fn, "grad", grad, param));
+    CG_TRY(check_operand(fn, "exp_avg", exp_avg, param));
+    CG_TRY(check_operand(fn, "exp_avg_sq", exp_avg_sq, param));
+    if (o->amsgrad)
+        CG_TRY(check_operand(fn, "max_exp_avg_sq", max_exp_avg_sq, param));
+    else
+        max_exp_avg_sq = NULL;
+    cg_tensor *w[4] = {param, exp_avg, exp_avg_sq, max_exp_avg_sq};
+    const char *names[4] = {"param", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+    CG_TRY(check_distinct(fn, 4, w, names));
+    CG_TRY(cg__check_adam_options(fn, o));
+    if (step < 1)
+        return cg__err(CG_ERR_VALUE, "%s: step must be >= 1 (the count including this step), got %lld",
+                       fn, (long long)step);
+    adam_scalars s;
+    s.wd_factor = 1.0 - o->lr * o->weight_decay;
+    s.step_size = o->lr / (1.0 - pow(o->beta1, (double)step));
+    s.bc2_sqrt = pow(1.0 - pow(o->beta2, (double)step), 0.5);
+    const int64_t n = param->numel;
+    void *vmax = max_exp_avg_sq ? cg__ptr(max_exp_avg_sq) : NULL;
+    if (param->dtype == CG_FLOAT32)
+        adam_f32(n, cg__ptr(param), cg__ptr(grad), cg__ptr(exp_avg), cg__ptr(exp_avg_sq), vmax,
+                 o, &s);
+    else
+        adam_f64(n, cg__ptr(param), cg__ptr(grad), cg__ptr(exp_avg), cg__ptr(exp_avg_sq), vmax,
+                 o, &s);
+    for (int i = 0; i < 4; ++i) bump(w[i]);
+    return CG_OK;
+}
+
+/* --------------------------------------------------------------- RMSprop */
+/* key bits: 0 maximize, 1 weight decay, 2 centered, 3 momentum, 4 lerp
+ * weight 1 - alpha below 0.5 */
+#define RMSPROP_KERNEL(NAME, T)                                                             \
+    CG_INLINE void NAME##_body(int64_t n, T *restrict p, const T *restrict gr,              \
+                               T *restrict sq, T *restrict ga, T *restrict buf,             \
+                               const cg_rmsprop_options *o, const int MX, const int WD,     \
+                               const int CEN, const int MOM, const int SW) {                \
+        const T wd = (T)o->weight_decay, alpha = (T)o->alpha, c = (T)(1.0 - o->alpha);     \
+        const T c1m = (T)1 - c, eps = (T)o->eps, mom = (T)o->momentum, lr_neg = (T)(-o->lr); \
+        for (int64_t i = 0; i < n; ++i) {                                                   \
+            T g = MX ? -gr[i] : gr[i];                                                      \
+            if (WD) g = g + wd * p[i];                                                      \
+            const T si = sq[i] * alpha + c * g * g;                                         \
+            sq[i] = si;                                                                     \
+            T avg;                                                                          \
+            if (CEN) {                                                                      \
+                const T gi = LERP(SW, ga[i], g, c, c1m);                                    \
+                ga[i] = gi;                                                                 \
+                avg = SQRT_##T(si + (T)(-1) * gi * gi);                                     \
+            } else {                                                                        \
+                avg = SQRT_##T(si);                                                         \
+            }                                                                               \
+            avg = avg + eps;                                                                \
+            if (MOM) {                                                                      \
+                const T b = buf[i] * mom + g / avg;                                         \
+                buf[i] = b;                                                                 \
+                p[i] = p[i] + lr_neg * b;                                                   \
+            } else {                                                                        \
+                p[i] = p[i] + lr_neg * g / avg;                                             \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
+    static void NAME(int64_t n, T *p, const T *gr, T *sq, T *ga, T *buf,                    \
+                     const cg_rmsprop_options *o) {                                         \
+        const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1 |                \
+                        (ga != NULL) << 2 | (buf != NULL) << 3 |                            \
+                        ((T)(1.0 - o->alpha) < (T)0.5) << 4;                                \
+        switch (key) {                                                                      \
+            CASES32(NAME##_CASE)                                                            \
+        default: break;                                                                     \
+        }                                                                                   \
+    }
+#define rmsprop_f32_CASE(k)                                                                 \
+    case k: rmsprop_f32_body(n, p, gr, sq, ga, buf, o, BIT(k, 0), BIT(k, 1), BIT(k, 2),     \
+                             BIT(k, 3), BIT(k, 4)); break;
+#define rmsprop_f64_CASE(k)                                                                 \
+    case k: rmsprop_f64_body(n, p, gr, sq, ga, buf, o, BIT(k, 0), BIT(k, 1), BIT(k, 2),     \
+                             BIT(k, 3), BIT(k, 4)); break;
+RMSPROP_KERNEL(rmsprop_f32, float)
+RMSPROP_KERNEL(rmsprop_f64, double)
+
+cg_rmsprop_options cg_rmsprop_default_options(void) {
+    cg_rmsprop_options o = {1e-2, 0.99, 1e-8, 0.0, 0.0, 0, 0};
+    return o;
+}
+
+cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg,
+                            cg_tensor *grad_avg, cg_tensor *momentum_buffer,
+                            const cg_rmsprop_options *o) {
+    static const char *fn = "cg_rmsprop_update";
+    CG_CHECK_T(param);
+    if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    CG_TRY(check_operand(fn, "param", param, param));
+    CG_TRY(check_operand(fn, "grad", grad, param));
+    CG_TRY(check_operand(fn, "square_avg", square_avg, param));
+    CHECK_GE0(fn, "learning rate", o->lr);
+    CHECK_GE0(fn, "epsilon", o->eps);
+    CHECK_GE0(fn, "momentum", o->momentum);
+    CHECK_GE0(fn, "weight_decay", o->weight_decay);
+    CHECK_GE0(fn, "alpha", o->alpha);
+    if (o->centered)
+        CG_TRY(check_operand(fn, "grad_avg", grad_avg, param));
+    else
+        grad_avg = NULL;
+    if (o->momentum > 0.0)
+        CG_TRY(check_operand(fn, "momentum_buffer", momentum_buffer, param));
+    else
+        momentum_buffer = NULL;
+    cg_tensor *w[4] = {param, square_avg, grad_avg, momentum_buffer};
+    const char *names[4] = {"param", "square_avg", "grad_avg", "momentum_buffer"};
+    CG_TRY(check_distinct(fn, 4, w, names));
+    const int64_t n = param->numel;
+    void *ga = grad_avg ? cg__ptr(grad_avg) : NULL;
+    void *buf = momentum_buffer ? cg__ptr(momentum_buffer) : NULL;
+    if (param->dtype == CG_FLOAT32)
+        rmsprop_f32(n, cg__ptr(param), cg__ptr(grad), cg__ptr(square_avg), ga, buf, o);
+    else
+        rmsprop_f64(n, cg__ptr(param), cg__ptr(grad), cg__ptr(square_avg), ga, buf, o);
+    for (int i = 0; i < 4; ++i) bump(w[i]);
+    return CG_OK;
+}
+
+/* --------------------------------------------------------------- Adagrad */
+#define ADAGRAD_KERNEL(NAME, T)                                                             \
+    CG_INLINE void NAME##_body(int64_t n, T *restrict p, const T *restrict gr,              \
+                               T *restrict sum, double clr, const cg_adagrad_options *o,    \
+                               const int MX, const int WD) {                                \
+        const T wd = (T)o->weight_decay, eps = (T)o->eps, clr_neg = (T)(-clr);             \
+        for (int64_t i = 0; i < n; ++i) {                                                   \
+            T g = MX ? -gr[i] : gr[i];                                                      \
+            if (WD) g = g + wd * p[i];                                                      \
+            const T si = sum[i] + g * g;                                                    \
+            sum[i] = si;                                                                    \
+            const T std = SQRT_##T(si) + eps;                                               \
+            p[i] = p[i] + clr_neg * g / std;                                                \
+        }                                                                                   \
+    }                                                                                       \
+    static void NAME(int64_t n, T *p, const T *gr, T *sum, double clr,                      \
+                     const cg_adagrad_options *o) {                                         \
+        const int mx = o->maximize != 0, wd = o->weight_decay != 0.0;                       \
+        if (mx && wd) NAME##_body(n, p, gr, sum, clr, o, 1, 1);                             \
+        else if (mx) NAME##_body(n, p, gr, sum, clr, o, 1, 0);                              \
+        else if (wd) NAME##_body(n, p, gr, sum, clr, o, 0, 1);                              \
+        else NAME##_body(n, p, gr, sum, clr, o, 0, 0);                                      \
+    }
+ADAGRAD_KERNEL(adagrad_f32, float)
+ADAGRAD_KERNEL(adagrad_f64, double)
+
+cg_adagrad_options cg_adagrad_default_options(void) {
+    cg_adagrad_options o = {1e-2, 0.0, 0.0, 1e-10, 0.0, 0};
+    return o;
+}
+
+cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
+                            int64_t step, const cg_adagrad_options *o) {
+    static const char *fn = "cg_adagrad_update";
+    CG_CHECK_T(param);
+    if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    CG_TRY(check_operand(fn, "param", param, param));
+    CG_TRY(check_operand(fn, "grad", grad, param));
+    CG_TRY(check_operand(fn, "state_sum", state_sum, param));
+    cg_tensor *w[2] = {param, state_sum};
+    const char *names[2] = {"param", "state_sum"};
+    CG_TRY(check_distinct(fn, 2, w, names));
+    CHECK_GE0(fn, "learning rate", o->lr);
+    CHECK_GE0(fn, "lr_decay", o->lr_decay);
+    CHECK_GE0(fn, "weight_decay", o->weight_decay);
+    CHECK_GE0(fn, "epsilon", o->eps);
+    CHECK_GE0(fn, "initial_accumulator_value", o->initial_accumulator_value);
+    if (step < 1)
+        return cg__err(CG_ERR_VALUE, "%s: step must be >= 1 (the count including this step), got %lld",
+                       fn, (long long)step);
+    const double clr = o->lr / (1.0 + (double)(step - 1) * o->lr_decay);
+    const int64_t n = param->numel;
+    if (param->dtype == CG_FLOAT32)
+        adagrad_f32(n, cg__ptr(param), cg__ptr(grad), cg__ptr(state_sum), clr, o);
+    else
+        adagrad_f64(n, cg__ptr(param), cg__ptr(grad), cg__ptr(state_sum), clr, o);
+    bump(param);
+    bump(state_sum);
+    return CG_OK;
+}

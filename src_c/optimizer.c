@@ -1,0 +1,171 @@
+/* optimizer.c -- cg_optimizer: parameters, their state tensors and the
+ * options of one fused update (SGD or Adam/AdamW), for C-only training. */
+#include "cg_internal.h"
+#include "cg_optim.h"
+
+typedef enum opt_kind { OPT_SGD, OPT_ADAM } opt_kind;
+
+/* State of one parameter. Tensors owned; NULL until its first step. */
+typedef struct opt_slot {
+    cg_tensor *param;
+    cg_tensor *buf[3]; /* SGD: momentum_buffer; Adam: exp_avg, exp_avg_sq, max_exp_avg_sq */
+    int64_t steps;
+} opt_slot;
+
+struct cg_optimizer {
+    opt_kind kind;
+    cg_sgd_options sgd;
+    cg_adam_options adam;
+    int n;
+    opt_slot *slots; /* n entries */
+};
+
+static const char *const SGD_NAMES[3] = {"momentum_buffer", NULL, NULL};
+static const char *const ADAM_NAMES[3] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+
+static cg_status opt_new(const char *fn, opt_kind kind, int n, cg_tensor *const *params,
+                         cg_optimizer **out) {
+    CG_CHECK_OUT(out);
+    if (n <= 0) return cg__err(CG_ERR_VALUE, "%s: optimizer got an empty parameter list (n = %d)", fn, n);
+    if (!params) return cg__err(CG_ERR_NULL, "%s: params is NULL", fn);
+    for (int i = 0; i < n; ++i) {
+        const cg_tensor *p = params[i];
+        if (!p) return cg__err(CG_ERR_NULL, "%s: parameter %d is NULL", fn, i);
+        if (!cg__is_float(p->dtype))
+            return cg__err(CG_ERR_DTYPE, "%s: parameter %d has dtype %s; float32 or float64 needed",
+                           fn, i, cg_dtype_name(p->dtype));
+        if (p->grad_fn)
+            return cg__err(CG_ERR_VALUE, "%s: can't optimize a non-leaf tensor (parameter %d, made by '%s')",
+                           fn, i, cg__node_name(p->grad_fn));
+        if (!cg__is_contig(p))
+            return cg__err(CG_ERR_VALUE, "%s: parameter %d is not contiguous", fn, i);
+        for (int j = 0; j < i; ++j)
+            if (params[j] == p)
+                return cg__err(CG_ERR_VALUE, "%s: parameter %d is parameter %d again", fn, i, j);
+    }
+    cg_optimizer *o = calloc(1, sizeof *o);
+    opt_slot *slots = calloc((size_t)n, sizeof *slots);
+    if (!o || !slots) {
+        free(o);
+        free(slots);
+        return cg__err(CG_ERR_NOMEM, "%s: out of memory for %d parameters", fn, n);
+    }
+    o->kind = kind;
+    o->n = n;
+    o->slots = slots;
+    for (int i = 0; i < n; ++i) {
+        cg_tensor_retain(params[i]);
+        slots[i].param = params[i];
+    }
+    *out = o;
+    return CG_OK;
+}
+
+cg_status cg_optimizer_new_sgd(int n, cg_tensor *const *params, const cg_sgd_options *options,
+                               cg_optimizer **out) {
+    static const char *fn = "cg_optimizer_new_sgd";
+    if (out) *out = NULL;
+    if (!options) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    CG_TRY(cg__check_sgd_options(fn, options));
+    CG_TRY(opt_new(fn, OPT_SGD, n, params, out));
+    (*out)->sgd = *options;
+    return CG_OK;
+}
+
+cg_status cg_optimizer_new_adam(int n, cg_tensor *const *params, const cg_adam_options *options,
+                                cg_optimizer **out) {
+    static const char *fn = "cg_optimizer_new_adam";
+    if (out) *out = NULL;
+    if (!options) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    CG_TRY(cg__check_adam_options(fn, options));
+    CG_TRY(opt_new(fn, OPT_ADAM, n, params, out));
+    (*out)->adam = *options;
+    return CG_OK;
+}
+
+cg_status cg_optimizer_new_adamw(int n, cg_tensor *const *params, const cg_adam_options *options,
+                                 cg_optimizer **out) {
+    cg_adam_options o = options ? *options : cg_adamw_default_options();
+    o.decoupled_weight_decay = 1;
+    return cg_optimizer_new_adam(n, params, &o, out);
+}
+
+/* Zeros shaped like p (the state a fresh parameter starts with). */
+static cg_status zeros_like(const cg_tensor *p, cg_tensor **out) {
+    return cg_zeros(p->dtype, p->ndim, p->shape, out);
+}
+
+static cg_status step_one(cg_optimizer *o, opt_slot *s, cg_tensor *grad) {
+    if (o->kind == OPT_SGD) {
+        int first = 0;
+        if (o->sgd.momentum != 0.0 && !s->buf[0]) {
+            CG_TRY(zeros_like(s->param, &s->buf[0]));
+            first = 1;
+        }
+        CG_TRY(cg_sgd_update(s->param, grad, s->buf[0], first, &o->sgd));
+    } else {
+        const int nbuf = o->adam.amsgrad ? 3 : 2;
+        for (int k = 0; k < nbuf; ++k)
+            if (!s->buf[k]) CG_TRY(zeros_like(s->param, &s->buf[k]));
+        CG_TRY(cg_adam_update(s->param, grad, s->buf[0], s->buf[1], s->buf[2], s->steps + 1,
+                              &o->adam));
+    }
+    ++s->steps;
+    return CG_OK;
+}
+
+cg_status cg_optimizer_step(cg_optimizer *opt) {
+    if (!opt) return cg__err(CG_ERR_NULL, "cg_optimizer_step: optimizer is NULL");
+    for (int i = 0; i < opt->n; ++i) {
+        opt_slot *s = &opt->slots[i];
+        cg_tensor *g = s->param->grad;
+        if (!g) continue;
+        cg_tensor *gc = NULL;
+        CG_TRY(cg__contig(g, &gc)); /* the fused loops read contiguous gradients */
+        cg_status st = step_one(opt, s, gc);
+        cg_tensor_free(gc);
+        CG_TRY(st);
+    }
+    return CG_OK;
+}
+
+void cg_optimizer_zero_grad(cg_optimizer *opt) {
+    if (!opt) return;
+    for (int i = 0; i < opt->n; ++i) cg_tensor_set_grad(opt->slots[i].param, NULL);
+}
+
+cg_status cg_optimizer_set_lr(cg_optimizer *opt, double lr) {
+    if (!opt) return cg__err(CG_ERR_NULL, "cg_optimizer_set_lr: optimizer is NULL");
+    if (!(lr >= 0.0)) return cg__err(CG_ERR_VALUE, "cg_optimizer_set_lr: invalid learning rate: %g", lr);
+    if (opt->kind == OPT_SGD) opt->sgd.lr = lr;
+    else opt->adam.lr = lr;
+    return CG_OK;
+}
+
+double cg_optimizer_get_lr(const cg_optimizer *opt) {
+    if (!opt) return NAN;
+    return opt->kind == OPT_SGD ? opt->sgd.lr : opt->adam.lr;
+}
+
+cg_tensor *cg_optimizer_state(const cg_optimizer *opt, int i, const char *name) {
+    if (!opt || !name || i < 0 || i >= opt->n) return NULL;
+    const char *const *names = opt->kind == OPT_SGD ? SGD_NAMES : ADAM_NAMES;
+    for (int k = 0; k < 3; ++k)
+        if (names[k] && strcmp(names[k], name) == 0) return opt->slots[i].buf[k];
+    return NULL;
+}
+
+int64_t cg_optimizer_param_steps(const cg_optimizer *opt, int i) {
+    if (!opt || i < 0 || i >= opt->n) return -1;
+    return opt->slots[i].steps;
+}
+
+void cg_optimizer_free(cg_optimizer *opt) {
+    if (!opt) return;
+    for (int i = 0; i < opt->n; ++i) {
+        for (int k = 0; k < 3; ++k) cg_tensor_free(opt->slots[i].buf[k]);
+        cg_tensor_free(opt->slots[i].param);
+    }
+    free(opt->slots);
+    free(opt);
+}

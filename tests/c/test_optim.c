@@ -1,0 +1,540 @@
+/* test_optim.c -- fused optimizer updates, clipping and tensor statistics
+ * against straightforward reference loops (written from the update rules
+ * in PyTorch's documentation), and their error statuses. */
+#include <stdlib.h>
+
+#include "cgtest.h"
+
+#define N 7
+#define STEPS 5
+
+static cg_tensor *make(cg_dtype dt, const double *v, int64_t n) {
+    cg_tensor *t = NULL, *t64 = cgt_f64(1, &n, v);
+    if (dt == CG_FLOAT64) return t64;
+    cg_to_dtype(t64, dt, &t);
+    cg_tensor_free(t64);
+    return t;
+}
+
+static void set_from(cg_tensor *t, const double *v) {
+    int64_t n = cg_tensor_numel(t);
+    for (int64_t i = 0; i < n; ++i) {
+        if (cg_tensor_dtype(t) == CG_FLOAT32) ((float *)cg_tensor_data(t))[i] = (float)v[i];
+        else ((double *)cg_tensor_data(t))[i] = v[i];
+    }
+}
+
+static double max_rel_err(const cg_tensor *t, const double *want, int64_t n) {
+    double e = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        double d = fabs(cgt_at(t, i) - want[i]) / (1e-6 + fabs(want[i]));
+        if (!(d <= e)) e = d;
+    }
+    return e;
+}
+
+static const double P0[N] = {0.5, -1.25, 2.0, 0.0, -0.3, 1.7, -2.2};
+
+/* The gradient at step k: a fixed pattern that changes sign and size. */
+static void grad_at(int k, const double *p, double *g) {
+    for (int i = 0; i < N; ++i) g[i] = 0.8 * p[i] + 0.3 * sin(1.0 + i + 2.0 * k);
+}
+
+static double tol_for(cg_dtype dt) { return dt == CG_FLOAT32 ? 2e-5 : 1e-12; }
+
+/* ------------------------------------------------------------------- SGD */
+static void check_sgd(cg_dtype dt, cg_sgd_options o) {
+    double p[N], buf[N] = {0}, g[N];
+    memcpy(p, P0, sizeof p);
+    int64_t n = N;
+    cg_tensor *tp = make(dt, P0, n), *tg = make(dt, P0, n), *tb = make(dt, P0, n);
+    for (int k = 0; k < STEPS; ++k) {
+        grad_at(k, p, g);
+        for (int i = 0; i < N; ++i) {
+            double d = o.maximize ? -g[i] : g[i];
+            d += o.weight_decay * p[i];
+            if (o.momentum != 0) {
+                buf[i] = k == 0 ? d : o.momentum * buf[i] + (1 - o.dampening) * d;
+                d = o.nesterov ? d + o.momentum * buf[i] : buf[i];
+            }
+            p[i] -= o.lr * d;
+        }
+        double gc[N];
+        for (int i = 0; i < N; ++i) gc[i] = cgt_at(tp, i);
+        grad_at(k, gc, gc);
+        set_from(tg, gc);
+        uint64_t v0 = cg_tensor_version(tp);
+        CHECK_OK(cg_sgd_update(tp, tg, o.momentum != 0 ? tb : NULL, k == 0, &o));
+        CHECK(cg_tensor_version(tp) == v0 + 1);
+    }
+    CHECK(max_rel_err(tp, p, N) < tol_for(dt));
+    cg_tensor_free(tp);
+    cg_tensor_free(tg);
+    cg_tensor_free(tb);
+}
+
+static void test_sgd(void) {
+    for (int d = 0; d < 2; ++d) {
+        cg_dtype dt = d ? CG_FLOAT64 : CG_FLOAT32;
+        cg_sgd_options o = cg_sgd_default_options();
+        o.lr = 0.1;
+        check_sgd(dt, o);
+        o.momentum = 0.9;
+        o.dampening = 0.1;
+        o.weight_decay = 0.01;
+        check_sgd(dt, o);
+        o.dampening = 0.0;
+        o.nesterov = 1;
+        o.maximize = 1;
+        check_sgd(dt, o);
+    }
+}
+
+/* ------------------------------------------------------------ Adam/AdamW */
+static void check_adam(cg_dtype dt, cg_adam_options o) {
+    double p[N], m[N] = {0}, v[N] = {0}, vmax[N] = {0}, g[N];
+    memcpy(p, P0, sizeof p);
+    int64_t n = N;
+    double zero[N] = {0};
+    cg_tensor *tp = make(dt, P0, n), *tg = make(dt, P0, n);
+    cg_tensor *tm = make(dt, zero, n), *tv = make(dt, zero, n), *tvm = make(dt, zero, n);
+    for (int k = 1; k <= STEPS; ++k) {
+        grad_at(k, p, g);
+        double bc1 = 1 - pow(o.beta1, k), bc2 = 1 - pow(o.beta2, k);
+        for (int i = 0; i < N; ++i) {
+            double d = o.maximize ? -g[i] : g[i];
+            if (o.decoupled_weight_decay) p[i] *= 1 - o.lr * o.weight_decay;
+            else d += o.weight_decay * p[i];
+            m[i] = o.beta1 * m[i] + (1 - o.beta1) * d;
+            v[i] = o.beta2 * v[i] + (1 - o.beta2) * d * d;
+            vmax[i] = v[i] > vmax[i] ? v[i] : vmax[i];
+            double vh = o.amsgrad ? vmax[i] : v[i];
+            p[i] -= o.lr / bc1 * m[i] / (sqrt(vh) / sqrt(bc2) + o.eps);
+        }
+        double gc[N];
+        for (int i = 0; i < N; ++i) gc[i] = cgt_at(tp, i);
+        grad_at(k, gc, gc);
+        set_from(tg, gc);
+        uint64_t vm0 = cg_tensor_version(tm);
+        CHECK_OK(cg_adam_update(tp, tg, tm, tv, tvm, k, &o));
+        CHECK(cg_tensor_version(tm) == vm0 + 1);
+    }
+    CHECK(max_rel_err(tp, p, N) < tol_for(dt));
+    CHECK(max_rel_err(tv, v, N) < tol_for(dt));
+    cg_tensor_free(tp);
+    cg_tensor_free(tg);
+    cg_tensor_free(tm);
+    cg_tensor_free(tv);
+    cg_tensor_free(tvm);
+}
+
+static void test_adam(void) {
+    for (int d = 0; d < 2; ++d) {
+        cg_dtype dt = d ? CG_FLOAT64 : CG_FLOAT32;
+        cg_adam_options o = cg_adam_default_options();
+        o.lr = 0.05;
+        check_adam(dt, o);
+        o.weight_decay = 0.1;
+        o.amsgrad = 1;
+        check_adam(dt, o);
+        o.maximize = 1;
+        o.beta1 = 0.6; /* lerp weight 0.4 < 0.5: the other branch */
+        check_adam(dt, o);
+        cg_adam_options w = cg_adamw_default_options();
+        w.lr = 0.05;
+        w.weight_decay = 0.2;
+        check_adam(dt, w);
+    }
+}
+
+/* --------------------------------------------------------------- RMSprop */
+static void check_rmsprop(cg_dtype dt, cg_rmsprop_options o) {
+    double p[N], sq[N] = {0}, ga[N] = {0}, buf[N] = {0}, g[N], zero[N] = {0};
+    memcpy(p, P0, sizeof p);
+    int64_t n = N;
+    cg_tensor *tp = make(dt, P0, n), *tg = make(dt, P0, n), *ts = make(dt, zero, n);
+    cg_tensor *tga = make(dt, zero, n), *tb = make(dt, zero, n);
+    for (int k = 0; k < STEPS; ++k) {
+        grad_at(k, p, g);
+        for (int i = 0; i < N; ++i) {
+            double d = (o.maximize ? -g[i] : g[i]) + o.weight_decay * p[i];
+            sq[i] = o.alpha * sq[i] + (1 - o.alpha) * d * d;
+            double avg = sq[i];
+            if (o.centered) {
+                ga[i] = o.alpha * ga[i] + (1 - o.alpha) * d;
+                avg -= ga[i] * ga[i];
+            }
+            avg = sqrt(avg) + o.eps;
+            if (o.momentum > 0) {
+                buf[i] = o.momentum * buf[i] + d / avg;
+                p[i] -= o.lr * buf[i];
+            } else {
+                p[i] -= o.lr * d / avg;
+            }
+        }
+        double gc[N];
+        for (int i = 0; i < N; ++i) gc[i] = cgt_at(tp, i);
+        grad_at(k, gc, gc);
+        set_from(tg, gc);
+        CHECK_OK(cg_rmsprop_update(tp, tg, ts, tga, tb, &o));
+    }
+    CHECK(max_rel_err(tp, p, N) < tol_for(dt));
+    cg_tensor_free(tp);
+    cg_tensor_free(tg);
+    cg_tensor_free(ts);
+    cg_tensor_free(tga);
+    cg_tensor_free(tb);
+}
+
+static void test_rmsprop(void) {
+    for (int d = 0; d < 2; ++d) {
+        cg_dtype dt = d ? CG_FLOAT64 : CG_FLOAT32;
+        cg_rmsprop_options o = cg_rmsprop_default_options();
+        check_rmsprop(dt, o);
+        o.centered = 1;
+        o.momentum = 0.5;
+        o.weight_decay = 0.05;
+        check_rmsprop(dt, o);
+        o.maximize = 1;
+        o.alpha = 0.3;
+        check_rmsprop(dt, o);
+    }
+}
+
+/* --------------------------------------------------------------- Adagrad */
+static void check_adagrad(cg_dtype dt, cg_adagrad_options o) {
+    double p[N], s[N], g[N], init[N];
+    memcpy(p, P0, sizeof p);
+    for (int i = 0; i < N; ++i) s[i] = init[i] = o.initial_accumulator_value;
+    int64_t n = N;
+    cg_tensor *tp = make(dt, P0, n), *tg = make(dt, P0, n), *ts = make(dt, init, n);
+    for (int k = 1; k <= STEPS; ++k) {
+        grad_at(k, p, g);
+        double clr = o.lr / (1 + (k - 1) * o.lr_decay);
+        for (int i = 0; i < N; ++i) {
+            double d = (o.maximize ? -g[i] : g[i]) + o.weight_decay * p[i];
+            s[i] += d * d;
+            p[i] -= clr * d / (sqrt(s[i]) + o.eps);
+        }
+        double gc[N];
+        for (int i = 0; i < N; ++i) gc[i] = cgt_at(tp, i);
+        grad_at(k, gc, gc);
+        set_from(tg, gc);
+        CHECK_OK(cg_adagrad_update(tp, tg, ts, k, &o));
+    }
+    CHECK(max_rel_err(tp, p, N) < tol_for(dt));
+    CHECK(max_rel_err(ts, s, N) < tol_for(dt));
+    cg_tensor_free(tp);
+    cg_tensor_free(tg);
+    cg_tensor_free(ts);
+}
+
+static void test_adagrad(void) {
+    for (int d = 0; d < 2; ++d) {
+        cg_dtype dt = d ? CG_FLOAT64 : CG_FLOAT32;
+        cg_adagrad_options o = cg_adagrad_default_options();
+        o.lr = 0.3;
+        check_adagrad(dt, o);
+        o.lr_decay = 0.1;
+        o.weight_decay = 0.02;
+        o.initial_accumulator_value = 0.5;
+        o.maximize = 1;
+        check_adagrad(dt, o);
+    }
+}
+
+/* ----------------------------------------------------------- bad input */
+static void test_update_errors(void) {
+    int64_t n3 = 3, n2 = 2, sh[2] = {2, 3};
+    cg_tensor *p = NULL, *g = NULL, *g2 = NULL, *g64 = NULL, *gi = NULL, *m = NULL, *v = NULL;
+    cg_tensor *mat = NULL, *tr = NULL;
+    cg_zeros(CG_FLOAT32, 1, &n3, &p);
+    cg_zeros(CG_FLOAT32, 1, &n3, &g);
+    cg_zeros(CG_FLOAT32, 1, &n2, &g2);
+    cg_zeros(CG_FLOAT64, 1, &n3, &g64);
+    cg_zeros(CG_INT64, 1, &n3, &gi);
+    cg_zeros(CG_FLOAT32, 1, &n3, &m);
+    cg_zeros(CG_FLOAT32, 1, &n3, &v);
+    cg_zeros(CG_FLOAT32, 2, sh, &mat);
+    cg_transpose(mat, 0, 1, &tr);
+    cg_sgd_options s = cg_sgd_default_options();
+    CHECK_STATUS(cg_sgd_update(p, g2, NULL, 0, &s), CG_ERR_SHAPE);
+    CHECK_STATUS(cg_sgd_update(p, g64, NULL, 0, &s), CG_ERR_DTYPE);
+    CHECK_STATUS(cg_sgd_update(gi, gi, NULL, 0, &s), CG_ERR_DTYPE);
+    CHECK_STATUS(cg_sgd_update(p, NULL, NULL, 0, &s), CG_ERR_NULL);
+    CHECK_STATUS(cg_sgd_update(p, g, NULL, 0, NULL), CG_ERR_NULL);
+    CHECK_STATUS(cg_sgd_update(tr, tr, NULL, 0, &s), CG_ERR_VALUE);
+    CHECK(strstr(cg_last_error(), "contiguous") != NULL);
+    s.lr = -0.1;
+    CHECK_STATUS(cg_sgd_update(p, g, NULL, 0, &s), CG_ERR_VALUE);
+    CHECK(strstr(cg_last_error(), "-0.1") != NULL);
+    s = cg_sgd_default_options();
+    s.nesterov = 1;
+    CHECK_STATUS(cg_sgd_update(p, g, NULL, 0, &s), CG_ERR_VALUE);
+    s.momentum = 0.9;
+    CHECK_STATUS(cg_sgd_update(p, g, NULL, 0, &s), CG_ERR_NULL); /* buffer missing */
+    CHECK_STATUS(cg_sgd_update(p, g, p, 0, &s), CG_ERR_VALUE);   /* buffer is the param */
+    uint64_t v0 = cg_tensor_version(p);
+    cg_adam_options a = cg_adam_default_options();
+    a.beta1 = 1.0;
+    CHECK_STATUS(cg_adam_update(p, g, m, v, NULL, 1, &a), CG_ERR_VALUE);
+    CHECK(strstr(cg_last_error(), "beta1") != NULL);
+    a = cg_adam_default_options();
+    a.eps = NAN;
+    CHECK_STATUS(cg_adam_update(p, g, m, v, NULL, 1, &a), CG_ERR_VALUE);
+    a = cg_adam_default_options();
+    CHECK_STATUS(cg_adam_update(p, g, m, v, NULL, 0, &a), CG_ERR_VALUE);
+    a.amsgrad = 1;
+    CHECK_STATUS(cg_adam_update(p, g, m, v, NULL, 1, &a), CG_ERR_NULL);
+    a.amsgrad = 0;
+    CHECK_STATUS(cg_adam_update(p, g, m, m, NULL, 1, &a), CG_ERR_VALUE);
+    CHECK(cg_tensor_version(p) == v0); /* nothing written on failure */
+    cg_rmsprop_options r = cg_rmsprop_default_options();
+    r.centered = 1;
+    CHECK_STATUS(cg_rmsprop_update(p, g, m, NULL, NULL, &r), CG_ERR_NULL);
+    r.centered = 0;
+    r.alpha = -1;
+    CHECK_STATUS(cg_rmsprop_update(p, g, m, NULL, NULL, &r), CG_ERR_VALUE);
+    cg_adagrad_options d = cg_adagrad_default_options();
+    d.lr_decay = -1;
+    CHECK_STATUS(cg_adagrad_update(p, g, m, 1, &d), CG_ERR_VALUE);
+    CHECK(strstr(cg_last_error(), "lr_decay") != NULL);
+    cg_tensor *all[] = {p, g, g2, g64, gi, m, v, mat, tr};
+    for (size_t i = 0; i < sizeof all / sizeof *all; ++i) cg_tensor_free(all[i]);
+}
+
+/* ------------------------------------------------------------- clipping */
+static void test_total_norm_and_clip(void) {
+    double a[3] = {3, -4, 1}, b[2] = {-2, 0.5};
+    int64_t n3 = 3, n2 = 2;
+    cg_tensor *ta = make(CG_FLOAT32, a, n3), *tb = make(CG_FLOAT64, b, n2);
+    cg_tensor *ts[2] = {ta, tb};
+    double ps[4] = {1.0, 2.0, 3.0, INFINITY};
+    for (int k = 0; k < 4; ++k) {
+        double p = ps[k], want;
+        if (isinf(p)) {
+            want = 4;
+        } else {
+            double s = 0;
+            for (int i = 0; i < 3; ++i) s += pow(fabs(a[i]), p);
+            for (int i = 0; i < 2; ++i) s += pow(fabs(b[i]), p);
+            want = pow(s, 1 / p);
+        }
+        double got = -1;
+        CHECK_OK(cg_total_norm(2, ts, p, &got));
+        CHECK_CLOSE(got, want, 1e-12);
+    }
+    double got = -1;
+    CHECK_OK(cg_total_norm(0, NULL, 2.0, &got));
+    CHECK(got == 0.0);
+    CHECK_STATUS(cg_total_norm(2, ts, -1.0, &got), CG_ERR_VALUE);
+    CHECK_STATUS(cg_total_norm(2, ts, 2.0, NULL), CG_ERR_NULL);
+
+    /* Clip by norm: total sqrt(30.25), max 1 -> every element scaled. */
+    double tn = 0, coef = 0, total = sqrt(9 + 16 + 1 + 4 + 0.25);
+    uint64_t va = cg_tensor_version(ta);
+    CHECK_OK(cg_clip_grad_norm(2, ts, 1.0, 2.0, 0, &tn, &coef));
+    CHECK_CLOSE(tn, total, 1e-12);
+    CHECK_CLOSE(coef, 1.0 / (total + 1e-6), 1e-12);
+    CHECK_CLOSE(cgt_at(ta, 1), -4 * coef, 1e-6);
+    CHECK_CLOSE(cgt_at(tb, 0), -2 * coef, 1e-12);
+    CHECK(cg_tensor_version(ta) == va + 1);
+    /* Already within the bound: coefficient 1, nothing written. */
+    va = cg_tensor_version(ta);
+    CHECK_OK(cg_clip_grad_norm(2, ts, 10.0, 2.0, 0, &tn, &coef));
+    CHECK(coef == 1.0 && cg_tensor_version(ta) == va);
+    CHECK_STATUS(cg_clip_grad_norm(2, ts, -1.0, 2.0, 0, &tn, &coef), CG_ERR_VALUE);
+    /* Non-finite total norm. */
+    ((double *)cg_tensor_data(tb))[1] = INFINITY;
+    CHECK_STATUS(cg_clip_grad_norm(2, ts, 1.0, 2.0, 1, &tn, &coef), CG_ERR_VALUE);
+    CHECK(isinf(tn) && strstr(cg_last_error(), "non-finite") != NULL);
+    CHECK_OK(cg_clip_grad_norm(2, ts, 1.0, 2.0, 0, &tn, &coef));
+    CHECK(coef == 0.0);
+
+    /* Clip by value, through a non-contiguous view too. */
+    double c[6] = {-3, 0.5, 2, -0.1, NAN, 1.5};
+    int64_t sh[2] = {2, 3};
+    cg_tensor *tc = cgt_f64(2, sh, c), *tt = NULL;
+    CHECK_OK(cg_transpose(tc, 0, 1, &tt));
+    int64_t nclip = -1;
+    cg_tensor *one[1] = {tt};
+    CHECK_OK(cg_clip_grad_value(1, one, 1.0, &nclip));
+    CHECK(nclip == 3);
+    CHECK(cgt_at(tc, 0) == -1.0 && cgt_at(tc, 2) == 1.0 && cgt_at(tc, 5) == 1.0);
+    CHECK(cgt_at(tc, 1) == 0.5 && isnan(cgt_at(tc, 4)));
+    CHECK_STATUS(cg_clip_grad_value(1, one, -1.0, &nclip), CG_ERR_VALUE);
+    cg_tensor *ex = NULL, *ex1 = NULL;
+    int64_t big[2] = {4, 3};
+    CHECK_OK(cg_select(tc, 0, 0, &ex1));
+    CHECK_OK(cg_expand(ex1, 2, big, &ex));
+    cg_tensor *exs[1] = {ex};
+    CHECK_STATUS(cg_clip_grad_value(1, exs, 1.0, NULL), CG_ERR_VALUE);
+    int64_t ni = 2;
+    cg_tensor *ti = NULL;
+    cg_zeros(CG_INT64, 1, &ni, &ti);
+    cg_tensor *tis[1] = {ti};
+    CHECK_STATUS(cg_clip_grad_value(1, tis, 1.0, NULL), CG_ERR_DTYPE);
+    cg_tensor *free_list[] = {ta, tb, tc, tt, ex, ex1, ti};
+    for (size_t i = 0; i < sizeof free_list / sizeof *free_list; ++i) cg_tensor_free(free_list[i]);
+}
+
+static void test_agc(void) {
+    /* Two units: row 0 gradient small relative to its weight, row 1 large. */
+    double w[4] = {3, 4, 0.0, 0.0}, g[4] = {0.01, 0.0, 1.0, 1.0};
+    int64_t sh[2] = {2, 2};
+    cg_tensor *tw = cgt_f64(2, sh, w), *tg = cgt_f64(2, sh, g);
+    cg_tensor *ws[1] = {tw}, *gs[1] = {tg};
+    int64_t nclip = -1, nunits = -1;
+    CHECK_OK(cg_clip_grad_agc(1, ws, gs, 0.1, 1e-3, &nclip, &nunits));
+    CHECK(nclip == 1 && nunits == 2);
+    CHECK(cgt_at(tg, 0) == 0.01);
+    /* row 1: max_norm = 0.1 * 1e-3, scaled by max_norm / sqrt(2) */
+    CHECK_CLOSE(cgt_at(tg, 2), 1.0 * 1e-4 / sqrt(2.0), 1e-12);
+    CHECK_STATUS(cg_clip_grad_agc(1, ws, gs, 0.0, 1e-3, NULL, NULL), CG_ERR_VALUE);
+    int64_t n4 = 4;
+    cg_tensor *flat = NULL;
+    cg_zeros(CG_FLOAT64, 1, &n4, &flat);
+    cg_tensor *fs[1] = {flat};
+    CHECK_STATUS(cg_clip_grad_agc(1, ws, fs, 0.1, 1e-3, NULL, NULL), CG_ERR_SHAPE);
+    cg_tensor_free(tw);
+    cg_tensor_free(tg);
+    cg_tensor_free(flat);
+}
+
+static void test_stats(void) {
+    double v[6] = {1, -3, NAN, 2, INFINITY, -0.5};
+    int64_t sh[2] = {2, 3};
+    cg_tensor *t = cgt_f64(2, sh, v), *t32 = NULL, *tt = NULL;
+    cg_stats s;
+    CHECK_OK(cg_tensor_stats(t, &s));
+    CHECK_CLOSE(s.sum_sq, 1 + 9 + 4 + 0.25, 1e-15);
+    CHECK(s.max_abs == 3.0 && s.nonfinite == 2 && s.numel == 6);
+    CHECK_OK(cg_to_dtype(t, CG_FLOAT32, &t32));
+    CHECK_OK(cg_transpose(t32, 0, 1, &tt));
+    CHECK_OK(cg_tensor_stats(tt, &s));
+    CHECK_CLOSE(s.sum_sq, 14.25, 1e-7);
+    CHECK(s.max_abs == 3.0 && s.nonfinite == 2);
+    CHECK_STATUS(cg_tensor_stats(t, NULL), CG_ERR_NULL);
+    CHECK_STATUS(cg_tensor_stats(NULL, &s), CG_ERR_NULL);
+    cg_tensor_free(t);
+    cg_tensor_free(t32);
+    cg_tensor_free(tt);
+}
+
+/* ------------------------------------------------------ optimizer object */
+/* mean((x @ w - y)^2) recorded on the tape. */
+static double regression_loss(cg_tensor *x, cg_tensor *w, cg_tensor *y, int backward) {
+    cg_tensor *xw = NULL, *d = NULL, *d2 = NULL, *l = NULL;
+    double v = NAN;
+    if (cg_matmul(x, w, &xw) == CG_OK && cg_sub(xw, y, &d) == CG_OK && cg_mul(d, d, &d2) == CG_OK &&
+        cg_mean(d2, NULL, 0, 0, &l) == CG_OK) {
+        cg_tensor_item(l, &v);
+        if (backward && cg_backward(l, NULL, 0, 0) != CG_OK) v = NAN;
+    }
+    cg_tensor_free(l);
+    cg_tensor_free(d2);
+    cg_tensor_free(d);
+    cg_tensor_free(xw);
+    return v;
+}
+
+static void test_optimizer_object_trains_from_c(void) {
+    int64_t xs[2] = {16, 3}, ws[1] = {3};
+    cg_manual_seed(3);
+    cg_tensor *x = NULL, *w = NULL, *y = NULL, *wtrue = NULL;
+    CHECK_OK(cg_randn(CG_FLOAT64, 2, xs, &x));
+    double wt[3] = {1.5, -2.0, 0.5};
+    wtrue = cgt_f64(1, ws, wt);
+    CHECK_OK(cg_matmul(x, wtrue, &y));
+    CHECK_OK(cg_zeros(CG_FLOAT64, 1, ws, &w));
+    CHECK_OK(cg_tensor_set_requires_grad(w, 1));
+    cg_adam_options o = cg_adamw_default_options();
+    o.lr = 0.05;
+    cg_optimizer *opt = NULL;
+    CHECK_OK(cg_optimizer_new_adamw(1, &w, &o, &opt));
+    CHECK(cg_optimizer_state(opt, 0, "exp_avg") == NULL);
+    double first = regression_loss(x, w, y, 0), last = first;
+    for (int k = 0; k < 300; ++k) {
+        cg_optimizer_zero_grad(opt);
+        last = regression_loss(x, w, y, 1);
+        CHECK_OK(cg_optimizer_step(opt));
+    }
+    CHECK(last < 1e-2 * first);
+    CHECK(cg_optimizer_param_steps(opt, 0) == 300);
+    CHECK(cg_optimizer_param_steps(opt, 1) == -1);
+    CHECK(cg_optimizer_state(opt, 0, "exp_avg") != NULL);
+    CHECK(cg_optimizer_state(opt, 0, "max_exp_avg_sq") == NULL);
+    CHECK(cg_optimizer_state(opt, 0, "nope") == NULL);
+    CHECK_CLOSE(cgt_at(w, 0), 1.5, 0.05);
+    CHECK_CLOSE(cgt_at(w, 1), -2.0, 0.05);
+    /* Same numbers as the kernel called by hand. */
+    cg_tensor *w2 = NULL, *m = NULL, *v = NULL, *g = NULL;
+    double w0[3] = {0.3, -0.1, 0.2}, gv[3] = {0.5, -1.0, 0.25};
+    w2 = cgt_f64(1, ws, w0);
+    cg_tensor *wa = cgt_f64(1, ws, w0);
+    CHECK_OK(cg_tensor_set_requires_grad(wa, 1));
+    cg_zeros(CG_FLOAT64, 1, ws, &m);
+    cg_zeros(CG_FLOAT64, 1, ws, &v);
+    g = cgt_f64(1, ws, gv);
+    cg_optimizer *o2 = NULL;
+    CHECK_OK(cg_optimizer_new_adamw(1, &wa, NULL, &o2));
+    CHECK_OK(cg_optimizer_set_lr(o2, 0.1));
+    CHECK(cg_optimizer_get_lr(o2) == 0.1);
+    cg_adam_options ref = cg_adamw_default_options();
+    ref.lr = 0.1;
+    for (int k = 1; k <= 4; ++k) {
+        CHECK_OK(cg_tensor_set_grad(wa, g));
+        CHECK_OK(cg_optimizer_step(o2));
+        CHECK_OK(cg_adam_update(w2, g, m, v, NULL, k, &ref));
+    }
+    for (int i = 0; i < 3; ++i) CHECK(cgt_at(wa, i) == cgt_at(w2, i));
+    /* SGD with momentum through the object. */
+    cg_sgd_options so = cg_sgd_default_options();
+    so.lr = 0.1;
+    so.momentum = 0.9;
+    cg_optimizer *o3 = NULL;
+    CHECK_OK(cg_optimizer_new_sgd(1, &wa, &so, &o3));
+    CHECK_OK(cg_optimizer_step(o3));
+    CHECK(cg_optimizer_state(o3, 0, "momentum_buffer") != NULL);
+    CHECK_CLOSE(cgt_at(cg_optimizer_state(o3, 0, "momentum_buffer"), 1), -1.0, 1e-15);
+    cg_optimizer_zero_grad(o3);
+    CHECK(cg_tensor_grad(wa) == NULL);
+    CHECK_OK(cg_optimizer_step(o3)); /* no gradient: nothing to do */
+    CHECK(cg_optimizer_param_steps(o3, 0) == 1);
+    /* Bad input. */
+    cg_optimizer *bad = (cg_optimizer *)&bad;
+    CHECK_STATUS(cg_optimizer_new_adamw(0, &wa, NULL, &bad), CG_ERR_VALUE);
+    CHECK(bad == NULL);
+    cg_tensor *dup[2] = {wa, wa};
+    CHECK_STATUS(cg_optimizer_new_adamw(2, dup, NULL, &bad), CG_ERR_VALUE);
+    cg_tensor *nonleaf = NULL;
+    CHECK_OK(cg_mul(wa, wa, &nonleaf));
+    CHECK_STATUS(cg_optimizer_new_sgd(1, &nonleaf, &so, &bad), CG_ERR_VALUE);
+    CHECK(strstr(cg_last_error(), "non-leaf") != NULL);
+    so.lr = -1;
+    CHECK_STATUS(cg_optimizer_new_sgd(1, &wa, &so, &bad), CG_ERR_VALUE);
+    CHECK_STATUS(cg_optimizer_new_sgd(1, &wa, NULL, &bad), CG_ERR_NULL);
+    CHECK_STATUS(cg_optimizer_set_lr(o2, NAN), CG_ERR_VALUE);
+    CHECK_STATUS(cg_optimizer_step(NULL), CG_ERR_NULL);
+    CHECK(isnan(cg_optimizer_get_lr(NULL)));
+    cg_optimizer_zero_grad(NULL);
+    cg_optimizer_free(NULL);
+    cg_optimizer_free(opt);
+    cg_optimizer_free(o2);
+    cg_optimizer_free(o3);
+    cg_tensor *all[] = {x, w, y, wtrue, w2, wa, m, v, g, nonleaf};
+    for (size_t i = 0; i < sizeof all / sizeof *all; ++i) cg_tensor_free(all[i]);
+}
+
+int main(void) {
+    test_optimizer_object_trains_from_c();
+    test_sgd();
+    test_adam();
+    test_rmsprop();
+    test_adagrad();
+    test_update_errors();
+    test_total_norm_and_clip();
+    test_agc();
+    test_stats();
+    return cgt_report(__FILE__);
+}
