@@ -199,8 +199,10 @@ class UpdateGuard:
             self.skipped += 1
             self.counts[decision.kind] += 1
             self.decisions.append(decision)
-            self.optimizer._skip_step(decision.reason)
+            self.optimizer._skip_step(decision.reason, grad_norm=decision.grad_norm)
             return None
+        if decision.grad_norm is not None and hasattr(self.optimizer, "_report_extra"):
+            self.optimizer._report_extra["grad_norm"] = decision.grad_norm
         out = self.optimizer.step(*args, **kwargs)
         self.accepted += 1
         if decision.loss is not None:

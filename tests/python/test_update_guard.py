@@ -278,3 +278,17 @@ def test_state_dict_roundtrip(tmp_path):
     assert other.counts == guard.counts and other.skipped == 1 and other.accepted == 6
     with pytest.raises(ValueError, match="loss_window"):
         other.load_state_dict({})
+
+
+def test_guard_norm_reaches_the_step_report():
+    w = cgrad.tensor([1.0, 2.0], requires_grad=True)
+    opt = cgrad.optim.SGD([w], lr=0.1)
+    guard = cgrad.optim.UpdateGuard(opt, warmup=2)
+    (w * w).sum().backward()
+    guard.step((w * w).sum())
+    assert opt.last_report.grad_norm_before_clip == pytest.approx(2 * (1 + 4) ** 0.5)
+    w.grad = cgrad.tensor([float("nan"), 0.0])
+    guard.step(cgrad.tensor(1.0))
+    rep = opt.last_report
+    assert rep.skipped and "non-finite" in rep.reason
+    assert not math.isfinite(rep.grad_norm_before_clip)
