@@ -1,5 +1,7 @@
 # Bindings of the training kernels (include/cgrad.h, "training" section):
-# fused optimizer updates, clipping, tensor statistics. Included into
+# fused optimizer updates, clipping, tensor statistics. The _*_update
+# functions return the update's squared norm (cg_*_update's update_sum_sq)
+# when want_update is set, else None. Included into
 # _core.pyx. The Python layer (cgrad/optim, cgrad/nn/utils, cgrad/amp) calls
 # these private functions; the C side checks every argument and the status
 # becomes the matching Python exception through _check.
@@ -14,7 +16,7 @@ cdef inline bint _big(Tensor t):
 
 def _sgd_update(Tensor param not None, Tensor grad not None, Tensor momentum_buffer,
                 bint init_buffer, double lr, double momentum, double dampening,
-                double weight_decay, bint nesterov, bint maximize):
+                double weight_decay, bint nesterov, bint maximize, bint want_update=False):
     cdef cg_sgd_options o
     o.lr = lr
     o.momentum = momentum
@@ -23,19 +25,23 @@ def _sgd_update(Tensor param not None, Tensor grad not None, Tensor momentum_buf
     o.nesterov = nesterov
     o.maximize = maximize
     cdef cg_tensor *buf = _opt_c(momentum_buffer)
+    cdef double usq = 0.0
+    cdef double *upd = &usq if want_update else NULL
     cdef cg_status st
     if _big(param):
         with nogil:
-            st = cg_sgd_update(param.c, grad.c, buf, init_buffer, &o)
+            st = cg_sgd_update(param.c, grad.c, buf, init_buffer, &o, upd)
     else:
-        st = cg_sgd_update(param.c, grad.c, buf, init_buffer, &o)
+        st = cg_sgd_update(param.c, grad.c, buf, init_buffer, &o, upd)
     _check(st)
+    return usq if want_update else None
 
 
 def _adam_update(Tensor param not None, Tensor grad not None, Tensor exp_avg not None,
                  Tensor exp_avg_sq not None, Tensor max_exp_avg_sq, int64_t step, double lr,
                  double beta1, double beta2, double eps, double weight_decay,
-                 bint decoupled_weight_decay, bint amsgrad, bint maximize):
+                 bint decoupled_weight_decay, bint amsgrad, bint maximize,
+                 bint want_update=False):
     cdef cg_adam_options o
     o.lr = lr
     o.beta1 = beta1
@@ -46,19 +52,22 @@ def _adam_update(Tensor param not None, Tensor grad not None, Tensor exp_avg not
     o.amsgrad = amsgrad
     o.maximize = maximize
     cdef cg_tensor *vmax = _opt_c(max_exp_avg_sq)
+    cdef double usq = 0.0
+    cdef double *upd = &usq if want_update else NULL
     cdef cg_status st
     if _big(param):
         with nogil:
-            st = cg_adam_update(param.c, grad.c, exp_avg.c, exp_avg_sq.c, vmax, step, &o)
+            st = cg_adam_update(param.c, grad.c, exp_avg.c, exp_avg_sq.c, vmax, step, &o, upd)
     else:
-        st = cg_adam_update(param.c, grad.c, exp_avg.c, exp_avg_sq.c, vmax, step, &o)
+        st = cg_adam_update(param.c, grad.c, exp_avg.c, exp_avg_sq.c, vmax, step, &o, upd)
     _check(st)
+    return usq if want_update else None
 
 
 def _rmsprop_update(Tensor param not None, Tensor grad not None, Tensor square_avg not None,
                     Tensor grad_avg, Tensor momentum_buffer, double lr, double alpha,
                     double eps, double weight_decay, double momentum, bint centered,
-                    bint maximize):
+                    bint maximize, bint want_update=False):
     cdef cg_rmsprop_options o
     o.lr = lr
     o.alpha = alpha
@@ -69,18 +78,21 @@ def _rmsprop_update(Tensor param not None, Tensor grad not None, Tensor square_a
     o.maximize = maximize
     cdef cg_tensor *ga = _opt_c(grad_avg)
     cdef cg_tensor *buf = _opt_c(momentum_buffer)
+    cdef double usq = 0.0
+    cdef double *upd = &usq if want_update else NULL
     cdef cg_status st
     if _big(param):
         with nogil:
-            st = cg_rmsprop_update(param.c, grad.c, square_avg.c, ga, buf, &o)
+            st = cg_rmsprop_update(param.c, grad.c, square_avg.c, ga, buf, &o, upd)
     else:
-        st = cg_rmsprop_update(param.c, grad.c, square_avg.c, ga, buf, &o)
+        st = cg_rmsprop_update(param.c, grad.c, square_avg.c, ga, buf, &o, upd)
     _check(st)
+    return usq if want_update else None
 
 
 def _adagrad_update(Tensor param not None, Tensor grad not None, Tensor state_sum not None,
                     int64_t step, double lr, double lr_decay, double weight_decay, double eps,
-                    double initial_accumulator_value, bint maximize):
+                    double initial_accumulator_value, bint maximize, bint want_update=False):
     cdef cg_adagrad_options o
     o.lr = lr
     o.lr_decay = lr_decay
@@ -88,13 +100,16 @@ def _adagrad_update(Tensor param not None, Tensor grad not None, Tensor state_su
     o.eps = eps
     o.initial_accumulator_value = initial_accumulator_value
     o.maximize = maximize
+    cdef double usq = 0.0
+    cdef double *upd = &usq if want_update else NULL
     cdef cg_status st
     if _big(param):
         with nogil:
-            st = cg_adagrad_update(param.c, grad.c, state_sum.c, step, &o)
+            st = cg_adagrad_update(param.c, grad.c, state_sum.c, step, &o, upd)
     else:
-        st = cg_adagrad_update(param.c, grad.c, state_sum.c, step, &o)
+        st = cg_adagrad_update(param.c, grad.c, state_sum.c, step, &o, upd)
     _check(st)
+    return usq if want_update else None
 
 
 cdef class _TensorArray:
@@ -189,3 +204,51 @@ def _tensor_stats(Tensor t not None):
         st = cg_tensor_stats(t.c, &s)
     _check(st)
     return s.sum_sq, s.max_abs, s.nonfinite, s.numel
+
+
+def _tensor_stats_many(tensors, double[:, ::1] out not None):
+    """cg_tensor_stats of every tensor in one C call: row i of out (a
+    C-contiguous float64 array of shape (len(tensors), 4)) gets (sum of
+    squares, max |x|, non-finite count, numel) of tensors[i]; a None entry
+    gets zeros. The GIL is released when the tensors are large together."""
+    tensors = list(tensors)  # holds every tensor while the GIL is released
+    cdef Py_ssize_t n = len(tensors)
+    if out.shape[0] != n or out.shape[1] != 4:
+        raise ValueError(f"_tensor_stats_many: out must have shape ({n}, 4), got "
+                         f"({out.shape[0]}, {out.shape[1]})")
+    if n > 2147483647:
+        raise ValueError(f"_tensor_stats_many: too many tensors ({n})")
+    cdef cg_tensor **ptrs = <cg_tensor **>malloc(sizeof(cg_tensor *) * (n if n else 1))
+    cdef cg_stats *st = <cg_stats *>malloc(sizeof(cg_stats) * (n if n else 1))
+    if ptrs == NULL or st == NULL:
+        free(ptrs)
+        free(st)
+        raise MemoryError(f"cannot allocate stats for {n} tensors")
+    cdef int64_t total = 0
+    cdef Py_ssize_t i
+    cdef cg_status status
+    try:
+        for i in range(n):
+            t = tensors[i]
+            if t is None:
+                ptrs[i] = NULL
+            elif isinstance(t, Tensor):
+                ptrs[i] = (<Tensor>t).c
+                total += cg_tensor_numel(ptrs[i])
+            else:
+                raise TypeError(f"_tensor_stats_many: entry {i} must be a cgrad.Tensor or None, "
+                                f"got {type(t).__name__}")
+        if total >= NOGIL_MIN:
+            with nogil:
+                status = cg_tensor_stats_many(<int>n, ptrs, st)
+        else:
+            status = cg_tensor_stats_many(<int>n, ptrs, st)
+        _check(status)
+        for i in range(n):
+            out[i, 0] = st[i].sum_sq
+            out[i, 1] = st[i].max_abs
+            out[i, 2] = <double>st[i].nonfinite
+            out[i, 3] = <double>st[i].numel
+    finally:
+        free(ptrs)
+        free(st)

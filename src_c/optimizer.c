@@ -102,13 +102,13 @@ static cg_status step_one(cg_optimizer *o, opt_slot *s, cg_tensor *grad) {
             CG_TRY(zeros_like(s->param, &s->buf[0]));
             first = 1;
         }
-        CG_TRY(cg_sgd_update(s->param, grad, s->buf[0], first, &o->sgd));
+        CG_TRY(cg_sgd_update(s->param, grad, s->buf[0], first, &o->sgd, NULL));
     } else {
         const int nbuf = o->adam.amsgrad ? 3 : 2;
         for (int k = 0; k < nbuf; ++k)
             if (!s->buf[k]) CG_TRY(zeros_like(s->param, &s->buf[k]));
         CG_TRY(cg_adam_update(s->param, grad, s->buf[0], s->buf[1], s->buf[2], s->steps + 1,
-                              &o->adam));
+                              &o->adam, NULL));
     }
     ++s->steps;
     return CG_OK;

@@ -39,6 +39,7 @@ class Adagrad(Optimizer):
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
+        upd = self._begin_update_sq()
         for group in self.param_groups:
             lr, lr_decay = float(group["lr"]), float(group["lr_decay"])
             wd, eps = float(group["weight_decay"]), float(group["eps"])
@@ -51,6 +52,11 @@ class Adagrad(Optimizer):
                 state = self._state_for(p)
                 step_t = state["step"]
                 step_t.add_(1)
-                _core._adagrad_update(p, g, state["sum"], int(step_t.item()), lr, lr_decay, wd,
-                                      eps, init, maximize)
+                u = _core._adagrad_update(p, g, state["sum"], int(step_t.item()), lr, lr_decay, wd,
+                                          eps, init, maximize, upd is not None)
+                if upd is not None:
+                    upd[id(p)] = u
         return loss
+
+
+Adagrad.step._cgrad_update_sq = True  # fills _update_sq (see Optimizer)

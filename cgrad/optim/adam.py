@@ -36,6 +36,7 @@ class Adam(Optimizer):
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
+        upd = self._begin_update_sq()
         for group in self.param_groups:
             lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
             beta1, beta2 = (float(b) for b in group["betas"])
@@ -56,8 +57,13 @@ class Adam(Optimizer):
                     state["max_exp_avg_sq"] = zeros_like(p)
                 step_t = state["step"]
                 step_t.add_(1)
-                _core._adam_update(p, g, state["exp_avg"], state["exp_avg_sq"],
-                                   state.get("max_exp_avg_sq") if amsgrad else None,
-                                   int(step_t.item()), lr, beta1, beta2, eps, wd, decoupled,
-                                   amsgrad, maximize)
+                u = _core._adam_update(p, g, state["exp_avg"], state["exp_avg_sq"],
+                                       state.get("max_exp_avg_sq") if amsgrad else None,
+                                       int(step_t.item()), lr, beta1, beta2, eps, wd, decoupled,
+                                       amsgrad, maximize, upd is not None)
+                if upd is not None:
+                    upd[id(p)] = u
         return loss
+
+
+Adam.step._cgrad_update_sq = True  # fills _update_sq (see Optimizer)

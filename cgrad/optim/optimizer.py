@@ -94,6 +94,11 @@ class Optimizer:
     """
 
     _step_depth = 0
+    # Squared update norms for cgrad.monitor's update-to-weight ratio: None
+    # (not wanted, the default: no cost), or a dict id(param) ->
+    # sum((w_after - w_before)^2) that a built-in step refills, measured
+    # inside the fused C update (no copy of the weights).
+    _update_sq = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -352,6 +357,30 @@ class Optimizer:
         """Records a step that did not run (GradScaler on inf/NaN)."""
         self._report_extra.update(extra)
         return self._finish_report(skipped=True, reason=reason)
+
+    # ------------------------------------------- update norms (monitor)
+    def _provides_update_sq(self):
+        """True when this optimizer's step is a built-in one that measures
+        its update in the fused kernel (a subclass overriding step() is
+        not: it may move the weights in ways the kernel does not see)."""
+        return bool(getattr(type(self).step, "_cgrad_update_sq", False))
+
+    def _track_update_sq(self, on):
+        """Starts (on=True) or stops the per-parameter update norms; returns
+        the dict the steps fill (cleared at the start of each step), or
+        None when off or not provided (see _provides_update_sq)."""
+        if on and self._provides_update_sq():
+            if self._update_sq is None:
+                self._update_sq = {}
+        else:
+            self._update_sq = None
+        return self._update_sq
+
+    def _begin_update_sq(self):
+        upd = self._update_sq
+        if upd is not None:
+            upd.clear()
+        return upd
 
     # ------------------------------------------------------------ misc
     def __repr__(self):

@@ -28,6 +28,7 @@ class RMSprop(Optimizer):
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
+        upd = self._begin_update_sq()
         for group in self.param_groups:
             lr, alpha, eps = float(group["lr"]), float(group["alpha"]), float(group["eps"])
             wd, momentum = float(group["weight_decay"]), float(group["momentum"])
@@ -45,8 +46,13 @@ class RMSprop(Optimizer):
                 if centered and "grad_avg" not in state:
                     state["grad_avg"] = zeros_like(p)
                 state["step"].add_(1)
-                _core._rmsprop_update(p, g, state["square_avg"],
-                                      state["grad_avg"] if centered else None,
-                                      state["momentum_buffer"] if momentum > 0 else None,
-                                      lr, alpha, eps, wd, momentum, centered, maximize)
+                u = _core._rmsprop_update(p, g, state["square_avg"],
+                                          state["grad_avg"] if centered else None,
+                                          state["momentum_buffer"] if momentum > 0 else None,
+                                          lr, alpha, eps, wd, momentum, centered, maximize, upd is not None)
+                if upd is not None:
+                    upd[id(p)] = u
         return loss
+
+
+RMSprop.step._cgrad_update_sq = True  # fills _update_sq (see Optimizer)

@@ -30,6 +30,7 @@ class SGD(Optimizer):
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
+        upd = self._begin_update_sq()
         for group in self.param_groups:
             lr, momentum = float(group["lr"]), float(group["momentum"])
             dampening, wd = float(group["dampening"]), float(group["weight_decay"])
@@ -46,6 +47,11 @@ class SGD(Optimizer):
                         buf = zeros_like(p)
                         state["momentum_buffer"] = buf
                         first = True
-                _core._sgd_update(p, g, buf, first, lr, momentum, dampening, wd, nesterov,
-                                  maximize)
+                u = _core._sgd_update(p, g, buf, first, lr, momentum, dampening, wd, nesterov,
+                                      maximize, upd is not None)
+                if upd is not None:
+                    upd[id(p)] = u
         return loss
+
+
+SGD.step._cgrad_update_sq = True  # fills _update_sq (see Optimizer)

@@ -64,7 +64,7 @@ static void check_sgd(cg_dtype dt, cg_sgd_options o) {
         grad_at(k, gc, gc);
         set_from(tg, gc);
         uint64_t v0 = cg_tensor_version(tp);
-        CHECK_OK(cg_sgd_update(tp, tg, o.momentum != 0 ? tb : NULL, k == 0, &o));
+        CHECK_OK(cg_sgd_update(tp, tg, o.momentum != 0 ? tb : NULL, k == 0, &o, NULL));
         CHECK(cg_tensor_version(tp) == v0 + 1);
     }
     CHECK(max_rel_err(tp, p, N) < tol_for(dt));
@@ -116,7 +116,7 @@ static void check_adam(cg_dtype dt, cg_adam_options o) {
         grad_at(k, gc, gc);
         set_from(tg, gc);
         uint64_t vm0 = cg_tensor_version(tm);
-        CHECK_OK(cg_adam_update(tp, tg, tm, tv, tvm, k, &o));
+        CHECK_OK(cg_adam_update(tp, tg, tm, tv, tvm, k, &o, NULL));
         CHECK(cg_tensor_version(tm) == vm0 + 1);
     }
     CHECK(max_rel_err(tp, p, N) < tol_for(dt));
@@ -176,7 +176,7 @@ static void check_rmsprop(cg_dtype dt, cg_rmsprop_options o) {
         for (int i = 0; i < N; ++i) gc[i] = cgt_at(tp, i);
         grad_at(k, gc, gc);
         set_from(tg, gc);
-        CHECK_OK(cg_rmsprop_update(tp, tg, ts, tga, tb, &o));
+        CHECK_OK(cg_rmsprop_update(tp, tg, ts, tga, tb, &o, NULL));
     }
     CHECK(max_rel_err(tp, p, N) < tol_for(dt));
     cg_tensor_free(tp);
@@ -220,7 +220,7 @@ static void check_adagrad(cg_dtype dt, cg_adagrad_options o) {
         for (int i = 0; i < N; ++i) gc[i] = cgt_at(tp, i);
         grad_at(k, gc, gc);
         set_from(tg, gc);
-        CHECK_OK(cg_adagrad_update(tp, tg, ts, k, &o));
+        CHECK_OK(cg_adagrad_update(tp, tg, ts, k, &o, NULL));
     }
     CHECK(max_rel_err(tp, p, N) < tol_for(dt));
     CHECK(max_rel_err(ts, s, N) < tol_for(dt));
@@ -258,46 +258,46 @@ static void test_update_errors(void) {
     cg_zeros(CG_FLOAT32, 2, sh, &mat);
     cg_transpose(mat, 0, 1, &tr);
     cg_sgd_options s = cg_sgd_default_options();
-    CHECK_STATUS(cg_sgd_update(p, g2, NULL, 0, &s), CG_ERR_SHAPE);
-    CHECK_STATUS(cg_sgd_update(p, g64, NULL, 0, &s), CG_ERR_DTYPE);
-    CHECK_STATUS(cg_sgd_update(gi, gi, NULL, 0, &s), CG_ERR_DTYPE);
-    CHECK_STATUS(cg_sgd_update(p, NULL, NULL, 0, &s), CG_ERR_NULL);
-    CHECK_STATUS(cg_sgd_update(p, g, NULL, 0, NULL), CG_ERR_NULL);
-    CHECK_STATUS(cg_sgd_update(tr, tr, NULL, 0, &s), CG_ERR_VALUE);
+    CHECK_STATUS(cg_sgd_update(p, g2, NULL, 0, &s, NULL), CG_ERR_SHAPE);
+    CHECK_STATUS(cg_sgd_update(p, g64, NULL, 0, &s, NULL), CG_ERR_DTYPE);
+    CHECK_STATUS(cg_sgd_update(gi, gi, NULL, 0, &s, NULL), CG_ERR_DTYPE);
+    CHECK_STATUS(cg_sgd_update(p, NULL, NULL, 0, &s, NULL), CG_ERR_NULL);
+    CHECK_STATUS(cg_sgd_update(p, g, NULL, 0, NULL, NULL), CG_ERR_NULL);
+    CHECK_STATUS(cg_sgd_update(tr, tr, NULL, 0, &s, NULL), CG_ERR_VALUE);
     CHECK(strstr(cg_last_error(), "contiguous") != NULL);
     s.lr = -0.1;
-    CHECK_STATUS(cg_sgd_update(p, g, NULL, 0, &s), CG_ERR_VALUE);
+    CHECK_STATUS(cg_sgd_update(p, g, NULL, 0, &s, NULL), CG_ERR_VALUE);
     CHECK(strstr(cg_last_error(), "-0.1") != NULL);
     s = cg_sgd_default_options();
     s.nesterov = 1;
-    CHECK_STATUS(cg_sgd_update(p, g, NULL, 0, &s), CG_ERR_VALUE);
+    CHECK_STATUS(cg_sgd_update(p, g, NULL, 0, &s, NULL), CG_ERR_VALUE);
     s.momentum = 0.9;
-    CHECK_STATUS(cg_sgd_update(p, g, NULL, 0, &s), CG_ERR_NULL); /* buffer missing */
-    CHECK_STATUS(cg_sgd_update(p, g, p, 0, &s), CG_ERR_VALUE);   /* buffer is the param */
+    CHECK_STATUS(cg_sgd_update(p, g, NULL, 0, &s, NULL), CG_ERR_NULL); /* buffer missing */
+    CHECK_STATUS(cg_sgd_update(p, g, p, 0, &s, NULL), CG_ERR_VALUE);   /* buffer is the param */
     uint64_t v0 = cg_tensor_version(p);
     cg_adam_options a = cg_adam_default_options();
     a.beta1 = 1.0;
-    CHECK_STATUS(cg_adam_update(p, g, m, v, NULL, 1, &a), CG_ERR_VALUE);
+    CHECK_STATUS(cg_adam_update(p, g, m, v, NULL, 1, &a, NULL), CG_ERR_VALUE);
     CHECK(strstr(cg_last_error(), "beta1") != NULL);
     a = cg_adam_default_options();
     a.eps = NAN;
-    CHECK_STATUS(cg_adam_update(p, g, m, v, NULL, 1, &a), CG_ERR_VALUE);
+    CHECK_STATUS(cg_adam_update(p, g, m, v, NULL, 1, &a, NULL), CG_ERR_VALUE);
     a = cg_adam_default_options();
-    CHECK_STATUS(cg_adam_update(p, g, m, v, NULL, 0, &a), CG_ERR_VALUE);
+    CHECK_STATUS(cg_adam_update(p, g, m, v, NULL, 0, &a, NULL), CG_ERR_VALUE);
     a.amsgrad = 1;
-    CHECK_STATUS(cg_adam_update(p, g, m, v, NULL, 1, &a), CG_ERR_NULL);
+    CHECK_STATUS(cg_adam_update(p, g, m, v, NULL, 1, &a, NULL), CG_ERR_NULL);
     a.amsgrad = 0;
-    CHECK_STATUS(cg_adam_update(p, g, m, m, NULL, 1, &a), CG_ERR_VALUE);
+    CHECK_STATUS(cg_adam_update(p, g, m, m, NULL, 1, &a, NULL), CG_ERR_VALUE);
     CHECK(cg_tensor_version(p) == v0); /* nothing written on failure */
     cg_rmsprop_options r = cg_rmsprop_default_options();
     r.centered = 1;
-    CHECK_STATUS(cg_rmsprop_update(p, g, m, NULL, NULL, &r), CG_ERR_NULL);
+    CHECK_STATUS(cg_rmsprop_update(p, g, m, NULL, NULL, &r, NULL), CG_ERR_NULL);
     r.centered = 0;
     r.alpha = -1;
-    CHECK_STATUS(cg_rmsprop_update(p, g, m, NULL, NULL, &r), CG_ERR_VALUE);
+    CHECK_STATUS(cg_rmsprop_update(p, g, m, NULL, NULL, &r, NULL), CG_ERR_VALUE);
     cg_adagrad_options d = cg_adagrad_default_options();
     d.lr_decay = -1;
-    CHECK_STATUS(cg_adagrad_update(p, g, m, 1, &d), CG_ERR_VALUE);
+    CHECK_STATUS(cg_adagrad_update(p, g, m, 1, &d, NULL), CG_ERR_VALUE);
     CHECK(strstr(cg_last_error(), "lr_decay") != NULL);
     cg_tensor *all[] = {p, g, g2, g64, gi, m, v, mat, tr};
     for (size_t i = 0; i < sizeof all / sizeof *all; ++i) cg_tensor_free(all[i]);
@@ -421,6 +421,193 @@ static void test_stats(void) {
     cg_tensor_free(tt);
 }
 
+/* update_sum_sq: the same trajectory bit for bit as without it, and the
+ * squared distance between the weights before and after, for every
+ * optimizer, both dtypes and a size spanning several blocks. */
+enum { UPD_N = 2 * 1024 + 77 };
+
+static cg_tensor *filled(cg_dtype dt, double scale, double phase) {
+    double *v = malloc(sizeof *v * UPD_N);
+    for (int i = 0; i < UPD_N; ++i) v[i] = scale * sin(0.1 * i + phase);
+    int64_t n = UPD_N;
+    cg_tensor *t = make(dt, v, n);
+    free(v);
+    return t;
+}
+
+static double sq_dist(const cg_tensor *a, const cg_tensor *b) {
+    double s = 0.0;
+    for (int64_t i = 0; i < cg_tensor_numel(a); ++i) {
+        const double d = cgt_at(a, i) - cgt_at(b, i);
+        s += d * d;
+    }
+    return s;
+}
+
+static int bitwise_same(const cg_tensor *a, const cg_tensor *b) {
+    return memcmp(cg_tensor_data((cg_tensor *)a), cg_tensor_data((cg_tensor *)b),
+                  (size_t)cg_tensor_numel(a) * cg_dtype_size(cg_tensor_dtype(a))) == 0;
+}
+
+static void test_update_sum_sq(void) {
+    const cg_dtype dts[2] = {CG_FLOAT32, CG_FLOAT64};
+    for (int d = 0; d < 2; ++d)
+        for (int which = 0; which < 4; ++which) {
+            const cg_dtype dt = dts[d];
+            cg_tensor *pa = filled(dt, 1.0, 0.0), *pb = filled(dt, 1.0, 0.0);
+            cg_tensor *before = filled(dt, 1.0, 0.0), *g = filled(dt, 0.5, 1.3);
+            cg_tensor *sa[3], *sb[3];
+            for (int k = 0; k < 3; ++k) sa[k] = filled(dt, 0.0, 0.0), sb[k] = filled(dt, 0.0, 0.0);
+            for (int step = 1; step <= 3; ++step) {
+                CHECK_OK(cg_copy_(before, pb));
+                double u = -1.0;
+                if (which == 0) {
+                    cg_sgd_options o = cg_sgd_default_options();
+                    o.lr = 0.1, o.momentum = 0.9, o.weight_decay = 1e-2, o.nesterov = 1;
+                    CHECK_OK(cg_sgd_update(pa, g, sa[0], step == 1, &o, NULL));
+                    CHECK_OK(cg_sgd_update(pb, g, sb[0], step == 1, &o, &u));
+                } else if (which == 1) {
+                    cg_adam_options o = cg_adamw_default_options();
+                    o.lr = 1e-2, o.amsgrad = 1;
+                    CHECK_OK(cg_adam_update(pa, g, sa[0], sa[1], sa[2], step, &o, NULL));
+                    CHECK_OK(cg_adam_update(pb, g, sb[0], sb[1], sb[2], step, &o, &u));
+                } else if (which == 2) {
+                    cg_rmsprop_options o = cg_rmsprop_default_options();
+                    o.centered = 1, o.momentum = 0.5;
+                    CHECK_OK(cg_rmsprop_update(pa, g, sa[0], sa[1], sa[2], &o, NULL));
+                    CHECK_OK(cg_rmsprop_update(pb, g, sb[0], sb[1], sb[2], &o, &u));
+                } else {
+                    cg_adagrad_options o = cg_adagrad_default_options();
+                    o.lr_decay = 0.1;
+                    CHECK_OK(cg_adagrad_update(pa, g, sa[0], step, &o, NULL));
+                    CHECK_OK(cg_adagrad_update(pb, g, sb[0], step, &o, &u));
+                }
+                CHECK(bitwise_same(pa, pb));
+                const double want = sq_dist(pb, before);
+                CHECK(want > 0.0);
+                CHECK_CLOSE(u, want, 1e-12);
+            }
+            double u = 7.0; /* a failing call leaves it alone */
+            cg_sgd_options bad = cg_sgd_default_options();
+            bad.lr = -1.0;
+            CHECK_STATUS(cg_sgd_update(pb, g, NULL, 0, &bad, &u), CG_ERR_VALUE);
+            CHECK(u == 7.0);
+            cg_tensor *all[] = {pa, pb, before, g, sa[0], sa[1], sa[2], sb[0], sb[1], sb[2]};
+            for (size_t i = 0; i < sizeof all / sizeof *all; ++i) cg_tensor_free(all[i]);
+        }
+}
+
+/* The reference: one plain loop in double, the definition of the stats. */
+static void ref_stats(const cg_tensor *t, cg_stats *s) {
+    const int64_t n = cg_tensor_numel(t);
+    s->sum_sq = 0.0;
+    s->max_abs = 0.0;
+    s->nonfinite = 0;
+    s->numel = n;
+    cg_tensor *c = NULL;
+    cg_contiguous((cg_tensor *)t, &c);
+    for (int64_t i = 0; i < n; ++i) {
+        const double v = cgt_at(c, i);
+        if (!isfinite(v)) {
+            ++s->nonfinite;
+            continue;
+        }
+        s->sum_sq += v * v;
+        if (fabs(v) > s->max_abs) s->max_abs = fabs(v);
+    }
+    cg_tensor_free(c);
+}
+
+static int same_stats(const cg_stats *a, const cg_stats *b) {
+    const double tol = 1e-12 * (1.0 + b->sum_sq);
+    return (a->sum_sq == b->sum_sq || fabs(a->sum_sq - b->sum_sq) <= tol) && a->max_abs == b->max_abs &&
+           a->nonfinite == b->nonfinite && a->numel == b->numel;
+}
+
+/* A tensor of n values with non-finite ones at a few positions (lanes,
+ * block edges and the tail all get some), large and tiny magnitudes. */
+static cg_tensor *stats_input(cg_dtype dt, int64_t n, int seed) {
+    double *v = malloc(sizeof *v * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; ++i) {
+        v[i] = sin(0.37 * (double)i + seed) * (1.0 + (double)(i % 11));
+        if ((i * 7 + seed) % 13 == 0) v[i] = NAN;
+        if ((i * 5 + seed) % 29 == 0) v[i] = (i & 1) ? INFINITY : -INFINITY;
+        if (i % 31 == 3) v[i] = -0.0;
+        if (i % 97 == 5 && seed % 3 == 0) /* its square overflows T (not the double sum) */
+            v[i] = dt == CG_FLOAT32 ? -3.0e38 : -1.0e150;
+        if (i % 89 == 7) v[i] = 1e-40;                                  /* a float denormal */
+    }
+    cg_tensor *t = make(dt, v, n);
+    free(v);
+    return t;
+}
+
+static void test_stats_vs_reference(void) {
+    static const int64_t sizes[] = {0, 1, 2, 7, 15, 16, 17, 31, 32, 33, 63, 65, 1000, 4099};
+    const cg_dtype dts[2] = {CG_FLOAT32, CG_FLOAT64};
+    for (int d = 0; d < 2; ++d)
+        for (size_t k = 0; k < sizeof sizes / sizeof *sizes; ++k) {
+            cg_tensor *t = stats_input(dts[d], sizes[k], (int)k);
+            cg_stats got, want;
+            ref_stats(t, &want);
+            CHECK_OK(cg_tensor_stats(t, &got));
+            CHECK(same_stats(&got, &want));
+            cg_tensor_free(t);
+        }
+    /* a finite element whose square overflows double: the sum is inf */
+    double huge[3] = {1.0, 1e300, -2.0};
+    cg_tensor *th = make(CG_FLOAT64, huge, 3);
+    cg_stats sh;
+    CHECK_OK(cg_tensor_stats(th, &sh));
+    CHECK(isinf(sh.sum_sq) && sh.max_abs == 1e300 && sh.nonfinite == 0);
+    cg_tensor_free(th);
+    /* all non-finite: nothing to sum */
+    double bad[5] = {NAN, INFINITY, -INFINITY, NAN, NAN};
+    cg_tensor *tb = make(CG_FLOAT32, bad, 5);
+    cg_stats s;
+    CHECK_OK(cg_tensor_stats(tb, &s));
+    CHECK(s.sum_sq == 0.0 && s.max_abs == 0.0 && s.nonfinite == 5 && s.numel == 5);
+    cg_tensor_free(tb);
+}
+
+static void test_stats_many(void) {
+    int64_t sh[2] = {37, 53};
+    cg_tensor *a = stats_input(CG_FLOAT32, 37 * 53, 1), *a2 = NULL, *strided = NULL;
+    CHECK_OK(cg_reshape(a, 2, sh, &a2));
+    CHECK_OK(cg_transpose(a2, 0, 1, &strided)); /* not contiguous */
+    cg_tensor *b = stats_input(CG_FLOAT64, 1001, 2), *empty = stats_input(CG_FLOAT32, 0, 3);
+    cg_tensor *ints = NULL;
+    CHECK_OK(cg_zeros(CG_INT64, 1, &sh[0], &ints));
+    cg_tensor *ts[5] = {a, NULL, strided, empty, b};
+    cg_stats got[5], want;
+    memset(got, 0xff, sizeof got);
+    CHECK_OK(cg_tensor_stats_many(5, ts, got));
+    for (int i = 0; i < 5; ++i) {
+        if (!ts[i]) {
+            CHECK(got[i].sum_sq == 0.0 && got[i].max_abs == 0.0 && got[i].nonfinite == 0 &&
+                  got[i].numel == 0);
+            continue;
+        }
+        ref_stats(ts[i], &want);
+        CHECK(same_stats(&got[i], &want));
+        cg_stats one;
+        CHECK_OK(cg_tensor_stats(ts[i], &one)); /* the same numbers as one at a time */
+        CHECK(memcmp(&one, &got[i], sizeof one) == 0);
+    }
+    CHECK(got[2].nonfinite == got[0].nonfinite && got[2].max_abs == got[0].max_abs);
+    /* a bad entry: its index in the message, every slot zeroed */
+    cg_tensor *withint[3] = {a, ints, b};
+    CHECK_STATUS(cg_tensor_stats_many(3, withint, got), CG_ERR_DTYPE);
+    CHECK(strstr(cg_last_error(), "tensor 1") != NULL);
+    CHECK(got[0].numel == 0 && got[2].numel == 0 && got[0].sum_sq == 0.0);
+    CHECK_OK(cg_tensor_stats_many(0, NULL, NULL));
+    CHECK_STATUS(cg_tensor_stats_many(2, NULL, got), CG_ERR_NULL);
+    CHECK_STATUS(cg_tensor_stats_many(2, ts, NULL), CG_ERR_NULL);
+    CHECK_STATUS(cg_tensor_stats_many(-1, ts, got), CG_ERR_VALUE);
+    cg_tensor *all[] = {a, a2, strided, b, empty, ints};
+    for (size_t i = 0; i < sizeof all / sizeof *all; ++i) cg_tensor_free(all[i]);
+}
+
 /* ------------------------------------------------------ optimizer object */
 /* mean((x @ w - y)^2) recorded on the tape. */
 static double regression_loss(cg_tensor *x, cg_tensor *w, cg_tensor *y, int backward) {
@@ -485,7 +672,7 @@ static void test_optimizer_object_trains_from_c(void) {
     for (int k = 1; k <= 4; ++k) {
         CHECK_OK(cg_tensor_set_grad(wa, g));
         CHECK_OK(cg_optimizer_step(o2));
-        CHECK_OK(cg_adam_update(w2, g, m, v, NULL, k, &ref));
+        CHECK_OK(cg_adam_update(w2, g, m, v, NULL, k, &ref, NULL));
     }
     for (int i = 0; i < 3; ++i) CHECK(cgt_at(wa, i) == cgt_at(w2, i));
     /* SGD with momentum through the object. */
@@ -536,5 +723,8 @@ int main(void) {
     test_total_norm_and_clip();
     test_agc();
     test_stats();
+    test_stats_vs_reference();
+    test_update_sum_sq();
+    test_stats_many();
     return cgt_report(__FILE__);
 }
