@@ -80,6 +80,7 @@ class RunReader:
         self.layers = []
         self._layer_col = {}    # layer_id -> column
         self.n_groups = int(self.meta.get("n_groups", 0) or 0)
+        self._version = int(self.meta.get("schema_version", 1))
         self.last_step = -1
         self._last_event = 0
         self._last_scalar = 0
@@ -224,27 +225,72 @@ class RunReader:
             out[np.searchsorted(step_ids, a[:, 0].astype(np.int64)), a[:, 1].astype(np.int64)] = a[:, 2]
         return out
 
+    def _column_lookup(self):
+        """layer_id -> column of the layer arrays (-1: unknown)."""
+        lookup = np.full(max(self._layer_col) + 1, -1, dtype=np.int64)
+        lookup[list(self._layer_col)] = list(self._layer_col.values())
+        return lookup
+
     def _read_layer_stats(self, con, lo, hi, step_ids):
         n, n_layers = step_ids.shape[0], len(self.layers)
         out = [np.full((n, n_layers), np.nan) for _ in _LAYER_FIELDS]
         if not n or not n_layers:
             return out
+        if self._version >= 2:
+            self._read_layer_blobs(con, lo, hi, step_ids, out)
+        else:
+            self._read_layer_rows(con, lo, hi, step_ids, out)
+        return out
+
+    def _read_layer_blobs(self, con, lo, hi, step_ids, out):
+        """Version 2: one row per step, each field a little-endian array in
+        layer_id order (element i is layer i)."""
+        rows = con.execute("SELECT step, grad_norm, grad_max, nonfinite, weight_norm, update_ratio "
+                           "FROM layer_stats_v2 WHERE step > ? AND step <= ? ORDER BY step",
+                           (lo, hi)).fetchall()
+        if not rows:
+            return
+        r = np.searchsorted(step_ids, np.array([row[0] for row in rows], dtype=np.int64))
+        lookup = self._column_lookup()
+        for i, f in enumerate(_LAYER_FIELDS):
+            dtype = "<i8" if f == "nonfinite" else "<f8"
+            blobs = [row[1 + i] for row in rows]
+            widths = {len(b) for b in blobs if b is not None}
+            if len(widths) == 1 and None not in blobs:  # the usual case: one array for all rows
+                k = widths.pop() // 8
+                block = np.frombuffer(b"".join(blobs), dtype=dtype).reshape(len(rows), k)
+                self._place(out[i], r, block, lookup)
+                continue
+            for j, b in enumerate(blobs):
+                if b:
+                    a = np.frombuffer(b[: len(b) // 8 * 8], dtype=dtype)
+                    self._place(out[i], r[j:j + 1], a.reshape(1, -1), lookup)
+
+    @staticmethod
+    def _place(dst, rows, block, lookup):
+        """dst[rows, column of layer id c] = block[:, c] for the known ids."""
+        k = min(block.shape[1], lookup.shape[0])
+        cols = lookup[:k]
+        keep = np.nonzero(cols >= 0)[0]
+        if keep.size:
+            dst[np.ix_(rows, cols[keep])] = block[:, keep]
+
+    def _read_layer_rows(self, con, lo, hi, step_ids, out):
+        """Version 1: one row per (step, layer)."""
         rows = con.execute("SELECT step, layer_id, grad_norm, grad_max, nonfinite, weight_norm, "
                            "update_ratio FROM layer_stats WHERE step > ? AND step <= ?",
                            (lo, hi)).fetchall()
         if not rows:
-            return out
+            return
         a = np.array(rows, dtype=np.float64)
         r = np.searchsorted(step_ids, a[:, 0].astype(np.int64))
         ids = a[:, 1].astype(np.int64)
-        lookup = np.full(max(self._layer_col) + 1, -1, dtype=np.int64)
-        lookup[list(self._layer_col)] = list(self._layer_col.values())
+        lookup = self._column_lookup()
         known = ids < lookup.shape[0]
         c = np.where(known, lookup[np.minimum(ids, lookup.shape[0] - 1)], -1)
         keep = c >= 0
         for i in range(len(_LAYER_FIELDS)):
             out[i][r[keep], c[keep]] = a[keep, 2 + i]
-        return out
 
     def _read_scalars(self, con):
         rows = con.execute("SELECT scalar_id, step, name, value FROM scalars WHERE scalar_id > ? "

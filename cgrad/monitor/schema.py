@@ -13,7 +13,10 @@ __all__ = ["RunFileError", "FORMAT", "SCHEMA_VERSION", "RUN_SUFFIX", "DDL",
            "create_run_file", "open_read_only", "read_meta", "validate_meta"]
 
 FORMAT = "cgrad-run"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# schema_version 1 stored one layer_stats row per (step, layer); version 2
+# one layer_stats_v2 row per step holding each field as an array (BLOB).
+# Both are read.
 RUN_SUFFIX = ".cgrun"
 
 
@@ -55,15 +58,14 @@ CREATE TABLE lr (
     step INTEGER NOT NULL, grp INTEGER NOT NULL, lr REAL NOT NULL,
     PRIMARY KEY (step, grp)
 ) WITHOUT ROWID;
-CREATE TABLE layer_stats (
-    step INTEGER NOT NULL, layer_id INTEGER NOT NULL,
-    grad_norm REAL NOT NULL,
-    grad_max REAL NOT NULL,
-    nonfinite INTEGER NOT NULL,
-    weight_norm REAL NOT NULL,
-    update_ratio REAL,
-    PRIMARY KEY (step, layer_id)
-) WITHOUT ROWID;
+CREATE TABLE layer_stats_v2 (
+    step INTEGER PRIMARY KEY,
+    grad_norm BLOB NOT NULL,
+    grad_max BLOB NOT NULL,
+    nonfinite BLOB NOT NULL,
+    weight_norm BLOB NOT NULL,
+    update_ratio BLOB
+);
 CREATE TABLE scalars (
     scalar_id INTEGER PRIMARY KEY,
     step INTEGER NOT NULL, name TEXT NOT NULL, value REAL
@@ -80,7 +82,8 @@ CREATE TABLE events (
 """
 
 # Tables a reader needs; a file missing one of them is not a run file.
-REQUIRED_TABLES = ("meta", "heartbeat", "layers", "steps", "lr", "layer_stats", "scalars", "events")
+_COMMON_TABLES = ("meta", "heartbeat", "layers", "steps", "lr", "scalars", "events")
+REQUIRED_TABLES = {1: _COMMON_TABLES + ("layer_stats",), 2: _COMMON_TABLES + ("layer_stats_v2",)}
 
 
 def _connect_error(path, exc, doing):
@@ -190,7 +193,7 @@ def read_meta(con, path):
         raise RunFileError(f"{path}: not a cgrad run file (no meta table)")
     meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
     validate_meta(meta, path)
-    missing = [t for t in REQUIRED_TABLES if t not in have]
+    missing = [t for t in REQUIRED_TABLES[int(meta["schema_version"])] if t not in have]
     if missing:
         raise RunFileError(f"{path}: not a complete cgrad run file (missing tables {missing})")
     try:

@@ -2,9 +2,15 @@
 
 A step pre-hook reads the gradients the optimizer is about to apply (after
 a GradScaler's unscale_ and after clipping) and the weights before the
-update (their norm, and a copy into a buffer kept per parameter, so the
-post-hook can measure ||w_after - w_before||); the post-hook computes the
-update ratios and hands the finished StepRow to the Run. Optimizers with
+update: one C call (cg_tensor_stats_many) gives every gradient's and
+weight's sum of squares, max |x| and non-finite count. The update norm
+||w_after - w_before|| comes from the optimizer's fused kernel when it is
+a built-in one (Optimizer._track_update_sq: measured in the update pass,
+no copy); for any other optimizer the pre-hook copies the weights into
+buffers kept per parameter and the post-hook subtracts. The post-hook
+turns the (parameters x 8) statistics into per-layer arrays with one
+aggregation matrix (parameters, then modules as sums of their members)
+and hands the finished StepRow to the Run. Optimizers with
 register_report_hook (cgrad.optim) also report skipped steps, which run no
 pre/post hooks. Nothing here talks to SQLite.
 """
@@ -14,12 +20,10 @@ import math
 import numpy as np
 
 from cgrad import _core
-from cgrad.monitor import stats as _stats
 from cgrad.monitor.writer import StepRow
 
 __all__ = ["Watcher"]
 
-_NO_GRAD = (0.0, 0.0, 0, 0)
 # An lr jump larger than this between consecutive recorded steps is an
 # 'lr_change' event (a warm restart, a step decay), not a schedule's drift.
 _LR_JUMP = 2.0
@@ -101,6 +105,12 @@ class Watcher:
         self._closure_loss = None
         self._handles = []
         self._build_layers()
+        self._agg = self._aggregation_matrix()
+        # the fused update norms of a built-in optimizer (None: copy path)
+        self._upd = None
+        if update_ratio_every and callable(getattr(optimizer, "_track_update_sq", None)):
+            self._upd = optimizer._track_update_sq(True)
+            optimizer._update_sq = None  # switched on per measured step
         self._handles.append(optimizer.register_step_pre_hook(self._pre_hook))
         self._handles.append(optimizer.register_step_post_hook(self._post_hook))
         if callable(getattr(optimizer, "register_report_hook", None)):
@@ -144,6 +154,17 @@ class Watcher:
                              int(sum(self._params[i].numel() for i in members))))
         self.run._writer.submit_layers(rows)
 
+    def _aggregation_matrix(self):
+        """(layers x parameters) 0/1 matrix: identity for the parameters,
+        then one row per module marking its members, so sums of squares
+        and counts of every layer are one matrix product."""
+        n = len(self._params)
+        a = np.zeros((n + len(self._modules), n))
+        a[np.arange(n), np.arange(n)] = 1.0
+        for k, (_, members) in enumerate(self._modules):
+            a[n + k, members] = 1.0
+        return a
+
     def _add_param(self, name, p, rows):
         i = len(self._params)
         self._index[id(p)] = i
@@ -158,6 +179,9 @@ class Watcher:
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._upd is not None:
+            self.optimizer._track_update_sq(False)
+            self._upd = None
         self._before = [None] * len(self._params)
         self._views = [None] * len(self._params)
 
@@ -169,12 +193,17 @@ class Watcher:
         self._closure_loss = None
         if step % self.every:
             self._row = None
+            if self._upd is not None:
+                optimizer._update_sq = None
             return None
         self._row = StepRow(step)
         k = self.update_ratio_every
         self._ratio_now = bool(k) and self._n_recorded % k == 0
         self._n_recorded += 1
-        self._capture = self._measure(copy_weights=self._ratio_now)
+        fused = self._upd is not None
+        if fused:
+            optimizer._update_sq = self._upd if self._ratio_now else None
+        self._capture = self._measure(copy_weights=self._ratio_now and not fused)
         return self._wrap_closure(args, kwargs)
 
     def _post_hook(self, optimizer, args, kwargs):
@@ -249,77 +278,84 @@ class Watcher:
         return w
 
     def _measure(self, copy_weights):
-        """Per parameter: gradient stats and weight sum of squares; the
-        weights are copied (into reused buffers) when an update ratio is
-        to follow."""
-        grads, wsq = [], []
-        grad_stats, dot, no_grad = _stats.grad_stats, np.dot, _NO_GRAD
-        for i, p in enumerate(self._params):
-            g = p.grad
-            grads.append(grad_stats(g) if g is not None else no_grad)
-            w = self._weights(i, p)
-            if copy_weights:
+        """(parameters x 8) statistics from one C call: per parameter the
+        gradient's (sum_sq, max_abs, nonfinite, numel), then the weights'
+        (sum_sq over finite elements, max_abs, nonfinite, numel); no
+        gradient gives zeros. The weights are copied (into reused
+        buffers) when an update ratio is to follow on the copy path."""
+        params = self._params
+        tensors = [t for p in params for t in (p.grad, p)]
+        out = np.empty((2 * len(params), 4))
+        _core._tensor_stats_many(tensors, out)
+        if copy_weights:
+            for i, p in enumerate(params):
+                w = self._weights(i, p)
                 buf = self._before[i]
                 if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
                     buf = self._before[i] = np.empty_like(w)
                 np.copyto(buf, w)
-            wsq.append(float(dot(w, w)))
-        return grads, wsq
+        return out.reshape(len(params), 8)
 
     def _update_sq(self):
-        """||w_after - w_before||^2 per parameter (the buffers hold the
-        difference afterwards; they are refilled at the next step)."""
-        out = []
+        """||w_after - w_before||^2 per parameter (copy path; NaN where no
+        copy was taken); the buffers hold the difference afterwards and
+        are refilled at the next step."""
+        out = np.full(len(self._params), np.nan)
         dot = np.dot
         for i, p in enumerate(self._params):
             buf = self._before[i]
             w = self._weights(i, p)
             if buf is None or buf.shape != w.shape:
-                out.append(None)
                 continue
             np.subtract(w, buf, out=buf, casting="unsafe")
-            out.append(float(dot(buf, buf)))
+            out[i] = float(dot(buf, buf))
         return out
+
+    def _fused_update_sq(self):
+        """The squared update norms the optimizer's kernels measured (a
+        parameter it did not update moved by 0)."""
+        upd = self._upd
+        return np.array([upd.get(id(p), 0.0) for p in self._params], dtype=np.float64)
 
     # -------------------------------------------------------- the row
     def _finish(self, row, rep, capture, after_update, moved=True):
-        """after_update: the weights were copied before the step, measure
-        the update; moved=False: nothing was updated (ratio 0)."""
-        grads, wsq = capture
+        """after_update: an update ratio is measured this step (fused or
+        copy path); moved=False: nothing was updated (ratio 0)."""
+        st = capture
+        a = self._agg
+        n = st.shape[0]
         if after_update:
-            upd = self._update_sq()
+            u = self._fused_update_sq() if self._upd is not None else self._update_sq()
+        elif moved:
+            u = None
         else:
-            upd = [None if moved else 0.0] * len(grads)
-        layers = []
+            u = np.zeros(n)
+        m = a @ st                              # per layer: sums of squares and counts
+        gmax = (a * st[:, 1]).max(axis=1) if n else np.zeros(a.shape[0])
+        bad = m[:, 2].astype(np.int64)
+        wss, wbad = m[:, 4], m[:, 6]
+        grad_norm = np.sqrt(m[:, 0])
+        weight_norm = np.sqrt(wss)
+        weight_norm[wbad > 0] = math.inf
+        ratio = None
+        if u is not None:
+            finite = np.isfinite(u)
+            if finite.all():
+                uu = a @ u
+            else:
+                uu = a @ np.where(finite, u, 0.0)
+                uu[(a @ ~finite) > 0] = np.nan  # a module with an unmeasured member
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.sqrt(uu / wss)
+            ratio[(wss == 0) | (wbad > 0)] = np.nan
+        row.layers = (grad_norm, gmax, bad, weight_norm, ratio)
+        total_bad = int(st[:, 2].sum()) if n else 0
         events = []
-        sqrt, inf, bad_layers = math.sqrt, math.inf, self._bad_layers
-        total_sq, total_bad = 0.0, 0
-        for i, (s, m, bad, _) in enumerate(grads):
-            total_sq += s
-            total_bad += bad
-            w, u = wsq[i], upd[i]
-            ratio = sqrt(u / w) if u is not None and w and w == w else None
-            layers.append((i, sqrt(s), m, bad, sqrt(w) if w == w else inf, ratio))
-            if bad or bad_layers:
-                self._note_nonfinite(i, bad, row.step, events)
-        base = len(grads)
-        for k, (name, members) in enumerate(self._modules):
-            s = w = 0.0
-            m, bad, u = 0.0, 0, 0.0
-            for j in members:
-                g = grads[j]
-                s += g[0]
-                m = g[1] if g[1] > m else m
-                bad += g[2]
-                w += wsq[j]
-                u = None if u is None or upd[j] is None else u + upd[j]
-            ratio = sqrt(u / w) if u is not None and w and w == w else None
-            layers.append((base + k, sqrt(s), m, bad, sqrt(w) if w == w else inf, ratio))
-            if bad or bad_layers:
-                self._note_nonfinite(base + k, bad, row.step, events)
-        row.layers = layers
+        if total_bad or self._bad_layers:
+            for layer_id in range(bad.shape[0]):
+                self._note_nonfinite(layer_id, int(bad[layer_id]), row.step, events)
         row.nonfinite = total_bad
-        measured = math.inf if total_bad else math.sqrt(total_sq)
+        measured = math.inf if total_bad else math.sqrt(float(st[:, 0].sum()) if n else 0.0)
         self._fill_from_report(row, rep, measured)
         self._check_events(row, events)
         self.run._step_finished(row, self._closure_loss, events)

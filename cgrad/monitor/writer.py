@@ -18,6 +18,7 @@ A write error (disk full) stops writing: the error is kept, the training
 thread is warned once, and the data is discarded instead of piling up.
 """
 import sqlite3
+import sys
 import threading
 import time
 import warnings
@@ -29,10 +30,22 @@ HEARTBEAT_IDLE_S = 1.0
 MAX_PENDING_LAYER_ROWS = 250_000
 
 
+def _blob(a):
+    """Little-endian bytes of a float64 / int64 array (None stays NULL)."""
+    if a is None:
+        return None
+    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big"):
+        a = a.byteswap().view(a.dtype.newbyteorder("<"))
+    return a.tobytes()
+
+
 class StepRow:
     """One recorded optimizer step: the steps row, lr per group, and the
-    per-layer rows (layer_id, grad_norm, grad_max, nonfinite, weight_norm,
-    update_ratio), or None once dropped."""
+    per-layer statistics, or None once dropped: layers is a tuple of
+    arrays in layer_id order, (grad_norm, grad_max, weight_norm: float64;
+    nonfinite: int64; update_ratio: float64 with NaN for not measured, or
+    None when no ratio was measured this step), in that field order:
+    (grad_norm, grad_max, nonfinite, weight_norm, update_ratio)."""
 
     __slots__ = ("step", "time", "loss", "grad_norm", "grad_norm_clipped", "clip_max_norm",
                  "clip_coef", "clipped", "loss_scale", "skipped", "skip_reason", "nonfinite",
@@ -117,7 +130,7 @@ class Writer:
             if self._pending_layer_rows <= target:
                 break
             if kind == "step" and payload.layers:
-                self._pending_layer_rows -= len(payload.layers)
+                self._pending_layer_rows -= len(payload.layers[0])
                 payload.layers = None
                 first = payload.step if first is None else first
                 last = payload.step
@@ -128,7 +141,7 @@ class Writer:
                                             f"the writer fell behind", None, float(n))))
 
     def submit_step(self, row):
-        self._submit(("step", row), len(row.layers) if row.layers else 0)
+        self._submit(("step", row), len(row.layers[0]) if row.layers else 0)
 
     def submit_layers(self, rows):
         """rows: (layer_id, name, kind, shape_json, numel)."""
@@ -222,8 +235,7 @@ class Writer:
                 events.extend((st, payload.time, kind_, msg, lid, _real(val))
                               for st, kind_, msg, lid, val in payload.events)
                 if payload.layers:
-                    s = payload.step
-                    layer_rows.extend((s,) + r for r in payload.layers)
+                    layer_rows.append((payload.step,) + tuple(_blob(a) for a in payload.layers))
                 self.last_step = max(self.last_step, payload.step)
             elif kind == "event":
                 events.append(payload)
@@ -243,8 +255,8 @@ class Writer:
         if lrs:
             con.executemany("INSERT OR REPLACE INTO lr (step, grp, lr) VALUES (?, ?, ?)", lrs)
         if layer_rows:
-            con.executemany("INSERT OR REPLACE INTO layer_stats (step, layer_id, grad_norm, grad_max, "
-                            "nonfinite, weight_norm, update_ratio) VALUES (?,?,?,?,?,?,?)", layer_rows)
+            con.executemany("INSERT OR REPLACE INTO layer_stats_v2 (step, grad_norm, grad_max, "
+                            "nonfinite, weight_norm, update_ratio) VALUES (?,?,?,?,?,?)", layer_rows)
         if scalars:
             con.executemany("INSERT INTO scalars (step, name, value) VALUES (?, ?, ?)", scalars)
         if events:

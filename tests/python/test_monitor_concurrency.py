@@ -42,11 +42,14 @@ def assert_whole_steps(path):
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         n_layers = con.execute("SELECT COUNT(*) FROM layers").fetchone()[0]
         n_groups = int(con.execute("SELECT value FROM meta WHERE key='n_groups'").fetchone()[0])
-        rows = con.execute("SELECT s.step, (SELECT COUNT(*) FROM layer_stats l WHERE l.step = s.step), "
+        # each step's layer statistics are one layer_stats_v2 row of
+        # 8-byte arrays, one element per layer
+        rows = con.execute("SELECT s.step, (SELECT length(l.grad_norm) / 8 FROM layer_stats_v2 l "
+                           "WHERE l.step = s.step), "
                            "(SELECT COUNT(*) FROM lr WHERE lr.step = s.step) FROM steps s "
                            "ORDER BY s.step").fetchall()
         hb_step = con.execute("SELECT step FROM heartbeat").fetchone()[0]
-        orphans = con.execute("SELECT COUNT(*) FROM layer_stats WHERE step NOT IN "
+        orphans = con.execute("SELECT COUNT(*) FROM layer_stats_v2 WHERE step NOT IN "
                               "(SELECT step FROM steps)").fetchone()[0]
     finally:
         con.close()

@@ -32,13 +32,15 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("backend", ["grad_stats", "numpy", "c"])
+@pytest.mark.parametrize("backend", ["grad_stats", "many"])
 def test_stats_match_numpy(name, dtype, backend):
     a = CASES[name].astype(dtype)
-    if backend == "c" and stats._c_stats is None:
-        pytest.skip("this build has no cg_tensor_stats")
-    fn = {"grad_stats": stats.grad_stats, "numpy": stats._numpy_stats,
-          "c": lambda t: tuple(stats._c_stats(t))}[backend]
+
+    def many(t):  # the tensor between a None and another tensor: its own row
+        s, m, b, n = stats.many_stats([None, t, cgrad.ones(3)])[1]
+        return s, m, int(b), int(n)
+
+    fn = {"grad_stats": stats.grad_stats, "many": many}[backend]
     got = fn(cgrad.from_numpy(a))
     want = reference(a)
     assert got[2:] == want[2:]
@@ -51,6 +53,20 @@ def test_stats_of_a_strided_view():
     got = stats.grad_stats(view)
     np.testing.assert_allclose(got[0], float(np.sum(np.arange(24.0) ** 2)))
     assert got[1:] == (23.0, 0, 24)
+
+
+def test_many_stats_rows_and_errors():
+    ts = [cgrad.from_numpy(np.array([3.0, -4.0])), None,
+          cgrad.from_numpy(np.arange(6, dtype=np.float32).reshape(2, 3)).t()]
+    got = stats.many_stats(ts)
+    np.testing.assert_array_equal(got, [[25.0, 4.0, 0, 2], [0, 0, 0, 0], [55.0, 5.0, 0, 6]])
+    assert stats.many_stats([]).shape == (0, 4)
+    with pytest.raises(TypeError, match="entry 1 must be a cgrad.Tensor or None, got int"):
+        stats.many_stats([ts[0], 3])
+    with pytest.raises(TypeError, match="tensor 0: float32 or float64 needed, got int64"):
+        stats.many_stats([cgrad.tensor([1, 2])])
+    with pytest.raises(ValueError, match=r"out must have shape \(1, 4\), got \(2, 4\)"):
+        cgrad._core._tensor_stats_many([ts[0]], np.empty((2, 4)))
 
 
 def test_combine():
