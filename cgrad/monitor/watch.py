@@ -8,9 +8,10 @@ weight's sum of squares, max |x| and non-finite count. The update norm
 a built-in one (Optimizer._track_update_sq: measured in the update pass,
 no copy); for any other optimizer the pre-hook copies the weights into
 buffers kept per parameter and the post-hook subtracts. The post-hook
-turns the (parameters x 8) statistics into per-layer arrays with one
-aggregation matrix (parameters, then modules as sums of their members)
-and hands the finished StepRow to the Run. Optimizers with
+hands the raw (parameters x 8) block and the update norms to the Run in
+the StepRow; the writer thread turns a commit's worth of them into the
+per-layer arrays (cgrad.monitor.layers), so the training thread does no
+per-layer work. Optimizers with
 register_report_hook (cgrad.optim) also report skipped steps, which run no
 pre/post hooks. Nothing here talks to SQLite.
 """
@@ -20,6 +21,7 @@ import math
 import numpy as np
 
 from cgrad import _core
+from cgrad.monitor.layers import LayerMap, RawLayers
 from cgrad.monitor.writer import StepRow
 
 __all__ = ["Watcher"]
@@ -105,7 +107,7 @@ class Watcher:
         self._closure_loss = None
         self._handles = []
         self._build_layers()
-        self._agg = self._aggregation_matrix()
+        self._lmap = LayerMap(len(self._params), [members for _, members in self._modules])
         # the fused update norms of a built-in optimizer (None: copy path)
         self._upd = None
         if update_ratio_every and callable(getattr(optimizer, "_track_update_sq", None)):
@@ -153,17 +155,6 @@ class Watcher:
                 rows.append((layer_id, name, "module", "[]",
                              int(sum(self._params[i].numel() for i in members))))
         self.run._writer.submit_layers(rows)
-
-    def _aggregation_matrix(self):
-        """(layers x parameters) 0/1 matrix: identity for the parameters,
-        then one row per module marking its members, so sums of squares
-        and counts of every layer are one matrix product."""
-        n = len(self._params)
-        a = np.zeros((n + len(self._modules), n))
-        a[np.arange(n), np.arange(n)] = 1.0
-        for k, (_, members) in enumerate(self._modules):
-            a[n + k, members] = 1.0
-        return a
 
     def _add_param(self, name, p, rows):
         i = len(self._params)
@@ -320,42 +311,25 @@ class Watcher:
     # -------------------------------------------------------- the row
     def _finish(self, row, rep, capture, after_update, moved=True):
         """after_update: an update ratio is measured this step (fused or
-        copy path); moved=False: nothing was updated (ratio 0)."""
+        copy path); moved=False: nothing was updated (ratio 0). The
+        per-layer arrays are made on the writer thread (layers.finish)."""
         st = capture
-        a = self._agg
-        n = st.shape[0]
         if after_update:
             u = self._fused_update_sq() if self._upd is not None else self._update_sq()
         elif moved:
             u = None
         else:
-            u = np.zeros(n)
-        m = a @ st                              # per layer: sums of squares and counts
-        gmax = (a * st[:, 1]).max(axis=1) if n else np.zeros(a.shape[0])
-        bad = m[:, 2].astype(np.int64)
-        wss, wbad = m[:, 4], m[:, 6]
-        grad_norm = np.sqrt(m[:, 0])
-        weight_norm = np.sqrt(wss)
-        weight_norm[wbad > 0] = math.inf
-        ratio = None
-        if u is not None:
-            finite = np.isfinite(u)
-            if finite.all():
-                uu = a @ u
-            else:
-                uu = a @ np.where(finite, u, 0.0)
-                uu[(a @ ~finite) > 0] = np.nan  # a module with an unmeasured member
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.sqrt(uu / wss)
-            ratio[(wss == 0) | (wbad > 0)] = np.nan
-        row.layers = (grad_norm, gmax, bad, weight_norm, ratio)
-        total_bad = int(st[:, 2].sum()) if n else 0
+            u = np.zeros(st.shape[0])
+        row.layers = RawLayers(self._lmap, st, u)
+        grads = st[:, :4]
+        total_bad = int(grads[:, 2].sum())
         events = []
         if total_bad or self._bad_layers:
+            bad = self._lmap.nonfinite(st)
             for layer_id in range(bad.shape[0]):
                 self._note_nonfinite(layer_id, int(bad[layer_id]), row.step, events)
         row.nonfinite = total_bad
-        measured = math.inf if total_bad else math.sqrt(float(st[:, 0].sum()) if n else 0.0)
+        measured = math.inf if total_bad else math.sqrt(float(grads[:, 0].sum()))
         self._fill_from_report(row, rep, measured)
         self._check_events(row, events)
         self.run._step_finished(row, self._closure_loss, events)

@@ -23,6 +23,8 @@ import threading
 import time
 import warnings
 
+from cgrad.monitor.layers import RawLayers, finish
+
 __all__ = ["Writer", "StepRow", "COMMIT_INTERVAL_S", "MAX_PENDING_LAYER_ROWS"]
 
 COMMIT_INTERVAL_S = 0.15
@@ -41,11 +43,11 @@ def _blob(a):
 
 class StepRow:
     """One recorded optimizer step: the steps row, lr per group, and the
-    per-layer statistics, or None once dropped: layers is a tuple of
-    arrays in layer_id order, (grad_norm, grad_max, weight_norm: float64;
-    nonfinite: int64; update_ratio: float64 with NaN for not measured, or
-    None when no ratio was measured this step), in that field order:
-    (grad_norm, grad_max, nonfinite, weight_norm, update_ratio)."""
+    per-layer statistics (None once dropped): a layers.RawLayers that the
+    writer thread finishes, or the finished tuple of arrays in layer_id
+    order, (grad_norm, grad_max, nonfinite, weight_norm, update_ratio):
+    float64 except nonfinite (int64); update_ratio NaN where not
+    measured, or None when no ratio was measured this step."""
 
     __slots__ = ("step", "time", "loss", "grad_norm", "grad_norm_clipped", "clip_max_norm",
                  "clip_coef", "clipped", "loss_scale", "skipped", "skip_reason", "nonfinite",
@@ -71,6 +73,11 @@ class StepRow:
                 _real(self.grad_norm_clipped), _real(self.clip_max_norm), _real(self.clip_coef),
                 int(bool(self.clipped)), _real(self.loss_scale), int(bool(self.skipped)),
                 self.skip_reason, int(self.nonfinite))
+
+
+def _width(layers):
+    """Number of layers in a StepRow's layers (either form)."""
+    return len(layers) if isinstance(layers, RawLayers) else len(layers[0])
 
 
 def _real(x):
@@ -129,8 +136,8 @@ class Writer:
         for kind, payload in self._pending:
             if self._pending_layer_rows <= target:
                 break
-            if kind == "step" and payload.layers:
-                self._pending_layer_rows -= len(payload.layers[0])
+            if kind == "step" and payload.layers is not None:
+                self._pending_layer_rows -= _width(payload.layers)
                 payload.layers = None
                 first = payload.step if first is None else first
                 last = payload.step
@@ -141,7 +148,7 @@ class Writer:
                                             f"the writer fell behind", None, float(n))))
 
     def submit_step(self, row):
-        self._submit(("step", row), len(row.layers[0]) if row.layers else 0)
+        self._submit(("step", row), _width(row.layers) if row.layers is not None else 0)
 
     def submit_layers(self, rows):
         """rows: (layer_id, name, kind, shape_json, numel)."""
@@ -234,8 +241,8 @@ class Writer:
                 lrs.extend((payload.step, g, lr) for g, lr in enumerate(payload.lrs) if lr is not None)
                 events.extend((st, payload.time, kind_, msg, lid, _real(val))
                               for st, kind_, msg, lid, val in payload.events)
-                if payload.layers:
-                    layer_rows.append((payload.step,) + tuple(_blob(a) for a in payload.layers))
+                if payload.layers is not None:
+                    layer_rows.append((payload.step, payload.layers))
                 self.last_step = max(self.last_step, payload.step)
             elif kind == "event":
                 events.append(payload)
@@ -255,6 +262,11 @@ class Writer:
         if lrs:
             con.executemany("INSERT OR REPLACE INTO lr (step, grp, lr) VALUES (?, ?, ?)", lrs)
         if layer_rows:
+            raw = [i for i, (_, layers) in enumerate(layer_rows) if isinstance(layers, RawLayers)]
+            done = finish([layer_rows[i][1] for i in raw])
+            for i, arrays in zip(raw, done):
+                layer_rows[i] = (layer_rows[i][0], arrays)
+            layer_rows = [(step,) + tuple(_blob(a) for a in arrays) for step, arrays in layer_rows]
             con.executemany("INSERT OR REPLACE INTO layer_stats_v2 (step, grad_norm, grad_max, "
                             "nonfinite, weight_norm, update_ratio) VALUES (?,?,?,?,?,?)", layer_rows)
         if scalars:
