@@ -1,14 +1,18 @@
-"""Overhead of cgrad.monitor's every-step recording on digits-size MLPs.
+"""Overhead of cgrad.monitor's every-step recording.
 
     python bench/bench_monitor.py [--quick]
 
-For each MLP shape and batch size: the median time of a training step
-(forward, cross-entropy, backward, SGD step, run.log_loss) without a run,
-with run.watch(every=1), with every=1 but no update ratios
-(update_ratio_every=0: no copy of the weights) and with every=10, measured
-in interleaved blocks so that the noise of a shared machine hits all of
-them alike.
-Target (issue 5): at most 3% at every-step recording.
+Cases: the digits MLP of examples/train_digits.py (64-128-10, batch 64)
+with SGD momentum and with Adam, and 784-512-256-10 at batch 128. For each:
+the median time of a training step (zero_grad, forward, cross-entropy,
+backward, optimizer.step, run.log_loss) without a run, with
+run.watch(every=1), with every=1 but no update ratios and with every=10,
+measured in interleaved blocks so that the noise of a shared machine hits
+all of them alike; then the pieces of one recorded step on the training
+thread (the stats C call, pre-hook, post-hook, log_loss, best of 7) and
+the writer thread's cost per step (finishing the per-layer arrays and one
+SQLite commit per 100 steps).
+Target (issue 5): at most 3% at every-step recording on the digits MLP.
 """
 import argparse
 import os
@@ -25,57 +29,11 @@ from cgrad import monitor, nn  # noqa: E402
 from cgrad.nn import functional as F  # noqa: E402
 
 
-def make_sgd(params, lr):
-    """cgrad.optim.SGD when it exists, else a plain SGD with the same hook
-    API (param_groups, step pre/post hooks)."""
-    try:
-        from cgrad.optim import SGD
-        return SGD(params, lr=lr)
-    except ImportError:
-        pass
-    import collections
-    import itertools
-
-    class Handle:
-        ids = itertools.count()
-
-        def __init__(self, d):
-            self.d, self.id = d, next(self.ids)
-
-        def remove(self):
-            self.d.pop(self.id, None)
-
-    class HookedSGD:
-        def __init__(self, params, lr):
-            self.param_groups = [{"params": list(params), "lr": lr}]
-            self.pre, self.post = collections.OrderedDict(), collections.OrderedDict()
-            self.last_report = None
-
-        def register_step_pre_hook(self, hook):
-            h = Handle(self.pre)
-            self.pre[h.id] = hook
-            return h
-
-        def register_step_post_hook(self, hook):
-            h = Handle(self.post)
-            self.post[h.id] = hook
-            return h
-
-        def zero_grad(self):
-            for p in self.param_groups[0]["params"]:
-                p.grad = None
-
-        def step(self):
-            for h in list(self.pre.values()):
-                h(self, (), {})
-            with cgrad.no_grad():
-                for g in self.param_groups:
-                    for p in g["params"]:
-                        p.sub_(p.grad * g["lr"])
-            for h in list(self.post.values()):
-                h(self, (), {})
-
-    return HookedSGD(params, lr)
+def make_opt(kind, params):
+    from cgrad import optim
+    if kind == "sgd":
+        return optim.SGD(params, lr=1e-2, momentum=0.9)
+    return optim.Adam(params, lr=1e-3)
 
 
 def mlp(sizes):
@@ -93,7 +51,7 @@ MODES = {
 }
 
 
-def bench_case(sizes, batch, blocks, steps_per_block, tmpdir):
+def bench_case(sizes, batch, kind, blocks, steps_per_block, tmpdir):
     cgrad.manual_seed(0)
     rng = np.random.default_rng(0)
     x = cgrad.from_numpy(rng.standard_normal((batch, sizes[0])).astype(np.float32))
@@ -101,7 +59,7 @@ def bench_case(sizes, batch, blocks, steps_per_block, tmpdir):
     setups = {}
     for mode in MODES:
         model = mlp(sizes)
-        opt = make_sgd(model.parameters(), lr=1e-3)
+        opt = make_opt(kind, model.parameters())
         run = None
         if mode != "off":
             run = monitor.Run(tmpdir, name="bench")
@@ -127,49 +85,97 @@ def bench_case(sizes, batch, blocks, steps_per_block, tmpdir):
                 step(*s)
             times[mode].append((time.perf_counter() - t0) / steps_per_block)
     out = {m: float(np.median(v)) for m, v in times.items()}
-    out["hooks"] = hook_time(*setups["every=1"], steps_per_block)
+    out.update(pieces(*setups["every=1"], max(steps_per_block, 50)))
     for _, _, run in setups.values():
         if run is not None:
             run.close()
     return out
 
 
-def hook_time(model, opt, run, n):
-    """The monitor's own work per recorded step (pre-hook, post-hook and
-    log_loss called directly, after one backward), without the training
-    step around it: less sensitive to a busy machine than the ratio."""
-    w = run._watcher
+def best_of(fn, n, repeat=7):
     best = float("inf")
-    for _ in range(5):
+    for _ in range(repeat):
         t0 = time.perf_counter()
         for _ in range(n):
-            w._pre_hook(opt, (), {})
-            w._post_hook(opt, (), {})
-            run.log_loss(1.0)
+            fn()
         best = min(best, (time.perf_counter() - t0) / n)
     return best
+
+
+def pieces(model, opt, run, n):
+    """The monitor's own work per recorded step, piece by piece (called
+    directly after one backward, without the training step around it):
+    less sensitive to a busy machine than the step ratios."""
+    from cgrad.monitor.layers import finish
+    from cgrad.monitor.writer import StepRow
+
+    w = run._watcher
+    tensors = [t for p in w._params for t in (p.grad, p)]
+    buf = np.empty((len(tensors), 4))
+    out = {"stats": best_of(lambda: cgrad._core._tensor_stats_many(tensors, buf), n),
+           "pre": best_of(lambda: w._pre_hook(opt, (), {}), n)}
+
+    def pre_post():
+        w._pre_hook(opt, (), {})
+        w._post_hook(opt, (), {})
+    out["post"] = best_of(pre_post, n) - out["pre"]
+    out["log"] = best_of(lambda: run.log_loss(1.0), n)
+    # the writer thread: 100 recorded steps, finished and committed at once
+    rows = []
+    for i in range(100):
+        w._pre_hook(opt, (), {})
+        w._post_hook(opt, (), {})
+        run.log_loss(1.0)
+    run.flush()
+    w._pre_hook(opt, (), {})
+    w._post_hook(opt, (), {})
+    run._finalize_open()
+    with run._writer._lock:
+        row = next(p for k, p in reversed(run._writer._pending) if k == "step")
+    base = row.step + 1000000
+    for i in range(100):
+        r = StepRow(base + i)
+        r.layers, r.lrs, r.loss, r.done = row.layers, row.lrs, 1.0, True
+        rows.append(("step", r))
+    t0 = time.perf_counter()
+    finish([r.layers for _, r in rows])
+    out["finish"] = (time.perf_counter() - t0) / 100
+    t0 = time.perf_counter()
+    run._writer._write(rows, "running", time.time())
+    out["writer"] = (time.perf_counter() - t0) / 100  # finish + SQLite, per step
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer blocks (a sanity run)")
     args = ap.parse_args()
-    blocks = 5 if args.quick else 15
-    cases = [((64, 64, 64, 10), 32, 200), ((64, 64, 64, 10), 128, 100),
-             ((784, 512, 256, 10), 32, 20), ((784, 512, 256, 10), 128, 10)]
-    backend = (f"C cg_tensor_stats up to {monitor.stats.C_STATS_MAX_NUMEL} elements, NumPy above"
-               if monitor.stats._c_stats else "NumPy")
-    print(f"cgrad.monitor overhead (median over {blocks} interleaved blocks; stats: {backend})")
+    blocks = 5 if args.quick else 21
+    cases = [((64, 128, 10), 64, "sgd", 200), ((64, 128, 10), 64, "adam", 200),
+             ((784, 512, 256, 10), 128, "sgd", 10)]
+    print(f"cgrad.monitor overhead (median over {blocks} interleaved blocks); "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores at start")
     cols = [m for m in MODES if m != "off"]
-    print(f"{'MLP':<16} {'batch':>5} {'off us':>8} " + " ".join(f"{m + ' us':>18} {'ratio':>6}" for m in cols)
-          + f" {'hooks us':>9} {'(off+hooks)/off':>15}")
+    print(f"{'MLP':<15} {'batch':>5} {'opt':>4} {'off us':>8} " +
+          " ".join(f"{m + ' us':>18} {'ratio':>6}" for m in cols))
+    piece_rows = []
     with tempfile.TemporaryDirectory() as tmpdir:
-        for sizes, batch, n in cases:
-            t = bench_case(sizes, batch, blocks, n, tmpdir)
+        for sizes, batch, kind, n in cases:
+            t = bench_case(sizes, batch, kind, blocks, n, tmpdir)
             off = t["off"]
-            print(f"{'-'.join(map(str, sizes)):<16} {batch:>5} {off * 1e6:>8.1f} " +
-                  " ".join(f"{t[m] * 1e6:>18.1f} {t[m] / off:>6.3f}" for m in cols) +
-                  f" {t['hooks'] * 1e6:>9.1f} {(off + t['hooks']) / off:>15.3f}")
+            name = "-".join(map(str, sizes))
+            print(f"{name:<15} {batch:>5} {kind:>4} {off * 1e6:>8.1f} " +
+                  " ".join(f"{t[m] * 1e6:>18.1f} {t[m] / off:>6.3f}" for m in cols), flush=True)
+            piece_rows.append((name, batch, kind, off, t))
+    print("\npieces of one recorded step (best of 7, us): training thread | writer thread")
+    print(f"{'MLP':<15} {'opt':>4} {'stats C':>8} {'pre':>7} {'post':>7} {'log':>6} "
+          f"{'sum':>7} {'sum/off':>8} | {'finish':>7} {'writer':>7}")
+    for name, batch, kind, off, t in piece_rows:
+        total = t["pre"] + t["post"] + t["log"]
+        print(f"{name:<15} {kind:>4} {t['stats'] * 1e6:>8.2f} {t['pre'] * 1e6:>7.2f} "
+              f"{t['post'] * 1e6:>7.2f} {t['log'] * 1e6:>6.2f} {total * 1e6:>7.2f} "
+              f"{total / off:>8.3f} | {t['finish'] * 1e6:>7.2f} {t['writer'] * 1e6:>7.2f}")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":

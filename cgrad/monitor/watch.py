@@ -26,6 +26,14 @@ from cgrad.monitor.writer import StepRow
 
 __all__ = ["Watcher"]
 
+class _NoReport:
+    """Stands in for a missing StepReport: every field is None."""
+
+    def __getattr__(self, name):
+        return None
+
+
+_NO_REPORT = _NoReport()
 # An lr jump larger than this between consecutive recorded steps is an
 # 'lr_change' event (a warm restart, a step decay), not a schedule's drift.
 _LR_JUMP = 2.0
@@ -321,15 +329,15 @@ class Watcher:
         else:
             u = np.zeros(st.shape[0])
         row.layers = RawLayers(self._lmap, st, u)
-        grads = st[:, :4]
-        total_bad = int(grads[:, 2].sum())
+        total_sq, total_bad = st[:, 0:3:2].sum(axis=0).tolist()  # gradients: sum_sq, nonfinite
+        total_bad = int(total_bad)
         events = []
         if total_bad or self._bad_layers:
             bad = self._lmap.nonfinite(st)
             for layer_id in range(bad.shape[0]):
                 self._note_nonfinite(layer_id, int(bad[layer_id]), row.step, events)
         row.nonfinite = total_bad
-        measured = math.inf if total_bad else math.sqrt(float(grads[:, 0].sum()))
+        measured = math.inf if total_bad else math.sqrt(total_sq)
         self._fill_from_report(row, rep, measured)
         self._check_events(row, events)
         self.run._step_finished(row, self._closure_loss, events)
@@ -337,8 +345,11 @@ class Watcher:
     def _fill_from_report(self, row, rep, measured_norm):
         """Clip numbers, loss scale, skip and lr from the optimizer's
         StepReport when it has them; otherwise what was measured."""
+        if rep is None:
+            rep = _NO_REPORT
+
         def field(name):
-            return getattr(rep, name, None) if rep is not None else None
+            return getattr(rep, name, None)
 
         before, after = _float_or_none(field("grad_norm_before_clip")), \
             _float_or_none(field("grad_norm_after_clip"))

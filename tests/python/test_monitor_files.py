@@ -250,3 +250,53 @@ def test_reader_of_a_read_only_copy(tmp_path):
     finally:
         ro.chmod(0o755)
     assert sorted(os.listdir(ro)) == ["c.cgrun"] or os.geteuid() == 0
+
+
+# ------------------------------------------------------ format versions
+def test_v2_blob_rows_and_v1_files_read_alike(tmp_path):
+    """A step's per-layer statistics are one layer_stats_v2 row of
+    little-endian arrays; the same run rewritten in the version-1 layout
+    (one row per step and layer) reads back to the same RunDelta."""
+    model = mlp((4, 6, 3))
+    opt = StandInSGD(model.parameters(), lr=0.1)
+    x, y = batch()
+    v2 = tmp_path / "v2.cgrun"
+    with monitor.Run(v2) as run:
+        run.watch(model, opt, update_ratio_every=2)
+        steps(model, opt, run, 4, x, y)
+    con = sqlite3.connect(v2)
+    n_layers = con.execute("SELECT COUNT(*) FROM layers").fetchone()[0]
+    blobs = con.execute("SELECT step, grad_norm, nonfinite, update_ratio FROM layer_stats_v2 "
+                        "ORDER BY step").fetchall()
+    assert [b[0] for b in blobs] == [0, 1, 2, 3]
+    assert all(len(b[1]) == 8 * n_layers and len(b[2]) == 8 * n_layers for b in blobs)
+    assert blobs[1][3] is None and blobs[2][3] is not None  # ratio on every 2nd step only
+    with monitor.RunReader(v2) as r:
+        d2 = r.poll()
+    np.testing.assert_array_equal(np.frombuffer(blobs[2][1], "<f8"), d2.layer_grad_norm[2])
+
+    v1 = tmp_path / "v1.cgrun"
+    con.execute("VACUUM INTO ?", (str(v1),))
+    con.close()
+    con = sqlite3.connect(v1)
+    con.execute("CREATE TABLE layer_stats (step INTEGER NOT NULL, layer_id INTEGER NOT NULL, "
+                "grad_norm REAL NOT NULL, grad_max REAL NOT NULL, nonfinite INTEGER NOT NULL, "
+                "weight_norm REAL NOT NULL, update_ratio REAL, PRIMARY KEY (step, layer_id)) "
+                "WITHOUT ROWID")
+    for row, step in enumerate(d2.steps["step"].tolist()):
+        for lid in range(n_layers):
+            ratio = d2.layer_update_ratio[row, lid]
+            con.execute("INSERT INTO layer_stats VALUES (?,?,?,?,?,?,?)",
+                        (step, lid, d2.layer_grad_norm[row, lid], d2.layer_grad_max[row, lid],
+                         int(d2.layer_nonfinite[row, lid]), d2.layer_weight_norm[row, lid],
+                         None if np.isnan(ratio) else ratio))
+    con.execute("DROP TABLE layer_stats_v2")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    with monitor.RunReader(v1) as r:
+        assert r.meta["schema_version"] == 1
+        d1 = r.poll()
+    for f in ("grad_norm", "grad_max", "nonfinite", "weight_norm", "update_ratio"):
+        np.testing.assert_array_equal(getattr(d1, f"layer_{f}"), getattr(d2, f"layer_{f}"))
+    assert np.isnan(d1.layer_update_ratio[1]).all() and not np.isnan(d1.layer_update_ratio[2]).any()
