@@ -9,7 +9,7 @@ import os
 import sqlite3
 import urllib.parse
 
-__all__ = ["RunFileError", "FORMAT", "SCHEMA_VERSION", "RUN_SUFFIX", "DDL",
+__all__ = ["RunFileError", "FORMAT", "SCHEMA_VERSION", "RUN_SUFFIX", "DDL", "DDL_V1",
            "create_run_file", "open_read_only", "read_meta", "validate_meta"]
 
 FORMAT = "cgrad-run"
@@ -66,6 +66,65 @@ CREATE TABLE layer_stats_v2 (
     weight_norm BLOB NOT NULL,
     update_ratio BLOB
 );
+CREATE TABLE scalars (
+    scalar_id INTEGER PRIMARY KEY,
+    step INTEGER NOT NULL, name TEXT NOT NULL, value REAL
+);
+CREATE TABLE events (
+    event_id INTEGER PRIMARY KEY,
+    step INTEGER NOT NULL,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    layer_id INTEGER,
+    value REAL
+);
+"""
+
+# The version-1 layout (one layer_stats row per step and layer), which the
+# reader still reads; for tools and tests that write version-1 files.
+DDL_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    time REAL NOT NULL,
+    step INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE layers (
+    layer_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    shape TEXT NOT NULL,
+    numel INTEGER NOT NULL
+);
+CREATE TABLE steps (
+    step INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    loss REAL,
+    grad_norm REAL,
+    grad_norm_clipped REAL,
+    clip_max_norm REAL,
+    clip_coef REAL,
+    clipped INTEGER NOT NULL,
+    loss_scale REAL,
+    skipped INTEGER NOT NULL,
+    skip_reason TEXT,
+    nonfinite INTEGER NOT NULL
+);
+CREATE TABLE lr (
+    step INTEGER NOT NULL, grp INTEGER NOT NULL, lr REAL NOT NULL,
+    PRIMARY KEY (step, grp)
+) WITHOUT ROWID;
+CREATE TABLE layer_stats (
+    step INTEGER NOT NULL, layer_id INTEGER NOT NULL,
+    grad_norm REAL NOT NULL,
+    grad_max REAL NOT NULL,
+    nonfinite INTEGER NOT NULL,
+    weight_norm REAL NOT NULL,
+    update_ratio REAL,
+    PRIMARY KEY (step, layer_id)
+) WITHOUT ROWID;
 CREATE TABLE scalars (
     scalar_id INTEGER PRIMARY KEY,
     step INTEGER NOT NULL, name TEXT NOT NULL, value REAL

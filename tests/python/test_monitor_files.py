@@ -279,10 +279,7 @@ def test_v2_blob_rows_and_v1_files_read_alike(tmp_path):
     con.execute("VACUUM INTO ?", (str(v1),))
     con.close()
     con = sqlite3.connect(v1)
-    con.execute("CREATE TABLE layer_stats (step INTEGER NOT NULL, layer_id INTEGER NOT NULL, "
-                "grad_norm REAL NOT NULL, grad_max REAL NOT NULL, nonfinite INTEGER NOT NULL, "
-                "weight_norm REAL NOT NULL, update_ratio REAL, PRIMARY KEY (step, layer_id)) "
-                "WITHOUT ROWID")
+    con.execute(next(stmt for stmt in schema.DDL_V1.split(";") if "TABLE layer_stats (" in stmt))
     for row, step in enumerate(d2.steps["step"].tolist()):
         for lid in range(n_layers):
             ratio = d2.layer_update_ratio[row, lid]
