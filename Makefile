@@ -174,7 +174,7 @@ valgrind: $(CTEST_BINS) $(EXAMPLE_BINS) build/fuzz/replay
 	@echo "== valgrind build/fuzz/replay"; $(VALGRIND) ./build/fuzz/replay $(FUZZ_CORPUS)
 
 clean:
-	rm -rf build cgrad/*.so cgrad/_core.c cgrad/.built *.egg-info
+	rm -rf build cgrad/*.so cgrad/_core.c cgrad/.built cgrad/lib cgrad/include *.egg-info
 
 # ------------------------------------------------------------------ Python
 # .venv holds everything: build tools, runtime deps, test extras.

@@ -12,6 +12,9 @@ CXX=${CXX:-c++}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "test_embed: FAIL: $*"; exit 1; }
+for tool in pkg-config readelf ldd; do
+    command -v "$tool" > /dev/null || fail "$tool is needed for this test and was not found"
+done
 
 prefix="$tmp/prefix"
 $MAKE --no-print-directory -s install PREFIX="$prefix" >/dev/null

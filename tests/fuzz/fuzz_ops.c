@@ -54,10 +54,11 @@ static double rd_double(reader *r) {
 
 static cg_tensor *slot[N_SLOTS];
 
-/* Every tensor made a leaf that requires grad (retained). backward with
- * create_graph leaves leaf -> .grad -> graph -> leaf reference cycles, as in
- * PyTorch (whose docs warn about it); a program breaks them by clearing the
- * gradients, and so does the end of each input here. */
+/* Every tensor made a leaf that requires grad or given a .grad (retained).
+ * backward with create_graph leaves leaf -> .grad -> graph -> leaf
+ * reference cycles, as in PyTorch (whose docs warn about it), and so does
+ * assigning a .grad computed from the tensor; a program breaks them by
+ * clearing the gradients, and so does the end of each input here. */
 #define MAX_LEAVES 64
 static cg_tensor *leaves[MAX_LEAVES];
 static int n_leaves;
@@ -463,7 +464,17 @@ static void step(reader *r) {
                 slot[d] = g;
             }
         } else {
-            CALL(cg_tensor_set_grad(A, rd(r) & 1 ? B : NULL));
+            cg_tensor *g = rd(r) & 1 ? B : NULL;
+            cg_status st;
+            cg_clear_error();
+            st = cg_tensor_set_grad(A, g);
+            check_status("cg_tensor_set_grad", st);
+            /* A .grad whose graph reaches A is a cycle the program made;
+             * remember A so the end of the input clears it. */
+            if (st == CG_OK && g && n_leaves < MAX_LEAVES) {
+                cg_tensor_retain(A);
+                leaves[n_leaves++] = A;
+            }
         }
         break;
     }
