@@ -167,7 +167,7 @@ test-c: test-c-plain test-c-san test-embed
 
 # Slow (minutes); not part of CI. Plain -O2 -g builds under memcheck.
 VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
-	--error-exitcode=1 -q
+	--suppressions=tests/c/valgrind.supp --error-exitcode=1 -q
 valgrind: $(CTEST_BINS) $(EXAMPLE_BINS) build/fuzz/replay
 	@set -e; for t in $(CTEST_BINS); do echo "== valgrind $$t"; $(VALGRIND) ./$$t; done
 	@set -e; for t in $(EXAMPLE_BINS); do echo "== valgrind $$t"; $(VALGRIND) ./$$t > /dev/null; done

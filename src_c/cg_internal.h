@@ -256,7 +256,6 @@ static inline int64_t cg__f2i64(double v) {
 #define CG_FROM_DOUBLE_float(v) ((float)(v))
 #define CG_FROM_DOUBLE_double(v) (v)
 #define CG_FROM_DOUBLE_int64_t(v) cg__f2i64(v)
-#define CG_FROM_DOUBLE_uint8_t(v) ((uint8_t)((v) != 0.0))
 
 static inline void cg__store(void *p, cg_dtype d, int64_t i, double v) {
     switch (d) {
