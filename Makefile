@@ -38,7 +38,7 @@ SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-san
 
 .PHONY: all lib install test test-c test-c-plain test-c-san test-embed test-examples \
 	test-examples-san test-fuzz-replay test-fuzz-replay-san fuzz valgrind test-py demo bench \
-	venv clean
+	bench-c venv clean
 
 all: lib
 
@@ -189,8 +189,10 @@ cgrad/.built: $(VENV)/.base setup.py $(SRC) $(HDR) cgrad/_core.pyx cgrad/*.pxi c
 	$(VPY) setup.py -q build_ext --inplace
 	touch $@
 
-$(VENV)/.installed: cgrad/.built
-	$(VPY) -m pip install -q --no-build-isolation -e ".[test]"
+# pyproject.toml too: a new extra, package or console script needs a reinstall.
+# viz = PyQt6 + pyqtgraph for the monitor app (cgrad.viz); its tests run offscreen.
+$(VENV)/.installed: cgrad/.built pyproject.toml
+	$(VPY) -m pip install -q --no-build-isolation -e ".[test,viz]"
 	@# PyTorch is an optional oracle for tests and benchmarks: install it when
 	@# the registry/disk has it, carry on without it otherwise.
 	-$(VPY) -m pip install -q "torch==2.13.0"
@@ -206,7 +208,14 @@ test: test-c test-py
 demo: $(VENV)/.installed cgrad/.built
 	$(VPY) examples/train_digits.py
 
-bench: $(VENV)/.installed cgrad/.built
+build/bench/bench_c_custom: bench/bench_c_custom.c build/libcgrad.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 $< -o $@ build/libcgrad.a $(LDLIBS)
+
+bench-c: build/bench/bench_c_custom
+	./build/bench/bench_c_custom
+
+bench: $(VENV)/.installed cgrad/.built build/bench/bench_c_custom
 	$(VPY) bench/bench_core.py
 	$(VPY) bench/bench_custom.py
 	$(VPY) bench/bench_train.py
