@@ -1,5 +1,7 @@
 # cgrad -- build, test, demo and benchmark entry points.
-#   make demo    create .venv, install cgrad, train a model on real data
+#   make demo    create .venv, install cgrad, train on the digits with a custom loss,
+#                AdamW, warmup+cosine and clipping, recorded to runs/ and shown by
+#                cgrad-monitor (runs/demo.png when there is no display)
 #   make test    create .venv, install with test extras, run C tests and pytest
 #   make lib     build libcgrad.a and libcgrad.so from src_c/ alone (no Python)
 #   make install PREFIX=/usr/local [DESTDIR=]  header, both libraries, cgrad.pc
@@ -206,7 +208,7 @@ test-py: $(VENV)/.installed cgrad/.built
 test: test-c test-py
 
 demo: $(VENV)/.installed cgrad/.built
-	$(VPY) examples/train_digits.py
+	$(VPY) examples/demo.py
 
 build/bench/bench_c_custom: bench/bench_c_custom.c build/libcgrad.a
 	@mkdir -p $(dir $@)
