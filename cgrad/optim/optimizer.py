@@ -13,7 +13,7 @@ import functools
 import itertools
 
 from cgrad import _core
-from cgrad._core import Tensor, sparse_coo_tensor
+from cgrad._core import Tensor
 from cgrad._grad_mode import enable_grad, no_grad
 from cgrad.nn.utils import clip_grad as _clip
 from cgrad.optim import report as _report
@@ -213,11 +213,7 @@ class Optimizer:
                 if tuple(value.shape) != tuple(p.shape):
                     raise RuntimeError(f"optimizer state {key!r} has shape {tuple(value.shape)} "
                                        f"but its parameter has shape {tuple(p.shape)}")
-                if value.is_sparse:  # SGD's momentum buffer for row-sparse gradients
-                    state[key] = sparse_coo_tensor(value.indices(), value.values().to(dt),
-                                                   value.shape)
-                else:
-                    state[key] = value.to(dt)
+                state[key] = value.to(dt)
         return state
 
     def state_dict(self):

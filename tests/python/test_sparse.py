@@ -182,7 +182,7 @@ def test_ops_refuse_sparse_tensors_clearly():
     t = cgrad.sparse_coo_tensor([[1]], np.ones((1, 3)), (2, 3))
     for fn in (lambda: t.exp(), lambda: t * 2.0, lambda: t.sum(), lambda: t.reshape(6),
                lambda: t.contiguous(), lambda: t @ cgrad.ones(3, 1, dtype=f64),
-               lambda: t.to(cgrad.float32), lambda: t[0], lambda: t.item(),
+               lambda: t[0], lambda: t.item(),
                lambda: t.add_(t), lambda: cgrad.cat([t, t])):
         with pytest.raises(NotImplementedError, match="row-sparse"):
             fn()
@@ -191,6 +191,8 @@ def test_ops_refuse_sparse_tensors_clearly():
     with pytest.raises(TypeError, match="to_dense"):
         np.asarray(t)
     assert not t.is_contiguous() and t.data_ptr() == 0
+    t32 = t.to(cgrad.float32)
+    assert t32.is_sparse and t32.dtype is cgrad.float32 and t.to(f64) is t
     with pytest.raises(ValueError, match="expected a row-sparse"):
         cgrad.ones(2).values()
     with pytest.raises(RuntimeError, match="sparse"):
@@ -586,3 +588,64 @@ def test_sparse_linear_bad_input():
         _core.sparse_linear(x, ip, ind, v, cgrad.ones(3, dtype=f64), 2)
     with pytest.raises(ValueError, match="2-D float"):
         _core.sparse_linear(cgrad.ones(3, dtype=f64), ip, ind, v, None, 2)
+
+
+# ------------------------------------------------- the rest of the pipeline
+def test_sgd_state_with_sparse_momentum_saves_and_resumes(tmp_path):
+    def make():
+        e = nn.Embedding(8, 2, sparse=True, _weight=cgrad.tensor(np.arange(16.0).reshape(8, 2),
+                                                                 dtype=f64))
+        return e, cgrad.optim.SGD(e.parameters(), lr=0.1, momentum=0.9)
+
+    e, opt = make()
+    _run(e, opt, cgrad, BATCHES[:2])
+    cgrad.save({"model": e.state_dict(), "opt": opt.state_dict()}, tmp_path / "ck.safetensors")
+    e2, opt2 = make()
+    ck = cgrad.load(tmp_path / "ck.safetensors")
+    e2.load_state_dict(ck["model"])
+    opt2.load_state_dict(ck["opt"])
+    buf = opt2.state[e2.weight]["momentum_buffer"]
+    assert buf.is_sparse and buf.is_coalesced()
+    _run(e, opt, cgrad, [[6, 1]])
+    _run(e2, opt2, cgrad, [[6, 1]])
+    np.testing.assert_array_equal(e.weight.detach().numpy(), e2.weight.detach().numpy())
+    # precision change: the sparse buffer follows the parameter's dtype
+    e.weight.data = e.weight.data.float()
+    _run(e, opt, cgrad, [[2]])
+    assert opt.state[e.weight]["momentum_buffer"].dtype is cgrad.float32
+
+
+def test_grad_scaler_unscales_sparse_grads():
+    e = nn.Embedding(6, 2, sparse=True)
+    opt = cgrad.optim.SGD(e.parameters(), lr=0.1)
+    scaler = cgrad.amp.GradScaler(init_scale=8.0)
+    scaler.scale(e(cgrad.tensor([1, 1, 4])).sum()).backward()
+    assert e.weight.grad.is_sparse
+    scaler.unscale_(opt)
+    np.testing.assert_allclose(e.weight.grad.to_dense().numpy()[[1, 4]], [[2, 2], [1, 1]])
+    w0 = e.weight.detach().numpy().copy()
+    scaler.step(opt)
+    scaler.update()
+    np.testing.assert_allclose(e.weight.detach().numpy()[1], w0[1] - 0.2, rtol=1e-6)
+
+
+def test_anomaly_mode_and_nonfinite_sparse_gradients():
+    w = cgrad.tensor(np.ones((3, 2)), dtype=f64, requires_grad=True)
+    with cgrad.autograd.detect_anomaly():  # scans the sparse gradient's rows
+        out = F.embedding(cgrad.tensor([0, 2]), w, sparse=True)
+        (out * 2.0).sum().backward()
+    assert w.grad.is_sparse
+    # A non-finite stored row is found (statistics and GradScaler) and skips the step.
+    bad = cgrad.sparse_coo_tensor([[1, 1]], np.array([[1.0, np.inf], [np.nan, 2.0]]), (3, 2))
+    sum_sq, max_abs, nonfinite, numel = _core._tensor_stats(bad)
+    assert nonfinite == 2 and numel == 6
+    e = nn.Embedding(3, 2, sparse=True, dtype=f64)
+    opt = cgrad.optim.SGD(e.parameters(), lr=0.1)
+    scaler = cgrad.amp.GradScaler(init_scale=4.0)
+    scaler.scale(e(cgrad.tensor([1])).sum()).backward()
+    e.weight.grad = cgrad.sparse_coo_tensor([[1]], np.array([[np.inf, 1.0]]), (3, 2))
+    w0 = e.weight.detach().numpy().copy()
+    scaler.step(opt)
+    scaler.update()
+    np.testing.assert_array_equal(e.weight.detach().numpy(), w0)
+    assert scaler.get_scale() == 2.0
