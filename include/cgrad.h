@@ -815,7 +815,10 @@ CG_API cg_status cg_sparse_adam_update(cg_tensor *param, cg_tensor *grad, cg_ten
 /* Global p-norm of n tensors (any strides, float32/float64, mixed allowed),
  * as PyTorch's get_total_norm: the p-norm of the per-tensor p-norms,
  * accumulated in double. norm_type > 0 or INFINITY (max |x|). NULL
- * entries are skipped; n == 0 gives 0. */
+ * entries are skipped; n == 0 gives 0. Row-sparse tensors are accepted
+ * here and by the two clips below: each is coalesced in place (the same
+ * tensor, duplicate rows summed) and only its stored rows are read and
+ * written. cg_clip_grad_agc refuses them (CG_ERR_UNSUPPORTED). */
 CG_API cg_status cg_total_norm(int n, cg_tensor *const *tensors, double norm_type,
                                double *total_norm);
 /* PyTorch's clip_grad_norm_: total_norm as cg_total_norm, then every grad
@@ -842,7 +845,8 @@ CG_API cg_status cg_clip_grad_agc(int n, cg_tensor *const *params, cg_tensor *co
                                   int64_t *n_units);
 
 /* One-pass statistics of a float tensor (any strides): sum of squares and
- * max |x| over the finite elements, count of NaN/inf elements. */
+ * max |x| over the finite elements, count of NaN/inf elements. A row-sparse
+ * t gives the statistics of its coalesced rows (numel: the dense count). */
 typedef struct cg_stats {
     double sum_sq;     /* sum of x^2 over finite elements, in double */
     double max_abs;    /* max |x| over finite elements (0 if none) */
