@@ -216,6 +216,24 @@ static cg_status sl_fn(void *ctx, int n, cg_tensor *const *in, cg_tensor **out) 
     return st;
 }
 
+static cg_status emb_fn(void *ctx, int n, cg_tensor *const *in, cg_tensor **out) {
+    (void)n;
+    cg_tensor *o = NULL, *q = NULL;
+    cg_status st = cg_embedding_sparse(in[0], (cg_tensor *)ctx, -1, &o);
+    if (!st) st = cg_mul(o, o, &q);
+    cg_tensor_free(o);
+    *out = q;
+    return st;
+}
+
+static void test_gradcheck_sparse_embedding(void) {
+    int64_t ws[2] = {4, 3}, idx[5] = {3, 0, 3, 3, 1};
+    cg_tensor *w = cgt_randn64(2, ws), *ind = i64(5, idx);
+    CHECK_OK(cg_gradcheck(emb_fn, ind, 1, &w, 1e-6, 1e-7, 1e-5));
+    cg_tensor_free(w);
+    cg_tensor_free(ind);
+}
+
 static void test_sparse_linear(void) {
     int64_t xs[2] = {2, 4}, vs[1] = {5}, bs[1] = {3};
     double xv[8] = {1, 2, 3, 4, -1, 0.5, 2, 0}, vv[5] = {0.1, 0.2, 0.3, 0.4, 0.5};
@@ -247,6 +265,7 @@ int main(void) {
     test_errors();
     test_embedding_sparse_backward_vs_dense();
     test_sparse_optimizers_and_clip();
+    test_gradcheck_sparse_embedding();
     test_sparse_linear();
     return cgt_report("test_sparse");
 }

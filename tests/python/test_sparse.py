@@ -123,6 +123,15 @@ def test_two_lookups_in_one_backward_and_non_leaf_weight():
     np.testing.assert_array_equal(w.grad.numpy(), [[0, 0], [0, 0], [10, 10], [0, 0]])
 
 
+def test_gradcheck_through_the_sparse_embedding():
+    w = cgrad.tensor(np.random.default_rng(8).standard_normal((5, 3)), dtype=f64,
+                     requires_grad=True)
+    idx = cgrad.tensor([[4, 1, 4], [0, 4, 2]])
+    assert gradcheck(lambda w: F.embedding(idx, w, sparse=True).tanh(), (w,))
+    with pytest.raises(NotImplementedError, match="create_graph"):
+        gradgradcheck(lambda w: F.embedding(idx, w, sparse=True) ** 2, (w,))
+
+
 def test_hooks_see_the_sparse_gradient_and_may_replace_it():
     w = cgrad.tensor(np.zeros((6, 2)), dtype=f64, requires_grad=True)
     seen = []
