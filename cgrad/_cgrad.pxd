@@ -281,6 +281,7 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum, int64_t step, const cg_adagrad_options *options)
     cg_status cg_sgd_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_in, const cg_sgd_options *options, cg_tensor **momentum_out)
     cg_status cg_sparse_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg, cg_tensor *exp_avg_sq, int64_t step, const cg_adam_options *options)
+    cg_status cg_adagrad_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum, int64_t step, const cg_adagrad_options *options)
     cg_status cg_total_norm(int n, cg_tensor **tensors, double norm_type, double *total_norm)
     cg_status cg_clip_grad_norm(int n, cg_tensor **grads, double max_norm, double norm_type, int error_if_nonfinite, double *total_norm, double *clip_coef)
     cg_status cg_clip_grad_value(int n, cg_tensor **grads, double clip_value, int64_t *n_clipped)

@@ -99,6 +99,23 @@ def _sgd_sparse_update(Tensor param not None, Tensor grad not None, Tensor momen
     return None if out == NULL else _wrap(out)
 
 
+def _adagrad_sparse_update(Tensor param not None, Tensor grad not None,
+                           Tensor state_sum not None, int64_t step, double lr, double lr_decay,
+                           double weight_decay, double eps, double initial_accumulator_value,
+                           bint maximize):
+    cdef cg_adagrad_options o
+    o.lr = lr
+    o.lr_decay = lr_decay
+    o.weight_decay = weight_decay
+    o.eps = eps
+    o.initial_accumulator_value = initial_accumulator_value
+    o.maximize = maximize
+    cdef cg_status st
+    with nogil:
+        st = cg_adagrad_sparse_update(param.c, grad.c, state_sum.c, step, &o)
+    _check(st)
+
+
 def _sparse_adam_update(Tensor param not None, Tensor grad not None, Tensor exp_avg not None,
                         Tensor exp_avg_sq not None, int64_t step, double lr, double beta1,
                         double beta2, double eps, bint maximize):

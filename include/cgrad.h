@@ -811,6 +811,12 @@ CG_API cg_status cg_sgd_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tens
 CG_API cg_status cg_sparse_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
                                        cg_tensor *exp_avg_sq, int64_t step,
                                        const cg_adam_options *options);
+/* torch.optim.Adagrad on a row-sparse grad: state_sum (dense, param's
+ * shape) += g^2 and param += -clr * g / (sqrt(sum) + eps) on the gradient's
+ * rows only, clr = lr / (1 + (step - 1) * lr_decay). Weight decay is lazy
+ * as for SGD (PyTorch refuses it with sparse gradients). */
+CG_API cg_status cg_adagrad_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
+                                          int64_t step, const cg_adagrad_options *options);
 
 /* Global p-norm of n tensors (any strides, float32/float64, mixed allowed),
  * as PyTorch's get_total_norm: the p-norm of the per-tensor p-norms,

@@ -220,3 +220,62 @@ cg_status cg_sparse_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *ex
     cg_tensor_free(gc);
     return CG_OK;
 }
+
+/* --------------------------------------------------------------- Adagrad */
+/* torch.optim.Adagrad's sparse branch: sum += g^2 on the gradient's rows,
+ * param += -clr * g / (sqrt(sum) + eps) there. Weight decay (which PyTorch
+ * refuses with sparse gradients) is lazy, as for SGD. */
+#define ADAGRAD_SPARSE(NAME, T, SQRT)                                                       \
+    static void NAME(T *restrict p, T *restrict sum, int64_t R, const int64_t *gi,          \
+                     const T *gv, int64_t n_g, double clr, const cg_adagrad_options *o) {   \
+        const T wd = (T)o->weight_decay, eps = (T)o->eps, clr_neg = (T)(-clr);             \
+        for (int64_t a = 0; a < n_g; ++a) {                                                 \
+            const int64_t off = gi[a] * R;                                                  \
+            const T *gr = gv + a * R;                                                       \
+            for (int64_t j = 0; j < R; ++j) {                                               \
+                T g = o->maximize ? -gr[j] : gr[j];                                         \
+                if (o->weight_decay != 0.0) g = g + wd * p[off + j];                        \
+                const T s = sum[off + j] + g * g;                                           \
+                sum[off + j] = s;                                                           \
+                p[off + j] = p[off + j] + clr_neg * (g / (SQRT(s) + eps));                  \
+            }                                                                               \
+        }                                                                                   \
+    }
+ADAGRAD_SPARSE(adagrad_sparse_f32, float, sqrtf)
+ADAGRAD_SPARSE(adagrad_sparse_f64, double, sqrt)
+
+cg_status cg_adagrad_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
+                                   int64_t step, const cg_adagrad_options *o) {
+    static const char *fn = "cg_adagrad_sparse_update";
+    CG_CHECK_T(param);
+    if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    CG_TRY(check_dense(fn, "param", param, param));
+    CG_TRY(check_sparse(fn, "grad", grad, param));
+    CG_TRY(check_dense(fn, "state_sum", state_sum, param));
+    if (state_sum->storage == param->storage)
+        return cg__err(CG_ERR_VALUE, "%s: param and state_sum must not share memory", fn);
+    const double opts[5] = {o->lr, o->lr_decay, o->weight_decay, o->eps, o->initial_accumulator_value};
+    const char *names[5] = {"learning rate", "lr_decay", "weight_decay", "epsilon",
+                            "initial_accumulator_value"};
+    for (int k = 0; k < 5; ++k)
+        if (!(opts[k] >= 0.0))
+            return cg__err(CG_ERR_VALUE, "%s: invalid %s value: %g (must be >= 0)", fn, names[k], opts[k]);
+    if (step < 1) return cg__err(CG_ERR_VALUE, "%s: step must be >= 1, got %lld", fn, (long long)step);
+    cg_tensor *gc;
+    CG_TRY(cg__sparse_coalesced(grad, &gc));
+    const int64_t R = row_len(param), n_g = gc->sp_indices->numel;
+    const double clr = o->lr / (1.0 + (double)(step - 1) * o->lr_decay);
+    const int64_t *gi = (const int64_t *)cg__ptr(gc->sp_indices);
+    if (param->dtype == CG_FLOAT32)
+        adagrad_sparse_f32((float *)cg__ptr(param), (float *)cg__ptr(state_sum), R, gi,
+                           (const float *)cg__ptr(gc->sp_values), n_g, clr, o);
+    else
+        adagrad_sparse_f64((double *)cg__ptr(param), (double *)cg__ptr(state_sum), R, gi,
+                           (const double *)cg__ptr(gc->sp_values), n_g, clr, o);
+    if (n_g) {
+        ++param->storage->version;
+        ++state_sum->storage->version;
+    }
+    cg_tensor_free(gc);
+    return CG_OK;
+}

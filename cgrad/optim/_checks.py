@@ -49,8 +49,6 @@ _NO_SPARSE = {
     "Adam": "Adam does not support sparse gradients, please consider SparseAdam instead",
     "AdamW": "Adam does not support sparse gradients, please consider SparseAdam instead",
     "RMSprop": "RMSprop does not support sparse gradients",
-    "Adagrad": "Adagrad: row-sparse gradients are not supported by cgrad's Adagrad yet; "
-               "use SGD or SparseAdam",
 }
 
 

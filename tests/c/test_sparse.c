@@ -181,6 +181,18 @@ static void test_sparse_optimizers_and_clip(void) {
     CHECK_STATUS(cg_sparse_adam_update(p, g, m, v, 1, &ao), CG_ERR_VALUE);
     ao.weight_decay = 0;
     CHECK_STATUS(cg_sparse_adam_update(p, g, m, v, 0, &ao), CG_ERR_VALUE);
+    /* Adagrad: sum += g^2 on rows 0 and 3 only */
+    cg_tensor *acc = NULL;
+    cg_zeros(CG_FLOAT64, 2, ps, &acc);
+    cg_adagrad_options go = cg_adagrad_default_options();
+    go.lr = 0.1;
+    double p2 = at(p, 2), p0v = at(p, 0);
+    CHECK_OK(cg_adagrad_sparse_update(p, g, acc, 1, &go));
+    CHECK(at(acc, 0) == 9 && at(acc, 6) == 36 && at(acc, 2) == 0 && at(p, 2) == p2);
+    CHECK_CLOSE(at(p, 0), p0v - 0.1 * 3 / (3 + 1e-10), 1e-14);
+    CHECK_STATUS(cg_adagrad_sparse_update(p, g, acc, 0, &go), CG_ERR_VALUE);
+    CHECK_STATUS(cg_adagrad_update(p, g, acc, 1, &go), CG_ERR_UNSUPPORTED);
+    cg_tensor_free(acc);
     /* clip by norm over the coalesced rows: norm of [[3,4],[6,8]] = sqrt(125) */
     double tn = 0, coef = 0;
     cg_tensor *gs[1] = {g};

@@ -327,6 +327,33 @@ def test_sparse_adam_trajectory_matches_torch(maximize, dtype):
         np.testing.assert_allclose(cs[k].numpy(), ts[k].numpy(), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(lr_decay=0.1, initial_accumulator_value=0.2),
+                                dict(maximize=True, eps=1e-3)])
+def test_adagrad_sparse_trajectory_matches_torch(kw):
+    torch = pytest.importorskip("torch")
+    ce, te = _torch_pair(torch)
+    co = cgrad.optim.Adagrad(ce.parameters(), lr=0.1, **kw)
+    to = torch.optim.Adagrad(te.parameters(), lr=0.1, **kw)
+    _run(ce, co, cgrad)
+    _run(te, to, torch)
+    np.testing.assert_allclose(ce.weight.detach().numpy(), te.weight.detach().numpy(),
+                               rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(co.state[ce.weight]["sum"].numpy(),
+                               to.state[te.weight]["sum"].numpy(), rtol=1e-13)
+
+
+def test_adagrad_sparse_lazy_weight_decay():
+    w0 = np.random.default_rng(4).standard_normal((5, 2))
+    e = nn.Embedding(5, 2, sparse=True, _weight=cgrad.tensor(w0.copy(), dtype=f64))
+    opt = cgrad.optim.Adagrad(e.parameters(), lr=0.1, weight_decay=0.3)
+    e(cgrad.tensor([2, 2])).sum().backward()
+    opt.step()
+    g = 2.0 + 0.3 * w0[2]
+    np.testing.assert_allclose(e.weight.detach().numpy()[2], w0[2] - 0.1 * g / (np.abs(g) + 1e-10),
+                               rtol=1e-14)
+    np.testing.assert_array_equal(e.weight.detach().numpy()[[0, 1, 3, 4]], w0[[0, 1, 3, 4]])
+
+
 def test_sparse_adam_and_dense_optimizers_refuse_the_wrong_layout():
     e = nn.Embedding(5, 2, sparse=True)
     d = nn.Embedding(5, 2, sparse=False)
@@ -335,8 +362,7 @@ def test_sparse_adam_and_dense_optimizers_refuse_the_wrong_layout():
     for cls, msg in ((cgrad.optim.Adam, "Adam does not support sparse gradients, please "
                                         "consider SparseAdam instead"),
                      (cgrad.optim.AdamW, "Adam does not support sparse gradients"),
-                     (cgrad.optim.RMSprop, "RMSprop does not support sparse gradients"),
-                     (cgrad.optim.Adagrad, "Adagrad")):
+                     (cgrad.optim.RMSprop, "RMSprop does not support sparse gradients")):
         with pytest.raises(RuntimeError, match=msg):
             cls(e.parameters()).step()
     with pytest.raises(RuntimeError, match="SparseAdam does not support dense gradients"):
