@@ -892,7 +892,9 @@ CG_API cg_status cg_optimizer_new_adam(int n, cg_tensor *const *params,
 CG_API cg_status cg_optimizer_new_adamw(int n, cg_tensor *const *params,
                                         const cg_adam_options *options, cg_optimizer **out);
 /* One update of every parameter that has a gradient. On failure the
- * parameters before the failing one have been updated. */
+ * parameters before the failing one have been updated. A row-sparse
+ * gradient takes cg_sgd_sparse_update (SGD; its momentum buffer is then
+ * row-sparse) and is refused by Adam (CG_ERR_UNSUPPORTED). */
 CG_API cg_status cg_optimizer_step(cg_optimizer *opt);
 /* Drops every parameter's gradient (set_to_none). NULL is a no-op. */
 CG_API void cg_optimizer_zero_grad(cg_optimizer *opt);

@@ -9,6 +9,10 @@
  *   S (g, x) -> (nnz,):    s[k]    = sum_n g[n,row k] x[n,col k]
  *   dA = (AT(gy, v), S(gy, x)); dAT = (A(gz, v), S(g, gz)); dS = (A(x, gs), AT(g, gs)).
  * Every kernel walks the nnz connections once per sample: O(N * nnz). */
+/* Vectorisation options for the AXPY loops: see the note in ops_binary.c. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math")
+#endif
 #include "cg_internal.h"
 
 enum { K_A = 0, K_AT = 1, K_S = 2 };
@@ -18,40 +22,87 @@ static const cg_op OP_CSR[3] = {{"sparse_linear", csr_backward},
                                 {"sparse_linear_t", csr_backward},
                                 {"sparse_linear_sddmm", csr_backward}};
 
+/* The kernels work on transposed (feature-major) operands, xT (in, N),
+ * gT (out, N): every connection is then one contiguous AXPY or dot of
+ * length N (the batch), which vectorises, instead of N strided gathers. The
+ * sums over k run in CSR order and the sums over n in batch order, as a
+ * straightforward loop would. */
 #define CSR_KERNELS(SUF, T)                                                                 \
-    static void csr_a_##SUF(int64_t N, int64_t in, int64_t outf, const int64_t *ip,         \
-                            const int64_t *col, const T *x, const T *v, T *y) {             \
-        for (int64_t n = 0; n < N; ++n) {                                                   \
-            const T *xr = x + n * in;                                                       \
-            for (int64_t o = 0; o < outf; ++o) {                                            \
-                T s = 0;                                                                    \
-                for (int64_t k = ip[o]; k < ip[o + 1]; ++k) s += xr[col[k]] * v[k];         \
-                y[n * outf + o] = s;                                                        \
+    static void transpose_##SUF(int64_t rows, int64_t cols, const T *restrict src,          \
+                                T *restrict dst) {                                          \
+        for (int64_t i0 = 0; i0 < rows; i0 += 32)                                           \
+            for (int64_t j0 = 0; j0 < cols; j0 += 32) {                                     \
+                const int64_t i1 = i0 + 32 < rows ? i0 + 32 : rows;                         \
+                const int64_t j1 = j0 + 32 < cols ? j0 + 32 : cols;                         \
+                for (int64_t i = i0; i < i1; ++i)                                           \
+                    for (int64_t j = j0; j < j1; ++j) dst[j * rows + i] = src[i * cols + j]; \
             }                                                                               \
-        }                                                                                   \
     }                                                                                       \
-    static void csr_at_##SUF(int64_t N, int64_t in, int64_t outf, const int64_t *ip,        \
-                             const int64_t *col, const T *g, const T *v, T *z) {            \
-        for (int64_t n = 0; n < N; ++n) {                                                   \
-            T *zr = z + n * in;                                                             \
-            for (int64_t o = 0; o < outf; ++o) {                                            \
-                const T go = g[n * outf + o];                                               \
-                for (int64_t k = ip[o]; k < ip[o + 1]; ++k) zr[col[k]] += go * v[k];        \
-            }                                                                               \
-        }                                                                                   \
+    static void axpy_##SUF(int64_t n, T a, const T *restrict x, T *restrict y) {            \
+        for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];                                  \
     }                                                                                       \
-    static void csr_s_##SUF(int64_t N, int64_t in, int64_t outf, const int64_t *ip,         \
-                            const int64_t *col, const T *g, const T *x, T *s) {             \
-        for (int64_t n = 0; n < N; ++n) {                                                   \
-            const T *xr = x + n * in;                                                       \
-            for (int64_t o = 0; o < outf; ++o) {                                            \
-                const T go = g[n * outf + o];                                               \
-                for (int64_t k = ip[o]; k < ip[o + 1]; ++k) s[k] += go * xr[col[k]];        \
-            }                                                                               \
-        }                                                                                   \
+    /* Eight interleaved partial sums (a fixed order) so the loop vectorises. */           \
+    static T dot_##SUF(int64_t n, const T *restrict x, const T *restrict y) {               \
+        T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                \
+        int64_t i = 0;                                                                      \
+        for (; i + 8 <= n; i += 8)                                                          \
+            for (int l = 0; l < 8; ++l) acc[l] += x[i + l] * y[i + l];                      \
+        T s = 0;                                                                            \
+        for (; i < n; ++i) s += x[i] * y[i];                                                \
+        for (int l = 0; l < 8; ++l) s += acc[l];                                            \
+        return s;                                                                           \
+    }                                                                                       \
+    /* yT[o] = sum_k v[k] xT[col k] */                                                      \
+    static void csr_a_##SUF(int64_t N, int64_t outf, const int64_t *ip, const int64_t *col, \
+                            const T *xT, const T *v, T *yT) {                               \
+        for (int64_t o = 0; o < outf; ++o)                                                  \
+            for (int64_t k = ip[o]; k < ip[o + 1]; ++k)                                     \
+                axpy_##SUF(N, v[k], xT + col[k] * N, yT + o * N);                           \
+    }                                                                                       \
+    /* zT[col k] += v[k] gT[o] */                                                           \
+    static void csr_at_##SUF(int64_t N, int64_t outf, const int64_t *ip, const int64_t *col, \
+                             const T *gT, const T *v, T *zT) {                              \
+        for (int64_t o = 0; o < outf; ++o)                                                  \
+            for (int64_t k = ip[o]; k < ip[o + 1]; ++k)                                     \
+                axpy_##SUF(N, v[k], gT + o * N, zT + col[k] * N);                           \
+    }                                                                                       \
+    /* s[k] = gT[o] . xT[col k] */                                                          \
+    static void csr_s_##SUF(int64_t N, int64_t outf, const int64_t *ip, const int64_t *col, \
+                            const T *gT, const T *xT, T *s) {                               \
+        for (int64_t o = 0; o < outf; ++o)                                                  \
+            for (int64_t k = ip[o]; k < ip[o + 1]; ++k)                                     \
+                s[k] = dot_##SUF(N, gT + o * N, xT + col[k] * N);                           \
     }
 CSR_KERNELS(f32, float)
 CSR_KERNELS(f64, double)
+
+/* out = kernel(a, b) on contiguous operands (see csr_apply for shapes). */
+#define CSR_RUN(SUF, T)                                                                     \
+    static cg_status csr_run_##SUF(int kind, int64_t N, int64_t in, int64_t outf,           \
+                                   const int64_t *ip, const int64_t *col, const T *a,       \
+                                   const T *b, T *out) {                                    \
+        const int64_t wa = kind == K_A ? in : outf; /* a: (N, wa) */                        \
+        const int64_t wo = kind == K_A ? outf : in; /* A/AT result: (N, wo) */              \
+        const int64_t nb = kind == K_S ? N * in : 0;                                        \
+        T *aT = (T *)malloc(sizeof(T) * (size_t)(N * wa + nb + (kind == K_S ? 0 : N * wo) + 1)); \
+        if (!aT) return cg__err(CG_ERR_NOMEM, "sparse_linear: out of memory");               \
+        transpose_##SUF(N, wa, a, aT);                                                      \
+        if (kind == K_S) {                                                                  \
+            T *bT = aT + N * wa;                                                            \
+            transpose_##SUF(N, in, b, bT);                                                  \
+            csr_s_##SUF(N, outf, ip, col, aT, bT, out);                                     \
+        } else {                                                                            \
+            T *rT = aT + N * wa;                                                            \
+            memset(rT, 0, sizeof(T) * (size_t)(N * wo));                                    \
+            if (kind == K_A) csr_a_##SUF(N, outf, ip, col, aT, b, rT);                      \
+            else csr_at_##SUF(N, outf, ip, col, aT, b, rT);                                 \
+            transpose_##SUF(wo, N, rT, out);                                                \
+        }                                                                                   \
+        free(aT);                                                                           \
+        return CG_OK;                                                                       \
+    }
+CSR_RUN(f32, float)
+CSR_RUN(f64, double)
 
 /* Runs kernel `kind` on (a, b) and records it when either requires grad.
  * indptr / indices: validated contiguous int64; in, outf: the layer sizes. */
@@ -68,24 +119,15 @@ static cg_status csr_apply(int kind, cg_tensor *a, cg_tensor *b, cg_tensor *indp
     cg_tensor *ac = NULL, *bc = NULL, *r = NULL;
     cg_status st = cg__contig(a, &ac);
     if (!st) st = cg__contig(b, &bc);
-    if (!st) st = cg__new(a->dtype, nd, shape, kind != K_A, &r);
+    if (!st) st = cg__new(a->dtype, nd, shape, 1, &r);
     if (!st && N > 0 && nnz > 0) {
         const int64_t *ip = (const int64_t *)cg__ptr(indptr), *col = (const int64_t *)cg__ptr(indices);
-        if (a->dtype == CG_FLOAT32) {
-            const float *pa = (const float *)cg__ptr(ac), *pb = (const float *)cg__ptr(bc);
-            float *pr = (float *)cg__ptr(r);
-            if (kind == K_A) csr_a_f32(N, in, outf, ip, col, pa, pb, pr);
-            else if (kind == K_AT) csr_at_f32(N, in, outf, ip, col, pa, pb, pr);
-            else csr_s_f32(N, in, outf, ip, col, pa, pb, pr);
-        } else {
-            const double *pa = (const double *)cg__ptr(ac), *pb = (const double *)cg__ptr(bc);
-            double *pr = (double *)cg__ptr(r);
-            if (kind == K_A) csr_a_f64(N, in, outf, ip, col, pa, pb, pr);
-            else if (kind == K_AT) csr_at_f64(N, in, outf, ip, col, pa, pb, pr);
-            else csr_s_f64(N, in, outf, ip, col, pa, pb, pr);
-        }
-    } else if (!st && kind == K_A && r->numel) {
-        memset(cg__ptr(r), 0, (size_t)r->numel * cg_dtype_size(r->dtype));
+        if (a->dtype == CG_FLOAT32)
+            st = csr_run_f32(kind, N, in, outf, ip, col, (const float *)cg__ptr(ac),
+                             (const float *)cg__ptr(bc), (float *)cg__ptr(r));
+        else
+            st = csr_run_f64(kind, N, in, outf, ip, col, (const double *)cg__ptr(ac),
+                             (const double *)cg__ptr(bc), (double *)cg__ptr(r));
     }
     cg_tensor_free(ac);
     cg_tensor_free(bc);

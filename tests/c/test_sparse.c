@@ -228,6 +228,41 @@ static cg_status sl_fn(void *ctx, int n, cg_tensor *const *in, cg_tensor **out) 
     return st;
 }
 
+/* The C optimizer object over a sparse embedding: SGD with momentum keeps a
+ * row-sparse buffer, Adam refuses. */
+static void test_optimizer_object(void) {
+    int64_t ws[2] = {6, 2}, idx[3] = {1, 4, 4};
+    double w0[12] = {0};
+    cg_tensor *w = cgt_f64(2, ws, w0), *ind = i64(3, idx), *o = NULL, *l = NULL;
+    cg_tensor_set_requires_grad(w, 1);
+    cg_sgd_options so = cg_sgd_default_options();
+    so.lr = 0.1;
+    so.momentum = 0.5;
+    cg_optimizer *opt = NULL, *adam = NULL;
+    CHECK_OK(cg_optimizer_new_sgd(1, &w, &so, &opt));
+    for (int k = 0; k < 2; ++k) {
+        cg_optimizer_zero_grad(opt);
+        cg_embedding_sparse(w, ind, -1, &o);
+        cg_sum(o, NULL, 0, 0, &l);
+        CHECK_OK(cg_backward(l, NULL, 0, 0));
+        CHECK_OK(cg_optimizer_step(opt));
+        cg_tensor_free(o);
+        cg_tensor_free(l);
+    }
+    cg_tensor *buf = cg_optimizer_state(opt, 0, "momentum_buffer");
+    CHECK(cg_tensor_is_sparse(buf) && cg_sparse_nnz(buf) == 2);
+    /* row 4: g = 2; step 1 moves -0.2, step 2 buffer 0.5*2 + 2 = 3 moves -0.3 */
+    CHECK_CLOSE(at(w, 8), -0.5, 1e-15);
+    CHECK(at(w, 0) == 0 && at(w, 4) == 0);
+    cg_adam_options ao = cg_adam_default_options();
+    CHECK_OK(cg_optimizer_new_adam(1, &w, &ao, &adam));
+    CHECK_STATUS(cg_optimizer_step(adam), CG_ERR_UNSUPPORTED);
+    cg_optimizer_free(opt);
+    cg_optimizer_free(adam);
+    cg_tensor_free(w);
+    cg_tensor_free(ind);
+}
+
 static cg_status emb_fn(void *ctx, int n, cg_tensor *const *in, cg_tensor **out) {
     (void)n;
     cg_tensor *o = NULL, *q = NULL;
@@ -278,6 +313,7 @@ int main(void) {
     test_embedding_sparse_backward_vs_dense();
     test_sparse_optimizers_and_clip();
     test_gradcheck_sparse_embedding();
+    test_optimizer_object();
     test_sparse_linear();
     return cgt_report("test_sparse");
 }
