@@ -8,7 +8,8 @@ Measures
      `y * c` and `y + d`) on a one-element float32 tensor, forward and
      backward, in microseconds per op;
   2. training steps/s of an MLP 784-512-256-10 (ReLU, cross-entropy,
-     batch 128, float32, plain SGD);
+     batch 128, float32, Adam: cgrad.optim.Adam, torch.optim.Adam, and
+     PyTorch's Adam formula written in NumPy);
   3. the same for a small MLP 64-64-64-10 at batch 32 (overhead-bound).
 
 Every number is the median of several timed repetitions after a warm-up.
@@ -40,7 +41,8 @@ except ImportError:
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
 CHAIN_MUL, CHAIN_ADD = 1.0001, 0.0001
-LR = 0.01
+LR = 1e-3
+BETAS, EPS = (0.9, 0.999), 1e-8
 
 
 # ------------------------------------------------------------ shared data
@@ -84,13 +86,13 @@ class CgradImpl:
                 h = F.relu(h @ params[i] + params[i + 1])
             return F.cross_entropy(h @ params[-2] + params[-1], y)
 
+        opt = cgrad.optim.Adam(params, lr=LR, betas=BETAS, eps=EPS)
+
         def step():
             loss = loss_fn()
             loss.backward()
-            with cgrad.no_grad():
-                for p in params:
-                    p -= LR * p.grad
-                    p.grad = None
+            opt.step()
+            opt.zero_grad()
             return loss
 
         def first_grads():
@@ -132,13 +134,13 @@ class TorchImpl:
                 h = tF.relu(h @ params[i] + params[i + 1])
             return tF.cross_entropy(h @ params[-2] + params[-1], y)
 
+        opt = torch.optim.Adam(params, lr=LR, betas=BETAS, eps=EPS)
+
         def step():
             loss = loss_fn()
             loss.backward()
-            with torch.no_grad():
-                for p in params:
-                    p -= LR * p.grad
-                    p.grad = None
+            opt.step()
+            opt.zero_grad()
             return loss
 
         def first_grads():
@@ -198,10 +200,23 @@ class NumpyImpl:
                     grad = (grad @ params[i].T) * (acts[i // 2] > 0)
             return loss, grads
 
-        def step():
+        m = [np.zeros_like(p) for p in params]
+        v = [np.zeros_like(p) for p in params]
+        t = [0]
+        b1, b2 = np.float32(BETAS[0]), np.float32(BETAS[1])
+
+        def step():  # PyTorch's Adam (foreach=False), in place
             loss, grads = loss_and_grads()
-            for p, g in zip(params, grads):
-                p -= np.float32(LR) * g
+            t[0] += 1
+            bc1 = 1 - BETAS[0] ** t[0]
+            bc2_sqrt = np.float32((1 - BETAS[1] ** t[0]) ** 0.5)
+            for p, g, mi, vi in zip(params, grads, m, v):
+                mi *= b1
+                mi += (1 - b1) * g
+                vi *= b2
+                vi += (1 - b2) * g * g
+                denom = np.sqrt(vi) / bc2_sqrt + np.float32(EPS)
+                p -= np.float32(LR / bc1) * mi / denom
             return loss
 
         def first_grads():
@@ -270,7 +285,7 @@ def check_same_problem(impls, params, x, y):
             if not np.allclose(g, r, rtol=1e-3, atol=1e-5):
                 problems.append(f"{impl.name}: grad of param {i} differs by "
                                 f"{np.abs(g - r).max():.3g} from numpy")
-    # Then a few SGD steps: the trajectories must stay together too.
+    # Then a few Adam steps: the trajectories must stay together too.
     steps = 5
     ref_step = NumpyImpl().mlp(params, x, y)[0]
     ref_losses = [float(ref_step()) for _ in range(steps)]
@@ -278,7 +293,7 @@ def check_same_problem(impls, params, x, y):
         step = impl.mlp(params, x, y)[0]
         losses = [step().item() for _ in range(steps)]
         if not np.allclose(losses, ref_losses, rtol=1e-3):
-            problems.append(f"{impl.name}: losses over {steps} SGD steps {losses} vs numpy {ref_losses}")
+            problems.append(f"{impl.name}: losses over {steps} Adam steps {losses} vs numpy {ref_losses}")
     return problems
 
 
@@ -305,7 +320,7 @@ def run(quick):
         step_fns = {impl.name: impl.mlp(params, x, y)[0] for impl in impls}
         times = median_times(step_fns, reps, rep_seconds)
         steps = {name: 1.0 / t for name, t in times.items()}
-        label = f"MLP {'-'.join(map(str, sizes))}, batch {batch}, SGD step"
+        label = f"MLP {'-'.join(map(str, sizes))}, batch {batch}, Adam step"
         rows.append((label, "steps/s", steps, True))
     return rows, notes, impls
 
@@ -332,7 +347,7 @@ def format_table(rows, notes, impls):
         "cgrad's time by the other's (> 1: cgrad is slower)",
     ]
     checks = [f"- CHECK FAILED: {n}" for n in notes] or [
-        "- checked before timing: first-step losses and gradients, and the losses of 5 SGD "
+        "- checked before timing: first-step losses and gradients, and the losses of 5 Adam "
         "steps, agree across implementations"]
     return "\n".join(["# cgrad benchmark", ""] + lines + [""] + env + checks) + "\n"
 

@@ -246,7 +246,9 @@ typedef void (*cg_ctx_free_fn)(void *ctx);
  * grad). If grad mode is off or no input requires grad, nothing is recorded,
  * ctx_free(ctx) is called at once and CG_OK is returned. Otherwise the entry
  * owns ctx: ctx_free(ctx) is called when the entry is released by a
- * non-retained backward or destroyed, whichever comes first. */
+ * non-retained backward or destroyed, whichever comes first. When the call
+ * fails, ctx_free(ctx) has been called as well: after the call the caller
+ * never frees ctx itself. */
 CG_API cg_status cg_record_custom(const char *name, int n_inputs, cg_tensor *const *inputs,
                                   int n_outputs, cg_tensor *const *outputs,
                                   cg_custom_backward_fn backward, void *ctx,

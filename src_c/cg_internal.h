@@ -263,11 +263,24 @@ static inline double cg__load(const void *p, cg_dtype d, int64_t i) {
     default: return 0.0;
     }
 }
+/* double -> int64 defined for every input: a plain C cast of NaN or of a
+ * value outside int64's range is undefined behaviour. Truncates toward
+ * zero like the cast and gives INT64_MIN for NaN and out-of-range values,
+ * which is what x86's cvttsd2si (and so PyTorch on x86) produces. */
+static inline int64_t cg__f2i64(double v) {
+    return (v >= -9223372036854775808.0 && v < 9223372036854775808.0) ? (int64_t)v : INT64_MIN;
+}
+/* Kernel scalar parameters (double) converted to the kernel's type T. */
+#define CG_FROM_DOUBLE(T, v) CG_FROM_DOUBLE_##T(v)
+#define CG_FROM_DOUBLE_float(v) ((float)(v))
+#define CG_FROM_DOUBLE_double(v) (v)
+#define CG_FROM_DOUBLE_int64_t(v) cg__f2i64(v)
+
 static inline void cg__store(void *p, cg_dtype d, int64_t i, double v) {
     switch (d) {
     case CG_FLOAT32: ((float *)p)[i] = (float)v; break;
     case CG_FLOAT64: ((double *)p)[i] = v; break;
-    case CG_INT64: ((int64_t *)p)[i] = (int64_t)v; break;
+    case CG_INT64: ((int64_t *)p)[i] = cg__f2i64(v); break;
     case CG_BOOL: ((unsigned char *)p)[i] = v != 0.0; break;
     default: break;
     }

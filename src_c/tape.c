@@ -425,16 +425,18 @@ cg_status cg_record_custom(const char *name, int n_inputs, cg_tensor *const *inp
     cg_node *n;
     st = node_new(&OP_CUSTOM, n_inputs, inputs, n_outputs, outputs, &n);
     if (st) goto fail;
-    size_t len = strlen(name ? name : "custom");
-    n->custom_name = (char *)malloc(len + 1);
-    if (!n->custom_name) {
-        cg__node_destroy(n);
-        return cg__err(CG_ERR_NOMEM, "out of memory");
-    }
-    memcpy(n->custom_name, name ? name : "custom", len + 1);
+    /* The node owns ctx before anything else can fail, so destroying it
+     * frees ctx on every path below. */
     n->custom_backward = backward;
     n->ctx = ctx;
     n->ctx_free = ctx_free;
+    size_t len = strlen(name ? name : "custom");
+    n->custom_name = (char *)malloc(len + 1);
+    if (!n->custom_name) {
+        cg__node_destroy(n); /* frees ctx */
+        return cg__err(CG_ERR_NOMEM, "out of memory");
+    }
+    memcpy(n->custom_name, name ? name : "custom", len + 1);
     if (cg__anomaly_on()) {
         st = cg__anomaly_record(n, n_inputs, inputs, n_outputs, outputs);
         if (st) {
@@ -536,6 +538,14 @@ static cg_status accumulate_leaf(cg_tensor *leaf, cg_tensor *g, int create_graph
     if (g->layout || (leaf->grad && leaf->grad->layout))
         return accumulate_leaf_sparse(leaf, g, create_graph);
     if (!leaf->grad) {
+        if (g == leaf) { /* root == leaf with itself as the gradient: never its own grad */
+            cg_tensor *c;
+            cg_status st = cg_clone(g, &c);
+            cg_tensor_free(g);
+            if (st) return st;
+            leaf->grad = c;
+            return CG_OK;
+        }
         if (create_graph || owns_exclusively(g)) {
             leaf->grad = g;
             return CG_OK;

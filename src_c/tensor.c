@@ -265,7 +265,7 @@ static void fill_contig(cg_tensor *t, double v) {
     switch (t->dtype) {
     case CG_FLOAT32: { float f = (float)v; float *q = (float *)p; for (int64_t i = 0; i < n; ++i) q[i] = f; break; }
     case CG_FLOAT64: { double *q = (double *)p; for (int64_t i = 0; i < n; ++i) q[i] = v; break; }
-    case CG_INT64: { int64_t k = (int64_t)v; int64_t *q = (int64_t *)p; for (int64_t i = 0; i < n; ++i) q[i] = k; break; }
+    case CG_INT64: { int64_t k = cg__f2i64(v); int64_t *q = (int64_t *)p; for (int64_t i = 0; i < n; ++i) q[i] = k; break; }
     case CG_BOOL: memset(p, v != 0.0, (size_t)n); break;
     default: break;
     }
@@ -274,6 +274,9 @@ static void fill_contig(cg_tensor *t, double v) {
 cg_status cg_full(cg_dtype dtype, int ndim, const int64_t *shape, double value, cg_tensor **out) {
     CG_CHECK_OUT(out);
     cg_tensor *t;
+    /* As PyTorch: a value that does not fit is an error, not a wrapped fill. */
+    if (dtype == CG_INT64 && !(value > -9.2e18 && value < 9.2e18))
+        return cg__err(CG_ERR_VALUE, "cg_full: value %g does not fit an int64 tensor", value);
     CG_TRY(cg__new(dtype, ndim, shape, 0, &t));
     fill_contig(t, value);
     *out = t;

@@ -12,5 +12,7 @@ from cgrad.optim.rmsprop import RMSprop
 from cgrad.optim.adagrad import Adagrad
 from cgrad.optim.sparse_adam import SparseAdam
 from cgrad.optim import lr_scheduler
+from cgrad.optim.precision import PrecisionSchedule, PrecisionEvent
+from cgrad.optim.guard import UpdateGuard, GuardDecision
 
-__all__ = ["Optimizer", "required", "StepReport", "TensorStats", "tensor_stats", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "SparseAdam", "lr_scheduler"]
+__all__ = ["Optimizer", "required", "StepReport", "TensorStats", "tensor_stats", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "SparseAdam", "lr_scheduler", "PrecisionSchedule", "PrecisionEvent", "UpdateGuard", "GuardDecision"]

@@ -327,6 +327,9 @@ class Optimizer:
         extra, self._report_extra = self._report_extra, {}
         rep.loss_scale = extra.get("loss_scale")
         rep.nonfinite = extra.get("nonfinite")
+        if rep.grad_norm_before_clip is None and extra.get("grad_norm") is not None:
+            # measured by someone else this step (an UpdateGuard), no clipping ran
+            rep.grad_norm_before_clip = rep.grad_norm_after_clip = float(extra["grad_norm"])
         if self.report_grad_norm:
             sum_sq, bad = 0.0, 0
             for p in params:

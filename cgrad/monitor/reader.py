@@ -1,0 +1,289 @@
+"""Reading run files incrementally (docs/run_format.md, "Reader API").
+
+    with RunReader("runs/demo.cgrun") as r:
+        delta = r.poll()            # everything committed so far
+        ...
+        delta = r.poll()            # only what was committed since
+        r.status()                  # RunStatus('running', 1234, 0.08)
+
+Each poll reads in one read transaction, so a step it returns comes with
+all its lr and layer rows. A reader never writes to the file.
+"""
+import dataclasses
+import json
+import os
+import sqlite3
+import threading
+import time
+from typing import Dict, List, NamedTuple, Tuple
+
+import numpy as np
+
+from cgrad.monitor.schema import RUN_SUFFIX, RunFileError, open_read_only
+
+__all__ = ["RunReader", "RunStatus", "RunDelta", "list_runs", "STALE_AFTER_S"]
+
+# A 'running' heartbeat older than this means the trainer died.
+STALE_AFTER_S = 5.0
+
+_INT_STEP_COLUMNS = ("step", "clipped", "skipped", "nonfinite")
+_TEXT_STEP_COLUMNS = ("skip_reason",)
+_LAYER_FIELDS = ("grad_norm", "grad_max", "nonfinite", "weight_norm", "update_ratio")
+
+
+class RunStatus(NamedTuple):
+    state: str              # 'running' | 'finished' | 'failed' | 'stopped'
+    last_step: int          # last committed step, -1 before the first
+    heartbeat_age_s: float  # seconds since the writer's last commit
+
+
+@dataclasses.dataclass
+class RunDelta:
+    """What was committed since the previous poll. Row i of every
+    (n_new_steps, ...) array is the step steps['step'][i]; layer columns
+    follow RunReader.layers (the width after this poll)."""
+    steps: Dict[str, np.ndarray]        # column name -> (n_new_steps,)
+    lr: np.ndarray                      # (n_new_steps, n_groups) float64, NaN: no row
+    layer_grad_norm: np.ndarray         # (n_new_steps, n_layers) float64, NaN: no row
+    layer_grad_max: np.ndarray
+    layer_nonfinite: np.ndarray         # float64 so that NaN can mark a missing row
+    layer_update_ratio: np.ndarray
+    layer_weight_norm: np.ndarray
+    scalars: Dict[str, Tuple[np.ndarray, np.ndarray]]  # name -> (steps int64, values float64)
+    events: List[dict]
+    new_layers: List[dict]
+    has_more: bool = False              # poll(max_steps) stopped early; poll again
+
+    @property
+    def n_steps(self):
+        return int(self.steps["step"].shape[0])
+
+    def __bool__(self):
+        return bool(self.n_steps or self.scalars or self.events or self.new_layers)
+
+
+def _float_array(values):
+    """float64 array from a sequence that may hold None (-> NaN)."""
+    return np.array(values, dtype=np.float64) if len(values) else np.empty(0, np.float64)
+
+
+class RunReader:
+    """Read-only view of one run file. poll() returns what is new since the
+    last poll; status() says whether the trainer is alive. One reader per
+    thread (calls on one reader are serialised by a lock)."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._con, self.meta = open_read_only(self.path)
+        self._con.execute("PRAGMA busy_timeout = 1000")
+        self._lock = threading.Lock()
+        self.layers = []
+        self._layer_col = {}    # layer_id -> column
+        self.n_groups = int(self.meta.get("n_groups", 0) or 0)
+        self.last_step = -1
+        self._last_event = 0
+        self._last_scalar = 0
+
+    # ------------------------------------------------------------ basics
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    def __repr__(self):
+        return f"RunReader({self.path!r}, last_step={self.last_step})"
+
+    def _check_open(self):
+        if self._con is None:
+            raise RuntimeError(f"RunReader({self.path!r}) is closed")
+
+    def _fail(self, exc):
+        return RunFileError(f"{self.path}: cannot read the run file ({exc})")
+
+    def status(self):
+        """RunStatus from the heartbeat row: 'running' while the writer
+        committed within STALE_AFTER_S, 'stopped' when a 'running' run went
+        silent (the trainer died at last_step)."""
+        with self._lock:
+            self._check_open()
+            try:
+                row = self._con.execute("SELECT time, step, state FROM heartbeat WHERE id = 1").fetchone()
+            except sqlite3.Error as e:
+                raise self._fail(e) from None
+        if row is None:
+            raise RunFileError(f"{self.path}: run file has no heartbeat row")
+        hb_time, step, state = row
+        age = max(0.0, time.time() - float(hb_time))
+        if state == "running" and age >= STALE_AFTER_S:
+            state = "stopped"
+        return RunStatus(state, int(step), age)
+
+    # ------------------------------------------------------------ polling
+    def poll(self, max_steps=None):
+        """RunDelta of the steps (and events, scalars, layers) committed
+        since the last poll; empty arrays when nothing is new. max_steps
+        bounds the steps returned (oldest first; has_more says the rest
+        waits for the next poll) so a long finished run loads in pieces."""
+        if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+            raise ValueError(f"poll: max_steps must be a positive int or None, got {max_steps!r}")
+        with self._lock:
+            self._check_open()
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                try:
+                    return self._read_delta(con, max_steps)
+                finally:
+                    con.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                if "locked" in str(e) or "busy" in str(e):
+                    return self._empty_delta()  # a checkpoint held the file: next poll
+                raise self._fail(e) from None
+            except sqlite3.Error as e:
+                raise self._fail(e) from None
+
+    def _empty_delta(self):
+        n_layers = len(self.layers)
+        return RunDelta(steps=self._steps_dict([], []), lr=np.empty((0, self.n_groups)),
+                        **{f"layer_{f}": np.empty((0, n_layers)) for f in _LAYER_FIELDS},
+                        scalars={}, events=[], new_layers=[])
+
+    def _read_delta(self, con, max_steps):
+        new_layers = self._read_layers(con)
+        cur = con.execute("SELECT * FROM steps WHERE step > ? ORDER BY step" +
+                          (" LIMIT ?" if max_steps else ""),
+                          (self.last_step, max_steps) if max_steps else (self.last_step,))
+        columns = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+        steps = self._steps_dict(columns, rows)
+        step_ids = steps["step"]
+        n = step_ids.shape[0]
+        has_more = bool(max_steps and n == max_steps and con.execute(
+            "SELECT 1 FROM steps WHERE step > ? LIMIT 1", (int(step_ids[-1]),)).fetchone())
+        lo = self.last_step
+        hi = int(step_ids[-1]) if n else lo
+
+        lr = self._read_lr(con, lo, hi, step_ids)
+        layer = self._read_layer_stats(con, lo, hi, step_ids)
+        scalars = self._read_scalars(con)
+        events = self._read_events(con)
+        self.last_step = hi
+        return RunDelta(steps=steps, lr=lr, scalars=scalars, events=events,
+                        new_layers=new_layers, has_more=has_more,
+                        **{f"layer_{f}": layer[i] for i, f in enumerate(_LAYER_FIELDS)})
+
+    def _read_layers(self, con):
+        last = self.layers[-1]["layer_id"] if self.layers else -1
+        new = []
+        for layer_id, name, kind, shape, numel in con.execute(
+                "SELECT layer_id, name, kind, shape, numel FROM layers WHERE layer_id > ? "
+                "ORDER BY layer_id", (last,)):
+            try:
+                shape = json.loads(shape)
+            except ValueError:
+                shape = []
+            d = {"layer_id": int(layer_id), "name": name, "kind": kind, "shape": shape,
+                 "numel": int(numel)}
+            self._layer_col[d["layer_id"]] = len(self.layers)
+            self.layers.append(d)
+            new.append(d)
+        return new
+
+    @staticmethod
+    def _steps_dict(columns, rows):
+        out = {}
+        cols = list(zip(*rows)) if rows else [()] * len(columns)
+        for name, values in zip(columns, cols):
+            if name in _INT_STEP_COLUMNS:
+                out[name] = np.array([0 if v is None else v for v in values], dtype=np.int64)
+            elif name in _TEXT_STEP_COLUMNS:
+                out[name] = np.array(values, dtype=object)
+            else:
+                try:
+                    out[name] = _float_array(values)
+                except (TypeError, ValueError):  # a column a newer writer added
+                    out[name] = np.array(values, dtype=object)
+        out.setdefault("step", np.empty(0, np.int64))
+        return out
+
+    def _read_lr(self, con, lo, hi, step_ids):
+        rows = con.execute("SELECT step, grp, lr FROM lr WHERE step > ? AND step <= ? "
+                           "ORDER BY step, grp", (lo, hi)).fetchall() if step_ids.size else []
+        if rows:
+            a = np.array(rows, dtype=np.float64)
+            self.n_groups = max(self.n_groups, int(a[:, 1].max()) + 1)
+        out = np.full((step_ids.shape[0], self.n_groups), np.nan)
+        if rows:
+            out[np.searchsorted(step_ids, a[:, 0].astype(np.int64)), a[:, 1].astype(np.int64)] = a[:, 2]
+        return out
+
+    def _read_layer_stats(self, con, lo, hi, step_ids):
+        n, n_layers = step_ids.shape[0], len(self.layers)
+        out = [np.full((n, n_layers), np.nan) for _ in _LAYER_FIELDS]
+        if not n or not n_layers:
+            return out
+        rows = con.execute("SELECT step, layer_id, grad_norm, grad_max, nonfinite, weight_norm, "
+                           "update_ratio FROM layer_stats WHERE step > ? AND step <= ?",
+                           (lo, hi)).fetchall()
+        if not rows:
+            return out
+        a = np.array(rows, dtype=np.float64)
+        r = np.searchsorted(step_ids, a[:, 0].astype(np.int64))
+        ids = a[:, 1].astype(np.int64)
+        lookup = np.full(max(self._layer_col) + 1, -1, dtype=np.int64)
+        lookup[list(self._layer_col)] = list(self._layer_col.values())
+        known = ids < lookup.shape[0]
+        c = np.where(known, lookup[np.minimum(ids, lookup.shape[0] - 1)], -1)
+        keep = c >= 0
+        for i in range(len(_LAYER_FIELDS)):
+            out[i][r[keep], c[keep]] = a[keep, 2 + i]
+        return out
+
+    def _read_scalars(self, con):
+        rows = con.execute("SELECT scalar_id, step, name, value FROM scalars WHERE scalar_id > ? "
+                           "ORDER BY scalar_id", (self._last_scalar,)).fetchall()
+        if not rows:
+            return {}
+        self._last_scalar = int(rows[-1][0])
+        grouped = {}
+        for _, step, name, value in rows:
+            grouped.setdefault(name, ([], []))
+            grouped[name][0].append(step)
+            grouped[name][1].append(value)
+        return {name: (np.array(s, dtype=np.int64), _float_array(v)) for name, (s, v) in grouped.items()}
+
+    def _read_events(self, con):
+        cur = con.execute("SELECT * FROM events WHERE event_id > ? ORDER BY event_id",
+                          (self._last_event,))
+        columns = [d[0] for d in cur.description]
+        events = [dict(zip(columns, row)) for row in cur.fetchall()]
+        if events:
+            self._last_event = int(events[-1]["event_id"])
+        return events
+
+
+def list_runs(directory):
+    """Sorted paths of the run files (*.cgrun holding an SQLite header) in
+    directory."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise RunFileError(f"{directory}: no such directory")
+    found = []
+    for entry in os.scandir(directory):
+        if not entry.name.endswith(RUN_SUFFIX) or not entry.is_file():
+            continue
+        try:
+            with open(entry.path, "rb") as f:
+                if f.read(16) != b"SQLite format 3\x00":
+                    continue
+        except OSError:
+            continue
+        found.append(entry.path)
+    return sorted(found)

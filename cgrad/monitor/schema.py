@@ -1,0 +1,228 @@
+"""The run-file format (docs/run_format.md): DDL, version, and the open /
+validate helpers the writer and the reader share.
+
+Every failure to create or open a run file becomes a RunFileError naming
+the path; no sqlite3 exception leaves this module.
+"""
+import json
+import os
+import sqlite3
+import urllib.parse
+
+__all__ = ["RunFileError", "FORMAT", "SCHEMA_VERSION", "RUN_SUFFIX", "DDL",
+           "create_run_file", "open_read_only", "read_meta", "validate_meta"]
+
+FORMAT = "cgrad-run"
+SCHEMA_VERSION = 1
+RUN_SUFFIX = ".cgrun"
+
+
+class RunFileError(ValueError):
+    """A run file that cannot be created, opened or read (missing directory,
+    read-only location, not a run file, newer schema, corrupt file)."""
+
+
+DDL = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    time REAL NOT NULL,
+    step INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE layers (
+    layer_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    shape TEXT NOT NULL,
+    numel INTEGER NOT NULL
+);
+CREATE TABLE steps (
+    step INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    loss REAL,
+    grad_norm REAL,
+    grad_norm_clipped REAL,
+    clip_max_norm REAL,
+    clip_coef REAL,
+    clipped INTEGER NOT NULL,
+    loss_scale REAL,
+    skipped INTEGER NOT NULL,
+    skip_reason TEXT,
+    nonfinite INTEGER NOT NULL
+);
+CREATE TABLE lr (
+    step INTEGER NOT NULL, grp INTEGER NOT NULL, lr REAL NOT NULL,
+    PRIMARY KEY (step, grp)
+) WITHOUT ROWID;
+CREATE TABLE layer_stats (
+    step INTEGER NOT NULL, layer_id INTEGER NOT NULL,
+    grad_norm REAL NOT NULL,
+    grad_max REAL NOT NULL,
+    nonfinite INTEGER NOT NULL,
+    weight_norm REAL NOT NULL,
+    update_ratio REAL,
+    PRIMARY KEY (step, layer_id)
+) WITHOUT ROWID;
+CREATE TABLE scalars (
+    scalar_id INTEGER PRIMARY KEY,
+    step INTEGER NOT NULL, name TEXT NOT NULL, value REAL
+);
+CREATE TABLE events (
+    event_id INTEGER PRIMARY KEY,
+    step INTEGER NOT NULL,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    layer_id INTEGER,
+    value REAL
+);
+"""
+
+# Tables a reader needs; a file missing one of them is not a run file.
+REQUIRED_TABLES = ("meta", "heartbeat", "layers", "steps", "lr", "layer_stats", "scalars", "events")
+
+
+def _connect_error(path, exc, doing):
+    msg = str(exc)
+    if "not a database" in msg or "malformed" in msg or "encrypted" in msg:
+        return RunFileError(f"{path!s}: not a cgrad run file or corrupt ({msg})")
+    if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
+        return RunFileError(f"{path!s}: cannot {doing} (read-only location or missing "
+                            f"permission: {msg})")
+    return RunFileError(f"{path!s}: cannot {doing} ({type(exc).__name__}: {msg})")
+
+
+def create_run_file(path, meta):
+    """Creates a new run file at path (which must not exist; its directory
+    must) with the schema and the meta rows, in WAL mode. Returns the open
+    writable connection (autocommit; the caller opens its own transactions).
+    The file is created with O_EXCL first so a concurrent creator or an
+    unwritable directory gives an OSError with the real reason."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise RunFileError(f"{path}: directory {directory!r} does not exist")
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.close(fd)
+    except FileExistsError:
+        raise RunFileError(f"{path}: a file already exists there") from None
+    except OSError as e:
+        raise RunFileError(f"{path}: cannot create a run file here ({e.strerror}; "
+                           f"read-only location?)") from None
+    con = None
+    try:
+        con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RunFileError(f"{path}: the file system does not support WAL mode "
+                               f"(journal_mode is {mode!r}); use a local disk")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("BEGIN")
+        for stmt in DDL.split(";"):
+            if stmt.strip():
+                con.execute(stmt)
+        rows = [("format", FORMAT), ("schema_version", str(SCHEMA_VERSION))]
+        rows += [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()]
+        con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows)
+        con.execute("INSERT INTO heartbeat (id, time, step, state) VALUES (1, ?, -1, 'running')",
+                    (float(meta.get("created", 0.0)),))
+        con.execute("COMMIT")
+        return con
+    except (sqlite3.Error, RunFileError) as e:
+        if con is not None:
+            con.close()
+        for suffix in ("", "-wal", "-shm"):  # no half-made run file left behind
+            try:
+                os.remove(path + suffix)
+            except OSError:
+                pass
+        if isinstance(e, RunFileError):
+            raise
+        raise _connect_error(path, e, "create a run file") from None
+
+
+def _ro_uri(path, immutable=False):
+    quoted = urllib.parse.quote(os.path.abspath(path))
+    return f"file:{quoted}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
+def open_read_only(path):
+    """A read-only autocommit connection to an existing run file, validated
+    (see validate_meta). Returns (connection, meta dict)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise RunFileError(f"{path}: no such run file")
+    if os.path.isdir(path):
+        raise RunFileError(f"{path}: is a directory, not a run file "
+                           f"(cgrad.monitor.list_runs lists the runs in it)")
+    con = None
+    try:
+        con = sqlite3.connect(_ro_uri(path), uri=True, isolation_level=None,
+                              check_same_thread=False)
+        try:
+            meta = read_meta(con, path)
+        except sqlite3.OperationalError as e:
+            if "unable to open" not in str(e):
+                raise
+            # A WAL file with no -shm beside it in a directory we cannot write
+            # (a finished run copied somewhere read-only): nothing writes it.
+            con.close()
+            con = sqlite3.connect(_ro_uri(path, immutable=True), uri=True, isolation_level=None,
+                                  check_same_thread=False)
+            meta = read_meta(con, path)
+        return con, meta
+    except RunFileError:
+        if con is not None:
+            con.close()
+        raise
+    except sqlite3.Error as e:
+        if con is not None:
+            con.close()
+        raise _connect_error(path, e, "open the run file") from None
+
+
+def read_meta(con, path):
+    """meta as a dict (config decoded from JSON), validated."""
+    have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "meta" not in have:
+        raise RunFileError(f"{path}: not a cgrad run file (no meta table)")
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    validate_meta(meta, path)
+    missing = [t for t in REQUIRED_TABLES if t not in have]
+    if missing:
+        raise RunFileError(f"{path}: not a complete cgrad run file (missing tables {missing})")
+    try:
+        meta["config"] = json.loads(meta.get("config", "{}"))
+    except ValueError:
+        raise RunFileError(f"{path}: meta 'config' is not valid JSON") from None
+    for key in ("schema_version", "pid", "n_groups"):
+        if key in meta:
+            try:
+                meta[key] = int(meta[key])
+            except ValueError:
+                raise RunFileError(f"{path}: meta {key!r} is not an integer: {meta[key]!r}") from None
+    if "created" in meta:
+        try:
+            meta["created"] = float(meta["created"])
+        except ValueError:
+            raise RunFileError(f"{path}: meta 'created' is not a number: {meta['created']!r}") from None
+    return meta
+
+
+def validate_meta(meta, path):
+    """Raises RunFileError unless meta says this is a run file this cgrad
+    can read."""
+    if meta.get("format") != FORMAT:
+        raise RunFileError(f"{path}: not a cgrad run file (meta format is "
+                           f"{meta.get('format')!r}, expected {FORMAT!r})")
+    try:
+        version = int(meta.get("schema_version", ""))
+    except ValueError:
+        raise RunFileError(f"{path}: invalid schema_version {meta.get('schema_version')!r}") from None
+    if version > SCHEMA_VERSION:
+        raise RunFileError(f"{path}: run file has schema version {version}, newer than this "
+                           f"cgrad reads ({SCHEMA_VERSION}); it needs a newer cgrad")
+    if version < 1:
+        raise RunFileError(f"{path}: invalid schema_version {version}")
