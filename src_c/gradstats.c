@@ -30,18 +30,23 @@ STATS(stats_f32, float)
 STATS(stats_f64, double)
 
 cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats) {
-    CG_CHECK_T(t);
+    CG_CHECK_TS(t);
     if (!stats) return cg__err(CG_ERR_NULL, "cg_tensor_stats: stats pointer is NULL");
     memset(stats, 0, sizeof *stats);
     if (!cg__is_float(t->dtype))
         return cg__err(CG_ERR_DTYPE, "cg_tensor_stats: float32 or float64 needed, got %s",
                        cg_dtype_name(t->dtype));
-    cg_tensor *c = NULL;
-    CG_TRY(cg__contig((cg_tensor *)t, &c));
+    cg_tensor *sp = NULL, *c = NULL;
+    if (t->layout) /* row-sparse: the statistics of the coalesced rows */
+        CG_TRY(cg__sparse_coalesced((cg_tensor *)t, &sp));
+    cg_status st = cg__contig(sp ? sp->sp_values : (cg_tensor *)t, &c);
+    cg_tensor_free(sp);
+    CG_TRY(st);
     if (c->dtype == CG_FLOAT32)
         stats_f32(cg__ptr(c), c->numel, stats);
     else
         stats_f64(cg__ptr(c), c->numel, stats);
+    stats->numel = t->numel;
     cg_tensor_free(c);
     return CG_OK;
 }

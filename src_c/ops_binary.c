@@ -94,6 +94,7 @@ void cg__iter_run(const cg__iter *it, char *const *base, const size_t *elsize, c
 }
 
 cg_status cg__cast_tmp(cg_tensor *t, cg_dtype dtype, cg_tensor **out) {
+    if (t->layout) return cg__sparse_refused("cast", "t");
     if (t->dtype == dtype) {
         cg_tensor_retain(t);
         *out = t;

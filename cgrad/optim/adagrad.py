@@ -11,7 +11,9 @@ class Adagrad(Optimizer):
     """Adagrad(params, lr=1e-2, lr_decay=0, weight_decay=0,
     initial_accumulator_value=0, eps=1e-10, *, maximize=False). State
     ('step', 'sum') is created for every parameter at construction, as in
-    PyTorch."""
+    PyTorch. Row-sparse gradients update only their rows (PyTorch's sparse
+    Adagrad); weight decay on them is lazy (their rows only), where PyTorch
+    refuses it."""
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10, foreach=None, *, maximize=False,
@@ -44,13 +46,14 @@ class Adagrad(Optimizer):
             wd, eps = float(group["weight_decay"]), float(group["eps"])
             init, maximize = float(group["initial_accumulator_value"]), bool(group["maximize"])
             for p in group["params"]:
-                g = _checks.grad_of(p, "Adagrad")
+                g = _checks.grad_of(p, "Adagrad", sparse_ok=True)
                 if g is None:
                     continue
                 self._init_state(p, group)  # a group added after construction
                 state = self._state_for(p)
                 step_t = state["step"]
                 step_t.add_(1)
-                _core._adagrad_update(p, g, state["sum"], int(step_t.item()), lr, lr_decay, wd,
-                                      eps, init, maximize)
+                update = _core._adagrad_sparse_update if g.is_sparse else _core._adagrad_update
+                update(p, g, state["sum"], int(step_t.item()), lr, lr_decay, wd, eps, init,
+                       maximize)
         return loss
