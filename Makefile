@@ -1,8 +1,14 @@
 # cgrad -- build, test, demo and benchmark entry points.
-#   make demo    create .venv, install cgrad, train a model on real data
+#   make demo    create .venv, install cgrad, train on the digits with a custom loss,
+#                AdamW, warmup+cosine and clipping, recorded to runs/ and shown by
+#                cgrad-monitor (runs/demo.png when there is no display)
 #   make test    create .venv, install with test extras, run C tests and pytest
 #   make lib     build libcgrad.a and libcgrad.so from src_c/ alone (no Python)
-#   make test-c  C tests, plain and under AddressSanitizer + UBSan
+#   make install PREFIX=/usr/local [DESTDIR=]  header, both libraries, cgrad.pc
+#   make test-c  C tests, embedding checks, examples and the fuzz corpus replay,
+#                plain and under AddressSanitizer + UBSan
+#   make fuzz    libFuzzer harness (needs clang; not part of CI)
+#   make valgrind  C tests and examples under valgrind (slow; not part of CI)
 #   make bench   cgrad vs PyTorch vs NumPy in one process run (not part of CI)
 
 PYTHON ?= python3
@@ -13,6 +19,16 @@ CFLAGS_BASE := -std=c99 -pthread -fno-math-errno -Wall -Wextra -Wno-unused-param
 CFLAGS ?= -O2 -g
 LDLIBS := -lm -pthread
 
+# The library version comes from the header, the one place it is written.
+VERSION := $(shell sed -n 's/^\#define CG_VERSION_STRING "\(.*\)"/\1/p' include/cgrad.h)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
+SONAME  := libcgrad.so.$(SOMAJOR)
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LIBDIR  ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
 SRC  := $(wildcard src_c/*.c)
 HDR  := $(wildcard src_c/*.h) include/cgrad.h
 OBJ  := $(patsubst src_c/%.c,build/obj/%.o,$(SRC))
@@ -22,7 +38,9 @@ CTEST_BINS := $(patsubst tests/c/%.c,build/ctest/%,$(CTESTS))
 CTEST_SAN_BINS := $(patsubst tests/c/%.c,build/ctest-san/%,$(CTESTS))
 SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all lib test test-c test-c-plain test-c-san test-py demo bench venv clean
+.PHONY: all lib install test test-c test-c-plain test-c-san test-embed test-examples \
+	test-examples-san test-fuzz-replay test-fuzz-replay-san fuzz valgrind test-py demo bench \
+	bench-c venv clean
 
 all: lib
 
@@ -40,31 +58,125 @@ build/libcgrad.a: $(OBJ)
 	@rm -f $@
 	ar rcs $@ $(OBJ)
 
-build/libcgrad.so: $(OBJ)
-	$(CC) -shared -o $@ $(OBJ) $(LDLIBS)
+# Real file libcgrad.so.X.Y.Z with soname libcgrad.so.X; the two links
+# are what the loader (soname) and the linker (-lcgrad) look for.
+build/libcgrad.so.$(VERSION): $(OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) -o $@ $(OBJ) $(LDLIBS)
+
+build/libcgrad.so: build/libcgrad.so.$(VERSION)
+	ln -sf libcgrad.so.$(VERSION) build/$(SONAME)
+	ln -sf $(SONAME) $@
+
+# cgrad.pc names the final PREFIX (never DESTDIR, which only stages).
+install: build/libcgrad.a build/libcgrad.so
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 include/cgrad.h $(DESTDIR)$(INCLUDEDIR)/cgrad.h
+	install -m 644 build/libcgrad.a $(DESTDIR)$(LIBDIR)/libcgrad.a
+	install -m 755 build/libcgrad.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libcgrad.so.$(VERSION)
+	ln -sf libcgrad.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libcgrad.so
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    tools/cgrad.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/cgrad.pc
+	chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/cgrad.pc
 
 build/libcgrad-san.a: $(SAN_OBJ)
 	@rm -f $@
 	ar rcs $@ $(SAN_OBJ)
 
-build/ctest/%: tests/c/%.c tests/c/cgtest.h build/libcgrad.a
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_BASE) $(CFLAGS) $< -o $@ build/libcgrad.a $(LDLIBS)
+# Tests may include the examples' headers (examples/c/digits.h).
+CTEST_INC := -Iexamples/c
+SAN_ENV := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
 
-build/ctest-san/%: tests/c/%.c tests/c/cgtest.h build/libcgrad-san.a
+build/ctest/%: tests/c/%.c tests/c/cgtest.h examples/c/digits.h build/libcgrad.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_BASE) $(SANFLAGS) $< -o $@ build/libcgrad-san.a $(LDLIBS)
+	$(CC) $(CFLAGS_BASE) $(CTEST_INC) $(CFLAGS) $< -o $@ build/libcgrad.a $(LDLIBS)
 
-test-c-plain: $(CTEST_BINS)
+build/ctest-san/%: tests/c/%.c tests/c/cgtest.h examples/c/digits.h build/libcgrad-san.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(CTEST_INC) $(SANFLAGS) $< -o $@ build/libcgrad-san.a $(LDLIBS)
+
+# ------------------------------------------------------------ examples
+# Each example checks its own result (exit status); the scripts check the
+# printed output as well.
+CXX ?= c++
+EXAMPLE_BINS := build/examples/01_fit_line build/examples/03_cpp_usage
+EXAMPLE_SAN_BINS := $(patsubst build/examples/%,build/examples-san/%,$(EXAMPLE_BINS))
+
+build/examples/%: examples/c/%.c build/libcgrad.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) -pedantic $< -o $@ build/libcgrad.a $(LDLIBS)
+build/examples/%: examples/c/%.cpp include/cgrad.h build/libcgrad.a
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++11 -Wall -Wextra -pedantic -Iinclude $(CFLAGS) $< -o $@ build/libcgrad.a $(LDLIBS)
+build/examples-san/%: examples/c/%.c build/libcgrad-san.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(SANFLAGS) -pedantic $< -o $@ build/libcgrad-san.a $(LDLIBS)
+build/examples-san/%: examples/c/%.cpp include/cgrad.h build/libcgrad-san.a
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++11 -Wall -Wextra -pedantic -Iinclude $(SANFLAGS) $< -o $@ build/libcgrad-san.a $(LDLIBS)
+
+test-examples: $(EXAMPLE_BINS)
+	@tests/c/test_examples.sh build/examples
+
+test-examples-san: $(EXAMPLE_SAN_BINS)
+	@$(SAN_ENV) tests/c/test_examples.sh build/examples-san
+
+# ------------------------------------------------------------ fuzzing
+# The harness is plain C: gcc + replay.c runs the corpus in CI; clang +
+# libFuzzer (make fuzz) searches for new inputs.
+FUZZ_CORPUS := tests/fuzz/corpus
+CLANG ?= clang
+FUZZ_SRC := tests/fuzz/fuzz_ops.c
+
+build/fuzz/replay: $(FUZZ_SRC) tests/fuzz/replay.c build/libcgrad.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(CFLAGS) $(FUZZ_SRC) tests/fuzz/replay.c -o $@ build/libcgrad.a $(LDLIBS)
+build/fuzz/replay-san: $(FUZZ_SRC) tests/fuzz/replay.c build/libcgrad-san.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(SANFLAGS) $(FUZZ_SRC) tests/fuzz/replay.c -o $@ build/libcgrad-san.a $(LDLIBS)
+
+test-fuzz-replay: build/fuzz/replay
+	@./build/fuzz/replay $(FUZZ_CORPUS)
+
+test-fuzz-replay-san: build/fuzz/replay-san
+	@$(SAN_ENV) ./build/fuzz/replay-san $(FUZZ_CORPUS)
+
+# libFuzzer build, sources compiled into the one binary so the library is
+# instrumented for coverage too.
+build/fuzz/fuzz_ops: $(FUZZ_SRC) $(SRC) $(HDR)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(filter-out -fvisibility=hidden,$(CFLAGS_BASE)) -g -O1 \
+	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	    $(FUZZ_SRC) $(SRC) -o $@ $(LDLIBS)
+
+fuzz: build/fuzz/fuzz_ops
+	@echo "run: ./build/fuzz/fuzz_ops -max_total_time=600 -max_len=512 build/fuzz/work $(FUZZ_CORPUS)"
+
+# ------------------------------------------------------------ embedding
+test-embed: build/libcgrad.a build/libcgrad.so
+	@tests/c/test_symbols.sh build/libcgrad.so include/cgrad.h
+	@tests/c/test_header.sh build/libcgrad.a
+	@MAKE="$(MAKE)" tests/c/test_embed.sh
+
+test-c-plain: $(CTEST_BINS) test-examples test-fuzz-replay
 	@set -e; for t in $(CTEST_BINS); do ./$$t; done
 
-test-c-san: $(CTEST_SAN_BINS)
-	@set -e; for t in $(CTEST_SAN_BINS); do ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./$$t; done
+test-c-san: $(CTEST_SAN_BINS) test-examples-san test-fuzz-replay-san
+	@set -e; for t in $(CTEST_SAN_BINS); do $(SAN_ENV) ./$$t; done
 
-test-c: test-c-plain test-c-san
+test-c: test-c-plain test-c-san test-embed
+
+# Slow (minutes); not part of CI. Plain -O2 -g builds under memcheck.
+VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
+	--suppressions=tests/c/valgrind.supp --error-exitcode=1 -q
+valgrind: $(CTEST_BINS) $(EXAMPLE_BINS) build/fuzz/replay
+	@set -e; for t in $(CTEST_BINS); do echo "== valgrind $$t"; $(VALGRIND) ./$$t; done
+	@set -e; for t in $(EXAMPLE_BINS); do echo "== valgrind $$t"; $(VALGRIND) ./$$t > /dev/null; done
+	@echo "== valgrind build/fuzz/replay"; $(VALGRIND) ./build/fuzz/replay $(FUZZ_CORPUS)
 
 clean:
-	rm -rf build cgrad/*.so cgrad/_core.c cgrad/.built *.egg-info
+	rm -rf build cgrad/*.so cgrad/_core.c cgrad/.built cgrad/lib cgrad/include *.egg-info
 
 # ------------------------------------------------------------------ Python
 # .venv holds everything: build tools, runtime deps, test extras.
@@ -79,8 +191,10 @@ cgrad/.built: $(VENV)/.base setup.py $(SRC) $(HDR) cgrad/_core.pyx cgrad/*.pxi c
 	$(VPY) setup.py -q build_ext --inplace
 	touch $@
 
-$(VENV)/.installed: cgrad/.built
-	$(VPY) -m pip install -q --no-build-isolation -e ".[test]"
+# pyproject.toml too: a new extra, package or console script needs a reinstall.
+# viz = PyQt6 + pyqtgraph for the monitor app (cgrad.viz); its tests run offscreen.
+$(VENV)/.installed: cgrad/.built pyproject.toml
+	$(VPY) -m pip install -q --no-build-isolation -e ".[test,viz]"
 	@# PyTorch is an optional oracle for tests and benchmarks: install it when
 	@# the registry/disk has it, carry on without it otherwise.
 	-$(VPY) -m pip install -q "torch==2.13.0"
@@ -94,9 +208,16 @@ test-py: $(VENV)/.installed cgrad/.built
 test: test-c test-py
 
 demo: $(VENV)/.installed cgrad/.built
-	$(VPY) examples/train_digits.py
+	$(VPY) examples/demo.py
 
-bench: $(VENV)/.installed cgrad/.built
+build/bench/bench_c_custom: bench/bench_c_custom.c build/libcgrad.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O2 $< -o $@ build/libcgrad.a $(LDLIBS)
+
+bench-c: build/bench/bench_c_custom
+	./build/bench/bench_c_custom
+
+bench: $(VENV)/.installed cgrad/.built build/bench/bench_c_custom
 	$(VPY) bench/bench_core.py
 	$(VPY) bench/bench_custom.py
 	$(VPY) bench/bench_train.py

@@ -1,12 +1,28 @@
-"""Builds cgrad._core from cgrad/_core.pyx and the C core in src_c/."""
+"""Builds cgrad._core from cgrad/_core.pyx and the C core in src_c/.
+
+build_ext also builds the C library for embedding: libcgrad.so from the
+same src_c/ sources (public cg_ API exported, internals hidden) into
+cgrad/lib/, and copies include/cgrad.h into cgrad/include/, so a wheel
+carries both and `python -m cgrad --cflags --libs` can point a C compiler
+at them (ARCHITECTURE.md, "Embedding from C"). The extension module keeps
+its own statically compiled copy of the core.
+"""
 import glob
 import os
+import shutil
+import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 here = os.path.dirname(os.path.abspath(__file__))
 c_sources = sorted(glob.glob(os.path.join("src_c", "*.c")))
+c_headers = sorted(glob.glob(os.path.join("src_c", "*.h"))) + [os.path.join("include", "cgrad.h")]
+
+# ELF platforms: a shared object with a soname; others get no embedding
+# library (the Python package works the same without it).
+EMBED_LIB = "libcgrad.so" if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")) else None
 
 ext = Extension(
     "cgrad._core",
@@ -17,6 +33,61 @@ ext = Extension(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
 
+
+class build_ext_with_libcgrad(build_ext):
+    """build_ext plus cgrad/lib/libcgrad.so and cgrad/include/cgrad.h."""
+
+    def _embed_files(self, package_dir):
+        files = [os.path.join(package_dir, "include", "cgrad.h")]
+        if EMBED_LIB:
+            files.append(os.path.join(package_dir, "lib", EMBED_LIB))
+        return files
+
+    def build_extensions(self):
+        # setuptools builds into build_lib even for --inplace and copies the
+        # outputs back afterwards (copy_extensions_to_source, below).
+        super().build_extensions()
+        self._build_embed(os.path.join(self.build_lib, "cgrad"))
+
+    def _build_embed(self, package_dir):
+        header, *lib = self._embed_files(package_dir)
+        os.makedirs(os.path.dirname(header), exist_ok=True)
+        shutil.copyfile(os.path.join(here, "include", "cgrad.h"), header)
+        if not lib:
+            return
+        target = lib[0]
+        deps = [os.path.join(here, p) for p in c_sources + c_headers]
+        if os.path.exists(target) and not self.force and all(
+                os.path.getmtime(d) <= os.path.getmtime(target) for d in deps):
+            return
+        objects = self.compiler.compile(
+            c_sources, output_dir=os.path.join(self.build_temp, "libcgrad"),
+            include_dirs=["include", "src_c"],
+            extra_postargs=["-std=c99", "-O3", "-fno-math-errno", "-fvisibility=hidden", "-pthread"])
+        self.compiler.link_shared_object(
+            objects, os.path.basename(target), output_dir=os.path.dirname(target),
+            libraries=["m"], extra_postargs=["-pthread", "-Wl,-soname," + EMBED_LIB])
+
+    def _copy_embed(self, src_pkg, dst_pkg):
+        for src, dst in zip(self._embed_files(src_pkg), self._embed_files(dst_pkg)):
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            self.copy_file(src, dst, level=self.verbose)
+
+    def copy_extensions_to_source(self):
+        super().copy_extensions_to_source()
+        self._copy_embed(os.path.join(self.build_lib, "cgrad"), os.path.join(here, "cgrad"))
+
+    def get_outputs(self):
+        return super().get_outputs() + self._embed_files(os.path.join(self.build_lib, "cgrad"))
+
+    def _get_output_mapping(self):
+        yield from super()._get_output_mapping()
+        if self.inplace:
+            yield from zip(self._embed_files(os.path.join(self.build_lib, "cgrad")),
+                           self._embed_files(os.path.join(here, "cgrad")))
+
+
 setup(
     ext_modules=cythonize([ext], language_level=3, compiler_directives={"embedsignature": True}),
+    cmdclass={"build_ext": build_ext_with_libcgrad},
 )

@@ -10,7 +10,10 @@ Measures
   2. training steps/s of an MLP 784-512-256-10 (ReLU, cross-entropy,
      batch 128, float32, Adam: cgrad.optim.Adam, torch.optim.Adam, and
      PyTorch's Adam formula written in NumPy);
-  3. the same for a small MLP 64-64-64-10 at batch 32 (overhead-bound).
+  3. the same for a small MLP 64-64-64-10 at batch 32 (overhead-bound);
+  4. a small CNN (conv 1->8 3x3, ReLU, max-pool 2, conv 8->16 3x3, ReLU,
+     max-pool 2, linear 400->10) on 32 28x28 images, Adam: cgrad.nn against
+     torch.nn with the same weights (no NumPy column).
 
 Every number is the median of several timed repetitions after a warm-up.
 All three implementations start from the same weights and data; their
@@ -226,6 +229,40 @@ class NumpyImpl:
         return step, first_grads
 
 
+# ------------------------------------------------------------ small CNN
+
+def make_cnn_problem(batch=32, seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = [(8, 1, 3, 3), (8,), (16, 8, 3, 3), (16,), (10, 400), (10,)]
+    fans = [9, 9, 72, 72, 400, 400]
+    params = [(rng.uniform(-1, 1, s) / np.sqrt(f)).astype(np.float32) for s, f in zip(shapes, fans)]
+    x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int64)
+    return params, x, y
+
+
+def cnn_step_fn(lib, params, x, y):
+    """One Adam step of the small CNN written with lib's functional API."""
+    if lib == "cgrad":
+        ps = [cgrad.tensor(p, requires_grad=True) for p in params]
+        xs, ys, fn, opt_cls = cgrad.from_numpy(x), cgrad.from_numpy(y), F, cgrad.optim.Adam
+    else:
+        ps = [torch.tensor(p, requires_grad=True) for p in params]
+        xs, ys, fn, opt_cls = torch.from_numpy(x), torch.from_numpy(y), torch.nn.functional, torch.optim.Adam
+    opt = opt_cls(ps, lr=LR, betas=BETAS, eps=EPS)
+
+    def step():
+        h = fn.max_pool2d(fn.relu(fn.conv2d(xs, ps[0], ps[1])), 2)
+        h = fn.max_pool2d(fn.relu(fn.conv2d(h, ps[2], ps[3])), 2)
+        loss = fn.cross_entropy(fn.linear(h.reshape(h.shape[0], -1), ps[4], ps[5]), ys)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    return step
+
+
 # ------------------------------------------------------------ timing
 
 # Repetitions are interleaved across implementations (cgrad, torch, numpy,
@@ -322,6 +359,18 @@ def run(quick):
         steps = {name: 1.0 / t for name, t in times.items()}
         label = f"MLP {'-'.join(map(str, sizes))}, batch {batch}, Adam step"
         rows.append((label, "steps/s", steps, True))
+
+    params, x, y = make_cnn_problem()
+    cnn = {"cgrad": cnn_step_fn("cgrad", params, x, y)}
+    if torch is not None:
+        cnn["torch"] = cnn_step_fn("torch", params, x, y)
+        first = {k: [fn().item() for _ in range(3)] for k, fn in
+                 (("cgrad", cnn_step_fn("cgrad", params, x, y)), ("torch", cnn_step_fn("torch", params, x, y)))}
+        if not np.allclose(first["cgrad"], first["torch"], rtol=1e-4):
+            notes.append(f"small CNN: losses of 3 Adam steps differ: {first}")
+    times = median_times(cnn, reps, rep_seconds)
+    rows.append(("small CNN (2 conv + linear), batch 32, 28x28, Adam step", "steps/s",
+                 {name: 1.0 / t for name, t in times.items()}, True))
     return rows, notes, impls
 
 
@@ -331,8 +380,12 @@ def format_table(rows, notes, impls):
     header = ["benchmark", "unit"] + names + [f"cgrad/{n} (time)" for n in others]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, unit, result, higher_is_better in rows:
-        cells = [label, unit] + [f"{result[n]:.2f}" if result[n] < 100 else f"{result[n]:.0f}" for n in names]
+        cells = [label, unit] + ["-" if n not in result else
+                                 f"{result[n]:.2f}" if result[n] < 100 else f"{result[n]:.0f}" for n in names]
         for other in others:
+            if other not in result:
+                cells.append("-")
+                continue
             # Ratio of times: > 1 means cgrad is slower.
             ratio = result[other] / result["cgrad"] if higher_is_better else result["cgrad"] / result[other]
             cells.append(f"{ratio:.3g}")

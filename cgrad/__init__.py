@@ -12,7 +12,7 @@ from cgrad._core import (
     Tensor, dtype, float32, float64, int64, bool_,
     tensor, from_numpy, zeros, ones, empty, full, randn, rand, randint, randperm, arange,
     manual_seed, get_rng_state, set_rng_state, is_grad_enabled, set_default_dtype, get_default_dtype,
-    where, cat, concatenate, stack, use_blas, gemm_backend,
+    where, cat, concatenate, stack, use_blas, gemm_backend, sparse_coo_tensor,
 )
 from cgrad._grad_mode import no_grad, enable_grad, set_grad_enabled
 from cgrad import autograd
@@ -22,7 +22,7 @@ from cgrad import nn
 from cgrad._custom_gradient import custom_gradient
 from cgrad import ste
 from cgrad.serialization import save, load
-from cgrad import utils, policy, optim, amp
+from cgrad import utils, policy, optim, amp, monitor
 
 __version__ = _core.__version__
 
@@ -42,5 +42,6 @@ __all__ = [
     "randperm", "arange", "zeros_like", "ones_like", "manual_seed", "get_rng_state", "set_rng_state", "is_grad_enabled",
     "set_default_dtype", "get_default_dtype", "where", "cat", "concatenate", "stack",
     "no_grad", "enable_grad", "set_grad_enabled", "autograd", "nn", "use_blas", "gemm_backend",
-    "custom_gradient", "ste", "utils", "policy", "optim", "amp", "save", "load",
+    "custom_gradient", "ste", "utils", "policy", "optim", "amp", "monitor", "save", "load",
+    "sparse_coo_tensor",
 ] + list(_fn_all)

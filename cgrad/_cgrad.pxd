@@ -21,6 +21,9 @@ cdef extern from "cgrad.h" nogil:
         CG_INT64
         CG_BOOL
         CG_DTYPE_COUNT
+    ctypedef enum cg_layout:
+        CG_STRIDED
+        CG_SPARSE_ROWS
     int CG_MAX_DIMS
     const char *CG_VERSION_STRING
     ctypedef struct cg_tensor:
@@ -225,6 +228,19 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_scatter_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src, cg_tensor **out)
     cg_status cg_nonzero_flat(cg_tensor *mask, cg_tensor **out)
     cg_status cg_embedding(cg_tensor *weight, cg_tensor *indices, cg_tensor **out)
+    cg_layout cg_tensor_layout(const cg_tensor *t)
+    int cg_tensor_is_sparse(const cg_tensor *t)
+    cg_status cg_sparse_rows(cg_tensor *indices, cg_tensor *values, int64_t num_rows, cg_tensor **out)
+    cg_status cg_sparse_indices(cg_tensor *t, cg_tensor **out)
+    cg_status cg_sparse_values(cg_tensor *t, cg_tensor **out)
+    int64_t cg_sparse_nnz(const cg_tensor *t)
+    int cg_sparse_is_coalesced(const cg_tensor *t)
+    cg_status cg_sparse_coalesce(cg_tensor *t, cg_tensor **out)
+    cg_status cg_sparse_to_dense(cg_tensor *t, cg_tensor **out)
+    cg_status cg_sparse_zero_(cg_tensor *t)
+    cg_status cg_sparse_add(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_embedding_sparse(cg_tensor *weight, cg_tensor *indices, int64_t padding_idx, cg_tensor **out)
+    cg_status cg_sparse_linear(cg_tensor *x, cg_tensor *indptr, cg_tensor *indices, cg_tensor *values, cg_tensor *bias, int64_t out_features, cg_tensor **out)
     cg_status cg_matmul(cg_tensor *a, cg_tensor *b, cg_tensor **out)
     void cg_set_gemm(cg_sgemm_fn sgemm, cg_dgemm_fn dgemm)
     void cg_set_num_threads(int n)
@@ -263,6 +279,9 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg, cg_tensor *grad_avg, cg_tensor *momentum_buffer, const cg_rmsprop_options *options, double *update_sum_sq)
     cg_adagrad_options cg_adagrad_default_options()
     cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum, int64_t step, const cg_adagrad_options *options, double *update_sum_sq)
+    cg_status cg_sgd_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_in, const cg_sgd_options *options, cg_tensor **momentum_out)
+    cg_status cg_sparse_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg, cg_tensor *exp_avg_sq, int64_t step, const cg_adam_options *options)
+    cg_status cg_adagrad_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum, int64_t step, const cg_adagrad_options *options)
     cg_status cg_total_norm(int n, cg_tensor **tensors, double norm_type, double *total_norm)
     cg_status cg_clip_grad_norm(int n, cg_tensor **grads, double max_norm, double norm_type, int error_if_nonfinite, double *total_norm, double *clip_coef)
     cg_status cg_clip_grad_value(int n, cg_tensor **grads, double clip_value, int64_t *n_clipped)

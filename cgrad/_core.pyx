@@ -442,6 +442,61 @@ cdef class Tensor:
     def data_ptr(self):
         return <uintptr_t>cg_tensor_data(self.c)
 
+    # ------------------------------------------------------------ row-sparse
+    @property
+    def is_sparse(self):
+        """True for a row-sparse tensor (a sparse COO tensor with one sparse
+        dim, e.g. the gradient of Embedding(sparse=True)'s weight)."""
+        return bool(cg_tensor_is_sparse(self.c))
+
+    @property
+    def layout(self):
+        return "sparse_coo" if cg_tensor_is_sparse(self.c) else "strided"
+
+    def indices(self):
+        """The int64 row indices, shape (1, nnz) as PyTorch's indices() of a
+        sparse tensor with one sparse dim (shares memory)."""
+        cdef cg_tensor *r = NULL
+        _check(cg_sparse_indices(self.c, &r))
+        return _wrap(r).reshape(1, -1)
+
+    def _indices(self):
+        return self.indices()
+
+    def values(self):
+        """The stored rows, shape (nnz, *shape[1:]) (shares memory)."""
+        cdef cg_tensor *r = NULL
+        _check(cg_sparse_values(self.c, &r))
+        return _wrap(r)
+
+    def _values(self):
+        return self.values()
+
+    def _nnz(self):
+        if not cg_tensor_is_sparse(self.c):
+            raise RuntimeError("_nnz() needs a sparse tensor, got a strided one")
+        return cg_sparse_nnz(self.c)
+
+    def is_coalesced(self):
+        if not cg_tensor_is_sparse(self.c):
+            raise RuntimeError("is_coalesced() needs a sparse tensor, got a strided one")
+        return bool(cg_sparse_is_coalesced(self.c))
+
+    def coalesce(self):
+        """Sorted unique row indices with duplicate rows summed."""
+        cdef cg_tensor *r = NULL
+        _check(cg_sparse_coalesce(self.c, &r))
+        return _wrap(r)
+
+    def to_dense(self):
+        """The dense tensor (a strided tensor returns itself)."""
+        cdef cg_tensor *r = NULL
+        cdef cg_status st
+        with nogil:
+            st = cg_sparse_to_dense(self.c, &r)
+        _check(st)
+        return _wrap(r)
+
     # ------------------------------------------------------------ autograd
     @property
     def requires_grad(self):
@@ -560,6 +615,7 @@ cdef class Tensor:
     # ------------------------------------------------------------ NumPy
     @property
     def __array_interface__(self):
+        _refuse_sparse_numpy(self)
         if cg_tensor_requires_grad(self.c):
             raise RuntimeError("Can't call numpy() on a tensor that requires grad. Use tensor.detach().numpy() instead.")
         cdef int n = cg_tensor_ndim(self.c)
@@ -616,6 +672,8 @@ cdef class Tensor:
         return int(self.item())
 
     def __repr__(self):
+        if cg_tensor_is_sparse(self.c):
+            return _sparse_repr(self)
         arr = self.detach().numpy()
         body = np.array2string(arr, separator=", ", precision=4, prefix="tensor(")
         extra = ""
@@ -630,10 +688,16 @@ cdef class Tensor:
         return f"tensor({body}{extra})"
 
     def __reduce__(self):
+        if cg_tensor_is_sparse(self.c):
+            return (sparse_coo_tensor, (self.indices().numpy().copy(), self.values().numpy().copy(),
+                                        self.shape))
         return (tensor, (self.detach().numpy().copy(), self.dtype, self.requires_grad))
 
     # ------------------------------------------------------------ operators
     def __add__(a, b):
+        if isinstance(a, Tensor) and isinstance(b, Tensor) and (
+                cg_tensor_is_sparse((<Tensor>a).c) or cg_tensor_is_sparse((<Tensor>b).c)):
+            return _sparse_add(<Tensor>a, <Tensor>b)
         if isinstance(a, Tensor) and _is_number(b) and _float_tensor(<Tensor>a):
             return _scalar_op(cg_add_scalar, <Tensor>a, b)
         return _binop(cg_add, a, b)
@@ -792,6 +856,9 @@ cdef class Tensor:
         return self.mul_(1.0 / _as_tensor(other, self))
 
     def zero_(self):
+        if cg_tensor_is_sparse(self.c):
+            _check(cg_sparse_zero_(self.c))
+            return self
         _check(cg_zero_(self.c))
         return self
 
@@ -1108,6 +1175,8 @@ cdef class Tensor:
         return _wrap(r)
 
     def clone(self):
+        if cg_tensor_is_sparse(self.c):
+            return sparse_coo_tensor(self.indices().clone(), self.values().clone(), self.shape)
         cdef cg_tensor *r = NULL
         cdef cg_status st
         with nogil:
@@ -1126,6 +1195,10 @@ cdef class Tensor:
         if dtype is None:
             return self.clone() if copy else self
         cdef int code = _dtype_code(dtype)
+        if cg_tensor_is_sparse(self.c):  # the stored rows change dtype
+            if code == cg_tensor_dtype(self.c) and not copy:
+                return self
+            return sparse_coo_tensor(self.indices(), self.values().to(dtype, copy=copy), self.shape)
         cdef cg_tensor *r = NULL
         _check(cg_to_dtype(self.c, <cg_dtype>code, &r))
         out = _wrap(r)
@@ -1197,6 +1270,7 @@ cdef class _ArrayView:
 
     @property
     def __array_interface__(self):
+        _refuse_sparse_numpy(self.t)
         cdef cg_tensor *c = self.t.c
         cdef int n = cg_tensor_ndim(c)
         cdef int code = cg_tensor_dtype(c)
@@ -1831,3 +1905,6 @@ include "_observe.pxi"
 
 # ------------------------------------------------------------------ optimizer updates, clipping, stats
 include "_train.pxi"
+
+# ------------------------------------------------------------------ row-sparse tensors, sparse linear
+include "_sparse.pxi"

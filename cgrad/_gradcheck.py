@@ -89,7 +89,8 @@ def _analytical_jacobians(fn, inputs, picked):
             grads = autograd_grad(out, diff, gout, retain_graph=True, allow_unused=True)
             for i, g in zip(picked, grads):
                 if g is not None:
-                    jac[i][o][r, :] = g.detach().numpy().astype(np.float64).reshape(-1)
+                    g = g.to_dense() if g.is_sparse else g.detach()
+                    jac[i][o][r, :] = g.numpy().astype(np.float64).reshape(-1)
     return jac
 
 

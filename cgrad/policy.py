@@ -54,6 +54,12 @@ class _Rule:
             self.rng = np.random.default_rng(options["seed"])
 
 
+def _dense(p, rule):
+    if p.grad.is_sparse:
+        raise NotImplementedError(f"GradientPolicies: {rule.describe} needs a dense gradient; a parameter of "
+                                  f"shape {tuple(p.shape)} has a row-sparse one (Embedding(sparse=True))")
+
+
 def _fn_name(fn):
     name = getattr(fn, "__qualname__", None) or repr(fn)
     return name if name != "<lambda>" else "a lambda"
@@ -188,9 +194,10 @@ class GradientPolicies:
                         p.grad = None
                 elif rule.kind == "scale":
                     for p in params:
-                        p.grad.mul_(rule.options["factor"])
+                        (p.grad.values() if p.grad.is_sparse else p.grad).mul_(rule.options["factor"])
                 elif rule.kind == "mask":
                     for p in params:
+                        _dense(p, rule)
                         m = rule.options["fn"](p.detach())
                         if not isinstance(m, Tensor):
                             m = _core.tensor(np.asarray(m))
@@ -200,6 +207,7 @@ class GradientPolicies:
                         p.grad.mul_(m.to(p.grad.dtype))
                 elif rule.kind == "noise":
                     for p in params:
+                        _dense(p, rule)
                         std = rule.options["std"]
                         if rule.rng is not None:
                             z = _core.tensor(rule.rng.standard_normal(tuple(p.shape)), dtype=p.grad.dtype)
@@ -213,20 +221,17 @@ class GradientPolicies:
 
     @staticmethod
     def _clip(params, max_norm, norm_type):
-        norms = []
-        for p in params:
-            a = p.grad.numpy().astype(np.float64, copy=False)
-            norms.append(np.abs(a).max(initial=0.0) if norm_type == math.inf
-                         else (np.abs(a) ** norm_type).sum())
-        if not norms:
+        from cgrad.nn.utils.clip_grad import get_total_norm
+
+        if not params:
             return {"total_norm": 0.0, "clipped": False, "clip_coef": 1.0}
-        total = max(norms) if norm_type == math.inf else float(sum(norms)) ** (1.0 / norm_type)
+        total = float(get_total_norm([p.grad for p in params], norm_type))
         coef = max_norm / (total + 1e-6)
         clipped = coef < 1.0
         if clipped:
             for p in params:
-                p.grad.mul_(coef)
-        return {"total_norm": float(total), "clipped": bool(clipped), "clip_coef": float(min(coef, 1.0))}
+                (p.grad.values() if p.grad.is_sparse else p.grad).mul_(coef)
+        return {"total_norm": total, "clipped": bool(clipped), "clip_coef": float(min(coef, 1.0))}
 
     def attach(self, optimizer):
         """Run apply() before every optimizer.step() (a step pre-hook).

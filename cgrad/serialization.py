@@ -112,6 +112,10 @@ def _encode(obj, path, tensors, active):
         if obj.dtype.kind not in "biuf":
             raise TypeError(f"cgrad.save: cannot save a NumPy array of dtype {obj.dtype} at {_where(path)}")
         obj = _core.tensor(obj)
+    if isinstance(obj, Tensor) and obj.is_sparse:  # e.g. SGD's sparse momentum buffer
+        return {"sparse_coo": [_encode(obj.indices(), path + ["indices"], tensors, active),
+                               _encode(obj.values(), path + ["values"], tensors, active),
+                               [int(s) for s in obj.shape]]}
     if isinstance(obj, Tensor):
         name = tensors.add(obj, path)
         return {"tensor": name, "requires_grad": True} if obj.requires_grad else {"tensor": name}
@@ -285,6 +289,15 @@ def _decode(node, tensors, used):
             (tag, value), = node.items()
             if tag == "float" and value in ("nan", "inf", "-inf"):
                 return float(value)
+            if tag == "sparse_coo" and isinstance(value, list) and len(value) == 3:
+                ind, val = _decode(value[0], tensors, used), _decode(value[1], tensors, used)
+                if not (isinstance(ind, Tensor) and isinstance(val, Tensor)
+                        and isinstance(value[2], list)):
+                    raise _Corrupt(f"a sparse_coo entry needs [indices, values, size], got {value!r}")
+                try:
+                    return _core.sparse_coo_tensor(ind, val, tuple(value[2]))
+                except (ValueError, IndexError, TypeError) as e:
+                    raise _Corrupt(f"a sparse_coo entry is inconsistent: {e}") from None
             if tag in ("list", "tuple") and isinstance(value, list):
                 items = [_decode(v, tensors, used) for v in value]
                 return tuple(items) if tag == "tuple" else items

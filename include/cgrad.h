@@ -78,6 +78,14 @@ typedef enum cg_dtype {
 
 typedef struct cg_tensor cg_tensor; /* opaque, refcounted */
 
+/* Memory layouts. A row-sparse tensor of shape (num_rows, *row_shape) holds
+ * int64 row indices (nnz,) and values (nnz, *row_shape); see "row-sparse
+ * tensors" below. Ops that cannot take one fail with CG_ERR_UNSUPPORTED. */
+typedef enum cg_layout {
+    CG_STRIDED = 0,
+    CG_SPARSE_ROWS = 1
+} cg_layout;
+
 /* ---------------------------------------------------------------- errors */
 /* Message of the last failure on this thread ("" if none). Borrowed: valid
  * until the next failing call on the same thread. */
@@ -238,7 +246,9 @@ typedef void (*cg_ctx_free_fn)(void *ctx);
  * grad). If grad mode is off or no input requires grad, nothing is recorded,
  * ctx_free(ctx) is called at once and CG_OK is returned. Otherwise the entry
  * owns ctx: ctx_free(ctx) is called when the entry is released by a
- * non-retained backward or destroyed, whichever comes first. */
+ * non-retained backward or destroyed, whichever comes first. When the call
+ * fails, ctx_free(ctx) has been called as well: after the call the caller
+ * never frees ctx itself. */
 CG_API cg_status cg_record_custom(const char *name, int n_inputs, cg_tensor *const *inputs,
                                   int n_outputs, cg_tensor *const *outputs,
                                   cg_custom_backward_fn backward, void *ctx,
@@ -448,6 +458,61 @@ CG_API cg_status cg_scatter_add(cg_tensor *a, int dim, cg_tensor *index, cg_tens
 CG_API cg_status cg_nonzero_flat(cg_tensor *mask, cg_tensor **out);
 /* weight (num, dim) looked up at int64 indices of any shape -> (*idx, dim). */
 CG_API cg_status cg_embedding(cg_tensor *weight, cg_tensor *indices, cg_tensor **out);
+
+/* ---------------------------------------------------- row-sparse tensors */
+/* A row-sparse tensor is what Embedding(sparse=True) gives its weight as
+ * gradient (PyTorch's sparse COO tensor with one sparse dim): dense shape
+ * (num_rows, *row_shape); row indices[k] holds values[k]. Indices may repeat
+ * (uncoalesced: the rows sum) until cg_sparse_coalesce. Sparse tensors carry
+ * no autograd history; shape/dtype/numel queries describe the dense tensor,
+ * cg_tensor_data returns NULL and cg_tensor_is_contiguous 0. Only calls
+ * documented here (and cg_detach, cg_tensor_set_grad, clipping, the sparse
+ * optimizer updates) accept them; every other op returns CG_ERR_UNSUPPORTED. */
+CG_API cg_layout cg_tensor_layout(const cg_tensor *t); /* CG_STRIDED for NULL */
+CG_API int cg_tensor_is_sparse(const cg_tensor *t);
+/* New row-sparse tensor of shape (num_rows, *values.shape[1:]). indices:
+ * int64 1-D (nnz,) with entries in [0, num_rows); values: float32/float64,
+ * ndim >= 1, values.shape[0] == nnz, not requiring grad. Both borrowed: the
+ * result holds a reference to each (a contiguous copy when not contiguous),
+ * so it shares their memory as PyTorch's sparse_coo_tensor does. */
+CG_API cg_status cg_sparse_rows(cg_tensor *indices, cg_tensor *values, int64_t num_rows,
+                                cg_tensor **out);
+/* New references to the parts of a sparse t: int64 (nnz,) and (nnz, ...). */
+CG_API cg_status cg_sparse_indices(cg_tensor *t, cg_tensor **out);
+CG_API cg_status cg_sparse_values(cg_tensor *t, cg_tensor **out);
+CG_API int64_t cg_sparse_nnz(const cg_tensor *t);          /* -1 if not sparse */
+CG_API int cg_sparse_is_coalesced(const cg_tensor *t);     /* 0 if not sparse */
+/* New sparse tensor with sorted unique indices, duplicate rows summed in the
+ * order they appear (a new reference to t when t is coalesced already). */
+CG_API cg_status cg_sparse_coalesce(cg_tensor *t, cg_tensor **out);
+/* New dense contiguous tensor: zeros plus every row added in index order
+ * (the same float sums as index_add). A strided t gives a new ref to t. */
+CG_API cg_status cg_sparse_to_dense(cg_tensor *t, cg_tensor **out);
+/* Drops every stored row of a sparse t in place (nnz 0: all zeros), as
+ * PyTorch's zero_ on a sparse tensor. */
+CG_API cg_status cg_sparse_zero_(cg_tensor *t);
+/* a + b for same shape and dtype: sparse + sparse is sparse (the parts
+ * concatenated, not coalesced); a sparse/dense mix is dense (PyTorch's). */
+CG_API cg_status cg_sparse_add(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+/* cg_embedding whose backward gives the weight a row-sparse gradient: one
+ * row per looked-up index (uncoalesced, as PyTorch), the rows of
+ * padding_idx left out (padding_idx < 0: none). Its backward refuses
+ * create_graph (CG_ERR_UNSUPPORTED): use cg_embedding for double backward. */
+CG_API cg_status cg_embedding_sparse(cg_tensor *weight, cg_tensor *indices, int64_t padding_idx,
+                                     cg_tensor **out);
+
+/* ------------------------------------------- sparsely connected linear */
+/* out (N, out_features) = x (N, in) @ W^T + bias, W (out_features, in) given
+ * in CSR: row o has the connections k in [indptr[o], indptr[o+1]), input
+ * column indices[k] and weight values[k]. indptr int64 (out_features + 1,)
+ * non-decreasing from 0 to nnz; indices int64 (nnz,) in [0, in); values
+ * (nnz,) and bias (out_features,) (or NULL) of x's dtype (float32/float64).
+ * Forward and backward cost O(N * nnz): differentiable in x, values and
+ * bias (the backward is itself built of differentiable ops, so higher
+ * derivatives work). All borrowed; *out new. */
+CG_API cg_status cg_sparse_linear(cg_tensor *x, cg_tensor *indptr, cg_tensor *indices,
+                                  cg_tensor *values, cg_tensor *bias, int64_t out_features,
+                                  cg_tensor **out);
 
 /* -------------------------------------------------------- linear algebra */
 /* NumPy matmul rules: 1-D x 1-D dot, 2-D, batched with broadcast batch dims. */
@@ -733,10 +798,42 @@ CG_API cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor 
                                    int64_t step, const cg_adagrad_options *options,
                                    double *update_sum_sq);
 
+/* Updates for a row-sparse grad (param dense contiguous, grad row-sparse of
+ * its shape and dtype): only the rows present in the gradient (and, with
+ * momentum, in the momentum buffer) are read or written, so the cost scales
+ * with those rows, not with the table. The gradient is coalesced first
+ * (into a temporary; grad itself is not changed).
+ * SGD follows torch.optim.SGD on sparse gradients: momentum_in is NULL on
+ * the first step (the buffer starts as the gradient) and afterwards the
+ * row-sparse buffer this call returned last time; *momentum_out (momentum >
+ * 0 only, else NULL) is the new coalesced buffer m*buf + (1-dampening)*g
+ * over the union of rows, nesterov uses g + m*buf. Weight decay is lazy:
+ * g + weight_decay*param on the gradient's rows only (PyTorch refuses
+ * weight decay with sparse gradients). */
+CG_API cg_status cg_sgd_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_in,
+                                      const cg_sgd_options *options, cg_tensor **momentum_out);
+/* torch.optim.SparseAdam: dense exp_avg / exp_avg_sq (zeros at the start,
+ * param's shape) updated on the gradient's rows only, step (>= 1) the
+ * parameter's step count, bias-corrected step size lr*sqrt(1-b2^t)/(1-b1^t),
+ * operation for operation as torch's sparse_adam. options: lr, beta1, beta2,
+ * eps, maximize (weight_decay, amsgrad, decoupled must be 0). */
+CG_API cg_status cg_sparse_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
+                                       cg_tensor *exp_avg_sq, int64_t step,
+                                       const cg_adam_options *options);
+/* torch.optim.Adagrad on a row-sparse grad: state_sum (dense, param's
+ * shape) += g^2 and param += -clr * g / (sqrt(sum) + eps) on the gradient's
+ * rows only, clr = lr / (1 + (step - 1) * lr_decay). Weight decay is lazy
+ * as for SGD (PyTorch refuses it with sparse gradients). */
+CG_API cg_status cg_adagrad_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
+                                          int64_t step, const cg_adagrad_options *options);
+
 /* Global p-norm of n tensors (any strides, float32/float64, mixed allowed),
  * as PyTorch's get_total_norm: the p-norm of the per-tensor p-norms,
  * accumulated in double. norm_type > 0 or INFINITY (max |x|). NULL
- * entries are skipped; n == 0 gives 0. */
+ * entries are skipped; n == 0 gives 0. Row-sparse tensors are accepted
+ * here and by the two clips below: each is coalesced in place (the same
+ * tensor, duplicate rows summed) and only its stored rows are read and
+ * written. cg_clip_grad_agc refuses them (CG_ERR_UNSUPPORTED). */
 CG_API cg_status cg_total_norm(int n, cg_tensor *const *tensors, double norm_type,
                                double *total_norm);
 /* PyTorch's clip_grad_norm_: total_norm as cg_total_norm, then every grad
@@ -763,7 +860,8 @@ CG_API cg_status cg_clip_grad_agc(int n, cg_tensor *const *params, cg_tensor *co
                                   int64_t *n_units);
 
 /* One-pass statistics of a float tensor (any strides): sum of squares and
- * max |x| over the finite elements, count of NaN/inf elements. */
+ * max |x| over the finite elements, count of NaN/inf elements. A row-sparse
+ * t gives the statistics of its coalesced rows (numel: the dense count). */
 typedef struct cg_stats {
     double sum_sq;     /* sum of x^2 over finite elements, in double */
     double max_abs;    /* max |x| over finite elements (0 if none) */
@@ -809,7 +907,9 @@ CG_API cg_status cg_optimizer_new_adam(int n, cg_tensor *const *params,
 CG_API cg_status cg_optimizer_new_adamw(int n, cg_tensor *const *params,
                                         const cg_adam_options *options, cg_optimizer **out);
 /* One update of every parameter that has a gradient. On failure the
- * parameters before the failing one have been updated. */
+ * parameters before the failing one have been updated. A row-sparse
+ * gradient takes cg_sgd_sparse_update (SGD; its momentum buffer is then
+ * row-sparse) and is refused by Adam (CG_ERR_UNSUPPORTED). */
 CG_API cg_status cg_optimizer_step(cg_optimizer *opt);
 /* Drops every parameter's gradient (set_to_none). NULL is a no-op. */
 CG_API void cg_optimizer_zero_grad(cg_optimizer *opt);

@@ -71,6 +71,7 @@ static int64_t count_contig(const cg_tensor *t) {
 }
 
 int64_t cg__count_nonfinite(const cg_tensor *t) {
+    if (t && t->layout) t = t->sp_values; /* a row-sparse gradient: its stored rows */
     if (!t || !cg__is_float(t->dtype) || t->numel == 0) return 0;
     if (cg__is_contig(t)) return count_contig(t);
     cg_tensor *c = NULL;
@@ -99,6 +100,7 @@ static const char *where(const cg_node *n, char *buf, size_t size) {
 /* What kind of non-finite values t holds, for messages. */
 static const char *kind_of(const cg_tensor *t) {
     int nan = 0, inf = 0;
+    if (t->layout) t = t->sp_values;
     if (t->dtype == CG_FLOAT32 || t->dtype == CG_FLOAT64) {
         cg_tensor *c = NULL;
         if (cg__contig((cg_tensor *)t, &c) == CG_OK) {

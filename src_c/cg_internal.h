@@ -97,6 +97,13 @@ struct cg_tensor {
     /* Engine scratch (one backward): the leaf's summed gradient. */
     cg_tensor *engine_grad;
     uint64_t engine_mark;
+    /* Row-sparse layout (sparse.c): shape/numel describe the dense tensor,
+     * storage is an empty block, strides are 0; the data lives in two owned
+     * contiguous parts: int64 row indices (nnz,) and values (nnz, *shape[1:]). */
+    cg_layout layout;
+    cg_tensor *sp_indices;
+    cg_tensor *sp_values;
+    int sp_coalesced; /* indices sorted and unique */
 };
 
 /* A tensor saved for backward. */
@@ -183,7 +190,15 @@ CG_INTERNAL cg_status cg__err(cg_status code, const char *fmt, ...)
         if (!(out)) return cg__err(CG_ERR_NULL, "%s: out pointer is NULL", __func__); \
         *(out) = NULL;                                                         \
     } while (0)
+/* Ops take strided tensors only: a row-sparse argument is refused here, in
+ * the one check every op makes, so no op reads a sparse tensor's (empty)
+ * storage or densifies it silently. Sparse-aware calls use CG_CHECK_TS. */
 #define CG_CHECK_T(t)                                                          \
+    do {                                                                       \
+        if (!(t)) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", __func__, #t); \
+        if ((t)->layout != CG_STRIDED) return cg__sparse_refused(__func__, #t); \
+    } while (0)
+#define CG_CHECK_TS(t)                                                         \
     do {                                                                       \
         if (!(t)) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", __func__, #t); \
     } while (0)
@@ -192,6 +207,9 @@ CG_INTERNAL cg_status cg__err(cg_status code, const char *fmt, ...)
         cg_status cg__st_ = (expr);                                            \
         if (cg__st_ != CG_OK) return cg__st_;                                  \
     } while (0)
+
+/* CG_ERR_UNSUPPORTED: fn cannot take the row-sparse tensor argument arg. */
+CG_INTERNAL cg_status cg__sparse_refused(const char *fn, const char *arg);
 
 /* ------------------------------------------------------------ tensors */
 static inline int cg__is_float(cg_dtype d) { return d == CG_FLOAT32 || d == CG_FLOAT64; }
@@ -245,11 +263,24 @@ static inline double cg__load(const void *p, cg_dtype d, int64_t i) {
     default: return 0.0;
     }
 }
+/* double -> int64 defined for every input: a plain C cast of NaN or of a
+ * value outside int64's range is undefined behaviour. Truncates toward
+ * zero like the cast and gives INT64_MIN for NaN and out-of-range values,
+ * which is what x86's cvttsd2si (and so PyTorch on x86) produces. */
+static inline int64_t cg__f2i64(double v) {
+    return (v >= -9223372036854775808.0 && v < 9223372036854775808.0) ? (int64_t)v : INT64_MIN;
+}
+/* Kernel scalar parameters (double) converted to the kernel's type T. */
+#define CG_FROM_DOUBLE(T, v) CG_FROM_DOUBLE_##T(v)
+#define CG_FROM_DOUBLE_float(v) ((float)(v))
+#define CG_FROM_DOUBLE_double(v) (v)
+#define CG_FROM_DOUBLE_int64_t(v) cg__f2i64(v)
+
 static inline void cg__store(void *p, cg_dtype d, int64_t i, double v) {
     switch (d) {
     case CG_FLOAT32: ((float *)p)[i] = (float)v; break;
     case CG_FLOAT64: ((double *)p)[i] = v; break;
-    case CG_INT64: ((int64_t *)p)[i] = (int64_t)v; break;
+    case CG_INT64: ((int64_t *)p)[i] = cg__f2i64(v); break;
     case CG_BOOL: ((unsigned char *)p)[i] = v != 0.0; break;
     default: break;
     }
@@ -312,6 +343,21 @@ CG_INTERNAL cg_status cg__anomaly_record(cg_node *n, int n_inputs, cg_tensor *co
 CG_INTERNAL cg_status cg__anomaly_backward(const cg_node *n, int n_grad_outputs,
                                            cg_tensor *const *grad_outputs, int n_inputs,
                                            cg_tensor *const *grad_inputs);
+
+/* Row-sparse tensors (sparse.c). */
+/* New sparse tensor over the given parts (references taken; both must be
+ * contiguous, indices int64 (nnz,) in [0, num_rows), values (nnz, ...)). */
+CG_INTERNAL cg_status cg__sparse_make(cg_tensor *indices, cg_tensor *values, int64_t num_rows,
+                                      int coalesced, cg_tensor **out);
+/* *acc = *acc + g, g consumed: sparse + sparse concatenates, a mix
+ * densifies (a new tensor either way). Used by the engine. */
+CG_INTERNAL cg_status cg__sparse_accumulate(cg_tensor **acc, cg_tensor *g);
+/* dense += sparse in place (rows added in index order). */
+CG_INTERNAL cg_status cg__sparse_add_into(cg_tensor *dense, const cg_tensor *sp);
+/* New reference to a coalesced tensor equal to t (t itself when it is). */
+CG_INTERNAL cg_status cg__sparse_coalesced(cg_tensor *t, cg_tensor **out);
+/* Replaces t's parts by coalesced ones (the same tensor mathematically). */
+CG_INTERNAL cg_status cg__sparse_coalesce_inplace(cg_tensor *t);
 
 /* ---------------------------------------------------------------- GEMM */
 CG_INTERNAL void cg__sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,

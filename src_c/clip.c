@@ -18,6 +18,7 @@ static cg_status check_float(const char *fn, const char *what, int i, const cg_t
 /* In-place writes through a stride-0 (expanded) view would hit one element
  * many times. */
 static cg_status check_writable(const char *fn, int i, const cg_tensor *t) {
+    if (t->layout) return CG_OK; /* its values are an owned contiguous block */
     for (int d = 0; d < t->ndim; ++d)
         if (t->strides[d] == 0 && t->shape[d] > 1)
             return cg__err(CG_ERR_VALUE, "%s: gradient %d is an expanded view (stride 0 on dim %d); "
@@ -72,13 +73,18 @@ static cg_status total_norm(const char *fn, int n, cg_tensor *const *ts, double 
     CG_TRY(check_norm_type(fn, p));
     for (int i = 0; i < n; ++i)
         if (ts[i]) CG_TRY(check_float(fn, "tensor", i, ts[i]));
+    /* A row-sparse tensor's norm is that of its coalesced rows (duplicate
+     * rows sum first); coalescing in place keeps it the same tensor and
+     * saves the optimizer that work. Then only nnz rows are read. */
+    for (int i = 0; i < n; ++i)
+        if (ts[i] && ts[i]->layout) CG_TRY(cg__sparse_coalesce_inplace(ts[i]));
     /* The p-norm of the per-tensor p-norms, as PyTorch's get_total_norm. */
     double acc = 0.0;
     int nan = 0;
     for (int i = 0; i < n; ++i) {
         if (!ts[i]) continue;
         cg_tensor *c = NULL;
-        CG_TRY(cg__contig(ts[i], &c));
+        CG_TRY(cg__contig(ts[i]->layout ? ts[i]->sp_values : ts[i], &c));
         const double v = pnorm(c, p);
         cg_tensor_free(c);
         if (isinf(p)) {
@@ -108,6 +114,7 @@ cg_status cg_total_norm(int n, cg_tensor *const *tensors, double norm_type, doub
  * had to be copied. */
 typedef void (*inplace_fn)(cg_tensor *c, const double *prm, int64_t *count);
 static cg_status apply_inplace(cg_tensor *g, inplace_fn fn, const double *prm, int64_t *count) {
+    if (g->layout) g = g->sp_values; /* row-sparse: the stored rows only */
     if (cg__is_contig(g)) {
         fn(g, prm, count);
     } else {
@@ -201,6 +208,9 @@ cg_status cg_clip_grad_value(int n, cg_tensor *const *grads, double clip_value,
         CG_TRY(check_float(fn, "gradient", i, grads[i]));
         CG_TRY(check_writable(fn, i, grads[i]));
     }
+    /* Clamping is not linear: duplicate rows must be summed first. */
+    for (int i = 0; i < n; ++i)
+        if (grads[i] && grads[i]->layout) CG_TRY(cg__sparse_coalesce_inplace(grads[i]));
     int64_t count = 0;
     for (int i = 0; i < n; ++i)
         if (grads[i]) CG_TRY(apply_inplace(grads[i], clamp_fn, &clip_value, &count));
@@ -281,6 +291,10 @@ cg_status cg_clip_grad_agc(int n, cg_tensor *const *params, cg_tensor *const *gr
     for (int i = 0; i < n; ++i) {
         if (!grads[i]) continue;
         if (!params[i]) return cg__err(CG_ERR_NULL, "%s: parameter %d is NULL", fn, i);
+        if (grads[i]->layout || params[i]->layout)
+            return cg__err(CG_ERR_UNSUPPORTED, "%s: %s %d is row-sparse; adaptive clipping takes dense "
+                                               "gradients and parameters", fn,
+                           grads[i]->layout ? "gradient" : "parameter", i);
         CG_TRY(check_float(fn, "gradient", i, grads[i]));
         CG_TRY(check_float(fn, "parameter", i, params[i]));
         if (!cg__same_shape(params[i], grads[i])) {

@@ -72,6 +72,13 @@ cg_status cg_gradcheck(cg_fn fn, void *ctx, int n_inputs, cg_tensor *const *inpu
     st = projected(fn, ctx, n_inputs, inputs, v, &loss);
     if (!st) st = cg_grad(1, &loss, NULL, k, diff, 0, 0, 1, grads);
     cg_set_grad_enabled(prev);
+    for (int j = 0; j < k && !st; ++j) /* a row-sparse gradient is compared densely */
+        if (grads[j] && grads[j]->layout) {
+            cg_tensor *d = NULL;
+            st = cg_sparse_to_dense(grads[j], &d);
+            cg_tensor_free(grads[j]);
+            grads[j] = d;
+        }
     if (st) goto done;
 
     prev = cg_set_grad_enabled(0);

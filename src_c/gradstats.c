@@ -89,37 +89,53 @@ CG_STATS_CLONES static void stats_f64(const double *restrict x, int64_t n, cg_st
     s->numel = n;
 }
 
+/* The clones are static: target_clones on an extern function would export
+ * its ifunc resolver from the shared library (tests/c/test_symbols.sh). */
 #define SUM_SQ_DIFF(NAME, T)                                                                \
-    CG_STATS_CLONES double NAME(const T *a, const T *b, int64_t n) {                        \
+    CG_STATS_CLONES static double NAME##_k(const T *a, const T *b, int64_t n) {             \
         double sum = 0.0;                                                                   \
         for (int64_t i = 0; i < n; ++i) {                                                   \
             const double d = (double)a[i] - (double)b[i];                                   \
             sum += d * d;                                                                   \
         }                                                                                   \
         return sum;                                                                         \
-    }
+    }                                                                                       \
+    double NAME(const T *a, const T *b, int64_t n) { return NAME##_k(a, b, n); }
 SUM_SQ_DIFF(cg__sum_sq_diff_f32, float)
 SUM_SQ_DIFF(cg__sum_sq_diff_f64, double)
 
-/* Statistics of one float tensor; a strided one is read through a
- * contiguous copy (parameters' gradients are contiguous, so this is rare). */
+/* Statistics of one float tensor: a contiguous one in place; a strided one
+ * through a contiguous copy (parameters' gradients are contiguous, so this
+ * is rare); a row-sparse one over its coalesced rows (numel stays the
+ * dense count). */
 static cg_status stats_one(const char *fn, const cg_tensor *t, cg_stats *stats) {
     memset(stats, 0, sizeof *stats);
     if (!cg__is_float(t->dtype))
         return cg__err(CG_ERR_DTYPE, "%s: float32 or float64 needed, got %s", fn,
                        cg_dtype_name(t->dtype));
-    cg_tensor *c = (cg_tensor *)t;
-    if (!cg__is_contig(t)) CG_TRY(cg__contig((cg_tensor *)t, &c));
+    if (t->layout == CG_STRIDED && cg__is_contig(t)) {
+        if (t->dtype == CG_FLOAT32)
+            stats_f32(cg__ptr(t), t->numel, stats);
+        else
+            stats_f64(cg__ptr(t), t->numel, stats);
+        return CG_OK;
+    }
+    cg_tensor *sp = NULL, *c = NULL;
+    if (t->layout != CG_STRIDED) CG_TRY(cg__sparse_coalesced((cg_tensor *)t, &sp));
+    cg_status st = cg__contig(sp ? sp->sp_values : (cg_tensor *)t, &c);
+    cg_tensor_free(sp);
+    CG_TRY(st);
     if (c->dtype == CG_FLOAT32)
         stats_f32(cg__ptr(c), c->numel, stats);
     else
         stats_f64(cg__ptr(c), c->numel, stats);
-    if (c != t) cg_tensor_free(c);
+    stats->numel = t->numel;
+    cg_tensor_free(c);
     return CG_OK;
 }
 
 cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats) {
-    CG_CHECK_T(t);
+    CG_CHECK_TS(t);
     if (!stats) return cg__err(CG_ERR_NULL, "cg_tensor_stats: stats pointer is NULL");
     return stats_one("cg_tensor_stats", t, stats);
 }
@@ -142,7 +158,7 @@ cg_status cg_tensor_stats_many(int n, cg_tensor *const *tensors, cg_stats *stats
             continue;
         }
         cg_status st = stats_one(fn, tensors[i], &stats[i]);
-        if (st != CG_OK) { /* only an allocation failure (strided copy) gets here */
+        if (st != CG_OK) { /* an allocation failure (strided copy, sparse rows) */
             memset(stats, 0, sizeof *stats * (size_t)n);
             return st;
         }

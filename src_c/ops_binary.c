@@ -94,6 +94,7 @@ void cg__iter_run(const cg__iter *it, char *const *base, const size_t *elsize, c
 }
 
 cg_status cg__cast_tmp(cg_tensor *t, cg_dtype dtype, cg_tensor **out) {
+    if (t->layout) return cg__sparse_refused("cast", "t");
     if (t->dtype == dtype) {
         cg_tensor_retain(t);
         *out = t;
@@ -282,7 +283,7 @@ WHERE_ROW(where_u8, unsigned char)
     static void NAME(int64_t n, char *const *p, const int64_t *s, const double *prm) { \
         T *restrict o = (T *)p[0];                                                     \
         const T *a = (const T *)p[1];                                                  \
-        const T c = (T)prm[0];                                                         \
+        const T c = CG_FROM_DOUBLE(T, prm[0]);                                         \
         (void)c;                                                                       \
         const int64_t so = s[0], sa = s[1];                                            \
         if (so == 1 && sa == 1) {                                                      \

@@ -520,12 +520,52 @@ static cg_status embedding_backward(cg_node *node, cg_tensor *const *gout, cg_te
     return st;
 }
 
-static const cg_op OP_EMBEDDING = {"embedding", embedding_backward};
+/* iparam as above, [2] padding_idx (-1: none). The gradient is row-sparse:
+ * a copy of the flattened indices and of the gradient rows, the padding
+ * rows left out (PyTorch's embedding_sparse_backward). */
+static cg_status embedding_sparse_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
+    if (cg__grad_mode())
+        return cg__err(CG_ERR_UNSUPPORTED,
+                       "embedding(sparse=True): create_graph through a row-sparse gradient is not "
+                       "supported; use sparse=False for higher-order gradients");
+    int64_t num = node->iparam[0], D = node->iparam[1], pad = node->iparam[2];
+    cg_tensor *flat = NULL, *gc = NULL, *ni = NULL, *nv = NULL;
+    cg_status st = cg__saved(node, 0, &flat);
+    if (!st) st = cg__contig(gout[0], &gc);
+    int64_t N = flat ? flat->numel : 0, keep = 0;
+    const int64_t *ip = flat ? (const int64_t *)cg__ptr(flat) : NULL;
+    if (!st)
+        for (int64_t i = 0; i < N; ++i) keep += ip[i] != pad;
+    if (!st) st = cg__new(CG_INT64, 1, &keep, 0, &ni);
+    if (!st) {
+        int64_t vshape[2] = {keep, D};
+        st = cg__new(gc->dtype, 2, vshape, 0, &nv);
+    }
+    if (!st) {
+        size_t rb = (size_t)D * cg_dtype_size(gc->dtype);
+        int64_t *op = (int64_t *)cg__ptr(ni);
+        char *vp = (char *)cg__ptr(nv);
+        const char *gp = (const char *)cg__ptr(gc);
+        for (int64_t i = 0, k = 0; i < N; ++i) {
+            if (ip[i] == pad) continue;
+            op[k] = ip[i];
+            if (rb) memcpy(vp + (size_t)k * rb, gp + (size_t)i * rb, rb);
+            ++k;
+        }
+        st = cg__sparse_make(ni, nv, num, -1, &gin[0]);
+    }
+    cg_tensor_free(flat);
+    cg_tensor_free(gc);
+    cg_tensor_free(ni);
+    cg_tensor_free(nv);
+    return st;
+}
 
-cg_status cg_embedding(cg_tensor *weight, cg_tensor *indices, cg_tensor **out) {
-    CG_CHECK_OUT(out);
-    CG_CHECK_T(weight);
-    CG_CHECK_T(indices);
+static const cg_op OP_EMBEDDING = {"embedding", embedding_backward};
+static const cg_op OP_EMBEDDING_SPARSE = {"embedding", embedding_sparse_backward};
+
+static cg_status embedding_impl(cg_tensor *weight, cg_tensor *indices, int sparse, int64_t padding_idx,
+                                cg_tensor **out) {
     if (weight->ndim != 2)
         return cg__err(CG_ERR_SHAPE, "cg_embedding: weight must be 2-D (num, dim), got %d dims", weight->ndim);
     if (indices->dtype != CG_INT64)
@@ -560,11 +600,12 @@ cg_status cg_embedding(cg_tensor *weight, cg_tensor *indices, cg_tensor **out) {
     cg_tensor_free(ic);
     if (!st && cg__wants_grad1(weight)) {
         cg_node *node;
-        st = cg__record(&OP_EMBEDDING, 1, &weight, 1, &r, &node);
+        st = cg__record(sparse ? &OP_EMBEDDING_SPARSE : &OP_EMBEDDING, 1, &weight, 1, &r, &node);
         if (!st) {
             node->iparam[0] = num;
             node->iparam[1] = D;
-            node->n_iparam = 2;
+            node->iparam[2] = padding_idx;
+            node->n_iparam = 3;
             st = cg__save(node, flat);
         }
     }
@@ -575,4 +616,25 @@ cg_status cg_embedding(cg_tensor *weight, cg_tensor *indices, cg_tensor **out) {
     }
     *out = r;
     return CG_OK;
+}
+
+cg_status cg_embedding(cg_tensor *weight, cg_tensor *indices, cg_tensor **out) {
+    CG_CHECK_OUT(out);
+    CG_CHECK_T(weight);
+    CG_CHECK_T(indices);
+    return embedding_impl(weight, indices, 0, -1, out);
+}
+
+cg_status cg_embedding_sparse(cg_tensor *weight, cg_tensor *indices, int64_t padding_idx,
+                              cg_tensor **out) {
+    CG_CHECK_OUT(out);
+    CG_CHECK_T(weight);
+    CG_CHECK_T(indices);
+    if (weight->ndim == 2 && padding_idx >= weight->shape[0])
+        return cg__err(CG_ERR_INDEX, "cg_embedding_sparse: padding_idx %lld is out of range for %lld embeddings",
+                       (long long)padding_idx, (long long)weight->shape[0]);
+    if (!cg__is_float(weight->dtype))
+        return cg__err(CG_ERR_DTYPE, "cg_embedding_sparse: weight must be float32 or float64 (got %s)",
+                       cg_dtype_name(weight->dtype));
+    return embedding_impl(weight, indices, 1, padding_idx < 0 ? -1 : padding_idx, out);
 }

@@ -196,12 +196,21 @@ UN_ROWS_F(tanh, vtanhf(v), tanh(v))
 UN_ROWS_F(softplus,
           c0 * v > c1 ? v : ((c0 * v > 0 ? c0 * v : 0.0f) + vlog1pf(vexpf(-fabsf(c0 * v)))) / c0,
           c0 * v > c1 ? v : (fmax(c0 * v, 0.0) + log1p(exp(-fabs(c0 * v)))) / c0)
+/* A clamp bound for int64 data, saturated: a plain cast of an infinite or
+ * huge bound is undefined behaviour. (cg_clamp refuses NaN bounds; `none`
+ * keeps the kernel defined even so.) */
+static inline int64_t clamp_bound_i64(double b, int64_t none) {
+    if (isnan(b)) return none;
+    if (b <= -9.2e18) return INT64_MIN;
+    if (b >= 9.2e18) return INT64_MAX;
+    return (int64_t)b;
+}
 /* c0 = lo, c1 = hi; NaN passes through; lo > hi gives hi (min(max(v,lo),hi)). */
 UN_ROWS_F(clamp, (v < c0 ? c0 : v) > c1 ? c1 : (v < c0 ? c0 : v),
           (v < c0 ? c0 : v) > c1 ? c1 : (v < c0 ? c0 : v))
 UN_ROW(clamp_i64, int64_t,
-       const int64_t lo = prm[0] <= -9.2e18 ? INT64_MIN : (int64_t)prm[0];
-       const int64_t hi = prm[1] >= 9.2e18 ? INT64_MAX : (int64_t)prm[1],
+       const int64_t lo = clamp_bound_i64(prm[0], INT64_MIN);
+       const int64_t hi = clamp_bound_i64(prm[1], INT64_MAX),
        (v < lo ? lo : v) > hi ? hi : (v < lo ? lo : v))
 
 /* Fused backward kernels: o = EXPR(g, v) with g the incoming gradient. */

@@ -18,6 +18,10 @@
 static cg_status check_operand(const char *fn, const char *name, const cg_tensor *t,
                                const cg_tensor *ref) {
     if (!t) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", fn, name);
+    if (t->layout)
+        return cg__err(CG_ERR_UNSUPPORTED, "%s: '%s' is a row-sparse tensor; this update takes dense "
+                                           "tensors (row-sparse gradients: cg_sgd_sparse_update, "
+                                           "cg_sparse_adam_update)", fn, name);
     if (!cg__is_float(t->dtype))
         return cg__err(CG_ERR_DTYPE, "%s: '%s' must be float32 or float64, got %s", fn, name,
                        cg_dtype_name(t->dtype));

@@ -114,12 +114,36 @@ static cg_status step_one(cg_optimizer *o, opt_slot *s, cg_tensor *grad) {
     return CG_OK;
 }
 
+/* A row-sparse gradient (Embedding(sparse=True)): SGD keeps a row-sparse
+ * momentum buffer as PyTorch's; Adam refuses, as PyTorch's. */
+static cg_status step_sparse(cg_optimizer *o, opt_slot *s, int i, cg_tensor *grad) {
+    if (o->kind != OPT_SGD)
+        return cg__err(CG_ERR_UNSUPPORTED, "cg_optimizer_step: parameter %d has a row-sparse gradient; "
+                                           "Adam does not support sparse gradients (use "
+                                           "cg_sparse_adam_update)", i);
+    if (s->buf[0] && !cg_tensor_is_sparse(s->buf[0]))
+        return cg__err(CG_ERR_VALUE, "cg_optimizer_step: parameter %d has a dense momentum buffer but a "
+                                     "row-sparse gradient", i);
+    cg_tensor *nb = NULL;
+    CG_TRY(cg_sgd_sparse_update(s->param, grad, s->buf[0], &o->sgd, &nb));
+    if (nb) {
+        cg_tensor_free(s->buf[0]);
+        s->buf[0] = nb;
+    }
+    ++s->steps;
+    return CG_OK;
+}
+
 cg_status cg_optimizer_step(cg_optimizer *opt) {
     if (!opt) return cg__err(CG_ERR_NULL, "cg_optimizer_step: optimizer is NULL");
     for (int i = 0; i < opt->n; ++i) {
         opt_slot *s = &opt->slots[i];
         cg_tensor *g = s->param->grad;
         if (!g) continue;
+        if (g->layout) {
+            CG_TRY(step_sparse(opt, s, i, g));
+            continue;
+        }
         cg_tensor *gc = NULL;
         CG_TRY(cg__contig(g, &gc)); /* the fused loops read contiguous gradients */
         cg_status st = step_one(opt, s, gc);

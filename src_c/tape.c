@@ -425,16 +425,18 @@ cg_status cg_record_custom(const char *name, int n_inputs, cg_tensor *const *inp
     cg_node *n;
     st = node_new(&OP_CUSTOM, n_inputs, inputs, n_outputs, outputs, &n);
     if (st) goto fail;
-    size_t len = strlen(name ? name : "custom");
-    n->custom_name = (char *)malloc(len + 1);
-    if (!n->custom_name) {
-        cg__node_destroy(n);
-        return cg__err(CG_ERR_NOMEM, "out of memory");
-    }
-    memcpy(n->custom_name, name ? name : "custom", len + 1);
+    /* The node owns ctx before anything else can fail, so destroying it
+     * frees ctx on every path below. */
     n->custom_backward = backward;
     n->ctx = ctx;
     n->ctx_free = ctx_free;
+    size_t len = strlen(name ? name : "custom");
+    n->custom_name = (char *)malloc(len + 1);
+    if (!n->custom_name) {
+        cg__node_destroy(n); /* frees ctx */
+        return cg__err(CG_ERR_NOMEM, "out of memory");
+    }
+    memcpy(n->custom_name, name ? name : "custom", len + 1);
     if (cg__anomaly_on()) {
         st = cg__anomaly_record(n, n_inputs, inputs, n_outputs, outputs);
         if (st) {
@@ -478,6 +480,7 @@ static cg_status accumulate(cg_tensor **acc, cg_tensor *g) {
         *acc = g;
         return CG_OK;
     }
+    if ((*acc)->layout || g->layout) return cg__sparse_accumulate(acc, g);
     cg_tensor *sum;
     cg_status st = cg_add(*acc, g, &sum);
     cg_tensor_free(g);
@@ -492,9 +495,57 @@ static int owns_exclusively(const cg_tensor *g) {
            cg__is_contig(g) && !g->storage->release;
 }
 
+/* Row-sparse gradients into .grad (PyTorch's rules): the first one is kept
+ * as it is (its parts copied when someone else holds them, since clipping
+ * and optimizers write the values in place), sparse + sparse concatenates
+ * without densifying, and a sparse/dense mix densifies. */
+static cg_status accumulate_leaf_sparse(cg_tensor *leaf, cg_tensor *g, int create_graph) {
+    if (!leaf->grad) {
+        if (!g->layout || (g->refcount == 1 && g->sp_values->refcount == 1 &&
+                           g->sp_indices->refcount == 1 && g->sp_values->storage->refcount == 1)) {
+            leaf->grad = g;
+            return CG_OK;
+        }
+        cg_tensor *vc = NULL, *ic = NULL;
+        cg_tensor *v = g->sp_values, *i = g->sp_indices;
+        cg_status st = cg__new(v->dtype, v->ndim, v->shape, 0, &vc);
+        if (!st) st = cg__copy_elems(vc, v);
+        if (!st) st = cg__new(CG_INT64, 1, i->shape, 0, &ic);
+        if (!st) st = cg__copy_elems(ic, i);
+        if (!st) st = cg__sparse_make(ic, vc, g->shape[0], g->sp_coalesced, &leaf->grad);
+        cg_tensor_free(vc);
+        cg_tensor_free(ic);
+        cg_tensor_free(g);
+        return st;
+    }
+    cg_tensor *old = leaf->grad;
+    if (g->layout && !old->layout && !create_graph && !old->requires_grad && cg__is_contig(old)) {
+        cg_status st = cg__sparse_add_into(old, g); /* dense += sparse, in place */
+        cg_tensor_free(g);
+        return st;
+    }
+    cg_tensor *sum;
+    cg_status st = cg_sparse_add(old, g, &sum);
+    cg_tensor_free(g);
+    if (st) return st;
+    leaf->grad = sum;
+    cg_tensor_free(old);
+    return CG_OK;
+}
+
 /* leaf.grad += g (g consumed). In-place when nothing is being recorded. */
 static cg_status accumulate_leaf(cg_tensor *leaf, cg_tensor *g, int create_graph) {
+    if (g->layout || (leaf->grad && leaf->grad->layout))
+        return accumulate_leaf_sparse(leaf, g, create_graph);
     if (!leaf->grad) {
+        if (g == leaf) { /* root == leaf with itself as the gradient: never its own grad */
+            cg_tensor *c;
+            cg_status st = cg_clone(g, &c);
+            cg_tensor_free(g);
+            if (st) return st;
+            leaf->grad = c;
+            return CG_OK;
+        }
         if (create_graph || owns_exclusively(g)) {
             leaf->grad = g;
             return CG_OK;
@@ -623,6 +674,9 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
         cg_tensor *g = root_grads ? root_grads[r] : NULL;
         if (g) {
             st = check_grad_matches("backward", root, g);
+            if (!st && g->layout)
+                st = cg__err(CG_ERR_UNSUPPORTED, "backward: the gradient of output %d is row-sparse; "
+                                                 "pass a dense gradient (to_dense())", r);
             if (st) goto done;
             cg_tensor_retain(g);
         } else {
@@ -791,6 +845,14 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
             gin[i] = NULL;
             if (!g) continue;
             cg_edge *e = &n->next[i];
+            if (!st && n->needs_grad[i] && e->node && g->layout) {
+                /* Only leaves keep row-sparse gradients; the ops of a
+                 * non-leaf's backward take dense ones. */
+                cg_tensor *d = NULL;
+                st = cg_sparse_to_dense(g, &d);
+                cg_tensor_free(g);
+                g = d;
+            }
             if (st || !n->needs_grad[i])
                 cg_tensor_free(g);
             else if (e->node)

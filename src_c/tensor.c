@@ -56,6 +56,8 @@ static void storage_decref(cg_storage *s) {
 static void tensor_destroy(cg_tensor *t) {
     cg__hooks_free(t->hooks);
     storage_decref(t->storage);
+    cg_tensor_free(t->sp_indices);
+    cg_tensor_free(t->sp_values);
     cg_tensor_free(t->grad);
     cg__node_decref(t->grad_fn);
     free(t);
@@ -263,7 +265,7 @@ static void fill_contig(cg_tensor *t, double v) {
     switch (t->dtype) {
     case CG_FLOAT32: { float f = (float)v; float *q = (float *)p; for (int64_t i = 0; i < n; ++i) q[i] = f; break; }
     case CG_FLOAT64: { double *q = (double *)p; for (int64_t i = 0; i < n; ++i) q[i] = v; break; }
-    case CG_INT64: { int64_t k = (int64_t)v; int64_t *q = (int64_t *)p; for (int64_t i = 0; i < n; ++i) q[i] = k; break; }
+    case CG_INT64: { int64_t k = cg__f2i64(v); int64_t *q = (int64_t *)p; for (int64_t i = 0; i < n; ++i) q[i] = k; break; }
     case CG_BOOL: memset(p, v != 0.0, (size_t)n); break;
     default: break;
     }
@@ -272,6 +274,9 @@ static void fill_contig(cg_tensor *t, double v) {
 cg_status cg_full(cg_dtype dtype, int ndim, const int64_t *shape, double value, cg_tensor **out) {
     CG_CHECK_OUT(out);
     cg_tensor *t;
+    /* As PyTorch: a value that does not fit is an error, not a wrapped fill. */
+    if (dtype == CG_INT64 && !(value > -9.2e18 && value < 9.2e18))
+        return cg__err(CG_ERR_VALUE, "cg_full: value %g does not fit an int64 tensor", value);
     CG_TRY(cg__new(dtype, ndim, shape, 0, &t));
     fill_contig(t, value);
     *out = t;
@@ -350,8 +355,9 @@ int cg_tensor_ndim(const cg_tensor *t) { return t ? t->ndim : 0; }
 const int64_t *cg_tensor_shape(const cg_tensor *t) { return t ? t->shape : NULL; }
 const int64_t *cg_tensor_strides(const cg_tensor *t) { return t ? t->strides : NULL; }
 int64_t cg_tensor_numel(const cg_tensor *t) { return t ? t->numel : 0; }
-void *cg_tensor_data(const cg_tensor *t) { return t ? cg__ptr(t) : NULL; }
-int cg_tensor_is_contiguous(const cg_tensor *t) { return t ? cg__is_contig(t) : 0; }
+/* A sparse tensor has no dense data to point at. */
+void *cg_tensor_data(const cg_tensor *t) { return (t && !t->layout) ? cg__ptr(t) : NULL; }
+int cg_tensor_is_contiguous(const cg_tensor *t) { return (t && !t->layout) ? cg__is_contig(t) : 0; }
 uint64_t cg_tensor_version(const cg_tensor *t) { return t ? t->storage->version : 0; }
 
 cg_status cg_tensor_item(const cg_tensor *t, double *out) {
@@ -367,6 +373,7 @@ cg_status cg_tensor_item(const cg_tensor *t, double *out) {
 /* Strided element copy with cast. Generic N-d loop over dst's shape with
  * the innermost dim unrolled per dtype pair for the common same-dtype case. */
 cg_status cg__copy_elems(cg_tensor *dst, const cg_tensor *src) {
+    if (dst->layout || src->layout) return cg__sparse_refused("copy", dst->layout ? "dst" : "src");
     if (dst->numel != src->numel || dst->ndim != src->ndim)
         return cg__err(CG_ERR_SHAPE, "copy: element count mismatch");
     int64_t n = dst->numel;
@@ -412,6 +419,7 @@ cg_status cg__copy_elems(cg_tensor *dst, const cg_tensor *src) {
 }
 
 cg_status cg__contig(cg_tensor *t, cg_tensor **out) {
+    if (t->layout) return cg__sparse_refused("contiguous", "t");
     if (cg__is_contig(t)) {
         cg_tensor_retain(t);
         *out = t;
@@ -513,6 +521,8 @@ cg_status cg_tensor_set_data(cg_tensor *t, cg_tensor *src) {
 
 cg_status cg_detach(cg_tensor *t, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(t);
+    CG_CHECK_TS(t);
+    if (t->layout) /* a new header over the same parts */
+        return cg__sparse_make(t->sp_indices, t->sp_values, t->shape[0], t->sp_coalesced, out);
     return cg__view(t, t->ndim, t->shape, t->strides, t->offset, out);
 }

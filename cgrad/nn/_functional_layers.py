@@ -5,7 +5,7 @@ from cgrad import _core
 from cgrad._core import Function, Tensor
 from cgrad._grad_mode import no_grad
 
-__all__ = ["layer_norm", "batch_norm", "embedding", "rnn_tanh_cell", "rnn_relu_cell",
+__all__ = ["layer_norm", "batch_norm", "embedding", "sparse_linear", "rnn_tanh_cell", "rnn_relu_cell",
            "lstm_cell", "gru_cell"]
 
 
@@ -122,14 +122,13 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     """Rows of weight picked by the int64 indices in input. padding_idx's
     row gets no gradient (its value is still returned); max_norm renormalises
     the used rows in place first; scale_grad_by_freq divides each row's
-    gradient by how often it occurs in input."""
+    gradient by how often it occurs in input. sparse=True gives weight a
+    row-sparse gradient (one row per looked-up index, padding rows left
+    out, as PyTorch's); its backward refuses create_graph."""
     _tensor("weight", "embedding", weight)
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got shape "
                          f"{tuple(weight.shape)}")
-    if sparse:
-        raise NotImplementedError("embedding(sparse=True): row-sparse gradients are not in the core yet; "
-                                  "use sparse=False")
     if not isinstance(input, Tensor):
         input = _core.tensor(input, dtype=_core.int64)
     num = weight.shape[0]
@@ -139,8 +138,11 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
         padding_idx %= num
     if max_norm is not None:
         _embedding_renorm_(weight, input, max_norm, norm_type)
-    out = _core.embedding(input, weight)
-    if padding_idx is not None and out.requires_grad:
+    if sparse:
+        out = _core.embedding_sparse(input, weight, padding_idx)
+    else:
+        out = _core.embedding(input, weight)
+    if padding_idx is not None and out.requires_grad and not sparse:
         keep = (input != padding_idx).unsqueeze(-1)
         out = _core.where(keep, out, _core.embedding(input, weight.detach()))
     if scale_grad_by_freq and out.requires_grad:
@@ -149,6 +151,20 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
         scale = (1.0 / counts[inverse]).reshape(tuple(input.shape) + (1,))
         out = _ScaleGrad.apply(out, _core.tensor(scale, dtype=weight.dtype))
     return out
+
+
+def sparse_linear(input, indptr, indices, values, bias, out_features):
+    """input (*, in) @ W^T + bias for W (out_features, in) given in CSR form:
+    output o sums input[indices[k]] * values[k] over k in
+    [indptr[o], indptr[o+1]). Forward and backward cost O(batch * nnz);
+    differentiable in input, values and bias (to any order)."""
+    _tensor("input", "sparse_linear", input)
+    if input.ndim < 1:
+        raise ValueError("sparse_linear: input must have at least 1 dim (*, in_features)")
+    lead = tuple(input.shape[:-1])
+    x2 = input.reshape(-1, input.shape[-1]) if input.ndim != 2 else input
+    out = _core.sparse_linear(x2, indptr, indices, values, bias, int(out_features))
+    return out.reshape(*lead, int(out_features)) if input.ndim != 2 else out
 
 
 # ---------------------------------------------------------------- recurrent cells

@@ -10,8 +10,9 @@ from cgrad.optim.adam import Adam
 from cgrad.optim.adamw import AdamW
 from cgrad.optim.rmsprop import RMSprop
 from cgrad.optim.adagrad import Adagrad
+from cgrad.optim.sparse_adam import SparseAdam
 from cgrad.optim import lr_scheduler
 from cgrad.optim.precision import PrecisionSchedule, PrecisionEvent
 from cgrad.optim.guard import UpdateGuard, GuardDecision
 
-__all__ = ["Optimizer", "required", "StepReport", "TensorStats", "tensor_stats", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler", "PrecisionSchedule", "PrecisionEvent", "UpdateGuard", "GuardDecision"]
+__all__ = ["Optimizer", "required", "StepReport", "TensorStats", "tensor_stats", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "SparseAdam", "lr_scheduler", "PrecisionSchedule", "PrecisionEvent", "UpdateGuard", "GuardDecision"]

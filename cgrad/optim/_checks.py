@@ -44,13 +44,26 @@ def betas(group):
     return float(b1), float(b2)
 
 
-def grad_of(p, who):
-    """p's gradient as a contiguous tensor of p's dtype, or None."""
+# PyTorch's messages for optimizers without sparse support (AdamW's says Adam).
+_NO_SPARSE = {
+    "Adam": "Adam does not support sparse gradients, please consider SparseAdam instead",
+    "AdamW": "Adam does not support sparse gradients, please consider SparseAdam instead",
+    "RMSprop": "RMSprop does not support sparse gradients",
+}
+
+
+def grad_of(p, who, sparse_ok=False):
+    """p's gradient as a contiguous tensor of p's dtype, or None. A row-sparse
+    gradient is returned as it is when sparse_ok, else RuntimeError."""
     g = p.grad
     if g is None:
         return None
     if not p.is_floating_point():
         raise TypeError(f"{who}: parameter of dtype {p.dtype} cannot be optimized")
+    if g.is_sparse:
+        if not sparse_ok:
+            raise RuntimeError(_NO_SPARSE.get(who, f"{who} does not support sparse gradients"))
+        return g
     if not g.is_contiguous():
         g = g.contiguous()
     return g

@@ -1,5 +1,7 @@
 """Adagrad (PyTorch's torch.optim.Adagrad: lr_decay, weight decay,
 initial_accumulator_value, eps, maximize), one fused C loop per parameter."""
+import math
+
 from cgrad import _core
 from cgrad._functions import full_like
 from cgrad.optim import _checks
@@ -11,7 +13,9 @@ class Adagrad(Optimizer):
     """Adagrad(params, lr=1e-2, lr_decay=0, weight_decay=0,
     initial_accumulator_value=0, eps=1e-10, *, maximize=False). State
     ('step', 'sum') is created for every parameter at construction, as in
-    PyTorch."""
+    PyTorch. Row-sparse gradients update only their rows (PyTorch's sparse
+    Adagrad); weight decay on them is lazy (their rows only), where PyTorch
+    refuses it."""
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10, foreach=None, *, maximize=False,
@@ -45,15 +49,20 @@ class Adagrad(Optimizer):
             wd, eps = float(group["weight_decay"]), float(group["eps"])
             init, maximize = float(group["initial_accumulator_value"]), bool(group["maximize"])
             for p in group["params"]:
-                g = _checks.grad_of(p, "Adagrad")
+                g = _checks.grad_of(p, "Adagrad", sparse_ok=True)
                 if g is None:
                     continue
                 self._init_state(p, group)  # a group added after construction
                 state = self._state_for(p)
                 step_t = state["step"]
                 step_t.add_(1)
-                u = _core._adagrad_update(p, g, state["sum"], int(step_t.item()), lr, lr_decay, wd,
-                                          eps, init, maximize, upd is not None)
+                if g.is_sparse:  # its rows only; no fused update norm (NaN: unknown)
+                    _core._adagrad_sparse_update(p, g, state["sum"], int(step_t.item()), lr,
+                                                 lr_decay, wd, eps, init, maximize)
+                    u = math.nan
+                else:
+                    u = _core._adagrad_update(p, g, state["sum"], int(step_t.item()), lr,
+                                              lr_decay, wd, eps, init, maximize, upd is not None)
                 if upd is not None:
                     upd[id(p)] = u
         return loss

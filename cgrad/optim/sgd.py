@@ -1,5 +1,7 @@
 """SGD with momentum, dampening, Nesterov, weight decay, maximize (PyTorch's
 torch.optim.SGD), one fused C loop per parameter."""
+import math
+
 from cgrad import _core
 from cgrad._functions import zeros_like
 from cgrad.optim import _checks
@@ -9,7 +11,14 @@ from cgrad.optim.optimizer import Optimizer
 class SGD(Optimizer):
     """SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
     nesterov=False, *, maximize=False). State: 'momentum_buffer' (only when
-    momentum != 0), initialised with the first gradient as in PyTorch."""
+    momentum != 0), initialised with the first gradient as in PyTorch.
+
+    Row-sparse gradients (Embedding(sparse=True)) are updated by a C loop
+    over their rows only, with torch.optim.SGD's semantics: the momentum
+    buffer is then row-sparse too (m * buf + (1 - dampening) * g over the
+    rows seen so far; rows never touched have no state), so momentum is
+    exact. Weight decay on a sparse gradient is lazy (added on the
+    gradient's rows only); PyTorch refuses that combination."""
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False, foreach=None, fused=None,
@@ -36,10 +45,23 @@ class SGD(Optimizer):
             dampening, wd = float(group["dampening"]), float(group["weight_decay"])
             nesterov, maximize = bool(group["nesterov"]), bool(group["maximize"])
             for p in group["params"]:
-                g = _checks.grad_of(p, "SGD")
+                g = _checks.grad_of(p, "SGD", sparse_ok=True)
                 if g is None:
                     continue
                 state = self._state_for(p)
+                if g.is_sparse:
+                    buf = state.get("momentum_buffer") if momentum != 0 else None
+                    if buf is not None and not buf.is_sparse:
+                        raise RuntimeError("SGD: this parameter's momentum buffer is dense but its "
+                                           "gradient is row-sparse; keep one gradient layout per "
+                                           "parameter")
+                    new_buf = _core._sgd_sparse_update(p, g, buf, lr, momentum, dampening, wd,
+                                                       nesterov, maximize)
+                    if new_buf is not None:
+                        state["momentum_buffer"] = new_buf
+                    if upd is not None:
+                        upd[id(p)] = math.nan  # no fused update norm for sparse rows: unknown
+                    continue
                 buf, first = None, False
                 if momentum != 0:
                     buf = state.get("momentum_buffer")

@@ -143,8 +143,7 @@ def test_embedding_scale_grad_by_freq_and_max_norm_match_torch(torch):
 
 
 def test_embedding_errors():
-    with pytest.raises(NotImplementedError, match="row-sparse"):
-        nn.Embedding(5, 2, sparse=True)
+    # sparse=True is supported now (tests/python/test_sparse.py)
     with pytest.raises(ValueError, match="padding_idx"):
         nn.Embedding(5, 2, padding_idx=5)
     with pytest.raises(ValueError, match="num_embeddings must be >= 0, got -1"):

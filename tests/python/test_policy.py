@@ -153,3 +153,17 @@ def test_bad_input():
         GradientPolicies(m).mask("enc.bias", lambda p: cgrad.ones(3)).apply()
     with pytest.raises(TypeError, match="register_step_pre_hook"):
         pol.attach(object())
+
+
+def test_sparse_gradients_scale_and_clip_but_refuse_mask():
+    emb = cgrad.nn.Embedding(10, 3, sparse=True)
+    emb(cgrad.tensor([1, 4, 4])).sum().backward()
+    dense = emb.weight.grad.to_dense().numpy().copy()
+    report = GradientPolicies(emb).scale("*", 2.0).clip_norm("*", max_norm=1.0).apply()
+    assert emb.weight.grad.is_sparse
+    got = emb.weight.grad.to_dense().numpy()
+    norm = float(np.sqrt(((2 * dense) ** 2).sum()))
+    assert report.rules[1]["total_norm"] == pytest.approx(norm)
+    np.testing.assert_allclose(got, 2 * dense / (norm + 1e-6), rtol=1e-5)
+    with pytest.raises(NotImplementedError, match="dense gradient"):
+        GradientPolicies(emb).mask("*", lambda p: p > 0).apply()

@@ -5,7 +5,7 @@ from cgrad.nn.modules.linear import Identity, Linear
 from cgrad.nn.modules.flatten import Flatten, Unflatten
 from cgrad.nn.modules.conv import Conv2d
 from cgrad.nn.modules.pooling import AvgPool2d, MaxPool2d
-from cgrad.nn.modules.sparse import Embedding
+from cgrad.nn.modules.sparse import Embedding, SparseLinear
 from cgrad.nn.modules.dropout import Dropout
 from cgrad.nn.modules.normalization import BatchNorm1d, LayerNorm
 from cgrad.nn.modules.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
@@ -15,7 +15,7 @@ from cgrad.nn.modules.activation import (
 
 __all__ = [
     "Module", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Flatten", "Unflatten",
-    "Conv2d", "MaxPool2d", "AvgPool2d", "Embedding", "Dropout", "LayerNorm", "BatchNorm1d",
+    "Conv2d", "MaxPool2d", "AvgPool2d", "Embedding", "SparseLinear", "Dropout", "LayerNorm", "BatchNorm1d",
     "RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell",
     "ReLU", "LeakyReLU", "ELU", "GELU", "Sigmoid", "Tanh", "Softplus", "Softmax", "LogSoftmax",
 ]

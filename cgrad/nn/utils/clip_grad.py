@@ -6,6 +6,10 @@ Every clip records a ClipResult (whether it clipped, the coefficient, the
 norms); cgrad.nn.utils.last_clip_result() returns the latest one of this
 thread, and the next step() of an optimizer owning any of the clipped
 parameters copies it into its StepReport.
+
+Row-sparse gradients (Embedding(sparse=True)) are accepted by the norm and
+value clips without densifying: the C kernels coalesce them in place (same
+tensor, duplicate rows summed) and read/write only the stored rows.
 """
 import dataclasses
 import itertools
@@ -165,7 +169,7 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
     if grads and coef != 1.0:
         with no_grad():
             for g in grads:
-                g.mul_(coef)
+                (g.values() if g.is_sparse else g).mul_(coef)
     _record(ClipResult("norm", bool(grads) and coef != 1.0, total, total * coef, max_norm,
                        None, coef), params)
 
@@ -182,7 +186,8 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     grads = [q.grad for q in params if q.grad is not None]
     n = _core._clip_grad_value(grads, clip_value) if grads else 0
     _record(ClipResult("value", n > 0, clip_value=clip_value, n_clipped=n,
-                       n_total=sum(g.numel() for g in grads)), params)
+                       n_total=sum((g.values() if g.is_sparse else g).numel() for g in grads)),
+            params)
 
 
 def clip_grad_agc_(parameters, clip_factor=0.01, eps=1e-3):
@@ -203,7 +208,7 @@ def clip_grad_agc_(parameters, clip_factor=0.01, eps=1e-3):
     grads = []
     for q in with_grad:
         g = q.grad
-        if not g.is_contiguous():
+        if not g.is_sparse and not g.is_contiguous():
             g = g.contiguous()
             q.grad = g
         grads.append(g)

@@ -1,0 +1,135 @@
+"""Colours and the graphics items the panels share.
+
+``EventLines`` draws thousands of event steps as vertical lines in one item:
+only the steps inside the view are painted, merged to one line per device
+pixel column, spanning the view's height (or a strip at its bottom), so the
+cost does not depend on how many events a run holds and log axes don't
+matter.
+"""
+import numpy as np
+import pyqtgraph as pg
+from PyQt6 import QtCore, QtGui
+
+from . import downsample as ds
+
+# Heatmap colours: viridis for the finite decades; zero and non-finite get
+# colours viridis never uses, missing cells are transparent.
+ZERO_RGB = (170, 170, 170)
+NONFINITE_RGB = (230, 0, 0)
+SELECT_RGB = (20, 20, 20)
+
+# Runs overlaid for comparison, first = the primary run.
+# (No orange, red or green: clip markers, NaN and post-clip use them.)
+RUN_COLOURS = [(31, 119, 180), (148, 103, 189), (140, 86, 75), (23, 190, 207),
+               (188, 189, 34), (227, 119, 194), (127, 127, 127), (0, 0, 128)]
+GROUP_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189),
+                 (255, 127, 14), (23, 190, 207)]
+
+# Event kinds -> (label, colour, pen style, fraction of the view height).
+EVENT_STYLE = {
+    "clip": ("clipped step", (255, 140, 0), QtCore.Qt.PenStyle.SolidLine, 0.06),
+    "lr_change": ("lr change", (31, 119, 180), QtCore.Qt.PenStyle.DashLine, 1.0),
+    "precision": ("precision switch", (148, 0, 211), QtCore.Qt.PenStyle.DashDotLine, 1.0),
+    "loss_scale": ("loss-scale change", (0, 150, 80), QtCore.Qt.PenStyle.DotLine, 1.0),
+    "skipped": ("skipped step", (110, 110, 110), QtCore.Qt.PenStyle.SolidLine, 1.0),
+    "nonfinite": ("NaN / Inf", (230, 0, 0), QtCore.Qt.PenStyle.SolidLine, 1.0),
+    "anomaly": ("anomaly", (200, 0, 90), QtCore.Qt.PenStyle.DotLine, 1.0),
+    "other": ("other event", (60, 60, 60), QtCore.Qt.PenStyle.DotLine, 1.0),
+}
+ALERT_RGBA = (255, 0, 200, 200)
+
+
+def rgb_hex(rgb):
+    return "#%02x%02x%02x" % tuple(rgb[:3])
+
+
+def heatmap_lut():
+    """256 x 4 uint8 lookup table for the codes of viz.downsample."""
+    lut = np.zeros((256, 4), np.uint8)
+    cmap = pg.colormap.get("viridis")
+    lut[ds.CODE_FIRST:ds.CODE_LAST + 1] = cmap.getLookupTable(
+        0.0, 1.0, ds.N_FINITE_CODES, alpha=True)
+    lut[ds.CODE_ZERO] = ZERO_RGB + (255,)
+    lut[ds.CODE_NONFINITE] = NONFINITE_RGB + (255,)
+    lut[ds.CODE_MISSING] = (0, 0, 0, 0)
+    return lut
+
+
+class EventLines(pg.GraphicsObject):
+    """Vertical lines at given steps across a ViewBox (see module doc)."""
+
+    def __init__(self, rgb, style=QtCore.Qt.PenStyle.SolidLine, width=1.0, span=1.0, alpha=220,
+                 from_top=False):
+        super().__init__()
+        self._x = np.zeros(0)
+        self._span = float(span)
+        self._from_top = bool(from_top)
+        pen = pg.mkPen(color=tuple(rgb[:3]) + (alpha,), width=width)
+        pen.setStyle(style)
+        pen.setCosmetic(True)
+        self._pen = pen
+        self.setZValue(5)
+
+    def setSteps(self, steps):
+        x = np.unique(np.asarray(steps, dtype=np.float64))
+        if x.shape == self._x.shape and np.array_equal(x, self._x):
+            return
+        self._x = x
+        self.prepareGeometryChange()
+        self.update()
+
+    @property
+    def steps(self):
+        return self._x
+
+    def dataBounds(self, axis, frac=1.0, orthoRange=None):
+        return None   # markers never drive autorange
+
+    def viewRangeChanged(self):
+        self.prepareGeometryChange()
+        self.update()
+
+    def boundingRect(self):
+        vb = self.getViewBox()
+        if vb is None or not hasattr(vb, "viewRect"):
+            return QtCore.QRectF()
+        return vb.viewRect()
+
+    def visible_steps(self):
+        """Steps painted at the current zoom: one per device pixel column."""
+        rect = self.boundingRect()
+        if rect.isNull() or self._x.size == 0:
+            return np.zeros(0)
+        i0 = int(np.searchsorted(self._x, rect.left(), "left"))
+        i1 = int(np.searchsorted(self._x, rect.right(), "right"))
+        xs = self._x[i0:i1]
+        px = self.pixelWidth() or 1.0
+        if xs.size > 1 and px > 0:
+            _, first = np.unique(np.floor(xs / px), return_index=True)
+            xs = xs[first]
+        return xs
+
+    def paint(self, painter, *args):
+        xs = self.visible_steps()
+        if xs.size == 0:
+            return
+        rect = self.boundingRect()
+        bottom, top = rect.top(), rect.bottom()   # ViewBox y grows upward
+        if self.getViewBox().yInverted():
+            bottom, top = top, bottom
+        if self._from_top:
+            bottom, top = top, bottom
+        y0 = bottom
+        y1 = bottom + (top - bottom) * self._span
+        painter.setPen(self._pen)
+        painter.drawLines([QtCore.QLineF(x, y0, x, y1) for x in xs])
+
+
+def html_key(entries):
+    """Colour legend in one line of rich text: [(label, rgb), ...]."""
+    return "&nbsp;&nbsp;".join(
+        f"<span style='color:{rgb_hex(rgb)}'>&#9632;</span>&nbsp;{label}" for label, rgb in entries)
+
+
+def qcolor(rgb, alpha=255):
+    return QtGui.QColor(*rgb[:3], alpha)
