@@ -8,7 +8,8 @@ the median time of a training step (zero_grad, forward, cross-entropy,
 backward, optimizer.step, run.log_loss) without a run, with
 run.watch(every=1), with every=1 but no update ratios and with every=10,
 measured in interleaved blocks so that the noise of a shared machine hits
-all of them alike; then the pieces of one recorded step on the training
+all of them alike (medians, and the fastest block of each: on a loaded
+machine the least disturbed measurement); then the pieces of one recorded step on the training
 thread (the stats C call, pre-hook, post-hook, log_loss, best of 7) and
 the writer thread's cost per step (finishing the per-layer arrays and one
 SQLite commit per 100 steps).
@@ -85,6 +86,7 @@ def bench_case(sizes, batch, kind, blocks, steps_per_block, tmpdir):
                 step(*s)
             times[mode].append((time.perf_counter() - t0) / steps_per_block)
     out = {m: float(np.median(v)) for m, v in times.items()}
+    out.update({("min", m): float(np.min(v)) for m, v in times.items()})
     out.update(pieces(*setups["every=1"], max(steps_per_block, 50)))
     for _, _, run in setups.values():
         if run is not None:
@@ -166,11 +168,17 @@ def main():
             name = "-".join(map(str, sizes))
             print(f"{name:<15} {batch:>5} {kind:>4} {off * 1e6:>8.1f} " +
                   " ".join(f"{t[m] * 1e6:>18.1f} {t[m] / off:>6.3f}" for m in cols), flush=True)
+            lo = t[("min", "off")]
+            print(f"{'  fastest block':<26} {lo * 1e6:>8.1f} " +
+                  " ".join(f"{t[('min', m)] * 1e6:>18.1f} {t[('min', m)] / lo:>6.3f}" for m in cols),
+                  flush=True)
             piece_rows.append((name, batch, kind, off, t))
-    print("\npieces of one recorded step (best of 7, us): training thread | writer thread")
+    print("\npieces of one recorded step (best of 7, us; sum/off against the fastest 'off' "
+          "block): training thread | writer thread")
     print(f"{'MLP':<15} {'opt':>4} {'stats C':>8} {'pre':>7} {'post':>7} {'log':>6} "
           f"{'sum':>7} {'sum/off':>8} | {'finish':>7} {'writer':>7}")
     for name, batch, kind, off, t in piece_rows:
+        off = t[("min", "off")]  # the fastest block: the least disturbed step time
         total = t["pre"] + t["post"] + t["log"]
         print(f"{name:<15} {kind:>4} {t['stats'] * 1e6:>8.2f} {t['pre'] * 1e6:>7.2f} "
               f"{t['post'] * 1e6:>7.2f} {t['log'] * 1e6:>6.2f} {total * 1e6:>7.2f} "
