@@ -44,6 +44,8 @@ def mlp(sizes):
     return nn.Sequential(*layers[:-1])
 
 
+WITH_PIECES = True
+
 MODES = {
     "off": None,
     "every=1": {"every": 1},
@@ -87,7 +89,8 @@ def bench_case(sizes, batch, kind, blocks, steps_per_block, tmpdir):
             times[mode].append((time.perf_counter() - t0) / steps_per_block)
     out = {m: float(np.median(v)) for m, v in times.items()}
     out.update({("min", m): float(np.min(v)) for m, v in times.items()})
-    out.update(pieces(*setups["every=1"], max(steps_per_block, 50)))
+    if WITH_PIECES:
+        out.update(pieces(*setups["every=1"], max(steps_per_block, 50)))
     for _, _, run in setups.values():
         if run is not None:
             run.close()
@@ -151,7 +154,11 @@ def pieces(model, opt, run, n):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer blocks (a sanity run)")
+    ap.add_argument("--steps-only", action="store_true",
+                    help="only the step table (e.g. to compare an older cgrad on PYTHONPATH)")
     args = ap.parse_args()
+    global WITH_PIECES
+    WITH_PIECES = not args.steps_only
     blocks = 5 if args.quick else 21
     cases = [((64, 128, 10), 64, "sgd", 200), ((64, 128, 10), 64, "adam", 200),
              ((784, 512, 256, 10), 128, "sgd", 10)]
@@ -173,6 +180,9 @@ def main():
                   " ".join(f"{t[('min', m)] * 1e6:>18.1f} {t[('min', m)] / lo:>6.3f}" for m in cols),
                   flush=True)
             piece_rows.append((name, batch, kind, off, t))
+    if not WITH_PIECES:
+        print(f"load average {os.getloadavg()[0]:.2f} at the end")
+        return
     print("\npieces of one recorded step (best of 7, us; sum/off against the fastest 'off' "
           "block): training thread | writer thread")
     print(f"{'MLP':<15} {'opt':>4} {'stats C':>8} {'pre':>7} {'post':>7} {'log':>6} "
