@@ -119,8 +119,7 @@ class Watcher:
         # the fused update norms of a built-in optimizer (None: copy path)
         self._upd = None
         if update_ratio_every and callable(getattr(optimizer, "_track_update_sq", None)):
-            self._upd = optimizer._track_update_sq(True)
-            optimizer._update_sq = None  # switched on per measured step
+            self._upd = optimizer._track_update_sq(True)  # switched on per measured step
         self._handles.append(optimizer.register_step_pre_hook(self._pre_hook))
         self._handles.append(optimizer.register_step_post_hook(self._post_hook))
         if callable(getattr(optimizer, "register_report_hook", None)):
@@ -192,16 +191,14 @@ class Watcher:
         self._closure_loss = None
         if step % self.every:
             self._row = None
-            if self._upd is not None:
-                optimizer._update_sq = None
             return None
         self._row = StepRow(step)
         k = self.update_ratio_every
         self._ratio_now = bool(k) and self._n_recorded % k == 0
         self._n_recorded += 1
         fused = self._upd is not None
-        if fused:
-            optimizer._update_sq = self._upd if self._ratio_now else None
+        if fused and self._ratio_now:
+            optimizer._update_sq = self._upd  # off again in the post-hook
         self._capture = self._measure(copy_weights=self._ratio_now and not fused)
         return self._wrap_closure(args, kwargs)
 
@@ -226,6 +223,8 @@ class Watcher:
         row.step = step
         self._finish(row, rep, self._capture, after_update=self._ratio_now)
         self._capture = None
+        if self._upd is not None:
+            optimizer._update_sq = None
 
     def _report_hook(self, optimizer, rep):
         """A skipped step (GradScaler found inf/NaN) runs no pre/post hook;

@@ -366,15 +366,18 @@ class Optimizer:
         return bool(getattr(type(self).step, "_cgrad_update_sq", False))
 
     def _track_update_sq(self, on):
-        """Starts (on=True) or stops the per-parameter update norms; returns
-        the dict the steps fill (cleared at the start of each step), or
-        None when off or not provided (see _provides_update_sq)."""
-        if on and self._provides_update_sq():
-            if self._update_sq is None:
-                self._update_sq = {}
-        else:
-            self._update_sq = None
-        return self._update_sq
+        """on=True: returns the dict the built-in steps fill (cleared at
+        the start of each step) while `_update_sq` is set to it -- the
+        caller sets it for the steps it wants measured and back to None
+        after -- or None when this optimizer does not provide the norms
+        (see _provides_update_sq). on=False: stops measuring."""
+        self._update_sq = None
+        if not on or not self._provides_update_sq():
+            return None
+        d = self.__dict__.get("_update_sq_dict")
+        if d is None:
+            d = self._update_sq_dict = {}  # one dict per optimizer: shared by every watcher
+        return d
 
     def _begin_update_sq(self):
         upd = self._update_sq

@@ -144,3 +144,25 @@ def test_update_norm_out_of_the_kernel():
     want = np.sum((p.numpy().astype(np.float64) - w.astype(np.float64)) ** 2)
     np.testing.assert_allclose(u, want, rtol=1e-12)
     assert cgrad._core._sgd_update(p, grad, None, False, 0.1, 0.0, 0.0, 0.0, False, False) is None
+
+
+def test_two_runs_watching_one_optimizer(tmp_path):
+    """Each run gets the right update norms, whichever steps each records."""
+    model = mlp((5, 7, 6, 3))
+    params = list(model.parameters())
+    opt = optim.Adam(params, lr=1e-2)
+    with monitor.Run(tmp_path / "a.cgrun") as a, monitor.Run(tmp_path / "b.cgrun") as b:
+        a.watch(model, opt)
+        b.watch(model, opt, update_ratio_every=2)
+        oracle = Oracle(params, opt)
+        train(model, opt, 4)
+    members = None
+    for path, rows in (("a.cgrun", [0, 1, 2, 3]), ("b.cgrun", [0, 2])):
+        with monitor.RunReader(tmp_path / path) as r:
+            d = r.poll()
+            members = members_of(r.layers)
+            measured = ~np.isnan(d.layer_update_ratio).all(axis=1)
+            assert np.nonzero(measured)[0].tolist() == rows
+            sub = type("D", (), {"layer_update_ratio": d.layer_update_ratio[rows]})
+            check_ratios(sub, type("O", (), {"steps": [oracle.steps[i] for i in rows]}),
+                         len(params), members)
