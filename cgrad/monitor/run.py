@@ -175,9 +175,11 @@ class Run:
               update_ratio_every=1):
         """Records every every-th optimizer.step() of optimizer (and every
         skipped step) from now on, for model's parameters and submodules.
-        The update-to-weight ratio needs a copy of the weights before the
-        step: update_ratio_every=k measures it on every k-th recorded step
-        only (0: never; NULL in between). Returns self."""
+        The update-to-weight ratio of a built-in optimizer is measured in
+        its fused update (no extra pass); another optimizer's needs a copy
+        of the weights before the step. update_ratio_every=k measures it on
+        every k-th recorded step only (0: never; NULL in between). Returns
+        self."""
         self._check_open("watch")
         if self._watcher is not None:
             raise RuntimeError(f"watch: run {self.path!r} already watches a "
