@@ -163,6 +163,35 @@ static void test_custom_gradient_shape_checked(void) {
     }
 }
 
+/* max_pool2d / avg_pool2d of an input with an empty image, e.g. (3, 0, 3)
+ * with padding 1, produced output windows that lay on padding alone: their
+ * values were never written (valgrind: uninitialised values read by anomaly
+ * mode's scan of the output). Refused now, as PyTorch does; an empty batch
+ * still gives an empty output. */
+static void test_pool_empty_image_refused(void) {
+    int64_t k[2] = {2, 2}, st[2] = {1, 1}, pad[2] = {1, 1};
+    int64_t s3[3] = {3, 0, 3}, s4[4] = {2, 1, 3, 0}, s4b[4] = {0, 1, 3, 3};
+    cg_tensor *x = NULL, *y = (cg_tensor *)&k;
+    CHECK_OK(cg_zeros(CG_FLOAT32, 3, s3, &x));
+    CHECK_STATUS(cg_max_pool2d(x, k, st, pad, &y), CG_ERR_SHAPE);
+    CHECK(y == NULL);
+    CHECK(strstr(cg_last_error(), "(3, 0, 3)") != NULL);
+    y = (cg_tensor *)&k;
+    CHECK_STATUS(cg_avg_pool2d(x, k, st, pad, 1, &y), CG_ERR_SHAPE);
+    CHECK(y == NULL);
+    cg_tensor_free(x);
+    x = NULL;
+    CHECK_OK(cg_zeros(CG_FLOAT64, 4, s4, &x));
+    CHECK_STATUS(cg_max_pool2d(x, k, st, pad, &y), CG_ERR_SHAPE);
+    cg_tensor_free(x);
+    x = NULL;
+    CHECK_OK(cg_zeros(CG_FLOAT64, 4, s4b, &x)); /* empty batch: fine */
+    CHECK_OK(cg_max_pool2d(x, k, st, pad, &y));
+    CHECK(y != NULL && cg_tensor_numel(y) == 0 && cg_tensor_shape(y)[2] == 4);
+    cg_tensor_free(y);
+    cg_tensor_free(x);
+}
+
 int main(void) {
     test_full_int64_out_of_range();
     test_cast_nonfinite_to_int64();
@@ -170,5 +199,6 @@ int main(void) {
     test_int64_scalar_nonfinite();
     test_leaf_is_not_its_own_grad();
     test_custom_gradient_shape_checked();
+    test_pool_empty_image_refused();
     return cgt_report("test_fuzz_regressions");
 }
