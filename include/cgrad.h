@@ -598,7 +598,8 @@ CG_API void cg_builtin_dgemm(int trans_a, int trans_b, int64_t m, int64_t n, int
 CG_API cg_status cg_conv2d(cg_tensor *x, cg_tensor *weight, cg_tensor *bias,
                            const int64_t stride[2], const int64_t padding[2],
                            const int64_t dilation[2], int64_t groups, cg_tensor **out);
-/* x (N, C, H, W); padding counts as -inf. */
+/* x (N, C, H, W) or (C, H, W), C, H, W >= 1 (N may be 0); padding counts as
+ * -inf in max_pool2d. */
 CG_API cg_status cg_max_pool2d(cg_tensor *x, const int64_t kernel[2], const int64_t stride[2],
                                const int64_t padding[2], cg_tensor **out);
 CG_API cg_status cg_avg_pool2d(cg_tensor *x, const int64_t kernel[2], const int64_t stride[2],
