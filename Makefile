@@ -100,7 +100,7 @@ build/ctest-san/%: tests/c/%.c tests/c/cgtest.h examples/c/digits.h build/libcgr
 # Each example checks its own result (exit status); the scripts check the
 # printed output as well.
 CXX ?= c++
-EXAMPLE_BINS := build/examples/01_fit_line build/examples/03_cpp_usage
+EXAMPLE_BINS := build/examples/01_fit_line build/examples/02_digits_mlp build/examples/03_cpp_usage
 EXAMPLE_SAN_BINS := $(patsubst build/examples/%,build/examples-san/%,$(EXAMPLE_BINS))
 
 build/examples/%: examples/c/%.c build/libcgrad.a

@@ -7,7 +7,18 @@ A PyTorch-shaped API over a C reverse-mode autodiff core:
     (x * x).sum().backward()
     x.grad  # 2 * x
 """
-from cgrad import _core
+import os as _os
+import sys as _sys
+
+# The extension holds the C core; loading it RTLD_GLOBAL lets a shared
+# library of custom ops (cgrad.ops.load_library) resolve its cg_ calls to
+# this same core, so its ops record on the same tape.
+_flags = _sys.getdlopenflags()
+_sys.setdlopenflags(_flags | _os.RTLD_GLOBAL)
+try:
+    from cgrad import _core
+finally:
+    _sys.setdlopenflags(_flags)
 from cgrad._core import (
     Tensor, dtype, float32, float64, int64, bool_,
     tensor, from_numpy, zeros, ones, empty, full, randn, rand, randint, randperm, arange,
@@ -22,7 +33,7 @@ from cgrad import nn
 from cgrad._custom_gradient import custom_gradient
 from cgrad import ste
 from cgrad.serialization import save, load
-from cgrad import utils, policy, optim, amp, monitor
+from cgrad import utils, policy, optim, amp, monitor, ops
 
 __version__ = _core.__version__
 
@@ -42,6 +53,6 @@ __all__ = [
     "randperm", "arange", "zeros_like", "ones_like", "manual_seed", "get_rng_state", "set_rng_state", "is_grad_enabled",
     "set_default_dtype", "get_default_dtype", "where", "cat", "concatenate", "stack",
     "no_grad", "enable_grad", "set_grad_enabled", "autograd", "nn", "use_blas", "gemm_backend",
-    "custom_gradient", "ste", "utils", "policy", "optim", "amp", "monitor", "save", "load",
+    "custom_gradient", "ste", "utils", "policy", "optim", "amp", "monitor", "ops", "save", "load",
     "sparse_coo_tensor",
 ] + list(_fn_all)

@@ -100,6 +100,8 @@ cdef extern from "cgrad.h" nogil:
     ctypedef void (*cg_location_str_fn)(void *tag, char *buf, size_t size) noexcept
     ctypedef void (*cg_location_free_fn)(void *tag) noexcept
     ctypedef cg_status (*cg_anomaly_fn)(void *ctx, const char *message) noexcept
+    ctypedef cg_status (*cg_op_forward_fn)(void *ctx, int n_inputs, cg_tensor **inputs, int n_params, const double *params, cg_tensor **out) noexcept
+    ctypedef cg_status (*cg_op_backward_fn)(void *ctx, int n_inputs, cg_tensor **inputs, int n_params, const double *params, cg_tensor *output, cg_tensor *grad_output, const int *needs_input_grad, cg_tensor **grad_inputs) noexcept
     ctypedef cg_status (*cg_entry_hook_fn)(void *ctx, const char *op_name, uint64_t seq, const char *location, int n_outputs, cg_tensor **grad_outputs) noexcept
     ctypedef void (*cg_sgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) noexcept
     ctypedef void (*cg_dgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double *a, int64_t lda, const double *b, int64_t ldb, double beta, double *c, int64_t ldc) noexcept
@@ -159,6 +161,13 @@ cdef extern from "cgrad.h" nogil:
     const char *cg_anomaly_report()
     void cg_set_location_hook(cg_location_fn fn, cg_location_str_fn str, cg_location_free_fn free_fn, void *ctx)
     void cg_set_anomaly_hook(cg_anomaly_fn fn, void *ctx)
+    cg_status cg_op_register(const char *name, int n_inputs, int n_params, cg_op_forward_fn forward, cg_op_backward_fn backward, void *ctx, cg_ctx_free_fn ctx_free)
+    cg_status cg_op_unregister(const char *name)
+    cg_status cg_op_call(const char *name, int n_inputs, cg_tensor **inputs, int n_params, const double *params, cg_tensor **out)
+    int cg_op_count()
+    const char *cg_op_name(int i)
+    cg_status cg_op_info(const char *name, int *n_inputs, int *n_params)
+    cg_status cg_op_gradcheck(const char *name, int n_inputs, cg_tensor **inputs, int n_params, const double *params, double eps, double atol, double rtol)
     cg_status cg_entry_hook_push(cg_entry_hook_fn fn, void *ctx, cg_ctx_free_fn ctx_free, int64_t *handle)
     cg_status cg_entry_hook_pop(int64_t handle)
     cg_status cg_set_error(cg_status status, const char *message)

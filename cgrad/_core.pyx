@@ -1908,3 +1908,4 @@ include "_train.pxi"
 
 # ------------------------------------------------------------------ row-sparse tensors, sparse linear
 include "_sparse.pxi"
+include "_ops.pxi"

@@ -319,6 +319,52 @@ CG_API void cg_set_location_hook(cg_location_fn fn, cg_location_str_fn str,
                                  cg_location_free_fn free_fn, void *ctx);
 CG_API void cg_set_anomaly_hook(cg_anomaly_fn fn, void *ctx);
 
+/* Op registry: named custom ops callable from C (cg_op_call) and from
+ * Python (cgrad.ops.call / cgrad.ops.<name>, after cgrad.ops.load_library
+ * loads a shared library that registers them), each call recording one tape
+ * entry as cg_record_custom does. Process-wide and thread-safe.
+ *
+ * forward(ctx, n_inputs, inputs, n_params, params, &out) computes a NEW
+ * tensor from the inputs; it runs with grad mode off. backward(ctx,
+ * n_inputs, inputs, n_params, params, output, grad_output, needs_input_grad,
+ * grad_inputs) gets the call's inputs, its output (a detached view), the
+ * gradient of the output, and sets grad_inputs[j] to a NEW reference of
+ * inputs[j]'s shape and dtype (or leaves it NULL) for each j with
+ * needs_input_grad[j]. It runs with grad mode == create_graph: written with
+ * cg_ ops, it is differentiable (double backward works through it). All
+ * pointers passed to forward and backward are borrowed for the call.
+ *
+ * cg_op_register: name is letters, digits and '_' (not starting with a
+ * digit, < 64 characters) and must not be registered yet; 1..16 inputs,
+ * 0..16 params. The registry owns ctx (ctx_free(ctx) when the op is
+ * unregistered and no recorded call uses it any more, or at once if
+ * registration fails). */
+typedef cg_status (*cg_op_forward_fn)(void *ctx, int n_inputs, cg_tensor *const *inputs,
+                                      int n_params, const double *params, cg_tensor **out);
+typedef cg_status (*cg_op_backward_fn)(void *ctx, int n_inputs, cg_tensor *const *inputs,
+                                       int n_params, const double *params, cg_tensor *output,
+                                       cg_tensor *grad_output, const int *needs_input_grad,
+                                       cg_tensor **grad_inputs);
+CG_API cg_status cg_op_register(const char *name, int n_inputs, int n_params,
+                                cg_op_forward_fn forward, cg_op_backward_fn backward, void *ctx,
+                                cg_ctx_free_fn ctx_free);
+/* CG_ERR_VALUE if no op has that name. Entries already recorded keep working. */
+CG_API cg_status cg_op_unregister(const char *name);
+/* Calls op name: n_inputs / n_params must match its registration. *out is a
+ * new reference (recorded on the tape when grad mode is on and an input
+ * requires grad). */
+CG_API cg_status cg_op_call(const char *name, int n_inputs, cg_tensor *const *inputs, int n_params,
+                            const double *params, cg_tensor **out);
+CG_API int cg_op_count(void);
+/* Name of the i-th registered op (registration order), NULL when out of
+ * range. Borrowed: valid until that op is unregistered. */
+CG_API const char *cg_op_name(int i);
+CG_API cg_status cg_op_info(const char *name, int *n_inputs, int *n_params);
+/* cg_gradcheck of op name at these (float64) inputs. */
+CG_API cg_status cg_op_gradcheck(const char *name, int n_inputs, cg_tensor *const *inputs,
+                                 int n_params, const double *params, double eps, double atol,
+                                 double rtol);
+
 /* Tape-entry observers (debugging), per thread. While one is pushed, every
  * entry that a backward on this thread runs calls fn, before its backward,
  * with the op's name, its sequence number, where it was created (borrowed,
@@ -552,7 +598,8 @@ CG_API void cg_builtin_dgemm(int trans_a, int trans_b, int64_t m, int64_t n, int
 CG_API cg_status cg_conv2d(cg_tensor *x, cg_tensor *weight, cg_tensor *bias,
                            const int64_t stride[2], const int64_t padding[2],
                            const int64_t dilation[2], int64_t groups, cg_tensor **out);
-/* x (N, C, H, W); padding counts as -inf. */
+/* x (N, C, H, W) or (C, H, W), C, H, W >= 1 (N may be 0); padding counts as
+ * -inf in max_pool2d. */
 CG_API cg_status cg_max_pool2d(cg_tensor *x, const int64_t kernel[2], const int64_t stride[2],
                                const int64_t padding[2], cg_tensor **out);
 CG_API cg_status cg_avg_pool2d(cg_tensor *x, const int64_t kernel[2], const int64_t stride[2],

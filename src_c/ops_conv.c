@@ -534,6 +534,13 @@ static cg_status pool_check(const char *fn, cg_tensor *x, const int64_t kernel[2
     g->W = x->shape[nd - 1];
     g->P = 1;
     for (int i = 0; i < nd - 2; ++i) g->P *= x->shape[i];
+    /* An empty image would leave every output window on padding alone,
+     * with nothing to take the max / mean of (PyTorch refuses it too; only
+     * a 4-D input's batch may be 0). */
+    for (int i = nd == 4 ? 1 : 0; i < nd; ++i)
+        if (x->shape[i] == 0)
+            return cg__err(CG_ERR_SHAPE, "%s: input of shape %s has a zero-size dim %d; only the batch "
+                           "dim of a 4-D input may be 0", fn, cg__shape_str(nd, x->shape, s1, sizeof s1), i);
     if (g->H + 2 * g->ph < g->kh || g->W + 2 * g->pw < g->kw)
         return cg__err(CG_ERR_SHAPE, "%s: padded input (%lld x %lld) of shape %s is smaller than the kernel (%lld x %lld)",
                        fn, (long long)(g->H + 2 * g->ph), (long long)(g->W + 2 * g->pw),

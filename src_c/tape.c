@@ -366,6 +366,40 @@ cg_status cg__saved(cg_node *node, int i, cg_tensor **out) {
 }
 
 /* ------------------------------------------------------------ custom ops */
+/* A custom backward's gradient for input i, against that input's dtype and
+ * shape (the producing entry's output metadata, or the leaf): the same is
+ * kept, the input's broadcast shape is summed down to it (as PyTorch), any
+ * other shape or dtype is an error naming the op and the input. */
+static cg_status custom_check_grad(cg_node *node, int i, cg_tensor **g) {
+    const cg_edge *e = &node->next[i];
+    cg_dtype dtype;
+    int ndim;
+    const int64_t *shape;
+    if (!*g || !node->needs_grad[i] || (!e->node && !e->leaf)) return CG_OK;
+    if (e->node) {
+        const cg_out_meta *m = &e->node->out_meta[e->input_nr];
+        dtype = m->dtype, ndim = m->ndim, shape = m->shape;
+    } else {
+        dtype = e->leaf->dtype, ndim = e->leaf->ndim, shape = e->leaf->shape;
+    }
+    char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
+    if ((*g)->dtype != dtype)
+        return cg__err(CG_ERR_DTYPE,
+                       "custom backward of '%s' returned a gradient of dtype %s for input %d of dtype %s",
+                       cg__node_name(node), cg_dtype_name((*g)->dtype), i, cg_dtype_name(dtype));
+    if ((*g)->ndim == ndim && memcmp((*g)->shape, shape, (size_t)ndim * sizeof *shape) == 0)
+        return CG_OK;
+    cg_tensor *red = NULL;
+    if (cg_sum_to_shape(*g, ndim, shape, &red) != CG_OK)
+        return cg__err(CG_ERR_SHAPE,
+                       "custom backward of '%s' returned a gradient of shape %s for input %d of shape %s",
+                       cg__node_name(node), cg__shape_str((*g)->ndim, (*g)->shape, b1, sizeof b1), i,
+                       cg__shape_str(ndim, shape, b2, sizeof b2));
+    cg_tensor_free(*g);
+    *g = red;
+    return CG_OK;
+}
+
 static cg_status custom_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
     if (node->released)
         return cg__err(CG_ERR_AUTOGRAD,
@@ -383,12 +417,18 @@ static cg_status custom_backward(cg_node *node, cg_tensor *const *gout, cg_tenso
     cg_status st = node->custom_backward(node->ctx, node->n_outputs, gout, node->n_inputs, nd, gin);
     if (nd != needs) free(nd);
     if (st != CG_OK) {
+        if (cg_last_error()[0] == '\0')
+            cg__err(st, "custom backward of '%s' failed with %s", cg__node_name(node), cg_status_name(st));
+    }
+    /* The callback's gradients flow into other entries' backwards, which
+     * trust their shapes: check each against its input, as PyTorch does. */
+    for (int i = 0; i < node->n_inputs && st == CG_OK; ++i)
+        st = custom_check_grad(node, i, &gin[i]);
+    if (st != CG_OK) {
         for (int i = 0; i < node->n_inputs; ++i) {
             cg_tensor_free(gin[i]);
             gin[i] = NULL;
         }
-        if (cg_last_error()[0] == '\0')
-            cg__err(st, "custom backward of '%s' failed with %s", cg__node_name(node), cg_status_name(st));
         return st;
     }
     return CG_OK;

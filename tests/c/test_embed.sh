@@ -37,8 +37,10 @@ export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 # Shared: the README's one-line commands, run with the installed library.
 $CC tests/c/embed/header_use.c -o "$tmp/header_use" $(pkg-config --cflags --libs cgrad)
 $CC examples/c/01_fit_line.c -o "$tmp/fit_line" $(pkg-config --cflags --libs cgrad) -lm
+# 02 includes digits.h from its own directory, as in its README.
+(cd examples/c && $CC 02_digits_mlp.c -o "$tmp/digits_mlp" $(pkg-config --cflags --libs cgrad) -lm)
 $CXX examples/c/03_cpp_usage.cpp -o "$tmp/cpp_usage" $(pkg-config --cflags --libs cgrad)
-for p in header_use fit_line cpp_usage; do
+for p in header_use fit_line digits_mlp cpp_usage; do
     LD_LIBRARY_PATH="$prefix/lib" ldd "$tmp/$p" | grep -q "libcgrad.so.$major => $prefix/lib/" \
         || fail "$p does not load libcgrad.so.$major from the prefix"
     LD_LIBRARY_PATH="$prefix/lib" "$tmp/$p" > "$tmp/$p.out" || fail "$p failed: $(cat "$tmp/$p.out")"

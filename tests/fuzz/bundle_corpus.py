@@ -7,8 +7,11 @@ of programs, each framed by a 2-byte little-endian length, each run exactly
 as if it were an input of its own. A merged corpus of a thousand tiny
 inputs becomes N bundles (round-robin, so they are about the same size);
 `fuzz_ops -merge=1` over the bundles then drops any that add no coverage.
-Deterministic: files are taken in name order. Inputs of 64 KiB or more do
-not fit a frame and are refused.
+Deterministic: files are taken in name order. An input that is itself a
+bundle (the merge keeps old corpus bundles that still add coverage) is
+unpacked into its programs first: framed again whole, it would run as ONE
+program and its coverage would be lost. Inputs of 64 KiB or more do not fit
+a frame and are refused.
 """
 import argparse
 import os
@@ -16,6 +19,20 @@ import struct
 import sys
 
 MAGIC = b"CGFB"
+
+
+def programs(blob):
+    """The programs of an input: its frames if it is a bundle (read as
+    fuzz_ops.c reads them), else the input itself."""
+    if not blob.startswith(MAGIC):
+        return [blob]
+    out, at = [], len(MAGIC)
+    while at + 2 <= len(blob):
+        (n,) = struct.unpack_from("<H", blob, at)
+        at += 2
+        out.append(blob[at:at + n])
+        at += n
+    return out
 
 
 def main(argv=None):
@@ -30,18 +47,22 @@ def main(argv=None):
                    if os.path.isfile(os.path.join(args.merged_dir, n)))
     if not names:
         parser.error(f"no inputs in {args.merged_dir}")
-    bundles = [bytearray(MAGIC) for _ in range(min(args.max_files, len(names)))]
-    for i, name in enumerate(names):
+    progs = []
+    for name in names:
         with open(os.path.join(args.merged_dir, name), "rb") as f:
             blob = f.read()
-        if len(blob) > 0xFFFF:
+        if len(blob) > 0xFFFF and not blob.startswith(MAGIC):
             parser.error(f"{name} has {len(blob)} bytes; a frame holds at most 65535")
+        progs += programs(blob)
+    bundles = [bytearray(MAGIC) for _ in range(min(args.max_files, len(progs)))]
+    for i, blob in enumerate(progs):
         bundles[i % len(bundles)] += struct.pack("<H", len(blob)) + blob
     os.makedirs(args.out_dir, exist_ok=True)
     for i, blob in enumerate(bundles):
         with open(os.path.join(args.out_dir, f"bundle-{i:02d}"), "wb") as f:
             f.write(blob)
-    print(f"{len(names)} inputs -> {len(bundles)} bundles in {args.out_dir}")
+    print(f"{len(names)} inputs ({len(progs)} programs) -> {len(bundles)} bundles in "
+          f"{args.out_dir}")
     return 0
 
 

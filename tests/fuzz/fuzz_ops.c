@@ -5,8 +5,12 @@
  * (creation with random small shapes and dtypes, 0-size included;
  * elementwise ops with broadcasting and mismatched shapes; reductions with
  * valid, negative, repeated and out-of-range dims; shape and index ops;
- * matmul, conv, pooling; in-place ops; custom ops and hooks; backward and
- * cg_grad with retain_graph / create_graph, sometimes twice). An empty slot
+ * matmul, conv, pooling; in-place ops; custom ops (one and two outputs,
+ * failing or wrong-shaped backwards) and hooks; backward and cg_grad with
+ * retain_graph / create_graph, sometimes twice; and the training calls: the
+ * optimizer object (SGD / Adam / AdamW) and the fused update kernels with
+ * options from the input, clipping by norm / value / AGC, the cg_lr_*
+ * schedules, cg_tensor_stats, anomaly mode and its hook, entry observers). An empty slot
  * passes NULL. The harness checks only the contract, not values:
  *  - every call returns a status in [CG_OK, CG_STATUS_COUNT);
  *  - a failing call leaves its output NULL and sets a message;
@@ -186,6 +190,275 @@ static cg_status sum_fn(void *ctx, int n, cg_tensor *const *in, cg_tensor **out)
     return cg_tanh(in[0], out);
 }
 
+/* ------------------------------------------------ training-side state */
+#define POISON_OPT ((cg_optimizer *)(uintptr_t)0x10)
+static cg_optimizer *fz_opt;         /* the current optimizer object, or NULL */
+#define MAX_OBSERVERS 4
+static int64_t observers[MAX_OBSERVERS]; /* pushed entry-observer handles, innermost last */
+static int n_observers;
+static int anomaly_hook_fails;           /* what the installed anomaly hook returns */
+
+/* Small int64, mostly in -1..5, sometimes extreme. */
+static int64_t rd_i64(reader *r) {
+    static const int64_t wild[] = {INT64_MAX, INT64_MIN, (int64_t)1 << 40, -1000, 1000000, 0};
+    unsigned b = rd(r);
+    if (b >= 250) return wild[b - 250];
+    return (int64_t)(b % 7) - 1;
+}
+/* Mostly the given sane value, sometimes one of rd_double's. */
+static double rd_or(reader *r, double sane) { return (rd(r) & 3) ? sane : rd_double(r); }
+
+static cg_sgd_options rd_sgd_options(reader *r) {
+    cg_sgd_options o = cg_sgd_default_options();
+    o.lr = rd_or(r, 0.1);
+    o.momentum = rd_or(r, (rd(r) & 1) ? 0.9 : 0.0);
+    o.dampening = rd_or(r, 0.0);
+    o.weight_decay = rd_or(r, 0.0);
+    o.nesterov = (int)(rd(r) & 1);
+    o.maximize = (int)(rd(r) & 1);
+    return o;
+}
+static cg_adam_options rd_adam_options(reader *r) {
+    cg_adam_options o = (rd(r) & 1) ? cg_adamw_default_options() : cg_adam_default_options();
+    o.lr = rd_or(r, 1e-2);
+    o.beta1 = rd_or(r, 0.9);
+    o.beta2 = rd_or(r, 0.999);
+    o.eps = rd_or(r, 1e-8);
+    o.weight_decay = rd_or(r, o.weight_decay);
+    o.decoupled_weight_decay = (int)(rd(r) & 1);
+    o.amsgrad = (int)(rd(r) & 1);
+    o.maximize = (int)(rd(r) & 1);
+    return o;
+}
+
+/* A state buffer for the fused updates: zeros shaped like A (the usual,
+ * valid case) or whatever slot the input names. Returns a new reference
+ * or NULL. */
+static cg_tensor *rd_buffer(reader *r, cg_tensor *A) {
+    cg_tensor *t = NULL;
+    if (A && (rd(r) & 3)) {
+        cg_status st = cg_zeros(cg_tensor_dtype(A), cg_tensor_ndim(A), cg_tensor_shape(A), &t);
+        check_contract("cg_zeros (buffer)", st, st == CG_OK ? t : NULL);
+        return st == CG_OK ? t : NULL;
+    }
+    t = slot[rd_slot(r)];
+    if (t) cg_tensor_retain(t);
+    return t;
+}
+
+static cg_status observer_fn(void *ctx, const char *op_name, uint64_t seq, const char *location,
+                             int n_outputs, cg_tensor *const *grad_outputs) {
+    int i;
+    (void)seq, (void)location;
+    if (!op_name) fail_contract("observer got a NULL op name", "entry observer");
+    for (i = 0; i < n_outputs; ++i)
+        if (!grad_outputs[i]) fail_contract("observer got a NULL gradient", "entry observer");
+    if (*(const int *)ctx) return cg_set_error(CG_ERR_CALLBACK, "fuzz: observer fails on purpose");
+    return CG_OK;
+}
+
+static cg_status anomaly_fn(void *ctx, const char *message) {
+    (void)ctx;
+    if (!message) fail_contract("anomaly hook got a NULL message", "anomaly hook");
+    if (anomaly_hook_fails) return cg_set_error(CG_ERR_CALLBACK, "fuzz: anomaly hook fails");
+    return CG_OK;
+}
+
+/* -------- custom op with two outputs: (2x, -x); the backward is
+ * 2*g0 - g1, or, on purpose, a gradient of the wrong shape. */
+static cg_status two_out_backward(void *ctx, int n_out, cg_tensor *const *gout, int n_in,
+                                  const int *needs, cg_tensor **gin) {
+    cg_tensor *t = NULL;
+    cg_status st;
+    if (n_out != 2 || n_in < 1 || !needs[0]) return CG_OK;
+    if (*(const int *)ctx) return cg_sum(gout[0], NULL, 0, 0, &gin[0]); /* wrong shape */
+    st = cg_mul_scalar(gout[0], 2.0, &t);
+    if (st == CG_OK) st = cg_sub(t, gout[1], &gin[0]);
+    cg_tensor_free(t);
+    return st;
+}
+
+/* The schedules, each with options drawn from the input; the contract:
+ * a status in range, a message on failure and *lr untouched then. */
+static void fuzz_schedule(reader *r) {
+    const double sentinel = 12345.0;
+    double lr = sentinel, base = rd_or(r, 0.1), extra1 = 0, extra2 = 0;
+    double *out = (rd(r) == 0) ? NULL : &lr;
+    int64_t step = rd_i64(r), ms[4];
+    int use_null = rd(r) == 1, which = (int)rd_mod(r, 14), k;
+    cg_status st;
+    cg_clear_error();
+    switch (which) {
+    case 0: { cg_lr_step_options o; o.step_size = rd_i64(r); o.gamma = rd_or(r, 0.5);
+              st = cg_lr_step(use_null ? NULL : &o, base, step, out); break; }
+    case 1: { cg_lr_multistep_options o; int n = (int)rd_mod(r, 6) - 1;
+              for (k = 0; k < 4; ++k) ms[k] = rd_i64(r);
+              o.milestones = (rd(r) == 2) ? NULL : ms; o.n_milestones = n > 4 ? 4 : n;
+              o.gamma = rd_or(r, 0.1);
+              st = cg_lr_multistep(use_null ? NULL : &o, base, step, out); break; }
+    case 2: { cg_lr_constant_options o; o.factor = rd_or(r, 0.5); o.total_iters = rd_i64(r);
+              st = cg_lr_constant(use_null ? NULL : &o, base, step, out); break; }
+    case 3: { cg_lr_linear_options o; o.start_factor = rd_or(r, 0.5); o.end_factor = rd_or(r, 1.0);
+              o.total_iters = rd_i64(r);
+              st = cg_lr_linear(use_null ? NULL : &o, base, step, out); break; }
+    case 4: { cg_lr_exponential_options o; o.gamma = rd_or(r, 0.9);
+              st = cg_lr_exponential(use_null ? NULL : &o, base, step, out); break; }
+    case 5: { cg_lr_cosine_options o; o.T_max = rd_i64(r); o.eta_min = rd_or(r, 0.0);
+              st = cg_lr_cosine(use_null ? NULL : &o, base, step, out); break; }
+    case 6: case 7: { cg_lr_cosine_warm_restarts_options o; o.T_0 = rd_i64(r); o.T_mult = rd_i64(r);
+              o.eta_min = rd_or(r, 0.0);
+              if (which == 6) st = cg_lr_cosine_warm_restarts(use_null ? NULL : &o, base, step, out);
+              else st = cg_lr_cosine_warm_restarts_at(use_null ? NULL : &o, base,
+                                                      rd_or(r, 2.5) + (double)rd_mod(r, 9), out,
+                                                      (rd(r) & 1) ? &extra1 : NULL,
+                                                      (rd(r) & 1) ? &extra2 : NULL);
+              break; }
+    case 8: case 9: { cg_lr_one_cycle_options o; o.total_steps = rd_i64(r); o.pct_start = rd_or(r, 0.3);
+              o.anneal_strategy = (cg_anneal)rd_mod(r, 3); o.div_factor = rd_or(r, 25.0);
+              o.final_div_factor = rd_or(r, 1e4); o.three_phase = (int)(rd(r) & 1);
+              o.base_momentum = rd_or(r, 0.85); o.max_momentum = rd_or(r, 0.95);
+              if (which == 8) st = cg_lr_one_cycle(use_null ? NULL : &o, base, step, out);
+              else st = cg_lr_one_cycle_momentum(use_null ? NULL : &o, step, out);
+              break; }
+    case 10: { cg_lr_polynomial_options o; o.total_iters = rd_i64(r); o.power = rd_or(r, 1.0);
+              st = cg_lr_polynomial(use_null ? NULL : &o, base, step, out); break; }
+    default: { cg_lr_warmup_cosine_options o; o.warmup_steps = rd_i64(r); o.total_steps = rd_i64(r);
+              o.warmup_start_factor = rd_or(r, 0.0); o.eta_min = rd_or(r, 0.0);
+              st = cg_lr_warmup_cosine(use_null ? NULL : &o, base, step, out); break; }
+    }
+    check_status("cg_lr_*", st);
+    if (st != CG_OK && lr != sentinel) fail_contract("failed but wrote lr", "cg_lr_*");
+    if (st == CG_OK && (!out || use_null)) fail_contract("NULL options or lr accepted", "cg_lr_*");
+}
+
+/* The optimizer object: create (SGD / Adam / AdamW, options from the
+ * input, params from the slots), or one of its calls. */
+static void fuzz_optimizer(reader *r, int create) {
+    int i;
+    if (create) {
+        cg_tensor *ps[3];
+        cg_optimizer *o = POISON_OPT;
+        cg_status st;
+        int n = (int)rd_mod(r, 4) - (rd(r) == 0), kind = (int)rd_mod(r, 3);
+        for (i = 0; i < 3; ++i) ps[i] = slot[rd_slot(r)];
+        cg_clear_error();
+        if (kind == 0) {
+            cg_sgd_options so = rd_sgd_options(r);
+            st = cg_optimizer_new_sgd(n, ps, (rd(r) == 0) ? NULL : &so, &o);
+        } else {
+            cg_adam_options ao = rd_adam_options(r);
+            if (kind == 1) st = cg_optimizer_new_adam(n, ps, (rd(r) == 0) ? NULL : &ao, &o);
+            else st = cg_optimizer_new_adamw(n, ps, (rd(r) & 1) ? NULL : &ao, &o);
+        }
+        check_status("cg_optimizer_new_*", st);
+        if (o == POISON_OPT) fail_contract("optimizer output not written", "cg_optimizer_new_*");
+        if ((st == CG_OK) != (o != NULL)) fail_contract("status and output disagree", "cg_optimizer_new_*");
+        if (o) {
+            cg_optimizer_free(fz_opt);
+            fz_opt = o;
+        }
+        return;
+    }
+    switch (rd_mod(r, 7)) {
+    case 0: case 1: CALL(cg_optimizer_step(fz_opt)); break;
+    case 2: cg_optimizer_zero_grad(fz_opt); break;
+    case 3: {
+        double before = cg_optimizer_get_lr(fz_opt), lr = rd_double(r);
+        cg_status st;
+        cg_clear_error();
+        st = cg_optimizer_set_lr(fz_opt, lr);
+        check_status("cg_optimizer_set_lr", st);
+        if (fz_opt && st == CG_OK && cg_optimizer_get_lr(fz_opt) != lr)
+            fail_contract("lr not set", "cg_optimizer_set_lr");
+        if (fz_opt && st != CG_OK && !(cg_optimizer_get_lr(fz_opt) == before))
+            fail_contract("failed but changed lr", "cg_optimizer_set_lr");
+        break;
+    }
+    case 4: {
+        static const char *names[] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq",
+                                      "momentum_buffer", "bogus", NULL};
+        cg_tensor *t = cg_optimizer_state(fz_opt, (int)rd_mod(r, 5) - 1, names[rd_mod(r, 6)]);
+        if (t) {
+            check_contract("cg_optimizer_state", CG_OK, t);
+            if (rd(r) & 1) { /* keep it in a slot: it may outlive the optimizer */
+                int k = rd_slot(r);
+                cg_tensor_retain(t);
+                cg_tensor_free(slot[k]);
+                slot[k] = t;
+            }
+        }
+        break;
+    }
+    case 5: (void)cg_optimizer_param_steps(fz_opt, (int)rd_mod(r, 5) - 1); break;
+    default: /* a fresh one in its place, or none */
+        cg_optimizer_free(fz_opt);
+        fz_opt = NULL;
+        break;
+    }
+}
+
+/* Clipping by norm / value / AGC, total norm, over slots or their .grads. */
+static void fuzz_clip(reader *r) {
+    static const double norms[] = {2.0, 1.0, INFINITY, 0.5, 3.0};
+    cg_tensor *ts[4], *ps[4];
+    int n = (int)rd_mod(r, 5) - (rd(r) == 0), i;
+    double norm_type = (rd(r) & 7) ? norms[rd_mod(r, 5)] : rd_double(r), tn = 0, coef = 0;
+    int64_t c1 = 0, c2 = 0;
+    for (i = 0; i < 4; ++i) {
+        ps[i] = slot[rd_slot(r)];
+        ts[i] = (ps[i] && (rd(r) & 3)) ? cg_tensor_grad(ps[i]) : ps[i];
+    }
+    switch (rd_mod(r, 4)) {
+    case 0: CALL(cg_clip_grad_norm(n, ts, rd_or(r, 1.0), norm_type, (int)(rd(r) & 1),
+                                   (rd(r) & 1) ? &tn : NULL, (rd(r) & 1) ? &coef : NULL)); break;
+    case 1: CALL(cg_clip_grad_value(n, ts, rd_or(r, 0.5), (rd(r) & 1) ? &c1 : NULL)); break;
+    case 2: CALL(cg_total_norm(n, ts, norm_type, (rd(r) == 0) ? NULL : &tn)); break;
+    default: CALL(cg_clip_grad_agc(n, ps, ts, rd_or(r, 0.01), rd_or(r, 1e-3),
+                                   (rd(r) & 1) ? &c1 : NULL, (rd(r) & 1) ? &c2 : NULL)); break;
+    }
+}
+
+/* The fused update kernels on slot a (param) and b or a fresh gradient. */
+static void fuzz_update(reader *r, cg_tensor *A, cg_tensor *B) {
+    cg_tensor *g = NULL, *b1 = NULL, *b2 = NULL, *b3 = NULL;
+    int64_t stepn = rd_i64(r); /* 0 and negative steps included */
+    if (A && !(rd(r) & 3)) {
+        cg_status st = cg_randn(cg_tensor_dtype(A), cg_tensor_ndim(A), cg_tensor_shape(A), &g);
+        if (st != CG_OK) g = NULL;
+    } else if (B) {
+        g = B;
+        cg_tensor_retain(g);
+    }
+    b1 = rd_buffer(r, A);
+    b2 = rd_buffer(r, A);
+    b3 = (rd(r) & 1) ? rd_buffer(r, A) : NULL;
+    /* the update norm out-parameter on every other step count: both paths
+     * without reading another byte (the corpus keeps its meaning) */
+    double usq_v = 0.0, *usq = (stepn & 1) ? &usq_v : NULL;
+    switch (rd_mod(r, 4)) {
+    case 0: { cg_sgd_options o = rd_sgd_options(r);
+              CALL(cg_sgd_update(A, g, (rd(r) & 1) ? b1 : NULL, (int)(rd(r) & 1),
+                                 (rd(r) == 0) ? NULL : &o, usq)); break; }
+    case 1: { cg_adam_options o = rd_adam_options(r);
+              CALL(cg_adam_update(A, g, b1, b2, b3, stepn, (rd(r) == 0) ? NULL : &o, usq)); break; }
+    case 2: { cg_rmsprop_options o = cg_rmsprop_default_options();
+              o.lr = rd_or(r, 1e-2); o.alpha = rd_or(r, 0.99); o.eps = rd_or(r, 1e-8);
+              o.weight_decay = rd_or(r, 0.0); o.momentum = rd_or(r, (rd(r) & 1) ? 0.9 : 0.0);
+              o.centered = (int)(rd(r) & 1); o.maximize = (int)(rd(r) & 1);
+              CALL(cg_rmsprop_update(A, g, b1, (rd(r) & 1) ? b2 : NULL, (rd(r) & 1) ? b3 : NULL,
+                                     (rd(r) == 0) ? NULL : &o, usq)); break; }
+    default: { cg_adagrad_options o = cg_adagrad_default_options();
+              o.lr = rd_or(r, 1e-2); o.lr_decay = rd_or(r, 0.0); o.weight_decay = rd_or(r, 0.0);
+              o.eps = rd_or(r, 1e-10); o.initial_accumulator_value = rd_or(r, 0.0);
+              o.maximize = (int)(rd(r) & 1);
+              CALL(cg_adagrad_update(A, g, b1, stepn, (rd(r) == 0) ? NULL : &o, usq)); break; }
+    }
+    cg_tensor_free(b3);
+    cg_tensor_free(b2);
+    cg_tensor_free(b1);
+    cg_tensor_free(g);
+}
+
 static void step(reader *r) {
     unsigned op = rd(r);
     int a = rd_slot(r), b = rd_slot(r), d = rd_slot(r);
@@ -196,8 +469,8 @@ static void step(reader *r) {
     static int trace = -1;
 
     if (trace < 0) trace = getenv("FUZZ_TRACE") != NULL; /* debugging a saved input */
-    if (trace) fprintf(stderr, "op %u  a=%d b=%d d=%d\n", op % 40, a, b, d);
-    switch (op % 40) {
+    if (trace) fprintf(stderr, "op %u  a=%d b=%d d=%d\n", op % 48, a, b, d);
+    switch (op % 48) {
     case 0: { /* creation */
         cg_dtype dt = rd_dtype(r);
         nd = rd_shape(r, shape);
@@ -523,15 +796,128 @@ static void step(reader *r) {
         break;
     }
     case 33: reset_state(); break;
+    case 34: fuzz_optimizer(r, 1); break;
+    case 35: case 36: fuzz_optimizer(r, 0); break;
+    case 37: fuzz_clip(r); break;
+    case 38: fuzz_update(r, A, B); break;
+    case 39: fuzz_schedule(r); break;
+    case 40: { /* gradient statistics */
+        cg_stats s;
+        cg_status st;
+        cg_clear_error();
+        st = cg_tensor_stats(A, (rd(r) == 0) ? NULL : &s);
+        check_status("cg_tensor_stats", st);
+        if (st == CG_OK && (s.numel != cg_tensor_numel(A) || s.nonfinite < 0 ||
+                            s.nonfinite > s.numel || !(s.max_abs >= 0) || !(s.sum_sq >= 0)))
+            fail_contract("inconsistent statistics", "cg_tensor_stats");
+        break;
+    }
+    case 41: /* anomaly mode */
+        switch (rd_mod(r, 5)) {
+        case 0: (void)cg_set_anomaly_mode(1); break;
+        case 1: (void)cg_set_anomaly_mode(0); break;
+        case 2:
+            if (!cg_anomaly_report()) fail_contract("NULL report", "cg_anomaly_report");
+            break;
+        case 3:
+            anomaly_hook_fails = (int)(rd(r) & 1);
+            cg_set_anomaly_hook(anomaly_fn, NULL);
+            break;
+        default: cg_set_anomaly_hook(NULL, NULL); break;
+        }
+        break;
+    case 42: { /* entry observers */
+        unsigned sub = rd_mod(r, 4);
+        if (sub == 0 && n_observers < MAX_OBSERVERS) {
+            int *fails = (int *)malloc(sizeof *fails);
+            int64_t h = -1;
+            cg_status st;
+            if (!fails) break;
+            *fails = (rd(r) & 7) == 0;
+            cg_clear_error();
+            st = cg_entry_hook_push(rd(r) == 0 ? NULL : observer_fn, fails, free, &h);
+            check_status("cg_entry_hook_push", st);
+            if (st == CG_OK) observers[n_observers++] = h;
+        } else if (sub == 1 && n_observers > 0) {
+            CALL(cg_entry_hook_pop(observers[--n_observers]));
+        } else if (sub == 2) { /* not the innermost: refused unless it happens to be */
+            int64_t h = (int64_t)rd(r) - 2;
+            cg_status st;
+            cg_clear_error();
+            st = cg_entry_hook_pop(h);
+            check_status("cg_entry_hook_pop", st);
+            if (st == CG_OK) {
+                if (!n_observers || observers[n_observers - 1] != h)
+                    fail_contract("popped a handle that is not the innermost", "cg_entry_hook_pop");
+                --n_observers;
+            }
+        }
+        break;
+    }
+    case 43: { /* custom op with two outputs, a malloc'd context */
+        cg_tensor *y1 = POISON, *y2 = POISON;
+        int *wrong = (int *)malloc(sizeof *wrong), prev;
+        cg_status st;
+        if (!wrong) break;
+        *wrong = (rd(r) & 3) == 0;
+        if (A) cg_tensor_retain(A);
+        prev = cg_set_grad_enabled(0);
+        cg_clear_error();
+        st = cg_mul_scalar(A, 2.0, &y1);
+        check_contract("two_out forward", st, y1);
+        if (st == CG_OK) {
+            cg_clear_error();
+            st = cg_neg(A, &y2);
+            check_contract("two_out forward", st, y2);
+        } else {
+            y2 = NULL;
+        }
+        cg_set_grad_enabled(prev);
+        if (st == CG_OK) {
+            cg_tensor *outs[2];
+            outs[0] = y1, outs[1] = y2;
+            CALL(cg_record_custom("two_out", 1, &A, 2, outs, two_out_backward, wrong, free));
+            cg_tensor_free(slot[d]);
+            slot[d] = y1;
+            cg_tensor_free(slot[(d + 1) % N_SLOTS]);
+            slot[(d + 1) % N_SLOTS] = y2;
+        } else {
+            cg_tensor_free(y1 == POISON ? NULL : y1);
+            free(wrong);
+        }
+        cg_tensor_free(A);
+        break;
+    }
+    case 44: { /* a float parameter with a gradient: what the optimizers want */
+        cg_tensor *g = NULL;
+        cg_dtype dt = (rd(r) & 1) ? CG_FLOAT64 : CG_FLOAT32;
+        nd = rd_shape(r, shape);
+        CALL_OUT(d, cg_randn(dt, nd, shape, &out));
+        if (!slot[d] || cg_tensor_dtype(slot[d]) != dt) break;
+        set_requires_grad(slot[d], 1);
+        if (cg_randn(dt, nd, shape, &g) == CG_OK) {
+            CALL(cg_tensor_set_grad(slot[d], g));
+            cg_tensor_free(g);
+        }
+        break;
+    }
     default: /* a cheap differentiable op most of the time keeps graphs growing */
         CALL_OUT(d, cg_mul(A, A, &out));
         break;
     }
 }
 
-/* Back to the start state: no tensors, no leaves, grad mode on. */
+/* Back to the start state: no tensors, no leaves, no optimizer, no
+ * observers, anomaly mode off, grad mode on. */
 static void reset_state(void) {
     int i;
+    cg_optimizer_free(fz_opt);
+    fz_opt = NULL;
+    while (n_observers > 0)
+        if (cg_entry_hook_pop(observers[--n_observers]) != CG_OK)
+            fail_contract("popping an observer failed", "reset");
+    (void)cg_set_anomaly_mode(0);
+    cg_set_anomaly_hook(NULL, NULL);
     for (i = 0; i < n_leaves; ++i) {
         if (cg_tensor_set_grad(leaves[i], NULL) != CG_OK) fail_contract("clearing .grad failed", "reset");
         cg_tensor_free(leaves[i]);
