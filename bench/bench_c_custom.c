@@ -41,12 +41,24 @@ static cg_status custom_scale(cg_tensor *x, cg_tensor **out) {
     return st;
 }
 
+static cg_status reg_fwd(void *ctx, int n, cg_tensor *const *x, int np, const double *p, cg_tensor **out) {
+    (void)ctx; (void)n; (void)np;
+    return cg_mul_scalar(x[0], p[0], out);
+}
+
+static cg_status reg_bwd(void *ctx, int n, cg_tensor *const *x, int np, const double *p, cg_tensor *y,
+                         cg_tensor *g, const int *needs, cg_tensor **gx) {
+    (void)ctx; (void)n; (void)x; (void)np; (void)y; (void)needs;
+    return cg_mul_scalar(g, p[0], &gx[0]);
+}
+
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-/* Runs the chain once; *fwd and *bwd in seconds. 0 on success. */
+/* Runs the chain once; *fwd and *bwd in seconds. 0 on success.
+ * custom: 0 built-in, 1 cg_record_custom, 2 the op registry (cg_op_call). */
 static int chain(int custom, int64_t numel, double *fwd, double *bwd) {
     cg_tensor *x = NULL, *y = NULL, *s = NULL;
     if (cg_ones(CG_FLOAT32, 1, &numel, &x) || cg_tensor_set_requires_grad(x, 1)) return 1;
@@ -55,7 +67,10 @@ static int chain(int custom, int64_t numel, double *fwd, double *bwd) {
     double t0 = now();
     for (int i = 0; i < N_OPS; ++i) {
         cg_tensor *z = NULL;
-        cg_status st = custom ? custom_scale(y, &z) : cg_mul_scalar(y, SCALE, &z);
+        double s = SCALE;
+        cg_status st = custom == 2   ? cg_op_call("bench_scale", 1, &y, 1, &s, &z)
+                       : custom == 1 ? custom_scale(y, &z)
+                                     : cg_mul_scalar(y, SCALE, &z);
         cg_tensor_free(y);
         if (st) return 1;
         y = z;
@@ -74,10 +89,16 @@ static int chain(int custom, int64_t numel, double *fwd, double *bwd) {
 
 int main(void) {
     int64_t sizes[2] = {1, 256};
+    static const char *const names[3] = {"built-in cg_mul_scalar", "custom op (cg_record_custom)",
+                                         "registered op (cg_op_call)"};
+    if (cg_op_register("bench_scale", 1, 1, reg_fwd, reg_bwd, NULL, NULL)) {
+        fprintf(stderr, "register failed: %s\n", cg_last_error());
+        return 1;
+    }
     printf("| op chain (%d ops), float32 | elements | forward us/op | backward us/op |\n", N_OPS);
     printf("|---|---|---|---|\n");
     for (int k = 0; k < 2; ++k)
-        for (int custom = 0; custom < 2; ++custom) {
+        for (int custom = 0; custom < 3; ++custom) {
             double f[REPS], b[REPS];
             for (int r = 0; r < REPS; ++r)
                 if (chain(custom, sizes[k], &f[r], &b[r])) {
@@ -87,7 +108,7 @@ int main(void) {
             qsort(f, REPS, sizeof f[0], cmp);
             qsort(b, REPS, sizeof b[0], cmp);
             printf("| %s | %lld | %.3f | %.3f |\n",
-                   custom ? "custom op (cg_record_custom)" : "built-in cg_mul_scalar",
+                   names[custom],
                    (long long)sizes[k], f[REPS / 2] / N_OPS * 1e6, b[REPS / 2] / N_OPS * 1e6);
         }
     return 0;

@@ -157,7 +157,8 @@ struct cg_node {
     int64_t iparam[CG_NODE_MAX_IPARAM];
     int n_iparam;
     /* Foreign / custom backward. */
-    char *custom_name;
+    char *custom_name;     /* custom_name_buf, or malloc'd when longer */
+    char custom_name_buf[40];
     cg_custom_backward_fn custom_backward;
     void *ctx;
     cg_ctx_free_fn ctx_free;

@@ -77,7 +77,7 @@ void cg__node_destroy(cg_node *n) {
     free(n->grad_buf);
     if (n->ctx_free) n->ctx_free(n->ctx);
     if (n->extra_free) n->extra_free(n->extra);
-    free(n->custom_name);
+    if (n->custom_name != n->custom_name_buf) free(n->custom_name);
     cg__location_free(n->location);
     free(n);
 }
@@ -471,7 +471,8 @@ cg_status cg_record_custom(const char *name, int n_inputs, cg_tensor *const *inp
     n->ctx = ctx;
     n->ctx_free = ctx_free;
     size_t len = strlen(name ? name : "custom");
-    n->custom_name = (char *)malloc(len + 1);
+    /* Short names (almost all) live in the node: no allocation per call. */
+    n->custom_name = len < sizeof n->custom_name_buf ? n->custom_name_buf : (char *)malloc(len + 1);
     if (!n->custom_name) {
         cg__node_destroy(n); /* frees ctx */
         return cg__err(CG_ERR_NOMEM, "out of memory");
