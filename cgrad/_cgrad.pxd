@@ -300,6 +300,7 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_optimizer_new_sgd(int n, cg_tensor **params, const cg_sgd_options *options, cg_optimizer **out)
     cg_status cg_optimizer_new_adam(int n, cg_tensor **params, const cg_adam_options *options, cg_optimizer **out)
     cg_status cg_optimizer_new_adamw(int n, cg_tensor **params, const cg_adam_options *options, cg_optimizer **out)
+    cg_status cg_optimizer_new_rmsprop(int n, cg_tensor **params, const cg_rmsprop_options *options, cg_optimizer **out)
     cg_status cg_optimizer_step(cg_optimizer *opt)
     void cg_optimizer_zero_grad(cg_optimizer *opt)
     cg_status cg_optimizer_set_lr(cg_optimizer *opt, double lr)

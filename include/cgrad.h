@@ -953,6 +953,10 @@ CG_API cg_status cg_optimizer_new_adam(int n, cg_tensor *const *params,
  * decay forced on. */
 CG_API cg_status cg_optimizer_new_adamw(int n, cg_tensor *const *params,
                                         const cg_adam_options *options, cg_optimizer **out);
+/* RMSprop (alpha, eps, weight_decay, momentum, centered, maximize). State
+ * names: "square_avg", "grad_avg" (centered), "momentum_buffer" (momentum > 0). */
+CG_API cg_status cg_optimizer_new_rmsprop(int n, cg_tensor *const *params,
+                                          const cg_rmsprop_options *options, cg_optimizer **out);
 /* One update of every parameter that has a gradient. On failure the
  * parameters before the failing one have been updated. A row-sparse
  * gradient takes cg_sgd_sparse_update (SGD; its momentum buffer is then

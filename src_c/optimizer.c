@@ -1,14 +1,15 @@
 /* optimizer.c -- cg_optimizer: parameters, their state tensors and the
- * options of one fused update (SGD or Adam/AdamW), for C-only training. */
+ * options of one fused update (SGD, Adam/AdamW or RMSprop), for C-only training. */
 #include "cg_internal.h"
 #include "cg_optim.h"
 
-typedef enum opt_kind { OPT_SGD, OPT_ADAM } opt_kind;
+typedef enum opt_kind { OPT_SGD, OPT_ADAM, OPT_RMSPROP } opt_kind;
 
 /* State of one parameter. Tensors owned; NULL until its first step. */
 typedef struct opt_slot {
     cg_tensor *param;
-    cg_tensor *buf[3]; /* SGD: momentum_buffer; Adam: exp_avg, exp_avg_sq, max_exp_avg_sq */
+    cg_tensor *buf[3]; /* SGD: momentum_buffer; Adam: exp_avg, exp_avg_sq, max_exp_avg_sq;
+                          RMSprop: square_avg, grad_avg, momentum_buffer */
     int64_t steps;
 } opt_slot;
 
@@ -16,12 +17,14 @@ struct cg_optimizer {
     opt_kind kind;
     cg_sgd_options sgd;
     cg_adam_options adam;
+    cg_rmsprop_options rmsprop;
     int n;
     opt_slot *slots; /* n entries */
 };
 
 static const char *const SGD_NAMES[3] = {"momentum_buffer", NULL, NULL};
 static const char *const ADAM_NAMES[3] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+static const char *const RMSPROP_NAMES[3] = {"square_avg", "grad_avg", "momentum_buffer"};
 
 static cg_status opt_new(const char *fn, opt_kind kind, int n, cg_tensor *const *params,
                          cg_optimizer **out) {
@@ -90,6 +93,25 @@ cg_status cg_optimizer_new_adamw(int n, cg_tensor *const *params, const cg_adam_
     return cg_optimizer_new_adam(n, params, &o, out);
 }
 
+cg_status cg_optimizer_new_rmsprop(int n, cg_tensor *const *params, const cg_rmsprop_options *options,
+                                   cg_optimizer **out) {
+    static const char *fn = "cg_optimizer_new_rmsprop";
+    if (out) *out = NULL;
+    if (!options) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    const cg_rmsprop_options *o = options;
+    const char *bad = !(o->lr >= 0.0) ? "learning rate" : !(o->eps >= 0.0) ? "epsilon"
+                    : !(o->momentum >= 0.0) ? "momentum" : !(o->weight_decay >= 0.0) ? "weight_decay"
+                    : !(o->alpha >= 0.0) ? "alpha" : NULL;
+    if (bad) {
+        double v = bad[0] == 'l' ? o->lr : bad[0] == 'e' ? o->eps : bad[0] == 'm' ? o->momentum
+                 : bad[0] == 'w' ? o->weight_decay : o->alpha;
+        return cg__err(CG_ERR_VALUE, "%s: invalid %s value: %g", fn, bad, v);
+    }
+    CG_TRY(opt_new(fn, OPT_RMSPROP, n, params, out));
+    (*out)->rmsprop = *options;
+    return CG_OK;
+}
+
 /* Zeros shaped like p (the state a fresh parameter starts with). */
 static cg_status zeros_like(const cg_tensor *p, cg_tensor **out) {
     return cg_zeros(p->dtype, p->ndim, p->shape, out);
@@ -103,6 +125,11 @@ static cg_status step_one(cg_optimizer *o, opt_slot *s, cg_tensor *grad) {
             first = 1;
         }
         CG_TRY(cg_sgd_update(s->param, grad, s->buf[0], first, &o->sgd, NULL));
+    } else if (o->kind == OPT_RMSPROP) {
+        const int need[3] = {1, o->rmsprop.centered, o->rmsprop.momentum > 0.0};
+        for (int k = 0; k < 3; ++k)
+            if (need[k] && !s->buf[k]) CG_TRY(zeros_like(s->param, &s->buf[k]));
+        CG_TRY(cg_rmsprop_update(s->param, grad, s->buf[0], s->buf[1], s->buf[2], &o->rmsprop, NULL));
     } else {
         const int nbuf = o->adam.amsgrad ? 3 : 2;
         for (int k = 0; k < nbuf; ++k)
@@ -119,8 +146,9 @@ static cg_status step_one(cg_optimizer *o, opt_slot *s, cg_tensor *grad) {
 static cg_status step_sparse(cg_optimizer *o, opt_slot *s, int i, cg_tensor *grad) {
     if (o->kind != OPT_SGD)
         return cg__err(CG_ERR_UNSUPPORTED, "cg_optimizer_step: parameter %d has a row-sparse gradient; "
-                                           "Adam does not support sparse gradients (use "
-                                           "cg_sparse_adam_update)", i);
+                                           "%s does not support sparse gradients (use "
+                                           "cg_sparse_adam_update)", i,
+                       o->kind == OPT_ADAM ? "Adam" : "RMSprop");
     if (s->buf[0] && !cg_tensor_is_sparse(s->buf[0]))
         return cg__err(CG_ERR_VALUE, "cg_optimizer_step: parameter %d has a dense momentum buffer but a "
                                      "row-sparse gradient", i);
@@ -162,18 +190,20 @@ cg_status cg_optimizer_set_lr(cg_optimizer *opt, double lr) {
     if (!opt) return cg__err(CG_ERR_NULL, "cg_optimizer_set_lr: optimizer is NULL");
     if (!(lr >= 0.0)) return cg__err(CG_ERR_VALUE, "cg_optimizer_set_lr: invalid learning rate: %g", lr);
     if (opt->kind == OPT_SGD) opt->sgd.lr = lr;
+    else if (opt->kind == OPT_RMSPROP) opt->rmsprop.lr = lr;
     else opt->adam.lr = lr;
     return CG_OK;
 }
 
 double cg_optimizer_get_lr(const cg_optimizer *opt) {
     if (!opt) return NAN;
-    return opt->kind == OPT_SGD ? opt->sgd.lr : opt->adam.lr;
+    return opt->kind == OPT_SGD ? opt->sgd.lr : opt->kind == OPT_RMSPROP ? opt->rmsprop.lr : opt->adam.lr;
 }
 
 cg_tensor *cg_optimizer_state(const cg_optimizer *opt, int i, const char *name) {
     if (!opt || !name || i < 0 || i >= opt->n) return NULL;
-    const char *const *names = opt->kind == OPT_SGD ? SGD_NAMES : ADAM_NAMES;
+    const char *const *names = opt->kind == OPT_SGD ? SGD_NAMES : opt->kind == OPT_RMSPROP ? RMSPROP_NAMES
+                                                                                            : ADAM_NAMES;
     for (int k = 0; k < 3; ++k)
         if (names[k] && strcmp(names[k], name) == 0) return opt->slots[i].buf[k];
     return NULL;

@@ -713,7 +713,55 @@ static void test_optimizer_object_trains_from_c(void) {
     for (size_t i = 0; i < sizeof all / sizeof *all; ++i) cg_tensor_free(all[i]);
 }
 
+/* RMSprop through the object: the same numbers as the kernel by hand, the
+ * centered/momentum state created as needed, and it trains. */
+static void test_optimizer_object_rmsprop(void) {
+    int64_t ws[1] = {3};
+    double w0[3] = {0.3, -0.1, 0.2}, gv[3] = {0.5, -1.0, 0.25};
+    cg_tensor *wa = cgt_f64(1, ws, w0), *wb = cgt_f64(1, ws, w0), *g = cgt_f64(1, ws, gv);
+    cg_tensor *sq = NULL, *ga = NULL, *mb = NULL;
+    CHECK_OK(cg_tensor_set_requires_grad(wa, 1));
+    cg_zeros(CG_FLOAT64, 1, ws, &sq);
+    cg_zeros(CG_FLOAT64, 1, ws, &ga);
+    cg_zeros(CG_FLOAT64, 1, ws, &mb);
+    cg_rmsprop_options o = cg_rmsprop_default_options();
+    o.lr = 0.05;
+    o.centered = 1;
+    o.momentum = 0.9;
+    o.weight_decay = 0.01;
+    cg_optimizer *opt = NULL;
+    CHECK_OK(cg_optimizer_new_rmsprop(1, &wa, &o, &opt));
+    for (int k = 0; k < 5; ++k) {
+        CHECK_OK(cg_tensor_set_grad(wa, g));
+        CHECK_OK(cg_optimizer_step(opt));
+        CHECK_OK(cg_rmsprop_update(wb, g, sq, ga, mb, &o, NULL));
+    }
+    for (int i = 0; i < 3; ++i) CHECK(cgt_at(wa, i) == cgt_at(wb, i));
+    CHECK(cg_optimizer_state(opt, 0, "square_avg") != NULL);
+    CHECK(cg_optimizer_state(opt, 0, "grad_avg") != NULL);
+    CHECK(cg_optimizer_state(opt, 0, "momentum_buffer") != NULL);
+    CHECK(cg_optimizer_state(opt, 0, "exp_avg") == NULL);
+    CHECK_OK(cg_optimizer_set_lr(opt, 0.2));
+    CHECK(cg_optimizer_get_lr(opt) == 0.2);
+    cg_rmsprop_options plain = cg_rmsprop_default_options();
+    cg_optimizer *o2 = NULL;
+    CHECK_OK(cg_optimizer_new_rmsprop(1, &wa, &plain, &o2));
+    CHECK_OK(cg_optimizer_step(o2));
+    CHECK(cg_optimizer_state(o2, 0, "grad_avg") == NULL);        /* not centered */
+    CHECK(cg_optimizer_state(o2, 0, "momentum_buffer") == NULL); /* no momentum */
+    cg_optimizer *bad = NULL;
+    plain.alpha = -0.5;
+    CHECK_STATUS(cg_optimizer_new_rmsprop(1, &wa, &plain, &bad), CG_ERR_VALUE);
+    CHECK(strstr(cg_last_error(), "alpha") != NULL && bad == NULL);
+    CHECK_STATUS(cg_optimizer_new_rmsprop(1, &wa, NULL, &bad), CG_ERR_NULL);
+    cg_optimizer_free(opt);
+    cg_optimizer_free(o2);
+    cg_tensor *all[] = {wa, wb, g, sq, ga, mb};
+    for (size_t i = 0; i < sizeof all / sizeof *all; ++i) cg_tensor_free(all[i]);
+}
+
 int main(void) {
+    test_optimizer_object_rmsprop();
     test_optimizer_object_trains_from_c();
     test_sgd();
     test_adam();
