@@ -37,6 +37,7 @@ _NO_REPORT = _NoReport()
 # An lr jump larger than this between consecutive recorded steps is an
 # 'lr_change' event (a warm restart, a step decay), not a schedule's drift.
 _LR_JUMP = 2.0
+_LR_FLOOR = 0.01
 
 
 def _type_name(x):
@@ -104,6 +105,7 @@ class Watcher:
         self._dtypes = []
         self._index = {}            # id(param) -> index
         self._prev_lrs = None
+        self._lr_peak = 0.0
         self._prev_scale = None
         self._bad_layers = set()    # layers whose last recorded gradient was non-finite
         self._anomaly_seen = _core.anomaly_report()
@@ -422,9 +424,19 @@ class Watcher:
         if row.loss_scale is not None:
             self._prev_scale = row.loss_scale
         lrs = row.lrs
+        peak = self._lr_peak
+        for v in lrs:
+            if v is not None and v > peak:
+                peak = v
+        self._lr_peak = peak
         if self._prev_lrs is not None:
             for g, (a, b) in enumerate(zip(self._prev_lrs, lrs)):
                 if a is None or b is None:
+                    continue
+                # A decay near the end of a schedule (a cosine's tail halves a
+                # tiny lr every step) is not an event: jumps count while the
+                # larger of the two lrs is at least _LR_FLOOR of the run's peak.
+                if max(a, b) < _LR_FLOOR * peak:
                     continue
                 if (a == 0) != (b == 0) or (a and b and max(a / b, b / a) > _LR_JUMP):
                     events.append((step, "lr_change", f"group {g} lr {a:.6g} -> {b:.6g}", None,

@@ -397,3 +397,24 @@ def test_update_ratio_every(tmp_path, k, measured):
     with pytest.raises(ValueError, match="update_ratio_every must be >= 0, got -1"):
         with monitor.Run(tmp_path / "b.cgrun") as run:
             run.watch(model, opt, update_ratio_every=-1)
+
+
+def test_cosine_tail_is_not_an_lr_change(tmp_path):
+    """A cosine schedule's last steps halve an lr that is already ~0: no event;
+    the restart of a warm-restart schedule is one."""
+    model = cgrad.nn.Linear(3, 1)
+    opt = cgrad.optim.SGD(model.parameters(), lr=1.0)
+    sched = cgrad.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=50)
+    x = cgrad.ones(4, 3)
+    with cgrad.monitor.Run(tmp_path / "cos.cgrun") as run:
+        run.watch(model, opt)
+        for _ in range(80):
+            opt.zero_grad()
+            model(x).sum().backward()
+            opt.step()
+            sched.step()
+    from cgrad.monitor.reader import RunReader
+
+    with RunReader(tmp_path / "cos.cgrun") as r:
+        events = [e for e in r.poll().events if e["kind"] == "lr_change"]
+    assert [e["step"] for e in events] == [50]
