@@ -13,7 +13,9 @@ cdef extern from "Python.h":
         pass
     _PyFrame *_cg_get_frame "PyEval_GetFrame"()            # borrowed
     _PyFrame *_cg_frame_back "PyFrame_GetBack"(_PyFrame *f)  # new reference
-    PyObject *_cg_frame_code "PyFrame_GetCode"(_PyFrame *f)  # new reference
+    ctypedef struct _PyCode "PyCodeObject":
+        pass
+    _PyCode *_cg_frame_code "PyFrame_GetCode"(_PyFrame *f)  # new reference
     int _cg_frame_line "PyFrame_GetLineNumber"(_PyFrame *f)
     PyObject *_cg_dict_get "PyDict_GetItem"(object d, PyObject *key)  # borrowed
 
@@ -43,7 +45,7 @@ cdef void *_location_tramp(void *ctx) noexcept with gil:
     cdef _cg_loc *loc
     try:
         while f != NULL:
-            code = _cg_frame_code(f)
+            code = <PyObject *>_cg_frame_code(f)
             if not _is_internal(code):
                 loc = <_cg_loc *>malloc(sizeof(_cg_loc))
                 if loc != NULL:
