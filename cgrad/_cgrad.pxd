@@ -164,6 +164,7 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_op_register(const char *name, int n_inputs, int n_params, cg_op_forward_fn forward, cg_op_backward_fn backward, void *ctx, cg_ctx_free_fn ctx_free)
     cg_status cg_op_unregister(const char *name)
     cg_status cg_op_call(const char *name, int n_inputs, cg_tensor **inputs, int n_params, const double *params, cg_tensor **out)
+    cg_status cg_op_set_saves(const char *name, int save_inputs, int save_output)
     int cg_op_count()
     const char *cg_op_name(int i)
     cg_status cg_op_info(const char *name, int *n_inputs, int *n_params)

@@ -355,6 +355,10 @@ CG_API cg_status cg_op_unregister(const char *name);
  * requires grad). */
 CG_API cg_status cg_op_call(const char *name, int n_inputs, cg_tensor *const *inputs, int n_params,
                             const double *params, cg_tensor **out);
+/* What op name's backward receives (default: both). An op whose backward
+ * does not read its inputs (or output) says so, and its calls keep nothing
+ * alive for backward: the inputs array then holds NULLs (output NULL). */
+CG_API cg_status cg_op_set_saves(const char *name, int save_inputs, int save_output);
 CG_API int cg_op_count(void);
 /* Name of the i-th registered op (registration order), NULL when out of
  * range. Borrowed: valid until that op is unregistered. */

@@ -20,7 +20,8 @@ static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 #define CG_OP_NAME_MAX 64
 
 typedef struct reg_op {
-    int64_t refcount; /* the registry's and every recorded call's (under the mutex) */
+    int64_t refcount; /* the registry's and every recorded call's (atomic) */
+    int save_inputs, save_output; /* what backward gets (cg_op_set_saves) */
     char name[CG_OP_NAME_MAX];
     int n_inputs, n_params;
     cg_op_forward_fn forward;
@@ -32,11 +33,10 @@ typedef struct reg_op {
 
 static reg_op *ops = NULL;
 
+static void op_incref(reg_op *op) { __atomic_add_fetch(&op->refcount, 1, __ATOMIC_RELAXED); }
+
 static void op_decref(reg_op *op) {
-    LOCK();
-    int64_t left = --op->refcount;
-    UNLOCK();
-    if (left > 0) return;
+    if (__atomic_sub_fetch(&op->refcount, 1, __ATOMIC_ACQ_REL) > 0) return;
     if (op->ctx_free) op->ctx_free(op->ctx);
     free(op);
 }
@@ -78,6 +78,7 @@ cg_status cg_op_register(const char *name, int n_inputs, int n_params, cg_op_for
     }
     memcpy(op->name, name, strlen(name) + 1); /* valid_name: shorter than the buffer */
     op->refcount = 1;
+    op->save_inputs = op->save_output = 1;
     op->n_inputs = n_inputs;
     op->n_params = n_params;
     op->forward = forward;
@@ -105,11 +106,25 @@ cg_status cg_op_unregister(const char *name) {
     reg_op **slot = &ops;
     while (*slot && strcmp((*slot)->name, name) != 0) slot = &(*slot)->next;
     reg_op *op = *slot;
-    if (op) *slot = op->next;
+    if (op) {
+        *slot = op->next;
+    }
     UNLOCK();
     if (!op) return cg__err(CG_ERR_VALUE, "cg_op_unregister: no op named '%s'", name);
     op_decref(op); /* recorded calls keep it alive until they are released */
     return CG_OK;
+}
+
+cg_status cg_op_set_saves(const char *name, int save_inputs, int save_output) {
+    if (!name) return cg__err(CG_ERR_NULL, "cg_op_set_saves: name is NULL");
+    LOCK();
+    reg_op *op = find_locked(name);
+    if (op) {
+        op->save_inputs = save_inputs != 0;
+        op->save_output = save_output != 0;
+    }
+    UNLOCK();
+    return op ? CG_OK : cg__err(CG_ERR_VALUE, "cg_op_set_saves: no op named '%s'", name);
 }
 
 int cg_op_count(void) {
@@ -151,9 +166,9 @@ cg_status cg_op_info(const char *name, int *n_inputs, int *n_params) {
 typedef struct op_call {
     reg_op *op;
     int n_inputs, n_params;
-    cg_tensor *inputs[16]; /* owned */
-    cg_tensor *output;     /* owned, a detached view of the output (no cycle) */
-    double params[16];
+    cg_tensor *output;  /* owned, a detached view of the output (no cycle), or NULL */
+    double *params;     /* n_params, in the same block */
+    cg_tensor *inputs[]; /* n_inputs, owned (NULL when the op saves no inputs) */
 } op_call;
 
 static void call_free(void *p) {
@@ -164,6 +179,8 @@ static void call_free(void *p) {
     free(c);
 }
 
+/* The engine checks the returned gradients against the inputs (custom
+ * entries: shape, dtype, broadcast sums), so this only forwards the call. */
 static cg_status call_backward(void *p, int n_out, cg_tensor *const *gout, int n_in, const int *needs,
                                cg_tensor **gin) {
     op_call *c = (op_call *)p;
@@ -173,18 +190,6 @@ static cg_status call_backward(void *p, int n_out, cg_tensor *const *gout, int n
                                    gout[0], needs, gin);
     if (st && cg_last_error()[0] == '\0')
         cg__err(st, "backward of registered op '%s' failed with %s", c->op->name, cg_status_name(st));
-    for (int j = 0; j < n_in && !st; ++j) {
-        if (!gin[j]) continue;
-        if (!cg__same_shape(gin[j], c->inputs[j]) || gin[j]->dtype != c->inputs[j]->dtype) {
-            char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
-            st = cg__err(CG_ERR_SHAPE,
-                         "backward of registered op '%s' returned a gradient of shape %s dtype %s for "
-                         "input %d of shape %s dtype %s", c->op->name,
-                         cg__shape_str(gin[j]->ndim, gin[j]->shape, b1, sizeof b1), cg_dtype_name(gin[j]->dtype),
-                         j, cg__shape_str(c->inputs[j]->ndim, c->inputs[j]->shape, b2, sizeof b2),
-                         cg_dtype_name(c->inputs[j]->dtype));
-        }
-    }
     if (st)
         for (int j = 0; j < n_in; ++j) {
             cg_tensor_free(gin[j]);
@@ -193,14 +198,22 @@ static cg_status call_backward(void *p, int n_out, cg_tensor *const *gout, int n
     return st;
 }
 
+/* Found under the mutex, with a reference for the caller. Increments only
+ * happen here, while the registry's own reference is held, so a count
+ * never comes back from zero. */
+static reg_op *lookup(const char *name) {
+    LOCK();
+    reg_op *op = find_locked(name);
+    if (op) op_incref(op);
+    UNLOCK();
+    return op;
+}
+
 cg_status cg_op_call(const char *name, int n_inputs, cg_tensor *const *inputs, int n_params,
                      const double *params, cg_tensor **out) {
     CG_CHECK_OUT(out);
     if (!name) return cg__err(CG_ERR_NULL, "cg_op_call: name is NULL");
-    LOCK();
-    reg_op *op = find_locked(name);
-    if (op) ++op->refcount;
-    UNLOCK();
+    reg_op *op = lookup(name);
     if (!op) return cg__err(CG_ERR_VALUE, "no op named '%s' is registered", name);
     cg_status st = CG_OK;
     if (n_inputs != op->n_inputs || n_params != op->n_params)
@@ -238,7 +251,8 @@ cg_status cg_op_call(const char *name, int n_inputs, cg_tensor *const *inputs, i
         *out = y;
         return CG_OK;
     }
-    op_call *c = (op_call *)calloc(1, sizeof *c);
+    op_call *c = (op_call *)malloc(sizeof *c + (size_t)n_inputs * sizeof(cg_tensor *) +
+                                   (size_t)n_params * sizeof(double));
     if (!c) {
         cg_tensor_free(y);
         op_decref(op);
@@ -247,16 +261,20 @@ cg_status cg_op_call(const char *name, int n_inputs, cg_tensor *const *inputs, i
     c->op = op; /* the reference taken above */
     c->n_inputs = n_inputs;
     c->n_params = n_params;
+    c->output = NULL;
+    c->params = (double *)(void *)(c->inputs + n_inputs);
     for (int i = 0; i < n_inputs; ++i) {
-        c->inputs[i] = inputs[i];
-        cg_tensor_retain(inputs[i]);
+        c->inputs[i] = op->save_inputs ? inputs[i] : NULL;
+        if (op->save_inputs) cg_tensor_retain(inputs[i]);
     }
     for (int k = 0; k < n_params; ++k) c->params[k] = params[k];
-    st = cg_detach(y, &c->output);
-    if (st) {
-        call_free(c);
-        cg_tensor_free(y);
-        return st;
+    if (op->save_output) {
+        st = cg_detach(y, &c->output);
+        if (st) {
+            call_free(c);
+            cg_tensor_free(y);
+            return st;
+        }
     }
     st = cg_record_custom(op->name, n_inputs, inputs, 1, &y, call_backward, c, call_free);
     if (st) {
