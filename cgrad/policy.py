@@ -194,7 +194,7 @@ class GradientPolicies:
                         p.grad = None
                 elif rule.kind == "scale":
                     for p in params:
-                        (p.grad.values() if p.grad.is_sparse else p.grad).mul_(rule.options["factor"])
+                        p.grad.mul_(rule.options["factor"])
                 elif rule.kind == "mask":
                     for p in params:
                         _dense(p, rule)
@@ -230,7 +230,7 @@ class GradientPolicies:
         clipped = coef < 1.0
         if clipped:
             for p in params:
-                (p.grad.values() if p.grad.is_sparse else p.grad).mul_(coef)
+                p.grad.mul_(coef)
         return {"total_norm": total, "clipped": bool(clipped), "clip_coef": float(min(coef, 1.0))}
 
     def attach(self, optimizer):

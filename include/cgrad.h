@@ -621,7 +621,7 @@ CG_API cg_status cg_dropout(cg_tensor *x, double p, int training, cg_tensor **ou
 CG_API cg_status cg_add_(cg_tensor *a, cg_tensor *b, double alpha); /* a += alpha * b */
 CG_API cg_status cg_mul_(cg_tensor *a, cg_tensor *b);               /* a *= b */
 CG_API cg_status cg_add_scalar_(cg_tensor *a, double s);
-CG_API cg_status cg_mul_scalar_(cg_tensor *a, double s);
+CG_API cg_status cg_mul_scalar_(cg_tensor *a, double s); /* row-sparse a: its stored rows */
 CG_API cg_status cg_zero_(cg_tensor *a);
 CG_API cg_status cg_fill_(cg_tensor *a, double value);
 CG_API cg_status cg_copy_(cg_tensor *dst, cg_tensor *src); /* casts dtype */

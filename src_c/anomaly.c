@@ -55,33 +55,16 @@ void cg_set_anomaly_hook(cg_anomaly_fn fn, void *ctx) {
 
 const char *cg_anomaly_report(void) { return anomaly_first; }
 
-/* Non-finite elements of a floating tensor (any strides); 0 for int/bool.
- * Outputs and gradients are almost always contiguous; a strided one is
- * counted through a contiguous copy. */
-static int64_t count_contig(const cg_tensor *t) {
-    int64_t count = 0;
-    if (t->dtype == CG_FLOAT32) {
-        const float *x = (const float *)cg__ptr(t);
-        for (int64_t i = 0; i < t->numel; ++i) count += !isfinite(x[i]);
-    } else {
-        const double *x = (const double *)cg__ptr(t);
-        for (int64_t i = 0; i < t->numel; ++i) count += !isfinite(x[i]);
-    }
-    return count;
-}
-
+/* Non-finite elements of a floating tensor (any strides, row-sparse
+ * included); 0 for int/bool. The one-pass statistics kernel counts them. */
 int64_t cg__count_nonfinite(const cg_tensor *t) {
-    if (t && t->layout) t = t->sp_values; /* a row-sparse gradient: its stored rows */
     if (!t || !cg__is_float(t->dtype) || t->numel == 0) return 0;
-    if (cg__is_contig(t)) return count_contig(t);
-    cg_tensor *c = NULL;
-    if (cg__contig((cg_tensor *)t, &c) != CG_OK) {
+    cg_stats st;
+    if (cg_tensor_stats(t, &st) != CG_OK) {
         cg_clear_error();
         return 0;
     }
-    int64_t count = count_contig(c);
-    cg_tensor_free(c);
-    return count;
+    return st.nonfinite;
 }
 
 const char *cg__node_location(const cg_node *n, char *buf, size_t size) {

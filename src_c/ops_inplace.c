@@ -234,7 +234,15 @@ cg_status cg_add_scalar_(cg_tensor *a, double s) {
 }
 
 cg_status cg_mul_scalar_(cg_tensor *a, double s) {
-    CG_CHECK_T(a);
+    CG_CHECK_TS(a);
+    if (a->layout != CG_STRIDED) { /* row-sparse: scaling the stored rows scales the tensor */
+        if (cg_is_grad_enabled() && a->requires_grad)
+            return cg__err(CG_ERR_AUTOGRAD, "cg_mul_scalar_: in-place op on a tensor that requires grad "
+                                            "while grad mode is on; wrap the update in no-grad");
+        CG_TRY(arith1("cg_mul_scalar_", a->sp_values, s, muls_f32, muls_f64, muls_i64));
+        ++a->storage->version;
+        return CG_OK;
+    }
     return arith1("cg_mul_scalar_", a, s, muls_f32, muls_f64, muls_i64);
 }
 

@@ -127,7 +127,7 @@ class GradScaler:
         with no_grad():
             for g in self._grads(optimizer):
                 nonfinite += _core._tensor_stats(g)[2]  # checked before scaling, as PyTorch
-                (g.values() if g.is_sparse else g).mul_(inv_scale)  # row-sparse: stored rows
+                g.mul_(inv_scale)  # row-sparse: its stored rows
         state["found_inf"] = 1 if nonfinite else 0
         state["nonfinite"] = nonfinite
         state["stage"] = _UNSCALED

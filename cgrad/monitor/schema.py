@@ -25,7 +25,8 @@ class RunFileError(ValueError):
     read-only location, not a run file, newer schema, corrupt file)."""
 
 
-DDL = """
+# Tables every version has; the per-layer statistics table is what changed.
+_DDL_COMMON = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE heartbeat (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -58,14 +59,6 @@ CREATE TABLE lr (
     step INTEGER NOT NULL, grp INTEGER NOT NULL, lr REAL NOT NULL,
     PRIMARY KEY (step, grp)
 ) WITHOUT ROWID;
-CREATE TABLE layer_stats_v2 (
-    step INTEGER PRIMARY KEY,
-    grad_norm BLOB NOT NULL,
-    grad_max BLOB NOT NULL,
-    nonfinite BLOB NOT NULL,
-    weight_norm BLOB NOT NULL,
-    update_ratio BLOB
-);
 CREATE TABLE scalars (
     scalar_id INTEGER PRIMARY KEY,
     step INTEGER NOT NULL, name TEXT NOT NULL, value REAL
@@ -81,41 +74,21 @@ CREATE TABLE events (
 );
 """
 
+# Version 2: one row per step, the layers' values as arrays in layer_id order.
+DDL = _DDL_COMMON + """
+CREATE TABLE layer_stats_v2 (
+    step INTEGER PRIMARY KEY,
+    grad_norm BLOB NOT NULL,
+    grad_max BLOB NOT NULL,
+    nonfinite BLOB NOT NULL,
+    weight_norm BLOB NOT NULL,
+    update_ratio BLOB
+);
+"""
+
 # The version-1 layout (one layer_stats row per step and layer), which the
 # reader still reads; for tools and tests that write version-1 files.
-DDL_V1 = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE heartbeat (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    time REAL NOT NULL,
-    step INTEGER NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE TABLE layers (
-    layer_id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    shape TEXT NOT NULL,
-    numel INTEGER NOT NULL
-);
-CREATE TABLE steps (
-    step INTEGER PRIMARY KEY,
-    time REAL NOT NULL,
-    loss REAL,
-    grad_norm REAL,
-    grad_norm_clipped REAL,
-    clip_max_norm REAL,
-    clip_coef REAL,
-    clipped INTEGER NOT NULL,
-    loss_scale REAL,
-    skipped INTEGER NOT NULL,
-    skip_reason TEXT,
-    nonfinite INTEGER NOT NULL
-);
-CREATE TABLE lr (
-    step INTEGER NOT NULL, grp INTEGER NOT NULL, lr REAL NOT NULL,
-    PRIMARY KEY (step, grp)
-) WITHOUT ROWID;
+DDL_V1 = _DDL_COMMON + """
 CREATE TABLE layer_stats (
     step INTEGER NOT NULL, layer_id INTEGER NOT NULL,
     grad_norm REAL NOT NULL,
@@ -125,19 +98,6 @@ CREATE TABLE layer_stats (
     update_ratio REAL,
     PRIMARY KEY (step, layer_id)
 ) WITHOUT ROWID;
-CREATE TABLE scalars (
-    scalar_id INTEGER PRIMARY KEY,
-    step INTEGER NOT NULL, name TEXT NOT NULL, value REAL
-);
-CREATE TABLE events (
-    event_id INTEGER PRIMARY KEY,
-    step INTEGER NOT NULL,
-    time REAL NOT NULL,
-    kind TEXT NOT NULL,
-    message TEXT NOT NULL,
-    layer_id INTEGER,
-    value REAL
-);
 """
 
 # Tables a reader needs; a file missing one of them is not a run file.

@@ -209,10 +209,10 @@ class LRScheduler:
         self._last_lr = _group_values(self.optimizer, "lr")
 
 
-class _ClosedFormLR(LRScheduler):
-    """A chainable schedule with a closed form in C (see the module docstring).
-    Subclasses give _closed(base_lr, step) and _chained(group, base_lr), the
-    latter being PyTorch's recursive get_lr for one group."""
+class _ClosedForm(LRScheduler):
+    """A schedule with a closed form in C: subclasses give _closed(base_lr,
+    step); the lr is that function of the step (get_lr), evaluable anywhere
+    (lr_at)."""
 
     def lr_at(self, step):
         """The closed-form lr of every group at step (no state changes)."""
@@ -221,6 +221,16 @@ class _ClosedFormLR(LRScheduler):
 
     def _get_closed_form_lr(self):
         return self.lr_at(self.last_epoch)
+
+    def get_lr(self):
+        _warn_get_lr_called_within_step(self)
+        return self.lr_at(self.last_epoch)
+
+
+class _ClosedFormLR(_ClosedForm):
+    """A chainable schedule with a closed form in C (see the module docstring).
+    Subclasses also give _chained(group, base_lr), PyTorch's recursive get_lr
+    for one group, used when another scheduler or a hand edit moved the lr."""
 
     def get_lr(self):
         _warn_get_lr_called_within_step(self)
@@ -453,7 +463,7 @@ class PolynomialLR(_ClosedFormLR):
         return group["lr"] * ((1.0 - t / T) / (1.0 - (t - 1) / T)) ** self.power
 
 
-class WarmupCosineLR(LRScheduler):
+class WarmupCosineLR(_ClosedForm):
     """cgrad's warmup + cosine in one schedule (not chainable: it sets the
     closed-form value). Linear from initial_lr * warmup_start_factor at step 0
     to initial_lr at step warmup_steps, cosine down to eta_min at step
@@ -471,17 +481,6 @@ class WarmupCosineLR(LRScheduler):
     def _closed(self, base_lr, step):
         return _core._lr_warmup_cosine(base_lr, step, self.warmup_steps, self.total_steps,
                                        self.warmup_start_factor, self.eta_min)
-
-    def lr_at(self, step):
-        step = _as_int("step", step, 0)
-        return [self._closed(base_lr, step) for base_lr in self.base_lrs]
-
-    def _get_closed_form_lr(self):
-        return self.lr_at(self.last_epoch)
-
-    def get_lr(self):
-        _warn_get_lr_called_within_step(self)
-        return self.lr_at(self.last_epoch)
 
 
 class CosineAnnealingWarmRestarts(LRScheduler):

@@ -729,3 +729,15 @@ def test_sparse_linear_edge_sizes_and_cost(capsys):
     with capsys.disabled():
         print(f"\n[sparse] SparseLinear 4096x4096 at 1% ({big.nnz} connections), batch 128: "
               f"fwd+bwd {times['sparse'] * 1e3:.1f} ms; dense Linear {times['dense'] * 1e3:.1f} ms")
+
+
+def test_mul_scalar_in_place_scales_the_stored_rows():
+    emb = cgrad.nn.Embedding(6, 2, sparse=True)
+    emb(cgrad.tensor([1, 4, 1])).sum().backward()
+    g = emb.weight.grad
+    dense = g.to_dense().numpy().copy()
+    v0 = g._version
+    with cgrad.no_grad():
+        g.mul_(-2.5)
+    assert g.is_sparse and g._version > v0
+    np.testing.assert_allclose(g.to_dense().numpy(), -2.5 * dense)

@@ -169,7 +169,7 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
     if grads and coef != 1.0:
         with no_grad():
             for g in grads:
-                (g.values() if g.is_sparse else g).mul_(coef)
+                g.mul_(coef)
     _record(ClipResult("norm", bool(grads) and coef != 1.0, total, total * coef, max_norm,
                        None, coef), params)
 
