@@ -24,7 +24,10 @@ from cgrad._core import (
     tensor, from_numpy, zeros, ones, empty, full, randn, rand, randint, randperm, arange,
     manual_seed, get_rng_state, set_rng_state, is_grad_enabled, set_default_dtype, get_default_dtype,
     where, cat, concatenate, stack, use_blas, gemm_backend, sparse_coo_tensor,
+    as_tensor, from_dlpack,
 )
+from cgrad._devices import device
+from cgrad import cuda
 from cgrad._grad_mode import no_grad, enable_grad, set_grad_enabled
 from cgrad import autograd
 from cgrad._functions import *  # noqa: F401,F403  (exp, log, matmul, sum, ... as functions)

@@ -103,6 +103,14 @@ cdef extern from "cgrad.h" nogil:
     ctypedef cg_status (*cg_op_forward_fn)(void *ctx, int n_inputs, cg_tensor **inputs, int n_params, const double *params, cg_tensor **out) noexcept
     ctypedef cg_status (*cg_op_backward_fn)(void *ctx, int n_inputs, cg_tensor **inputs, int n_params, const double *params, cg_tensor *output, cg_tensor *grad_output, const int *needs_input_grad, cg_tensor **grad_inputs) noexcept
     ctypedef cg_status (*cg_entry_hook_fn)(void *ctx, const char *op_name, uint64_t seq, const char *location, int n_outputs, cg_tensor **grad_outputs) noexcept
+    int CG_DEVICE_CPU
+    int CG_MAX_DEVICES
+    ctypedef struct cg_backend:
+        cg_status (*alloc)(void *ctx, size_t nbytes, int zero, void **handle) noexcept
+        void (*release)(void *ctx, void *handle) noexcept
+        cg_status (*kernel)(void *ctx, const char *name, int n_out, int n_tensors, cg_tensor **tensors, int n_f, const double *f, int n_i, const int64_t *iparam) noexcept
+        cg_status (*to_host)(void *ctx, const cg_tensor *t, void *dst) noexcept
+        cg_status (*from_host)(void *ctx, cg_tensor *t, const void *src) noexcept
     ctypedef void (*cg_sgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) noexcept
     ctypedef void (*cg_dgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double *a, int64_t lda, const double *b, int64_t ldb, double beta, double *c, int64_t ldc) noexcept
 
@@ -138,6 +146,16 @@ cdef extern from "cgrad.h" nogil:
     uint64_t cg_tensor_version(const cg_tensor *t)
     cg_status cg_tensor_item(const cg_tensor *t, double *out)
     cg_status cg_tensor_copy_to(const cg_tensor *t, void *dst, size_t nbytes)
+    cg_status cg_backend_register(const char *name, const cg_backend *vtable, void *ctx, int *device)
+    cg_status cg_device_find(const char *name, int *device)
+    const char *cg_device_name(int device)
+    int cg_tensor_device(const cg_tensor *t)
+    void *cg_tensor_device_handle(const cg_tensor *t)
+    int64_t cg_tensor_offset(const cg_tensor *t)
+    cg_status cg_empty_on(int device, cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out)
+    cg_status cg_zeros_on(int device, cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out)
+    cg_status cg_from_handle(int device, cg_dtype dtype, int ndim, const int64_t *shape, const int64_t *strides, int64_t offset, void *handle, size_t nbytes, cg_tensor **out)
+    cg_status cg_to_device(cg_tensor *t, int device, cg_tensor **out)
     int cg_tensor_requires_grad(const cg_tensor *t)
     cg_status cg_tensor_set_requires_grad(cg_tensor *t, int requires_grad)
     int cg_tensor_is_leaf(const cg_tensor *t)

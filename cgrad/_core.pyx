@@ -16,6 +16,9 @@ from cgrad._cgrad cimport *
 
 import collections
 import numpy as np
+from cgrad._devices import device as _DeviceCls
+
+_CPU = _DeviceCls("cpu")
 
 # ------------------------------------------------------------------ errors
 cdef object _EXC = {
@@ -257,9 +260,73 @@ cdef Tensor _tensor_from_data(object data, object dt, bint requires_grad):
         r.requires_grad_(True)
     return r
 
-def tensor(data, dtype=None, requires_grad=False):
-    """New tensor holding a copy of data (nested lists, scalars, arrays)."""
+def tensor(data, dtype=None, requires_grad=False, device=None):
+    """New tensor holding a copy of data (nested lists, scalars, arrays;
+    a CuPy array or a tensor on 'cuda' is copied on the device)."""
+    cdef Tensor t
+    if device is None and isinstance(data, Tensor):
+        device = (<Tensor>data).device
+    if device is None and hasattr(data, "__cuda_array_interface__"):
+        device = "cuda"
+    if device is not None and _device_id(device) != CG_DEVICE_CPU:
+        if isinstance(data, Tensor) or hasattr(data, "__dlpack_device__") and not isinstance(data, np.ndarray):
+            t = from_dlpack(data.detach() if isinstance(data, Tensor) else data)
+            t = t.to(device)
+            t = t.to(dtype, copy=True) if dtype is not None else t.clone()
+            if requires_grad:
+                t.requires_grad_(True)
+            return t
+        t = _tensor_from_data(data, dtype, False).to(device)
+        if requires_grad:
+            t.requires_grad_(True)
+        return t
     return _tensor_from_data(data, dtype, requires_grad)
+
+def as_tensor(data, dtype=None, device=None):
+    """Like tensor(), but shares memory when it can: a Tensor of the right
+    dtype and device is returned as it is, a NumPy array on the cpu and a
+    device array (CuPy on a GPU; NumPy on the reference device) on 'cuda'
+    are wrapped without a copy."""
+    cdef int dev
+    if isinstance(data, Tensor):
+        t = <Tensor>data
+        if device is not None:
+            t = t.to(device)
+        return t if dtype is None else t.to(dtype)
+    if device is not None and _device_id(device) != CG_DEVICE_CPU:
+        dev = _device_id(device)
+        be = _device_backends[dev]
+        if be.is_native(data):
+            t = _from_device_array(data, be, dev)
+            return t if dtype is None else t.to(dtype)
+        return tensor(data, dtype=dtype, device=device)
+    if isinstance(data, np.ndarray) and (dtype is None or _CODE_TO_NP[_dtype_code(dtype)] == data.dtype):
+        try:
+            return _from_numpy(data)
+        except (TypeError, ValueError):
+            pass
+    return tensor(data, dtype=dtype)
+
+def from_dlpack(ext):
+    """Tensor sharing memory with an object that speaks DLPack (NumPy, CuPy,
+    PyTorch, JAX arrays; a capsule is not accepted). Host arrays land on the
+    cpu, CUDA arrays on 'cuda', without a copy."""
+    if isinstance(ext, Tensor):
+        return ext
+    if not hasattr(ext, "__dlpack_device__"):
+        raise TypeError(f"from_dlpack expects an object with __dlpack__ and __dlpack_device__, "
+                        f"got {type(ext).__name__}")
+    kind, index = ext.__dlpack_device__()
+    cdef int dev
+    if kind == 1:  # kDLCPU
+        return _from_numpy(np.from_dlpack(ext))
+    if kind in (2, 13):  # kDLCUDA, kDLCUDAManaged
+        if index != 0:
+            raise ValueError(f"from_dlpack: only CUDA device 0 is supported, got device {index}")
+        dev = _device_id("cuda")
+        be = _device_backends[dev]
+        return _from_device_array(be.from_dlpack(ext), be, dev)
+    raise ValueError(f"from_dlpack: unsupported DLPack device type {kind}")
 
 cdef Tensor _scalar_like(object value, Tensor ref):
     """0-d tensor for a Python number in an op with ref (PyTorch promotion)."""
@@ -433,13 +500,20 @@ cdef class Tensor:
 
     @property
     def device(self):
-        return "cpu"
+        return _device_of(self.c)
+
+    @property
+    def is_cuda(self):
+        return cg_tensor_device(self.c) != CG_DEVICE_CPU
 
     @property
     def _version(self):
         return cg_tensor_version(self.c)
 
     def data_ptr(self):
+        """Address of the first element (a device address for 'cuda')."""
+        if cg_tensor_device(self.c) != CG_DEVICE_CPU:
+            return _device_backend(self.c).data_ptr(_device_array(self))
         return <uintptr_t>cg_tensor_data(self.c)
 
     # ------------------------------------------------------------ row-sparse
@@ -616,6 +690,7 @@ cdef class Tensor:
     @property
     def __array_interface__(self):
         _refuse_sparse_numpy(self)
+        _refuse_device_numpy(self)
         if cg_tensor_requires_grad(self.c):
             raise RuntimeError("Can't call numpy() on a tensor that requires grad. Use tensor.detach().numpy() instead.")
         cdef int n = cg_tensor_ndim(self.c)
@@ -653,7 +728,7 @@ cdef class Tensor:
         return v
 
     def tolist(self):
-        return self.detach().numpy().tolist()
+        return self.detach().cpu().numpy().tolist()
 
     def __float__(self):
         return float(self.item())
@@ -674,9 +749,10 @@ cdef class Tensor:
     def __repr__(self):
         if cg_tensor_is_sparse(self.c):
             return _sparse_repr(self)
-        arr = self.detach().numpy()
+        cdef bint on_device = cg_tensor_device(self.c) != CG_DEVICE_CPU
+        arr = (self.detach().cpu() if on_device else self.detach()).numpy()
         body = np.array2string(arr, separator=", ", precision=4, prefix="tensor(")
-        extra = ""
+        extra = f", device='{self.device}'" if on_device else ""
         if cg_tensor_dtype(self.c) not in (CG_FLOAT32, CG_INT64, CG_BOOL):
             extra += f", dtype={self.dtype!r}"
         elif cg_tensor_dtype(self.c) == CG_FLOAT32 and _default_float is not float32:
@@ -688,6 +764,9 @@ cdef class Tensor:
         return f"tensor({body}{extra})"
 
     def __reduce__(self):
+        if cg_tensor_device(self.c) != CG_DEVICE_CPU:
+            return (_rebuild_on_device, (self.detach().cpu().numpy().copy(), self.dtype,
+                                         self.requires_grad, str(self.device)))
         if cg_tensor_is_sparse(self.c):
             return (sparse_coo_tensor, (self.indices().numpy().copy(), self.values().numpy().copy(),
                                         self.shape))
@@ -1185,13 +1264,22 @@ cdef class Tensor:
         return _wrap(r)
 
     def to(self, *args, dtype=None, device=None, copy=False):
+        """to(dtype), to(device), to(device, dtype), to(other_tensor):
+        differentiable copies (self when nothing changes and copy=False)."""
         for a in args:
-            if isinstance(a, str):
+            if isinstance(a, (str, _DeviceCls)):
                 device = a
+            elif isinstance(a, Tensor):
+                device, dtype = a.device, a.dtype
             else:
                 dtype = a
-        if device is not None and str(device) != "cpu":
-            raise NotImplementedError(f"device {device!r} is not available in this build (only 'cpu')")
+        cdef Tensor moved
+        if device is not None and _device_id(device) != cg_tensor_device(self.c):
+            if cg_tensor_is_sparse(self.c):
+                raise NotImplementedError("row-sparse tensors cannot move to another device yet; "
+                                          "call to_dense() first")
+            moved = _to_device(self, device)
+            return moved if dtype is None else moved.to(dtype)
         if dtype is None:
             return self.clone() if copy else self
         cdef int code = _dtype_code(dtype)
@@ -1213,7 +1301,42 @@ cdef class Tensor:
     def bool(self): return self.to(bool_)
 
     def cpu(self):
-        return self
+        """A copy on the host (self when already there); differentiable."""
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        """A copy on the GPU device (self when already there); differentiable."""
+        return self.to("cuda" if device is None else (f"cuda:{device}" if isinstance(device, int) else device))
+
+    @property
+    def __cuda_array_interface__(self):
+        """CUDA Array Interface (version 3) of a tensor on "cuda": CuPy,
+        Numba and PyTorch read the memory without a copy."""
+        if cg_tensor_device(self.c) == CG_DEVICE_CPU:
+            raise AttributeError("__cuda_array_interface__ is only defined for tensors on 'cuda'; "
+                                 "this one is on the cpu")
+        if cg_tensor_requires_grad(self.c):
+            raise RuntimeError("Can't export a tensor that requires grad; use tensor.detach() first")
+        return _device_backend(self.c).cuda_array_interface(_device_array(self))
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """DLPack capsule (zero-copy) for NumPy, CuPy, PyTorch, JAX."""
+        if cg_tensor_requires_grad(self.c):
+            raise RuntimeError("Can't export a tensor that requires grad; use tensor.detach() first")
+        _refuse_sparse_numpy(self)
+        arr = _device_array(self) if cg_tensor_device(self.c) != CG_DEVICE_CPU else np.asarray(self)
+        kw = {} if stream is None else {"stream": stream}
+        if max_version is not None:
+            try:
+                return arr.__dlpack__(max_version=max_version, **kw)
+            except TypeError:
+                pass
+        return arr.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        if cg_tensor_device(self.c) != CG_DEVICE_CPU:
+            return _device_array(self).__dlpack_device__()
+        return (1, 0)  # kDLCPU
 
     def gather(self, int dim, index):
         cdef Tensor idx = _index_tensor(index)
@@ -1271,6 +1394,7 @@ cdef class _ArrayView:
     @property
     def __array_interface__(self):
         _refuse_sparse_numpy(self.t)
+        _refuse_device_numpy(self.t)
         cdef cg_tensor *c = self.t.c
         cdef int n = cg_tensor_ndim(c)
         cdef int code = cg_tensor_dtype(c)
@@ -1590,11 +1714,29 @@ concatenate = cat
 def stack(tensors, int dim=0):
     return _join(<seq_fn>cg_stack, "stack", tensors, dim)
 
-def _creation(int which, tuple shape, object dt, object requires_grad, double value=0.0):
+def _rebuild_on_device(arr, dt, requires_grad, device):
+    return tensor(arr, dtype=dt, requires_grad=requires_grad, device=device)
+
+def _creation(int which, tuple shape, object dt, object requires_grad, double value=0.0, device=None):
     cdef int64_t s[8]
     cdef int n = _fill_shape(_shape_args(shape), s)
     cdef int code = (<dtype>_default_float).code if dt is None else _dtype_code(dt)
     cdef cg_tensor *r = NULL
+    cdef int dev = CG_DEVICE_CPU if device is None else _device_id(device)
+    if dev != CG_DEVICE_CPU and which in (0, 1, 2, 3):  # made on the device
+        if which == 0:
+            _check(cg_zeros_on(dev, <cg_dtype>code, n, s, &r))
+        else:
+            _check(cg_empty_on(dev, <cg_dtype>code, n, s, &r))
+            if which != 2:
+                st = cg_fill_(r, 1.0 if which == 1 else value)
+                if st != CG_OK:
+                    cg_tensor_free(r)
+                    _raise(st)
+        out = _wrap(r)
+        if requires_grad:
+            out.requires_grad_(True)
+        return out
     if which == 0:
         _check(cg_zeros(<cg_dtype>code, n, s, &r))
     elif which == 1:
@@ -1608,34 +1750,36 @@ def _creation(int which, tuple shape, object dt, object requires_grad, double va
     elif which == 5:
         _check(cg_rand(<cg_dtype>code, n, s, &r))
     out = _wrap(r)
+    if dev != CG_DEVICE_CPU:  # random numbers: the host generator's stream, then moved
+        out = _to_device(out, device)
     if requires_grad:
         out.requires_grad_(True)
     return out
 
-def zeros(*shape, dtype=None, requires_grad=False):
-    return _creation(0, shape, dtype, requires_grad)
+def zeros(*shape, dtype=None, requires_grad=False, device=None):
+    return _creation(0, shape, dtype, requires_grad, device=device)
 
-def ones(*shape, dtype=None, requires_grad=False):
-    return _creation(1, shape, dtype, requires_grad)
+def ones(*shape, dtype=None, requires_grad=False, device=None):
+    return _creation(1, shape, dtype, requires_grad, device=device)
 
-def empty(*shape, dtype=None, requires_grad=False):
-    return _creation(2, shape, dtype, requires_grad)
+def empty(*shape, dtype=None, requires_grad=False, device=None):
+    return _creation(2, shape, dtype, requires_grad, device=device)
 
-def full(shape, fill_value, dtype=None, requires_grad=False):
+def full(shape, fill_value, dtype=None, requires_grad=False, device=None):
     if dtype is None:
         if isinstance(fill_value, bool):
             dtype = bool_
         elif isinstance(fill_value, (int, np.integer)):
             dtype = int64
-    return _creation(3, (shape,), dtype, requires_grad, float(fill_value))
+    return _creation(3, (shape,), dtype, requires_grad, float(fill_value), device=device)
 
-def randn(*shape, dtype=None, requires_grad=False):
-    return _creation(4, shape, dtype, requires_grad)
+def randn(*shape, dtype=None, requires_grad=False, device=None):
+    return _creation(4, shape, dtype, requires_grad, device=device)
 
-def rand(*shape, dtype=None, requires_grad=False):
-    return _creation(5, shape, dtype, requires_grad)
+def rand(*shape, dtype=None, requires_grad=False, device=None):
+    return _creation(5, shape, dtype, requires_grad, device=device)
 
-def randint(low, high=None, size=None, dtype=None):
+def randint(low, high=None, size=None, dtype=None, device=None):
     if high is None:
         low, high = 0, low
     if size is None:
@@ -1645,14 +1789,16 @@ def randint(low, high=None, size=None, dtype=None):
     cdef cg_tensor *r = NULL
     _check(cg_randint(low, high, n, s, &r))
     out = _wrap(r)
-    return out if dtype is None else out.to(dtype)
+    out = out if dtype is None else out.to(dtype)
+    return out if device is None else out.to(device)
 
-def randperm(n):
+def randperm(n, device=None):
     cdef cg_tensor *r = NULL
     _check(cg_randperm(n, &r))
-    return _wrap(r)
+    out = _wrap(r)
+    return out if device is None else out.to(device)
 
-def arange(start, end=None, step=1, dtype=None, requires_grad=False):
+def arange(start, end=None, step=1, dtype=None, requires_grad=False, device=None):
     if end is None:
         start, end = 0, start
     if dtype is None:
@@ -1660,6 +1806,8 @@ def arange(start, end=None, step=1, dtype=None, requires_grad=False):
     cdef cg_tensor *r = NULL
     _check(cg_arange(<cg_dtype>_dtype_code(dtype), start, end, step, &r))
     out = _wrap(r)
+    if device is not None:
+        out = out.to(device)
     if requires_grad:
         out.requires_grad_(True)
     return out
@@ -1909,3 +2057,4 @@ include "_train.pxi"
 # ------------------------------------------------------------------ row-sparse tensors, sparse linear
 include "_sparse.pxi"
 include "_ops.pxi"
+include "_device.pxi"

@@ -9,6 +9,12 @@ def _refuse_sparse_numpy(Tensor t):
                         "first (or use indices() / values())")
 
 
+def _refuse_device_numpy(Tensor t):
+    if cg_tensor_device(t.c) != CG_DEVICE_CPU:
+        raise TypeError(f"can't convert a tensor on '{t.device}' to a NumPy array without a copy; "
+                        "use tensor.cpu() to copy it to host memory first")
+
+
 def _sparse_repr(Tensor t):
     pad = " " * 7
     ind = repr(t.indices()).replace("\n", "\n" + pad)

@@ -159,6 +159,75 @@ CG_API cg_status cg_tensor_item(const cg_tensor *t, double *out);
  * numel * dtype_size). Works for non-contiguous tensors. */
 CG_API cg_status cg_tensor_copy_to(const cg_tensor *t, void *dst, size_t nbytes);
 
+/* -------------------------------------------------- devices and backends */
+/* A tensor lives on a device: 0 is the host (the C kernels of this
+ * library); other devices are backends registered at run time, such as the
+ * "cuda" backend that the Python package fills with CuPy (or with NumPy, as
+ * a reference device for machines without a GPU). The tape, the derivative
+ * formulas and the shape logic stay here: an op on device tensors computes
+ * its output shapes and dtypes as on the host, allocates the outputs through
+ * the backend and asks the backend to run a named kernel on them. An op that
+ * has no device kernel yet fails with CG_ERR_UNSUPPORTED naming the op and
+ * the device; an op whose tensors are on different devices fails with
+ * CG_ERR_VALUE naming both. docs/backend.md lists every kernel name and
+ * what its tensors and parameters mean.
+ *
+ * The backend's functions are called with the backend's ctx. A buffer is an
+ * opaque handle of the backend's (a device pointer, an array object); a
+ * tensor on the device views it at cg_tensor_offset elements with its
+ * shape and strides (cg_tensor_device_handle gives the handle). */
+#define CG_DEVICE_CPU 0
+#define CG_MAX_DEVICES 8
+typedef struct cg_backend {
+    /* A new buffer of nbytes (zero-filled when zero != 0). */
+    cg_status (*alloc)(void *ctx, size_t nbytes, int zero, void **handle);
+    /* Drops the library's reference to a buffer from alloc or cg_from_handle. */
+    void (*release)(void *ctx, void *handle);
+    /* Runs kernel `name`: tensors holds n_out outputs (allocated by the
+     * library, to be written) followed by the inputs; f and iparam are the
+     * kernel's scalar parameters (docs/backend.md). All borrowed for the
+     * call. A kernel the backend lacks returns CG_ERR_UNSUPPORTED. */
+    cg_status (*kernel)(void *ctx, const char *name, int n_out, int n_tensors,
+                        cg_tensor *const *tensors, int n_f, const double *f, int n_i,
+                        const int64_t *iparam);
+    /* Copies t's elements in row-major order to host memory dst
+     * (numel * dtype size bytes) / from host memory src into t. */
+    cg_status (*to_host)(void *ctx, const cg_tensor *t, void *dst);
+    cg_status (*from_host)(void *ctx, cg_tensor *t, const void *src);
+} cg_backend;
+/* Registers (or, for a name already registered, replaces) the backend of
+ * device `name`; *device receives its id (1 .. CG_MAX_DEVICES-1). The
+ * vtable is copied; ctx is borrowed and must outlive every tensor on the
+ * device. Replacing a backend while tensors of it live is the caller's
+ * responsibility. Not thread-safe against ops running on the device. */
+CG_API cg_status cg_backend_register(const char *name, const cg_backend *vtable, void *ctx,
+                                     int *device);
+/* Id of device `name` ("cpu" is 0); CG_ERR_VALUE when none is registered. */
+CG_API cg_status cg_device_find(const char *name, int *device);
+/* Name of a device id, NULL when none is registered under it. Static or
+ * owned by the registry (valid until the process ends). */
+CG_API const char *cg_device_name(int device);
+CG_API int cg_tensor_device(const cg_tensor *t);       /* 0 for host tensors */
+/* The backend buffer a device tensor views (borrowed), NULL on the host. */
+CG_API void *cg_tensor_device_handle(const cg_tensor *t);
+CG_API int64_t cg_tensor_offset(const cg_tensor *t);    /* elements into the buffer */
+/* New contiguous tensor on device (zero-filled with zeros). */
+CG_API cg_status cg_empty_on(int device, cg_dtype dtype, int ndim, const int64_t *shape,
+                             cg_tensor **out);
+CG_API cg_status cg_zeros_on(int device, cg_dtype dtype, int ndim, const int64_t *shape,
+                             cg_tensor **out);
+/* Zero-copy wrap of a backend buffer of nbytes: the tensor views it at
+ * offset (elements) with shape and strides (NULL: contiguous). The library
+ * takes over one reference to handle and calls the backend's release once
+ * when the last tensor viewing it dies (also when this call fails). The
+ * view must lie inside nbytes (CG_ERR_VALUE otherwise). */
+CG_API cg_status cg_from_handle(int device, cg_dtype dtype, int ndim, const int64_t *shape,
+                                const int64_t *strides, int64_t offset, void *handle,
+                                size_t nbytes, cg_tensor **out);
+/* Copy of t on device (differentiable: the gradient is copied back to t's
+ * device). A new reference to t itself when it is already there. */
+CG_API cg_status cg_to_device(cg_tensor *t, int device, cg_tensor **out);
+
 /* ------------------------------------------------------------- autograd */
 CG_API int cg_tensor_requires_grad(const cg_tensor *t);
 /* Leaves only; floating dtypes only. */

@@ -77,6 +77,8 @@ typedef struct cg_storage {
     uint64_t version;     /* bumped by in-place ops (shared by all views) */
     cg_release_fn release; /* foreign memory: called instead of free(data) */
     void *release_ctx;
+    int device;           /* CG_DEVICE_CPU, or a registered backend (device.c) */
+    void *handle;         /* device memory: the backend's buffer (data is NULL) */
 } cg_storage;
 
 struct cg_tensor {
@@ -132,6 +134,7 @@ typedef struct cg_op {
 typedef struct cg_out_meta {
     cg_tensor *weak;    /* the output itself, NOT owned: valid only while the
                            op that records the node still holds it */
+    int device;
     cg_dtype dtype;
     int ndim;
     int64_t shape[CG_MAX_DIMS];
@@ -198,6 +201,14 @@ CG_INTERNAL cg_status cg__err(cg_status code, const char *fmt, ...)
     do {                                                                       \
         if (!(t)) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", __func__, #t); \
         if ((t)->layout != CG_STRIDED) return cg__sparse_refused(__func__, #t); \
+        if ((t)->storage->device) return cg__device_refused(__func__, #t, (t)); \
+    } while (0)
+/* As CG_CHECK_T, for ops that have device kernels (they check that their
+ * tensors share a device with cg__same_device). */
+#define CG_CHECK_TD(t)                                                         \
+    do {                                                                       \
+        if (!(t)) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", __func__, #t); \
+        if ((t)->layout != CG_STRIDED) return cg__sparse_refused(__func__, #t); \
     } while (0)
 #define CG_CHECK_TS(t)                                                         \
     do {                                                                       \
@@ -211,6 +222,35 @@ CG_INTERNAL cg_status cg__err(cg_status code, const char *fmt, ...)
 
 /* CG_ERR_UNSUPPORTED: fn cannot take the row-sparse tensor argument arg. */
 CG_INTERNAL cg_status cg__sparse_refused(const char *fn, const char *arg);
+
+/* ------------------------------------------------------------- devices */
+/* device.c: the backend registry and the calls every device branch makes. */
+static inline int cg__dev(const cg_tensor *t) { return t->storage->device; }
+/* CG_ERR_UNSUPPORTED: fn has no kernel for t's device yet. */
+CG_INTERNAL cg_status cg__device_refused(const char *fn, const char *arg, const cg_tensor *t);
+/* CG_ERR_VALUE naming fn and both devices unless ts[0..n) (NULLs skipped)
+ * share one device; *device receives it. */
+CG_INTERNAL cg_status cg__same_device(const char *fn, int n, cg_tensor *const *ts, int *device);
+/* New contiguous tensor on device (the host when 0): cg__new's contract. */
+CG_INTERNAL cg_status cg__new_on(int device, cg_dtype dtype, int ndim, const int64_t *shape,
+                                 int zero, cg_tensor **out);
+/* A storage of nbytes on device (refcount 1). */
+CG_INTERNAL cg_status cg__device_alloc(int device, size_t nbytes, int zero, cg_storage **out);
+/* A tensor header viewing s (its reference is taken over, and dropped when
+ * this fails); strides NULL: contiguous. Shape checks are the caller's. */
+CG_INTERNAL cg_status cg__tensor_over(cg_storage *s, cg_dtype dtype, int ndim, const int64_t *shape,
+                                      const int64_t *strides, int64_t offset, cg_tensor **out);
+/* Runs the backend kernel `name` of device (see cg_backend.kernel). */
+CG_INTERNAL cg_status cg__kernel(int device, const char *name, int n_out, int n_tensors,
+                                 cg_tensor *const *tensors, int n_f, const double *f, int n_i,
+                                 const int64_t *iparam);
+/* Releases a device buffer (storage teardown in tensor.c). */
+CG_INTERNAL void cg__device_release(int device, void *handle);
+/* Host <-> device copies of t's elements, row-major, as the backend does. */
+CG_INTERNAL cg_status cg__device_to_host(const cg_tensor *t, void *dst);
+CG_INTERNAL cg_status cg__device_from_host(cg_tensor *t, const void *src);
+/* cg__copy_elems when either side is on a device. */
+CG_INTERNAL cg_status cg__device_copy(cg_tensor *dst, const cg_tensor *src);
 
 /* ------------------------------------------------------------ tensors */
 static inline int cg__is_float(cg_dtype d) { return d == CG_FLOAT32 || d == CG_FLOAT64; }
@@ -393,12 +433,13 @@ CG_INTERNAL void cg__iter_run(const cg__iter *it, char *const *base, const size_
 /* New ref to t when it already has dtype, else a contiguous cast copy. */
 CG_INTERNAL cg_status cg__cast_tmp(cg_tensor *t, cg_dtype dtype, cg_tensor **out);
 /* out (dtype odt, a's shape) = row(a cast to cdt). Not recorded. */
-CG_INTERNAL cg_status cg__map1(cg_tensor *a, cg_dtype cdt, cg_dtype odt, cg__row_fn row,
-                               const double *prm, cg_tensor **out);
+/* On a device the backend runs kernel k on (out, a cast) with prm[0..4). */
+CG_INTERNAL cg_status cg__map1(const char *k, cg_tensor *a, cg_dtype cdt, cg_dtype odt,
+                               cg__row_fn row, const double *prm, cg_tensor **out);
 /* out (dtype odt, broadcast shape) = row(a, b), both cast to cdt. Not
  * recorded; fn names the caller in shape errors. */
-CG_INTERNAL cg_status cg__map2(const char *fn, cg_tensor *a, cg_tensor *b, cg_dtype cdt,
-                               cg_dtype odt, cg__row_fn row, const double *prm,
+CG_INTERNAL cg_status cg__map2(const char *fn, const char *k, cg_tensor *a, cg_tensor *b,
+                               cg_dtype cdt, cg_dtype odt, cg__row_fn row, const double *prm,
                                cg_tensor **out);
 #endif
 

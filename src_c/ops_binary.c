@@ -101,7 +101,7 @@ cg_status cg__cast_tmp(cg_tensor *t, cg_dtype dtype, cg_tensor **out) {
         return CG_OK;
     }
     cg_tensor *c;
-    CG_TRY(cg__new(dtype, t->ndim, t->shape, 0, &c));
+    CG_TRY(cg__new_on(cg__dev(t), dtype, t->ndim, t->shape, 0, &c));
     cg_status st = cg__copy_elems(c, t);
     if (st) {
         cg_tensor_free(c);
@@ -111,11 +111,35 @@ cg_status cg__cast_tmp(cg_tensor *t, cg_dtype dtype, cg_tensor **out) {
     return CG_OK;
 }
 
-cg_status cg__map1(cg_tensor *a, cg_dtype cdt, cg_dtype odt, cg__row_fn row, const double *prm,
-                   cg_tensor **out) {
+/* The device form of map1 / map2: out allocated on the device, then kernel
+ * k on (out, inputs...) with the 4 kernel parameters. */
+static cg_status map_device(int dev, const char *k, int n_in, cg_tensor *const *ins, cg_dtype odt,
+                            int nd, const int64_t *shape, const double *prm, cg_tensor **out) {
+    static const double noprm[4] = {0, 0, 0, 0};
+    cg_tensor *r;
+    CG_TRY(cg__new_on(dev, odt, nd, shape, 0, &r));
+    cg_tensor *ts[CG_ITER_MAX_OPS] = {r};
+    for (int i = 0; i < n_in; ++i) ts[1 + i] = ins[i];
+    cg_status st = r->numel ? cg__kernel(dev, k, 1, 1 + n_in, ts, 4, prm ? prm : noprm, 0, NULL) : CG_OK;
+    if (st) {
+        cg_tensor_free(r);
+        return st;
+    }
+    *out = r;
+    return CG_OK;
+}
+
+cg_status cg__map1(const char *k, cg_tensor *a, cg_dtype cdt, cg_dtype odt, cg__row_fn row,
+                   const double *prm, cg_tensor **out) {
     cg_tensor *ca, *r;
     CG_TRY(cg__cast_tmp(a, cdt, &ca));
-    cg_status st = cg__new(odt, a->ndim, a->shape, 0, &r);
+    cg_status st;
+    if (cg__dev(a)) {
+        st = map_device(cg__dev(a), k, 1, &ca, odt, a->ndim, a->shape, prm, out);
+        cg_tensor_free(ca);
+        return st;
+    }
+    st = cg__new(odt, a->ndim, a->shape, 0, &r);
     if (st) {
         cg_tensor_free(ca);
         return st;
@@ -135,14 +159,23 @@ cg_status cg__map1(cg_tensor *a, cg_dtype cdt, cg_dtype odt, cg__row_fn row, con
     return CG_OK;
 }
 
-cg_status cg__map2(const char *fn, cg_tensor *a, cg_tensor *b, cg_dtype cdt, cg_dtype odt,
-                   cg__row_fn row, const double *prm, cg_tensor **out) {
-    int nd;
+cg_status cg__map2(const char *fn, const char *k, cg_tensor *a, cg_tensor *b, cg_dtype cdt,
+                   cg_dtype odt, cg__row_fn row, const double *prm, cg_tensor **out) {
+    int nd, dev;
     int64_t shape[CG_MAX_DIMS];
+    cg_tensor *ab[2] = {a, b};
+    CG_TRY(cg__same_device(fn, 2, ab, &dev));
     CG_TRY(cg__broadcast_shapes(fn, a->ndim, a->shape, b->ndim, b->shape, &nd, shape));
     cg_tensor *ca = NULL, *cb = NULL, *r = NULL;
     cg_status st = cg__cast_tmp(a, cdt, &ca);
     if (!st) st = cg__cast_tmp(b, cdt, &cb);
+    if (!st && dev) {
+        cg_tensor *ins[2] = {ca, cb};
+        st = map_device(dev, k, 2, ins, odt, nd, shape, prm, out);
+        cg_tensor_free(ca);
+        cg_tensor_free(cb);
+        return st;
+    }
     if (!st) st = cg__new(odt, nd, shape, 0, &r);
     if (st) {
         cg_tensor_free(ca);
@@ -500,8 +533,8 @@ static cg_status minmax_backward(cg_node *node, cg_tensor *const *gout, cg_tenso
     cg_status st = cg__saved(node, 0, &a);
     if (!st) st = cg__saved(node, 1, &b);
     if (!st)
-        st = cg__map2(cg__node_name(node), a, b, g->dtype, g->dtype,
-                      g->dtype == CG_FLOAT32 ? w32 : w64, NULL, &w);
+        st = cg__map2(cg__node_name(node), w32 == maxw_f32 ? "maximum_weight" : "minimum_weight", a, b,
+                      g->dtype, g->dtype, g->dtype == CG_FLOAT32 ? w32 : w64, NULL, &w);
     if (!st) st = cg_mul(g, w, &gw);
     if (!st && node->needs_grad[0]) st = to_input(node, 0, gw, &gin[0]);
     if (!st && node->needs_grad[1]) {
@@ -557,7 +590,7 @@ static cg_status pow_scalar_backward(cg_node *node, cg_tensor *const *gout, cg_t
     cg_tensor *g = gout[0];
     if (p == 0.0) {
         const cg_out_meta *m = &node->out_meta[0];
-        return cg__new(m->dtype, m->ndim, m->shape, 1, &gin[0]);
+        return cg__new_on(m->device, m->dtype, m->ndim, m->shape, 1, &gin[0]);
     }
     if (p == 1.0) {
         cg_tensor_retain(g);
@@ -630,7 +663,7 @@ static cg_status binary(const bin_def *def, cg_tensor *a, cg_tensor *b, cg_tenso
         return cg__err(CG_ERR_DTYPE, "%s: not supported for dtypes %s and %s", def->fn,
                        cg_dtype_name(a->dtype), cg_dtype_name(b->dtype));
     cg_tensor *r;
-    CG_TRY(cg__map2(def->fn, a, b, cdt, cdt, row, NULL, &r));
+    CG_TRY(cg__map2(def->fn, def->fn + 3, a, b, cdt, cdt, row, NULL, &r));
     if (to_bool) { /* bool results never carry gradients */
         cg_tensor *c;
         cg_status st = cg__cast_tmp(r, CG_BOOL, &c);
@@ -653,8 +686,8 @@ static cg_status binary(const bin_def *def, cg_tensor *a, cg_tensor *b, cg_tenso
 #define BINARY_API(NAME, DEF)                                       \
     cg_status NAME(cg_tensor *a, cg_tensor *b, cg_tensor **out) {   \
         CG_CHECK_OUT(out);                                          \
-        CG_CHECK_T(a);                                              \
-        CG_CHECK_T(b);                                              \
+        CG_CHECK_TD(a);                                              \
+        CG_CHECK_TD(b);                                              \
         return binary(&DEF, a, b, out);                             \
     }
 BINARY_API(cg_add, DEF_ADD)
@@ -671,14 +704,14 @@ static cg_status compare(const char *fn, cg__row_fn f32, cg__row_fn f64, cg__row
                          cg_tensor *a, cg_tensor *b, cg_tensor **out) {
     cg_dtype cdt = cg__promote(a->dtype, b->dtype);
     if (cdt == CG_BOOL) cdt = CG_INT64;
-    return cg__map2(fn, a, b, cdt, CG_BOOL, pick(cdt, f32, f64, i64), NULL, out);
+    return cg__map2(fn, fn + 3, a, b, cdt, CG_BOOL, pick(cdt, f32, f64, i64), NULL, out);
 }
 
 #define COMPARE_API(NAME, K)                                                        \
     cg_status cg_##NAME(cg_tensor *a, cg_tensor *b, cg_tensor **out) {              \
         CG_CHECK_OUT(out);                                                          \
-        CG_CHECK_T(a);                                                              \
-        CG_CHECK_T(b);                                                              \
+        CG_CHECK_TD(a);                                                              \
+        CG_CHECK_TD(b);                                                              \
         return compare("cg_" #NAME, K##_f32, K##_f64, K##_i64, a, b, out);          \
     }
 COMPARE_API(eq, eq)
@@ -690,9 +723,9 @@ COMPARE_API(ge, ge)
 
 cg_status cg_where(cg_tensor *cond, cg_tensor *a, cg_tensor *b, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(cond);
-    CG_CHECK_T(a);
-    CG_CHECK_T(b);
+    CG_CHECK_TD(cond);
+    CG_CHECK_TD(a);
+    CG_CHECK_TD(b);
     if (cond->dtype != CG_BOOL)
         return cg__err(CG_ERR_DTYPE, "cg_where: condition must be a bool tensor, got %s",
                        cg_dtype_name(cond->dtype));
@@ -701,11 +734,17 @@ cg_status cg_where(cg_tensor *cond, cg_tensor *a, cg_tensor *b, cg_tensor **out)
     CG_TRY(cg__broadcast_shapes("cg_where", cond->ndim, cond->shape, a->ndim, a->shape, &n1, s1));
     CG_TRY(cg__broadcast_shapes("cg_where", n1, s1, b->ndim, b->shape, &nd, shape));
     cg_dtype dt = cg__promote(a->dtype, b->dtype);
+    int dev;
+    cg_tensor *all[3] = {cond, a, b};
+    CG_TRY(cg__same_device("cg_where", 3, all, &dev));
     cg_tensor *ca = NULL, *cb = NULL, *r = NULL;
     cg_status st = cg__cast_tmp(a, dt, &ca);
     if (!st) st = cg__cast_tmp(b, dt, &cb);
-    if (!st) st = cg__new(dt, nd, shape, 0, &r);
-    if (!st && r->numel) {
+    if (!st) st = cg__new_on(dev, dt, nd, shape, 0, &r);
+    if (!st && r->numel && dev) {
+        cg_tensor *ts[4] = {r, cond, ca, cb};
+        st = cg__kernel(dev, "where", 1, 4, ts, 0, NULL, 0, NULL);
+    } else if (!st && r->numel) {
         int64_t strides[4][CG_MAX_DIMS];
         memcpy(strides[0], r->strides, sizeof r->strides);
         cg__broadcast_strides(cond, nd, shape, strides[1]);
@@ -763,7 +802,7 @@ static cg_status scalar_op(const char *fn, const cg_op *op, cg_tensor *a, double
         return cg__err(CG_ERR_DTYPE, "%s: not supported for dtype %s", fn, cg_dtype_name(a->dtype));
     double prm[1] = {s};
     cg_tensor *r;
-    CG_TRY(cg__map1(a, dt, dt, row, prm, &r));
+    CG_TRY(cg__map1(fn + 3, a, dt, dt, row, prm, &r));
     if (cg__wants_grad1(a)) {
         cg_status st = record_scalar(op, a, r, s, save_a);
         if (st) {
@@ -777,7 +816,7 @@ static cg_status scalar_op(const char *fn, const cg_op *op, cg_tensor *a, double
 
 cg_status cg_add_scalar(cg_tensor *a, double s, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     cg_dtype dt = scalar_dtype(a->dtype, s);
     return scalar_op("cg_add_scalar", &OP_ADD_SCALAR, a, s, dt, pick(dt, adds_f32, adds_f64, adds_i64),
                      0, out);
@@ -785,7 +824,7 @@ cg_status cg_add_scalar(cg_tensor *a, double s, cg_tensor **out) {
 
 cg_status cg_mul_scalar(cg_tensor *a, double s, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     cg_dtype dt = scalar_dtype(a->dtype, s);
     return scalar_op("cg_mul_scalar", &OP_MUL_SCALAR, a, s, dt, pick(dt, muls_f32, muls_f64, muls_i64),
                      0, out);
@@ -793,7 +832,7 @@ cg_status cg_mul_scalar(cg_tensor *a, double s, cg_tensor **out) {
 
 cg_status cg_pow_scalar(cg_tensor *a, double p, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     cg_dtype dt = scalar_dtype(a->dtype, p);
     if (dt == CG_INT64 && p < 0)
         return cg__err(CG_ERR_VALUE, "cg_pow_scalar: integers to negative integer powers (%g) are not allowed", p);

@@ -142,7 +142,7 @@ static cg_status prep_src(const char *fn, cg_tensor *dst, cg_tensor *src, cg_dty
         for (int d = 0; same && d < src->ndim; ++d) same = src->strides[d] == dst->strides[d];
         if (!same) { /* e.g. a += a.T: read from a snapshot */
             cg_tensor *c;
-            CG_TRY(cg__new(dt, src->ndim, src->shape, 0, &c));
+            CG_TRY(cg__new_on(cg__dev(src), dt, src->ndim, src->shape, 0, &c));
             cg_status st = cg__copy_elems(c, src);
             if (st) {
                 cg_tensor_free(c);
@@ -155,9 +155,15 @@ static cg_status prep_src(const char *fn, cg_tensor *dst, cg_tensor *src, cg_dty
     return cg__cast_tmp(src, dt, out);
 }
 
-/* Runs row over (dst, src broadcast to dst). */
-static void run2(cg_tensor *dst, cg_tensor *src, cg__row_fn row, const double *prm) {
-    if (!dst->numel) return;
+/* Runs row over (dst, src broadcast to dst); on a device, the in-place
+ * kernel k on (dst, src) with prm[0]. */
+static cg_status run2(const char *k, cg_tensor *dst, cg_tensor *src, cg__row_fn row,
+                      const double *prm) {
+    if (!dst->numel) return CG_OK;
+    if (cg__dev(dst)) {
+        cg_tensor *ts[2] = {dst, src};
+        return cg__kernel(cg__dev(dst), k, 1, 2, ts, 1, prm, 0, NULL);
+    }
     int64_t strides[2][CG_MAX_DIMS];
     memcpy(strides[0], dst->strides, sizeof dst->strides);
     cg__broadcast_strides(src, dst->ndim, dst->shape, strides[1]);
@@ -166,10 +172,12 @@ static void run2(cg_tensor *dst, cg_tensor *src, cg__row_fn row, const double *p
     char *base[2] = {(char *)cg__ptr(dst), (char *)cg__ptr(src)};
     size_t es[2] = {cg_dtype_size(dst->dtype), cg_dtype_size(src->dtype)};
     cg__iter_run(&it, base, es, row, prm);
+    return CG_OK;
 }
 
-static void run1(cg_tensor *dst, cg__row_fn row, const double *prm) {
-    if (!dst->numel) return;
+static cg_status run1(const char *k, cg_tensor *dst, cg__row_fn row, const double *prm) {
+    if (!dst->numel) return CG_OK;
+    if (cg__dev(dst)) return cg__kernel(cg__dev(dst), k, 1, 1, &dst, 1, prm, 0, NULL);
     int64_t strides[1][CG_MAX_DIMS];
     memcpy(strides[0], dst->strides, sizeof dst->strides);
     cg__iter it;
@@ -177,12 +185,15 @@ static void run1(cg_tensor *dst, cg__row_fn row, const double *prm) {
     char *base[1] = {(char *)cg__ptr(dst)};
     size_t es[1] = {cg_dtype_size(dst->dtype)};
     cg__iter_run(&it, base, es, row, prm);
+    return CG_OK;
 }
 
 /* a (op)= b: arithmetic targets only; b must not need a wider category
  * (an int64 target cannot take float values, as in PyTorch). */
 static cg_status arith2(const char *fn, cg_tensor *a, cg_tensor *b, cg__row_fn f32,
                         cg__row_fn f64, cg__row_fn i64, double c) {
+    cg_tensor *ab[2] = {a, b};
+    CG_TRY(cg__same_device(fn, 2, ab, NULL));
     CG_TRY(check_target(fn, a));
     cg__row_fn row = pick(a->dtype, f32, f64, i64);
     if (!row)
@@ -193,23 +204,23 @@ static cg_status arith2(const char *fn, cg_tensor *a, cg_tensor *b, cg__row_fn f
     cg_tensor *cb;
     CG_TRY(prep_src(fn, a, b, a->dtype, &cb));
     double prm[1] = {c};
-    run2(a, cb, row, prm);
+    cg_status st = run2(fn + 3, a, cb, row, prm);
     cg_tensor_free(cb);
     ++a->storage->version;
-    return CG_OK;
+    return st;
 }
 
 cg_status cg_add_(cg_tensor *a, cg_tensor *b, double alpha) {
-    CG_CHECK_T(a);
-    CG_CHECK_T(b);
+    CG_CHECK_TD(a);
+    CG_CHECK_TD(b);
     if (a->dtype == CG_INT64 && !is_integral(alpha))
         return cg__err(CG_ERR_DTYPE, "cg_add_: alpha %g must be an integer for an int64 target", alpha);
     return arith2("cg_add_", a, b, addc_f32, addc_f64, addc_i64, alpha);
 }
 
 cg_status cg_mul_(cg_tensor *a, cg_tensor *b) {
-    CG_CHECK_T(a);
-    CG_CHECK_T(b);
+    CG_CHECK_TD(a);
+    CG_CHECK_TD(b);
     return arith2("cg_mul_", a, b, mul_f32, mul_f64, mul_i64, 0.0);
 }
 
@@ -223,13 +234,13 @@ static cg_status arith1(const char *fn, cg_tensor *a, double s, cg__row_fn f32, 
         return cg__err(CG_ERR_DTYPE, "%s: result type float can't be cast to the target's dtype int64 (scalar %g)",
                        fn, s);
     double prm[1] = {s};
-    run1(a, row, prm);
+    cg_status st = run1(fn + 3, a, row, prm);
     ++a->storage->version;
-    return CG_OK;
+    return st;
 }
 
 cg_status cg_add_scalar_(cg_tensor *a, double s) {
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     return arith1("cg_add_scalar_", a, s, adds_f32, adds_f64, adds_i64);
 }
 
@@ -264,30 +275,41 @@ static cg_status fill(const char *fn, cg_tensor *a, double value) {
         row = fill_u8;
         break;
     }
-    if (value == 0.0 && cg__is_contig(a)) { /* all-zero bits in every dtype */
+    cg_status st = CG_OK;
+    if (value == 0.0 && cg__is_contig(a) && !cg__dev(a)) { /* all-zero bits in every dtype */
         if (a->numel) memset(cg__ptr(a), 0, (size_t)a->numel * cg_dtype_size(a->dtype));
     } else {
-        run1(a, row, prm);
+        st = run1("fill_", a, row, prm);
     }
     ++a->storage->version;
-    return CG_OK;
+    return st;
 }
 
 cg_status cg_zero_(cg_tensor *a) {
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     return fill("cg_zero_", a, 0.0);
 }
 
 cg_status cg_fill_(cg_tensor *a, double value) {
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     return fill("cg_fill_", a, value);
 }
 
 cg_status cg_copy_(cg_tensor *dst, cg_tensor *src) {
     static const double noprm[1] = {0.0};
-    CG_CHECK_T(dst);
-    CG_CHECK_T(src);
+    CG_CHECK_TD(dst);
+    CG_CHECK_TD(src);
     CG_TRY(check_target("cg_copy_", dst));
+    if (cg__dev(src) != cg__dev(dst)) { /* across devices: src moved first */
+        cg_tensor *moved;
+        int prev = cg_set_grad_enabled(0);
+        cg_status st = cg_to_device(src, cg__dev(dst), &moved);
+        cg_set_grad_enabled(prev);
+        if (st) return st;
+        st = cg_copy_(dst, moved);
+        cg_tensor_free(moved);
+        return st;
+    }
     /* Other casts convert src (at its own size) first, then copy bits. */
     cg__row_fn row = NULL;
     cg_dtype read_as = dst->dtype;
@@ -303,8 +325,8 @@ cg_status cg_copy_(cg_tensor *dst, cg_tensor *src) {
     }
     cg_tensor *cs;
     CG_TRY(prep_src("cg_copy_", dst, src, read_as, &cs));
-    run2(dst, cs, row, noprm);
+    cg_status st = run2("copy_", dst, cs, row, noprm);
     cg_tensor_free(cs);
     ++dst->storage->version;
-    return CG_OK;
+    return st;
 }

@@ -88,7 +88,7 @@ static const cg_op OP_RESHAPE = {"reshape", reshape_backward};
 
 cg_status cg_reshape(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     CG_TRY(cg__check_shape_arg("cg_reshape", ndim, shape));
     int64_t ns[CG_MAX_DIMS];
     int infer = -1;
@@ -164,7 +164,7 @@ static cg_status permuted_view(cg_tensor *a, const int *perm, cg_tensor **out) {
 
 cg_status cg_permute(cg_tensor *a, const int *perm, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     if (a->ndim > 0 && !perm) return cg__err(CG_ERR_NULL, "cg_permute: perm is NULL");
     int p[CG_MAX_DIMS];
     unsigned char seen[CG_MAX_DIMS] = {0};
@@ -189,7 +189,7 @@ cg_status cg_permute(cg_tensor *a, const int *perm, cg_tensor **out) {
 
 cg_status cg_transpose(cg_tensor *a, int dim0, int dim1, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     int d0, d1;
     CG_TRY(cg__norm_dim("cg_transpose", dim0, a->ndim, &d0));
     CG_TRY(cg__norm_dim("cg_transpose", dim1, a->ndim, &d1));
@@ -223,7 +223,7 @@ static const cg_op OP_EXPAND = {"expand", expand_backward};
 
 cg_status cg_expand(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     CG_TRY(cg__check_shape_arg("cg_expand", ndim, shape));
     char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
     int lead = ndim - a->ndim;
@@ -282,7 +282,7 @@ static const cg_op OP_UNSQUEEZE = {"unsqueeze", unsqueeze_backward};
 
 cg_status cg_squeeze(cg_tensor *a, int dim, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     int d;
     CG_TRY(cg__norm_dim("cg_squeeze", dim, a->ndim, &d));
     int64_t shape[CG_MAX_DIMS], strides[CG_MAX_DIMS];
@@ -307,7 +307,7 @@ cg_status cg_squeeze(cg_tensor *a, int dim, cg_tensor **out) {
 
 cg_status cg_squeeze_all(cg_tensor *a, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     int64_t shape[CG_MAX_DIMS], strides[CG_MAX_DIMS];
     int n = 0;
     for (int i = 0; i < a->ndim; ++i) {
@@ -322,7 +322,7 @@ cg_status cg_squeeze_all(cg_tensor *a, cg_tensor **out) {
 
 cg_status cg_unsqueeze(cg_tensor *a, int dim, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     int n = a->ndim + 1;
     if (dim < -n || dim >= n)
         return cg__err(CG_ERR_INDEX, "cg_unsqueeze: dim %d out of range for a %d-d tensor (expected %d..%d)",
@@ -400,7 +400,7 @@ static const cg_op OP_SELECT_BACKWARD = {"select_backward", embed_backward};
 static cg_status embed(cg_tensor *g, int dim, int64_t start, int64_t stop, int64_t step,
                        int select, int ndim, const int64_t *shape, cg_tensor **out) {
     cg_tensor *z, *v = NULL;
-    CG_TRY(cg__new(g->dtype, ndim, shape, 1, &z));
+    CG_TRY(cg__new_on(cg__dev(g), g->dtype, ndim, shape, 1, &z));
     cg_status st = region_view(z, dim, start, stop, step, select, &v);
     if (!st && !cg__same_shape(v, g)) {
         char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
@@ -463,7 +463,7 @@ static int64_t clamp_index(int64_t i, int64_t n) {
 cg_status cg_slice(cg_tensor *a, int dim, int64_t start, int64_t stop, int64_t step,
                    cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     if (a->ndim == 0)
         return cg__err(CG_ERR_INDEX, "cg_slice: cannot slice a 0-d tensor");
     int d;
@@ -479,7 +479,7 @@ cg_status cg_slice(cg_tensor *a, int dim, int64_t start, int64_t stop, int64_t s
 
 cg_status cg_select(cg_tensor *a, int dim, int64_t index, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     if (a->ndim == 0)
         return cg__err(CG_ERR_INDEX, "cg_select: cannot index a 0-d tensor");
     int d;
@@ -499,7 +499,7 @@ cg_status cg_select(cg_tensor *a, int dim, int64_t index, cg_tensor **out) {
 static cg_status copy_into(cg_tensor *dst, cg_tensor *src, int dim, int select, int64_t outer,
                            int64_t dst_len, int64_t off, int64_t src_len, int64_t inner) {
     size_t esz = cg_dtype_size(dst->dtype);
-    if (cg__is_contig(src)) {
+    if (cg__is_contig(src) && !cg__dev(dst)) {
         size_t chunk = (size_t)(src_len * inner) * esz;
         char *d = (char *)cg__ptr(dst) + (size_t)(off * inner) * esz;
         const char *s = (const char *)cg__ptr(src);
@@ -551,6 +551,8 @@ static cg_status check_list(const char *fn, int n, cg_tensor *const *ts) {
 cg_status cg_cat(int n, cg_tensor *const *tensors, int dim, cg_tensor **out) {
     CG_CHECK_OUT(out);
     CG_TRY(check_list("cg_cat", n, tensors));
+    int dev;
+    CG_TRY(cg__same_device("cg_cat", n, tensors, &dev));
     cg_tensor *t0 = tensors[0];
     if (t0->ndim == 0)
         return cg__err(CG_ERR_SHAPE, "cg_cat: zero-dimensional tensors cannot be concatenated");
@@ -575,7 +577,7 @@ cg_status cg_cat(int n, cg_tensor *const *tensors, int dim, cg_tensor **out) {
     for (int k = 0; k < d; ++k) outer *= shape[k];
     for (int k = d + 1; k < t0->ndim; ++k) inner *= shape[k];
     cg_tensor *r;
-    CG_TRY(cg__new(t0->dtype, t0->ndim, shape, 0, &r));
+    CG_TRY(cg__new_on(dev, t0->dtype, t0->ndim, shape, 0, &r));
     int64_t off = 0;
     cg_status st = CG_OK;
     if (r->numel)
@@ -612,6 +614,8 @@ cg_status cg_cat(int n, cg_tensor *const *tensors, int dim, cg_tensor **out) {
 cg_status cg_stack(int n, cg_tensor *const *tensors, int dim, cg_tensor **out) {
     CG_CHECK_OUT(out);
     CG_TRY(check_list("cg_stack", n, tensors));
+    int dev;
+    CG_TRY(cg__same_device("cg_stack", n, tensors, &dev));
     cg_tensor *t0 = tensors[0];
     int nd = t0->ndim + 1;
     if (dim < -nd || dim >= nd)
@@ -638,7 +642,7 @@ cg_status cg_stack(int n, cg_tensor *const *tensors, int dim, cg_tensor **out) {
         else inner *= shape[k];
     }
     cg_tensor *r;
-    CG_TRY(cg__new(t0->dtype, nd, shape, 0, &r));
+    CG_TRY(cg__new_on(dev, t0->dtype, nd, shape, 0, &r));
     cg_status st = CG_OK;
     if (r->numel)
         for (int i = 0; i < n && !st; ++i) {
@@ -678,7 +682,7 @@ static const cg_op OP_TO_DTYPE = {"to_dtype", to_dtype_backward};
 
 static cg_status copy_op(const cg_op *op, cg_tensor *a, cg_tensor **out) {
     cg_tensor *r;
-    CG_TRY(cg__new(a->dtype, a->ndim, a->shape, 0, &r));
+    CG_TRY(cg__new_on(cg__dev(a), a->dtype, a->ndim, a->shape, 0, &r));
     cg_status st = cg__copy_elems(r, a);
     if (!st && cg__wants_grad1(a)) {
         cg_node *node;
@@ -694,7 +698,7 @@ static cg_status copy_op(const cg_op *op, cg_tensor *a, cg_tensor **out) {
 
 cg_status cg_contiguous(cg_tensor *a, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     if (cg__is_contig(a)) {
         cg_tensor_retain(a);
         *out = a;
@@ -705,13 +709,13 @@ cg_status cg_contiguous(cg_tensor *a, cg_tensor **out) {
 
 cg_status cg_clone(cg_tensor *a, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     return copy_op(&OP_CLONE, a, out);
 }
 
 cg_status cg_to_dtype(cg_tensor *a, cg_dtype dtype, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     if (!cg__valid_dtype(dtype))
         return cg__err(CG_ERR_DTYPE, "cg_to_dtype: invalid dtype %d", (int)dtype);
     if (dtype == a->dtype) {
@@ -720,11 +724,13 @@ cg_status cg_to_dtype(cg_tensor *a, cg_dtype dtype, cg_tensor **out) {
         return CG_OK;
     }
     cg_tensor *r;
-    CG_TRY(cg__new(dtype, a->ndim, a->shape, 0, &r));
+    CG_TRY(cg__new_on(cg__dev(a), dtype, a->ndim, a->shape, 0, &r));
     cg_status st = CG_OK;
     int64_t n = a->numel;
     /* The float casts are hot (mixed precision): plain loops. */
-    if (cg__is_contig(a) && a->dtype == CG_FLOAT32 && dtype == CG_FLOAT64) {
+    if (cg__dev(a)) {
+        st = cg__copy_elems(r, a);
+    } else if (cg__is_contig(a) && a->dtype == CG_FLOAT32 && dtype == CG_FLOAT64) {
         const float *s = (const float *)cg__ptr(a);
         double *d = (double *)cg__ptr(r);
         for (int64_t i = 0; i < n; ++i) d[i] = s[i];

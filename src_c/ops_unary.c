@@ -313,7 +313,7 @@ static cg_status unary(const un_def *d, cg_tensor *a, const double *prm, cg_tens
                        d->i64 ? "float32, float64 or int64" : "floating point (float32 or float64)",
                        cg_dtype_name(a->dtype));
     cg_tensor *r;
-    CG_TRY(cg__map1(a, a->dtype, a->dtype, row, prm ? prm : noprm, &r));
+    CG_TRY(cg__map1(d->fn + 3, a, a->dtype, a->dtype, row, prm ? prm : noprm, &r));
     if (cg__wants_grad1(a)) {
         cg_status st = record1(d->op, a, r, d->save, prm, NULL);
         if (st) {
@@ -330,12 +330,13 @@ static cg_status unary(const un_def *d, cg_tensor *a, const double *prm, cg_tens
 static cg_status fused2(const char *fn, const cg_op *op, cg_tensor *g, cg_tensor *v,
                         cg__row_fn f32, cg__row_fn f64, const double *prm, int64_t iparam0,
                         cg_tensor **out) {
-    static const double noprm[4] = {0, 0, 0, 0};
     cg_dtype dt = cg__promote(g->dtype, v->dtype);
     cg__row_fn row = pick(dt, f32, f64, NULL);
     if (!row) return cg__err(CG_ERR_DTYPE, "%s: floating point tensors expected", fn);
     cg_tensor *r;
-    CG_TRY(cg__map2(fn, g, v, dt, dt, row, prm ? prm : noprm, &r));
+    double kp[4] = {0, 0, 0, (double)iparam0}; /* device kernels read iparam0 as prm[3] */
+    if (prm) kp[0] = prm[0], kp[1] = prm[1], kp[2] = prm[2];
+    CG_TRY(cg__map2(fn, fn, g, v, dt, dt, row, kp, &r));
     if (cg__wants_grad2(g, v)) {
         cg_tensor *ins[2] = {g, v};
         cg_node *node;
@@ -385,7 +386,7 @@ static cg_status gelu_bw(cg_tensor *g, cg_tensor *x, int approximate, cg_tensor 
  * and no gradient flows to it. */
 static cg_status mask_bw(cg_tensor *g, cg_tensor *x, double lo, double hi, int lo_open,
                          double outside, cg_tensor **out) {
-    double prm[4] = {lo, hi, outside, 0};
+    double prm[4] = {lo, hi, outside, (double)lo_open};
     cg_dtype dt = g->dtype;
     cg__row_fn row = lo_open ? pick(dt, mask_open_f32, mask_open_f64, NULL)
                              : pick(dt, mask_closed_f32, mask_closed_f64, NULL);
@@ -393,7 +394,7 @@ static cg_status mask_bw(cg_tensor *g, cg_tensor *x, double lo, double hi, int l
         return cg__err(CG_ERR_DTYPE, "threshold_backward: dtypes %s and %s", cg_dtype_name(dt),
                        cg_dtype_name(x->dtype));
     cg_tensor *r;
-    CG_TRY(cg__map2("threshold_backward", g, x, dt, dt, row, prm, &r));
+    CG_TRY(cg__map2("threshold_backward", "threshold_backward", g, x, dt, dt, row, prm, &r));
     if (cg__wants_grad1(g)) {
         cg_node *node;
         cg_status st = cg__record(&OP_MASKBW, 1, &g, 1, &r, &node);
@@ -545,7 +546,7 @@ static cg_status abs_backward(cg_node *node, cg_tensor *const *gout, cg_tensor *
 /* sign / round / floor / ceil: piecewise constant, zero gradient. */
 static cg_status zero_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
     const cg_out_meta *m = &node->out_meta[0];
-    return cg__new(m->dtype, m->ndim, m->shape, 1, &gin[0]);
+    return cg__new_on(m->device, m->dtype, m->ndim, m->shape, 1, &gin[0]);
 }
 static cg_status relu_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
     cg_tensor *y; /* mask from the output: y > 0 exactly where x > 0 */
@@ -663,7 +664,7 @@ static const un_def DEF_CLAMP = {"cg_clamp", &OP_CLAMP, clamp_f32, clamp_f64, cl
 #define UNARY_API(NAME, DEF)                                  \
     cg_status NAME(cg_tensor *a, cg_tensor **out) {           \
         CG_CHECK_OUT(out);                                    \
-        CG_CHECK_T(a);                                        \
+        CG_CHECK_TD(a);                                        \
         return unary(&DEF, a, NULL, out);                     \
     }
 UNARY_API(cg_neg, DEF_NEG)
@@ -681,7 +682,7 @@ UNARY_API(cg_tanh, DEF_TANH)
 
 cg_status cg_leaky_relu(cg_tensor *a, double negative_slope, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     if (isnan(negative_slope))
         return cg__err(CG_ERR_VALUE, "cg_leaky_relu: negative_slope is NaN");
     double prm[4] = {negative_slope, 0, 0, 0};
@@ -690,7 +691,7 @@ cg_status cg_leaky_relu(cg_tensor *a, double negative_slope, cg_tensor **out) {
 
 cg_status cg_elu(cg_tensor *a, double alpha, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     if (isnan(alpha)) return cg__err(CG_ERR_VALUE, "cg_elu: alpha is NaN");
     double prm[4] = {alpha, 0, 0, 0};
     return unary(&DEF_ELU, a, prm, out);
@@ -698,7 +699,7 @@ cg_status cg_elu(cg_tensor *a, double alpha, cg_tensor **out) {
 
 cg_status cg_gelu(cg_tensor *a, int approximate, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     if (approximate != 0 && approximate != 1)
         return cg__err(CG_ERR_VALUE, "cg_gelu: approximate must be 0 (erf) or 1 (tanh), got %d",
                        approximate);
@@ -708,7 +709,7 @@ cg_status cg_gelu(cg_tensor *a, int approximate, cg_tensor **out) {
 
 cg_status cg_softplus(cg_tensor *a, double beta, double threshold, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     if (beta == 0.0 || isnan(beta) || isinf(beta))
         return cg__err(CG_ERR_VALUE, "cg_softplus: beta must be finite and non-zero, got %g", beta);
     if (isnan(threshold)) return cg__err(CG_ERR_VALUE, "cg_softplus: threshold is NaN");
@@ -718,7 +719,7 @@ cg_status cg_softplus(cg_tensor *a, double beta, double threshold, cg_tensor **o
 
 cg_status cg_clamp(cg_tensor *a, double lo, double hi, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     if (isnan(lo) || isnan(hi))
         return cg__err(CG_ERR_VALUE, "cg_clamp: bounds must not be NaN (got %g, %g)", lo, hi);
     double prm[4] = {lo, hi, 0, 0};
@@ -728,7 +729,7 @@ cg_status cg_clamp(cg_tensor *a, double lo, double hi, cg_tensor **out) {
         int integral = (isinf(lo) || lo == floor(lo)) && (isinf(hi) || hi == floor(hi));
         if (a->dtype == CG_BOOL && integral)
             return cg__err(CG_ERR_DTYPE, "cg_clamp: not supported for bool tensors");
-        if (!integral) return cg__map1(a, CG_FLOAT32, CG_FLOAT32, clamp_f32, prm, out);
+        if (!integral) return cg__map1("clamp", a, CG_FLOAT32, CG_FLOAT32, clamp_f32, prm, out);
     }
     return unary(&DEF_CLAMP, a, prm, out);
 }

@@ -117,6 +117,7 @@ static cg_status node_new(const cg_op *op, int n_inputs, cg_tensor *const *input
     for (int i = 0; i < n_outputs; ++i) {
         cg_tensor *o = outputs[i];
         n->out_meta[i].dtype = o->dtype;
+        n->out_meta[i].device = cg__dev(o);
         n->out_meta[i].ndim = o->ndim;
         memcpy(n->out_meta[i].shape, o->shape, sizeof o->shape);
     }
@@ -376,13 +377,18 @@ static cg_status custom_check_grad(cg_node *node, int i, cg_tensor **g) {
     int ndim;
     const int64_t *shape;
     if (!*g || !node->needs_grad[i] || (!e->node && !e->leaf)) return CG_OK;
+    int device;
     if (e->node) {
         const cg_out_meta *m = &e->node->out_meta[e->input_nr];
-        dtype = m->dtype, ndim = m->ndim, shape = m->shape;
+        dtype = m->dtype, ndim = m->ndim, shape = m->shape, device = m->device;
     } else {
-        dtype = e->leaf->dtype, ndim = e->leaf->ndim, shape = e->leaf->shape;
+        dtype = e->leaf->dtype, ndim = e->leaf->ndim, shape = e->leaf->shape, device = cg__dev(e->leaf);
     }
     char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
+    if (!(*g)->layout && cg__dev(*g) != device)
+        return cg__err(CG_ERR_VALUE,
+                       "custom backward of '%s' returned a gradient on device '%s' for input %d on device '%s'",
+                       cg__node_name(node), cg_device_name(cg__dev(*g)), i, cg_device_name(device));
     if ((*g)->dtype != dtype)
         return cg__err(CG_ERR_DTYPE,
                        "custom backward of '%s' returned a gradient of dtype %s for input %d of dtype %s",
@@ -592,7 +598,7 @@ static cg_status accumulate_leaf(cg_tensor *leaf, cg_tensor *g, int create_graph
             return CG_OK;
         }
         cg_tensor *c;
-        cg_status st = cg__new(g->dtype, g->ndim, g->shape, 0, &c);
+        cg_status st = cg__new_on(cg__dev(g), g->dtype, g->ndim, g->shape, 0, &c);
         if (!st) st = cg__copy_elems(c, g);
         cg_tensor_free(g);
         if (st) {
@@ -628,6 +634,9 @@ static cg_status check_grad_matches(const char *what, const cg_tensor *t, const 
     if (g->dtype != t->dtype)
         return cg__err(CG_ERR_DTYPE, "%s: gradient has dtype %s but the tensor has dtype %s", what,
                        cg_dtype_name(g->dtype), cg_dtype_name(t->dtype));
+    if (!g->layout && !t->layout && cg__dev(g) != cg__dev(t))
+        return cg__err(CG_ERR_VALUE, "%s: gradient is on device '%s' but the tensor is on '%s'", what,
+                       cg_device_name(cg__dev(g)), cg_device_name(cg__dev(t)));
     return CG_OK;
 }
 
@@ -653,6 +662,12 @@ static cg_status run_grad_hooks(cg_hook *h, int output_nr, cg_tensor **g, const 
                     cg__shape_str((*g)->ndim, (*g)->shape, b2, sizeof b2), cg_dtype_name((*g)->dtype));
             cg_tensor_free(rep);
             return CG_ERR_SHAPE;
+        }
+        if (!rep->layout && !(*g)->layout && cg__dev(rep) != cg__dev(*g)) {
+            cg__err(CG_ERR_VALUE, "a gradient hook on %s returned a tensor on device '%s'; the gradient "
+                                  "is on '%s'", what, cg_device_name(cg__dev(rep)), cg_device_name(cg__dev(*g)));
+            cg_tensor_free(rep);
+            return CG_ERR_VALUE;
         }
         cg_tensor_free(*g);
         *g = rep;
@@ -730,6 +745,11 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
                 goto done;
             }
             st = cg_full(root->dtype, root->ndim, root->shape, 1.0, &g);
+            if (!st && cg__dev(root)) {
+                cg_tensor *h = g;
+                st = cg_to_device(h, cg__dev(root), &g);
+                cg_tensor_free(h);
+            }
             if (st) goto done;
         }
         seeds[r] = g;
@@ -835,7 +855,7 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
         for (int o = 0; o < n->n_outputs; ++o) {
             if (n->grad_buf[o]) continue;
             cg_out_meta *m = &n->out_meta[o];
-            st = cg__new(m->dtype, m->ndim, m->shape, 1, &n->grad_buf[o]);
+            st = cg__new_on(m->device, m->dtype, m->ndim, m->shape, 1, &n->grad_buf[o]);
             if (st) goto done;
         }
         if (cg__entry_hooks_on()) {
@@ -1039,7 +1059,7 @@ cg_status cg_tensor_register_post_accumulate_hook(cg_tensor *t, cg_post_accumula
 }
 
 cg_status cg_tensor_remove_hook(cg_tensor *t, int64_t handle) {
-    CG_CHECK_T(t);
+    CG_CHECK_TD(t);
     cg_hook **slot = t->grad_fn ? &t->grad_fn->hooks : &t->hooks;
     for (; *slot; slot = &(*slot)->next)
         if ((*slot)->id == handle) {
@@ -1053,7 +1073,7 @@ cg_status cg_tensor_remove_hook(cg_tensor *t, int64_t handle) {
 }
 
 cg_status cg_backward(cg_tensor *root, cg_tensor *grad, int retain_graph, int create_graph) {
-    CG_CHECK_T(root);
+    CG_CHECK_TD(root);
     cg_tensor *gs[1] = {grad};
     return run_engine(1, &root, gs, 0, NULL, NULL, retain_graph, create_graph);
 }

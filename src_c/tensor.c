@@ -48,6 +48,11 @@ static cg_storage *cache_take(size_t nbytes) {
 
 static void storage_decref(cg_storage *s) {
     if (!s || --s->refcount > 0) return;
+    if (s->device) {
+        cg__device_release(s->device, s->handle);
+        free(s);
+        return;
+    }
     if (s->release) s->release(s->release_ctx);
     else if (cache_put(s)) return;
     free(s); /* data of owned storage lives in the same block */
@@ -228,9 +233,40 @@ cg_status cg__new(cg_dtype dtype, int ndim, const int64_t *shape, int zero, cg_t
     s->version = 0;
     s->release = NULL;
     s->release_ctx = NULL;
+    s->device = CG_DEVICE_CPU;
+    s->handle = NULL;
     if (zero && nbytes) memset(s->data, 0, nbytes);
     t->storage = s;
     cg__contig_strides(ndim, shape, t->strides);
+    *out = t;
+    return CG_OK;
+}
+
+cg_status cg__new_on(int device, cg_dtype dtype, int ndim, const int64_t *shape, int zero,
+                     cg_tensor **out) {
+    if (device == CG_DEVICE_CPU) return cg__new(dtype, ndim, shape, zero, out);
+    int64_t numel;
+    CG_TRY(check_shape("cg_empty_on", dtype, ndim, shape, &numel));
+    cg_storage *s;
+    CG_TRY(cg__device_alloc(device, (size_t)numel * cg_dtype_size(dtype), zero, &s));
+    return cg__tensor_over(s, dtype, ndim, shape, NULL, 0, out);
+}
+
+cg_status cg__tensor_over(cg_storage *s, cg_dtype dtype, int ndim, const int64_t *shape,
+                          const int64_t *strides, int64_t offset, cg_tensor **out) {
+    int64_t numel = 1;
+    for (int d = 0; d < ndim; ++d) numel *= shape[d];
+    cg_tensor *t = header_new(dtype, ndim, shape, numel);
+    if (!t) {
+        storage_decref(s);
+        return cg__err(CG_ERR_NOMEM, "tensor header: out of memory");
+    }
+    if (strides)
+        for (int d = 0; d < ndim; ++d) t->strides[d] = strides[d];
+    else
+        cg__contig_strides(ndim, shape, t->strides);
+    t->offset = offset;
+    t->storage = s;
     *out = t;
     return CG_OK;
 }
@@ -356,16 +392,24 @@ const int64_t *cg_tensor_shape(const cg_tensor *t) { return t ? t->shape : NULL;
 const int64_t *cg_tensor_strides(const cg_tensor *t) { return t ? t->strides : NULL; }
 int64_t cg_tensor_numel(const cg_tensor *t) { return t ? t->numel : 0; }
 /* A sparse tensor has no dense data to point at. */
-void *cg_tensor_data(const cg_tensor *t) { return (t && !t->layout) ? cg__ptr(t) : NULL; }
+void *cg_tensor_data(const cg_tensor *t) {
+    return (t && !t->layout && !t->storage->device) ? cg__ptr(t) : NULL;
+}
 int cg_tensor_is_contiguous(const cg_tensor *t) { return (t && !t->layout) ? cg__is_contig(t) : 0; }
 uint64_t cg_tensor_version(const cg_tensor *t) { return t ? t->storage->version : 0; }
 
 cg_status cg_tensor_item(const cg_tensor *t, double *out) {
-    CG_CHECK_T(t);
+    CG_CHECK_TD(t);
     if (!out) return cg__err(CG_ERR_NULL, "cg_tensor_item: out is NULL");
     if (t->numel != 1)
         return cg__err(CG_ERR_VALUE, "cg_tensor_item: a tensor with %lld elements cannot be converted to a scalar",
                        (long long)t->numel);
+    if (cg__dev(t)) {
+        unsigned char buf[8];
+        CG_TRY(cg__device_to_host(t, buf));
+        *out = cg__load(buf, t->dtype, 0);
+        return CG_OK;
+    }
     *out = cg__load(cg__ptr(t), t->dtype, 0);
     return CG_OK;
 }
@@ -378,6 +422,7 @@ cg_status cg__copy_elems(cg_tensor *dst, const cg_tensor *src) {
         return cg__err(CG_ERR_SHAPE, "copy: element count mismatch");
     int64_t n = dst->numel;
     if (n == 0) return CG_OK;
+    if (dst->storage->device || src->storage->device) return cg__device_copy(dst, src);
     char *dp = (char *)cg__ptr(dst);
     const char *sp = (const char *)cg__ptr(src);
     size_t dsz = cg_dtype_size(dst->dtype), ssz = cg_dtype_size(src->dtype);
@@ -426,7 +471,7 @@ cg_status cg__contig(cg_tensor *t, cg_tensor **out) {
         return CG_OK;
     }
     cg_tensor *c;
-    CG_TRY(cg__new(t->dtype, t->ndim, t->shape, 0, &c));
+    CG_TRY(cg__new_on(cg__dev(t), t->dtype, t->ndim, t->shape, 0, &c));
     cg_status st = cg__copy_elems(c, t);
     if (st) {
         cg_tensor_free(c);
@@ -437,7 +482,7 @@ cg_status cg__contig(cg_tensor *t, cg_tensor **out) {
 }
 
 cg_status cg_tensor_copy_to(const cg_tensor *t, void *dst, size_t nbytes) {
-    CG_CHECK_T(t);
+    CG_CHECK_TD(t);
     size_t want = (size_t)t->numel * cg_dtype_size(t->dtype);
     if (nbytes != want)
         return cg__err(CG_ERR_VALUE, "cg_tensor_copy_to: nbytes %zu != numel*itemsize %zu", nbytes, want);
@@ -459,7 +504,7 @@ const char *cg_tensor_grad_fn_name(const cg_tensor *t) {
 }
 
 cg_status cg_tensor_set_requires_grad(cg_tensor *t, int requires_grad) {
-    CG_CHECK_T(t);
+    CG_CHECK_TD(t);
     if (t->grad_fn)
         return cg__err(CG_ERR_AUTOGRAD,
                        "requires_grad can only be changed on leaf tensors (this one comes from '%s'); use detach()",
@@ -472,9 +517,12 @@ cg_status cg_tensor_set_requires_grad(cg_tensor *t, int requires_grad) {
 }
 
 cg_status cg_tensor_set_grad(cg_tensor *t, cg_tensor *grad) {
-    CG_CHECK_T(t);
+    CG_CHECK_TD(t);
     if (grad) {
         if (grad == t) return cg__err(CG_ERR_VALUE, "a tensor cannot be its own grad");
+        if (!grad->layout && cg__dev(grad) != cg__dev(t))
+            return cg__err(CG_ERR_VALUE, "assigned grad is on device '%s' but the tensor is on '%s'",
+                           cg_device_name(cg__dev(grad)), cg_device_name(cg__dev(t)));
         if (!cg__same_shape(t, grad)) {
             char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
             return cg__err(CG_ERR_SHAPE, "assigned grad has shape %s but the tensor has shape %s",
@@ -493,8 +541,8 @@ cg_status cg_tensor_set_grad(cg_tensor *t, cg_tensor *grad) {
 }
 
 cg_status cg_tensor_set_data(cg_tensor *t, cg_tensor *src) {
-    CG_CHECK_T(t);
-    CG_CHECK_T(src);
+    CG_CHECK_TD(t);
+    CG_CHECK_TD(src);
     if (t->grad_fn)
         return cg__err(CG_ERR_AUTOGRAD, "set_data: only a leaf tensor's data can be replaced (this one "
                                         "was produced by '%s')", cg__node_name(t->grad_fn));
@@ -511,7 +559,8 @@ cg_status cg_tensor_set_data(cg_tensor *t, cg_tensor *src) {
     memcpy(t->strides, src->strides, sizeof t->strides);
     t->offset = src->offset;
     t->numel = src->numel;
-    if (t->grad && (!cg__same_shape(t, t->grad) || t->grad->dtype != t->dtype)) {
+    if (t->grad && (!cg__same_shape(t, t->grad) || t->grad->dtype != t->dtype ||
+                    (!t->grad->layout && cg__dev(t->grad) != cg__dev(t)))) {
         cg_tensor_free(t->grad);
         t->grad = NULL;
     }

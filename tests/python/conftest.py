@@ -1,9 +1,12 @@
 """Shared fixtures for the cgrad Python tests (run from the repo root:
 ``python -m pytest tests/python``). PyTorch is optional: tests that compare
 with it take the ``torch`` fixture, which skips when it is not installed."""
+import os
+
 import numpy as np
 import pytest
 
+import device_util  # noqa: F401  (before cgrad: chooses the "cuda" device for the run)
 import cgrad
 
 
@@ -23,7 +26,8 @@ def pytest_report_header(config):
         oracle = f"torch {torch.__version__} + float64 central differences"
     except ImportError:
         oracle = "float64 central differences only (torch not installed)"
-    return [f"cgrad: {getattr(cgrad, '__file__', '?')}", f"oracle: {oracle}"]
+    cuda = "reference device (NumPy)" if os.environ.get("CGRAD_CUDA_REFERENCE") == "1" else "GPU (CuPy)"
+    return [f"cgrad: {getattr(cgrad, '__file__', '?')}", f"oracle: {oracle}", f"'cuda' runs on: {cuda}"]
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,1 @@
+"""Device backends (see cgrad/backends/xp.py)."""

@@ -1,0 +1,124 @@
+"""The device backend written against an array namespace ``xp``.
+
+The C core keeps every op's shape logic, dtype promotion and tape recording;
+for a tensor on a backend device it allocates the outputs through
+:meth:`ArrayBackend.alloc` and calls :meth:`ArrayBackend.run` with a kernel
+name, the output arrays (to be written in place), the input arrays and the
+kernel's scalar parameters (``docs/backend.md`` lists them all). This module
+implements those kernels once, for any ``xp`` that follows NumPy's API:
+
+- ``xp = cupy``: the "cuda" device on a GPU (cuBLAS through ``matmul``,
+  CuPy ufuncs and reductions, RawKernels where fusion pays: see
+  ``cgrad/backends/cuda_kernels.py``);
+- ``xp = numpy``: the reference device that machines without a GPU run, so
+  the same code path is tested in CI against the CPU backend.
+
+Buffers are 1-D uint8 arrays; a tensor is a strided view of one. Inputs may
+also be NumPy scalars: a 0-d host tensor joins device tensors as a scalar,
+as in PyTorch.
+"""
+import numpy as np
+
+from cgrad.backends.xp_elementwise import ElementwiseKernels
+from cgrad.backends.xp_nn import NNKernels
+from cgrad.backends.xp_optim import OptimKernels
+from cgrad.backends.xp_reduce import ReduceKernels
+
+_NP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_))
+
+
+class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels):
+    """Kernels of one device over the array namespace ``xp``. The kernels
+    themselves live in mixin classes, one per family (xp_elementwise.py,
+    ...): every method named ``k_<kernel>`` is a kernel.
+
+    ``special`` provides ``erf`` (``scipy.special`` for NumPy,
+    ``cupyx.scipy.special`` for CuPy)."""
+
+    def __init__(self, xp, name, special, is_gpu):
+        self.xp = xp
+        self.name = name
+        self.special = special
+        self.is_gpu = is_gpu
+        self.allocated = 0       # bytes held by live buffers
+        self.peak = 0
+        self.n_allocs = 0
+        self.kernels = {}
+        for attr in dir(self):
+            if attr.startswith("k_"):
+                self.kernels[attr[2:]] = getattr(self, attr)
+        for cls in type(self).__mro__:
+            reg = cls.__dict__.get("_register_kernels")
+            if reg is not None:
+                reg(self)
+
+    # ----------------------------------------------------------- buffers
+    def alloc(self, nbytes, zero):
+        xp = self.xp
+        buf = xp.zeros(nbytes, dtype=xp.uint8) if zero else xp.empty(nbytes, dtype=xp.uint8)
+        self.allocated += nbytes
+        self.peak = max(self.peak, self.allocated)
+        self.n_allocs += 1
+        return buf
+
+    def free(self, buf):
+        self.allocated -= buf.nbytes
+
+    def view(self, buf, code, shape, strides, offset):
+        """The strided array of dtype code over buf (strides, offset in elements)."""
+        dt = _NP_DTYPES[code]
+        isz = dt.itemsize
+        bstrides = tuple(s * isz for s in strides)
+        if self.is_gpu:
+            return self.xp.ndarray(shape, dtype=dt, memptr=buf.data + offset * isz, strides=bstrides)
+        return np.ndarray(shape, dtype=dt, buffer=buf, offset=offset * isz, strides=bstrides)
+
+    def wrap(self, arr):
+        """(buffer, strides in elements) viewing arr at offset 0 without a
+        copy when arr is C- or F-contiguous; any other layout is copied to a
+        C-contiguous array first."""
+        xp = self.xp
+        if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+            arr = xp.ascontiguousarray(arr)
+        isz = arr.dtype.itemsize
+        order = "C" if arr.flags.c_contiguous else "F"
+        buf = arr.reshape(-1, order=order).view(xp.uint8)
+        return buf, tuple(s // isz for s in arr.strides)
+
+    def to_host(self, arr, host):
+        """host[...] = arr (host: a NumPy array of arr's shape and dtype)."""
+        host[...] = arr.get() if self.is_gpu else arr
+
+    def from_host(self, arr, host):
+        arr[...] = self.xp.asarray(host) if self.is_gpu else host
+
+    def synchronize(self):
+        if self.is_gpu:
+            self.xp.cuda.Device().synchronize()
+
+    # ----------------------------------------------------------- dispatch
+    def run(self, name, n_out, arrays, f, i):
+        k = self.kernels.get(name)
+        if k is None:
+            raise NotImplementedError(f"'{name}' is not supported on device '{self.name}'")
+        k(arrays[:n_out], arrays[n_out:], f, i)
+
+    # ---------------------------------------------------------- interop
+    def is_native(self, obj):
+        """obj is an array of this backend's namespace (zero-copy import)."""
+        return isinstance(obj, self.xp.ndarray)
+
+    def from_dlpack(self, ext):
+        return self.xp.from_dlpack(ext)
+
+    def cuda_array_interface(self, arr):
+        if self.is_gpu:
+            return arr.__cuda_array_interface__
+        # The reference device's memory is host memory: the same dict, with
+        # the host pointer (what "device" means there).
+        ai = arr.__array_interface__
+        return {"shape": ai["shape"], "typestr": ai["typestr"], "data": ai["data"],
+                "strides": ai.get("strides"), "version": 3, "stream": None}
+
+    def data_ptr(self, arr):
+        return arr.data.ptr if self.is_gpu else arr.__array_interface__["data"][0]
