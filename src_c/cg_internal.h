@@ -213,6 +213,12 @@ CG_INTERNAL cg_status cg__err(cg_status code, const char *fmt, ...)
 #define CG_CHECK_TS(t)                                                         \
     do {                                                                       \
         if (!(t)) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", __func__, #t); \
+        if (!(t)->layout && (t)->storage->device) return cg__device_refused(__func__, #t, (t)); \
+    } while (0)
+/* Sparse-aware and device-capable: only the NULL check. */
+#define CG_CHECK_TSD(t)                                                        \
+    do {                                                                       \
+        if (!(t)) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", __func__, #t); \
     } while (0)
 #define CG_TRY(expr)                                                           \
     do {                                                                       \
