@@ -8,6 +8,8 @@
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
+#include <stddef.h>
+
 #include "cg_internal.h"
 
 #if !defined(_WIN32)
@@ -205,11 +207,12 @@ int cg_op_handle_is_registered(const cg_op_handle *handle) {
 }
 
 /* ------------------------------------------------------- recorded calls */
-/* A call's entry: node->ctx holds a reference to the op (node->ctx_free
- * drops it), iparam[0] / iparam[1] say whether the inputs / the output were
- * saved (cg_op_set_saves may change between calls), params sit in fparam
- * and the saved tensors in node->saved, unless they do not fit: then this
- * block (node->extra) holds all params and all saved tensors. */
+/* A call's entry: node->op is &op->entry, node->ctx holds the entry's
+ * reference to the op (node->ctx_free drops it), iparam[0] holds the flags
+ * below (cg_op_set_saves may change between calls), params sit in fparam
+ * and the saved tensors in node->saved, unless they do not fit: then a
+ * reg_extra block (node->extra) holds all params or all saved tensors. */
+enum { SAVED_INPUTS = 1, SAVED_OUTPUT = 2, SPILLED = 4 };
 #define INLINE_PARAMS ((int)(sizeof ((cg_node *)0)->fparam / sizeof(double)))
 
 typedef struct reg_extra {
@@ -225,33 +228,39 @@ static void extra_free(void *p) {
 }
 
 void cg__registered_release(cg_node *node) {
+    if (!(node->iparam[0] & SPILLED)) return;
     reg_extra *ex = (reg_extra *)node->extra;
-    if (!ex) return;
     for (int i = 0; i < ex->n_saved; ++i) {
         cg_tensor_free(ex->saved[i].t);
         ex->saved[i].t = NULL;
     }
 }
 
-/* Records the entry for y = op(inputs). On failure y may already carry the
- * node: the caller frees y, which frees the node and all it holds. */
+/* Records the entry for y = op(inputs), handing it the reference the
+ * caller took for it. On failure y may already carry the node: the caller
+ * frees y, which frees the node and all it holds (and the reference). */
 static cg_status record_call(reg_op *op, int n_inputs, cg_tensor *const *inputs, const double *params,
                              cg_tensor *y) {
-    if (!cg__is_float(y->dtype))
+    if (!cg__is_float(y->dtype)) {
+        op_decref(op);
         return cg__err(CG_ERR_DTYPE, "op '%s': its output has dtype %s; only floating outputs can carry "
                                      "gradients", op->name, cg_dtype_name(y->dtype));
+    }
     int save_in = __atomic_load_n(&op->save_inputs, __ATOMIC_RELAXED);
     int save_out = __atomic_load_n(&op->save_output, __ATOMIC_RELAXED);
     int n_params = op->n_params, n_save = (save_in ? n_inputs : 0) + save_out;
     int spill_params = n_params > INLINE_PARAMS, spill_saved = n_save > CG_NODE_MAX_SAVED;
     cg_node *node;
-    CG_TRY(cg__record(&op->entry, n_inputs, inputs, 1, &y, &node));
-    op_incref(op); /* the caller holds one: the count is not zero */
+    cg_status st = cg__record(&op->entry, n_inputs, inputs, 1, &y, &node);
+    if (st) {
+        op_decref(op);
+        return st;
+    }
     node->ctx = op;
     node->ctx_free = op_release;
-    node->iparam[0] = save_in;
-    node->iparam[1] = save_out;
-    node->n_iparam = 2;
+    node->iparam[0] = (save_in ? SAVED_INPUTS : 0) | (save_out ? SAVED_OUTPUT : 0) |
+                      (spill_params || spill_saved ? SPILLED : 0);
+    node->n_iparam = 1;
     double *pdst = node->fparam;
     reg_extra *ex = NULL; /* spilled saves go to ex->saved, counted as they are taken */
     if (spill_params || spill_saved) {
@@ -275,31 +284,44 @@ static cg_status record_call(reg_op *op, int n_inputs, cg_tensor *const *inputs,
     return CG_OK;
 }
 
-/* The engine runs this for every call's entry (with grad mode ==
- * create_graph). Unpacking the saved tensors is where an in-place change
- * since the call is caught. The gradients are checked as any custom
- * backward's are: they flow into other entries' backwards, which trust
- * their shapes. */
-cg_status cg__registered_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
-    reg_op *op = (reg_op *)node->ctx;
-    reg_extra *ex = (reg_extra *)node->extra;
+/* New references to what the call saved, in the order record_call saved
+ * them. Unpacking is where an in-place change since the call is caught. */
+static cg_status unpack_saved(cg_node *node, const reg_extra *ex, int flags, cg_tensor **ins, cg_tensor **y) {
     const cg_saved *slots = ex && ex->n_saved ? ex->saved : node->saved;
+    cg_status st = CG_OK;
+    int k = 0;
+    for (int i = 0; i < node->n_inputs && (flags & SAVED_INPUTS) && !st; ++i)
+        st = cg__saved_unpack(node, &slots[k++], &ins[i]);
+    if (!st && (flags & SAVED_OUTPUT)) st = cg__saved_unpack(node, &slots[k], y);
+    return st;
+}
+
+/* The engine runs this for every call's entry (with grad mode ==
+ * create_graph). The gradients are checked as any custom backward's are:
+ * they flow into other entries' backwards, which trust their shapes. */
+cg_status cg__registered_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
+    /* node->op is the op's own entry: the op, without reading node->ctx. */
+    reg_op *op = (reg_op *)(void *)((char *)node->op - offsetof(reg_op, entry));
+    int flags = (int)node->iparam[0], n_in = node->n_inputs, needs[16];
+    const reg_extra *ex = (flags & SPILLED) ? (const reg_extra *)node->extra : NULL;
     const double *params = ex && ex->params ? ex->params : node->fparam;
-    int n_in = node->n_inputs, k = 0, needs[16];
     cg_tensor *ins[16], *y = NULL; /* n_in used: no 16-slot zero fill per call */
     cg_status st = CG_OK;
-    for (int i = 0; i < n_in; ++i) ins[i] = NULL;
-    for (int i = 0; i < n_in && node->iparam[0] && !st; ++i) st = cg__saved_unpack(node, &slots[k++], &ins[i]);
-    if (!st && node->iparam[1]) st = cg__saved_unpack(node, &slots[k], &y);
+    for (int i = 0; i < n_in; ++i) {
+        ins[i] = NULL;
+        needs[i] = node->needs_grad[i];
+    }
+    if (flags & (SAVED_INPUTS | SAVED_OUTPUT)) st = unpack_saved(node, ex, flags, ins, &y);
     if (!st) {
-        for (int i = 0; i < n_in; ++i) needs[i] = node->needs_grad[i];
         cg_clear_error();
         st = op->backward(op->ctx, n_in, ins, op->n_params, params, y, gout[0], needs, gin);
         if (st && cg_last_error()[0] == '\0')
             cg__err(st, "backward of registered op '%s' failed with %s", op->name, cg_status_name(st));
     }
-    for (int i = 0; i < n_in; ++i) cg_tensor_free(ins[i]);
-    cg_tensor_free(y);
+    if (flags & (SAVED_INPUTS | SAVED_OUTPUT)) {
+        for (int i = 0; i < n_in; ++i) cg_tensor_free(ins[i]);
+        cg_tensor_free(y);
+    }
     for (int i = 0; i < n_in && !st; ++i) st = cg__check_custom_grad(node, i, &gin[i]);
     if (st)
         for (int i = 0; i < n_in; ++i) {
@@ -319,10 +341,20 @@ cg_status cg_op_call_handle(cg_op_handle *op, int n_inputs, cg_tensor *const *in
                        op->n_inputs, op->n_params, n_inputs, n_params);
     if (n_params && !params) return cg__err(CG_ERR_NULL, "op '%s': params is NULL", name);
     if (!inputs) return cg__err(CG_ERR_NULL, "op '%s': inputs is NULL", name);
-    for (int i = 0; i < n_inputs; ++i)
+    int any_requires_grad = 0;
+    for (int i = 0; i < n_inputs; ++i) {
         if (!inputs[i]) return cg__err(CG_ERR_NULL, "op '%s': input %d is NULL", name, i);
+        any_requires_grad |= inputs[i]->requires_grad;
+    }
     cg_tensor *y = NULL;
     int prev = cg_set_grad_enabled(0);
+    /* The entry's reference on the op is taken before the forward: a locked
+     * increment right after the entry's allocation waits for all its stores
+     * to drain, here it costs a fraction of that. Whether the call records
+     * depends only on the inputs and grad mode, which a forward has no
+     * business changing. */
+    int record = prev && any_requires_grad;
+    if (record) op_incref(op); /* the caller holds one: the count is not zero */
     cg_clear_error();
     cg_status st = op->forward(op->ctx, n_inputs, inputs, n_params, params, &y);
     cg_set_grad_enabled(prev);
@@ -335,7 +367,10 @@ cg_status cg_op_call_handle(cg_op_handle *op, int n_inputs, cg_tensor *const *in
         cg_tensor_free(y);
         y = fresh;
     }
-    if (!st && cg__wants_gradn(n_inputs, inputs)) st = record_call(op, n_inputs, inputs, params, y);
+    if (record) {
+        if (st) op_decref(op);
+        else st = record_call(op, n_inputs, inputs, params, y);
+    }
     if (st) {
         cg_tensor_free(y);
         return st;

@@ -3,6 +3,8 @@
  * errors, a handle outliving cg_op_unregister, in-place modification of
  * saved inputs and outputs, calls that save more than a node's slots,
  * gradient checks, anomaly mode, observers and overrides by name. */
+#include <pthread.h>
+
 #include "cgtest.h"
 
 static int ctx_freed = 0;
@@ -126,6 +128,28 @@ static cg_status override_ones(void *ctx, const char *op_name, int n_inputs, cg_
 }
 
 static double one = 1.0, ten = 10.0;
+
+/* Threads calling through one shared handle (forward and backward) while
+ * the main thread unregisters the op: each returns its failure count. */
+#define N_THREADS 4
+#define N_CALLS 300
+static void *hammer(void *arg) {
+    cg_op_handle *h = (cg_op_handle *)arg;
+    int64_t shape[1] = {4};
+    double c = 2.0;
+    long bad = 0;
+    for (int i = 0; i < N_CALLS; ++i) {
+        cg_tensor *a = NULL, *z = NULL, *t = NULL;
+        if (cg_full(CG_FLOAT64, 1, shape, 1.0, &a) || cg_tensor_set_requires_grad(a, 1) ||
+            cg_op_call_handle(h, 1, &a, 1, &c, &z) || cg_sum(z, NULL, 0, 0, &t) || cg_backward(t, NULL, 0, 0) ||
+            cgt_at(cg_tensor_grad(a), 3) != 6.0)
+            ++bad;
+        cg_tensor_free(t);
+        cg_tensor_free(z);
+        cg_tensor_free(a);
+    }
+    return (void *)bad;
+}
 
 int main(void) {
     int64_t shape[1] = {3};
@@ -356,6 +380,28 @@ int main(void) {
     CHECK_STATUS(cg_op_call("to_int", 1, &x, 0, NULL, &y), CG_ERR_DTYPE);
     CHECK(y == NULL && strstr(cg_last_error(), "'to_int'") != NULL);
     CHECK_OK(cg_op_unregister("to_int"));
+
+    /* Concurrent calls through one handle, unregistered meanwhile. */
+    ctx_freed = 0;
+    CHECK_OK(cg_op_register("cube", 1, 1, cube_fwd, cube_bwd, &one, count_free));
+    CHECK_OK(cg_op_find("cube", &h));
+    {
+        pthread_t th[N_THREADS];
+        int started = 0;
+        for (int i = 0; i < N_THREADS; ++i) started += pthread_create(&th[i], NULL, hammer, h) == 0;
+        CHECK(started == N_THREADS);
+        CHECK_OK(cg_op_unregister("cube"));
+        long bad = 0;
+        for (int i = 0; i < started; ++i) {
+            void *r = NULL;
+            pthread_join(th[i], &r);
+            bad += (long)r;
+        }
+        CHECK(bad == 0);
+        CHECK(ctx_freed == 0); /* the handle still holds it */
+        cg_op_handle_free(h);
+        CHECK(ctx_freed == 1);
+    }
 
     cg_tensor_free(x);
     CHECK(cg_op_count() == 0);
