@@ -44,10 +44,10 @@ class ReduceKernels:
         for d in axes:
             r *= a.shape[d]
         t = out[0].dtype.type
-        dev = a - xp.mean(a, axis=axes, keepdims=True)
         kv = self._kview(out[0], a, axes)
-        xp.sum(dev * dev, axis=axes, keepdims=True, out=kv)
         with _quiet():
+            dev = a - xp.mean(a, axis=axes, keepdims=True)
+            xp.sum(dev * dev, axis=axes, keepdims=True, out=kv)
             xp.true_divide(kv, t(max(0.0, r - f[0])), out=kv)
 
     def k_amax(self, out, ins, f, i):
@@ -104,10 +104,12 @@ class ReduceKernels:
             xp.multiply(y, s.dtype.type(1) / s, out=y)
 
     def k_softmax(self, out, ins, f, i):
-        self._softmax(out, ins[0], int(i[0]), False)
+        with _quiet():
+            self._softmax(out, ins[0], int(i[0]), False)
 
     def k_log_softmax(self, out, ins, f, i):
-        self._softmax(out, ins[0], int(i[0]), True)
+        with _quiet():
+            self._softmax(out, ins[0], int(i[0]), True)
 
     def k_matmul(self, out, ins, f, i):
         """NumPy matmul semantics (1-D operands, broadcast batch dims), as
