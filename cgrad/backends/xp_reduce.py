@@ -22,24 +22,33 @@ def _quiet():
 
 class ReduceKernels:
     @staticmethod
+    def _input(ins, i):
+        """(a, reduced axes); a 0-d input (no axes: the identity) as a
+        1-element row, so no kernel relies on axis=() support."""
+        a = ins[0]
+        if a.ndim == 0:
+            return a.reshape(1), (0,)
+        return a, tuple(int(d) for d in i)
+
+    @staticmethod
     def _kview(out, a, axes):
         """out (contiguous) viewed with a's shape, the reduced axes set to 1."""
         kshape = tuple(1 if d in axes else s for d, s in enumerate(a.shape))
         return out.reshape(kshape)
 
     def k_sum(self, out, ins, f, i):
-        a, axes = ins[0], tuple(i)
+        a, axes = self._input(ins, i)
         self.xp.sum(a, axis=axes, dtype=out[0].dtype, keepdims=True, out=self._kview(out[0], a, axes))
 
     def k_mean(self, out, ins, f, i):
-        a, axes = ins[0], tuple(i)
+        a, axes = self._input(ins, i)
         self.xp.mean(a, axis=axes, dtype=out[0].dtype, keepdims=True, out=self._kview(out[0], a, axes))
 
     def k_var(self, out, ins, f, i):
         """Two passes (mean, then squared deviations), divided by
         max(0, R - correction) with correction = f[0]."""
         xp = self.xp
-        a, axes = ins[0], tuple(i)
+        a, axes = self._input(ins, i)
         r = 1
         for d in axes:
             r *= a.shape[d]
@@ -51,11 +60,11 @@ class ReduceKernels:
             xp.true_divide(kv, t(max(0.0, r - f[0])), out=kv)
 
     def k_amax(self, out, ins, f, i):
-        a, axes = ins[0], tuple(i)
+        a, axes = self._input(ins, i)
         self.xp.amax(a, axis=axes, keepdims=True, out=self._kview(out[0], a, axes))
 
     def k_amin(self, out, ins, f, i):
-        a, axes = ins[0], tuple(i)
+        a, axes = self._input(ins, i)
         self.xp.amin(a, axis=axes, keepdims=True, out=self._kview(out[0], a, axes))
 
     def _arg(self, out, a, axes, pick):
@@ -68,20 +77,20 @@ class ReduceKernels:
         idx = pick(rows, axis=-1)
         if a.dtype.kind == "f":
             nan = xp.isnan(rows)
-            idx = xp.where(nan.any(axis=-1), xp.argmax(nan, axis=-1), idx)
+            idx = xp.where(nan.any(axis=-1), xp.argmax(nan.view(xp.uint8), axis=-1), idx)
         out[0][...] = idx.reshape(out[0].shape)
 
     def k_argmax(self, out, ins, f, i):
-        self._arg(out, ins[0], tuple(i), self.xp.argmax)
+        self._arg(out, *self._input(ins, i), self.xp.argmax)
 
     def k_argmin(self, out, ins, f, i):
-        self._arg(out, ins[0], tuple(i), self.xp.argmin)
+        self._arg(out, *self._input(ins, i), self.xp.argmin)
 
     def k_logsumexp(self, out, ins, f, i):
         """m + log(sum(exp(a - m))), m the max; m itself where it is not
         finite (all -inf, any +inf, NaN), as the C kernel."""
         xp = self.xp
-        a, axes = ins[0], tuple(i)
+        a, axes = self._input(ins, i)
         m = xp.amax(a, axis=axes, keepdims=True)
         fin = xp.isfinite(m)
         ms = xp.where(fin, m, m.dtype.type(0))
@@ -101,7 +110,7 @@ class ReduceKernels:
         if log_out:
             xp.subtract(z, xp.log(s), out=y)
         else:
-            xp.multiply(y, s.dtype.type(1) / s, out=y)
+            xp.multiply(y, xp.reciprocal(s), out=y)
 
     def k_softmax(self, out, ins, f, i):
         with _quiet():
