@@ -407,3 +407,16 @@ def test_device_gradients_match_torch():
     np.testing.assert_allclose(host(y), yt.item(), rtol=1e-12)
     np.testing.assert_allclose(host(ad.grad), at.grad.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(host(bd.grad), bt.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("fn,shapes", [
+    (lambda x: x.softmax(1), [(2, 3)]),
+    (lambda x: x.log_softmax(0), [(3, 2)]),
+    (lambda x: x.logsumexp(1), [(2, 3)]),
+    (lambda x: x.var(1, correction=1), [(2, 3)]),
+    (lambda a, b: (a @ b).tanh(), [(2, 3), (3, 2)]),
+])
+def test_device_second_derivatives_pass_gradgradcheck(fn, shapes):
+    rng = np.random.default_rng(1)
+    xs = [cgrad.tensor(rng.standard_normal(s), dtype=cgrad.float64, requires_grad=True) for s in shapes]
+    assert cgrad.autograd.gradgradcheck(_through_device(fn), xs)
