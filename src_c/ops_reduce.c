@@ -12,7 +12,11 @@
  *          then the row loop.
  * float32 sums accumulate in float lanes over short blocks and add the
  * block totals in double, so long sums keep ~double accuracy at float
- * speed. */
+ * speed.
+ *
+ * On a device the checks, plan sizes and output shapes are the same and
+ * reduce_device() / softmax_common() run the backend's named kernel in
+ * place of these loops (docs/backend.md, "Reductions, softmax and matmul"). */
 /* Vectorisation options for the kernel loops (GCC's -O2 cost model leaves
  * loops with unknown trip counts scalar); same note as ops_binary.c. */
 #if defined(__GNUC__) && !defined(__clang__)
