@@ -561,3 +561,43 @@ def test_small_cnn_with_bias_and_linear_head_trains_like_the_cpu():
     np.testing.assert_allclose(loss["cuda"], loss["cpu"], rtol=1e-11)
     for g, gd in zip(grads["cpu"], grads["cuda"]):
         np.testing.assert_allclose(gd, g, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------ gradcheck on device inputs, torch
+def test_gradcheck_takes_cuda_inputs_for_every_nn_op():
+    def leaf(shape, seed):
+        return cgrad.tensor(_rand(shape, seed), dtype=cgrad.float64, device="cuda", requires_grad=True)
+
+    x, w = leaf((1, 2, 5, 4), 0), leaf((2, 1, 2, 3), 1)
+    assert gradcheck(lambda x, w: F.conv2d(x, w, None, stride=(2, 1), padding=1, groups=2), (x, w))
+    assert gradcheck(lambda x: F.max_pool2d(x, 2, 1, 1), (x,))
+    assert gradcheck(lambda x: F.avg_pool2d(x, 3, 2, 1), (x,))
+    a, s = leaf((4, 3), 2), leaf((3, 3), 3)
+    i = cgrad.tensor([0, 3, 0], device="cuda")
+    gi = cgrad.tensor([[1, 0, 3], [3, 3, 2]], device="cuda")
+    assert gradcheck(lambda a, s: (a.index_add(0, i, s), a.index_select(1, i[::2])), (a, s))
+    assert gradcheck(lambda a, s: (a.gather(0, gi), a.scatter_add(0, gi, s[:2])), (a, s))
+    assert gradcheck(lambda a: F.embedding(gi, a), (a,))
+
+    def drop(a):  # the same mask on every call: reseed first
+        cgrad.manual_seed(0)
+        return F.dropout(a, 0.4)
+    assert gradcheck(drop, (a,))
+
+
+def test_conv_and_pool_on_cuda_match_torch():
+    torch = pytest.importorskip("torch")
+    v, k, b = _rand((2, 4, 9, 7)), _rand((6, 2, 3, 2), 1), _rand(6, 2)
+    xd = cgrad.tensor(v, dtype=cgrad.float64, device="cuda")
+    wd = cgrad.tensor(k, dtype=cgrad.float64, device="cuda")
+    bd = cgrad.tensor(b, dtype=cgrad.float64, device="cuda")
+    kw = dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2)
+    y = F.conv2d(xd, wd, bd, **kw)
+    ref = torch.nn.functional.conv2d(torch.tensor(v), torch.tensor(k), torch.tensor(b), **kw)
+    np.testing.assert_allclose(host(y), ref.numpy(), rtol=1e-11, atol=1e-12)
+    np.testing.assert_array_equal(host(F.max_pool2d(xd, 3, 2, 1)),
+                                  torch.nn.functional.max_pool2d(torch.tensor(v), 3, 2, 1).numpy())
+    for cip in (True, False):
+        np.testing.assert_allclose(
+            host(F.avg_pool2d(xd, 3, 2, 1, count_include_pad=cip)),
+            torch.nn.functional.avg_pool2d(torch.tensor(v), 3, 2, 1, count_include_pad=cip).numpy(), rtol=1e-12)
