@@ -21,10 +21,11 @@ class NNKernels:
             # CUDA's atomicAdd has no signed 64-bit form; unsigned words add
             # to the same bits (and wrap, as the C kernels do).
             a, values = a.view(xp.uint64), values.astype(xp.uint64)
-        at = getattr(xp.add, "at", None)
-        if at is None:
-            from cupyx import scatter_add as at
-        at(a, index, values)
+        try:
+            xp.add.at(a, index, values)
+        except (AttributeError, NotImplementedError):  # CuPy before ufunc.at
+            import cupyx
+            cupyx.scatter_add(a, index, values)
 
     def _wrapped(self, idx, size):
         """A 1-D index with negative entries wrapped (the C core has checked
@@ -178,9 +179,10 @@ class NNKernels:
         nan = (v != v) & valid
         vm = xp.where(valid & ~nan, v, v.dtype.type(-np.inf))
         best = vm.max(axis=-1)
-        first = xp.argmax((vm == best[..., None]) & valid, axis=-1)
+        # argmax over 0/1 bytes: the first true element, whatever the namespace's bool rules
+        first = xp.argmax(((vm == best[..., None]) & valid).astype(xp.uint8), axis=-1)
         K = v.shape[-1]
-        last_nan = (K - 1) - xp.argmax(nan[..., ::-1], axis=-1)
+        last_nan = (K - 1) - xp.argmax(nan[..., ::-1].astype(xp.uint8), axis=-1)
         k = xp.where(nan.any(axis=-1), last_nan, first)[..., None]
         pos = xp.broadcast_to(ih * W + iw, v.shape)
         y[...] = xp.take_along_axis(v, k, axis=-1).reshape(y.shape)
