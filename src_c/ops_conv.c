@@ -21,7 +21,7 @@
  *
  * On a device every one of these ops keeps its checks and recording here
  * and runs the backend kernel of the same name on its outputs and inputs
- * (docs/backend.md, "Convolution and pooling").
+ * (docs/backend.md, "Indexing, embedding, dropout, convolution and pooling").
  */
 /* GCC's -O2 cost model ("very-cheap") leaves the im2col/col2im and pooling
  * row loops scalar (unknown trip counts need an epilogue): ask for the
@@ -198,7 +198,8 @@ static cg_status conv_fwd_kernel(cg_tensor *x, cg_tensor *w, cg_tensor *bias,
     int64_t oshape[4] = {N, O, g.Ho, g.Wo};
     int64_t L = g.Ho * g.Wo, Og = O / G, K = g.C / G * g.kh * g.kw;
     size_t esz = cg_dtype_size(dt);
-    if (cg__dev(x)) return conv_device("conv2d", cg__dev(x), dt, oshape, 0, N * O * L == 0, x, w, bias, p, out);
+    if (cg__dev(x))
+        return conv_device("conv2d", cg__dev(x), dt, oshape, 0, N * O * L == 0, x, w, bias, p, out);
 
     cg_tensor *xc = NULL, *wc = NULL, *bc = NULL, *r = NULL;
     void *cols = NULL;
@@ -262,7 +263,9 @@ static cg_status conv_dx_kernel(cg_tensor *gy, cg_tensor *w, const int64_t *xsha
     int64_t L = g.Ho * g.Wo, Og = O / G, K = g.C / G * g.kh * g.kw;
     size_t esz = cg_dtype_size(dt);
     int64_t numel = N * g.C * g.H * g.W;
-    if (cg__dev(gy)) return conv_device("conv2d_input_backward", cg__dev(gy), dt, xshape, 0, numel == 0, gy, w, NULL, p, out);
+    if (cg__dev(gy))
+        return conv_device("conv2d_input_backward", cg__dev(gy), dt, xshape, 0, numel == 0, gy, w,
+                           NULL, p, out);
     cg_tensor *gc = NULL, *wc = NULL, *r = NULL;
     void *cols = NULL;
     int pointwise = is_pointwise(&g);

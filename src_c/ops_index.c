@@ -40,15 +40,18 @@ static cg_status read_index(const char *fn, cg_tensor *index, int64_t size, int 
     int64_t n = index->numel;
     int64_t *p = (int64_t *)malloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t));
     if (!p) return cg__err(CG_ERR_NOMEM, "%s: out of memory", fn);
-    cg_tensor *h;
-    cg_status st = host_contig(index, &h);
-    if (st) {
-        free(p);
-        return st;
+    cg_tensor *h = NULL; /* a device index's host copy */
+    if (cg__dev(index)) {
+        cg_status st = host_contig(index, &h);
+        if (st) {
+            free(p);
+            return st;
+        }
     }
-    const int64_t *src = (const int64_t *)cg__ptr(h);
+    const int64_t *src = (const int64_t *)cg__ptr(h ? h : index);
+    int64_t stride = h ? 1 : index->ndim ? index->strides[0] : 0;
     for (int64_t i = 0; i < n; ++i) {
-        int64_t v = src[i];
+        int64_t v = src[i * stride];
         if (v < -size || v >= size || (!wrap && v < 0)) {
             free(p);
             cg_tensor_free(h);

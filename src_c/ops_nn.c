@@ -7,6 +7,8 @@
  * with or without grad).
  * The mask is a constant of the op: the backward is g * mask (cg_mul), whose
  * own derivative is again a multiplication by the mask.
+ * On a device the mask is drawn the same way on the host and copied over,
+ * so a seed gives the same result on every device.
  */
 #include "cg_internal.h"
 

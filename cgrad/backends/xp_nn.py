@@ -1,6 +1,7 @@
 """Indexing, embedding, convolution and pooling kernels of the array backend
-(docs/backend.md, "Indexing, convolution and pooling"). Dropout needs none:
-the C core draws its mask on the host and multiplies with the "mul" kernel.
+(docs/backend.md, "Indexing, embedding, dropout, convolution and pooling").
+Dropout needs none: the C core draws its mask on the host and multiplies
+with the "mul" kernel.
 
 The C core has made every check before a kernel runs, index bounds
 included, and allocated the outputs with the host op's shapes; the kernels

@@ -43,24 +43,6 @@ def _same_grads(pairs, tol):
         assert_same_values(t.grad, td.grad, **tol)
 
 
-def _device_op_supported(fn):
-    try:
-        fn()
-        return True
-    except NotImplementedError:
-        return False
-
-
-# cg_sum and cg_matmul are ported to the device by the reductions work;
-# the tests that need them (conv bias gradients, the CNN with a linear
-# head) run once they are.
-SUM_ON_DEVICE = _device_op_supported(lambda: cgrad.ones(2, device="cuda").sum())
-MATMUL_ON_DEVICE = _device_op_supported(lambda: cgrad.ones(2, 2, device="cuda") @ cgrad.ones(2, 2, device="cuda"))
-needs_sum = pytest.mark.skipif(not SUM_ON_DEVICE, reason="cg_sum has no device kernel in this build")
-needs_matmul = pytest.mark.skipif(not (SUM_ON_DEVICE and MATMUL_ON_DEVICE),
-                                  reason="cg_sum / cg_matmul have no device kernel in this build")
-
-
 def _error(fn):
     with pytest.raises(Exception) as info:
         fn()
@@ -389,7 +371,6 @@ def test_conv2d_empty_batch_and_channels():
     np.testing.assert_array_equal(host(wd.grad), 0)
 
 
-@needs_sum
 @pytest.mark.parametrize("dtype", [cgrad.float64, cgrad.float32])
 def test_conv2d_bias_gradient(dtype):
     kw = dict(stride=2, padding=1, groups=2)
@@ -542,7 +523,6 @@ def test_small_cnn_forward_and_backward_match_the_cpu(dtype):
     _same_grads([(x, xd)] + ws, TOL[dtype])
 
 
-@needs_matmul
 def test_small_cnn_with_bias_and_linear_head_trains_like_the_cpu():
     rng = np.random.default_rng(0)
     params = [rng.standard_normal(s) * 0.3 for s in [(6, 3, 3, 3), (6,), (10, 6 * 4 * 4), (10,)]]
