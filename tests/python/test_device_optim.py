@@ -3,6 +3,7 @@ statistics on "cuda" (the NumPy reference device here, CuPy on a GPU)
 against the CPU backend: the same trajectories (float64 to ~1e-12), the
 same norms, counts and statistics, state tensors on the parameter's device,
 and clear errors for tensors on different devices."""
+import ctypes
 import math
 
 import numpy as np
@@ -215,6 +216,20 @@ def test_agc_parameter_and_gradient_on_different_devices():
     g = cgrad.tensor(np.ones((2, 3)), device="cuda")
     with pytest.raises(ValueError, match="gradient 0 is on device 'cuda' but its parameter on 'cpu'"):
         _core._clip_grad_agc([p], [g], 0.01, 1e-3)
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.Adagrad(ps, lr=0.1),
+                                  lambda ps: optim.SparseAdam(ps, lr=0.1)])
+def test_sparse_gradients_stay_host_only(make):
+    """Row-sparse gradients have no device kernels: a cuda parameter with
+    one fails naming the device, and changes nothing."""
+    p = cgrad.tensor(np.ones((4, 3)), requires_grad=True, device="cuda")
+    p.grad = cgrad.sparse_coo_tensor(cgrad.tensor(np.array([[1]])), cgrad.tensor(np.ones((1, 3))),
+                                     (4, 3))
+    with pytest.raises(NotImplementedError, match="not supported on device 'cuda'"):
+        make([p]).step()
+    np.testing.assert_array_equal(host(p), 1.0)
 
 
 # ----------------------------------------------------------- clipping
@@ -535,3 +550,122 @@ def test_monitor_records_the_same_layer_statistics_on_cuda(tmp_path):
         np.testing.assert_allclose(getattr(dd, field), getattr(dc, field), rtol=1e-10,
                                    equal_nan=True, err_msg=field)
     assert np.nansum(dd.layer_nonfinite[2]) > 0
+
+
+# --------------------------------------- the C optimizer object (cg_optimizer)
+class _Sgd(ctypes.Structure):
+    _fields_ = [("lr", ctypes.c_double), ("momentum", ctypes.c_double),
+                ("dampening", ctypes.c_double), ("weight_decay", ctypes.c_double),
+                ("nesterov", ctypes.c_int), ("maximize", ctypes.c_int)]
+
+
+class _Adam(ctypes.Structure):
+    _fields_ = [("lr", ctypes.c_double), ("beta1", ctypes.c_double), ("beta2", ctypes.c_double),
+                ("eps", ctypes.c_double), ("weight_decay", ctypes.c_double),
+                ("decoupled_weight_decay", ctypes.c_int), ("amsgrad", ctypes.c_int),
+                ("maximize", ctypes.c_int)]
+
+
+class _Rmsprop(ctypes.Structure):
+    _fields_ = [("lr", ctypes.c_double), ("alpha", ctypes.c_double), ("eps", ctypes.c_double),
+                ("weight_decay", ctypes.c_double), ("momentum", ctypes.c_double),
+                ("centered", ctypes.c_int), ("maximize", ctypes.c_int)]
+
+
+class CApi:
+    """The public C API of the loaded extension through ctypes (the same
+    library, so the same device registry as cgrad's "cuda")."""
+
+    def __init__(self):
+        lib = self.lib = ctypes.CDLL(_core.__file__)
+        vp, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
+        for name, args in [("cg_from_data", [ctypes.c_int, ctypes.c_int, i64p, vp, ctypes.POINTER(vp)]),
+                           ("cg_to_device", [vp, ctypes.c_int, ctypes.POINTER(vp)]),
+                           ("cg_tensor_set_requires_grad", [vp, ctypes.c_int]),
+                           ("cg_tensor_set_grad", [vp, vp]),
+                           ("cg_tensor_copy_to", [vp, vp, ctypes.c_size_t]),
+                           ("cg_device_find", [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]),
+                           ("cg_optimizer_new_sgd", [ctypes.c_int, ctypes.POINTER(vp), vp, ctypes.POINTER(vp)]),
+                           ("cg_optimizer_new_adam", [ctypes.c_int, ctypes.POINTER(vp), vp, ctypes.POINTER(vp)]),
+                           ("cg_optimizer_new_rmsprop", [ctypes.c_int, ctypes.POINTER(vp), vp, ctypes.POINTER(vp)]),
+                           ("cg_optimizer_step", [vp])]:
+            getattr(lib, name).argtypes = args
+            getattr(lib, name).restype = ctypes.c_int
+        lib.cg_tensor_free.argtypes = [vp]
+        lib.cg_tensor_free.restype = None
+        lib.cg_optimizer_free.argtypes = [vp]
+        lib.cg_optimizer_free.restype = None
+        lib.cg_optimizer_state.argtypes = [vp, ctypes.c_int, ctypes.c_char_p]
+        lib.cg_optimizer_state.restype = vp
+        lib.cg_tensor_device.argtypes = [vp]
+        lib.cg_tensor_device.restype = ctypes.c_int
+        lib.cg_last_error.restype = ctypes.c_char_p
+        cgrad.tensor(0.0, device="cuda")  # registers the device
+        dev = ctypes.c_int()
+        self.ok(lib.cg_device_find(b"cuda", ctypes.byref(dev)))
+        self.cuda = dev.value
+
+    def ok(self, st):
+        assert st == 0, self.lib.cg_last_error().decode()
+
+    def tensor(self, a, device):
+        a = np.ascontiguousarray(a, dtype=np.float64)
+        shape = (ctypes.c_int64 * max(a.ndim, 1))(*a.shape)
+        t = ctypes.c_void_p()
+        self.ok(self.lib.cg_from_data(1, a.ndim, shape, a.ctypes.data, ctypes.byref(t)))
+        if device:
+            d = ctypes.c_void_p()
+            self.ok(self.lib.cg_to_device(t, device, ctypes.byref(d)))
+            self.lib.cg_tensor_free(t)
+            t = d
+        return t
+
+    def values(self, t, shape):
+        out = np.empty(shape)
+        self.ok(self.lib.cg_tensor_copy_to(t, out.ctypes.data, out.nbytes))
+        return out
+
+
+C_OPTIMIZERS = {
+    "sgd_nesterov": ("cg_optimizer_new_sgd", _Sgd(0.05, 0.9, 0.0, 0.01, 1, 0), ["momentum_buffer"]),
+    "adam_amsgrad": ("cg_optimizer_new_adam", _Adam(0.01, 0.9, 0.99, 1e-8, 0.1, 1, 1, 0),
+                     ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]),
+    "rmsprop_centered": ("cg_optimizer_new_rmsprop", _Rmsprop(0.01, 0.9, 1e-8, 0.0, 0.5, 1, 1),
+                         ["square_avg", "grad_avg", "momentum_buffer"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(C_OPTIMIZERS))
+def test_c_optimizer_object_steps_on_cuda(name):
+    api = CApi()
+    new, options, state_names = C_OPTIMIZERS[name]
+    rng = np.random.default_rng(2)
+    w0 = rng.standard_normal((4, 3))
+    gs = [rng.standard_normal((4, 3)) for _ in range(6)]
+    got = {}
+    for device in (0, api.cuda):
+        p = api.tensor(w0, device)
+        api.ok(api.lib.cg_tensor_set_requires_grad(p, 1))
+        arr = (ctypes.c_void_p * 1)(p)
+        opt = ctypes.c_void_p()
+        api.ok(getattr(api.lib, new)(1, arr, ctypes.byref(options), ctypes.byref(opt)))
+        try:
+            for g in gs:
+                gt = api.tensor(g, device)
+                api.ok(api.lib.cg_tensor_set_grad(p, gt))
+                api.lib.cg_tensor_free(gt)
+                api.ok(api.lib.cg_optimizer_step(opt))
+            states = []
+            for s in state_names:
+                st = api.lib.cg_optimizer_state(opt, 0, s.encode())
+                assert st, s
+                assert api.lib.cg_tensor_device(st) == device, f"state {s} is on device {device}"
+                states.append(api.values(st, (4, 3)))
+            got[device] = (api.values(p, (4, 3)), states)
+        finally:
+            api.lib.cg_optimizer_free(opt)
+            api.lib.cg_tensor_free(p)
+    (wc, sc), (wd, sd) = got[0], got[api.cuda]
+    np.testing.assert_allclose(wd, wc, rtol=1e-12, atol=1e-14)
+    for a, b in zip(sc, sd):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
