@@ -172,6 +172,18 @@ extern "C" __global__ void cg_scale_%(sfx)s(T *x, const i64 n, const T k) {
     CG_LOOP(i, n) x[i] = x[i] * k;
 }
 """,
+    # Clip by norm's 2-norm: *out += sum of squares in double, every element
+    # (NaN and inf propagate, as the host's pnorm); the caller takes sqrt.
+    "sum_sq": r"""
+extern "C" __global__ void cg_sum_sq_%(sfx)s(const T *x, const i64 n, double *out) {
+    double s = 0.0;
+    CG_LOOP(i, n) {
+        const double d = (double)x[i];
+        s += d * d;
+    }
+    cg_add_sum(out, s);
+}
+""",
     # out[0] += sum of squares of the finite elements, out[1] = max(out[1],
     # max |x| over them), out[2] += non-finite count. out starts zeroed;
     # max works on the bit patterns (non-negative doubles order like them).

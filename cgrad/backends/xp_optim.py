@@ -234,6 +234,11 @@ class OptimKernels:
         p = f[0]
         norms = out[0]
         for j, x in enumerate(ins):
+            if p == 2.0 and self._fusable(x):
+                acc = norms[j:j + 1]  # zero-filled by the core
+                self._raw().launch("sum_sq", x.dtype, x.size, (x, np.int64(x.size), acc))
+                xp.sqrt(acc, out=acc)
+                continue
             a = xp.abs(x.astype(_F64))
             if math.isinf(p):
                 r = xp.max(a)  # NaN propagates, as the host loop's flag
