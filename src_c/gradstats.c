@@ -176,7 +176,8 @@ static cg_status device_stats(int dev, int k, cg_tensor **ts, const int *idx, vo
 }
 
 cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats) {
-    CG_CHECK_TS(t);
+    /* Sparse-aware and device-capable: only the NULL check. */
+    if (!t) return cg__err(CG_ERR_NULL, "cg_tensor_stats: tensor argument 't' is NULL");
     if (!stats) return cg__err(CG_ERR_NULL, "cg_tensor_stats: stats pointer is NULL");
     if (cg__dev(t)) {
         memset(stats, 0, sizeof *stats);
