@@ -213,10 +213,10 @@ class Optimizer:
         device since they were made ('step' keeps its own dtype and stays
         on the cpu, as PyTorch's)."""
         state = self.state[p]
-        dt, dev = p.dtype, p.device
+        dt, on_cuda = p.dtype, p.is_cuda  # is_cuda: a cheap test (one device index)
         for key, value in state.items():
             if key != "step" and isinstance(value, Tensor) and value.is_floating_point() and \
-                    (value.dtype != dt or value.device != dev):
+                    (value.dtype != dt or value.is_cuda != on_cuda):
                 if tuple(value.shape) != tuple(p.shape):
                     raise RuntimeError(f"optimizer state {key!r} has shape {tuple(value.shape)} "
                                        f"but its parameter has shape {tuple(p.shape)}")
