@@ -20,7 +20,7 @@ try:
 finally:
     _sys.setdlopenflags(_flags)
 from cgrad._core import (
-    Tensor, dtype, float32, float64, int64, bool_,
+    Tensor, dtype, float32, float64, int64, bool_, float16,
     tensor, from_numpy, zeros, ones, empty, full, randn, rand, randint, randperm, arange,
     manual_seed, get_rng_state, set_rng_state, is_grad_enabled, set_default_dtype, get_default_dtype,
     where, cat, concatenate, stack, use_blas, gemm_backend, sparse_coo_tensor,
@@ -45,6 +45,7 @@ float = float32  # noqa: A001
 double = float64
 long = int64
 bool = bool_  # noqa: A001
+half = float16
 
 # Route GEMMs through SciPy's BLAS when it is importable (the C library
 # alone uses its built-in kernel).

@@ -20,6 +20,7 @@ cdef extern from "cgrad.h" nogil:
         CG_FLOAT64
         CG_INT64
         CG_BOOL
+        CG_FLOAT16
         CG_DTYPE_COUNT
     ctypedef enum cg_layout:
         CG_STRIDED
@@ -110,7 +111,7 @@ cdef extern from "cgrad.h" nogil:
     ctypedef struct cg_backend:
         cg_status (*alloc)(void *ctx, size_t nbytes, int zero, void **handle) noexcept
         void (*release)(void *ctx, void *handle) noexcept
-        cg_status (*kernel)(void *ctx, const char *name, int n_out, int n_tensors, cg_tensor **tensors, int n_f, const double *f, int n_i, const int64_t *iparam) noexcept
+        cg_status (*kernel)(void *ctx, const char *name, int n_out, int n_tensors, cg_tensor * const *tensors, int n_f, const double *f, int n_i, const int64_t *iparam) noexcept
         cg_status (*to_host)(void *ctx, const cg_tensor *t, void *dst) noexcept
         cg_status (*from_host)(void *ctx, cg_tensor *t, const void *src) noexcept
     ctypedef void (*cg_sgemm_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) noexcept

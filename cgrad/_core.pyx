@@ -8,7 +8,7 @@ GIL; tiny ones keep it (releasing costs more than the work)."""
 
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_GetName
-from libc.stdint cimport int64_t, uint64_t, uintptr_t
+from libc.stdint cimport int64_t, uint16_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.math cimport INFINITY
 
@@ -65,7 +65,8 @@ DEF NOGIL_MIN = 32768
 
 # ------------------------------------------------------------------ dtypes
 cdef class dtype:
-    """Element type: cgrad.float32, float64, int64, bool."""
+    """Element type: cgrad.float32, float64, int64, bool, float16 (float16
+    computes on 'cuda'; on the cpu it is a storage type)."""
     cdef readonly int code
     cdef readonly str name
     cdef readonly int itemsize
@@ -81,12 +82,13 @@ float32 = dtype.__new__(dtype)
 float64 = dtype.__new__(dtype)
 int64 = dtype.__new__(dtype)
 bool_ = dtype.__new__(dtype)
-cdef list _DTYPES = [float32, float64, int64, bool_]
+float16 = dtype.__new__(dtype)
+cdef list _DTYPES = [float32, float64, int64, bool_, float16]
 for _code, _d in enumerate(_DTYPES):
     (<dtype>_d).code = _code
     (<dtype>_d).name = cg_dtype_name(<cg_dtype>_code).decode()
     (<dtype>_d).itemsize = cg_dtype_size(<cg_dtype>_code)
-    (<dtype>_d).is_floating_point = _code in (CG_FLOAT32, CG_FLOAT64)
+    (<dtype>_d).is_floating_point = _code in (CG_FLOAT32, CG_FLOAT64, CG_FLOAT16)
 
 def _dtype_from_code(int code):
     return _DTYPES[code]
@@ -96,10 +98,11 @@ cdef dict _NP_TO_CODE = {
     np.dtype(np.float64): CG_FLOAT64,
     np.dtype(np.int64): CG_INT64,
     np.dtype(np.bool_): CG_BOOL,
+    np.dtype(np.float16): CG_FLOAT16,
 }
 cdef list _CODE_TO_NP = [np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64),
-                         np.dtype(np.bool_)]
-cdef list _TYPESTR = ["<f4", "<f8", "<i8", "|b1"]
+                         np.dtype(np.bool_), np.dtype(np.float16)]
+cdef list _TYPESTR = ["<f4", "<f8", "<i8", "|b1", "<f2"]
 
 cdef _default_float = float32
 
@@ -125,10 +128,10 @@ cdef int _dtype_code(object d) except -1:
     try:
         nd = np.dtype(d)
     except Exception:
-        raise TypeError(f"unsupported dtype {d!r}; use cgrad.float32, float64, int64 or bool")
+        raise TypeError(f"unsupported dtype {d!r}; use cgrad.float32, float64, float16, int64 or bool")
     if nd in _NP_TO_CODE:
         return _NP_TO_CODE[nd]
-    raise TypeError(f"unsupported dtype {d!r}; use cgrad.float32, float64, int64 or bool")
+    raise TypeError(f"unsupported dtype {d!r}; use cgrad.float32, float64, float16, int64 or bool")
 
 # ------------------------------------------------------------------ helpers
 cdef inline Tensor _wrap(cg_tensor *t):
@@ -232,7 +235,8 @@ cdef object _to_numpy_input(object data, object dt):
         target = _CODE_TO_NP[_dtype_code(dt)]
     elif arr.dtype.kind == "f":
         if is_np:
-            target = np.dtype(np.float64) if arr.dtype.itemsize >= 8 else np.dtype(np.float32)
+            target = (np.dtype(np.float64) if arr.dtype.itemsize >= 8 else
+                      np.dtype(np.float16) if arr.dtype.itemsize == 2 else np.dtype(np.float32))
         else:
             target = _CODE_TO_NP[(<dtype>_default_float).code]
     elif arr.dtype.kind in "iu":
@@ -343,6 +347,15 @@ cdef Tensor _scalar_like(object value, Tensor ref):
     else:
         raise TypeError(f"unsupported operand type {type(value).__name__}")
     cdef cg_tensor *t = NULL
+    cdef int dev = cg_tensor_device(ref.c)
+    cdef cg_status st
+    if code == CG_FLOAT16 and dev != CG_DEVICE_CPU:  # host float16 cannot be computed with
+        _check(cg_empty_on(dev, CG_FLOAT16, 0, NULL, &t))
+        st = cg_fill_(t, float(value))
+        if st != CG_OK:
+            cg_tensor_free(t)
+            _raise(st)
+        return _wrap(t)
     _check(cg_scalar(<cg_dtype>code, float(value), &t))
     return _wrap(t)
 
@@ -407,7 +420,7 @@ cdef Tensor _logical(object a, object b, binary_fn f, str op):
 
 cdef inline bint _float_tensor(Tensor a):
     cdef int d = cg_tensor_dtype(a.c)
-    return d == CG_FLOAT32 or d == CG_FLOAT64
+    return d == CG_FLOAT32 or d == CG_FLOAT64 or d == CG_FLOAT16
 
 cdef Tensor _binop(binary_fn f, object a, object b):
     """a op b where either side may be a Python number or array."""
@@ -1287,6 +1300,8 @@ cdef class Tensor:
             if code == cg_tensor_dtype(self.c) and not copy:
                 return self
             return sparse_coo_tensor(self.indices(), self.values().to(dtype, copy=copy), self.shape)
+        if code == cg_tensor_dtype(self.c) and not copy:
+            return self
         cdef cg_tensor *r = NULL
         _check(cg_to_dtype(self.c, <cg_dtype>code, &r))
         out = _wrap(r)
@@ -1296,6 +1311,7 @@ cdef class Tensor:
         return self.to(dtype)
 
     def float(self): return self.to(float32)
+    def half(self): return self.to(float16)
     def double(self): return self.to(float64)
     def long(self): return self.to(int64)
     def bool(self): return self.to(bool_)

@@ -18,6 +18,8 @@ cdef object _np_scalar(cg_tensor *t):
         return np.float64((<double *>p)[0])
     if code == CG_INT64:
         return np.int64((<int64_t *>p)[0])
+    if code == CG_FLOAT16:
+        return np.array([(<uint16_t *>p)[0]], dtype=np.uint16).view(np.float16)[0]
     return np.bool_((<unsigned char *>p)[0] != 0)
 
 cdef object _device_view(object be, cg_tensor *t):
@@ -51,7 +53,7 @@ cdef void _be_release(void *ctx, void *handle) noexcept with gil:
         pass  # accounting only; the buffer is released below either way
     Py_DECREF(<object>handle)
 
-cdef cg_status _be_kernel(void *ctx, const char *name, int n_out, int n_tensors, cg_tensor **ts,
+cdef cg_status _be_kernel(void *ctx, const char *name, int n_out, int n_tensors, cg_tensor * const *ts,
                           int n_f, const double *f, int n_i, const int64_t *ip) noexcept with gil:
     be = <object>ctx
     cdef int k

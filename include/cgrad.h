@@ -73,6 +73,8 @@ typedef enum cg_dtype {
     CG_FLOAT64,
     CG_INT64, /* indices, labels: no gradient */
     CG_BOOL,  /* masks, comparison results (1 byte each): no gradient */
+    CG_FLOAT16, /* IEEE binary16: computed on device backends; on the host a
+                   storage type only (views, copies, casts, device moves) */
     CG_DTYPE_COUNT
 } cg_dtype;
 

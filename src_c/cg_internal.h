@@ -202,10 +202,20 @@ CG_INTERNAL cg_status cg__err(cg_status code, const char *fmt, ...)
         if (!(t)) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", __func__, #t); \
         if ((t)->layout != CG_STRIDED) return cg__sparse_refused(__func__, #t); \
         if ((t)->storage->device) return cg__device_refused(__func__, #t, (t)); \
+        if ((t)->dtype == CG_FLOAT16) return cg__half_refused(__func__, #t);   \
     } while (0)
 /* As CG_CHECK_T, for ops that have device kernels (they check that their
  * tensors share a device with cg__same_device). */
 #define CG_CHECK_TD(t)                                                         \
+    do {                                                                       \
+        if (!(t)) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", __func__, #t); \
+        if ((t)->layout != CG_STRIDED) return cg__sparse_refused(__func__, #t); \
+        if ((t)->dtype == CG_FLOAT16 && !(t)->storage->device)                 \
+            return cg__half_refused(__func__, #t);                             \
+    } while (0)
+/* Any dtype, any device: ops that only move or reinterpret elements
+ * (views, copies, casts, device moves), float16 on the host included. */
+#define CG_CHECK_TA(t)                                                         \
     do {                                                                       \
         if (!(t)) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", __func__, #t); \
         if ((t)->layout != CG_STRIDED) return cg__sparse_refused(__func__, #t); \
@@ -214,6 +224,7 @@ CG_INTERNAL cg_status cg__err(cg_status code, const char *fmt, ...)
     do {                                                                       \
         if (!(t)) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", __func__, #t); \
         if (!(t)->layout && (t)->storage->device) return cg__device_refused(__func__, #t, (t)); \
+        if ((t)->dtype == CG_FLOAT16) return cg__half_refused(__func__, #t);   \
     } while (0)
 /* Sparse-aware and device-capable: only the NULL check. */
 #define CG_CHECK_TSD(t)                                                        \
@@ -228,6 +239,8 @@ CG_INTERNAL cg_status cg__err(cg_status code, const char *fmt, ...)
 
 /* CG_ERR_UNSUPPORTED: fn cannot take the row-sparse tensor argument arg. */
 CG_INTERNAL cg_status cg__sparse_refused(const char *fn, const char *arg);
+/* CG_ERR_DTYPE: fn computes on the host, where float16 is storage only. */
+CG_INTERNAL cg_status cg__half_refused(const char *fn, const char *arg);
 
 /* ------------------------------------------------------------- devices */
 /* device.c: the backend registry and the calls every device branch makes. */
@@ -250,6 +263,10 @@ CG_INTERNAL cg_status cg__tensor_over(cg_storage *s, cg_dtype dtype, int ndim, c
 CG_INTERNAL cg_status cg__kernel(int device, const char *name, int n_out, int n_tensors,
                                  cg_tensor *const *tensors, int n_f, const double *f, int n_i,
                                  const int64_t *iparam);
+/* A 0-d scalar of dtype dt for an op with `like`: on the host (0-d host
+ * tensors join any device), except float16 on a device, made there
+ * (host float16 cannot be computed with). */
+CG_INTERNAL cg_status cg__scalar_like(const cg_tensor *like, cg_dtype dt, double value, cg_tensor **out);
 /* Releases a device buffer (storage teardown in tensor.c). */
 CG_INTERNAL void cg__device_release(int device, void *handle);
 /* Host <-> device copies of t's elements, row-major, as the backend does. */
@@ -259,7 +276,55 @@ CG_INTERNAL cg_status cg__device_from_host(cg_tensor *t, const void *src);
 CG_INTERNAL cg_status cg__device_copy(cg_tensor *dst, const cg_tensor *src);
 
 /* ------------------------------------------------------------ tensors */
-static inline int cg__is_float(cg_dtype d) { return d == CG_FLOAT32 || d == CG_FLOAT64; }
+/* Floating dtypes (differentiable). float16 computes only on devices: host
+ * code paths are guarded by CG_CHECK_T / CG_CHECK_TD, which refuse it. */
+static inline int cg__is_float(cg_dtype d) {
+    return d == CG_FLOAT32 || d == CG_FLOAT64 || d == CG_FLOAT16;
+}
+
+/* A floating tensor whose data this call can compute on: float32/float64
+ * anywhere, float16 only on a device (host float16 is storage only). */
+static inline int cg__float_here(const cg_tensor *t) {
+    return t->dtype == CG_FLOAT32 || t->dtype == CG_FLOAT64 ||
+           (t->dtype == CG_FLOAT16 && !t->layout && t->storage && t->storage->device);
+}
+
+/* IEEE binary16 <-> double, exact both ways where representable, and
+ * double -> half rounds to nearest even (as NumPy's float16 casts). */
+static inline double cg__h2d(uint16_t h) {
+    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    double v = e == 0 ? ldexp((double)m, -24)
+             : e == 31 ? (m ? NAN : INFINITY)
+             : ldexp((double)(m | 0x400), e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+static inline uint16_t cg__d2h(double x) {
+    uint64_t b;
+    memcpy(&b, &x, 8);
+    uint16_t sign = (uint16_t)((b >> 48) & 0x8000);
+    int64_t e = (int64_t)((b >> 52) & 0x7ff);
+    uint64_t m = b & 0xFFFFFFFFFFFFFull;
+    if (e == 0x7ff) return (uint16_t)(sign | 0x7c00 | (m ? 0x200 : 0));
+    int64_t he = e - 1023 + 15;
+    if (he >= 31) return (uint16_t)(sign | 0x7c00);
+    if (he < -10) return sign; /* below half the smallest subnormal */
+    int shift;
+    uint64_t hm;
+    if (he <= 0) { /* subnormal: the implicit bit joins the mantissa */
+        m |= 1ull << 52;
+        shift = (int)(43 - he);
+        he = 0;
+    } else {
+        shift = 42;
+    }
+    hm = m >> shift;
+    uint64_t rem = m & ((1ull << shift) - 1), half = 1ull << (shift - 1);
+    if (rem > half || (rem == half && (hm & 1))) ++hm;
+    /* a carry out of the mantissa moves the exponent up (possibly to inf) */
+    uint64_t r = ((uint64_t)he << 10) + hm;
+    if (r >= 0x7c00) r = 0x7c00;
+    return (uint16_t)(sign | r);
+}
 /* NumPy-style promotion: bool < int64 < float32 < float64. */
 CG_INTERNAL cg_dtype cg__promote(cg_dtype a, cg_dtype b);
 CG_INTERNAL int cg__valid_dtype(cg_dtype d);
@@ -307,6 +372,7 @@ static inline double cg__load(const void *p, cg_dtype d, int64_t i) {
     case CG_FLOAT64: return ((const double *)p)[i];
     case CG_INT64: return (double)((const int64_t *)p)[i];
     case CG_BOOL: return ((const unsigned char *)p)[i] ? 1.0 : 0.0;
+    case CG_FLOAT16: return cg__h2d(((const uint16_t *)p)[i]);
     default: return 0.0;
     }
 }
@@ -329,6 +395,7 @@ static inline void cg__store(void *p, cg_dtype d, int64_t i, double v) {
     case CG_FLOAT64: ((double *)p)[i] = v; break;
     case CG_INT64: ((int64_t *)p)[i] = cg__f2i64(v); break;
     case CG_BOOL: ((unsigned char *)p)[i] = v != 0.0; break;
+    case CG_FLOAT16: ((uint16_t *)p)[i] = cg__d2h(v); break;
     default: break;
     }
 }

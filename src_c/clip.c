@@ -10,8 +10,8 @@
 #include "optim_device.h"
 
 static cg_status check_float(const char *fn, const char *what, int i, const cg_tensor *t) {
-    if (!cg__is_float(t->dtype))
-        return cg__err(CG_ERR_DTYPE, "%s: %s %d has dtype %s; float32 or float64 needed", fn, what,
+    if (!cg__float_here(t))
+        return cg__err(CG_ERR_DTYPE, "%s: %s %d has dtype %s; float32 or float64 (float16 on a device) needed", fn, what,
                        i, cg_dtype_name(t->dtype));
     return CG_OK;
 }

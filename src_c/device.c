@@ -79,6 +79,12 @@ cg_status cg__device_refused(const char *fn, const char *arg, const cg_tensor *t
 
 /* As in PyTorch, a 0-d host tensor may join tensors of any device (it is a
  * scalar): backends accept host 0-d inputs. */
+cg_status cg__half_refused(const char *fn, const char *arg) {
+    return cg__err(CG_ERR_DTYPE, "%s: argument '%s' is float16, which computes on a device only; on the cpu "
+                                 "it is a storage type (move the tensor to 'cuda', or convert it with "
+                                 ".float() first)", fn, arg);
+}
+
 cg_status cg__same_device(const char *fn, int n, cg_tensor *const *ts, int *device) {
     int d = -1, first = -1;
     for (int i = 0; i < n; ++i) {
@@ -109,6 +115,19 @@ cg_status cg__kernel(int device, const char *name, int n_out, int n_tensors, cg_
         return cg__err(st, "kernel '%s' failed on device '%s' (%s)", name, b->name, cg_status_name(st));
     }
     return st;
+}
+
+cg_status cg__scalar_like(const cg_tensor *like, cg_dtype dt, double value, cg_tensor **out) {
+    if (dt != CG_FLOAT16 || !cg__dev(like)) return cg_scalar(dt, value, out);
+    cg_tensor *s;
+    CG_TRY(cg__new_on(cg__dev(like), dt, 0, NULL, 0, &s));
+    cg_status st = cg__kernel(cg__dev(like), "fill_", 1, 1, &s, 1, &value, 0, NULL);
+    if (st) {
+        cg_tensor_free(s);
+        return st;
+    }
+    *out = s;
+    return CG_OK;
 }
 
 void cg__device_release(int device, void *handle) {
@@ -258,7 +277,7 @@ static const cg_op OP_TO_DEVICE = {"to_device", to_device_backward};
 
 cg_status cg_to_device(cg_tensor *t, int device, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TD(t);
+    CG_CHECK_TA(t);
     if (device != CG_DEVICE_CPU && !slot_of(device))
         return cg__err(CG_ERR_VALUE, "cg_to_device: no device with id %d is registered", device);
     if (cg__dev(t) == device) {

@@ -38,6 +38,7 @@ size_t cg_dtype_size(cg_dtype dtype) {
     case CG_FLOAT64: return 8;
     case CG_INT64: return 8;
     case CG_BOOL: return 1;
+    case CG_FLOAT16: return 2;
     default: return 0;
     }
 }
@@ -48,6 +49,7 @@ const char *cg_dtype_name(cg_dtype dtype) {
     case CG_FLOAT64: return "float64";
     case CG_INT64: return "int64";
     case CG_BOOL: return "bool";
+    case CG_FLOAT16: return "float16";
     default: return "invalid";
     }
 }
@@ -56,6 +58,6 @@ int cg__valid_dtype(cg_dtype d) { return (int)d >= 0 && d < CG_DTYPE_COUNT; }
 
 cg_dtype cg__promote(cg_dtype a, cg_dtype b) {
     /* The enum order is not the promotion order: rank them. */
-    static const int rank[CG_DTYPE_COUNT] = {2, 3, 1, 0};
+    static const int rank[CG_DTYPE_COUNT] = {3, 4, 1, 0, 2}; /* bool < int64 < f16 < f32 < f64 */
     return rank[a] >= rank[b] ? a : b;
 }

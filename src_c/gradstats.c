@@ -114,6 +114,15 @@ static cg_status stats_one(const char *fn, const cg_tensor *t, cg_stats *stats) 
     if (!cg__is_float(t->dtype))
         return cg__err(CG_ERR_DTYPE, "%s: float32 or float64 needed, got %s", fn,
                        cg_dtype_name(t->dtype));
+    if (t->dtype == CG_FLOAT16) { /* host float16 (storage only): on a float32 copy */
+        if (t->layout) return cg__sparse_refused(fn, "t");
+        cg_tensor *c;
+        CG_TRY(cg__new(CG_FLOAT32, t->ndim, t->shape, 0, &c));
+        cg_status st = cg__copy_elems(c, t);
+        if (!st) st = stats_one(fn, c, stats);
+        cg_tensor_free(c);
+        return st;
+    }
     if (t->layout == CG_STRIDED && cg__is_contig(t)) {
         if (t->dtype == CG_FLOAT32)
             stats_f32(cg__ptr(t), t->numel, stats);

@@ -353,6 +353,7 @@ SCAL_ROWS_F(pow_id, x, x)
 static cg__row_fn pick(cg_dtype d, cg__row_fn f32, cg__row_fn f64, cg__row_fn i64) {
     switch (d) {
     case CG_FLOAT32: return f32;
+    case CG_FLOAT16: return f32; /* device only (host float16 is refused): a stand-in for the checks */
     case CG_FLOAT64: return f64;
     case CG_INT64: return i64;
     default: return NULL;
@@ -493,7 +494,7 @@ static cg_status pow_backward(cg_node *node, cg_tensor *const *gout, cg_tensor *
     if (!A.st) A.st = cg__saved(node, 1, &b);
     cg_tensor *zero = NULL;
     if (!A.st) {
-        cg_status st = cg_scalar(g->dtype, 0.0, &r);
+        cg_status st = cg__scalar_like(g, g->dtype, 0.0, &r);
         zero = keep(&A, st, r);
     }
     if (!A.st && node->needs_grad[0]) {
@@ -558,7 +559,7 @@ static cg_status minimum_backward(cg_node *node, cg_tensor *const *gout, cg_tens
 static cg_status where_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
     cg_tensor *g = gout[0], *cond = NULL, *zero = NULL, *t = NULL;
     cg_status st = cg__saved(node, 0, &cond);
-    if (!st) st = cg_scalar(g->dtype, 0.0, &zero);
+    if (!st) st = cg__scalar_like(g, g->dtype, 0.0, &zero);
     if (!st && node->needs_grad[1]) {
         st = cg_where(cond, g, zero, &t);
         if (!st) st = to_input(node, 1, t, &gin[1]);

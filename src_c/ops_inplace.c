@@ -95,6 +95,7 @@ IP_ROW2(copy_f64_f32, double, float, (double)y)
 static cg__row_fn pick(cg_dtype d, cg__row_fn f32, cg__row_fn f64, cg__row_fn i64) {
     switch (d) {
     case CG_FLOAT32: return f32;
+    case CG_FLOAT16: return f32; /* device only (host float16 is refused): a stand-in for the checks */
     case CG_FLOAT64: return f64;
     case CG_INT64: return i64;
     default: return NULL;
@@ -264,6 +265,7 @@ static cg_status fill(const char *fn, cg_tensor *a, double value) {
     switch (a->dtype) {
     case CG_FLOAT32: row = fill_f32; break;
     case CG_FLOAT64: row = fill_f64; break;
+    case CG_FLOAT16: row = fill_f32; break; /* device only (host float16 is refused) */
     case CG_INT64:
         if (isnan(value) || fabs(value) >= 9.2e18)
             return cg__err(CG_ERR_VALUE, "%s: value %g does not fit an int64 tensor", fn, value);
@@ -297,9 +299,28 @@ cg_status cg_fill_(cg_tensor *a, double value) {
 
 cg_status cg_copy_(cg_tensor *dst, cg_tensor *src) {
     static const double noprm[1] = {0.0};
-    CG_CHECK_TD(dst);
-    CG_CHECK_TD(src);
+    CG_CHECK_TA(dst);
+    CG_CHECK_TA(src);
     CG_TRY(check_target("cg_copy_", dst));
+    if ((dst->dtype == CG_FLOAT16 && !cg__dev(dst)) || (src->dtype == CG_FLOAT16 && !cg__dev(src))) {
+        /* host float16 (storage only): an element copy with rounding, same shape */
+        if (!cg__same_shape(dst, src)) {
+            char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
+            return cg__err(CG_ERR_SHAPE, "cg_copy_: float16 on the cpu copies between equal shapes only, "
+                                         "got %s into %s", cg__shape_str(src->ndim, src->shape, b1, sizeof b1),
+                           cg__shape_str(dst->ndim, dst->shape, b2, sizeof b2));
+        }
+        cg_tensor *snap = NULL; /* read a snapshot when the two share memory */
+        cg_status st = CG_OK;
+        if (src->storage == dst->storage && !cg__dev(src)) {
+            st = cg__new(src->dtype, src->ndim, src->shape, 0, &snap);
+            if (!st) st = cg__copy_elems(snap, src);
+        }
+        if (!st) st = cg__copy_elems(dst, snap ? snap : src);
+        cg_tensor_free(snap);
+        ++dst->storage->version;
+        return st;
+    }
     if (cg__dev(src) != cg__dev(dst)) { /* across devices: src moved first */
         cg_tensor *moved;
         int prev = cg_set_grad_enabled(0);

@@ -88,7 +88,7 @@ static const cg_op OP_RESHAPE = {"reshape", reshape_backward};
 
 cg_status cg_reshape(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TD(a);
+    CG_CHECK_TA(a);
     CG_TRY(cg__check_shape_arg("cg_reshape", ndim, shape));
     int64_t ns[CG_MAX_DIMS];
     int infer = -1;
@@ -164,7 +164,7 @@ static cg_status permuted_view(cg_tensor *a, const int *perm, cg_tensor **out) {
 
 cg_status cg_permute(cg_tensor *a, const int *perm, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TD(a);
+    CG_CHECK_TA(a);
     if (a->ndim > 0 && !perm) return cg__err(CG_ERR_NULL, "cg_permute: perm is NULL");
     int p[CG_MAX_DIMS];
     unsigned char seen[CG_MAX_DIMS] = {0};
@@ -189,7 +189,7 @@ cg_status cg_permute(cg_tensor *a, const int *perm, cg_tensor **out) {
 
 cg_status cg_transpose(cg_tensor *a, int dim0, int dim1, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TD(a);
+    CG_CHECK_TA(a);
     int d0, d1;
     CG_TRY(cg__norm_dim("cg_transpose", dim0, a->ndim, &d0));
     CG_TRY(cg__norm_dim("cg_transpose", dim1, a->ndim, &d1));
@@ -223,7 +223,7 @@ static const cg_op OP_EXPAND = {"expand", expand_backward};
 
 cg_status cg_expand(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TD(a);
+    CG_CHECK_TA(a);
     CG_TRY(cg__check_shape_arg("cg_expand", ndim, shape));
     char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
     int lead = ndim - a->ndim;
@@ -282,7 +282,7 @@ static const cg_op OP_UNSQUEEZE = {"unsqueeze", unsqueeze_backward};
 
 cg_status cg_squeeze(cg_tensor *a, int dim, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TD(a);
+    CG_CHECK_TA(a);
     int d;
     CG_TRY(cg__norm_dim("cg_squeeze", dim, a->ndim, &d));
     int64_t shape[CG_MAX_DIMS], strides[CG_MAX_DIMS];
@@ -307,7 +307,7 @@ cg_status cg_squeeze(cg_tensor *a, int dim, cg_tensor **out) {
 
 cg_status cg_squeeze_all(cg_tensor *a, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TD(a);
+    CG_CHECK_TA(a);
     int64_t shape[CG_MAX_DIMS], strides[CG_MAX_DIMS];
     int n = 0;
     for (int i = 0; i < a->ndim; ++i) {
@@ -322,7 +322,7 @@ cg_status cg_squeeze_all(cg_tensor *a, cg_tensor **out) {
 
 cg_status cg_unsqueeze(cg_tensor *a, int dim, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TD(a);
+    CG_CHECK_TA(a);
     int n = a->ndim + 1;
     if (dim < -n || dim >= n)
         return cg__err(CG_ERR_INDEX, "cg_unsqueeze: dim %d out of range for a %d-d tensor (expected %d..%d)",
@@ -463,7 +463,7 @@ static int64_t clamp_index(int64_t i, int64_t n) {
 cg_status cg_slice(cg_tensor *a, int dim, int64_t start, int64_t stop, int64_t step,
                    cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TD(a);
+    CG_CHECK_TA(a);
     if (a->ndim == 0)
         return cg__err(CG_ERR_INDEX, "cg_slice: cannot slice a 0-d tensor");
     int d;
@@ -479,7 +479,7 @@ cg_status cg_slice(cg_tensor *a, int dim, int64_t start, int64_t stop, int64_t s
 
 cg_status cg_select(cg_tensor *a, int dim, int64_t index, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TD(a);
+    CG_CHECK_TA(a);
     if (a->ndim == 0)
         return cg__err(CG_ERR_INDEX, "cg_select: cannot index a 0-d tensor");
     int d;
@@ -698,7 +698,7 @@ static cg_status copy_op(const cg_op *op, cg_tensor *a, cg_tensor **out) {
 
 cg_status cg_contiguous(cg_tensor *a, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TD(a);
+    CG_CHECK_TA(a);
     if (cg__is_contig(a)) {
         cg_tensor_retain(a);
         *out = a;
@@ -709,13 +709,13 @@ cg_status cg_contiguous(cg_tensor *a, cg_tensor **out) {
 
 cg_status cg_clone(cg_tensor *a, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TD(a);
+    CG_CHECK_TA(a);
     return copy_op(&OP_CLONE, a, out);
 }
 
 cg_status cg_to_dtype(cg_tensor *a, cg_dtype dtype, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TD(a);
+    CG_CHECK_TA(a);
     if (!cg__valid_dtype(dtype))
         return cg__err(CG_ERR_DTYPE, "cg_to_dtype: invalid dtype %d", (int)dtype);
     if (dtype == a->dtype) {

@@ -276,6 +276,7 @@ GV_ROWS_F(mask_closed, (v >= c0 && v <= c1) ? g : g * c2, (v >= c0 && v <= c1) ?
 static cg__row_fn pick(cg_dtype d, cg__row_fn f32, cg__row_fn f64, cg__row_fn i64) {
     switch (d) {
     case CG_FLOAT32: return f32;
+    case CG_FLOAT16: return f32; /* device only (host float16 is refused): a stand-in for the checks */
     case CG_FLOAT64: return f64;
     case CG_INT64: return i64;
     default: return NULL;
@@ -575,7 +576,7 @@ static cg_status elu_backward(cg_node *node, cg_tensor *const *gout, cg_tensor *
     CG_TRY(cg__saved(node, 0, &x));
     arena A = {{0}, 0, CG_OK};
     A.st = cg__saved(node, 1, &y);
-    if (!A.st) A.st = cg_scalar(x->dtype, 0.0, &zero);
+    if (!A.st) A.st = cg__scalar_like(x, x->dtype, 0.0, &zero);
     cg_tensor *m = A2(&A, cg_gt, x, zero);
     cg_tensor *gy = A2(&A, cg_mul, gout[0], AS(&A, cg_add_scalar, y, node->fparam[0]));
     res = AW(&A, m, gout[0], gy);
@@ -612,7 +613,7 @@ static cg_status softplus_backward(cg_node *node, cg_tensor *const *gout, cg_ten
     cg_tensor *x, *th = NULL, *res = NULL;
     CG_TRY(cg__saved(node, 0, &x));
     arena A = {{0}, 0, CG_OK};
-    A.st = cg_scalar(x->dtype, threshold, &th);
+    A.st = cg__scalar_like(x, x->dtype, threshold, &th);
     cg_tensor *z = AS(&A, cg_mul_scalar, x, beta);
     cg_tensor *gs = A2(&A, cg_mul, gout[0], A1(&A, cg_sigmoid, z));
     cg_tensor *m = A2(&A, cg_gt, z, th);

@@ -23,8 +23,8 @@ static cg_status check_operand(const char *fn, const char *name, const cg_tensor
         return cg__err(CG_ERR_UNSUPPORTED, "%s: '%s' is a row-sparse tensor; this update takes dense "
                                            "tensors (row-sparse gradients: cg_sgd_sparse_update, "
                                            "cg_sparse_adam_update)", fn, name);
-    if (!cg__is_float(t->dtype))
-        return cg__err(CG_ERR_DTYPE, "%s: '%s' must be float32 or float64, got %s", fn, name,
+    if (!cg__float_here(t))
+        return cg__err(CG_ERR_DTYPE, "%s: '%s' must be float32 or float64 (float16 on a device), got %s", fn, name,
                        cg_dtype_name(t->dtype));
     if (t->dtype != ref->dtype)
         return cg__err(CG_ERR_DTYPE, "%s: '%s' has dtype %s but the parameter has dtype %s", fn,

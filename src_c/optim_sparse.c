@@ -17,7 +17,7 @@ static cg_status check_dense(const char *fn, const char *name, const cg_tensor *
                              const cg_tensor *ref) {
     if (!t) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", fn, name);
     if (t->layout) return cg__err(CG_ERR_VALUE, "%s: '%s' must be dense, got a row-sparse tensor", fn, name);
-    if (!cg__is_float(t->dtype) || t->dtype != ref->dtype)
+    if (!cg__float_here(t) || t->dtype != ref->dtype)
         return cg__err(CG_ERR_DTYPE, "%s: '%s' has dtype %s; the parameter's dtype (float32/float64) "
                                      "%s is needed", fn, name, cg_dtype_name(t->dtype), cg_dtype_name(ref->dtype));
     if (!cg__same_shape(t, ref)) {

@@ -34,7 +34,7 @@ static cg_status opt_new(const char *fn, opt_kind kind, int n, cg_tensor *const 
     for (int i = 0; i < n; ++i) {
         const cg_tensor *p = params[i];
         if (!p) return cg__err(CG_ERR_NULL, "%s: parameter %d is NULL", fn, i);
-        if (!cg__is_float(p->dtype))
+        if (!cg__float_here(p))
             return cg__err(CG_ERR_DTYPE, "%s: parameter %d has dtype %s; float32 or float64 needed",
                            fn, i, cg_dtype_name(p->dtype));
         if (p->grad_fn)

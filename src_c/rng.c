@@ -54,9 +54,20 @@ static cg_status float_dtype(const char *fn, cg_dtype dtype) {
     return CG_OK;
 }
 
+/* float16: drawn as float32 (the same stream), then rounded. */
+static cg_status via_float32(cg_status (*draw)(cg_dtype, int, const int64_t *, cg_tensor **), int ndim,
+                             const int64_t *shape, cg_tensor **out) {
+    cg_tensor *f;
+    CG_TRY(draw(CG_FLOAT32, ndim, shape, &f));
+    cg_status st = cg_to_dtype(f, CG_FLOAT16, out);
+    cg_tensor_free(f);
+    return st;
+}
+
 cg_status cg_rand(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out) {
     CG_CHECK_OUT(out);
     CG_TRY(float_dtype("cg_rand", dtype));
+    if (dtype == CG_FLOAT16) return via_float32(cg_rand, ndim, shape, out);
     cg_tensor *t;
     CG_TRY(cg__new(dtype, ndim, shape, 0, &t));
     if (dtype == CG_FLOAT32) {
@@ -73,6 +84,7 @@ cg_status cg_rand(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **ou
 cg_status cg_randn(cg_dtype dtype, int ndim, const int64_t *shape, cg_tensor **out) {
     CG_CHECK_OUT(out);
     CG_TRY(float_dtype("cg_randn", dtype));
+    if (dtype == CG_FLOAT16) return via_float32(cg_randn, ndim, shape, out);
     cg_tensor *t;
     CG_TRY(cg__new(dtype, ndim, shape, 0, &t));
     void *p = cg__ptr(t);

@@ -78,7 +78,7 @@ cg_status cg_sparse_rows(cg_tensor *indices, cg_tensor *values, int64_t num_rows
     if (indices->dtype != CG_INT64 || indices->ndim != 1)
         return cg__err(CG_ERR_VALUE, "cg_sparse_rows: indices must be int64 of shape (nnz,), got %s of shape %s",
                        cg_dtype_name(indices->dtype), cg__shape_str(indices->ndim, indices->shape, b, sizeof b));
-    if (!cg__is_float(values->dtype))
+    if (values->dtype != CG_FLOAT32 && values->dtype != CG_FLOAT64)
         return cg__err(CG_ERR_DTYPE, "cg_sparse_rows: values must be float32 or float64, got %s",
                        cg_dtype_name(values->dtype));
     if (values->ndim < 1 || values->shape[0] != indices->shape[0])

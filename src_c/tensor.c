@@ -303,6 +303,7 @@ static void fill_contig(cg_tensor *t, double v) {
     case CG_FLOAT64: { double *q = (double *)p; for (int64_t i = 0; i < n; ++i) q[i] = v; break; }
     case CG_INT64: { int64_t k = cg__f2i64(v); int64_t *q = (int64_t *)p; for (int64_t i = 0; i < n; ++i) q[i] = k; break; }
     case CG_BOOL: memset(p, v != 0.0, (size_t)n); break;
+    case CG_FLOAT16: { uint16_t h = cg__d2h(v); uint16_t *q = (uint16_t *)p; for (int64_t i = 0; i < n; ++i) q[i] = h; break; }
     default: break;
     }
 }
@@ -399,7 +400,7 @@ int cg_tensor_is_contiguous(const cg_tensor *t) { return (t && !t->layout) ? cg_
 uint64_t cg_tensor_version(const cg_tensor *t) { return t ? t->storage->version : 0; }
 
 cg_status cg_tensor_item(const cg_tensor *t, double *out) {
-    CG_CHECK_TD(t);
+    CG_CHECK_TA(t);
     if (!out) return cg__err(CG_ERR_NULL, "cg_tensor_item: out is NULL");
     if (t->numel != 1)
         return cg__err(CG_ERR_VALUE, "cg_tensor_item: a tensor with %lld elements cannot be converted to a scalar",
@@ -448,6 +449,10 @@ cg_status cg__copy_elems(cg_tensor *dst, const cg_tensor *src) {
             int64_t *q = (int64_t *)dp + doff;
             const int64_t *r = (const int64_t *)sp + soff;
             for (int64_t i = 0; i < inner; ++i) q[i * ds] = r[i * ss];
+        } else if (dst->dtype == src->dtype && dsz == 2) {
+            uint16_t *q = (uint16_t *)dp + doff;
+            const uint16_t *r = (const uint16_t *)sp + soff;
+            for (int64_t i = 0; i < inner; ++i) q[i * ds] = r[i * ss];
         } else if (dst->dtype == src->dtype && dsz == 4) {
             float *q = (float *)dp + doff;
             const float *r = (const float *)sp + soff;
@@ -482,7 +487,7 @@ cg_status cg__contig(cg_tensor *t, cg_tensor **out) {
 }
 
 cg_status cg_tensor_copy_to(const cg_tensor *t, void *dst, size_t nbytes) {
-    CG_CHECK_TD(t);
+    CG_CHECK_TA(t);
     size_t want = (size_t)t->numel * cg_dtype_size(t->dtype);
     if (nbytes != want)
         return cg__err(CG_ERR_VALUE, "cg_tensor_copy_to: nbytes %zu != numel*itemsize %zu", nbytes, want);
@@ -504,7 +509,7 @@ const char *cg_tensor_grad_fn_name(const cg_tensor *t) {
 }
 
 cg_status cg_tensor_set_requires_grad(cg_tensor *t, int requires_grad) {
-    CG_CHECK_TD(t);
+    CG_CHECK_TA(t);
     if (t->grad_fn)
         return cg__err(CG_ERR_AUTOGRAD,
                        "requires_grad can only be changed on leaf tensors (this one comes from '%s'); use detach()",
@@ -517,7 +522,7 @@ cg_status cg_tensor_set_requires_grad(cg_tensor *t, int requires_grad) {
 }
 
 cg_status cg_tensor_set_grad(cg_tensor *t, cg_tensor *grad) {
-    CG_CHECK_TD(t);
+    CG_CHECK_TA(t);
     if (grad) {
         if (grad == t) return cg__err(CG_ERR_VALUE, "a tensor cannot be its own grad");
         if (!grad->layout && cg__dev(grad) != cg__dev(t))
@@ -541,8 +546,8 @@ cg_status cg_tensor_set_grad(cg_tensor *t, cg_tensor *grad) {
 }
 
 cg_status cg_tensor_set_data(cg_tensor *t, cg_tensor *src) {
-    CG_CHECK_TD(t);
-    CG_CHECK_TD(src);
+    CG_CHECK_TA(t);
+    CG_CHECK_TA(src);
     if (t->grad_fn)
         return cg__err(CG_ERR_AUTOGRAD, "set_data: only a leaf tensor's data can be replaced (this one "
                                         "was produced by '%s')", cg__node_name(t->grad_fn));

@@ -115,6 +115,9 @@ class GradScaler:
 
     # ---------------------------------------------------------- unscale
     def _grads(self, optimizer):
+        prepare = getattr(optimizer, "_prepare_grads", None)  # MasterWeights: float32 copies first
+        if prepare is not None:
+            prepare()
         seen, out = set(), []
         for group in optimizer.param_groups:
             for p in group["params"]:

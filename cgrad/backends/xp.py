@@ -24,7 +24,8 @@ from cgrad.backends.xp_nn import NNKernels
 from cgrad.backends.xp_optim import OptimKernels
 from cgrad.backends.xp_reduce import ReduceKernels
 
-_NP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_))
+_NP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_),
+              np.dtype(np.float16))
 
 
 class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels):

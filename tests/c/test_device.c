@@ -1,0 +1,243 @@
+/* test_device.c -- the backend vtable from C alone: a mock backend over
+ * malloc'd memory that implements a few kernels (copy, add, mul, mul_scalar,
+ * fill_, add_, sum), device placement, copies both ways, the tape across
+ * devices (to_device is differentiable), the errors a user gets (mixed
+ * devices, ops without a device kernel, kernels the backend lacks), buffer
+ * lifetimes, and float16 as a host storage type. */
+#include "cgtest.h"
+
+typedef struct mock {
+    int allocs, releases;
+    int64_t live_bytes;
+    char last_kernel[32];
+} mock;
+
+typedef struct buf {
+    size_t nbytes;
+    unsigned char data[];
+} buf;
+
+static cg_status m_alloc(void *ctx, size_t nbytes, int zero, void **handle) {
+    mock *m = (mock *)ctx;
+    buf *b = (buf *)malloc(sizeof *b + nbytes + 1);
+    if (!b) return CG_ERR_NOMEM;
+    b->nbytes = nbytes;
+    if (zero) memset(b->data, 0, nbytes);
+    else memset(b->data, 0xAB, nbytes); /* garbage, as device memory would be */
+    ++m->allocs;
+    m->live_bytes += (int64_t)nbytes;
+    *handle = b;
+    return CG_OK;
+}
+
+static void m_release(void *ctx, void *handle) {
+    mock *m = (mock *)ctx;
+    ++m->releases;
+    m->live_bytes -= (int64_t)((buf *)handle)->nbytes;
+    free(handle);
+}
+
+/* Element i (row-major) of a float64 device tensor, through its strides. */
+static double *at64(cg_tensor *t, int64_t i) {
+    int nd = cg_tensor_ndim(t);
+    const int64_t *sh = cg_tensor_shape(t), *st = cg_tensor_strides(t);
+    int64_t off = cg_tensor_offset(t);
+    for (int d = nd - 1; d >= 0; --d) {
+        off += (i % sh[d]) * st[d];
+        i /= sh[d];
+    }
+    return (double *)(void *)((buf *)cg_tensor_device_handle(t))->data + off;
+}
+
+/* Only float64 and same-shape (or 0-d host scalar) operands: enough to test
+ * the contract. */
+static double in64(cg_tensor *t, int64_t i) {
+    if (cg_tensor_device(t) == CG_DEVICE_CPU) return cgt_at(t, 0); /* a 0-d host scalar */
+    return *at64(t, cg_tensor_numel(t) == 1 ? 0 : i);
+}
+
+static cg_status m_kernel(void *ctx, const char *name, int n_out, int n, cg_tensor *const *ts, int nf,
+                          const double *f, int ni, const int64_t *ip) {
+    mock *m = (mock *)ctx;
+    (void)ni; (void)ip; (void)nf;
+    snprintf(m->last_kernel, sizeof m->last_kernel, "%s", name);
+    for (int k = 0; k < n; ++k)
+        if (cg_tensor_dtype(ts[k]) != CG_FLOAT64)
+            return cg_set_error(CG_ERR_DTYPE, "mock backend: float64 only");
+    cg_tensor *o = ts[0];
+    int64_t N = cg_tensor_numel(o);
+    if (!strcmp(name, "copy") || !strcmp(name, "copy_")) {
+        for (int64_t i = 0; i < N; ++i) *at64(o, i) = in64(ts[1], i);
+    } else if (!strcmp(name, "add") && n_out == 1 && n == 3) {
+        for (int64_t i = 0; i < N; ++i) *at64(o, i) = in64(ts[1], i) + in64(ts[2], i);
+    } else if (!strcmp(name, "mul") && n == 3) {
+        for (int64_t i = 0; i < N; ++i) *at64(o, i) = in64(ts[1], i) * in64(ts[2], i);
+    } else if (!strcmp(name, "mul_scalar")) {
+        for (int64_t i = 0; i < N; ++i) *at64(o, i) = in64(ts[1], i) * f[0];
+    } else if (!strcmp(name, "fill_")) {
+        for (int64_t i = 0; i < N; ++i) *at64(o, i) = f[0];
+    } else if (!strcmp(name, "add_")) {
+        for (int64_t i = 0; i < N; ++i) *at64(o, i) += f[0] * in64(ts[1], i);
+    } else if (!strcmp(name, "sum") && cg_tensor_ndim(o) == 0) {
+        double s = 0;
+        for (int64_t i = 0; i < cg_tensor_numel(ts[1]); ++i) s += in64(ts[1], i);
+        *at64(o, 0) = s;
+    } else {
+        return CG_ERR_UNSUPPORTED; /* no message: the library writes one */
+    }
+    return CG_OK;
+}
+
+static cg_status m_to_host(void *ctx, const cg_tensor *t, void *dst) {
+    (void)ctx;
+    for (int64_t i = 0; i < cg_tensor_numel(t); ++i) ((double *)dst)[i] = *at64((cg_tensor *)t, i);
+    return CG_OK;
+}
+
+static cg_status m_from_host(void *ctx, cg_tensor *t, const void *src) {
+    (void)ctx;
+    for (int64_t i = 0; i < cg_tensor_numel(t); ++i) *at64(t, i) = ((const double *)src)[i];
+    return CG_OK;
+}
+
+int main(void) {
+    static mock m;
+    cg_backend vt = {m_alloc, m_release, m_kernel, m_to_host, m_from_host};
+    int dev = -1, again = -1, found = -1;
+    CHECK_STATUS(cg_backend_register("cpu", &vt, &m, &dev), CG_ERR_VALUE);
+    cg_backend bad = vt;
+    bad.kernel = NULL;
+    CHECK_STATUS(cg_backend_register("mock", &bad, &m, &dev), CG_ERR_NULL);
+    CHECK_OK(cg_backend_register("mock", &vt, &m, &dev));
+    CHECK(dev > 0);
+    CHECK_OK(cg_backend_register("mock", &vt, &m, &again)); /* replacing keeps the id */
+    CHECK(again == dev);
+    CHECK_OK(cg_device_find("mock", &found));
+    CHECK(found == dev);
+    CHECK_STATUS(cg_device_find("tpu", &found), CG_ERR_VALUE);
+    CHECK(strcmp(cg_device_name(dev), "mock") == 0 && strcmp(cg_device_name(0), "cpu") == 0);
+    CHECK(cg_device_name(CG_MAX_DEVICES - 1) == NULL);
+
+    {   /* placement and copies both ways */
+        int64_t shape[2] = {2, 3};
+        double vals[6] = {1, 2, 3, 4, 5, 6}, back[6] = {0};
+        cg_tensor *h = NULL, *d = NULL, *z = NULL, *h2 = NULL;
+        CHECK_OK(cg_from_data(CG_FLOAT64, 2, shape, vals, &h));
+        CHECK_OK(cg_to_device(h, dev, &d));
+        CHECK(cg_tensor_device(d) == dev && cg_tensor_data(d) == NULL && cg_tensor_device_handle(d) != NULL);
+        CHECK(cg_tensor_device(h) == CG_DEVICE_CPU && cg_tensor_device_handle(h) == NULL);
+        CHECK_OK(cg_tensor_copy_to(d, back, sizeof back));
+        CHECK(memcmp(back, vals, sizeof back) == 0);
+        CHECK_OK(cg_zeros_on(dev, CG_FLOAT64, 2, shape, &z));
+        CHECK(cgt_at(z, 5) == 0.0);
+        cg_tensor *tr = NULL; /* a strided view copied back to the host */
+        CHECK_OK(cg_transpose(d, 0, 1, &tr));
+        CHECK_OK(cg_to_device(tr, CG_DEVICE_CPU, &h2));
+        CHECK(cgt_at(h2, 1) == 4.0 && cgt_at(h2, 2) == 2.0);
+        double v;
+        cg_tensor *e = NULL;
+        CHECK_OK(cg_select(d, 1, 2, &e));
+        cg_tensor *e0 = NULL;
+        CHECK_OK(cg_select(e, 0, 1, &e0)); /* d[1, 2] */
+        CHECK_OK(cg_tensor_item(e0, &v));
+        CHECK(v == 6.0);
+        cg_tensor_free(e0);
+        cg_tensor_free(e);
+        cg_tensor_free(tr);
+        cg_tensor_free(h2);
+        cg_tensor_free(z);
+        cg_tensor_free(d);
+        cg_tensor_free(h);
+        CHECK(m.live_bytes == 0 && m.allocs == m.releases);
+    }
+
+    {   /* the tape across devices: y = sum((to_device(x) * 3) + x_d), x on the host */
+        int64_t n = 4;
+        cg_tensor *x = NULL, *xd = NULL, *a = NULL, *b = NULL, *s = NULL;
+        CHECK_OK(cg_full(CG_FLOAT64, 1, &n, 2.0, &x));
+        CHECK_OK(cg_tensor_set_requires_grad(x, 1));
+        CHECK_OK(cg_to_device(x, dev, &xd));
+        CHECK(strcmp(cg_tensor_grad_fn_name(xd), "to_device") == 0);
+        CHECK_OK(cg_mul_scalar(xd, 3.0, &a));
+        CHECK(strcmp(m.last_kernel, "mul_scalar") == 0);
+        CHECK_OK(cg_add(a, xd, &b));
+        CHECK_OK(cg_sum(b, NULL, 0, 0, &s));
+        CHECK(cg_tensor_device(s) == dev);
+        CHECK_OK(cg_backward(s, NULL, 0, 0)); /* seed ones made on the device */
+        cg_tensor *g = cg_tensor_grad(x);
+        CHECK(g && cg_tensor_device(g) == CG_DEVICE_CPU);
+        for (int i = 0; i < 4; ++i) CHECK(cgt_at(g, i) == 4.0);
+        cg_tensor_free(s);
+        cg_tensor_free(b);
+        cg_tensor_free(a);
+        cg_tensor_free(xd);
+        cg_tensor_free(x);
+    }
+
+    {   /* errors: mixed devices, ops without a device kernel, kernels the backend lacks */
+        int64_t n = 3;
+        cg_tensor *h = NULL, *d = NULL, *r = NULL, *s = NULL;
+        CHECK_OK(cg_ones(CG_FLOAT64, 1, &n, &h));
+        CHECK_OK(cg_to_device(h, dev, &d));
+        CHECK_STATUS(cg_add(d, h, &r), CG_ERR_VALUE);
+        CHECK(strstr(cg_last_error(), "'mock'") && strstr(cg_last_error(), "'cpu'"));
+        CHECK(r == NULL);
+        CHECK_STATUS(cg_sparse_to_dense(NULL, &r), CG_ERR_NULL);
+        CHECK_STATUS(cg_exp(d, &r), CG_ERR_UNSUPPORTED); /* the mock has no exp kernel */
+        CHECK(strstr(cg_last_error(), "'exp'") && strstr(cg_last_error(), "'mock'"));
+        CHECK_STATUS(cg_embedding_sparse(d, h, -1, &r), CG_ERR_UNSUPPORTED); /* a host-only op */
+        CHECK(strstr(cg_last_error(), "device 'mock'"));
+        CHECK_OK(cg_scalar(CG_FLOAT64, 2.0, &s)); /* a 0-d host tensor joins as a scalar */
+        CHECK_OK(cg_mul(d, s, &r));
+        CHECK(cg_tensor_device(r) == dev && cgt_at(r, 2) == 2.0);
+        cg_tensor *g = NULL;
+        CHECK_OK(cg_tensor_set_requires_grad(d, 1));
+        CHECK_STATUS(cg_tensor_set_grad(d, h), CG_ERR_VALUE); /* a grad on another device */
+        cg_tensor_free(g);
+        cg_tensor_free(s);
+        cg_tensor_free(r);
+        cg_tensor_free(d);
+        cg_tensor_free(h);
+        CHECK(m.live_bytes == 0);
+    }
+
+    {   /* zero-copy wrap of a backend buffer, and its bounds check */
+        void *hb = NULL;
+        CHECK_OK(m_alloc(&m, 6 * sizeof(double), 1, &hb));
+        int64_t shape[2] = {2, 2}, strides[2] = {3, 1};
+        cg_tensor *w = NULL;
+        CHECK_OK(cg_from_handle(dev, CG_FLOAT64, 2, shape, strides, 1, hb, 6 * sizeof(double), &w));
+        ((double *)(void *)((buf *)hb)->data)[5] = 7.0; /* element [1, 1] = 1 + 3 + 1 */
+        CHECK(cgt_at(w, 3) == 7.0);
+        cg_tensor_free(w);
+        void *hb2 = NULL;
+        CHECK_OK(m_alloc(&m, 4 * sizeof(double), 1, &hb2));
+        int rel = m.releases;
+        CHECK_STATUS(cg_from_handle(dev, CG_FLOAT64, 2, shape, strides, 1, hb2, 4 * sizeof(double), &w),
+                     CG_ERR_VALUE); /* needs 6 elements */
+        CHECK(m.releases == rel + 1); /* the handle was released on failure */
+        CHECK(m.live_bytes == 0);
+    }
+
+    {   /* float16: storage on the host, exact casts, computation refused there */
+        int64_t n = 4;
+        double vals[4] = {1.0, -2.5, 65504.0, 1e-7};
+        cg_tensor *x = NULL, *h = NULL, *back = NULL, *r = NULL;
+        CHECK_OK(cg_from_data(CG_FLOAT64, 1, &n, vals, &x));
+        CHECK_OK(cg_to_dtype(x, CG_FLOAT16, &h));
+        CHECK(cg_dtype_size(CG_FLOAT16) == 2 && strcmp(cg_dtype_name(CG_FLOAT16), "float16") == 0);
+        CHECK_OK(cg_to_dtype(h, CG_FLOAT64, &back));
+        CHECK(cgt_at(back, 0) == 1.0 && cgt_at(back, 1) == -2.5 && cgt_at(back, 2) == 65504.0);
+        CHECK_CLOSE(cgt_at(back, 3), 1.1920928955078125e-07, 1e-15); /* nearest subnormal */
+        CHECK_STATUS(cg_add(h, h, &r), CG_ERR_DTYPE);
+        CHECK(strstr(cg_last_error(), "float16"));
+        CHECK_STATUS(cg_sum(h, NULL, 0, 0, &r), CG_ERR_DTYPE);
+        cg_stats st;
+        CHECK_OK(cg_tensor_stats(h, &st)); /* statistics read it through a float32 copy */
+        CHECK(st.nonfinite == 0 && st.max_abs == 65504.0);
+        cg_tensor_free(back);
+        cg_tensor_free(h);
+        cg_tensor_free(x);
+    }
+    return cgt_report(__FILE__);
+}
