@@ -78,7 +78,10 @@ def compare_layer(make, shape=None, *, data=None, dtype=F64, grad_input=True, rt
     x = cgrad.tensor(arr, dtype=dtype if grad_input else None, requires_grad=grad_input)
     xd = cgrad.tensor(arr, dtype=dtype if grad_input else None, requires_grad=grad_input, device="cuda")
     call = call or (lambda m, t: m(t))
-    outs, outs_d = _flat(call(cpu, x)), _flat(call(dev, xd))
+    cgrad.manual_seed(11)  # random layers (dropout) draw the same host stream on both devices
+    outs = _flat(call(cpu, x))
+    cgrad.manual_seed(11)
+    outs_d = _flat(call(dev, xd))
     assert len(outs) == len(outs_d)
     for o, od in zip(outs, outs_d):
         assert_same_values(o, od, rtol=rtol, atol=atol)
