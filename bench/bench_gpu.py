@@ -66,8 +66,15 @@ class Device:
         """(bytes/s, how it was obtained) of the device memory."""
         if self.reference:
             return None, "reference device: no GPU memory"
-        props = self.xp.cuda.runtime.getDeviceProperties(0)
+        rt = self.xp.cuda.runtime
+        props = rt.getDeviceProperties(0)
         clock_khz, bus_bits = props.get("memoryClockRate", 0), props.get("memoryBusWidth", 0)
+        if not clock_khz or not bus_bits:  # CUDA 13 dropped them from the properties struct
+            try:
+                clock_khz = rt.deviceGetAttribute(36, 0)  # cudaDevAttrMemoryClockRate (kHz)
+                bus_bits = rt.deviceGetAttribute(37, 0)  # cudaDevAttrGlobalMemoryBusWidth (bits)
+            except Exception:  # noqa: BLE001 - an attribute this driver does not report
+                clock_khz = bus_bits = 0
         if not clock_khz or not bus_bits:
             return None, "the driver reports no memory clock / bus width"
         return 2.0 * clock_khz * 1e3 * bus_bits / 8, f"{clock_khz / 1e3:.0f} MHz x {bus_bits}-bit, DDR"
@@ -112,6 +119,9 @@ def torch_cuda_reason():
         return "PyTorch is not installed"
     if not torch.cuda.is_available():
         return f"torch {torch.__version__} has no usable CUDA device (torch.cuda.is_available() is False)"
+    # the same float32 arithmetic as CuPy's cuBLAS default: no TF32 in matmul or cuDNN conv
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     return None
 
 
@@ -260,7 +270,7 @@ def main(argv=None):
     models = [("MLP 784-512-256-10, batch 128, Adam step", make_mlp, mlp_x, mlp_y),
               ("small CNN (2 conv + linear), batch 32, 28x28, Adam step", make_cnn, cnn_x, cnn_y)]
     torch_reason = torch_cuda_reason()
-    print(f"- PyTorch on the same GPU: {'skipped: ' + torch_reason if torch_reason else 'torch.cuda'}\n")
+    print(f"- PyTorch on the same GPU: {'skipped: ' + torch_reason if torch_reason else 'torch.cuda, TF32 off'}\n")
     table = []
     for label, make, x, y in models:
         res = section(label, lambda: bench_model(label, make, x, y, dev, reps, rep_seconds, notes), failures)
