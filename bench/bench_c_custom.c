@@ -1,8 +1,10 @@
-/* bench_c_custom.c -- does a custom op registered from C (cg_record_custom)
- * cost more than a built-in op? A chain of N ops y = y * s on a small
- * float32 tensor, forward and backward, built-in cg_mul_scalar against a
- * custom "scale" op whose forward and backward are written with the same
- * call. Prints microseconds per op (median of repetitions).
+/* bench_c_custom.c -- does a custom op registered from C cost more than a
+ * built-in op? A chain of N ops y = y * s on a small float32 tensor,
+ * forward and backward, built-in cg_mul_scalar against a "scale" op whose
+ * forward and backward are written with the same call: recorded with
+ * cg_record_custom, and registered (cg_op_register) then called by name
+ * (cg_op_call) and through a handle (cg_op_call_handle). Prints
+ * microseconds per op (median of repetitions).
  *
  *     make bench-c        (builds build/bench/bench_c_custom and runs it) */
 #include <stdio.h>
@@ -57,8 +59,11 @@ static int cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Runs the chain once; *fwd and *bwd in seconds. 0 on success.
- * custom: 0 built-in, 1 cg_record_custom, 2 the op registry (cg_op_call). */
+static cg_op_handle *bench_handle;
+
+/* Runs the chain once; *fwd and *bwd in seconds. 0 on success. custom: 0
+ * built-in, 1 cg_record_custom, 2 the op registry by name (cg_op_call), 3
+ * by handle (cg_op_call_handle). */
 static int chain(int custom, int64_t numel, double *fwd, double *bwd) {
     cg_tensor *x = NULL, *y = NULL, *s = NULL;
     if (cg_ones(CG_FLOAT32, 1, &numel, &x) || cg_tensor_set_requires_grad(x, 1)) return 1;
@@ -68,7 +73,8 @@ static int chain(int custom, int64_t numel, double *fwd, double *bwd) {
     for (int i = 0; i < N_OPS; ++i) {
         cg_tensor *z = NULL;
         double s = SCALE;
-        cg_status st = custom == 2   ? cg_op_call("bench_scale", 1, &y, 1, &s, &z)
+        cg_status st = custom == 3   ? cg_op_call_handle(bench_handle, 1, &y, 1, &s, &z)
+                       : custom == 2 ? cg_op_call("bench_scale", 1, &y, 1, &s, &z)
                        : custom == 1 ? custom_scale(y, &z)
                                      : cg_mul_scalar(y, SCALE, &z);
         cg_tensor_free(y);
@@ -89,19 +95,20 @@ static int chain(int custom, int64_t numel, double *fwd, double *bwd) {
 
 int main(void) {
     int64_t sizes[2] = {1, 256};
-    static const char *const names[3] = {"built-in cg_mul_scalar", "custom op (cg_record_custom)",
-                                         "registered op (cg_op_call)"};
+    static const char *const names[4] = {"built-in cg_mul_scalar", "custom op (cg_record_custom)",
+                                         "registered op by name (cg_op_call)",
+                                         "registered op by handle (cg_op_call_handle)"};
     /* scale's backward reads neither its input nor its output: say so, as a
      * built-in mul_scalar saves nothing either. */
     if (cg_op_register("bench_scale", 1, 1, reg_fwd, reg_bwd, NULL, NULL) ||
-        cg_op_set_saves("bench_scale", 0, 0)) {
+        cg_op_set_saves("bench_scale", 0, 0) || cg_op_find("bench_scale", &bench_handle)) {
         fprintf(stderr, "register failed: %s\n", cg_last_error());
         return 1;
     }
     printf("| op chain (%d ops), float32 | elements | forward us/op | backward us/op |\n", N_OPS);
     printf("|---|---|---|---|\n");
     for (int k = 0; k < 2; ++k)
-        for (int custom = 0; custom < 3; ++custom) {
+        for (int custom = 0; custom < 4; ++custom) {
             double f[REPS], b[REPS];
             for (int r = 0; r < REPS; ++r)
                 if (chain(custom, sizes[k], &f[r], &b[r])) {
@@ -114,5 +121,6 @@ int main(void) {
                    names[custom],
                    (long long)sizes[k], f[REPS / 2] / N_OPS * 1e6, b[REPS / 2] / N_OPS * 1e6);
         }
-    return 0;
+    cg_op_handle_free(bench_handle);
+    return cg_op_unregister("bench_scale") != CG_OK;
 }

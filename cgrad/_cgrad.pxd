@@ -42,6 +42,8 @@ cdef extern from "cgrad.h" nogil:
         int maximize
     ctypedef struct cg_optimizer:
         pass
+    ctypedef struct cg_op_handle:
+        pass
     ctypedef struct cg_stats:
         double sum_sq, max_abs
         int64_t nonfinite, numel
@@ -182,6 +184,10 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_op_register(const char *name, int n_inputs, int n_params, cg_op_forward_fn forward, cg_op_backward_fn backward, void *ctx, cg_ctx_free_fn ctx_free)
     cg_status cg_op_unregister(const char *name)
     cg_status cg_op_call(const char *name, int n_inputs, cg_tensor **inputs, int n_params, const double *params, cg_tensor **out)
+    cg_status cg_op_find(const char *name, cg_op_handle **out)
+    void cg_op_handle_free(cg_op_handle *handle)
+    cg_status cg_op_call_handle(cg_op_handle *handle, int n_inputs, cg_tensor **inputs, int n_params, const double *params, cg_tensor **out)
+    int cg_op_handle_is_registered(const cg_op_handle *handle)
     cg_status cg_op_set_saves(const char *name, int save_inputs, int save_output)
     int cg_op_count()
     const char *cg_op_name(int i)

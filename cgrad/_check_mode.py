@@ -99,21 +99,42 @@ def _dot(outs, vs):
     return total
 
 
+def _host(t):
+    """t's values as a new NumPy array, whatever its device."""
+    t = t.detach()
+    return (t if t.device == "cpu" else t.cpu()).numpy().copy()
+
+
+def _setter(x):
+    """(values, set(new_values)) for perturbing x in place: through a shared
+    NumPy view on the host, through copy_ on a device."""
+    if x.device == "cpu":
+        arr = x.detach().numpy()
+
+        def put(v):
+            arr[...] = v
+        return arr.copy(), put
+
+    def put(v):
+        with no_grad():
+            x.detach().copy_(_core.tensor(np.asarray(v), dtype=x.dtype))
+    return _host(x), put
+
+
 def _numeric_directional(f, xs, i, u, vs, eps):
     from cgrad.ste import surrogate_mode
 
-    arr = xs[i].detach().numpy()
+    base, put = _setter(xs[i])
     with no_grad(), surrogate_mode() as sm:
         f(*xs)  # base point for straight-through surrogates
-        base = arr.copy()
         vals = []
         for sign in (1.0, -1.0):
-            arr[...] = base + sign * eps * u
+            put(base + sign * eps * u)
             sm.start_pass()
             outs = f(*xs)
-            vals.append(sum(float((o.detach().numpy().astype(np.float64) * v).sum())
+            vals.append(sum(float((_host(o).astype(np.float64) * v).sum())
                             for o, v in zip(outs, vs)))
-        arr[...] = base
+        put(base)
     return (vals[0] - vals[1]) / (2 * eps)
 
 
@@ -124,10 +145,10 @@ def _first_order(cls, f, xs, rng):
         return
     vs = [rng.standard_normal(o.shape) for o in outs]
     with enable_grad():
-        total = _dot(outs, [_core.tensor(v, dtype=o.dtype) for o, v in zip(outs, vs)])
+        total = _dot(outs, [_core.tensor(v, dtype=o.dtype, device=o.device) for o, v in zip(outs, vs)])
         grads = _core.autograd_grad([total], xs, allow_unused=True)
     for i, x in enumerate(xs):
-        g = np.zeros(x.shape) if grads[i] is None else grads[i].detach().numpy().astype(np.float64)
+        g = np.zeros(x.shape) if grads[i] is None else _host(grads[i]).astype(np.float64)
         for _ in range(_DIRECTIONS):
             u = rng.standard_normal(x.shape)
             analytical = float((g * u).sum())
@@ -150,8 +171,8 @@ def _second_order(cls, f, xs, rng):
         outs = f(*xs)
         if not outs:
             return
-        vs = [_core.tensor(rng.standard_normal(o.shape), dtype=o.dtype) for o in outs]
-        ws = [_core.tensor(rng.standard_normal(x.shape), dtype=x.dtype) for x in xs]
+        vs = [_core.tensor(rng.standard_normal(o.shape), dtype=o.dtype, device=o.device) for o in outs]
+        ws = [_core.tensor(rng.standard_normal(x.shape), dtype=x.dtype, device=x.device) for x in xs]
         grads = _core.autograd_grad([_dot(outs, vs)], xs, create_graph=True, allow_unused=True)
         pairs = [(g, w) for g, w in zip(grads, ws) if g is not None and g.requires_grad]
         if pairs:
@@ -162,18 +183,17 @@ def _second_order(cls, f, xs, rng):
     eps = _options["eps"]
     for i, x in enumerate(xs):
         u = rng.standard_normal(x.shape)
-        h = np.zeros(x.shape) if hv[i] is None else hv[i].numpy()
+        h = np.zeros(x.shape) if hv[i] is None else _host(hv[i])
         analytical = float((h * u).sum())
-        arr = x.detach().numpy()
-        base = arr.copy()
+        base, put = _setter(x)
         vals = []
         for sign in (1.0, -1.0):
-            arr[...] = base + sign * eps * u
+            put(base + sign * eps * u)
             with enable_grad():
                 o2 = f(*xs)
                 g2 = _core.autograd_grad([_dot(o2, vs)], xs, allow_unused=True)
-            vals.append(sum(float((g.numpy() * w.numpy()).sum()) for g, w in zip(g2, ws) if g is not None))
-        arr[...] = base
+            vals.append(sum(float((_host(g) * _host(w)).sum()) for g, w in zip(g2, ws) if g is not None))
+        put(base)
         numerical = (vals[0] - vals[1]) / (2 * eps)
         if abs(analytical - numerical) > _options["atol"] * 10 + _options["rtol"] * 10 * abs(numerical):
             raise GradcheckError(

@@ -53,17 +53,21 @@ def dot(a, b):
     return a @ b
 
 
-def zeros_like(x, dtype=None, requires_grad=False):
-    return zeros(*x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad)
+def zeros_like(x, dtype=None, requires_grad=False, device=None):
+    return zeros(*x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad,
+                 device=x.device if device is None else device)
 
 
-def ones_like(x, dtype=None, requires_grad=False):
-    return ones(*x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad)
+def ones_like(x, dtype=None, requires_grad=False, device=None):
+    return ones(*x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad,
+                 device=x.device if device is None else device)
 
 
-def empty_like(x, dtype=None, requires_grad=False):
-    return empty(*x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad)
+def empty_like(x, dtype=None, requires_grad=False, device=None):
+    return empty(*x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad,
+                 device=x.device if device is None else device)
 
 
-def full_like(x, fill_value, dtype=None, requires_grad=False):
-    return full(x.shape, fill_value, dtype=dtype or x.dtype, requires_grad=requires_grad)
+def full_like(x, fill_value, dtype=None, requires_grad=False, device=None):
+    return full(x.shape, fill_value, dtype=dtype or x.dtype, requires_grad=requires_grad,
+                device=x.device if device is None else device)

@@ -24,6 +24,12 @@ def _outputs(fn, inputs):
     return outs
 
 
+def _host(t):
+    """t's values as a new NumPy array, whatever its device."""
+    t = t.detach()
+    return (t if t.device == "cpu" else t.cpu()).numpy().copy()
+
+
 def _diff_inputs(inputs):
     picked = []
     for i, x in enumerate(inputs):
@@ -52,20 +58,29 @@ def _numerical_jacobians(fn, inputs, picked, eps):
         jac = {}
         for i in picked:
             x = inputs[i]
-            arr = x.detach().numpy()  # shares memory: perturb in place
+            on_host = x.device == "cpu"
+            # Host inputs are perturbed in place through a shared NumPy view;
+            # device inputs through a host copy written back with copy_.
+            arr = x.detach().numpy() if on_host else _host(x)
             flat = arr.reshape(-1) if arr.flags.c_contiguous else None
             if flat is None:
                 raise ValueError(f"gradcheck: input {i} must be contiguous")
+
+            def put(e, value, x=x, flat=flat, on_host=on_host):
+                flat[e] = value
+                if not on_host:
+                    x.detach().copy_(tensor(flat.reshape(x.shape), dtype=float64))
+
             cols = {o: np.zeros((base[o].numel(), flat.size)) for o in range(len(base))}
             for e in range(flat.size):
                 orig = flat[e]
-                flat[e] = orig + eps
+                put(e, orig + eps)
                 surrogates.start_pass()
-                plus = [o.detach().numpy().astype(np.float64).reshape(-1).copy() for o in _outputs(fn, inputs)]
-                flat[e] = orig - eps
+                plus = [_host(o).astype(np.float64).reshape(-1) for o in _outputs(fn, inputs)]
+                put(e, orig - eps)
                 surrogates.start_pass()
-                minus = [o.detach().numpy().astype(np.float64).reshape(-1).copy() for o in _outputs(fn, inputs)]
-                flat[e] = orig
+                minus = [_host(o).astype(np.float64).reshape(-1) for o in _outputs(fn, inputs)]
+                put(e, orig)
                 for o in range(len(base)):
                     cols[o][:, e] = (plus[o] - minus[o]) / (2 * eps)
             jac[i] = cols
@@ -85,12 +100,12 @@ def _analytical_jacobians(fn, inputs, picked):
         for r in range(n_out):
             seed = np.zeros(n_out)
             seed[r] = 1.0
-            gout = tensor(seed.reshape(out.shape), dtype=out.dtype)
+            gout = tensor(seed.reshape(out.shape), dtype=out.dtype, device=out.device)
             grads = autograd_grad(out, diff, gout, retain_graph=True, allow_unused=True)
             for i, g in zip(picked, grads):
                 if g is not None:
-                    g = g.to_dense() if g.is_sparse else g.detach()
-                    jac[i][o][r, :] = g.numpy().astype(np.float64).reshape(-1)
+                    g = g.to_dense() if g.is_sparse else g
+                    jac[i][o][r, :] = _host(g).astype(np.float64).reshape(-1)
     return jac
 
 
@@ -130,8 +145,8 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     outs = _outputs(fn, inputs)
     if grad_outputs is None:
         rng = np.random.default_rng(seed)
-        grad_outputs = tuple(tensor(rng.standard_normal(o.shape), dtype=float64, requires_grad=True)
-                             for o in outs)
+        grad_outputs = tuple(tensor(rng.standard_normal(o.shape), dtype=float64, requires_grad=True,
+                                    device=o.device) for o in outs)
     grad_outputs = _as_tuple(grad_outputs)
     if len(grad_outputs) != len(outs):
         raise ValueError(f"gradgradcheck: {len(grad_outputs)} grad_outputs for {len(outs)} outputs")

@@ -18,6 +18,13 @@ from an init function; Python loads it and calls them like built-ins:
     >>> y = cgrad.ops.scale(x, 3.0)          # or cgrad.ops.call("scale", x, params=(3.0,))
     >>> cgrad.ops.gradcheck("scale", x64, params=(3.0,))   # cg_gradcheck, in C
 
+`cgrad.ops.<name>` is an OpHandle resolved once (cg_op_find) and cached:
+calls through it skip the registry's name lookup and lock, as a C caller
+of cg_op_call_handle does; keep it in a variable in a hot loop
+(`scale = cgrad.ops.scale`). A handle keeps its op alive, so one held
+across cgrad.ops.unregister still runs the op it was taken on;
+cgrad.ops.<name> itself resolves again once its op is unregistered.
+
 The library is not linked against libcgrad: its cg_ symbols resolve to the
 copy inside cgrad's extension module, which cgrad loads with RTLD_GLOBAL,
 so the op records on the same tape as every other op. A C program that
@@ -31,6 +38,7 @@ from cgrad import _core
 __all__ = ["load_library", "call", "list_ops", "info", "unregister", "gradcheck"]
 
 _loaded = {}
+_handles = {}  # name -> OpHandle, dropped when its op is no longer registered
 
 
 def load_library(path, init="cgrad_register_ops"):
@@ -81,6 +89,7 @@ def info(name):
 
 def unregister(name):
     _core._op_unregister(name)
+    _handles.pop(name, None)
 
 
 def gradcheck(name, *inputs, params=(), eps=1e-6, atol=1e-5, rtol=1e-3):
@@ -92,16 +101,13 @@ def gradcheck(name, *inputs, params=(), eps=1e-6, atol=1e-5, rtol=1e-3):
 def __getattr__(name):
     if name.startswith("_"):
         raise AttributeError(name)
-    if name not in _core._op_names():
-        raise AttributeError(f"cgrad.ops has no op {name!r} (registered: {', '.join(_core._op_names()) or 'none'})")
-
-    def op(*tensors, **kwargs):
-        params = kwargs.pop("params", None)
-        if kwargs:
-            raise TypeError(f"cgrad.ops.{name}: unexpected keyword arguments {sorted(kwargs)}")
-        ts = [t for t in tensors if isinstance(t, _core.Tensor)]
-        ps = [p for p in tensors if not isinstance(p, _core.Tensor)]
-        return call(name, *ts, params=tuple(ps) if params is None else tuple(params))
-
-    op.__name__ = name
+    op = _handles.get(name)
+    if op is not None and op.registered:  # one C call, no lock: the cached handle is current
+        return op
+    try:
+        op = _core._op_find(name)
+    except ValueError:
+        _handles.pop(name, None)
+        raise AttributeError(f"cgrad.ops has no op {name!r} (registered: {', '.join(_core._op_names()) or 'none'})") from None
+    _handles[name] = op
     return op

@@ -200,7 +200,7 @@ class GradientPolicies:
                         _dense(p, rule)
                         m = rule.options["fn"](p.detach())
                         if not isinstance(m, Tensor):
-                            m = _core.tensor(np.asarray(m))
+                            m = _core.tensor(np.asarray(m), device=p.grad.device)
                         if tuple(m.shape) != tuple(p.shape):
                             raise ValueError(f"mask: {_fn_name(rule.options['fn'])} returned shape "
                                              f"{tuple(m.shape)} for a parameter of shape {tuple(p.shape)}")
@@ -210,9 +210,10 @@ class GradientPolicies:
                         _dense(p, rule)
                         std = rule.options["std"]
                         if rule.rng is not None:
-                            z = _core.tensor(rule.rng.standard_normal(tuple(p.shape)), dtype=p.grad.dtype)
+                            z = _core.tensor(rule.rng.standard_normal(tuple(p.shape)), dtype=p.grad.dtype,
+                                             device=p.grad.device)
                         else:
-                            z = _core.randn(*p.shape, dtype=p.grad.dtype)
+                            z = _core.randn(*p.shape, dtype=p.grad.dtype, device=p.grad.device)
                         p.grad.add_(z, alpha=std)
                 elif rule.kind == "clip_norm":
                     entry.update(self._clip(params, rule.options["max_norm"], rule.options["norm_type"]))

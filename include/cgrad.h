@@ -388,20 +388,30 @@ CG_API void cg_set_location_hook(cg_location_fn fn, cg_location_str_fn str,
                                  cg_location_free_fn free_fn, void *ctx);
 CG_API void cg_set_anomaly_hook(cg_anomaly_fn fn, void *ctx);
 
-/* Op registry: named custom ops callable from C (cg_op_call) and from
- * Python (cgrad.ops.call / cgrad.ops.<name>, after cgrad.ops.load_library
- * loads a shared library that registers them), each call recording one tape
- * entry as cg_record_custom does. Process-wide and thread-safe.
+/* Op registry: named custom ops callable from C (cg_op_call, or
+ * cg_op_call_handle on a handle from cg_op_find) and from Python
+ * (cgrad.ops.call / cgrad.ops.<name>, after cgrad.ops.load_library loads a
+ * shared library that registers them). Each call records one tape entry,
+ * as a built-in op does: the entry keeps the call's params and what it
+ * saves (inputs, output) in itself, names the op by its registered name
+ * (grad_fn name, anomaly reports, entry observers), and a backward override
+ * pushed for that name (or "*") replaces its backward. Process-wide and
+ * thread-safe.
  *
  * forward(ctx, n_inputs, inputs, n_params, params, &out) computes a NEW
  * tensor from the inputs; it runs with grad mode off. backward(ctx,
  * n_inputs, inputs, n_params, params, output, grad_output, needs_input_grad,
- * grad_inputs) gets the call's inputs, its output (a detached view), the
- * gradient of the output, and sets grad_inputs[j] to a NEW reference of
- * inputs[j]'s shape and dtype (or leaves it NULL) for each j with
- * needs_input_grad[j]. It runs with grad mode == create_graph: written with
- * cg_ ops, it is differentiable (double backward works through it). All
- * pointers passed to forward and backward are borrowed for the call.
+ * grad_inputs) gets the call's inputs, its output (linked to the call's
+ * entry, as a saved output of a built-in is), the gradient of the output,
+ * and sets grad_inputs[j] to a NEW reference of inputs[j]'s dtype and shape
+ * (or a shape that broadcasts to it: it is summed down) or leaves it NULL,
+ * for each j with needs_input_grad[j]; any other shape or dtype fails the
+ * backward naming the op and the input. It runs with grad mode ==
+ * create_graph: written with cg_ ops, it is differentiable (double backward
+ * works through it). A saved input or output modified in place after the
+ * call fails the backward with CG_ERR_AUTOGRAD naming the op, as for a
+ * built-in. All pointers passed to forward and backward are borrowed for
+ * the call.
  *
  * cg_op_register: name is letters, digits and '_' (not starting with a
  * digit, < 64 characters) and must not be registered yet; 1..16 inputs,
@@ -421,9 +431,26 @@ CG_API cg_status cg_op_register(const char *name, int n_inputs, int n_params,
 CG_API cg_status cg_op_unregister(const char *name);
 /* Calls op name: n_inputs / n_params must match its registration. *out is a
  * new reference (recorded on the tape when grad mode is on and an input
- * requires grad). */
+ * requires grad). Looks the name up under the registry's lock on every
+ * call; a hot loop takes a handle once instead. */
 CG_API cg_status cg_op_call(const char *name, int n_inputs, cg_tensor *const *inputs, int n_params,
                             const double *params, cg_tensor **out);
+/* A handle on one registered op: calls through it take no lock and do no
+ * lookup, so they cost what a built-in op costs. cg_op_find sets *out to a
+ * NEW handle (CG_ERR_VALUE naming the name when none is registered);
+ * release it with cg_op_handle_free (NULL is fine). The handle keeps the op
+ * (and its ctx) alive: after cg_op_unregister, calls through it still work
+ * and run the op it was taken on, even when another op has since been
+ * registered under the same name. */
+typedef struct cg_op_handle cg_op_handle; /* opaque, refcounted */
+CG_API cg_status cg_op_find(const char *name, cg_op_handle **out);
+CG_API void cg_op_handle_free(cg_op_handle *handle);
+/* cg_op_call through a handle (the same checks, results and errors). */
+CG_API cg_status cg_op_call_handle(cg_op_handle *handle, int n_inputs, cg_tensor *const *inputs,
+                                   int n_params, const double *params, cg_tensor **out);
+/* 1 while the op the handle refers to is registered, 0 once it was
+ * unregistered (or handle is NULL). */
+CG_API int cg_op_handle_is_registered(const cg_op_handle *handle);
 /* What op name's backward receives (default: both). An op whose backward
  * does not read its inputs (or output) says so, and its calls keep nothing
  * alive for backward: the inputs array then holds NULLs (output NULL). */

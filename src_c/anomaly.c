@@ -59,8 +59,17 @@ const char *cg_anomaly_report(void) { return anomaly_first; }
  * included); 0 for int/bool. The one-pass statistics kernel counts them. */
 int64_t cg__count_nonfinite(const cg_tensor *t) {
     if (!t || !cg__is_float(t->dtype) || t->numel == 0) return 0;
+    cg_tensor *host = NULL; /* device tensors are scanned on a host copy */
+    if (!t->layout && cg__dev(t) &&
+        (cg__new(t->dtype, t->ndim, t->shape, 0, &host) != CG_OK || cg__copy_elems(host, t) != CG_OK)) {
+        cg_tensor_free(host);
+        cg_clear_error();
+        return 0;
+    }
     cg_stats st;
-    if (cg_tensor_stats(t, &st) != CG_OK) {
+    cg_status s = cg_tensor_stats(host ? host : t, &st);
+    cg_tensor_free(host);
+    if (s != CG_OK) {
         cg_clear_error();
         return 0;
     }
@@ -85,15 +94,16 @@ static const char *kind_of(const cg_tensor *t) {
     int nan = 0, inf = 0;
     if (t->layout) t = t->sp_values;
     if (t->dtype == CG_FLOAT32 || t->dtype == CG_FLOAT64) {
-        cg_tensor *c = NULL;
-        if (cg__contig((cg_tensor *)t, &c) == CG_OK) {
+        cg_tensor *c = NULL; /* a contiguous host copy (device tensors included) */
+        if (cg__new(t->dtype, t->ndim, t->shape, 0, &c) == CG_OK && cg__copy_elems(c, t) == CG_OK) {
             for (int64_t i = 0; i < c->numel && !(nan && inf); ++i) {
                 double v = cg__load(cg__ptr(c), c->dtype, i);
                 nan |= isnan(v);
                 inf |= isinf(v);
             }
-            cg_tensor_free(c);
         }
+        cg_tensor_free(c);
+        cg_clear_error();
     }
     return nan && inf ? "nan and inf" : nan ? "nan" : "inf";
 }

@@ -213,6 +213,12 @@ CG_INTERNAL cg_status cg__err(cg_status code, const char *fmt, ...)
 #define CG_CHECK_TS(t)                                                         \
     do {                                                                       \
         if (!(t)) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", __func__, #t); \
+        if (!(t)->layout && (t)->storage->device) return cg__device_refused(__func__, #t, (t)); \
+    } while (0)
+/* Sparse-aware and device-capable: only the NULL check. */
+#define CG_CHECK_TSD(t)                                                        \
+    do {                                                                       \
+        if (!(t)) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", __func__, #t); \
     } while (0)
 #define CG_TRY(expr)                                                           \
     do {                                                                       \
@@ -356,6 +362,19 @@ CG_INTERNAL cg_status cg__save_output(cg_node *node, int output_nr);
 /* New reference to saved slot i; fails with CG_ERR_AUTOGRAD when the graph
  * was released or the tensor was modified in place since it was saved. */
 CG_INTERNAL cg_status cg__saved(cg_node *node, int i, cg_tensor **out);
+/* The same three on a slot outside node->saved (an entry that keeps more
+ * than CG_NODE_MAX_SAVED tensors: registry.c); unpack checks the version
+ * and relinks a saved output to node, but not node->released. */
+CG_INTERNAL void cg__save_into(cg_saved *slot, cg_tensor *t);
+CG_INTERNAL cg_status cg__save_output_into(cg_node *node, int output_nr, cg_saved *slot);
+CG_INTERNAL cg_status cg__saved_unpack(cg_node *node, const cg_saved *slot, cg_tensor **out);
+/* The engine's check of a custom backward's gradient for input i (dtype,
+ * shape; a broadcast shape is summed down to the input's, replacing *g). */
+CG_INTERNAL cg_status cg__check_custom_grad(cg_node *node, int i, cg_tensor **g);
+/* Registered ops (registry.c): every call's entry has this backward; the
+ * release frees what the call saved outside node->saved. */
+CG_INTERNAL cg_status cg__registered_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin);
+CG_INTERNAL void cg__registered_release(cg_node *node);
 CG_INTERNAL const char *cg__node_name(const cg_node *node);
 CG_INTERNAL void cg__node_decref(cg_node *node);
 /* Frees a hook list (calls each ctx_free). */

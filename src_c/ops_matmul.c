@@ -12,6 +12,10 @@
  * and a's batch dims are contiguous over its rows, the whole batch is one
  * GEMM with m * batch rows (the usual (N, T, C) @ (C, D) Linear case).
  *
+ * On a device the backend's "matmul" kernel (cuBLAS through xp.matmul on
+ * a GPU) gets both operands as they are; shapes, checks and recording stay
+ * here.
+ *
  * Backward (ops, so second derivatives work):
  *   grad_a = sum_to_shape(g @ b^T, a.shape),  grad_b = sum_to_shape(a^T @ g, b.shape)
  * with the 1-D operands unsqueezed to matrices first.
@@ -109,8 +113,11 @@ static cg_status matmul_shape_err(const cg_tensor *a, const cg_tensor *b, const 
 
 cg_status cg_matmul(cg_tensor *a, cg_tensor *b, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
-    CG_CHECK_T(b);
+    CG_CHECK_TD(a);
+    CG_CHECK_TD(b);
+    int dev;
+    cg_tensor *ab[2] = {a, b};
+    CG_TRY(cg__same_device("cg_matmul", 2, ab, &dev));
     if (!cg__is_float(a->dtype) || !cg__is_float(b->dtype) || a->dtype != b->dtype)
         return cg__err(CG_ERR_DTYPE,
                        "cg_matmul: both operands must have the same floating dtype (got %s and %s)",
@@ -148,9 +155,16 @@ cg_status cg_matmul(cg_tensor *a, cg_tensor *b, cg_tensor **out) {
     if (ond > CG_MAX_DIMS) return matmul_shape_err(a, b, "give a result with more than 8 dims");
 
     cg_tensor *r;
-    CG_TRY(cg__new(a->dtype, ond, oshape, k == 0, &r));
+    CG_TRY(cg__new_on(dev, a->dtype, ond, oshape, k == 0, &r));
     cg_status st = CG_OK;
-    if (nmat > 0 && m > 0 && n > 0 && k > 0) {
+    if (dev) { /* the backend takes both operands in any layout */
+        cg_tensor *ts[3] = {r, a, b};
+        if (r->numel && k > 0) st = cg__kernel(dev, "matmul", 1, 3, ts, 0, NULL, 0, NULL);
+        if (st) {
+            cg_tensor_free(r);
+            return st;
+        }
+    } else if (nmat > 0 && m > 0 && n > 0 && k > 0) {
         mat_operand A = {0}, B = {0};
         st = operand_init(a, 1, &A);
         if (!st) st = operand_init(b, 0, &B);

@@ -12,7 +12,11 @@
  *          then the row loop.
  * float32 sums accumulate in float lanes over short blocks and add the
  * block totals in double, so long sums keep ~double accuracy at float
- * speed. */
+ * speed.
+ *
+ * On a device the checks, plan sizes and output shapes are the same and
+ * reduce_device() / softmax_common() run the backend's named kernel in
+ * place of these loops (docs/backend.md, "Reductions, softmax and matmul"). */
 /* Vectorisation options for the kernel loops (GCC's -O2 cost model leaves
  * loops with unknown trip counts scalar); same note as ops_binary.c. */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -478,6 +482,27 @@ static const char *kind_fn(int kind) {
     return names[kind];
 }
 
+/* Device form of the loops below: r (allocated on a's device, K > 0)
+ * receives the reduction of a over the dims in mask. The backend gets the
+ * reduced dims as int parameters (ascending) and, for var, the correction;
+ * an empty reduction is filled with the identity here, so every device
+ * kernel sees R > 0. */
+static cg_status reduce_device(int dev, int kind, cg_tensor *a, const unsigned char *mask,
+                               int64_t R, double correction, cg_tensor *r) {
+    static const char *const names[] = {"sum", "mean", "amax", "amin",
+                                        "argmax", "argmin", "logsumexp", "var"};
+    if (R == 0) {
+        double fill = kind == RK_LSE ? -INFINITY : (kind == RK_SUM ? 0.0 : NAN);
+        return cg__kernel(dev, "fill_", 1, 1, &r, 1, &fill, 0, NULL);
+    }
+    int64_t axes[CG_MAX_DIMS];
+    int n = 0;
+    for (int d = 0; d < a->ndim; ++d)
+        if (mask[d]) axes[n++] = d;
+    cg_tensor *ts[2] = {r, a};
+    return cg__kernel(dev, names[kind], 1, 2, ts, 1, &correction, n, axes);
+}
+
 /* The unrecorded reduction: a new contiguous tensor. */
 static cg_status reduce_raw(cg_tensor *a, const unsigned char *mask, int keepdim, int kind,
                             double correction, cg_tensor **out) {
@@ -497,7 +522,16 @@ static cg_status reduce_raw(cg_tensor *a, const unsigned char *mask, int keepdim
         return cg__err(CG_ERR_VALUE,
                        "%s: cannot reduce over a zero-size dim (the operation has no identity)", fn);
     cg_tensor *r;
-    CG_TRY(cg__new(odt, ond, oshape, 0, &r));
+    int dev = cg__dev(a);
+    CG_TRY(cg__new_on(dev, odt, ond, oshape, 0, &r));
+    if (dev) {
+        cg_status st = pl.K ? reduce_device(dev, kind, a, mask, pl.R, correction, r) : CG_OK;
+        if (st) {
+            cg_tensor_free(r);
+            return st;
+        }
+        goto done;
+    }
     rargs ra;
     ra.scale = kind == RK_MEAN ? 1.0 / (double)pl.R : 1.0;
     double denom = (double)pl.R - correction;
@@ -733,7 +767,7 @@ static cg_status reduce_op(const cg_op *op, int kind, cg_tensor *a, const int *d
 
 cg_status cg_sum(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     if (a->dtype == CG_BOOL) { /* counts: sum as int64 like PyTorch */
         cg_tensor *ai;
         CG_TRY(cg_to_dtype(a, CG_INT64, &ai));
@@ -746,14 +780,14 @@ cg_status cg_sum(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tenso
 
 cg_status cg_mean(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     return reduce_op(&OP_MEAN, RK_MEAN, a, dims, ndims, keepdim, 0.0, 0, 0, out);
 }
 
 cg_status cg_var(cg_tensor *a, const int *dims, int ndims, double correction, int keepdim,
                  cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     if (!(correction >= 0.0) || isinf(correction))
         return cg__err(CG_ERR_VALUE, "cg_var: correction must be finite and >= 0 (got %g)", correction);
     return reduce_op(&OP_VAR, RK_VAR, a, dims, ndims, keepdim, correction, 1, 0, out);
@@ -761,19 +795,19 @@ cg_status cg_var(cg_tensor *a, const int *dims, int ndims, double correction, in
 
 cg_status cg_max(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     return reduce_op(&OP_MAX, RK_MAX, a, dims, ndims, keepdim, 0.0, 1, 1, out);
 }
 
 cg_status cg_min(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     return reduce_op(&OP_MIN, RK_MIN, a, dims, ndims, keepdim, 0.0, 1, 1, out);
 }
 
 cg_status cg_logsumexp(cg_tensor *a, const int *dims, int ndims, int keepdim, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     return reduce_op(&OP_LSE, RK_LSE, a, dims, ndims, keepdim, 0.0, 1, 1, out);
 }
 
@@ -790,13 +824,13 @@ static cg_status arg_reduce(int kind, cg_tensor *a, int dim, int keepdim, int fl
 
 cg_status cg_argmax(cg_tensor *a, int dim, int keepdim, int flatten_all, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     return arg_reduce(RK_ARGMAX, a, dim, keepdim, flatten_all, out);
 }
 
 cg_status cg_argmin(cg_tensor *a, int dim, int keepdim, int flatten_all, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     return arg_reduce(RK_ARGMIN, a, dim, keepdim, flatten_all, out);
 }
 
@@ -811,7 +845,7 @@ static const cg_op OP_SUM_TO_SHAPE = {"sum_to_shape", sum_to_shape_backward};
 
 cg_status cg_sum_to_shape(cg_tensor *a, int ndim, const int64_t *shape, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     CG_TRY(cg__check_shape_arg("cg_sum_to_shape", ndim, shape));
     unsigned char mask[CG_MAX_DIMS] = {0};
     int lead = a->ndim - ndim, any = 0;
@@ -989,9 +1023,19 @@ static cg_status softmax_common(const char *fn, cg_tensor *a, int dim, int log_o
         else if (i == d) D = a->shape[i];
         else inner *= a->shape[i];
     }
-    cg_tensor *c, *r;
+    cg_tensor *c = NULL, *r;
+    int dev = cg__dev(a);
+    cg_status st;
+    if (dev) { /* the backend reads a in any layout */
+        CG_TRY(cg__new_on(dev, a->dtype, a->ndim, a->shape, 0, &r));
+        int64_t ip = d;
+        cg_tensor *ts[2] = {r, a};
+        st = r->numel ? cg__kernel(dev, log_out ? "log_softmax" : "softmax", 1, 2, ts, 0, NULL, 1, &ip)
+                      : CG_OK;
+        goto record;
+    }
     CG_TRY(cg__contig(a, &c));
-    cg_status st = cg__new(a->dtype, a->ndim, a->shape, 0, &r);
+    st = cg__new(a->dtype, a->ndim, a->shape, 0, &r);
     if (st) {
         cg_tensor_free(c);
         return st;
@@ -1007,6 +1051,7 @@ static cg_status softmax_common(const char *fn, cg_tensor *a, int dim, int log_o
         st = softmax_f64((const double *)cg__ptr(c), (double *)cg__ptr(r), outer, D, inner, log_out);
     }
     cg_tensor_free(c);
+record:
     if (!st && cg__wants_grad1(a)) {
         cg_node *node;
         st = cg__record(log_out ? &OP_LOG_SOFTMAX : &OP_SOFTMAX, 1, &a, 1, &r, &node);
@@ -1026,12 +1071,12 @@ static cg_status softmax_common(const char *fn, cg_tensor *a, int dim, int log_o
 
 cg_status cg_softmax(cg_tensor *a, int dim, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     return softmax_common("cg_softmax", a, dim, 0, out);
 }
 
 cg_status cg_log_softmax(cg_tensor *a, int dim, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
+    CG_CHECK_TD(a);
     return softmax_common("cg_log_softmax", a, dim, 1, out);
 }

@@ -245,7 +245,7 @@ cg_status cg__sparse_add_into(cg_tensor *dense, const cg_tensor *sp) {
 
 cg_status cg_sparse_to_dense(cg_tensor *t, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TS(t);
+    CG_CHECK_TSD(t);
     if (t->layout == CG_STRIDED) {
         cg_tensor_retain(t);
         *out = t;

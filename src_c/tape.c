@@ -52,6 +52,8 @@ static void release_saved(cg_node *n) {
         n->saved[i].t = NULL;
     }
     release_override_tensors(n);
+    /* A registered op's call may keep more saved tensors than the slots. */
+    if (n->op && n->op->backward == cg__registered_backward) cg__registered_release(n);
     /* A released custom entry never runs its backward again: its context
      * (and what it saved) goes now, not when the graph dies. */
     if (n->custom_backward && n->ctx_free) {
@@ -299,18 +301,27 @@ cg_status cg__record(const cg_op *op, int n_inputs, cg_tensor *const *inputs, in
 cg_status cg__save(cg_node *node, cg_tensor *t) {
     if (node->n_saved >= CG_NODE_MAX_SAVED)
         return cg__err(CG_ERR_UNSUPPORTED, "'%s': too many saved tensors", cg__node_name(node));
-    cg_saved *s = &node->saved[node->n_saved++];
+    cg__save_into(&node->saved[node->n_saved++], t);
+    return CG_OK;
+}
+
+void cg__save_into(cg_saved *s, cg_tensor *t) {
     cg_tensor_retain(t);
     s->t = t;
     s->storage = t ? t->storage : NULL;
     s->version = t ? t->storage->version : 0;
     s->is_output = 0;
-    return CG_OK;
 }
 
 cg_status cg__save_output(cg_node *node, int output_nr) {
     if (node->n_saved >= CG_NODE_MAX_SAVED)
         return cg__err(CG_ERR_UNSUPPORTED, "'%s': too many saved tensors", cg__node_name(node));
+    CG_TRY(cg__save_output_into(node, output_nr, &node->saved[node->n_saved]));
+    ++node->n_saved;
+    return CG_OK;
+}
+
+cg_status cg__save_output_into(cg_node *node, int output_nr, cg_saved *s) {
     if (output_nr < 0 || output_nr >= node->n_outputs || !node->out_meta[output_nr].weak)
         return cg__err(CG_ERR_INDEX, "'%s': no output %d to save", cg__node_name(node), output_nr);
     /* The output holds the node, so the node keeps only a detached alias and
@@ -318,7 +329,6 @@ cg_status cg__save_output(cg_node *node, int output_nr) {
     cg_tensor *out = node->out_meta[output_nr].weak;
     cg_tensor *alias;
     CG_TRY(cg__view(out, out->ndim, out->shape, out->strides, out->offset, &alias));
-    cg_saved *s = &node->saved[node->n_saved++];
     s->t = alias;
     s->storage = alias->storage;
     s->version = out->storage->version;
@@ -336,7 +346,11 @@ cg_status cg__saved(cg_node *node, int i, cg_tensor **out) {
                        cg__node_name(node));
     if (i < 0 || i >= node->n_saved)
         return cg__err(CG_ERR_INDEX, "'%s': saved tensor %d does not exist", cg__node_name(node), i);
-    cg_saved *s = &node->saved[i];
+    return cg__saved_unpack(node, &node->saved[i], out);
+}
+
+cg_status cg__saved_unpack(cg_node *node, const cg_saved *s, cg_tensor **out) {
+    *out = NULL;
     if (!s->t) {
         return CG_OK; /* a NULL was saved (optional argument) */
     }
@@ -405,6 +419,8 @@ static cg_status custom_check_grad(cg_node *node, int i, cg_tensor **g) {
     *g = red;
     return CG_OK;
 }
+
+cg_status cg__check_custom_grad(cg_node *node, int i, cg_tensor **g) { return custom_check_grad(node, i, g); }
 
 static cg_status custom_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
     if (node->released)

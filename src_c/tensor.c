@@ -570,7 +570,7 @@ cg_status cg_tensor_set_data(cg_tensor *t, cg_tensor *src) {
 
 cg_status cg_detach(cg_tensor *t, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TS(t);
+    CG_CHECK_TSD(t);
     if (t->layout) /* a new header over the same parts */
         return cg__sparse_make(t->sp_indices, t->sp_values, t->shape[0], t->sp_coalesced, out);
     return cg__view(t, t->ndim, t->shape, t->strides, t->offset, out);

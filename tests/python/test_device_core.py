@@ -268,3 +268,66 @@ def test_memory_stats_follow_live_tensors():
     assert cgrad.cuda.memory_allocated() == base
     assert "allocated_bytes.all.current" in cgrad.cuda.memory_stats()
     cgrad.cuda.synchronize()
+
+
+def test_gradcheck_runs_on_device_inputs():
+    _, xd = _pair((2, 3), seed=5)
+    _, yd = _pair((3,), seed=6)
+    assert cgrad.autograd.gradcheck(lambda a, b: (a * b).tanh() / (b * b + 1.0), (xd, yd))
+    assert cgrad.autograd.gradgradcheck(lambda a, b: a * a * b, (xd, yd))
+    assert xd.device == "cuda"  # inputs restored in place on their device
+
+
+def test_gradcheck_on_device_catches_a_wrong_backward():
+    class Wrong(cgrad.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * 3.0 * x
+
+    _, xd = _pair((3,))
+    with pytest.raises(cgrad.autograd.GradcheckError, match="input 0"):
+        cgrad.autograd.gradcheck(Wrong.apply, (xd,))
+
+
+def test_anomaly_mode_names_the_op_on_device():
+    xd = cgrad.tensor([1.0, -1.0], dtype=cgrad.float64, device="cuda", requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="log"):
+        with cgrad.autograd.detect_anomaly():
+            xd.log()
+
+
+def test_check_mode_checks_a_custom_function_on_device():
+    class Wrong(cgrad.autograd.Function):
+        check_mode = True
+
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * x  # should be 2 g x
+
+    _, xd = _pair((4,), seed=7)
+    with pytest.raises(cgrad.autograd.GradcheckError, match="Wrong.backward"):
+        Wrong.apply(xd)
+
+
+def test_gradient_policies_act_on_device_grads():
+    w = cgrad.nn.Parameter(cgrad.tensor([1.0, -2.0, 3.0], dtype=cgrad.float64, device="cuda"))
+    pol = cgrad.policy.GradientPolicies()
+    pol.mask(w, lambda p: p > 0)
+    pol.scale(w, 0.5)
+    (w * cgrad.tensor([1.0, 1.0, 1.0], dtype=cgrad.float64, device="cuda")).backward(
+        cgrad.ones(3, dtype=cgrad.float64, device="cuda"))
+    pol.apply()
+    assert w.grad.device == "cuda"
+    np.testing.assert_array_equal(host(w.grad), [0.5, 0.0, 0.5])
