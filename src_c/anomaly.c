@@ -59,17 +59,8 @@ const char *cg_anomaly_report(void) { return anomaly_first; }
  * included); 0 for int/bool. The one-pass statistics kernel counts them. */
 int64_t cg__count_nonfinite(const cg_tensor *t) {
     if (!t || !cg__is_float(t->dtype) || t->numel == 0) return 0;
-    cg_tensor *host = NULL; /* device tensors are scanned on a host copy */
-    if (!t->layout && cg__dev(t) &&
-        (cg__new(t->dtype, t->ndim, t->shape, 0, &host) != CG_OK || cg__copy_elems(host, t) != CG_OK)) {
-        cg_tensor_free(host);
-        cg_clear_error();
-        return 0;
-    }
-    cg_stats st;
-    cg_status s = cg_tensor_stats(host ? host : t, &st);
-    cg_tensor_free(host);
-    if (s != CG_OK) {
+    cg_stats st; /* one pass, on the tensor's own device */
+    if (cg_tensor_stats(t, &st) != CG_OK) {
         cg_clear_error();
         return 0;
     }

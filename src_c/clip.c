@@ -7,6 +7,7 @@
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math")
 #endif
 #include "cg_internal.h"
+#include "optim_device.h"
 
 static cg_status check_float(const char *fn, const char *what, int i, const cg_tensor *t) {
     if (!cg__is_float(t->dtype))
@@ -66,6 +67,42 @@ static cg_status check_norm_type(const char *fn, double p) {
     return CG_OK;
 }
 
+/* Norms of one device's tensors ("pnorms": (norms float64 [k]; x_1..x_k),
+ * f[0] = p), scattered into the list's slots. Empty tensors have norm 0 and
+ * are not passed to the kernel. */
+typedef struct norms_ctx {
+    double p;
+    double *out; /* n slots */
+} norms_ctx;
+
+static cg_status device_norms(int dev, int k, cg_tensor **ts, const int *idx, void *vctx) {
+    norms_ctx *ctx = vctx;
+    int *pos = malloc(sizeof *pos * (size_t)k);
+    double *v = malloc(sizeof *v * (size_t)k);
+    if (!pos || !v) {
+        free(pos);
+        free(v);
+        return cg__err(CG_ERR_NOMEM, "pnorms: out of memory for %d norms", k);
+    }
+    int m = 0;
+    for (int j = 0; j < k; ++j) {
+        ctx->out[idx[j]] = 0.0;
+        if (ts[j]->numel) {
+            pos[m] = idx[j];
+            ts[m++] = ts[j]; /* ts is the grouping's scratch array */
+        }
+    }
+    cg_status st = CG_OK;
+    if (m) {
+        const int64_t shape = m;
+        st = cg__kernel_result(dev, "pnorms", 0, m, ts, 1, &ctx->p, 0, NULL, CG_FLOAT64, 1, &shape, v);
+        for (int j = 0; j < m && !st; ++j) ctx->out[pos[j]] = v[j];
+    }
+    free(pos);
+    free(v);
+    return st;
+}
+
 static cg_status total_norm(const char *fn, int n, cg_tensor *const *ts, double p,
                             double *out) {
     if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
@@ -78,15 +115,37 @@ static cg_status total_norm(const char *fn, int n, cg_tensor *const *ts, double 
      * saves the optimizer that work. Then only nnz rows are read. */
     for (int i = 0; i < n; ++i)
         if (ts[i] && ts[i]->layout) CG_TRY(cg__sparse_coalesce_inplace(ts[i]));
+    /* Per-tensor norms: the device tensors' first, one kernel per device
+     * (one copy back to the host each), then the host ones in the loop. */
+    double *dnorm = NULL;
+    if (n > 0) {
+        dnorm = malloc(sizeof *dnorm * (size_t)n);
+        if (!dnorm) return cg__err(CG_ERR_NOMEM, "%s: out of memory for %d norms", fn, n);
+        norms_ctx ctx = {p, dnorm};
+        cg_status st = cg__for_device_groups(n, ts, device_norms, &ctx);
+        if (st) {
+            free(dnorm);
+            return st;
+        }
+    }
     /* The p-norm of the per-tensor p-norms, as PyTorch's get_total_norm. */
     double acc = 0.0;
     int nan = 0;
     for (int i = 0; i < n; ++i) {
         if (!ts[i]) continue;
-        cg_tensor *c = NULL;
-        CG_TRY(cg__contig(ts[i]->layout ? ts[i]->sp_values : ts[i], &c));
-        const double v = pnorm(c, p);
-        cg_tensor_free(c);
+        double v;
+        if (cg__dev(ts[i])) {
+            v = dnorm[i];
+        } else {
+            cg_tensor *c = NULL;
+            cg_status st = cg__contig(ts[i]->layout ? ts[i]->sp_values : ts[i], &c);
+            if (st) {
+                free(dnorm);
+                return st;
+            }
+            v = pnorm(c, p);
+            cg_tensor_free(c);
+        }
         if (isinf(p)) {
             nan |= v != v;
             acc = v > acc ? v : acc;
@@ -98,6 +157,7 @@ static cg_status total_norm(const char *fn, int n, cg_tensor *const *ts, double 
             acc += pow(v, p);
         }
     }
+    free(dnorm);
     if (isinf(p)) *out = nan ? NAN : acc;
     else if (p == 2.0) *out = sqrt(acc);
     else if (p == 1.0) *out = acc;
@@ -130,6 +190,7 @@ static cg_status apply_inplace(cg_tensor *g, inplace_fn fn, const double *prm, i
 }
 
 static void scale_fn(cg_tensor *c, const double *prm, int64_t *count) {
+    (void)count;
     const int64_t n = c->numel;
     if (c->dtype == CG_FLOAT32) {
         float *x = cg__ptr(c);
@@ -140,6 +201,49 @@ static void scale_fn(cg_tensor *c, const double *prm, int64_t *count) {
         const double k = prm[0];
         for (int64_t i = 0; i < n; ++i) x[i] *= k;
     }
+}
+
+/* The device tensors of a list: those with elements, compacted into ts
+ * (the grouping's scratch array); every one's version is bumped, as the
+ * host path bumps every gradient it visits. */
+static int device_targets(int k, cg_tensor **ts) {
+    int m = 0;
+    for (int j = 0; j < k; ++j) {
+        ++ts[j]->storage->version;
+        if (ts[j]->numel) ts[m++] = ts[j];
+    }
+    return m;
+}
+
+/* "scale_": (g_1..g_k;) f[0] = the factor, each g multiplied in place in
+ * its dtype (the factor rounded to it, as scale_fn). */
+static cg_status device_scale(int dev, int k, cg_tensor **ts, const int *idx, void *ctx) {
+    (void)idx;
+    const int m = device_targets(k, ts);
+    return m ? cg__kernel_result(dev, "scale_", m, 0, ts, 1, (const double *)ctx, 0, NULL,
+                                 CG_FLOAT64, 0, NULL, NULL)
+             : CG_OK;
+}
+
+/* "clamp_abs_": (g_1..g_k, changed int64 [k];) f[0] = the bound. */
+typedef struct clamp_ctx {
+    double bound;
+    int64_t count;
+} clamp_ctx;
+
+static cg_status device_clamp(int dev, int k, cg_tensor **ts, const int *idx, void *vctx) {
+    (void)idx;
+    clamp_ctx *ctx = vctx;
+    const int m = device_targets(k, ts);
+    if (!m) return CG_OK;
+    int64_t *counts = malloc(sizeof *counts * (size_t)m);
+    if (!counts) return cg__err(CG_ERR_NOMEM, "clamp_abs_: out of memory for %d counts", m);
+    const int64_t shape = m;
+    cg_status st = cg__kernel_result(dev, "clamp_abs_", m, 0, ts, 1, &ctx->bound, 0, NULL, CG_INT64,
+                                     1, &shape, counts);
+    for (int j = 0; j < m && !st; ++j) ctx->count += counts[j];
+    free(counts);
+    return st;
 }
 
 cg_status cg_clip_grad_norm(int n, cg_tensor *const *grads, double max_norm, double norm_type,
@@ -164,8 +268,10 @@ cg_status cg_clip_grad_norm(int n, cg_tensor *const *grads, double max_norm, dou
     if (clip_coef_out) *clip_coef_out = clamped;
     /* Multiplying by exactly 1 changes no value: skip the pass. */
     if (clamped == 1.0) return CG_OK;
+    double factor = clamped;
+    CG_TRY(cg__for_device_groups(n, grads, device_scale, &factor));
     for (int i = 0; i < n; ++i)
-        if (grads[i]) CG_TRY(apply_inplace(grads[i], scale_fn, &clamped, NULL));
+        if (grads[i] && !cg__dev(grads[i])) CG_TRY(apply_inplace(grads[i], scale_fn, &clamped, NULL));
     return CG_OK;
 }
 
@@ -211,9 +317,11 @@ cg_status cg_clip_grad_value(int n, cg_tensor *const *grads, double clip_value,
     /* Clamping is not linear: duplicate rows must be summed first. */
     for (int i = 0; i < n; ++i)
         if (grads[i] && grads[i]->layout) CG_TRY(cg__sparse_coalesce_inplace(grads[i]));
-    int64_t count = 0;
+    clamp_ctx dc = {clip_value, 0};
+    CG_TRY(cg__for_device_groups(n, grads, device_clamp, &dc));
+    int64_t count = dc.count;
     for (int i = 0; i < n; ++i)
-        if (grads[i]) CG_TRY(apply_inplace(grads[i], clamp_fn, &clip_value, &count));
+        if (grads[i] && !cg__dev(grads[i])) CG_TRY(apply_inplace(grads[i], clamp_fn, &clip_value, &count));
     if (n_clipped) *n_clipped = count;
     return CG_OK;
 }
@@ -245,11 +353,36 @@ static void scale_row(cg_tensor *c, int64_t u, int64_t len, double k) {
     }
 }
 
+/* "agc_": (g, clipped int64 [1]; w contiguous) f = (clipping, eps),
+ * i[0] = units: agc_one's arithmetic on the device. */
+static cg_status agc_device(int dev, cg_tensor *w, cg_tensor *g, int64_t units, double clipping,
+                            double eps, int64_t *n_clipped) {
+    if (g->numel == 0) return CG_OK;
+    cg_tensor *wc = NULL;
+    CG_TRY(cg__contig(w, &wc));
+    cg_tensor *ts[2] = {g, wc};
+    const double f[2] = {clipping, eps};
+    const int64_t one = 1;
+    int64_t clipped = 0;
+    cg_status st = cg__kernel_result(dev, "agc_", 1, 1, ts, 2, f, 1, &units, CG_INT64, 1, &one,
+                                     &clipped);
+    cg_tensor_free(wc);
+    CG_TRY(st);
+    *n_clipped += clipped;
+    if (clipped) ++g->storage->version;
+    return CG_OK;
+}
+
 static cg_status agc_one(cg_tensor *w, cg_tensor *g, double clipping, double eps,
                          int64_t *n_clipped, int64_t *n_units) {
     const int64_t units = g->ndim <= 1 ? 1 : g->shape[0];
     if (units == 0) return CG_OK;
     const int64_t len = g->numel / units;
+    if (cg__dev(g)) {
+        CG_TRY(agc_device(cg__dev(g), w, g, units, clipping, eps, n_clipped));
+        *n_units += units;
+        return CG_OK;
+    }
     cg_tensor *wc = NULL;
     CG_TRY(cg__contig(w, &wc));
     double *norms = malloc(sizeof(double) * (size_t)units * 2);
@@ -305,6 +438,11 @@ cg_status cg_clip_grad_agc(int n, cg_tensor *const *params, cg_tensor *const *gr
         }
         if (!cg__is_contig(grads[i]))
             return cg__err(CG_ERR_VALUE, "%s: gradient %d is not contiguous", fn, i);
+        if (cg__dev(grads[i]) != cg__dev(params[i])) {
+            const char *dg = cg_device_name(cg__dev(grads[i])), *dp = cg_device_name(cg__dev(params[i]));
+            return cg__err(CG_ERR_VALUE, "%s: gradient %d is on device '%s' but its parameter on '%s'",
+                           fn, i, dg ? dg : "?", dp ? dp : "?");
+        }
     }
     int64_t clipped = 0, units = 0;
     for (int i = 0; i < n; ++i)

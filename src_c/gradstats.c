@@ -7,6 +7,7 @@
 #endif
 #include "cg_internal.h"
 #include "cg_optim.h"
+#include "optim_device.h"
 
 /* The loops are written for the vectoriser: the finite test and |x| work on
  * the bit pattern (an IEEE value is finite iff its exponent bits are not
@@ -134,9 +135,58 @@ static cg_status stats_one(const char *fn, const cg_tensor *t, cg_stats *stats) 
     return CG_OK;
 }
 
+/* Statistics of one device's tensors (all float, strided: row-sparse
+ * tensors live on the host) with one kernel, "tensor_stats": (stats
+ * float64 [k, 3]: sum_sq, max_abs, nonfinite; x_1..x_k), any strides; one
+ * copy of the k rows back to the host. Empty tensors are not passed. */
+static cg_status device_stats(int dev, int k, cg_tensor **ts, const int *idx, void *vctx) {
+    cg_stats *out = vctx;
+    int *pos = malloc(sizeof *pos * (size_t)k);
+    double *rows = malloc(sizeof *rows * 3 * (size_t)k);
+    if (!pos || !rows) {
+        free(pos);
+        free(rows);
+        return cg__err(CG_ERR_NOMEM, "tensor_stats: out of memory for %d tensors", k);
+    }
+    int m = 0;
+    for (int j = 0; j < k; ++j) {
+        cg_stats *s = &out[idx[j]];
+        memset(s, 0, sizeof *s);
+        s->numel = ts[j]->numel;
+        if (ts[j]->numel) {
+            pos[m] = idx[j];
+            ts[m++] = ts[j]; /* ts is the grouping's scratch array */
+        }
+    }
+    cg_status st = CG_OK;
+    if (m) {
+        const int64_t shape[2] = {m, 3};
+        st = cg__kernel_result(dev, "tensor_stats", 0, m, ts, 0, NULL, 0, NULL, CG_FLOAT64, 2, shape,
+                               rows);
+        for (int j = 0; j < m && !st; ++j) {
+            cg_stats *s = &out[pos[j]];
+            s->sum_sq = rows[3 * j];
+            s->max_abs = rows[3 * j + 1];
+            s->nonfinite = (int64_t)rows[3 * j + 2];
+        }
+    }
+    free(pos);
+    free(rows);
+    return st;
+}
+
 cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats) {
-    CG_CHECK_TS(t);
+    /* Sparse-aware and device-capable: only the NULL check. */
+    if (!t) return cg__err(CG_ERR_NULL, "cg_tensor_stats: tensor argument 't' is NULL");
     if (!stats) return cg__err(CG_ERR_NULL, "cg_tensor_stats: stats pointer is NULL");
+    if (cg__dev(t)) {
+        memset(stats, 0, sizeof *stats);
+        if (!cg__is_float(t->dtype))
+            return cg__err(CG_ERR_DTYPE, "cg_tensor_stats: float32 or float64 needed, got %s",
+                           cg_dtype_name(t->dtype));
+        cg_tensor *one = (cg_tensor *)t;
+        return cg__for_device_groups(1, &one, device_stats, stats);
+    }
     return stats_one("cg_tensor_stats", t, stats);
 }
 
@@ -152,11 +202,17 @@ cg_status cg_tensor_stats_many(int n, cg_tensor *const *tensors, cg_stats *stats
             return cg__err(CG_ERR_DTYPE, "%s: tensor %d: float32 or float64 needed, got %s", fn,
                            i, cg_dtype_name(tensors[i]->dtype));
         }
+    cg_status dst = cg__for_device_groups(n, tensors, device_stats, stats);
+    if (dst != CG_OK) {
+        memset(stats, 0, sizeof *stats * (size_t)n);
+        return dst;
+    }
     for (int i = 0; i < n; ++i) {
         if (!tensors[i]) {
             memset(&stats[i], 0, sizeof stats[i]);
             continue;
         }
+        if (cg__dev(tensors[i])) continue; /* filled by device_stats */
         cg_status st = stats_one(fn, tensors[i], &stats[i]);
         if (st != CG_OK) { /* an allocation failure (strided copy, sparse rows) */
             memset(stats, 0, sizeof *stats * (size_t)n);

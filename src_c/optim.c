@@ -11,6 +11,7 @@
 #endif
 #include "cg_internal.h"
 #include "cg_optim.h"
+#include "optim_device.h"
 
 /* ---------------------------------------------------------------- checks */
 /* t must be a contiguous float tensor with ref's shape and dtype (ref == t
@@ -120,6 +121,22 @@ static void bump(cg_tensor *t) {
     CASES4(C, 24) CASES4(C, 28)
 #define BIT(k, i) (((k) >> (i)) & 1)
 
+/* ---------------------------------------------------------------- devices */
+/* On a backend device the whole update of one parameter is one named
+ * kernel (docs/backend.md, "Optimizers"): tensors (param, the state
+ * buffers in use, [the update norm]; grad). The checks above ran as on the
+ * host; the kernel repeats the host loop's arithmetic in the tensors'
+ * dtype. */
+static cg_status device_update(int dev, const char *kernel, int n_targets, cg_tensor *const *ts,
+                               int n_f, const double *f, int n_i, const int64_t *ip,
+                               double *update_sum_sq) {
+    if (update_sum_sq) *update_sum_sq = 0.0;
+    if (ts[0]->numel == 0) return CG_OK;
+    const int64_t one = 1;
+    return cg__kernel_result(dev, kernel, n_targets, 1, ts, n_f, f, n_i, ip, CG_FLOAT64, 1, &one,
+                             update_sum_sq);
+}
+
 /* ------------------------------------------------------------------- SGD */
 /* key bits: 0 maximize, 1 weight decay, 2 momentum, 3 nesterov, 4 first step */
 #define SGD_KERNEL(NAME, T)                                                                 \
@@ -177,7 +194,7 @@ cg_status cg__check_sgd_options(const char *fn, const cg_sgd_options *o) {
 cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
                         int init_buffer, const cg_sgd_options *o, double *update_sum_sq) {
     static const char *fn = "cg_sgd_update";
-    CG_CHECK_T(param);
+    CG_CHECK_TD(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
     CG_TRY(check_operand(fn, "grad", grad, param));
@@ -189,6 +206,21 @@ cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_b
         CG_TRY(check_distinct(fn, 2, w, names));
     } else {
         momentum_buffer = NULL;
+    }
+    int dev;
+    cg_tensor *all[3] = {param, grad, momentum_buffer};
+    const char *all_names[3] = {"param", "grad", "momentum_buffer"};
+    CG_TRY(cg__train_same_device(fn, 3, all, all_names, &dev));
+    if (dev) {
+        cg_tensor *ts[3] = {param, momentum_buffer ? momentum_buffer : grad, grad};
+        const double f[4] = {o->lr, o->momentum, o->dampening, o->weight_decay};
+        const int64_t ip[5] = {o->maximize != 0, o->nesterov != 0, init_buffer != 0,
+                               momentum_buffer != NULL, update_sum_sq != NULL};
+        CG_TRY(device_update(dev, "sgd_update_", momentum_buffer ? 2 : 1, ts, 4, f, 5, ip,
+                             update_sum_sq));
+        bump(param);
+        bump(momentum_buffer);
+        return CG_OK;
     }
     const int64_t n = param->numel;
     const size_t es = cg_dtype_size(param->dtype);
@@ -290,7 +322,7 @@ cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
                          cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
                          const cg_adam_options *o, double *update_sum_sq) {
     static const char *fn = "cg_adam_update";
-    CG_CHECK_T(param);
+    CG_CHECK_TD(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
     CG_TRY(check_operand(fn, "grad", grad, param));
@@ -311,6 +343,21 @@ cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
     s.wd_factor = 1.0 - o->lr * o->weight_decay;
     s.step_size = o->lr / (1.0 - pow(o->beta1, (double)step));
     s.bc2_sqrt = pow(1.0 - pow(o->beta2, (double)step), 0.5);
+    int dev;
+    cg_tensor *all[5] = {param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq};
+    const char *all_names[5] = {"param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+    CG_TRY(cg__train_same_device(fn, 5, all, all_names, &dev));
+    if (dev) {
+        cg_tensor *ts[5] = {param, exp_avg, exp_avg_sq, max_exp_avg_sq ? max_exp_avg_sq : grad, grad};
+        const double f[8] = {o->lr, o->beta1, o->beta2, o->eps, o->weight_decay,
+                             s.wd_factor, s.bc2_sqrt, s.step_size};
+        const int64_t ip[4] = {o->maximize != 0, o->decoupled_weight_decay != 0,
+                               max_exp_avg_sq != NULL, update_sum_sq != NULL};
+        CG_TRY(device_update(dev, "adam_update_", max_exp_avg_sq ? 4 : 3, ts, 8, f, 4, ip,
+                             update_sum_sq));
+        for (int i = 0; i < 4; ++i) bump(w[i]);
+        return CG_OK;
+    }
     const int64_t n = param->numel;
     void *vmax = max_exp_avg_sq ? cg__ptr(max_exp_avg_sq) : NULL;
     const size_t es = cg_dtype_size(param->dtype);
@@ -388,7 +435,7 @@ cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square
                             cg_tensor *grad_avg, cg_tensor *momentum_buffer,
                             const cg_rmsprop_options *o, double *update_sum_sq) {
     static const char *fn = "cg_rmsprop_update";
-    CG_CHECK_T(param);
+    CG_CHECK_TD(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
     CG_TRY(check_operand(fn, "grad", grad, param));
@@ -409,6 +456,23 @@ cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square
     cg_tensor *w[4] = {param, square_avg, grad_avg, momentum_buffer};
     const char *names[4] = {"param", "square_avg", "grad_avg", "momentum_buffer"};
     CG_TRY(check_distinct(fn, 4, w, names));
+    int dev;
+    cg_tensor *all[5] = {param, grad, square_avg, grad_avg, momentum_buffer};
+    const char *all_names[5] = {"param", "grad", "square_avg", "grad_avg", "momentum_buffer"};
+    CG_TRY(cg__train_same_device(fn, 5, all, all_names, &dev));
+    if (dev) {
+        cg_tensor *ts[5] = {param, square_avg};
+        int k = 2;
+        if (grad_avg) ts[k++] = grad_avg;
+        if (momentum_buffer) ts[k++] = momentum_buffer;
+        ts[k] = grad;
+        const double f[5] = {o->lr, o->alpha, o->eps, o->weight_decay, o->momentum};
+        const int64_t ip[4] = {o->maximize != 0, grad_avg != NULL, momentum_buffer != NULL,
+                               update_sum_sq != NULL};
+        CG_TRY(device_update(dev, "rmsprop_update_", k, ts, 5, f, 4, ip, update_sum_sq));
+        for (int i = 0; i < 4; ++i) bump(w[i]);
+        return CG_OK;
+    }
     const int64_t n = param->numel;
     void *ga = grad_avg ? cg__ptr(grad_avg) : NULL;
     void *buf = momentum_buffer ? cg__ptr(momentum_buffer) : NULL;
@@ -460,7 +524,7 @@ cg_adagrad_options cg_adagrad_default_options(void) {
 cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
                             int64_t step, const cg_adagrad_options *o, double *update_sum_sq) {
     static const char *fn = "cg_adagrad_update";
-    CG_CHECK_T(param);
+    CG_CHECK_TD(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
     CG_TRY(check_operand(fn, "grad", grad, param));
@@ -477,6 +541,19 @@ cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_
         return cg__err(CG_ERR_VALUE, "%s: step must be >= 1 (the count including this step), got %lld",
                        fn, (long long)step);
     const double clr = o->lr / (1.0 + (double)(step - 1) * o->lr_decay);
+    int dev;
+    cg_tensor *all[3] = {param, grad, state_sum};
+    const char *all_names[3] = {"param", "grad", "state_sum"};
+    CG_TRY(cg__train_same_device(fn, 3, all, all_names, &dev));
+    if (dev) {
+        cg_tensor *ts[3] = {param, state_sum, grad};
+        const double f[3] = {clr, o->weight_decay, o->eps};
+        const int64_t ip[2] = {o->maximize != 0, update_sum_sq != NULL};
+        CG_TRY(device_update(dev, "adagrad_update_", 2, ts, 3, f, 2, ip, update_sum_sq));
+        bump(param);
+        bump(state_sum);
+        return CG_OK;
+    }
     const int64_t n = param->numel;
     const size_t es = cg_dtype_size(param->dtype);
     void *p = cg__ptr(param), *g = cg__ptr(grad), *sum = cg__ptr(state_sum);

@@ -112,9 +112,10 @@ cg_status cg_optimizer_new_rmsprop(int n, cg_tensor *const *params, const cg_rms
     return CG_OK;
 }
 
-/* Zeros shaped like p (the state a fresh parameter starts with). */
+/* Zeros shaped like p on p's device (the state a fresh parameter starts
+ * with: it lives where the fused update runs). */
 static cg_status zeros_like(const cg_tensor *p, cg_tensor **out) {
-    return cg_zeros(p->dtype, p->ndim, p->shape, out);
+    return cg_zeros_on(cg__dev(p), p->dtype, p->ndim, p->shape, out);
 }
 
 static cg_status step_one(cg_optimizer *o, opt_slot *s, cg_tensor *grad) {

@@ -35,17 +35,31 @@ def _f32(x):
         return float(np.float32(x))
 
 
+def _check_device(device):
+    """'cpu' or 'cuda' (the device the gradients live on; the scale itself
+    is a host float32 either way: step() must read the inf check on the
+    host to decide whether to skip). RuntimeError saying why when 'cuda'
+    is unavailable."""
+    spec = str(device)
+    kind, _, index = spec.partition(":")
+    if kind not in ("cpu", "cuda") or index not in ("", "0"):
+        raise ValueError(f"GradScaler: device must be 'cpu' or 'cuda', got {device!r}")
+    if kind == "cuda":
+        from cgrad import cuda
+        cuda._init()  # raises with the reason CUDA is unavailable
+    return kind
+
+
 class GradScaler:
     """GradScaler(init_scale=2.**16, growth_factor=2.0, backoff_factor=0.5,
-    growth_interval=2000, enabled=True, device="cpu")."""
+    growth_interval=2000, enabled=True, device="cpu"). device: "cpu" or
+    "cuda"; gradients on either device are unscaled and checked where they
+    live."""
 
     def __init__(self, init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5,
                  growth_interval=2000, enabled=True, device="cpu"):
-        if str(device) != "cpu":
-            raise NotImplementedError(f"GradScaler: device {device!r} is not available in "
-                                      "this build (only 'cpu')")
+        self._device = _check_device(device) if enabled else str(device)
         self._enabled = bool(enabled)
-        self._device = "cpu"
         if self._enabled:
             for name, v in (("init_scale", init_scale), ("growth_factor", growth_factor),
                             ("backoff_factor", backoff_factor)):
@@ -123,10 +137,14 @@ class GradScaler:
         if state["stage"] == _STEPPED:
             raise RuntimeError("unscale_() is being called after step().")
         inv_scale = _f32(1.0 / self._scale)
-        nonfinite = 0
+        grads = self._grads(optimizer)
+        # The inf check before scaling, as PyTorch: one stats call for all
+        # gradients (one kernel and one copy back per device).
+        stats = np.empty((len(grads), 4))
+        _core._tensor_stats_many(grads, stats)
+        nonfinite = int(stats[:, 2].sum()) if len(grads) else 0
         with no_grad():
-            for g in self._grads(optimizer):
-                nonfinite += _core._tensor_stats(g)[2]  # checked before scaling, as PyTorch
+            for g in grads:
                 g.mul_(inv_scale)  # row-sparse: its stored rows
         state["found_inf"] = 1 if nonfinite else 0
         state["nonfinite"] = nonfinite

@@ -101,7 +101,11 @@ class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels):
         k = self.kernels.get(name)
         if k is None:
             raise NotImplementedError(f"'{name}' is not supported on device '{self.name}'")
-        k(arrays[:n_out], arrays[n_out:], f, i)
+        if self.is_gpu:
+            k(arrays[:n_out], arrays[n_out:], f, i)
+        else:  # NaN / inf results are part of the kernels' contracts, as in C
+            with np.errstate(all="ignore"):
+                k(arrays[:n_out], arrays[n_out:], f, i)
 
     # ---------------------------------------------------------- interop
     def is_native(self, obj):

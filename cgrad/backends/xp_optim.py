@@ -1,6 +1,316 @@
 """Optimizer update, clipping and gradient-statistics kernels of the array
-backend (see docs/backend.md)."""
+backend (see docs/backend.md, "Optimizers, clipping, statistics").
+
+Each update kernel is the whole fused update of one parameter: the
+arithmetic of src_c/optim.c's loop, operation for operation, in the
+parameter's dtype with every scalar rounded to it first (as the C kernel
+rounds its scalars), so both devices follow one trajectory. On a GPU the
+contiguous cases run one RawKernel (cgrad/backends/cuda_kernels.py) doing
+the same arithmetic; these array expressions are the reference path.
+
+Results that go back to the host (the update's squared norm, norms,
+counts, statistics) are written into a small output tensor the C core
+allocated (the last output) and copied back by it."""
+import functools
+import math
+
+import numpy as np
+
+_F64 = np.float64
+
+
+def _lerp(s, e, w, w1m):
+    """PyTorch's lerp (ATen lerp.h): from the start for a weight below 0.5,
+    else from the end (w1m = 1 - w in T)."""
+    if w < 0.5:
+        return s + w * (e - s)
+    return e - (e - s) * w1m
+
+
+def _quiet(kernel):
+    """NumPy warns on inf * 0 and the like; the C kernels (and CuPy) do not,
+    and NaN/inf results are part of these kernels' contract."""
+    @functools.wraps(kernel)
+    def k(self, out, ins, f, i):
+        with np.errstate(all="ignore"):
+            return kernel(self, out, ins, f, i)
+    return k
 
 
 class OptimKernels:
-    pass
+    # ------------------------------------------------------------ helpers
+    def _raw(self):
+        """The RawKernel cache (GPU only), created on first use."""
+        rk = self.__dict__.get("_raw_kernels")
+        if rk is None:
+            from cgrad.backends.cuda_kernels import RawKernels
+            rk = self._raw_kernels = RawKernels(self.xp)
+        return rk
+
+    def _fusable(self, *arrays):
+        """The RawKernel path applies: a GPU and C-contiguous arrays (the C
+        core passes contiguous optimizer operands; a strided gradient in a
+        clipping list takes the array path)."""
+        return self.is_gpu and all(a.flags.c_contiguous for a in arrays)
+
+    def _dummy(self):
+        d = self.__dict__.get("_dummy_f64")
+        if d is None:
+            d = self._dummy_f64 = self.xp.zeros(1, dtype=_F64)
+        return d
+
+    def _update_norm(self, norm, p, old):
+        """norm[0] = sum((p - old)^2), differences taken in double (as the
+        host's cg__sum_sq_diff)."""
+        xp = self.xp
+        d = p.astype(_F64) - old.astype(_F64)
+        norm[0] = xp.sum(d * d)
+
+    # ---------------------------------------------------------- updates
+    @_quiet
+    def k_sgd_update_(self, out, ins, f, i):
+        """(param, [momentum_buffer], [norm]; grad) f = (lr, momentum,
+        dampening, weight_decay), i = (maximize, nesterov, init_buffer,
+        has_buffer, want_norm)."""
+        mx, nest, init, has_buf, want = (int(v) for v in i)
+        lr, mom, damp, wd = f
+        p, g = out[0], ins[0]
+        buf = out[1] if has_buf else None
+        norm = out[-1] if want else None
+        T = p.dtype.type
+        if self._fusable(p, g, *(() if buf is None else (buf,))):
+            n = p.size
+            self._raw().launch("sgd_update", p.dtype, n, (
+                p, g, p if buf is None else buf, norm if want else self._dummy(), np.int64(n),
+                T(-lr), T(wd), T(mom), T(1.0 - damp), np.int32(mx), np.int32(wd != 0.0),
+                np.int32(has_buf), np.int32(nest), np.int32(init), np.int32(want)))
+            return
+        old = p.copy() if want else None
+        if mx:
+            g = -g
+        if wd != 0.0:
+            g = g + T(wd) * p
+        if has_buf:
+            b = g if init else buf * T(mom) + T(1.0 - damp) * g
+            buf[...] = b
+            g = g + T(mom) * b if nest else b
+        p[...] = p + T(-lr) * g
+        if want:
+            self._update_norm(norm, p, old)
+
+    @_quiet
+    def k_adam_update_(self, out, ins, f, i):
+        """(param, exp_avg, exp_avg_sq, [max_exp_avg_sq], [norm]; grad)
+        f = (lr, beta1, beta2, eps, weight_decay, 1 - lr*weight_decay,
+        sqrt(1 - beta2^step), lr / (1 - beta1^step)), i = (maximize,
+        decoupled_weight_decay, amsgrad, want_norm)."""
+        xp = self.xp
+        mx, dec, ams, want = (int(v) for v in i)
+        _lr, b1, b2, eps, wd, wd_factor, bc2_sqrt, step_size = f
+        p, m, v = out[0], out[1], out[2]
+        vmax = out[3] if ams else None
+        norm = out[-1] if want else None
+        g = ins[0]
+        T = p.dtype.type
+        w1 = T(1.0 - b1)
+        w1m = T(1) - w1
+        coupled, decoupled = wd != 0.0 and not dec, wd != 0.0 and bool(dec)
+        if self._fusable(p, g, m, v, *(() if vmax is None else (vmax,))):
+            n = p.size
+            self._raw().launch("adam_update", p.dtype, n, (
+                p, g, m, v, p if vmax is None else vmax, norm if want else self._dummy(),
+                np.int64(n), T(wd), T(wd_factor), w1, w1m, T(b2), T(1.0 - b2), T(bc2_sqrt),
+                T(eps), T(-step_size), np.int32(mx), np.int32(coupled), np.int32(decoupled),
+                np.int32(ams), np.int32(w1 < T(0.5)), np.int32(want)))
+            return
+        old = p.copy() if want else None
+        if mx:
+            g = -g
+        x = p
+        if coupled:
+            g = g + T(wd) * x
+        if decoupled:
+            x = x * T(wd_factor)
+        mi = _lerp(m, g, w1, w1m)
+        vi = v * T(b2) + T(1.0 - b2) * g * g
+        m[...] = mi
+        v[...] = vi
+        vd = vi
+        if ams:
+            vd = xp.where((vmax != vmax) | (vmax > vi), vmax, vi)  # torch.maximum: NaN wins
+            vmax[...] = vd
+        denom = xp.sqrt(vd) / T(bc2_sqrt) + T(eps)
+        p[...] = x + T(-step_size) * mi / denom
+        if want:
+            self._update_norm(norm, p, old)
+
+    @_quiet
+    def k_rmsprop_update_(self, out, ins, f, i):
+        """(param, square_avg, [grad_avg], [momentum_buffer], [norm]; grad)
+        f = (lr, alpha, eps, weight_decay, momentum), i = (maximize,
+        centered, has_momentum, want_norm)."""
+        xp = self.xp
+        mx, cen, has_mom, want = (int(v) for v in i)
+        lr, alpha, eps, wd, mom = f
+        p, sq = out[0], out[1]
+        k = 2
+        ga = buf = None
+        if cen:
+            ga, k = out[k], k + 1
+        if has_mom:
+            buf = out[k]
+        norm = out[-1] if want else None
+        g = ins[0]
+        T = p.dtype.type
+        c = T(1.0 - alpha)
+        c1m = T(1) - c
+        extra = tuple(a for a in (ga, buf) if a is not None)
+        if self._fusable(p, g, sq, *extra):
+            n = p.size
+            self._raw().launch("rmsprop_update", p.dtype, n, (
+                p, g, sq, p if ga is None else ga, p if buf is None else buf,
+                norm if want else self._dummy(), np.int64(n), T(-lr), T(wd), T(alpha), c, c1m,
+                T(eps), T(mom), np.int32(mx), np.int32(wd != 0.0), np.int32(cen),
+                np.int32(has_mom), np.int32(c < T(0.5)), np.int32(want)))
+            return
+        old = p.copy() if want else None
+        if mx:
+            g = -g
+        if wd != 0.0:
+            g = g + T(wd) * p
+        si = sq * T(alpha) + c * g * g
+        sq[...] = si
+        if cen:
+            gi = _lerp(ga, g, c, c1m)
+            ga[...] = gi
+            avg = xp.sqrt(si + T(-1) * gi * gi)
+        else:
+            avg = xp.sqrt(si)
+        avg = avg + T(eps)
+        if has_mom:
+            b = buf * T(mom) + g / avg
+            buf[...] = b
+            p[...] = p + T(-lr) * b
+        else:
+            p[...] = p + T(-lr) * g / avg
+        if want:
+            self._update_norm(norm, p, old)
+
+    @_quiet
+    def k_adagrad_update_(self, out, ins, f, i):
+        """(param, state_sum, [norm]; grad) f = (lr / (1 + (step-1) *
+        lr_decay), weight_decay, eps), i = (maximize, want_norm)."""
+        xp = self.xp
+        mx, want = (int(v) for v in i)
+        clr, wd, eps = f
+        p, s = out[0], out[1]
+        norm = out[-1] if want else None
+        g = ins[0]
+        T = p.dtype.type
+        if self._fusable(p, g, s):
+            n = p.size
+            self._raw().launch("adagrad_update", p.dtype, n, (
+                p, g, s, norm if want else self._dummy(), np.int64(n), T(-clr), T(wd), T(eps),
+                np.int32(mx), np.int32(wd != 0.0), np.int32(want)))
+            return
+        old = p.copy() if want else None
+        if mx:
+            g = -g
+        if wd != 0.0:
+            g = g + T(wd) * p
+        si = s + g * g
+        s[...] = si
+        std = xp.sqrt(si) + T(eps)
+        p[...] = p + T(-clr) * g / std
+        if want:
+            self._update_norm(norm, p, old)
+
+    # --------------------------------------------------------- clipping
+    @_quiet
+    def k_pnorms(self, out, ins, f, i):
+        """(norms float64 [k]; x_1..x_k) f[0] = p (> 0 or inf): each
+        tensor's p-norm in double, NaN propagating (clip.c's pnorm)."""
+        xp = self.xp
+        p = f[0]
+        norms = out[0]
+        for j, x in enumerate(ins):
+            if p == 2.0 and self._fusable(x):
+                acc = norms[j:j + 1]  # zero-filled by the core
+                self._raw().launch("sum_sq", x.dtype, x.size, (x, np.int64(x.size), acc))
+                xp.sqrt(acc, out=acc)
+                continue
+            a = xp.abs(x.astype(_F64))
+            if math.isinf(p):
+                r = xp.max(a)  # NaN propagates, as the host loop's flag
+            elif p == 2.0:
+                r = xp.sqrt(xp.sum(a * a))
+            elif p == 1.0:
+                r = xp.sum(a)
+            else:
+                r = xp.sum(a ** p) ** (1.0 / p)
+            norms[j] = r
+
+    @_quiet
+    def k_scale_(self, out, ins, f, i):
+        """(g_1..g_k;) f[0] = factor: g *= factor rounded to g's dtype."""
+        for g in out:
+            T = g.dtype.type
+            k = T(f[0])
+            if self._fusable(g):
+                self._raw().launch("scale", g.dtype, g.size, (g, np.int64(g.size), k))
+            else:
+                g *= k
+
+    @_quiet
+    def k_clamp_abs_(self, out, ins, f, i):
+        """(g_1..g_k, changed int64 [k];) f[0] = bound: g clamped into
+        [-bound, bound] (NaN stays NaN), changed[j] = elements of g_j that
+        moved."""
+        xp = self.xp
+        counts = out[-1]
+        for j, g in enumerate(out[:-1]):
+            T = g.dtype.type
+            hi = T(f[0])
+            lo = -hi
+            r = xp.where(g < lo, lo, xp.where(g > hi, hi, g)).astype(g.dtype, copy=False)
+            counts[j] = xp.sum((r != g) & (g == g))
+            g[...] = r
+
+    @_quiet
+    def k_agc_(self, out, ins, f, i):
+        """(g, clipped int64 [1]; w) f = (clipping, eps), i[0] = units: the
+        unit-wise adaptive clipping of clip.c's agc_one on g's first dim
+        (or the whole tensor when 1-D), g and w contiguous."""
+        xp = self.xp
+        g, count = out[0], out[1]
+        w = ins[0]
+        clipping, eps = f
+        units = int(i[0])
+        g2 = g.reshape(units, -1)
+        w2 = w.reshape(units, -1).astype(_F64)
+        gd = g2.astype(_F64)
+        wn = xp.sqrt(xp.sum(w2 * w2, axis=1))
+        gn = xp.sqrt(xp.sum(gd * gd, axis=1))
+        max_norm = clipping * xp.where(wn > eps, wn, eps)
+        clip = ~(gn < max_norm)  # NaN norms clip (to NaN), as the host
+        k = (max_norm / xp.where(gn > 1e-6, gn, 1e-6)).astype(g.dtype)
+        g2[...] = xp.where(clip[:, None], g2 * k[:, None], g2)
+        count[0] = xp.sum(clip)
+
+    # ------------------------------------------------------- statistics
+    @_quiet
+    def k_tensor_stats(self, out, ins, f, i):
+        """(stats float64 [k, 3]; x_1..x_k) row j = (sum of squares and max
+        |x| over x_j's finite elements, in double; its NaN/inf count)."""
+        xp = self.xp
+        st = out[0]
+        for j, x in enumerate(ins):
+            if self._fusable(x):
+                self._raw().launch("tensor_stats", x.dtype, x.size, (x, np.int64(x.size), st[j]))
+                continue
+            d = x.astype(_F64)
+            fin = xp.isfinite(d)
+            z = xp.where(fin, d, 0.0)
+            st[j, 0] = xp.sum(z * z)
+            st[j, 1] = xp.max(xp.abs(z))
+            st[j, 2] = xp.sum(~fin)

@@ -266,6 +266,8 @@ class Watcher:
         """Flat NumPy view of parameter i's weights, cached while its
         storage stays the same (the cached view keeps that storage alive,
         so an equal data_ptr means the same memory)."""
+        if p.device != "cpu":  # device memory: a host copy, read afresh each time
+            return p.detach().cpu().numpy().reshape(-1)
         ptr = p.data_ptr()
         cached = self._views[i]
         if cached is not None and cached[0] == ptr:

@@ -3,8 +3,7 @@ initial_accumulator_value, eps, maximize), one fused C loop per parameter."""
 import math
 
 from cgrad import _core
-from cgrad._functions import full_like
-from cgrad.optim import _checks
+from cgrad.optim import _checks, _state
 from cgrad.optim.adam import _new_step
 from cgrad.optim.optimizer import Optimizer
 
@@ -32,7 +31,7 @@ class Adagrad(Optimizer):
         state = self.state[p]
         if len(state) == 0 and p.is_floating_point():
             state["step"] = _new_step()
-            state["sum"] = full_like(p, float(group["initial_accumulator_value"]))
+            state["sum"] = _state.full(p, float(group["initial_accumulator_value"]))
 
     def _check_group(self, group):
         _checks.learning_rate(group)

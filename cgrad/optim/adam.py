@@ -3,8 +3,7 @@ added to the gradient, or decoupled as AdamW), one fused C loop per
 parameter."""
 from cgrad import _core
 from cgrad._core import float32, tensor
-from cgrad._functions import zeros_like
-from cgrad.optim import _checks
+from cgrad.optim import _checks, _state
 from cgrad.optim.optimizer import Optimizer
 
 
@@ -49,12 +48,12 @@ class Adam(Optimizer):
                 state = self._state_for(p)
                 if len(state) == 0:
                     state["step"] = _new_step()
-                    state["exp_avg"] = zeros_like(p)
-                    state["exp_avg_sq"] = zeros_like(p)
+                    state["exp_avg"] = _state.zeros(p)
+                    state["exp_avg_sq"] = _state.zeros(p)
                     if amsgrad:
-                        state["max_exp_avg_sq"] = zeros_like(p)
+                        state["max_exp_avg_sq"] = _state.zeros(p)
                 elif amsgrad and "max_exp_avg_sq" not in state:
-                    state["max_exp_avg_sq"] = zeros_like(p)
+                    state["max_exp_avg_sq"] = _state.zeros(p)
                 step_t = state["step"]
                 step_t.add_(1)
                 u = _core._adam_update(p, g, state["exp_avg"], state["exp_avg_sq"],

@@ -16,6 +16,7 @@ from cgrad import _core
 from cgrad._core import Tensor
 from cgrad._grad_mode import enable_grad, no_grad
 from cgrad.nn.utils import clip_grad as _clip
+from cgrad.optim import _state
 from cgrad.optim import report as _report
 
 
@@ -208,17 +209,18 @@ class Optimizer:
     # ------------------------------------------------------------ state
     def _state_for(self, p):
         """The state dict of p, with its floating tensors cast to p's dtype
-        when the parameter changed precision since they were made ('step'
-        keeps its own dtype)."""
+        and moved to p's device when the parameter changed precision or
+        device since they were made ('step' keeps its own dtype and stays
+        on the cpu, as PyTorch's)."""
         state = self.state[p]
-        dt = p.dtype
+        dt, on_cuda = p.dtype, p.is_cuda  # is_cuda: a cheap test (one device index)
         for key, value in state.items():
-            if key != "step" and isinstance(value, Tensor) and value.dtype != dt \
-                    and value.is_floating_point():
+            if key != "step" and isinstance(value, Tensor) and value.is_floating_point() and \
+                    (value.dtype != dt or value.is_cuda != on_cuda):
                 if tuple(value.shape) != tuple(p.shape):
                     raise RuntimeError(f"optimizer state {key!r} has shape {tuple(value.shape)} "
                                        f"but its parameter has shape {tuple(p.shape)}")
-                state[key] = value.to(dt)
+                state[key] = _state.follow(value, p)
         return state
 
     def state_dict(self):
@@ -274,7 +276,7 @@ class Optimizer:
             for k, v in value.items():
                 if isinstance(v, Tensor):
                     if k != "step" and v.is_floating_point() and p.is_floating_point():
-                        v = v.to(p.dtype)
+                        v = _state.follow(v, p)  # PyTorch: the parameter's dtype and device
                     v = v.clone()
                 entry[k] = v
             state[p] = entry

@@ -1,8 +1,7 @@
 """RMSprop (PyTorch's torch.optim.RMSprop: alpha, eps, weight decay,
 momentum, centered, maximize), one fused C loop per parameter."""
 from cgrad import _core
-from cgrad._functions import zeros_like
-from cgrad.optim import _checks
+from cgrad.optim import _checks, _state
 from cgrad.optim.adam import _new_step
 from cgrad.optim.optimizer import Optimizer
 
@@ -40,11 +39,11 @@ class RMSprop(Optimizer):
                 state = self._state_for(p)
                 if len(state) == 0:
                     state["step"] = _new_step()
-                    state["square_avg"] = zeros_like(p)
+                    state["square_avg"] = _state.zeros(p)
                 if momentum > 0 and "momentum_buffer" not in state:
-                    state["momentum_buffer"] = zeros_like(p)
+                    state["momentum_buffer"] = _state.zeros(p)
                 if centered and "grad_avg" not in state:
-                    state["grad_avg"] = zeros_like(p)
+                    state["grad_avg"] = _state.zeros(p)
                 state["step"].add_(1)
                 u = _core._rmsprop_update(p, g, state["square_avg"],
                                           state["grad_avg"] if centered else None,

@@ -3,8 +3,7 @@ torch.optim.SGD), one fused C loop per parameter."""
 import math
 
 from cgrad import _core
-from cgrad._functions import zeros_like
-from cgrad.optim import _checks
+from cgrad.optim import _checks, _state
 from cgrad.optim.optimizer import Optimizer
 
 
@@ -66,7 +65,7 @@ class SGD(Optimizer):
                 if momentum != 0:
                     buf = state.get("momentum_buffer")
                     if buf is None:
-                        buf = zeros_like(p)
+                        buf = _state.zeros(p)
                         state["momentum_buffer"] = buf
                         first = True
                 u = _core._sgd_update(p, g, buf, first, lr, momentum, dampening, wd, nesterov,

@@ -4,8 +4,7 @@ import numbers
 
 from cgrad import _core
 from cgrad._core import Tensor
-from cgrad._functions import zeros_like
-from cgrad.optim import _checks
+from cgrad.optim import _checks, _state
 from cgrad.optim.optimizer import Optimizer
 
 
@@ -62,8 +61,8 @@ class SparseAdam(Optimizer):
                 state = self._state_for(p)
                 if len(state) == 0:
                     state["step"] = 0
-                    state["exp_avg"] = zeros_like(p)
-                    state["exp_avg_sq"] = zeros_like(p)
+                    state["exp_avg"] = _state.zeros(p)
+                    state["exp_avg_sq"] = _state.zeros(p)
                 state["step"] += 1
                 _core._sparse_adam_update(p, g, state["exp_avg"], state["exp_avg_sq"],
                                           int(state["step"]), lr, beta1, beta2, eps, maximize)

@@ -166,7 +166,7 @@ def test_errors_follow_torch():
     (dict(growth_interval=0), ValueError, "growth_interval must be a positive integer, got 0"),
     (dict(growth_interval=2.5), ValueError, "growth_interval"),
     (dict(init_scale="big"), TypeError, "init_scale must be a number"),
-    (dict(device="cuda"), NotImplementedError, "cuda"),
+    (dict(device="tpu"), ValueError, "device must be 'cpu' or 'cuda'"),
 ])
 def test_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):

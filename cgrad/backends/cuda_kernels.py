@@ -1,0 +1,251 @@
+"""CUDA C sources of the fused training kernels of the "cuda" backend.
+
+On a GPU, ``cgrad/backends/xp_optim.py`` runs these as ``cupy.RawKernel``
+objects (compiled lazily, once per kernel and dtype) where fusion pays: one
+pass over a parameter, its gradient and its state for an optimizer update
+(CuPy expressions would make one pass per operation), one pass for a
+tensor's sum of squares, max |x| and non-finite count (three reductions
+otherwise). The NumPy expressions in xp_optim.py remain the reference path
+(the reference device, and strided arrays on a GPU) and compute the same
+formulas, operation for operation, as the C kernels of src_c/optim.c.
+
+Every kernel is compiled with ``--fmad=false``: the host loops make no fused
+multiply-adds, so neither may the device if the two are to agree to the
+last bit; ``sqrt`` and ``/`` are IEEE (nvcc's defaults). A kernel runs a
+grid-stride loop over ``n`` contiguous elements; reductions (the update's
+squared norm, the statistics) accumulate in double per thread, then per
+warp, then one atomic per warp.
+
+tests/python/test_cuda_kernels_nvcc.py compiles every source with
+``nvcc --ptx``.
+"""
+
+NVCC_OPTIONS = ("--fmad=false", "-std=c++17")
+
+_DTYPES = {"float32": ("float", "f32"), "float64": ("double", "f64")}
+
+_COMMON = r"""
+typedef %(T)s T;
+typedef long long i64;
+
+/* Adds a thread's share of a sum to *out: a warp reduction, then one
+ * atomic per warp (every thread of the block must call it). */
+__device__ __forceinline__ void cg_add_sum(double *out, double acc) {
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, o);
+    if ((threadIdx.x & 31) == 0) atomicAdd(out, acc);
+}
+
+#define CG_LOOP(i, n)                                                               \
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n);               \
+         i += (i64)blockDim.x * gridDim.x)
+"""
+
+# One body per update; its arithmetic is the host loop's (src_c/optim.c),
+# each flag an int parameter (uniform across the grid: no divergence).
+_BODIES = {
+    "sgd_update": r"""
+extern "C" __global__ void cg_sgd_update_%(sfx)s(
+        T *p, const T *gr, T *buf, double *norm, const i64 n, const T lr_neg, const T wd,
+        const T mom, const T damp1, const int mx, const int use_wd, const int use_mom,
+        const int nest, const int init, const int want) {
+    double acc = 0.0;
+    CG_LOOP(i, n) {
+        const T x0 = p[i];
+        T g = mx ? -gr[i] : gr[i];
+        if (use_wd) g = g + wd * x0;
+        if (use_mom) {
+            const T b = init ? g : buf[i] * mom + damp1 * g;
+            buf[i] = b;
+            g = nest ? g + mom * b : b;
+        }
+        const T x = x0 + lr_neg * g;
+        p[i] = x;
+        if (want) {
+            const double d = (double)x - (double)x0;
+            acc += d * d;
+        }
+    }
+    if (want) cg_add_sum(norm, acc);
+}
+""",
+    "adam_update": r"""
+extern "C" __global__ void cg_adam_update_%(sfx)s(
+        T *p, const T *gr, T *m, T *v, T *vmax, double *norm, const i64 n, const T wd,
+        const T wd_factor, const T w1, const T w1m, const T b2, const T c2, const T bc2_sqrt,
+        const T eps, const T neg_step, const int mx, const int coupled, const int decoupled,
+        const int ams, const int small, const int want) {
+    double acc = 0.0;
+    CG_LOOP(i, n) {
+        const T x0 = p[i];
+        T g = mx ? -gr[i] : gr[i];
+        T x = x0;
+        if (coupled) g = g + wd * x;
+        if (decoupled) x = x * wd_factor;
+        const T mo = m[i];
+        /* PyTorch's lerp: from the start for a small weight, else from the end */
+        const T mi = small ? mo + w1 * (g - mo) : g - (g - mo) * w1m;
+        const T vi = v[i] * b2 + c2 * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        T vd = vi;
+        if (ams) {
+            const T vm = vmax[i];
+            vd = (vm != vm || vm > vi) ? vm : vi; /* torch.maximum: NaN wins */
+            vmax[i] = vd;
+        }
+        const T denom = sqrt(vd) / bc2_sqrt + eps;
+        const T xn = x + neg_step * mi / denom;
+        p[i] = xn;
+        if (want) {
+            const double d = (double)xn - (double)x0;
+            acc += d * d;
+        }
+    }
+    if (want) cg_add_sum(norm, acc);
+}
+""",
+    "rmsprop_update": r"""
+extern "C" __global__ void cg_rmsprop_update_%(sfx)s(
+        T *p, const T *gr, T *sq, T *ga, T *buf, double *norm, const i64 n, const T lr_neg,
+        const T wd, const T alpha, const T c, const T c1m, const T eps, const T mom,
+        const int mx, const int use_wd, const int centered, const int use_mom, const int small,
+        const int want) {
+    double acc = 0.0;
+    CG_LOOP(i, n) {
+        const T x0 = p[i];
+        T g = mx ? -gr[i] : gr[i];
+        if (use_wd) g = g + wd * x0;
+        const T si = sq[i] * alpha + c * g * g;
+        sq[i] = si;
+        T avg;
+        if (centered) {
+            const T go = ga[i];
+            const T gi = small ? go + c * (g - go) : g - (g - go) * c1m;
+            ga[i] = gi;
+            avg = sqrt(si + (T)(-1) * gi * gi);
+        } else {
+            avg = sqrt(si);
+        }
+        avg = avg + eps;
+        T x;
+        if (use_mom) {
+            const T b = buf[i] * mom + g / avg;
+            buf[i] = b;
+            x = x0 + lr_neg * b;
+        } else {
+            x = x0 + lr_neg * g / avg;
+        }
+        p[i] = x;
+        if (want) {
+            const double d = (double)x - (double)x0;
+            acc += d * d;
+        }
+    }
+    if (want) cg_add_sum(norm, acc);
+}
+""",
+    "adagrad_update": r"""
+extern "C" __global__ void cg_adagrad_update_%(sfx)s(
+        T *p, const T *gr, T *sum, double *norm, const i64 n, const T clr_neg, const T wd,
+        const T eps, const int mx, const int use_wd, const int want) {
+    double acc = 0.0;
+    CG_LOOP(i, n) {
+        const T x0 = p[i];
+        T g = mx ? -gr[i] : gr[i];
+        if (use_wd) g = g + wd * x0;
+        const T si = sum[i] + g * g;
+        sum[i] = si;
+        const T std = sqrt(si) + eps;
+        const T x = x0 + clr_neg * g / std;
+        p[i] = x;
+        if (want) {
+            const double d = (double)x - (double)x0;
+            acc += d * d;
+        }
+    }
+    if (want) cg_add_sum(norm, acc);
+}
+""",
+    # Clip by norm: every gradient times the clip coefficient (rounded to T).
+    "scale": r"""
+extern "C" __global__ void cg_scale_%(sfx)s(T *x, const i64 n, const T k) {
+    CG_LOOP(i, n) x[i] = x[i] * k;
+}
+""",
+    # Clip by norm's 2-norm: *out += sum of squares in double, every element
+    # (NaN and inf propagate, as the host's pnorm); the caller takes sqrt.
+    "sum_sq": r"""
+extern "C" __global__ void cg_sum_sq_%(sfx)s(const T *x, const i64 n, double *out) {
+    double s = 0.0;
+    CG_LOOP(i, n) {
+        const double d = (double)x[i];
+        s += d * d;
+    }
+    cg_add_sum(out, s);
+}
+""",
+    # out[0] += sum of squares of the finite elements, out[1] = max(out[1],
+    # max |x| over them), out[2] += non-finite count. out starts zeroed;
+    # max works on the bit patterns (non-negative doubles order like them).
+    "tensor_stats": r"""
+extern "C" __global__ void cg_tensor_stats_%(sfx)s(const T *x, const i64 n, double *out) {
+    double s = 0.0, mx = 0.0, bad = 0.0;
+    CG_LOOP(i, n) {
+        const double d = (double)x[i];
+        if (isfinite(d)) {
+            s += d * d;
+            mx = fmax(mx, fabs(d));
+        } else {
+            bad += 1.0;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        s += __shfl_down_sync(0xffffffffu, s, o);
+        mx = fmax(mx, __shfl_down_sync(0xffffffffu, mx, o));
+        bad += __shfl_down_sync(0xffffffffu, bad, o);
+    }
+    if ((threadIdx.x & 31) == 0) {
+        atomicAdd(&out[0], s);
+        atomicMax((unsigned long long *)&out[1], (unsigned long long)__double_as_longlong(mx));
+        atomicAdd(&out[2], bad);
+    }
+}
+""",
+}
+
+NAMES = tuple(_BODIES)
+
+
+def source(name, dtype):
+    """The CUDA C source of kernel `name` (one of NAMES) for dtype
+    "float32" or "float64"; its entry point is entry(name, dtype)."""
+    t, sfx = _DTYPES[str(dtype)]
+    return (_COMMON + _BODIES[name]) % {"T": t, "sfx": sfx}
+
+
+def entry(name, dtype):
+    return f"cg_{name}_{_DTYPES[str(dtype)][1]}"
+
+
+class RawKernels:
+    """Lazily compiled cupy.RawKernel objects, one per (name, dtype)."""
+
+    def __init__(self, cupy):
+        self._cp = cupy
+        self._cache = {}
+
+    def get(self, name, dtype):
+        key = (name, str(dtype))
+        k = self._cache.get(key)
+        if k is None:
+            k = self._cp.RawKernel(source(name, dtype), entry(name, dtype), options=NVCC_OPTIONS)
+            self._cache[key] = k
+        return k
+
+    def launch(self, name, dtype, n, args, threads=256):
+        """Runs kernel name over n elements (grid-stride: at most 4096
+        blocks, each thread then loops)."""
+        if n == 0:
+            return
+        blocks = min((n + threads - 1) // threads, 4096)
+        self.get(name, dtype)((blocks,), (threads,), args)

@@ -1,0 +1,40 @@
+"""Every CUDA source of cgrad/backends/cuda_kernels.py compiles with nvcc
+(to PTX, with the options the RawKernels use): a compile error fails here,
+on any machine with nvcc, GPU or not. Skipped with a reason without nvcc."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from cgrad.backends import cuda_kernels
+
+NVCC = shutil.which("nvcc") or next(
+    (p for p in ("/usr/local/cuda/bin/nvcc",) if os.path.exists(p)), None)
+pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc (the CUDA toolkit) is not installed")
+
+# atomicAdd on double needs sm_60; sm_80 is supported by every toolkit
+# from CUDA 11 to 13.
+ARCH = "sm_80"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", cuda_kernels.NAMES)
+def test_kernel_compiles_to_ptx(tmp_path, name, dtype):
+    src = tmp_path / f"{name}_{dtype}.cu"
+    src.write_text(cuda_kernels.source(name, dtype))
+    ptx = tmp_path / f"{name}_{dtype}.ptx"
+    r = subprocess.run([NVCC, "--ptx", f"-arch={ARCH}", *cuda_kernels.NVCC_OPTIONS, str(src),
+                        "-o", str(ptx)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"nvcc failed on {name} ({dtype}):\n{r.stderr}"
+    text = ptx.read_text()
+    entry = cuda_kernels.entry(name, dtype)
+    assert f".entry {entry}" in text, f"{entry} is not in the PTX"
+    # no fused multiply-add may appear: the host loops make none
+    assert "fma.rn" not in text, f"{entry} contracts a multiply-add"
+
+
+def test_every_fused_kernel_has_a_source():
+    assert set(cuda_kernels.NAMES) == {"sgd_update", "adam_update", "rmsprop_update",
+                                       "adagrad_update", "scale", "sum_sq", "tensor_stats"}
+    assert "--fmad=false" in cuda_kernels.NVCC_OPTIONS
