@@ -310,7 +310,6 @@ class _Scale(nn.Module):
         return (x * self.w).tanh()
 
 
-@pytest.mark.xfail(strict=False, raises=NotImplementedError, reason="needs the adam update on device")
 def test_an_optimizer_checkpoint_saved_on_the_device_resumes_on_the_cpu(tmp_path):
     def train(model, opt, steps):
         x = cgrad.tensor([0.3, 0.1, -0.7], dtype=F64, device=model.w.device)
