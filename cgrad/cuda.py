@@ -143,3 +143,22 @@ def memory_stats(device=None):
         stats["reserved_bytes.all.current"] = pool.total_bytes()
         stats["pool.used_bytes"] = pool.used_bytes()
     return stats
+
+
+def memory_reserved(device=None):
+    """Bytes the device allocator holds (live tensors plus cached blocks);
+    on the reference device nothing is cached, so it is memory_allocated.
+    0 when CUDA is not available."""
+    if not is_available():
+        return 0
+    if _backend.is_gpu:
+        return _backend.xp.get_default_memory_pool().total_bytes()
+    return _backend.allocated
+
+
+def empty_cache():
+    """Returns the allocator's cached, unused blocks to the driver (CuPy's
+    memory pool); live tensors are untouched. A no-op on the reference
+    device and when CUDA is not available, as in PyTorch."""
+    if is_available() and _backend.is_gpu:
+        _backend.xp.get_default_memory_pool().free_all_blocks()

@@ -67,6 +67,9 @@ def test_memory_statistics_track_live_tensors_and_the_peak():
     assert stats["allocation.all.allocated"] >= 2
     cgrad.cuda.reset_peak_memory_stats()
     assert cgrad.cuda.max_memory_allocated() == base + 400
+    assert cgrad.cuda.memory_reserved() >= cgrad.cuda.memory_allocated()
+    cgrad.cuda.empty_cache()  # cached blocks only: live tensors keep their memory
+    assert cgrad.cuda.memory_allocated() == base + 400 and b.sum().item() == 0
     view = b[10:20]  # a view holds the buffer, not new memory
     del b
     assert cgrad.cuda.memory_allocated() == base + 400
@@ -106,7 +109,8 @@ def test_a_missing_cupy_gives_one_clear_message():
         assert not cgrad.cuda.is_available()
         assert cgrad.cuda.device_count() == 0
         assert cgrad.cuda.memory_allocated() == 0 and cgrad.cuda.max_memory_allocated() == 0
-        assert cgrad.cuda.memory_stats() == {}
+        assert cgrad.cuda.memory_stats() == {} and cgrad.cuda.memory_reserved() == 0
+        cgrad.cuda.empty_cache()  # a no-op without CUDA, as in PyTorch
         msgs = []
         for make in (lambda: cgrad.zeros(2, device="cuda"), lambda: cgrad.ones(2).cuda(),
                      lambda: cgrad.nn.Linear(2, 2).cuda(), cgrad.cuda.synchronize):
