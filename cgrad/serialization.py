@@ -12,7 +12,9 @@ numbers, strings, bools, None) is a JSON string in
 __metadata__["cgrad.structure"] whose leaves name the tensors, so any
 safetensors reader sees the tensors (named by their path, "model.fc.weight")
 and cgrad.load rebuilds the whole object. Nothing is unpickled, so loading
-runs no code from the file.
+runs no code from the file. A tensor on "cuda" is written from a host copy
+and its structure node records "device": "cuda:0"; load puts it back there
+or where map_location says (as torch.load).
 
 Writes are atomic: a temporary file in the target's directory, fsync,
 os.replace, fsync of the directory. A process killed at any point leaves
@@ -231,6 +233,23 @@ class _Corrupt(Exception):
     pass
 
 
+class _PlaceFailed(Exception):
+    """Carries an error raised while placing a tensor (map_location's own,
+    or a move to an unavailable device) past the handlers that turn errors
+    in the file's structure into 'not a valid checkpoint'."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _placed(place, t, location):
+    try:
+        return place(t, location)
+    except Exception as e:  # noqa: BLE001 - re-raised unchanged by load()
+        raise _PlaceFailed(e) from e
+
+
 def _nonneg_int(v):
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
@@ -285,7 +304,7 @@ def _decode(node, tensors, used, place):
             if not isinstance(name, str) or name not in tensors:
                 raise _Corrupt(f"the structure names a tensor {name!r} that the file does not hold")
             if name not in used:  # placed once: a tensor saved twice loads as one object
-                t = place(tensors[name], _saved_location(name, node.get("device", "cpu")))
+                t = _placed(place, tensors[name], _saved_location(name, node.get("device", "cpu")))
                 if node.get("requires_grad") is True:
                     if not t.is_floating_point():
                         raise _Corrupt(f"tensor {name!r} of dtype {t.dtype!r} is marked requires_grad")
@@ -362,7 +381,7 @@ def _load(f, path, size, place):
     tensors = {e[0]: _read_tensor(f, data_start, e) for e in entries}
 
     if meta is None or _STRUCTURE_KEY not in meta:
-        return {name: place(t, "cpu") for name, t in tensors.items()}  # a plain safetensors file
+        return {name: _placed(place, t, "cpu") for name, t in tensors.items()}  # a plain safetensors file
     version = meta.get("cgrad.format_version")
     if version != FORMAT_VERSION:
         raise _Corrupt(f"cgrad format version {version!r} is not supported (this cgrad reads {FORMAT_VERSION!r})")
@@ -468,6 +487,8 @@ def load(f, map_location=None, weights_only=True):
         size = os.fstat(fh.fileno()).st_size
         try:
             return _load(fh, path, size, place)
+        except _PlaceFailed as e:
+            raise e.error
         except _Corrupt as e:
             raise ValueError(f"cgrad.load: {path!r} is not a valid cgrad checkpoint or safetensors "
                              f"file: {e}") from None

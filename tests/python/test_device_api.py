@@ -235,8 +235,15 @@ def test_bad_map_locations_are_clear(tmp_path):
         load(path, map_location={0: "cpu"})
     with pytest.raises(TypeError, match="map_location returned a str for a tensor saved on"):
         load(path, map_location=lambda t, loc: "cpu")
-    with pytest.raises(ValueError, match="map_location returned a tensor of shape \\(1,\\)"):
+    with pytest.raises(ValueError, match="map_location returned a tensor of shape \\(1,\\)") as info:
         load(path, map_location=lambda t, loc: cgrad.zeros(1))
+    assert "not a valid" not in str(info.value)  # the placement failed, not the file
+
+    def refuse(t, loc):
+        raise KeyError(f"no room for {loc}")
+
+    with pytest.raises(KeyError, match="no room for cuda:0"):  # the callable's own error, unchanged
+        load(path, map_location=refuse)
 
 
 def test_a_corrupt_device_entry_is_a_value_error(tmp_path):
