@@ -1339,26 +1339,26 @@ cdef class Tensor:
         return (1, 0)  # kDLCPU
 
     def gather(self, int dim, index):
-        cdef Tensor idx = _index_tensor(index)
+        cdef Tensor idx = _index_tensor(index, self)
         cdef cg_tensor *r = NULL
         _check(cg_gather(self.c, dim, idx.c, &r))
         return _wrap(r)
 
     def index_select(self, int dim, index):
-        cdef Tensor idx = _index_tensor(index)
+        cdef Tensor idx = _index_tensor(index, self)
         cdef cg_tensor *r = NULL
         _check(cg_index_select(self.c, dim, idx.c, &r))
         return _wrap(r)
 
     def scatter_add(self, int dim, index, src):
-        cdef Tensor idx = _index_tensor(index)
+        cdef Tensor idx = _index_tensor(index, self)
         cdef Tensor s = _as_tensor(src, self)
         cdef cg_tensor *r = NULL
         _check(cg_scatter_add(self.c, dim, idx.c, s.c, &r))
         return _wrap(r)
 
     def index_add(self, int dim, index, source):
-        cdef Tensor idx = _index_tensor(index)
+        cdef Tensor idx = _index_tensor(index, self)
         cdef Tensor s = _as_tensor(source, self)
         cdef cg_tensor *r = NULL
         _check(cg_index_add(self.c, dim, idx.c, s.c, &r))
@@ -1540,7 +1540,8 @@ class override_backward:
 
 
 # ------------------------------------------------------------------ indexing
-cdef Tensor _index_tensor(object index):
+cdef Tensor _index_tensor(object index, Tensor like=None):
+    """index as a Tensor; lists and arrays are built on like's device."""
     if isinstance(index, Tensor):
         return <Tensor>index
     arr = np.asarray(index)
@@ -1548,7 +1549,10 @@ cdef Tensor _index_tensor(object index):
         arr = arr.astype(np.int64)  # x[[]]: an empty list selects nothing
     if arr.dtype.kind not in "iub":
         raise IndexError(f"index arrays must be integer or bool, got dtype {arr.dtype}")
-    return _tensor_from_data(arr, None, False)
+    cdef Tensor t = _tensor_from_data(arr, None, False)
+    if like is not None and cg_tensor_device(like.c) != CG_DEVICE_CPU:
+        t = _to_device(t, like.device)
+    return t
 
 cdef Tensor _slice(Tensor x, int dim, int64_t start, int64_t stop, int64_t step):
     cdef cg_tensor *r = NULL
@@ -1610,7 +1614,7 @@ cdef object _getitem(Tensor x, object idx):
             r = _slice(r, d, start, stop, step)
             d += 1
         elif _is_advanced(e):
-            it = _index_tensor(e)
+            it = _index_tensor(e, x)
             advanced.append((d, it))
             d += it.ndim if it.dtype is bool_ else 1
         else:
@@ -1960,7 +1964,7 @@ def dropout(Tensor input not None, double p=0.5, training=True):
     return _wrap(r)
 
 def embedding(input, Tensor weight not None):
-    cdef Tensor idx = _index_tensor(input)
+    cdef Tensor idx = _index_tensor(input, weight)
     cdef cg_tensor *r = NULL
     _check(cg_embedding(weight.c, idx.c, &r))
     return _wrap(r)

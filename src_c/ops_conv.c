@@ -18,6 +18,10 @@
  * (max_pool2d_backward); the derivative of that scatter gathers at the same
  * positions (max_pool2d_gather), whose derivative is the scatter again.
  * avg_pool2d is linear; avg_pool2d_backward is its adjoint and vice versa.
+ *
+ * On a device every one of these ops keeps its checks and recording here
+ * and runs the backend kernel of the same name on its outputs and inputs
+ * (docs/backend.md, "Indexing, embedding, dropout, convolution and pooling").
  */
 /* GCC's -O2 cost model ("very-cheap") leaves the im2col/col2im and pooling
  * row loops scalar (unknown trip counts need an epilogue): ask for the
@@ -161,6 +165,27 @@ static cg_status alloc_cols(const conv_geom *g, cg_dtype dt, void **cols) {
     return CG_OK;
 }
 
+/* The device form of the three conv kernels: out (shape, zero-filled when
+ * zero) and, unless skip, kernel name on (out, a, b[, c]) with the conv
+ * parameters as ints. */
+static cg_status conv_device(const char *name, int dev, cg_dtype dt, const int64_t *shape, int zero,
+                             int skip, cg_tensor *a, cg_tensor *b, cg_tensor *c,
+                             const conv_params *p, cg_tensor **out) {
+    cg_tensor *r;
+    CG_TRY(cg__new_on(dev, dt, 4, shape, zero, &r));
+    if (!skip) {
+        int64_t ip[CONV_NPARAM] = {p->sh, p->sw, p->ph, p->pw, p->dh, p->dw, p->groups};
+        cg_tensor *ts[4] = {r, a, b, c};
+        cg_status st = cg__kernel(dev, name, 1, c ? 4 : 3, ts, 0, NULL, CONV_NPARAM, ip);
+        if (st) {
+            cg_tensor_free(r);
+            return st;
+        }
+    }
+    *out = r;
+    return CG_OK;
+}
+
 /* ------------------------------------------------------------ kernels */
 /* out (N, O, Ho, Wo) = conv(x (N, C, H, W), w (O, C/groups, kh, kw)) [+ bias]. */
 static cg_status conv_fwd_kernel(cg_tensor *x, cg_tensor *w, cg_tensor *bias,
@@ -173,6 +198,8 @@ static cg_status conv_fwd_kernel(cg_tensor *x, cg_tensor *w, cg_tensor *bias,
     int64_t oshape[4] = {N, O, g.Ho, g.Wo};
     int64_t L = g.Ho * g.Wo, Og = O / G, K = g.C / G * g.kh * g.kw;
     size_t esz = cg_dtype_size(dt);
+    if (cg__dev(x))
+        return conv_device("conv2d", cg__dev(x), dt, oshape, 0, N * O * L == 0, x, w, bias, p, out);
 
     cg_tensor *xc = NULL, *wc = NULL, *bc = NULL, *r = NULL;
     void *cols = NULL;
@@ -235,6 +262,10 @@ static cg_status conv_dx_kernel(cg_tensor *gy, cg_tensor *w, const int64_t *xsha
                    gy->shape[3], *p};
     int64_t L = g.Ho * g.Wo, Og = O / G, K = g.C / G * g.kh * g.kw;
     size_t esz = cg_dtype_size(dt);
+    int64_t numel = N * g.C * g.H * g.W;
+    if (cg__dev(gy))
+        return conv_device("conv2d_input_backward", cg__dev(gy), dt, xshape, 0, numel == 0, gy, w,
+                           NULL, p, out);
     cg_tensor *gc = NULL, *wc = NULL, *r = NULL;
     void *cols = NULL;
     int pointwise = is_pointwise(&g);
@@ -278,6 +309,10 @@ static cg_status conv_dw_kernel(cg_tensor *x, cg_tensor *gy, const int64_t *wsha
                    gy->shape[3], *p};
     int64_t L = g.Ho * g.Wo, Og = O / G, K = g.C / G * g.kh * g.kw;
     size_t esz = cg_dtype_size(dt);
+    if (cg__dev(x)) {
+        int skip = O * wshape[1] * g.kh * g.kw == 0 || N * L == 0;
+        return conv_device("conv2d_weight_backward", cg__dev(x), dt, wshape, skip, skip, x, gy, NULL, p, out);
+    }
     cg_tensor *xc = NULL, *gc = NULL, *r = NULL;
     void *cols = NULL;
     cg_status st = cg__new(dt, 4, wshape, 1, &r);
@@ -413,8 +448,11 @@ cg_status cg_conv2d(cg_tensor *x, cg_tensor *weight, cg_tensor *bias, const int6
                     const int64_t padding[2], const int64_t dilation[2], int64_t groups,
                     cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(x);
-    CG_CHECK_T(weight);
+    CG_CHECK_TD(x);
+    CG_CHECK_TD(weight);
+    if (bias) CG_CHECK_TD(bias);
+    cg_tensor *all[3] = {x, weight, bias};
+    CG_TRY(cg__same_device("cg_conv2d", 3, all, NULL));
     char s1[CG_SHAPE_STR_LEN], s2[CG_SHAPE_STR_LEN];
     if (!cg__is_float(x->dtype) || weight->dtype != x->dtype || (bias && bias->dtype != x->dtype))
         return cg__err(CG_ERR_DTYPE,
@@ -686,6 +724,15 @@ static void pool_out_shape(int ndim, const int64_t *xshape, const pool_geom *g, 
     oshape[ndim - 1] = g->Wo;
 }
 
+/* The device form of the pooling kernels: kernel name on (outs..., ins...)
+ * with the window as ints (kh, kw, sh, sw, ph, pw, count_include_pad). */
+static cg_status pool_kernel(const char *name, int dev, int n_out, int n_tensors, cg_tensor **ts,
+                             const pool_geom *g, int cip) {
+    if (!ts[0]->numel) return CG_OK;
+    int64_t ip[7] = {g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, cip};
+    return cg__kernel(dev, name, n_out, n_tensors, ts, 0, NULL, 7, ip);
+}
+
 /* Records a one-input op whose backward needs the pool geometry (and idx). */
 static cg_status pool_record(const cg_op *op, cg_tensor *in, cg_tensor *r, cg_tensor *idx,
                              const pool_geom *g, int cip, int ndim, const int64_t *xshape) {
@@ -703,18 +750,22 @@ static cg_status maxpool_gather(cg_tensor *h, cg_tensor *idx, const pool_geom *g
     int64_t oshape[CG_MAX_DIMS];
     pool_out_shape(ndim, xshape, g, oshape);
     cg_tensor *hc, *r;
+    int dev = cg__dev(h);
     CG_TRY(cg__contig(h, &hc));
-    cg_status st = cg__new(h->dtype, ndim, oshape, 0, &r);
+    cg_status st = cg__new_on(dev, h->dtype, ndim, oshape, 0, &r);
     if (st) {
         cg_tensor_free(hc);
         return st;
     }
-    if (h->dtype == CG_FLOAT32)
+    if (dev) {
+        cg_tensor *ts[3] = {r, hc, idx};
+        st = pool_kernel("max_pool2d_gather", dev, 1, 3, ts, g, 0);
+    } else if (h->dtype == CG_FLOAT32)
         maxpool_gather_f(g, (const float *)cg__ptr(hc), (const int64_t *)cg__ptr(idx), (float *)cg__ptr(r));
     else
         maxpool_gather_d(g, (const double *)cg__ptr(hc), (const int64_t *)cg__ptr(idx), (double *)cg__ptr(r));
     cg_tensor_free(hc);
-    st = pool_record(&OP_MAXPOOL_GATHER, h, r, idx, g, 0, ndim, xshape);
+    if (!st) st = pool_record(&OP_MAXPOOL_GATHER, h, r, idx, g, 0, ndim, xshape);
     if (st) {
         cg_tensor_free(r);
         return st;
@@ -727,18 +778,22 @@ static cg_status maxpool_gather(cg_tensor *h, cg_tensor *idx, const pool_geom *g
 static cg_status maxpool_scatter(cg_tensor *gy, cg_tensor *idx, const pool_geom *g, int ndim,
                                  const int64_t *xshape, cg_tensor **out) {
     cg_tensor *gc, *r;
+    int dev = cg__dev(gy);
     CG_TRY(cg__contig(gy, &gc));
-    cg_status st = cg__new(gy->dtype, ndim, xshape, 1, &r);
+    cg_status st = cg__new_on(dev, gy->dtype, ndim, xshape, !dev, &r);
     if (st) {
         cg_tensor_free(gc);
         return st;
     }
-    if (gy->dtype == CG_FLOAT32)
+    if (dev) {
+        cg_tensor *ts[3] = {r, gc, idx};
+        st = pool_kernel("max_pool2d_backward", dev, 1, 3, ts, g, 0);
+    } else if (gy->dtype == CG_FLOAT32)
         maxpool_scatter_f(g, (const float *)cg__ptr(gc), (const int64_t *)cg__ptr(idx), (float *)cg__ptr(r));
     else
         maxpool_scatter_d(g, (const double *)cg__ptr(gc), (const int64_t *)cg__ptr(idx), (double *)cg__ptr(r));
     cg_tensor_free(gc);
-    st = pool_record(&OP_MAXPOOL_BWD, gy, r, idx, g, 0, ndim, xshape);
+    if (!st) st = pool_record(&OP_MAXPOOL_BWD, gy, r, idx, g, 0, ndim, xshape);
     if (st) {
         cg_tensor_free(r);
         return st;
@@ -772,16 +827,21 @@ static cg_status maxpool_scatter_backward(cg_node *node, cg_tensor *const *gout,
 cg_status cg_max_pool2d(cg_tensor *x, const int64_t kernel[2], const int64_t stride[2],
                         const int64_t padding[2], cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(x);
-    pool_geom g;
+    CG_CHECK_TD(x);
+    pool_geom g = {0};
     CG_TRY(pool_check("cg_max_pool2d", x, kernel, stride, padding, &g));
     int64_t oshape[CG_MAX_DIMS];
     pool_out_shape(x->ndim, x->shape, &g, oshape);
+    int dev = cg__dev(x);
     cg_tensor *xc = NULL, *r = NULL, *idx = NULL;
     cg_status st = cg__contig(x, &xc);
-    if (!st) st = cg__new(x->dtype, x->ndim, oshape, 0, &r);
-    if (!st) st = cg__new(CG_INT64, x->ndim, oshape, 0, &idx);
-    if (!st) {
+    if (!st) st = cg__new_on(dev, x->dtype, x->ndim, oshape, 0, &r);
+    if (!st) st = cg__new_on(dev, CG_INT64, x->ndim, oshape, 0, &idx);
+    if (!st && dev) {
+        cg_tensor *ts[3] = {r, idx, xc};
+        st = pool_kernel("max_pool2d", dev, 2, 3, ts, &g, 0);
+        if (!st) st = pool_record(&OP_MAXPOOL, x, r, idx, &g, 0, x->ndim, x->shape);
+    } else if (!st) {
         if (x->dtype == CG_FLOAT32)
             maxpool_f(&g, (const float *)cg__ptr(xc), (float *)cg__ptr(r), (int64_t *)cg__ptr(idx));
         else
@@ -803,14 +863,18 @@ static cg_status avgpool_forward(cg_tensor *x, const pool_geom *g, int cip, cg_t
     int64_t oshape[CG_MAX_DIMS];
     pool_out_shape(x->ndim, x->shape, g, oshape);
     cg_tensor *xc, *r;
+    int dev = cg__dev(x);
     CG_TRY(cg__contig(x, &xc));
-    cg_status st = cg__new(x->dtype, x->ndim, oshape, 0, &r);
+    cg_status st = cg__new_on(dev, x->dtype, x->ndim, oshape, 0, &r);
     if (!st) {
-        if (x->dtype == CG_FLOAT32)
+        if (dev) {
+            cg_tensor *ts[2] = {r, xc};
+            st = pool_kernel("avg_pool2d", dev, 1, 2, ts, g, cip);
+        } else if (x->dtype == CG_FLOAT32)
             avgpool_f(g, cip, (const float *)cg__ptr(xc), (float *)cg__ptr(r));
         else
             avgpool_d(g, cip, (const double *)cg__ptr(xc), (double *)cg__ptr(r));
-        st = pool_record(&OP_AVGPOOL, x, r, NULL, g, cip, x->ndim, x->shape);
+        if (!st) st = pool_record(&OP_AVGPOOL, x, r, NULL, g, cip, x->ndim, x->shape);
         if (st) cg_tensor_free(r);
     }
     cg_tensor_free(xc);
@@ -822,14 +886,18 @@ static cg_status avgpool_forward(cg_tensor *x, const pool_geom *g, int cip, cg_t
 static cg_status avgpool_adjoint(cg_tensor *gy, const pool_geom *g, int cip, int ndim,
                                  const int64_t *xshape, cg_tensor **out) {
     cg_tensor *gc, *r;
+    int dev = cg__dev(gy);
     CG_TRY(cg__contig(gy, &gc));
-    cg_status st = cg__new(gy->dtype, ndim, xshape, 1, &r);
+    cg_status st = cg__new_on(dev, gy->dtype, ndim, xshape, !dev, &r);
     if (!st) {
-        if (gy->dtype == CG_FLOAT32)
+        if (dev) {
+            cg_tensor *ts[2] = {r, gc};
+            st = pool_kernel("avg_pool2d_backward", dev, 1, 2, ts, g, cip);
+        } else if (gy->dtype == CG_FLOAT32)
             avgpool_bwd_f(g, cip, (const float *)cg__ptr(gc), (float *)cg__ptr(r));
         else
             avgpool_bwd_d(g, cip, (const double *)cg__ptr(gc), (double *)cg__ptr(r));
-        st = pool_record(&OP_AVGPOOL_BWD, gy, r, NULL, g, cip, ndim, xshape);
+        if (!st) st = pool_record(&OP_AVGPOOL_BWD, gy, r, NULL, g, cip, ndim, xshape);
         if (st) cg_tensor_free(r);
     }
     cg_tensor_free(gc);
@@ -854,8 +922,8 @@ static cg_status avgpool_bwd_backward(cg_node *node, cg_tensor *const *gout, cg_
 cg_status cg_avg_pool2d(cg_tensor *x, const int64_t kernel[2], const int64_t stride[2],
                         const int64_t padding[2], int count_include_pad, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(x);
-    pool_geom g;
+    CG_CHECK_TD(x);
+    pool_geom g = {0};
     CG_TRY(pool_check("cg_avg_pool2d", x, kernel, stride, padding, &g));
     return avgpool_forward(x, &g, count_include_pad != 0, out);
 }

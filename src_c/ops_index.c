@@ -3,12 +3,30 @@
  *
  * Each pair is the other's adjoint: the gradient of a selection is an
  * add-into-zeros (so repeated indices accumulate), and the gradient of an
- * add with respect to its source is a selection. */
+ * add with respect to its source is a selection.
+ *
+ * On a device the checks stay here: the bounds check needs the index
+ * values, so a device index is copied to the host for it (one
+ * device-to-host transfer of the index per call, a sync on a GPU, as in
+ * PyTorch's checked indexing); the kernels then read the device index. */
 /* Vectorisation options for the copy / cast / add loops; see ops_reduce.c. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-math-errno", "no-trapping-math")
 #endif
 #include "cg_internal.h"
+
+/* t's elements, contiguous, where the host can read them: t itself (or its
+ * contiguous copy) on the host, else a host copy of the device tensor. */
+static cg_status host_contig(cg_tensor *t, cg_tensor **out) {
+    if (!cg__dev(t)) return cg__contig(t, out);
+    CG_TRY(cg__new(t->dtype, t->ndim, t->shape, 0, out));
+    cg_status st = cg__copy_elems(*out, t);
+    if (st) {
+        cg_tensor_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
 
 /* Validated, non-negative copy of a 1-D int64 index (negative entries wrap
  * when wrap != 0). *idx: (numel,) malloc'd, caller frees. */
@@ -22,17 +40,27 @@ static cg_status read_index(const char *fn, cg_tensor *index, int64_t size, int 
     int64_t n = index->numel;
     int64_t *p = (int64_t *)malloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t));
     if (!p) return cg__err(CG_ERR_NOMEM, "%s: out of memory", fn);
-    const int64_t *src = (const int64_t *)cg__ptr(index);
-    int64_t stride = index->ndim ? index->strides[0] : 0;
+    cg_tensor *h = NULL; /* a device index's host copy */
+    if (cg__dev(index)) {
+        cg_status st = host_contig(index, &h);
+        if (st) {
+            free(p);
+            return st;
+        }
+    }
+    const int64_t *src = (const int64_t *)cg__ptr(h ? h : index);
+    int64_t stride = h ? 1 : index->ndim ? index->strides[0] : 0;
     for (int64_t i = 0; i < n; ++i) {
         int64_t v = src[i * stride];
         if (v < -size || v >= size || (!wrap && v < 0)) {
             free(p);
+            cg_tensor_free(h);
             return cg__err(CG_ERR_INDEX, "%s: index %lld is out of range for dim %d with size %lld", fn,
                            (long long)v, dim, (long long)size);
         }
         p[i] = v < 0 ? v + size : v;
     }
+    cg_tensor_free(h);
     *idx = p;
     *len = n;
     return CG_OK;
@@ -167,7 +195,7 @@ static cg_status add_into_zeros(cg_node *node, cg_tensor *g,
     int ndim = get_dim_shape(node, shape);
     cg_tensor *index = NULL, *z = NULL;
     cg_status st = cg__saved(node, 0, &index);
-    if (!st) st = cg_zeros(g->dtype, ndim, shape, &z);
+    if (!st) st = cg__new_on(cg__dev(g), g->dtype, ndim, shape, 1, &z);
     if (!st) st = add(z, (int)node->iparam[0], index, g, out);
     cg_tensor_free(index);
     cg_tensor_free(z);
@@ -198,8 +226,11 @@ static const cg_op OP_INDEX_ADD = {"index_add", index_add_backward};
 
 cg_status cg_index_select(cg_tensor *a, int dim, cg_tensor *index, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
-    CG_CHECK_T(index);
+    CG_CHECK_TD(a);
+    CG_CHECK_TD(index);
+    int dev;
+    cg_tensor *ai[2] = {a, index};
+    CG_TRY(cg__same_device("cg_index_select", 2, ai, &dev));
     if (a->ndim == 0) return cg__err(CG_ERR_SHAPE, "cg_index_select: cannot index a 0-d tensor");
     int d;
     CG_TRY(cg__norm_dim("cg_index_select", dim, a->ndim, &d));
@@ -210,7 +241,18 @@ cg_status cg_index_select(cg_tensor *a, int dim, cg_tensor *index, cg_tensor **o
     shape[d] = L;
     split_dims(a, d, &outer, &inner);
     cg_tensor *c = NULL, *r = NULL;
-    cg_status st = cg__contig(a, &c);
+    cg_status st;
+    if (dev) { /* idx was the bounds check; the kernel wraps the device index itself */
+        free(idx);
+        st = cg__new_on(dev, a->dtype, a->ndim, shape, 0, &r);
+        if (!st && r->numel) {
+            cg_tensor *ts[3] = {r, a, index};
+            int64_t ip[1] = {d};
+            st = cg__kernel(dev, "index_select", 1, 3, ts, 0, NULL, 1, ip);
+        }
+        return finish_indexed(st, &OP_INDEX_SELECT, 1, &a, d, a, index, r, out);
+    }
+    st = cg__contig(a, &c);
     if (!st) st = cg__new(a->dtype, a->ndim, shape, 0, &r);
     if (!st && r->numel)
         select_rows(a->dtype, (char *)cg__ptr(r), (const char *)cg__ptr(c), idx, L, a->shape[d],
@@ -222,9 +264,12 @@ cg_status cg_index_select(cg_tensor *a, int dim, cg_tensor *index, cg_tensor **o
 
 cg_status cg_index_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
-    CG_CHECK_T(index);
-    CG_CHECK_T(src);
+    CG_CHECK_TD(a);
+    CG_CHECK_TD(index);
+    CG_CHECK_TD(src);
+    int dev;
+    cg_tensor *all[3] = {a, index, src};
+    CG_TRY(cg__same_device("cg_index_add", 3, all, &dev));
     if (a->ndim == 0) return cg__err(CG_ERR_SHAPE, "cg_index_add: cannot index a 0-d tensor");
     int d;
     CG_TRY(cg__norm_dim("cg_index_add", dim, a->ndim, &d));
@@ -241,6 +286,18 @@ cg_status cg_index_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src, 
                        cg__shape_str(src->ndim, src->shape, b1, sizeof b1),
                        cg__shape_str(a->ndim, a->shape, b2, sizeof b2), (long long)L, d);
     }
+    cg_tensor *ins[2] = {a, src};
+    if (dev) {
+        free(idx);
+        cg_tensor *r = NULL;
+        cg_status st = cg__new_on(dev, a->dtype, a->ndim, a->shape, 0, &r);
+        if (!st && r->numel) {
+            cg_tensor *ts[4] = {r, a, index, src};
+            int64_t ip[1] = {d};
+            st = cg__kernel(dev, "index_add", 1, 4, ts, 0, NULL, 1, ip);
+        }
+        return finish_indexed(st, &OP_INDEX_ADD, 2, ins, d, a, index, r, out);
+    }
     int64_t outer, inner;
     split_dims(a, d, &outer, &inner);
     cg_tensor *r = NULL, *sc = NULL;
@@ -256,7 +313,6 @@ cg_status cg_index_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src, 
     }
     free(idx);
     cg_tensor_free(sc);
-    cg_tensor *ins[2] = {a, src};
     return finish_indexed(st, &OP_INDEX_ADD, 2, ins, d, a, index, r, out);
 }
 
@@ -331,6 +387,45 @@ static cg_status bad_gather_index(const char *fn, int64_t v, int d, int64_t size
                    (long long)v, d, (long long)size);
 }
 
+/* The device form of the bounds check the host loops make as they go: the
+ * first out-of-range value in row-major order fails (index copied to the
+ * host for it). */
+static cg_status check_index_values(const char *fn, cg_tensor *index, int d, int64_t size) {
+    cg_tensor *h;
+    CG_TRY(host_contig(index, &h));
+    const int64_t *p = (const int64_t *)cg__ptr(h);
+    cg_status st = CG_OK;
+    for (int64_t i = 0; i < h->numel; ++i)
+        if (p[i] < 0 || p[i] >= size) {
+            st = bad_gather_index(fn, p[i], d, size);
+            break;
+        }
+    cg_tensor_free(h);
+    return st;
+}
+
+/* gather / scatter_add on a device: the checks done, out allocated there
+ * and kernel name run on (out, a, index[, src]). */
+static cg_status gather_device(const char *fn, const char *kernel, int dev, cg_tensor *a, int d,
+                               cg_tensor *index, cg_tensor *src, cg_tensor **out) {
+    int64_t size = a->ndim ? a->shape[d] : 1;
+    cg_tensor *r = NULL;
+    cg_status st = check_index_values(fn, index, d, size);
+    if (!st && src) st = cg__new_on(dev, a->dtype, a->ndim, a->shape, 0, &r);
+    else if (!st) st = cg__new_on(dev, a->dtype, index->ndim, index->shape, 0, &r);
+    if (!st && r->numel) {
+        cg_tensor *ts[4] = {r, a, index, src};
+        int64_t ip[1] = {d};
+        st = cg__kernel(dev, kernel, 1, src ? 4 : 3, ts, 0, NULL, 1, ip);
+    }
+    if (st) {
+        cg_tensor_free(r);
+        return st;
+    }
+    *out = r;
+    return CG_OK;
+}
+
 /* out[p] = t[p with dim replaced by index[p]], over every position p of the
  * (contiguous) index; out is contiguous with index's shape. */
 #define DEF_GATHER(NAME, T)                                                    \
@@ -395,7 +490,7 @@ static cg_status scatter_add_backward(cg_node *node, cg_tensor *const *gout, cg_
         memcpy(zshape, gs->shape, sizeof zshape);
         zshape[k] = sshape[k] - gs->shape[k];
         cg_tensor *z = NULL, *padded = NULL;
-        st = cg_zeros(gs->dtype, ndim, zshape, &z);
+        st = cg__new_on(cg__dev(gs), gs->dtype, ndim, zshape, 1, &z);
         if (!st) {
             cg_tensor *parts[2] = {gs, z};
             st = cg_cat(2, parts, k, &padded);
@@ -417,12 +512,18 @@ static const cg_op OP_SCATTER_ADD = {"scatter_add", scatter_add_backward};
 
 cg_status cg_gather(cg_tensor *a, int dim, cg_tensor *index, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
-    CG_CHECK_T(index);
-    int d;
+    CG_CHECK_TD(a);
+    CG_CHECK_TD(index);
+    int d, dev;
+    cg_tensor *ai[2] = {a, index};
+    CG_TRY(cg__same_device("cg_gather", 2, ai, &dev));
     CG_TRY(cg__norm_dim("cg_gather", dim, a->ndim, &d));
     CG_TRY(check_gather_shapes("cg_gather", a, d, index, NULL, NULL));
     cg_tensor *ic = NULL, *r = NULL;
+    if (dev) {
+        cg_status st = gather_device("cg_gather", "gather", dev, a, d, index, NULL, &r);
+        return finish_indexed(st, &OP_GATHER, 1, &a, d, a, index, r, out);
+    }
     cg_status st = cg__contig(index, &ic);
     if (!st) st = cg__new(a->dtype, index->ndim, index->shape, 0, &r);
     if (!st && r->numel) {
@@ -446,14 +547,21 @@ cg_status cg_gather(cg_tensor *a, int dim, cg_tensor *index, cg_tensor **out) {
 
 cg_status cg_scatter_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(a);
-    CG_CHECK_T(index);
-    CG_CHECK_T(src);
-    int d;
+    CG_CHECK_TD(a);
+    CG_CHECK_TD(index);
+    CG_CHECK_TD(src);
+    int d, dev;
+    cg_tensor *all[3] = {a, index, src};
+    CG_TRY(cg__same_device("cg_scatter_add", 3, all, &dev));
     CG_TRY(cg__norm_dim("cg_scatter_add", dim, a->ndim, &d));
     CG_TRY(check_add_dtype("cg_scatter_add", a, src));
     CG_TRY(check_gather_shapes("cg_scatter_add", a, d, index, src, "src"));
     cg_tensor *ic = NULL, *r = NULL;
+    cg_tensor *ins[2] = {a, src};
+    if (dev) {
+        cg_status st = gather_device("cg_scatter_add", "scatter_add", dev, a, d, index, src, &r);
+        return finish_indexed(st, &OP_SCATTER_ADD, 2, ins, d, src, index, r, out);
+    }
     cg_status st = cg__contig(index, &ic);
     if (!st) st = fresh_copy(a, &r);
     if (!st && index->numel) {
@@ -468,18 +576,44 @@ cg_status cg_scatter_add(cg_tensor *a, int dim, cg_tensor *index, cg_tensor *src
         else
             st = scatter_add_i64((int64_t *)cg__ptr(r), ip, (const int64_t *)cg__ptr(src), n, &g, d);
     }
-    cg_tensor *ins[2] = {a, src};
     st = finish_indexed(st, &OP_SCATTER_ADD, 2, ins, d, src, ic, r, out);
     cg_tensor_free(ic);
     return st;
 }
 
 /* ------------------------------------------------------------- nonzero */
+/* The output's length depends on the data: the device counts (one int64
+ * comes back to the host to size the output), then writes the positions. */
+static cg_status nonzero_device(cg_tensor *mask, cg_tensor **out) {
+    int dev = cg__dev(mask);
+    cg_tensor *cnt = NULL, *r = NULL;
+    int64_t count = 0;
+    cg_status st = cg__new_on(dev, CG_INT64, 0, NULL, 0, &cnt);
+    if (!st) {
+        cg_tensor *ts[2] = {cnt, mask};
+        st = cg__kernel(dev, "count_nonzero", 1, 2, ts, 0, NULL, 0, NULL);
+    }
+    if (!st) st = cg__device_to_host(cnt, &count);
+    cg_tensor_free(cnt);
+    if (!st) st = cg__new_on(dev, CG_INT64, 1, &count, 0, &r);
+    if (!st && count) {
+        cg_tensor *ts[2] = {r, mask};
+        st = cg__kernel(dev, "nonzero_flat", 1, 2, ts, 0, NULL, 0, NULL);
+    }
+    if (st) {
+        cg_tensor_free(r);
+        return st;
+    }
+    *out = r;
+    return CG_OK;
+}
+
 cg_status cg_nonzero_flat(cg_tensor *mask, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(mask);
+    CG_CHECK_TD(mask);
     if (mask->dtype != CG_BOOL)
         return cg__err(CG_ERR_DTYPE, "cg_nonzero_flat: mask must be bool (got %s)", cg_dtype_name(mask->dtype));
+    if (cg__dev(mask)) return nonzero_device(mask, out);
     cg_tensor *c;
     CG_TRY(cg__contig(mask, &c));
     const unsigned char *m = (const unsigned char *)cg__ptr(c);
@@ -511,7 +645,7 @@ static cg_status embedding_backward(cg_node *node, cg_tensor *const *gout, cg_te
     }
     if (!st) {
         int64_t wshape[2] = {num, D};
-        st = cg_zeros(gout[0]->dtype, 2, wshape, &z);
+        st = cg__new_on(cg__dev(gout[0]), gout[0]->dtype, 2, wshape, 1, &z);
     }
     if (!st) st = cg_index_add(z, 0, flat, g2, &gin[0]);
     cg_tensor_free(flat);
@@ -573,12 +707,16 @@ static cg_status embedding_impl(cg_tensor *weight, cg_tensor *indices, int spars
     if (indices->ndim + 1 > CG_MAX_DIMS)
         return cg__err(CG_ERR_SHAPE, "cg_embedding: indices have %d dims; the result would exceed %d",
                        indices->ndim, CG_MAX_DIMS);
+    int dev;
+    cg_tensor *wi[2] = {weight, indices};
+    CG_TRY(cg__same_device("cg_embedding", 2, wi, &dev));
     int64_t num = weight->shape[0], D = weight->shape[1], N = indices->numel;
-    cg_tensor *ic = NULL, *flat = NULL, *wc = NULL, *r = NULL;
+    cg_tensor *ic = NULL, *flat = NULL, *wc = NULL, *r = NULL, *hv = NULL;
     cg_status st = cg__contig(indices, &ic);
     if (!st) st = cg__view(ic, 1, &N, (const int64_t[]){1}, ic->offset, &flat);
+    if (!st) st = host_contig(flat, &hv); /* the device's indices copied to the host for the check */
     if (!st) {
-        const int64_t *ip = (const int64_t *)cg__ptr(flat);
+        const int64_t *ip = (const int64_t *)cg__ptr(hv);
         for (int64_t i = 0; i < N; ++i)
             if (ip[i] < 0 || ip[i] >= num) {
                 st = cg__err(CG_ERR_INDEX, "cg_embedding: index %lld is out of range for %lld embeddings",
@@ -586,16 +724,27 @@ static cg_status embedding_impl(cg_tensor *weight, cg_tensor *indices, int spars
                 break;
             }
     }
-    if (!st) st = cg__contig(weight, &wc);
+    cg_tensor_free(hv);
+    if (!st && dev && !cg__dev(flat)) { /* a 0-d host index joined device weights */
+        cg_tensor *moved = NULL;
+        st = cg_to_device(flat, dev, &moved);
+        cg_tensor_free(flat);
+        flat = moved;
+    }
+    if (!st && !dev) st = cg__contig(weight, &wc);
     if (!st) {
         int64_t shape[CG_MAX_DIMS];
         for (int k = 0; k < indices->ndim; ++k) shape[k] = indices->shape[k];
         shape[indices->ndim] = D;
-        st = cg__new(weight->dtype, indices->ndim + 1, shape, 0, &r);
+        st = cg__new_on(dev, weight->dtype, indices->ndim + 1, shape, 0, &r);
     }
-    if (!st && r->numel)
+    if (!st && r->numel && dev) {
+        cg_tensor *ts[3] = {r, weight, flat};
+        st = cg__kernel(dev, "embedding", 1, 3, ts, 0, NULL, 0, NULL);
+    } else if (!st && r->numel) {
         select_rows(weight->dtype, (char *)cg__ptr(r), (const char *)cg__ptr(wc),
                     (const int64_t *)cg__ptr(flat), N, num, 1, D);
+    }
     cg_tensor_free(wc);
     cg_tensor_free(ic);
     if (!st && cg__wants_grad1(weight)) {
@@ -620,8 +769,8 @@ static cg_status embedding_impl(cg_tensor *weight, cg_tensor *indices, int spars
 
 cg_status cg_embedding(cg_tensor *weight, cg_tensor *indices, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(weight);
-    CG_CHECK_T(indices);
+    CG_CHECK_TD(weight);
+    CG_CHECK_TD(indices);
     return embedding_impl(weight, indices, 0, -1, out);
 }
 

@@ -331,3 +331,12 @@ def test_gradient_policies_act_on_device_grads():
     pol.apply()
     assert w.grad.device == "cuda"
     np.testing.assert_array_equal(host(w.grad), [0.5, 0.0, 0.5])
+
+
+def test_list_indices_are_built_on_the_indexed_tensors_device():
+    x = cgrad.tensor(np.arange(12.0).reshape(4, 3), dtype=cgrad.float64)
+    xd = x.cuda()
+    assert_same_values(x[[0, 2]], xd[[0, 2]])
+    assert_same_values(x.index_select(0, [3, 1]), xd.index_select(0, [3, 1]))
+    assert_same_values(x.gather(1, [[0], [2], [1], [0]]), xd.gather(1, [[0], [2], [1], [0]]))
+    assert_same_values(x[np.array([True, False, True, False])], xd[np.array([True, False, True, False])])
