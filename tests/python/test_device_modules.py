@@ -1,13 +1,9 @@
 """nn on the "cuda" device: Module.to / cuda / cpu (parameter identity,
 gradients, buffers), layers built with device=, every layer's forward and
 gradients on "cuda" against the CPU backend, losses, init, DataLoader,
-clipping and the errors a user gets.
+clipping, the benchmark and the errors a user gets.
 
-In CI "cuda" is the NumPy reference device (device_util.py). Tests of layers
-whose ops are still host-only are marked xfail(strict=False, raises=
-NotImplementedError) with the op they wait for: they fail only with the
-core's "not supported on device 'cuda' yet" error, and pass once the op is
-ported."""
+In CI "cuda" is the NumPy reference device (device_util.py)."""
 import os
 import subprocess
 import sys
@@ -22,12 +18,6 @@ from cgrad.nn import init
 from device_util import assert_same_values, host
 
 F64 = cgrad.float64
-
-
-def needs(op):
-    """The test waits for `op` to run on the device (and fails only with the
-    NotImplementedError the core raises for a host-only op)."""
-    return pytest.mark.xfail(strict=False, raises=NotImplementedError, reason=f"needs {op} on device")
 
 
 def _seeded(make, seed=0):
@@ -341,7 +331,6 @@ def test_a_parameter_broadcast_over_the_batch_matches_the_cpu():
     compare_layer(lambda: nn.Sequential(Scale(6), nn.Tanh()), (5, 6))
 
 
-@needs("dropout")
 def test_dropout_in_eval_mode_is_the_identity_on_the_device():
     compare_layer(lambda: nn.Dropout(0.3).eval(), (4, 5))
 
@@ -380,34 +369,28 @@ def test_batch_norm_eval_matches_the_cpu():
     compare_layer(lambda: nn.BatchNorm1d(3).eval(), (5, 3, 2))
 
 
-@needs("conv2d")
 def test_conv2d_matches_the_cpu():
     compare_layer(lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1), (2, 2, 7, 6), rtol=1e-9)
 
 
-@needs("conv2d")
 def test_conv2d_same_padding_and_groups():
     compare_layer(lambda: nn.Conv2d(4, 4, (3, 2), padding="same", groups=2), (1, 4, 5, 5), rtol=1e-9)
 
 
-@needs("max_pool2d")
 def test_max_pool_with_ceil_mode_matches_the_cpu():
     compare_layer(lambda: nn.MaxPool2d(2, ceil_mode=True), (2, 1, 5, 5))
 
 
-@needs("avg_pool2d")
 def test_avg_pool_with_divisors_matches_the_cpu():
     compare_layer(lambda: nn.AvgPool2d(3, 2, padding=1, ceil_mode=True, count_include_pad=False),
                   (1, 2, 6, 5))
 
 
-@needs("embedding")
 def test_embedding_matches_the_cpu():
     compare_layer(lambda: nn.Embedding(7, 3, padding_idx=1), data=np.array([[1, 2, 6], [0, 1, 1]]),
                   grad_input=False)
 
 
-@needs("embedding")
 def test_embedding_max_norm_and_scale_grad_by_freq_on_the_device():
     compare_layer(lambda: nn.Embedding(7, 3, max_norm=0.5, scale_grad_by_freq=True),
                   data=np.array([2, 2, 5, 0]), grad_input=False)
@@ -415,14 +398,10 @@ def test_embedding_max_norm_and_scale_grad_by_freq_on_the_device():
 
 def test_embedding_with_a_python_list_input_lands_on_the_weights_device():
     emb = nn.Embedding(4, 2, device="cuda")
-    try:
-        out = F.embedding([1, 3], emb.weight)
-    except NotImplementedError:
-        pytest.xfail("needs embedding on device")
+    out = F.embedding([1, 3], emb.weight)
     assert out.device == "cuda"
 
 
-@needs("dropout")
 def test_dropout_training_draws_the_host_stream():
     compare_layer(lambda: nn.Dropout(0.4), (6, 5))
 
@@ -504,7 +483,6 @@ def test_mean_reduced_losses_match_the_cpu(name):
     assert_same_values(x.grad, xd.grad, rtol=1e-12)
 
 
-@needs("gather")
 @pytest.mark.parametrize("loss", [lambda: nn.CrossEntropyLoss(label_smoothing=0.1),
                                   lambda: nn.NLLLoss(ignore_index=1),
                                   lambda: nn.FocalLoss(gamma=2.0, alpha=0.25)])
@@ -549,7 +527,6 @@ def _mlp():
     return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
 
 
-@needs("gather (cross_entropy)")
 def test_a_training_loop_on_the_device_follows_the_cpu_one():
     cpu, dev = _pair(_mlp)
     rng = np.random.default_rng(9)
@@ -591,7 +568,6 @@ def test_data_loader_batches_device_tensors_in_order():
     np.testing.assert_array_equal(np.concatenate([host(b[1]) for b in batches]), np.arange(5))
 
 
-@needs("index_select")
 def test_data_loader_shuffles_device_tensors_like_host_ones():
     xs = cgrad.arange(10, dtype=F64).reshape(5, 2)
     host_batches = list(cgrad.utils.data.DataLoader((xs,), batch_size=2, shuffle=True, seed=3))
@@ -623,7 +599,6 @@ def test_layer_gradients_on_the_device_pass_gradcheck(name):
     assert cgrad.autograd.gradcheck(lambda t, *_: m(t), (x,) + params)
 
 
-@needs("conv2d")
 def test_conv2d_gradients_on_the_device_pass_gradcheck():
     m = _seeded(lambda: nn.Conv2d(2, 2, 3, padding=1)).to("cuda", F64)
     x = cgrad.tensor(np.random.default_rng(3).standard_normal((1, 2, 4, 4)), dtype=F64, device="cuda",
@@ -645,9 +620,6 @@ def test_bench_gpu_runs_end_to_end_on_the_reference_device():
     proc = subprocess.run([sys.executable, os.path.join(root, "bench", "bench_gpu.py"), "--quick"],
                           env=env, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
-    if proc.returncode != 0 and "not supported on device 'cuda' yet" in out:
-        pytest.xfail("bench_gpu.py needs ops that are host-only on this checkout: " +
-                     "; ".join(line for line in out.splitlines() if line.startswith("- NOT RUN")))
     assert proc.returncode == 0, out
     assert "REFERENCE device" in out and "CHECK FAILED" not in out
     assert "| MLP 784-512-256-10, batch 128, Adam step |" in out
