@@ -40,7 +40,7 @@ SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-san
 
 .PHONY: all lib install test test-c test-c-plain test-c-san test-embed test-examples \
 	test-examples-san test-fuzz-replay test-fuzz-replay-san fuzz valgrind test-py demo bench \
-	bench-c venv clean
+	bench-c bench-gpu venv clean
 
 all: lib
 
@@ -221,3 +221,9 @@ bench: $(VENV)/.installed cgrad/.built build/bench/bench_c_custom
 	$(VPY) bench/bench_core.py
 	$(VPY) bench/bench_custom.py
 	$(VPY) bench/bench_train.py
+
+# Training and the fused Adam step on "cuda" against PyTorch on the same GPU
+# and the bandwidth bound. Without a GPU: make bench-gpu CGRAD_CUDA_REFERENCE=1
+# BENCH_GPU_ARGS=--quick runs it on the NumPy reference device.
+bench-gpu: $(VENV)/.installed cgrad/.built
+	$(VPY) bench/bench_gpu.py $(BENCH_GPU_ARGS)

@@ -114,13 +114,15 @@ def synchronize(device=None):
 
 
 def memory_allocated(device=None):
-    """Bytes held by live tensors on the device."""
-    return _init().allocated if is_available() else 0
+    """Bytes held by live tensors on the device (0 when CUDA is not
+    available, as in PyTorch)."""
+    return _backend.allocated if is_available() else 0
 
 
 def max_memory_allocated(device=None):
-    """Peak of memory_allocated since start or reset_peak_memory_stats."""
-    return _init().peak if is_available() else 0
+    """Peak of memory_allocated since start or reset_peak_memory_stats (0
+    when CUDA is not available)."""
+    return _backend.peak if is_available() else 0
 
 
 def reset_peak_memory_stats(device=None):
@@ -129,8 +131,11 @@ def reset_peak_memory_stats(device=None):
 
 
 def memory_stats(device=None):
-    """A dict of allocator counters (PyTorch's key names where they exist)."""
-    b = _init()
+    """A dict of allocator counters (PyTorch's key names where they exist);
+    empty when CUDA is not available, as in PyTorch."""
+    if not is_available():
+        return {}
+    b = _backend
     stats = {"allocated_bytes.all.current": b.allocated, "allocated_bytes.all.peak": b.peak,
              "num_alloc_retries": 0, "allocation.all.allocated": b.n_allocs}
     if b.is_gpu:
@@ -138,3 +143,22 @@ def memory_stats(device=None):
         stats["reserved_bytes.all.current"] = pool.total_bytes()
         stats["pool.used_bytes"] = pool.used_bytes()
     return stats
+
+
+def memory_reserved(device=None):
+    """Bytes the device allocator holds (live tensors plus cached blocks);
+    on the reference device nothing is cached, so it is memory_allocated.
+    0 when CUDA is not available."""
+    if not is_available():
+        return 0
+    if _backend.is_gpu:
+        return _backend.xp.get_default_memory_pool().total_bytes()
+    return _backend.allocated
+
+
+def empty_cache():
+    """Returns the allocator's cached, unused blocks to the driver (CuPy's
+    memory pool); live tensors are untouched. A no-op on the reference
+    device and when CUDA is not available, as in PyTorch."""
+    if is_available() and _backend.is_gpu:
+        _backend.xp.get_default_memory_pool().free_all_blocks()

@@ -12,7 +12,9 @@ numbers, strings, bools, None) is a JSON string in
 __metadata__["cgrad.structure"] whose leaves name the tensors, so any
 safetensors reader sees the tensors (named by their path, "model.fc.weight")
 and cgrad.load rebuilds the whole object. Nothing is unpickled, so loading
-runs no code from the file.
+runs no code from the file. A tensor on "cuda" is written from a host copy
+and its structure node records "device": "cuda:0"; load puts it back there
+or where map_location says (as torch.load).
 
 Writes are atomic: a temporary file in the target's directory, fsync,
 os.replace, fsync of the directory. A process killed at any point leaves
@@ -28,6 +30,7 @@ import numpy as np
 
 from cgrad import _core
 from cgrad._core import Tensor
+from cgrad._devices import device as _device
 
 __all__ = ["save", "load"]
 
@@ -117,8 +120,12 @@ def _encode(obj, path, tensors, active):
                                _encode(obj.values(), path + ["values"], tensors, active),
                                [int(s) for s in obj.shape]]}
     if isinstance(obj, Tensor):
-        name = tensors.add(obj, path)
-        return {"tensor": name, "requires_grad": True} if obj.requires_grad else {"tensor": name}
+        node = {"tensor": tensors.add(obj, path)}
+        if obj.requires_grad:
+            node["requires_grad"] = True
+        if obj.device != "cpu":  # written from host memory; load puts it back there
+            node["device"] = str(obj.device)
+        return node
     if isinstance(obj, (Mapping, list, tuple)):
         if id(obj) in active:
             raise ValueError(f"cgrad.save: {_where(path)} contains itself; cyclic structures cannot be saved")
@@ -189,7 +196,8 @@ def save(obj, f):
     arrays, entries, offset = [], {}, 0
     for name, t in order:
         st_dtype, np_dtype = _SAVE_DTYPES[t.dtype.name]
-        arr = np.asarray(t.detach().numpy(), order="C").astype(np_dtype, copy=False)
+        t = t.detach()
+        arr = np.asarray((t if t.device == "cpu" else t.cpu()).numpy(), order="C").astype(np_dtype, copy=False)
         entries[name] = {"dtype": st_dtype, "shape": list(t.shape),
                          "data_offsets": [offset, offset + arr.nbytes]}
         offset += arr.nbytes
@@ -223,6 +231,23 @@ def save(obj, f):
 # ------------------------------------------------------------------ decode
 class _Corrupt(Exception):
     pass
+
+
+class _PlaceFailed(Exception):
+    """Carries an error raised while placing a tensor (map_location's own,
+    or a move to an unavailable device) past the handlers that turn errors
+    in the file's structure into 'not a valid checkpoint'."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _placed(place, t, location):
+    try:
+        return place(t, location)
+    except Exception as e:  # noqa: BLE001 - re-raised unchanged by load()
+        raise _PlaceFailed(e) from e
 
 
 def _nonneg_int(v):
@@ -270,27 +295,31 @@ def _read_tensor(f, data_start, entry):
     return _core.from_numpy(np.asarray(arr, order="C"))
 
 
-def _decode(node, tensors, used):
+def _decode(node, tensors, used, place):
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
     if isinstance(node, dict) and len(node) >= 1:
-        if "tensor" in node and set(node) <= {"tensor", "requires_grad"}:
+        if "tensor" in node and set(node) <= {"tensor", "requires_grad", "device"}:
             name = node["tensor"]
             if not isinstance(name, str) or name not in tensors:
                 raise _Corrupt(f"the structure names a tensor {name!r} that the file does not hold")
-            t = tensors[name]
-            if node.get("requires_grad") is True and name not in used:
-                if not t.is_floating_point():
-                    raise _Corrupt(f"tensor {name!r} of dtype {t.dtype!r} is marked requires_grad")
-                t.requires_grad_(True)
-            used.add(name)
-            return t
+            if name not in used:  # placed once: a tensor saved twice loads as one object
+                t = _placed(place, tensors[name], _saved_location(name, node.get("device", "cpu")))
+                if node.get("requires_grad") is True:
+                    if not t.is_floating_point():
+                        raise _Corrupt(f"tensor {name!r} of dtype {t.dtype!r} is marked requires_grad")
+                    t.requires_grad_(True)
+                tensors[name] = t
+                used.add(name)
+            return tensors[name]
         if len(node) == 1:
             (tag, value), = node.items()
             if tag == "float" and value in ("nan", "inf", "-inf"):
                 return float(value)
             if tag == "sparse_coo" and isinstance(value, list) and len(value) == 3:
-                ind, val = _decode(value[0], tensors, used), _decode(value[1], tensors, used)
+                # row-sparse tensors live on the cpu only: their parts stay there
+                ind = _decode(value[0], tensors, used, _keep)
+                val = _decode(value[1], tensors, used, _keep)
                 if not (isinstance(ind, Tensor) and isinstance(val, Tensor)
                         and isinstance(value[2], list)):
                     raise _Corrupt(f"a sparse_coo entry needs [indices, values, size], got {value!r}")
@@ -299,24 +328,24 @@ def _decode(node, tensors, used):
                 except (ValueError, IndexError, TypeError) as e:
                     raise _Corrupt(f"a sparse_coo entry is inconsistent: {e}") from None
             if tag in ("list", "tuple") and isinstance(value, list):
-                items = [_decode(v, tensors, used) for v in value]
+                items = [_decode(v, tensors, used, place) for v in value]
                 return tuple(items) if tag == "tuple" else items
             if tag == "dict" and isinstance(value, list):
                 out = {}
                 for pair in value:
                     if not (isinstance(pair, list) and len(pair) == 2):
                         raise _Corrupt(f"a dict entry must be a [key, value] pair, got {pair!r}")
-                    key = _decode(pair[0], {}, set())
+                    key = _decode(pair[0], {}, set(), _keep)
                     try:
                         hash(key)
                     except TypeError:
                         raise _Corrupt(f"a dict key decodes to an unhashable {type(key).__name__}") from None
-                    out[key] = _decode(pair[1], tensors, used)
+                    out[key] = _decode(pair[1], tensors, used, place)
                 return out
     raise _Corrupt(f"unknown structure node {str(node)[:80]!r}")
 
 
-def _load(f, path, size):
+def _load(f, path, size, place):
     if size < 8:
         raise _Corrupt(f"the file is {size} bytes, shorter than the 8-byte header length")
     n = int.from_bytes(f.read(8), "little")
@@ -352,32 +381,114 @@ def _load(f, path, size):
     tensors = {e[0]: _read_tensor(f, data_start, e) for e in entries}
 
     if meta is None or _STRUCTURE_KEY not in meta:
-        return tensors  # a plain safetensors file: {name: tensor}
+        return {name: _placed(place, t, "cpu") for name, t in tensors.items()}  # a plain safetensors file
     version = meta.get("cgrad.format_version")
     if version != FORMAT_VERSION:
         raise _Corrupt(f"cgrad format version {version!r} is not supported (this cgrad reads {FORMAT_VERSION!r})")
     try:
         structure = json.loads(meta[_STRUCTURE_KEY])
-        return _decode(structure, tensors, set())
+        return _decode(structure, tensors, set(), place)
     except (ValueError, RecursionError) as e:
         raise _Corrupt(f"the saved structure is not valid ({type(e).__name__}: {e})") from None
+
+
+def _saved_location(name, loc):
+    """The normalised device string a structure node records ('cpu', 'cuda:0')."""
+    try:
+        if not isinstance(loc, str):
+            raise ValueError(f"{loc!r} is not a string")
+        return str(_device(loc))
+    except ValueError as e:
+        raise _Corrupt(f"tensor {name!r} has an invalid device {loc!r} ({e})") from None
+
+
+def _keep(t, location):
+    return t
+
+
+def _device_spec(spec, what):
+    """A map_location target as a normalised device string."""
+    if isinstance(spec, bool) or not isinstance(spec, (str, _device)):
+        raise TypeError(f"cgrad.load: {what} must be a device (str or cgrad.device), got "
+                        f"{type(spec).__name__} ({spec!r})")
+    try:
+        d = _device(spec)
+    except ValueError as e:
+        raise ValueError(f"cgrad.load: {what} {str(spec)!r}: {e}") from None
+    if d.type == "cuda" and d.index != 0:
+        raise ValueError(f"cgrad.load: {what} {str(d)!r}: only index 0 is supported")
+    return str(d)
+
+
+def _move(t, target):
+    if t.device == target:
+        return t
+    if target != "cpu":
+        from cgrad import cuda
+        if not cuda.is_available():
+            raise RuntimeError(f"cgrad.load: attempting to deserialize a tensor on the CUDA device "
+                               f"but cgrad.cuda.is_available() is False ({cuda._error}). If you are "
+                               f"running on a CPU-only machine, use cgrad.load(..., map_location='cpu') "
+                               f"to map the tensors to the CPU.")
+    return t.to(target)
+
+
+def _placement(map_location):
+    """place(cpu_tensor, saved_location) -> tensor, PyTorch's map_location
+    semantics: None restores each tensor to the device it was saved from; a
+    device (str or cgrad.device) puts every tensor there; a dict maps saved
+    locations to targets (others are restored); a callable fn(tensor,
+    location) returns the placed tensor, or None for the default."""
+    if map_location is None:
+        return _move
+    if isinstance(map_location, (str, _device)):
+        target = _device_spec(map_location, "map_location")
+        return lambda t, loc: _move(t, target)
+    if isinstance(map_location, Mapping):
+        table = {_device_spec(k, "a map_location key"): _device_spec(v, f"map_location[{k!r}]")
+                 for k, v in map_location.items()}
+        return lambda t, loc: _move(t, table.get(loc, loc))
+    if callable(map_location):
+        def place(t, loc):
+            out = map_location(t, loc)
+            if out is None:
+                return _move(t, loc)
+            if not isinstance(out, Tensor):
+                raise TypeError(f"cgrad.load: map_location returned a {type(out).__name__} for a "
+                                f"tensor saved on {loc!r}; it must return a cgrad.Tensor or None")
+            if tuple(out.shape) != tuple(t.shape):
+                raise ValueError(f"cgrad.load: map_location returned a tensor of shape "
+                                 f"{tuple(out.shape)} for one of shape {tuple(t.shape)}")
+            return out
+        return place
+    raise TypeError(f"cgrad.load: map_location must be None, a device (str or cgrad.device), a dict "
+                    f"or a callable, got {type(map_location).__name__} ({map_location!r})")
 
 
 def load(f, map_location=None, weights_only=True):
     """Reads a file written by save (or any safetensors file, returned as a
     {name: tensor} dict) and returns the saved object with cgrad tensors.
-    map_location may be None or 'cpu'; weights_only is accepted for torch
-    compatibility (nothing is ever unpickled). A truncated, corrupt or
-    foreign file raises ValueError naming the path and what is wrong."""
+
+    map_location (as torch.load): None puts every tensor back on the device
+    it was saved from ('cuda' needs cgrad.cuda.is_available()); a device
+    ('cpu', 'cuda', cgrad.device) puts them all there; a dict such as
+    {'cuda:0': 'cpu'} maps saved locations to devices; a callable
+    fn(tensor, location) gets each tensor (on the cpu) with its saved
+    location ('cpu', 'cuda:0') and returns the tensor to use, or None for
+    the default. Row-sparse tensors always load on the cpu. weights_only is
+    accepted for torch compatibility (nothing is ever unpickled). A
+    truncated, corrupt or foreign file raises ValueError naming the path and
+    what is wrong."""
     if not isinstance(f, (str, os.PathLike)):
         raise TypeError(f"cgrad.load: f must be a path (str or os.PathLike), got {type(f).__name__}")
-    if map_location is not None and str(map_location) != "cpu":
-        raise NotImplementedError(f"cgrad.load: map_location {map_location!r} is not available (only 'cpu')")
+    place = _placement(map_location)
     path = os.fspath(f)
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         try:
-            return _load(fh, path, size)
+            return _load(fh, path, size, place)
+        except _PlaceFailed as e:
+            raise e.error
         except _Corrupt as e:
             raise ValueError(f"cgrad.load: {path!r} is not a valid cgrad checkpoint or safetensors "
                              f"file: {e}") from None

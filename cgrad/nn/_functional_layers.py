@@ -101,11 +101,11 @@ class _ScaleGrad(Function):
 def _embedding_renorm_(weight, indices, max_norm, norm_type):
     """Rows of weight used by indices with norm > max_norm are scaled to
     max_norm (in place, not recorded), as PyTorch's embedding_renorm_."""
-    rows = np.unique(indices.detach().numpy().reshape(-1))
+    rows = np.unique(indices.detach().cpu().numpy().reshape(-1))
     if rows.size == 0:
         return
     with no_grad():
-        idx = _core.tensor(rows, dtype=_core.int64)
+        idx = _core.tensor(rows, dtype=_core.int64, device=weight.device)
         sel = weight.index_select(0, idx)
         a = sel.abs()
         if norm_type == float("inf"):
@@ -130,7 +130,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
         raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got shape "
                          f"{tuple(weight.shape)}")
     if not isinstance(input, Tensor):
-        input = _core.tensor(input, dtype=_core.int64)
+        input = _core.tensor(input, dtype=_core.int64, device=weight.device)
     num = weight.shape[0]
     if padding_idx is not None:
         if not -num <= padding_idx < num:
@@ -146,10 +146,10 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
         keep = (input != padding_idx).unsqueeze(-1)
         out = _core.where(keep, out, _core.embedding(input, weight.detach()))
     if scale_grad_by_freq and out.requires_grad:
-        flat = input.detach().numpy().reshape(-1)
+        flat = input.detach().cpu().numpy().reshape(-1)
         _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
         scale = (1.0 / counts[inverse]).reshape(tuple(input.shape) + (1,))
-        out = _ScaleGrad.apply(out, _core.tensor(scale, dtype=weight.dtype))
+        out = _ScaleGrad.apply(out, _core.tensor(scale, dtype=weight.dtype, device=weight.device))
     return out
 
 

@@ -65,6 +65,13 @@ def _float_input(x, fn, name="input"):
     return x
 
 
+def _host(t):
+    """t's values as a NumPy array, for the argument checks that PyTorch
+    does with device-side asserts (a copy for a tensor on 'cuda')."""
+    t = t.detach()
+    return (t if t.device == "cpu" else t.cpu()).numpy()
+
+
 def _tensor_arg(x, fn, name, like):
     """A tensor argument (target, weight); numbers, lists and arrays are
     converted (floats take like's dtype)."""
@@ -75,9 +82,9 @@ def _tensor_arg(x, fn, name, like):
     except ValueError as e:  # ragged nested lists
         raise TypeError(f"{fn}: {name} must be a Tensor, got {type(x).__name__}") from e
     if arr.dtype.kind == "f":
-        return _core.tensor(arr, dtype=like.dtype)
+        return _core.tensor(arr, dtype=like.dtype, device=like.device)
     if arr.dtype.kind in "iub":
-        return _core.tensor(arr)
+        return _core.tensor(arr, device=like.device)
     raise TypeError(f"{fn}: {name} must be a Tensor, got {type(x).__name__}")
 
 
@@ -230,7 +237,11 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if target.shape != input.shape:
         raise ValueError(f"{fn}: target size {target.shape} must be the same as the input size {input.shape}")
     for name, v in (("input", input), ("target", target)):
-        arr = v.detach().numpy()
+        if v.device != "cpu":  # counted on the device: one number comes back, not the tensor
+            d = v.detach()
+            if not (~((d >= 0) & (d <= 1))).sum().item():
+                continue
+        arr = _host(v)
         bad = ~((arr >= 0) & (arr <= 1))
         if bad.any():
             raise ValueError(f"{fn}: all elements of {name} should be between 0 and 1, "
@@ -301,7 +312,7 @@ def _index_target(target, input2, unbatched, ignore_index, fn):
         raise ValueError(f"{fn}: target shape {target.shape} does not match input shape "
                          f"{input2.shape} (expected {expected})")
     n_classes = input2.shape[1]
-    arr = target.detach().numpy()
+    arr = _host(target)
     ignored = arr == ignore_index
     bad = ~ignored & ((arr < 0) | (arr >= n_classes))
     if bad.any():
@@ -485,7 +496,7 @@ def focal_loss(input, target, gamma=2.0, alpha=None, reduction="mean", ignore_in
     input = _float_input(input, fn)
     input2, n_classes, unbatched = _class_layout(input, fn)
     if alpha is not None and not isinstance(alpha, Tensor) and np.ndim(alpha) == 0:
-        alpha = _core.full((n_classes,), float(alpha), dtype=input.dtype)
+        alpha = _core.full((n_classes,), float(alpha), dtype=input.dtype, device=input.device)
     alpha = _class_weight(alpha, n_classes, input, fn, "alpha")
     target, has_ignored = _index_target(target, input2, unbatched, ignore_index, fn)
     safe, w = _target_weights(target, alpha, ignore_index, has_ignored, input.dtype)
@@ -545,11 +556,11 @@ def dice_loss(input, target, smooth=1.0, reduction="mean", mode="multiclass", fr
         probs = input.softmax(1) if from_logits else input
         if target.dtype is _core.int64:
             target, _ = _index_target(target, input, False, -100, fn)
-            arr = target.detach().numpy()
+            arr = _host(target)
             if (arr < 0).any():
                 raise IndexError(f"{fn}: target {int(arr[arr < 0].flat[0])} is out of bounds for "
                                  f"{n_classes} classes")
-            classes = _core.arange(n_classes).reshape(*([1, n_classes] + [1] * (input.ndim - 2)))
+            classes = _core.arange(n_classes, device=input.device).reshape(*([1, n_classes] + [1] * (input.ndim - 2)))
             onehot = (target.unsqueeze(1) == classes).to(input.dtype)
         elif target.is_floating_point():
             if target.shape != input.shape:

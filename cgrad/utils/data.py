@@ -163,7 +163,11 @@ class DataLoader:
                     batch = [t.narrow(0, start, stop - start) for t in tensors]
                 else:
                     index = _core.from_numpy(order[start:stop].copy())
-                    batch = [t.index_select(0, index) for t in tensors]
+                    on = {}  # the index, once per device the dataset's tensors live on
+                    for t in tensors:
+                        if t.device not in on:
+                            on[t.device] = index.to(t.device)
+                    batch = [t.index_select(0, on[t.device]) for t in tensors]
                 yield batch[0] if self._single else batch
             else:
                 ids = range(start, stop) if order is None else order[start:stop].tolist()

@@ -282,5 +282,7 @@ def test_bad_forward_inputs():
         nn.MaxPool2d(2, return_indices=True)
     with pytest.raises(NotImplementedError, match="reflect"):
         nn.Conv2d(3, 4, 3, padding_mode="reflect")
-    with pytest.raises(NotImplementedError, match="cuda"):
-        nn.Linear(2, 2, device="cuda")
+    with pytest.raises(ValueError, match="Linear: device 'cuda:1': only index 0"):
+        nn.Linear(2, 2, device="cuda:1")
+    with pytest.raises(ValueError, match="Linear: unknown device type 'tpu'"):
+        nn.Linear(2, 2, device="tpu")

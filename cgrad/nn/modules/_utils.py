@@ -1,15 +1,33 @@
 """Argument checks shared by the layers' constructors."""
 from cgrad import _core
 from cgrad._core import Tensor
+from cgrad._devices import device as _device
 
-__all__ = ["factory_dtype", "check_size", "pair", "check_input"]
+__all__ = ["factory_dtype", "factory_device", "check_size", "pair", "check_input"]
+
+
+def factory_device(layer, device=None):
+    """The device a layer's parameters are created on (None: the cpu), as a
+    spec string; an unknown or unsupported spec is a ValueError naming the
+    layer, before anything is allocated."""
+    if device is None:
+        return None
+    if isinstance(device, bool) or not isinstance(device, (str, int, _device)):
+        raise TypeError(f"{layer}: device must be a str, an int or a cgrad.device, got "
+                        f"{type(device).__name__} ({device!r})")
+    try:
+        d = _device("cuda", device) if isinstance(device, int) else _device(device)
+    except ValueError as e:
+        raise ValueError(f"{layer}: {e}") from None
+    if d.type == "cuda" and d.index != 0:
+        raise ValueError(f"{layer}: device {str(d)!r}: only index 0 is supported")
+    return str(d)
 
 
 def factory_dtype(layer, device=None, dtype=None):
-    """The dtype a layer's parameters are created in (device must be cpu)."""
-    if device is not None and str(device) not in ("cpu", "cpu:0"):
-        raise NotImplementedError(f"{layer}: device {str(device)!r} is not available in this build "
-                                  f"(only 'cpu'): GPU support is a later issue")
+    """The dtype a layer's parameters are created in (device is checked by
+    factory_device)."""
+    factory_device(layer, device)
     if dtype is None:
         return _core.get_default_dtype()
     if dtype not in (_core.float32, _core.float64):

@@ -4,7 +4,7 @@ import math
 from cgrad import _core
 from cgrad.nn import functional as F
 from cgrad.nn import init
-from cgrad.nn.modules._utils import check_input, check_size, factory_dtype, pair
+from cgrad.nn.modules._utils import check_input, check_size, factory_device, factory_dtype, pair
 from cgrad.nn.modules.module import Module
 from cgrad.nn.parameter import Parameter
 
@@ -20,6 +20,7 @@ class Conv2d(Module):
                  groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
         super().__init__()
         dt = factory_dtype("Conv2d", device, dtype)
+        dev = factory_device("Conv2d", device)
         check_size("Conv2d", "in_channels", in_channels)
         check_size("Conv2d", "out_channels", out_channels)
         check_size("Conv2d", "groups", groups, 1)
@@ -52,9 +53,9 @@ class Conv2d(Module):
         self.output_padding = (0, 0)
         self.transposed = False
         kh, kw = self.kernel_size
-        self.weight = Parameter(_core.empty(out_channels, in_channels // groups, kh, kw, dtype=dt))
+        self.weight = Parameter(_core.empty(out_channels, in_channels // groups, kh, kw, dtype=dt, device=dev))
         if bias:
-            self.bias = Parameter(_core.empty(out_channels, dtype=dt))
+            self.bias = Parameter(_core.empty(out_channels, dtype=dt, device=dev))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()

@@ -4,7 +4,7 @@ import math
 from cgrad import _core
 from cgrad.nn import functional as F
 from cgrad.nn import init
-from cgrad.nn.modules._utils import check_input, check_size, factory_dtype
+from cgrad.nn.modules._utils import check_input, check_size, factory_device, factory_dtype
 from cgrad.nn.modules.module import Module
 from cgrad.nn.parameter import Parameter
 
@@ -28,11 +28,12 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
         dt = factory_dtype("Linear", device, dtype)
+        dev = factory_device("Linear", device)
         self.in_features = check_size("Linear", "in_features", in_features)
         self.out_features = check_size("Linear", "out_features", out_features)
-        self.weight = Parameter(_core.empty(out_features, in_features, dtype=dt))
+        self.weight = Parameter(_core.empty(out_features, in_features, dtype=dt, device=dev))
         if bias:
-            self.bias = Parameter(_core.empty(out_features, dtype=dt))
+            self.bias = Parameter(_core.empty(out_features, dtype=dt, device=dev))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()

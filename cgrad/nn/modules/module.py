@@ -7,7 +7,9 @@ from cgrad import _core
 from cgrad._core import Tensor
 from cgrad._grad_mode import no_grad
 from cgrad.nn.parameter import Parameter
+from cgrad._devices import device as _device
 from cgrad.nn.modules._hooks import BackwardHook, RemovableHandle
+from cgrad.nn.modules._utils import factory_device
 
 __all__ = ["Module"]
 
@@ -40,32 +42,34 @@ def _check_name(kind, name):
 
 def _parse_to(args, kwargs):
     """(dtype, device) from Module.to's arguments: to(dtype), to(device),
-    to(device, dtype), to(tensor), or keywords."""
+    to(device, dtype), to(tensor), or keywords. device comes back as a
+    normalised spec string ('cpu' or 'cuda:0') or None."""
     dtype = kwargs.pop("dtype", None)
     device = kwargs.pop("device", None)
     kwargs.pop("non_blocking", None)
+    kwargs.pop("memory_format", None)
     if kwargs:
         raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+    if len(args) > 2:
+        raise TypeError(f"to() takes at most 2 positional arguments (device, dtype), got {len(args)}")
     for a in args:
         if isinstance(a, _core.dtype):
             dtype = a
         elif isinstance(a, Tensor):
             dtype, device = a.dtype, a.device
-        elif isinstance(a, str):
+        elif isinstance(a, (str, _device)) or (isinstance(a, int) and not isinstance(a, bool)):
             device = a
         else:
-            raise TypeError(f"to() expects a dtype, a device string or a Tensor, got {a!r}")
+            raise TypeError(f"to() expects a dtype, a device (str, int or cgrad.device) or a Tensor, "
+                            f"got {a!r}")
     if dtype is not None:
         if not isinstance(dtype, _core.dtype):
             raise TypeError(f"to(): dtype must be a cgrad dtype, got {dtype!r}")
         if dtype not in (_core.float32, _core.float64):
             raise TypeError(f"nn.Module.to only accepts floating point dtypes, but got desired dtype={dtype}")
     if device is not None:
-        dev = str(device)
-        if dev not in ("cpu", "cpu:0"):
-            raise NotImplementedError(f"device {dev!r} is not available in this build (only 'cpu'): "
-                                      f"GPU support is a later issue")
-    return dtype
+        device = factory_device("to()", device)
+    return dtype, device
 
 
 class Module:
@@ -454,35 +458,64 @@ class Module:
         fn(self)
         return self
 
-    # ------------------------------------------------------------ dtype
+    # ------------------------------------------------------------ dtype and device
     def _apply(self, fn):
+        """Replaces every parameter's data, its gradient and every buffer by
+        fn of it. Parameters keep their identity (the .data setter), so
+        optimizers and hooks that hold them see the new data; a gradient is
+        converted with its parameter (PyTorch's Module._apply)."""
         for m in self.children():
             m._apply(fn)
         with no_grad():
-            for p in self._parameters.values():
+            for name, p in self._parameters.items():
                 if p is None:
                     continue
                 g = p.grad
                 new = fn(p.data)
+                new_g = None if g is None else fn(g)
                 if new is not p.data:
-                    p.data = new
-                if g is not None:
-                    new_g = fn(g)
-                    if p.grad is None or new_g.dtype != g.dtype:
-                        p.grad = new_g
+                    p.data = new  # drops a gradient that no longer fits (device, dtype)
+                if new_g is not None and (p.grad is None or new_g is not g):
+                    p.grad = new_g
             for k, b in self._buffers.items():
                 if b is not None:
                     self._buffers[k] = fn(b)
         return self
 
     def to(self, *args, **kwargs):
-        """to(dtype) / to(device) / to(tensor): converts floating parameters
-        and buffers in place; Parameter objects (and so an optimizer's
-        references) stay the same, their gradients are converted too."""
-        dtype = _parse_to(args, dict(kwargs))
-        if dtype is None:
+        """to(device), to(dtype), to(device, dtype), to(tensor) or keywords
+        device=/dtype=: moves every parameter and buffer to device and casts
+        the floating ones to dtype, in place. Parameter objects (and so an
+        optimizer's references) stay the same; their gradients move and are
+        cast with them. Returns self."""
+        dtype, device = _parse_to(args, dict(kwargs))
+        if dtype is None and device is None:
             return self
-        return self._apply(lambda t: t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t)
+        if device is not None:
+            self._check_movable(device)
+
+        def convert(t):
+            if device is not None and t.device != device:
+                t = t.to(device)
+            if dtype is not None and t.is_floating_point() and t.dtype != dtype:
+                t = t.to(dtype)
+            return t
+
+        return self._apply(convert)
+
+    def _check_movable(self, device):
+        """Refuses a move that would fail halfway (a row-sparse gradient or
+        buffer cannot change device), before anything moved."""
+        for name, p in self.named_parameters():
+            g = p.grad
+            if g is not None and g.is_sparse and p.device != device:
+                raise NotImplementedError(f"to({device!r}): parameter '{name}' has a row-sparse "
+                                          f"gradient, which cannot move to another device yet; call "
+                                          f"zero_grad() first")
+        for name, b in self.named_buffers():
+            if b.is_sparse and b.device != device:
+                raise NotImplementedError(f"to({device!r}): buffer '{name}' is row-sparse and cannot "
+                                          f"move to another device yet")
 
     def double(self):
         return self.to(_core.float64)
@@ -494,11 +527,19 @@ class Module:
         return self.to(dst_type)
 
     def cpu(self):
-        return self
+        """Moves every parameter and buffer to the cpu (in place; returns self)."""
+        return self.to("cpu")
 
     def cuda(self, device=None):
-        raise NotImplementedError(f"device 'cuda' is not available in this build (only 'cpu'): "
-                                  f"GPU support is a later issue")
+        """Moves every parameter and buffer to 'cuda' (in place; returns
+        self). device: None, an index (0) or a 'cuda' spec."""
+        if device is None:
+            return self.to("cuda")
+        if isinstance(device, int) and not isinstance(device, bool):
+            return self.to(device)
+        if _device(device).type != "cuda":
+            raise ValueError(f"cuda(): device must be a 'cuda' device or an index, got {device!r}")
+        return self.to(device)
 
     # ------------------------------------------------------------ state dict
     def _save_to_state_dict(self, destination, prefix, keep_vars):

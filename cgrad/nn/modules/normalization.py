@@ -2,7 +2,7 @@
 from cgrad import _core
 from cgrad.nn import functional as F
 from cgrad.nn import init
-from cgrad.nn.modules._utils import check_input, check_size, factory_dtype
+from cgrad.nn.modules._utils import check_input, check_size, factory_device, factory_dtype
 from cgrad.nn.modules.module import Module
 from cgrad.nn.parameter import Parameter
 from cgrad._grad_mode import no_grad
@@ -18,6 +18,7 @@ class LayerNorm(Module):
                  dtype=None):
         super().__init__()
         dt = factory_dtype("LayerNorm", device, dtype)
+        dev = factory_device("LayerNorm", device)
         if isinstance(normalized_shape, int):
             normalized_shape = (normalized_shape,)
         self.normalized_shape = tuple(check_size("LayerNorm", "normalized_shape", s) for s in normalized_shape)
@@ -26,9 +27,9 @@ class LayerNorm(Module):
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         if elementwise_affine:
-            self.weight = Parameter(_core.empty(*self.normalized_shape, dtype=dt))
+            self.weight = Parameter(_core.empty(*self.normalized_shape, dtype=dt, device=dev))
             if bias:
-                self.bias = Parameter(_core.empty(*self.normalized_shape, dtype=dt))
+                self.bias = Parameter(_core.empty(*self.normalized_shape, dtype=dt, device=dev))
             else:
                 self.register_parameter("bias", None)
         else:
@@ -60,6 +61,7 @@ class BatchNorm1d(Module):
                  device=None, dtype=None, *, bias=True):
         super().__init__()
         dt = factory_dtype("BatchNorm1d", device, dtype)
+        dev = factory_device("BatchNorm1d", device)
         self.num_features = check_size("BatchNorm1d", "num_features", num_features)
         if momentum is not None and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"BatchNorm1d: momentum must be in [0, 1] or None, got {momentum}")
@@ -68,18 +70,18 @@ class BatchNorm1d(Module):
         self.affine = affine
         self.track_running_stats = track_running_stats
         if affine:
-            self.weight = Parameter(_core.empty(num_features, dtype=dt))
+            self.weight = Parameter(_core.empty(num_features, dtype=dt, device=dev))
             if bias:
-                self.bias = Parameter(_core.empty(num_features, dtype=dt))
+                self.bias = Parameter(_core.empty(num_features, dtype=dt, device=dev))
             else:
                 self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean", _core.zeros(num_features, dtype=dt))
-            self.register_buffer("running_var", _core.ones(num_features, dtype=dt))
-            self.register_buffer("num_batches_tracked", _core.tensor(0, dtype=_core.int64))
+            self.register_buffer("running_mean", _core.zeros(num_features, dtype=dt, device=dev))
+            self.register_buffer("running_var", _core.ones(num_features, dtype=dt, device=dev))
+            self.register_buffer("num_batches_tracked", _core.tensor(0, dtype=_core.int64, device=dev))
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)

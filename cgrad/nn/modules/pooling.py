@@ -42,9 +42,9 @@ def _extend(x, extra, value):
     appended (constants: no gradient flows into them)."""
     n, c, h, w = x.shape
     if extra[0] > 0:
-        x = _core.cat([x, _core.full((n, c, extra[0], w), value, dtype=x.dtype)], 2)
+        x = _core.cat([x, _core.full((n, c, extra[0], w), value, dtype=x.dtype, device=x.device)], 2)
     if extra[1] > 0:
-        x = _core.cat([x, _core.full((n, c, x.shape[2], extra[1]), value, dtype=x.dtype)], 3)
+        x = _core.cat([x, _core.full((n, c, x.shape[2], extra[1]), value, dtype=x.dtype, device=x.device)], 3)
     return x
 
 
@@ -140,7 +140,7 @@ class AvgPool2d(Module):
                 out = sums / float(self.divisor_override)
             else:
                 div = _avg_divisors(x.shape[2:], outs, k, s, p, self.count_include_pad)
-                out = sums / _core.tensor(div, dtype=x.dtype)
+                out = sums / _core.tensor(div, dtype=x.dtype, device=x.device)
         return out.squeeze(0) if input.ndim == 3 else out
 
     def extra_repr(self):

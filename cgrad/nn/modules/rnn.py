@@ -8,7 +8,7 @@ from cgrad import _core
 from cgrad.nn import functional as F
 from cgrad.nn import init
 from cgrad.nn._functional_layers import _gru_gates, _lstm_gates
-from cgrad.nn.modules._utils import check_input, check_size, factory_dtype
+from cgrad.nn.modules._utils import check_input, check_size, factory_device, factory_dtype
 from cgrad.nn.modules.module import Module
 from cgrad.nn.parameter import Parameter
 
@@ -34,6 +34,7 @@ class RNNBase(Module):
         super().__init__()
         name = {"RNN_TANH": "RNN", "RNN_RELU": "RNN"}.get(mode, mode)
         dt = factory_dtype(name, device, dtype)
+        dev = factory_device(name, device)
         self.mode = mode
         self.input_size = check_size(name, "input_size", input_size)
         self.hidden_size = check_size(name, "hidden_size", hidden_size, 1)
@@ -66,7 +67,7 @@ class RNNBase(Module):
                 names = []
                 for base, shape in shapes:
                     pname = f"{base}_l{layer}{sfx}"
-                    setattr(self, pname, Parameter(_core.empty(*shape, dtype=dt)))
+                    setattr(self, pname, Parameter(_core.empty(*shape, dtype=dt, device=dev)))
                     names.append(pname)
                 self._flat_weights_names.extend(names)
                 self._all_weights.append(names)
@@ -140,7 +141,7 @@ class RNNBase(Module):
             (self.num_layers * d, self.hidden_size)
         is_lstm = self.mode == "LSTM"
         if hx is None:
-            h0 = _core.zeros(self.num_layers * d, n, self.hidden_size, dtype=x.dtype)
+            h0 = _core.zeros(self.num_layers * d, n, self.hidden_size, dtype=x.dtype, device=x.device)
             c0 = h0 if is_lstm else None
         elif is_lstm:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
@@ -242,14 +243,15 @@ class RNNCellBase(Module):
     def __init__(self, input_size, hidden_size, bias, num_chunks, device=None, dtype=None):
         super().__init__()
         dt = factory_dtype(type(self).__name__, device, dtype)
+        dev = factory_device(type(self).__name__, device)
         self.input_size = check_size(type(self).__name__, "input_size", input_size)
         self.hidden_size = check_size(type(self).__name__, "hidden_size", hidden_size, 1)
         self.bias = bias
-        self.weight_ih = Parameter(_core.empty(num_chunks * hidden_size, input_size, dtype=dt))
-        self.weight_hh = Parameter(_core.empty(num_chunks * hidden_size, hidden_size, dtype=dt))
+        self.weight_ih = Parameter(_core.empty(num_chunks * hidden_size, input_size, dtype=dt, device=dev))
+        self.weight_hh = Parameter(_core.empty(num_chunks * hidden_size, hidden_size, dtype=dt, device=dev))
         if bias:
-            self.bias_ih = Parameter(_core.empty(num_chunks * hidden_size, dtype=dt))
-            self.bias_hh = Parameter(_core.empty(num_chunks * hidden_size, dtype=dt))
+            self.bias_ih = Parameter(_core.empty(num_chunks * hidden_size, dtype=dt, device=dev))
+            self.bias_hh = Parameter(_core.empty(num_chunks * hidden_size, dtype=dt, device=dev))
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
@@ -275,7 +277,7 @@ class RNNCellBase(Module):
         x = input if batched else input.unsqueeze(0)
         expected = (x.shape[0], self.hidden_size) if batched else (self.hidden_size,)
         if hx is None:
-            states = [_core.zeros(x.shape[0], self.hidden_size, dtype=x.dtype)] * n_states
+            states = [_core.zeros(x.shape[0], self.hidden_size, dtype=x.dtype, device=x.device)] * n_states
         else:
             states = list(hx) if n_states > 1 else [hx]
             if n_states > 1 and (not isinstance(hx, (tuple, list)) or len(hx) != n_states):

@@ -6,7 +6,7 @@ import numpy as np
 from cgrad import _core
 from cgrad.nn import functional as F
 from cgrad.nn import init
-from cgrad.nn.modules._utils import check_size, factory_dtype
+from cgrad.nn.modules._utils import check_size, factory_device, factory_dtype
 from cgrad.nn.modules.module import Module
 from cgrad.nn.parameter import Parameter
 from cgrad._grad_mode import no_grad
@@ -25,6 +25,7 @@ class Embedding(Module):
                  dtype=None):
         super().__init__()
         dt = factory_dtype("Embedding", device, dtype)
+        dev = factory_device("Embedding", device)
         self.num_embeddings = check_size("Embedding", "num_embeddings", num_embeddings)
         self.embedding_dim = check_size("Embedding", "embedding_dim", embedding_dim)
         if padding_idx is not None:
@@ -41,7 +42,7 @@ class Embedding(Module):
         self.scale_grad_by_freq = scale_grad_by_freq
         self.sparse = sparse
         if _weight is None:
-            self.weight = Parameter(_core.empty(num_embeddings, embedding_dim, dtype=dt),
+            self.weight = Parameter(_core.empty(num_embeddings, embedding_dim, dtype=dt, device=dev),
                                     requires_grad=not _freeze)
             self.reset_parameters()
         else:
@@ -120,6 +121,10 @@ class SparseLinear(Module):
                  seed=None, device=None, dtype=None):
         super().__init__()
         dt = factory_dtype("SparseLinear", device, dtype)
+        dev = factory_device("SparseLinear", device)
+        if dev not in (None, "cpu"):
+            raise NotImplementedError(f"SparseLinear: the CSR kernels run on the cpu only; device "
+                                      f"{dev!r} is not supported")
         self.in_features = check_size("SparseLinear", "in_features", in_features)
         self.out_features = check_size("SparseLinear", "out_features", out_features)
         if (mask is None) == (density is None):
@@ -139,13 +144,13 @@ class SparseLinear(Module):
         self.register_buffer("indptr", _core.tensor(indptr, dtype=_core.int64))
         self.register_buffer("indices", _core.tensor(cols.astype(np.int64), dtype=_core.int64))
         self.nnz = int(cols.size)
-        self.weight = Parameter(_core.empty(self.nnz, dtype=dt))
-        self.bias = Parameter(_core.empty(self.out_features, dtype=dt)) if bias else None
+        self.weight = Parameter(_core.empty(self.nnz, dtype=dt, device=dev))
+        self.bias = Parameter(_core.empty(self.out_features, dtype=dt, device=dev)) if bias else None
         self.reset_parameters()
 
     def fan_in(self):
         """Connections into each output unit (NumPy int64, (out_features,))."""
-        return np.diff(self.indptr.numpy())
+        return np.diff(self.indptr.cpu().numpy())
 
     def reset_parameters(self):
         fan = np.maximum(self.fan_in(), 1).astype(np.float64)
@@ -164,8 +169,8 @@ class SparseLinear(Module):
         detached."""
         w = np.zeros((self.out_features, self.in_features), dtype=self.weight.dtype.name)
         rows = np.repeat(np.arange(self.out_features), self.fan_in())
-        w[rows, self.indices.numpy()] = self.weight.detach().numpy()
-        return _core.tensor(w, dtype=self.weight.dtype)
+        w[rows, self.indices.cpu().numpy()] = self.weight.detach().cpu().numpy()
+        return _core.tensor(w, dtype=self.weight.dtype, device=self.weight.device)
 
     def forward(self, input):
         if not isinstance(input, _core.Tensor):

@@ -132,7 +132,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
                            "non-finite, so it cannot be clipped. To disable this error and "
                            "scale the gradients by the non-finite norm anyway, set "
                            "`error_if_nonfinite=False`")
-    return tensor(total, dtype=ts[0].dtype)
+    return tensor(total, dtype=ts[0].dtype, device=ts[0].device)
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False,
@@ -153,7 +153,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     total, coef = _core._clip_grad_norm(grads, max_norm, p, bool(error_if_nonfinite))
     _record(ClipResult("norm", coef != 1.0, total, total * coef if coef != 1.0 else total,
                        max_norm, p, coef), params)
-    return tensor(total, dtype=grads[0].dtype)
+    return tensor(total, dtype=grads[0].dtype, device=grads[0].device)
 
 
 def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
