@@ -150,7 +150,7 @@ cdef Tensor _from_device_array(object arr, object be, int dev):
         shape_c[i] = arr.shape[i]
         strides_c[i] = strides[i]
     cdef cg_tensor *t = NULL
-    be.allocated += buf.nbytes  # free() subtracts it when the last view dies
+    be.track(buf)  # counted while the tensor (or an export of it) keeps the view
     Py_INCREF(buf)
     _check(cg_from_handle(dev, <cg_dtype>_NP_TO_CODE[arr.dtype], n, shape_c, strides_c, 0,
                           <void *>buf, buf.nbytes, &t))

@@ -17,6 +17,8 @@ Buffers are 1-D uint8 arrays; a tensor is a strided view of one. Inputs may
 also be NumPy scalars: a 0-d host tensor joins device tensors as a scalar,
 as in PyTorch.
 """
+import weakref
+
 import numpy as np
 
 from cgrad.backends.xp_elementwise import ElementwiseKernels
@@ -57,13 +59,22 @@ class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels):
     def alloc(self, nbytes, zero):
         xp = self.xp
         buf = xp.zeros(nbytes, dtype=xp.uint8) if zero else xp.empty(nbytes, dtype=xp.uint8)
-        self.allocated += nbytes
-        self.peak = max(self.peak, self.allocated)
+        self.track(buf)
         self.n_allocs += 1
         return buf
 
+    def track(self, buf):
+        """Counts buf in memory_allocated until the buffer itself dies (an
+        exported view, e.g. from DLPack, may outlive the tensors)."""
+        self.allocated += buf.nbytes
+        self.peak = max(self.peak, self.allocated)
+        weakref.finalize(buf, self._untrack, buf.nbytes)
+
+    def _untrack(self, nbytes):
+        self.allocated -= nbytes
+
     def free(self, buf):
-        self.allocated -= buf.nbytes
+        """The library dropped its reference (accounting happens in track)."""
 
     def view(self, buf, code, shape, strides, offset):
         """The strided array of dtype code over buf (strides, offset in elements)."""

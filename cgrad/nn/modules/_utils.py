@@ -30,8 +30,8 @@ def factory_dtype(layer, device=None, dtype=None):
     factory_device(layer, device)
     if dtype is None:
         return _core.get_default_dtype()
-    if dtype not in (_core.float32, _core.float64):
-        raise TypeError(f"{layer}: dtype must be cgrad.float32 or cgrad.float64, got {dtype!r}")
+    if dtype not in (_core.float32, _core.float64, _core.float16):
+        raise TypeError(f"{layer}: dtype must be cgrad.float32, float64 or float16, got {dtype!r}")
     return dtype
 
 

@@ -65,7 +65,7 @@ def _parse_to(args, kwargs):
     if dtype is not None:
         if not isinstance(dtype, _core.dtype):
             raise TypeError(f"to(): dtype must be a cgrad dtype, got {dtype!r}")
-        if dtype not in (_core.float32, _core.float64):
+        if dtype not in (_core.float32, _core.float64, _core.float16):
             raise TypeError(f"nn.Module.to only accepts floating point dtypes, but got desired dtype={dtype}")
     if device is not None:
         device = factory_device("to()", device)
@@ -522,6 +522,11 @@ class Module:
 
     def float(self):
         return self.to(_core.float32)
+
+    def half(self):
+        """float16 parameters and floating buffers (they compute on 'cuda';
+        pair with cgrad.amp.MasterWeights and GradScaler to train)."""
+        return self.to(_core.float16)
 
     def type(self, dst_type):
         return self.to(dst_type)
