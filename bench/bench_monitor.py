@@ -10,9 +10,9 @@ run.watch(every=1), with every=1 but no update ratios and with every=10,
 measured in interleaved blocks so that the noise of a shared machine hits
 all of them alike (medians, and the fastest block of each: on a loaded
 machine the least disturbed measurement); then the pieces of one recorded step on the training
-thread (the stats C call, pre-hook, post-hook, log_loss, best of 7) and
-the writer thread's cost per step (finishing the per-layer arrays and one
-SQLite commit per 100 steps).
+thread (the stats C call alone, the ring's pre-hook, post-hook, log_loss,
+best of 7) and the writer thread's cost per step (claiming 1000 ring slots
+as one chunk, then the per-layer arrays and one SQLite commit of them).
 Target (issue 5): at most 3% at every-step recording on the digits MLP.
 """
 import argparse
@@ -111,43 +111,38 @@ def pieces(model, opt, run, n):
     """The monitor's own work per recorded step, piece by piece (called
     directly after one backward, without the training step around it):
     less sensitive to a busy machine than the step ratios."""
-    from cgrad.monitor.layers import finish
-    from cgrad.monitor.writer import StepRow
-
     w = run._watcher
+    ring = w.ring
     tensors = [t for p in w._params for t in (p.grad, p)]
     buf = np.empty((len(tensors), 4))
     out = {"stats": best_of(lambda: cgrad._core._tensor_stats_many(tensors, buf), n),
-           "pre": best_of(lambda: w._pre_hook(opt, (), {}), n)}
+           "pre": best_of(lambda: ring.pre_hook(opt, (), {}), n)}
 
     def pre_post():
-        w._pre_hook(opt, (), {})
-        w._post_hook(opt, (), {})
+        ring.pre_hook(opt, (), {})
+        ring.post_hook(opt, (), {})
     out["post"] = best_of(pre_post, n) - out["pre"]
     out["log"] = best_of(lambda: run.log_loss(1.0), n)
-    # the writer thread: 100 recorded steps, finished and committed at once
-    rows = []
-    for i in range(100):
-        w._pre_hook(opt, (), {})
-        w._post_hook(opt, (), {})
-        run.log_loss(1.0)
+    # the writer thread: claiming 1000 recorded steps and writing them in
+    # one commit (its own claims are paused meanwhile)
+    writer = run._writer
+    writer.remove_source(w._source)
     run.flush()
-    w._pre_hook(opt, (), {})
-    w._post_hook(opt, (), {})
-    run._finalize_open()
-    with run._writer._lock:
-        row = next(p for k, p in reversed(run._writer._pending) if k == "step")
-    base = row.step + 1000000
-    for i in range(100):
-        r = StepRow(base + i)
-        r.layers, r.lrs, r.loss, r.done = row.layers, row.lrs, 1.0, True
-        rows.append(("step", r))
+    chunk = w._claim(force=True)
+    if chunk is not None:
+        writer.submit_chunk(chunk)
+    run.flush()
+    k = 1000
+    for _ in range(k):
+        pre_post()
+        run.log_loss(1.0)
     t0 = time.perf_counter()
-    finish([r.layers for _, r in rows])
-    out["finish"] = (time.perf_counter() - t0) / 100
+    chunk = w._claim(force=True)
+    out["claim"] = (time.perf_counter() - t0) / k
     t0 = time.perf_counter()
-    run._writer._write(rows, "running", time.time())
-    out["writer"] = (time.perf_counter() - t0) / 100  # finish + SQLite, per step
+    writer._write([("chunk", chunk)], "running", time.time())
+    out["writer"] = (time.perf_counter() - t0) / k  # per-layer arrays + SQLite, per step
+    writer.add_source(w._source)
     return out
 
 
@@ -186,13 +181,13 @@ def main():
     print("\npieces of one recorded step (best of 7, us; sum/off against the fastest 'off' "
           "block): training thread | writer thread")
     print(f"{'MLP':<15} {'opt':>4} {'stats C':>8} {'pre':>7} {'post':>7} {'log':>6} "
-          f"{'sum':>7} {'sum/off':>8} | {'finish':>7} {'writer':>7}")
+          f"{'sum':>7} {'sum/off':>8} | {'claim':>7} {'writer':>7}")
     for name, batch, kind, off, t in piece_rows:
         off = t[("min", "off")]  # the fastest block: the least disturbed step time
         total = t["pre"] + t["post"] + t["log"]
         print(f"{name:<15} {kind:>4} {t['stats'] * 1e6:>8.2f} {t['pre'] * 1e6:>7.2f} "
               f"{t['post'] * 1e6:>7.2f} {t['log'] * 1e6:>6.2f} {total * 1e6:>7.2f} "
-              f"{total / off:>8.3f} | {t['finish'] * 1e6:>7.2f} {t['writer'] * 1e6:>7.2f}")
+              f"{total / off:>8.3f} | {t['claim'] * 1e6:>7.2f} {t['writer'] * 1e6:>7.2f}")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 

@@ -2073,6 +2073,7 @@ include "_observe.pxi"
 
 # ------------------------------------------------------------------ optimizer updates, clipping, stats
 include "_train.pxi"
+include "_monitor.pxi"
 
 # ------------------------------------------------------------------ row-sparse tensors, sparse linear
 include "_sparse.pxi"

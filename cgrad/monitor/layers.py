@@ -3,17 +3,17 @@
 The training thread only records, per step, the raw (parameters x 8) block
 that one cg_tensor_stats_many call filled (gradient sum_sq, max_abs,
 nonfinite, numel, then the same for the weights) and the squared update
-norms; the writer thread turns a whole commit's worth of steps into the
-stored per-layer arrays here, with one matrix product for the sums of all
-layers (parameters, then modules as the sums of their members) and one
-max per module, so the per-step cost on the training thread does not grow
-with the number of layers.
+norms, into a ring slot (cgrad/_monitor.pxi); the writer thread turns a
+whole commit's chunk of slots into the stored per-layer arrays here, with
+one matrix product for the sums of all layers (parameters, then modules as
+the sums of their members) and one max per module, so the per-step cost on
+the training thread does not grow with the number of layers.
 """
 import math
 
 import numpy as np
 
-__all__ = ["LayerMap", "RawLayers"]
+__all__ = ["LayerMap"]
 
 
 class LayerMap:
@@ -62,39 +62,3 @@ class LayerMap:
             ratio = np.sqrt(uu / wss)
         ratio[missing | (wss == 0) | (wbad > 0) | ~has_upd[:, None]] = np.nan
         return grad_norm, gmax, bad, weight_norm, ratio
-
-
-class RawLayers:
-    """One step's raw statistics as the training thread hands them to the
-    writer: the LayerMap, the (n, 8) block and the (n,) squared update
-    norms (None: no ratio this step)."""
-
-    __slots__ = ("layer_map", "stats", "upd")
-
-    def __init__(self, layer_map, stats, upd):
-        self.layer_map, self.stats, self.upd = layer_map, stats, upd
-
-    def __len__(self):
-        return self.layer_map.n_layers
-
-
-def finish(raws):
-    """The stored per-layer arrays of many steps' RawLayers: a list of
-    (grad_norm, grad_max, nonfinite, weight_norm, update_ratio or None)
-    tuples of (n_layers,) arrays, in the order given."""
-    out = [None] * len(raws)
-    groups = {}
-    for i, r in enumerate(raws):
-        groups.setdefault(id(r.layer_map), []).append(i)
-    for idx in groups.values():
-        lm = raws[idx[0]].layer_map
-        n = lm.n_params
-        stats = np.stack([raws[i].stats for i in idx]) if n else np.zeros((len(idx), 0, 8))
-        has = np.array([raws[i].upd is not None for i in idx], dtype=bool)
-        nan = np.full(n, np.nan)
-        upd = np.stack([raws[i].upd if raws[i].upd is not None else nan for i in idx]) \
-            if n else np.zeros((len(idx), 0))
-        gn, gm, bad, wn, ratio = lm.arrays(stats, upd, has)
-        for j, i in enumerate(idx):
-            out[i] = (gn[j], gm[j], bad[j], wn[j], ratio[j] if has[j] else None)
-    return out

@@ -236,11 +236,39 @@ class RunReader:
         out = [np.full((n, n_layers), np.nan) for _ in _LAYER_FIELDS]
         if not n or not n_layers:
             return out
-        if self._version >= 2:
+        if self._version >= 3:
+            self._read_layer_chunks(con, lo, hi, step_ids, out)
+        elif self._version == 2:
             self._read_layer_blobs(con, lo, hi, step_ids, out)
         else:
             self._read_layer_rows(con, lo, hi, step_ids, out)
         return out
+
+    def _read_layer_chunks(self, con, lo, hi, step_ids, out):
+        """Version 3: one row per commit, each field a little-endian
+        (n_steps x n_layers) array whose rows are the steps of its step
+        array (a chunk may reach past hi: only the asked steps are taken;
+        a later chunk holding a step again wins)."""
+        rows = con.execute("SELECT n_steps, n_layers, step, grad_norm, grad_max, nonfinite, "
+                           "weight_norm, update_ratio FROM layer_chunks WHERE last_step > ? AND "
+                           "first_step <= ? ORDER BY chunk_id", (lo, hi)).fetchall()
+        if not rows:
+            return
+        lookup = self._column_lookup()
+        for n_steps, n_layers, steps_blob, *blobs in rows:
+            steps = np.frombuffer(steps_blob, dtype="<i8")
+            if steps.shape[0] != n_steps or any(len(b) != 8 * n_steps * n_layers for b in blobs):
+                raise RunFileError(f"{self.path}: a layer_chunks row holds arrays of the wrong size")
+            r = np.searchsorted(step_ids, steps)
+            keep = (r < step_ids.shape[0])
+            keep[keep] = step_ids[r[keep]] == steps[keep]
+            if not keep.any():
+                continue
+            sel = np.nonzero(keep)[0]
+            for i, f in enumerate(_LAYER_FIELDS):
+                block = np.frombuffer(blobs[i], dtype="<i8" if f == "nonfinite" else "<f8")
+                block = block.reshape(n_steps, n_layers)[sel]
+                self._place(out[i], r[sel], block, lookup)
 
     def _read_layer_blobs(self, con, lo, hi, step_ids, out):
         """Version 2: one row per step, each field a little-endian array in

@@ -13,11 +13,12 @@ run.log_loss(loss) attaches it to the step that just ran if that step has
 no loss yet, otherwise to the next step. So both "log before step()" and
 "log after step()" loops work when they log every step.
 
-A step's row is written as soon as it has its loss; a row without one is
-held until the next step starts (or HOLD_S passes, or the run closes), so
-a loss logged right after step() still lands in it. A loss for a step
-already written is applied later with an UPDATE (a reader that already
-read that step does not see it).
+A recorded step lives in the watcher's ring (cgrad/_monitor.pxi) until the
+writer claims it; the last one waits there for its loss until a loss
+arrives, HOLD_S passes, or the run flushes or closes, so a loss logged
+right after step() still lands in its row. A loss for a step already
+written is applied later with an UPDATE (a reader that already read that
+step does not see it).
 """
 import argparse
 import atexit
@@ -139,16 +140,13 @@ class Run:
                 "config": config_json, "cgrad_version": str(_core.__version__),
                 "host": socket.gethostname(), "pid": str(os.getpid()), "n_groups": "0"}
         con = create_run_file(self.path, meta)
-        self._lock = threading.Lock()   # guards the held row and the pending losses
-        self._open = None               # StepRow finished but waiting for its loss
-        self._next_loss = None          # log_loss() for the step about to run
-        self._losses = {}               # step -> loss logged ahead of that step
-        self._last_step = -1            # last optimizer step that finished
-        self._running = None            # step inside its pre/post hooks
+        self._lock = threading.Lock()   # guards _last_step of unwatched losses
+        self._last_step = -1            # last step of a loss logged with nothing watched
         self._watcher = None
+        self._ring = None               # the watcher's _MonitorRing
         self._closed = False
         self._pid = os.getpid()         # a forked child must not touch the parent's file
-        self._writer = Writer(con, self.path, on_tick=self._flush_stale)
+        self._writer = Writer(con, self.path)
         atexit.register(self._close_at_exit)
 
     # ------------------------------------------------------------ basics
@@ -165,7 +163,8 @@ class Run:
     @property
     def step(self):
         """Index of the last optimizer step that finished (-1 before one)."""
-        return self._last_step
+        ring = self._ring
+        return max(self._last_step, ring.last_step) if ring is not None else self._last_step
 
     def _check_open(self, who):
         if self._closed:
@@ -185,14 +184,16 @@ class Run:
             raise RuntimeError(f"watch: run {self.path!r} already watches a "
                                f"{type(self._watcher.optimizer).__name__}; call unwatch() first")
         self._watcher = Watcher(self, model, optimizer, scheduler, scaler, every, update_ratio_every)
+        self._ring = self._watcher.ring
         return self
 
     def unwatch(self):
         """Detaches the hooks (the run stays open)."""
         if self._watcher is not None:
-            self._finalize_open()
+            ring = self._ring
             self._watcher.remove()
-            self._watcher = None
+            self._last_step = max(self._last_step, ring.last_step)
+            self._watcher = self._ring = None
 
     # ----------------------------------------------------------- logging
     def log_loss(self, loss, step=None):
@@ -203,19 +204,13 @@ class Run:
         if step is not None:
             self._set_loss(_check_step(step, "log_loss"), value)
             return
-        if self._watcher is None:
+        ring = self._ring
+        if ring is None:
             self._set_loss(self._last_step + 1, value)  # each loss is a step of its own
             return
-        with self._lock:
-            row = self._open
-            if row is not None and row.loss is None:
-                row.loss = value
-                self._open = None
-                self._emit(row)
-            elif self._running is not None:
-                self._losses[self._running] = value
-            else:
-                self._next_loss = value
+        late = ring.log_loss(value)
+        if late is not None:
+            self._writer.submit_loss_update(late, value)
 
     def log(self, step, **scalars):
         """Named values at step (run.log(100, val_acc=0.93)); 'loss' is the
@@ -238,7 +233,8 @@ class Run:
         if not isinstance(message, str):
             raise TypeError(f"event: message must be a str, got {type(message).__name__}")
         if step is None:
-            step = self._running if self._running is not None else max(self._last_step, 0)
+            ring = self._ring
+            step = ring.running if ring is not None and ring.running >= 0 else max(self.step, 0)
         step = _check_step(step, "event")
         if value is not None:
             value = _scalar("value", value)
@@ -248,8 +244,7 @@ class Run:
         """Writes the held row and waits until everything logged so far is
         committed. Returns False if that took longer than timeout."""
         self._check_open("flush")
-        self._finalize_open()
-        return self._writer.flush(timeout)
+        return self._writer.flush(timeout)  # the writer's claim takes the waiting row too
 
     def close(self, failed=False):
         """Writes what is pending and marks the run 'finished' (or 'failed');
@@ -261,8 +256,7 @@ class Run:
             return  # inherited through fork: the SQLite connection and thread are the parent's
         try:
             if self._watcher is not None:
-                self._watcher.remove()
-            self._finalize_open()
+                self._watcher.remove()  # the ring's last slots go to the writer
         finally:
             self._writer.close("failed" if failed else "finished")
             atexit.unregister(self._close_at_exit)
@@ -270,77 +264,23 @@ class Run:
     def _close_at_exit(self):
         self.close(failed=False)
 
-    # ------------------------------------------------- from the watcher
+    # ------------------------------------------------------------ losses
     def _set_loss(self, step, value):
+        ring = self._ring
+        if ring is not None:
+            late = ring.set_loss(step, value)
+            if late is not None:
+                self._writer.submit_loss_update(step, value)
+            return
         with self._lock:
-            row = self._open
-            if row is not None and row.step == step:
-                row.loss = value
-                self._open = None
-                self._emit(row)
-                return
-            if self._watcher is None:
-                row = StepRow(step)
-                row.loss = value
-                row.done = True
-                self._last_step = max(self._last_step, step)
-                self._emit(row)
-                return
-            if step > self._last_step:
-                self._losses[step] = value
-                return
-        self._writer.submit_loss_update(step, value)
-
-    def _step_starting(self, step):
-        with self._lock:
-            self._running = step
-            row, self._open = self._open, None
-            if row is not None:
-                self._emit(row)
-
-    def _step_finished(self, row, closure_loss, events=()):
-        """row: the recorded step, or None for a step not recorded."""
-        with self._lock:
-            step = self._running if row is None else row.step
-            self._running = None
-            if step is not None:
-                self._last_step = max(self._last_step, step)
-            loss = self._losses.pop(step, None) if step is not None else None
-            if closure_loss is not None:
-                loss = closure_loss
-            elif loss is None:
-                loss = self._next_loss
-            self._next_loss = None
-            if self._losses:
-                self._losses = {s: v for s, v in self._losses.items() if s > self._last_step}
-            if row is None:
-                return
-            row.events = list(events)
-            row.loss = loss
+            row = StepRow(step)
+            row.loss = value
             row.done = True
-            row.time = time.time()
-            if loss is None:
-                self._open = row
-            else:
-                self._emit(row)
+            self._last_step = max(self._last_step, step)
+            self._emit(row)
 
     def _emit(self, row):
-        """Hands a finished row (and its events) to the writer (lock held)."""
+        """Hands a finished row (and its events) to the writer."""
         if row.loss is not None and not math.isfinite(row.loss):
             row.events = list(row.events) + [(row.step, "nonfinite", f"loss is {row.loss}", None, None)]
         self._writer.submit_step(row)  # its events travel in the same commit
-
-    def _finalize_open(self):
-        with self._lock:
-            row, self._open = self._open, None
-            if row is not None:
-                self._emit(row)
-
-    def _flush_stale(self):
-        """Writer thread, each tick: a held row older than HOLD_S goes out
-        without its loss, so a slow loop still shows up within a second."""
-        with self._lock:
-            row = self._open
-            if row is not None and time.time() - row.time > HOLD_S:
-                self._open = None
-                self._emit(row)

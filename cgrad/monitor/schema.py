@@ -9,14 +9,15 @@ import os
 import sqlite3
 import urllib.parse
 
-__all__ = ["RunFileError", "FORMAT", "SCHEMA_VERSION", "RUN_SUFFIX", "DDL", "DDL_V1",
+__all__ = ["RunFileError", "FORMAT", "SCHEMA_VERSION", "RUN_SUFFIX", "DDL", "DDL_V1", "DDL_V2",
            "create_run_file", "open_read_only", "read_meta", "validate_meta"]
 
 FORMAT = "cgrad-run"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # schema_version 1 stored one layer_stats row per (step, layer); version 2
-# one layer_stats_v2 row per step holding each field as an array (BLOB).
-# Both are read.
+# one layer_stats_v2 row per step holding each field as an array (BLOB);
+# version 3 one layer_chunks row per commit holding (steps x layers)
+# arrays. All three are read.
 RUN_SUFFIX = ".cgrun"
 
 
@@ -74,8 +75,27 @@ CREATE TABLE events (
 );
 """
 
-# Version 2: one row per step, the layers' values as arrays in layer_id order.
+# Version 3: one row per commit (a chunk of steps), each field a
+# (n_steps x n_layers) array, rows in the order of the step array.
 DDL = _DDL_COMMON + """
+CREATE TABLE layer_chunks (
+    chunk_id INTEGER PRIMARY KEY,
+    first_step INTEGER NOT NULL,
+    last_step INTEGER NOT NULL,
+    n_steps INTEGER NOT NULL,
+    n_layers INTEGER NOT NULL,
+    step BLOB NOT NULL,
+    grad_norm BLOB NOT NULL,
+    grad_max BLOB NOT NULL,
+    nonfinite BLOB NOT NULL,
+    weight_norm BLOB NOT NULL,
+    update_ratio BLOB NOT NULL
+);
+CREATE INDEX layer_chunks_last_step ON layer_chunks (last_step);
+"""
+
+# Version 2: one row per step, the layers' values as arrays in layer_id order.
+DDL_V2 = _DDL_COMMON + """
 CREATE TABLE layer_stats_v2 (
     step INTEGER PRIMARY KEY,
     grad_norm BLOB NOT NULL,
@@ -102,7 +122,8 @@ CREATE TABLE layer_stats (
 
 # Tables a reader needs; a file missing one of them is not a run file.
 _COMMON_TABLES = ("meta", "heartbeat", "layers", "steps", "lr", "scalars", "events")
-REQUIRED_TABLES = {1: _COMMON_TABLES + ("layer_stats",), 2: _COMMON_TABLES + ("layer_stats_v2",)}
+REQUIRED_TABLES = {1: _COMMON_TABLES + ("layer_stats",), 2: _COMMON_TABLES + ("layer_stats_v2",),
+                   3: _COMMON_TABLES + ("layer_chunks",)}
 
 
 def _connect_error(path, exc, doing):

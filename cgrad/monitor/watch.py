@@ -1,43 +1,45 @@
 """Watcher: what Run.watch attaches to an optimizer.
 
-A step pre-hook reads the gradients the optimizer is about to apply (after
-a GradScaler's unscale_ and after clipping) and the weights before the
-update: one C call (cg_tensor_stats_many) gives every gradient's and
-weight's sum of squares, max |x| and non-finite count. The update norm
-||w_after - w_before|| comes from the optimizer's fused kernel when it is
-a built-in one (Optimizer._track_update_sq: measured in the update pass,
-no copy); for any other optimizer the pre-hook copies the weights into
-buffers kept per parameter and the post-hook subtracts. The post-hook
-hands the raw (parameters x 8) block and the update norms to the Run in
-the StepRow; the writer thread turns a commit's worth of them into the
-per-layer arrays (cgrad.monitor.layers), so the training thread does no
-per-layer work. Optimizers with
-register_report_hook (cgrad.optim) also report skipped steps, which run no
-pre/post hooks. Nothing here talks to SQLite.
+The per-step work is not here: a cgrad._core._MonitorRing (cgrad/_monitor.pxi)
+is installed as the optimizer's step pre- and post-hook. Its pre-hook
+reads the gradients the optimizer is about to apply (after a GradScaler's
+unscale_ and after clipping) and the weights before the update with one
+C call (cg_tensor_stats_many) straight into a preallocated ring slot; its
+post-hook adds the update norms (measured by a built-in optimizer's fused
+kernel: Optimizer._track_update_sq) and the StepReport's clip / lr /
+loss-scale numbers, and publishes the slot. The writer thread claims the
+finished slots of a whole commit at once (Writer sources) and makes the
+per-layer arrays from them (cgrad.monitor.layers), so nothing per step or
+per layer is built in Python on either thread.
+
+What stays here is rare: the copy path of the update ratio for an
+optimizer that is not a built-in one (weights copied before the step and
+subtracted after), the closure wrapper of step(closure), composing event
+messages (called by the ring only when a check fired), skipped steps
+reported through register_report_hook (they run no pre/post hooks), and
+spilling the ring when the writer fell behind. Nothing here talks to SQLite.
 """
 import json
-import math
 
 import numpy as np
 
 from cgrad import _core
-from cgrad.monitor.layers import LayerMap, RawLayers
-from cgrad.monitor.writer import StepRow
+from cgrad.monitor.layers import LayerMap
 
-__all__ = ["Watcher"]
+__all__ = ["Watcher", "ring_capacity"]
 
-class _NoReport:
-    """Stands in for a missing StepReport: every field is None."""
-
-    def __getattr__(self, name):
-        return None
+# ring memory per watcher: at most about this many bytes (and 64..4096 steps)
+_RING_BYTES = 8 << 20
 
 
-_NO_REPORT = _NoReport()
-# An lr jump larger than this between consecutive recorded steps is an
-# 'lr_change' event (a warm restart, a step decay), not a schedule's drift.
-_LR_JUMP = 2.0
-_LR_FLOOR = 0.01
+def ring_capacity(n_params, n_groups):
+    """Slots of the ring: a power of two holding ~one commit interval of
+    fast steps, bounded in memory."""
+    per_slot = 8 * (9 * n_params + 12 + n_groups)
+    cap = 4096
+    while cap > 64 and cap * per_slot > _RING_BYTES:
+        cap //= 2
+    return cap
 
 
 def _type_name(x):
@@ -84,6 +86,21 @@ def _float_or_none(x):
         return None
 
 
+class _Source:
+    """What the writer calls at each commit (see Writer.add_source)."""
+
+    __slots__ = ("watcher",)
+
+    def __init__(self, watcher):
+        self.watcher = watcher
+
+    def __call__(self, force):
+        return self.watcher._claim(force)
+
+    def writer_failed(self):
+        self.watcher._ring.notice = True  # the next post-hook warns (training thread)
+
+
 class Watcher:
     """Hooks on one (model, optimizer) pair feeding one Run."""
 
@@ -94,27 +111,13 @@ class Watcher:
         self.model, self.optimizer = model, optimizer
         self.scheduler, self.scaler = scheduler, scaler
         self.every = every
-        # the update ratio costs a copy of the weights and two more passes:
-        # measured on every update_ratio_every-th recorded step (0: never)
         self.update_ratio_every = update_ratio_every
-        self._n_recorded = 0
         self._params, self._names = [], []
         self._modules = []          # (module name, [param index, ...])
-        self._before = []           # per param: weights before the update (buffer reused)
+        self._before = []           # per param: weights before the update (copy path)
         self._views = []            # per param: (data_ptr, flat NumPy view of the weights)
-        self._dtypes = []
         self._index = {}            # id(param) -> index
-        self._prev_lrs = None
-        self._lr_peak = 0.0
-        self._prev_scale = None
         self._bad_layers = set()    # layers whose last recorded gradient was non-finite
-        self._anomaly_seen = _core.anomaly_report()
-        self._next_step = self._first_step_index(optimizer)
-        self._in_step = False
-        self._ratio_now = False
-        self._row = None            # StepRow being built between pre- and post-hook
-        self._capture = None
-        self._closure_loss = None
         self._handles = []
         self._build_layers()
         self._lmap = LayerMap(len(self._params), [members for _, members in self._modules])
@@ -122,12 +125,18 @@ class Watcher:
         self._upd = None
         if update_ratio_every and callable(getattr(optimizer, "_track_update_sq", None)):
             self._upd = optimizer._track_update_sq(True)  # switched on per measured step
-        self._handles.append(optimizer.register_step_pre_hook(self._pre_hook))
-        self._handles.append(optimizer.register_step_post_hook(self._post_hook))
+        groups = optimizer.param_groups
+        self._ring = _core._MonitorRing(self, self._params, groups,
+                                        ring_capacity(len(self._params), len(groups)), every,
+                                        update_ratio_every, self._upd,
+                                        self._first_step_index(optimizer), scaler)
+        self._dtypes = [p.dtype for p in self._params]
+        self._handles.append(optimizer.register_step_pre_hook(self._ring.pre_hook))
+        self._handles.append(optimizer.register_step_post_hook(self._ring.post_hook))
         if callable(getattr(optimizer, "register_report_hook", None)):
             self._handles.append(optimizer.register_report_hook(self._report_hook))
         run._writer.submit_meta([
-            ("n_groups", str(len(optimizer.param_groups))),
+            ("n_groups", str(len(groups))),
             ("every", str(every)),
             ("update_ratio_every", str(update_ratio_every)),
             ("model", _type_name(model)),
@@ -135,12 +144,18 @@ class Watcher:
             ("scheduler", _type_name(scheduler) if scheduler is not None else ""),
             ("scaler", _type_name(scaler) if scaler is not None else ""),
         ])
+        self._source = _Source(self)
+        run._writer.add_source(self._source)
 
     @staticmethod
     def _first_step_index(optimizer):
         rep = getattr(optimizer, "last_report", None)
         step = getattr(rep, "step", None)
         return step + 1 if isinstance(step, int) else 0
+
+    @property
+    def ring(self):
+        return self._ring
 
     # ------------------------------------------------------------ layers
     def _build_layers(self):
@@ -172,72 +187,56 @@ class Watcher:
         self._names.append(name)
         self._before.append(None)
         self._views.append(None)
-        self._dtypes.append(p.dtype)
         rows.append((i, name, "param", json.dumps(list(p.shape)), int(p.numel())))
 
     def remove(self):
+        """Detaches the hooks; what the ring still holds goes to the writer."""
         for h in self._handles:
             h.remove()
         self._handles = []
+        writer = self.run._writer
+        writer.remove_source(self._source)
+        chunk = self._claim(force=True)
+        if chunk is not None:
+            writer.submit_chunk(chunk)
         if self._upd is not None:
             self.optimizer._track_update_sq(False)
             self._upd = None
         self._before = [None] * len(self._params)
         self._views = [None] * len(self._params)
 
-    # ------------------------------------------------------------- hooks
-    def _pre_hook(self, optimizer, args, kwargs):
-        self._in_step = True
-        step = self._next_step
-        self.run._step_starting(step)
-        self._closure_loss = None
-        if step % self.every:
-            self._row = None
-            return None
-        self._row = StepRow(step)
-        k = self.update_ratio_every
-        self._ratio_now = bool(k) and self._n_recorded % k == 0
-        self._n_recorded += 1
-        fused = self._upd is not None
-        if fused and self._ratio_now:
-            optimizer._update_sq = self._upd  # off again in the post-hook
-        self._capture = self._measure(copy_weights=self._ratio_now and not fused)
-        return self._wrap_closure(args, kwargs)
+    # ------------------------------------------------- the writer's side
+    def _claim(self, force=False):
+        """Writer sources: the ring's finished slots as one chunk."""
+        from cgrad.monitor.run import HOLD_S
 
-    def _post_hook(self, optimizer, args, kwargs):
-        self._in_step = False
-        rep = getattr(optimizer, "last_report", None)
-        step = self._next_step
-        rep_step = getattr(rep, "step", None)
-        if isinstance(rep_step, int) and rep_step >= step - 1:
-            step = rep_step  # the optimizer's own numbering when it has one
-        self._next_step = step + 1
-        row, self._row = self._row, None
-        if row is None and getattr(rep, "skipped", False):
-            # skipped steps are always recorded; nothing moved, so the
-            # gradients and weights can still be read now
-            row = StepRow(step)
-            self._finish(row, rep, self._measure(copy_weights=False), after_update=False, moved=False)
-            return
-        if row is None:
-            self.run._step_finished(None, self._closure_loss)
-            return
-        row.step = step
-        self._finish(row, rep, self._capture, after_update=self._ratio_now)
-        self._capture = None
-        if self._upd is not None:
-            optimizer._update_sq = None
+        chunk = self._ring.claim(force, HOLD_S)
+        if chunk is not None:
+            chunk["layer_map"] = self._lmap
+        return chunk
+
+    def _spill(self):
+        """The ring is full (the writer fell behind): its slots go to the
+        writer's queue now, which bounds what it keeps."""
+        chunk = self._claim(force=True)
+        if chunk is not None:
+            self.run._writer.submit_chunk(chunk)
+
+    # -------------------------------------------------------- rare hooks
+    def _notice(self):
+        """The ring's post-hook saw ring.notice: warn on this thread."""
+        self._ring.notice = None
+        self.run._writer.warn_failed(stacklevel=4)
 
     def _report_hook(self, optimizer, rep):
         """A skipped step (GradScaler found inf/NaN) runs no pre/post hook;
         record it from here with the gradients that caused it."""
-        if self._in_step or not getattr(rep, "skipped", False):
+        ring = self._ring
+        if ring.in_step or not getattr(rep, "skipped", False):
             return
-        step = rep.step if isinstance(getattr(rep, "step", None), int) else self._next_step
-        self.run._step_starting(step)
-        self._next_step = step + 1
-        row = StepRow(step)
-        self._finish(row, rep, self._measure(copy_weights=False), after_update=False, moved=False)
+        step = rep.step if isinstance(getattr(rep, "step", None), int) else ring.next_step
+        ring.next_step = step + 1
+        ring.record_skipped(step, rep)
 
     def _wrap_closure(self, args, kwargs):
         """Replaces step(closure)'s closure with one that keeps its first
@@ -248,11 +247,12 @@ class Watcher:
             closure, where = kwargs["closure"], "kwargs"
         else:
             return None
+        ring = self._ring
 
         def closure_recording_loss():
             out = closure()
-            if self._closure_loss is None:
-                self._closure_loss = _float_or_none(out)
+            if ring.closure_loss is None:
+                ring.closure_loss = _float_or_none(out)
             return out
 
         if where == "args":
@@ -261,7 +261,6 @@ class Watcher:
         kwargs["closure"] = closure_recording_loss
         return args, kwargs
 
-    # ------------------------------------------------------- measuring
     def _weights(self, i, p):
         """Flat NumPy view of parameter i's weights, cached while its
         storage stays the same (the cached view keeps that storage alive,
@@ -279,30 +278,21 @@ class Watcher:
         self._views[i] = (ptr, w)
         return w
 
-    def _measure(self, copy_weights):
-        """(parameters x 8) statistics from one C call: per parameter the
-        gradient's (sum_sq, max_abs, nonfinite, numel), then the weights'
-        (sum_sq over finite elements, max_abs, nonfinite, numel); no
-        gradient gives zeros. The weights are copied (into reused
-        buffers) when an update ratio is to follow on the copy path."""
-        params = self._params
-        tensors = [t for p in params for t in (p.grad, p)]
-        out = np.empty((2 * len(params), 4))
-        _core._tensor_stats_many(tensors, out)
-        if copy_weights:
-            for i, p in enumerate(params):
-                w = self._weights(i, p)
-                buf = self._before[i]
-                if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
-                    buf = self._before[i] = np.empty_like(w)
-                np.copyto(buf, w)
-        return out.reshape(len(params), 8)
+    def _copy_weights(self):
+        """Copy path (an optimizer whose step is not a built-in one): the
+        weights before the update, into buffers reused across steps."""
+        for i, p in enumerate(self._params):
+            w = self._weights(i, p)
+            buf = self._before[i]
+            if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
+                buf = self._before[i] = np.empty_like(w)
+            np.copyto(buf, w)
 
-    def _update_sq(self):
-        """||w_after - w_before||^2 per parameter (copy path; NaN where no
-        copy was taken); the buffers hold the difference afterwards and
-        are refilled at the next step."""
-        out = np.full(len(self._params), np.nan)
+    def _copy_update_sq(self, out):
+        """||w_after - w_before||^2 per parameter into out (copy path; NaN
+        where no copy was taken); the buffers hold the difference
+        afterwards and are refilled at the next measured step."""
+        out[:] = np.nan
         dot = np.dot
         for i, p in enumerate(self._params):
             buf = self._before[i]
@@ -311,80 +301,44 @@ class Watcher:
                 continue
             np.subtract(w, buf, out=buf, casting="unsafe")
             out[i] = float(dot(buf, buf))
-        return out
 
-    def _fused_update_sq(self):
-        """The squared update norms the optimizer's kernels measured (a
-        parameter it did not update moved by 0)."""
-        upd = self._upd
-        return np.array([upd.get(id(p), 0.0) for p in self._params], dtype=np.float64)
-
-    # -------------------------------------------------------- the row
-    def _finish(self, row, rep, capture, after_update, moved=True):
-        """after_update: an update ratio is measured this step (fused or
-        copy path); moved=False: nothing was updated (ratio 0). The
-        per-layer arrays are made on the writer thread (layers.finish)."""
-        st = capture
-        if after_update:
-            u = self._fused_update_sq() if self._upd is not None else self._update_sq()
-        elif moved:
-            u = None
-        else:
-            u = np.zeros(st.shape[0])
-        row.layers = RawLayers(self._lmap, st, u)
-        total_sq, total_bad = st[:, 0:3:2].sum(axis=0).tolist()  # gradients: sum_sq, nonfinite
-        total_bad = int(total_bad)
+    # ------------------------------------------------------------ events
+    def _events(self, slot, step, any_bad, dtype_changed, anomaly, scale_changed, prev_scale,
+                lr_jump):
+        """The events of a recorded step; the ring calls this only when one
+        of its checks fired (lr_jump: None or (group, old lr, new lr)).
+        Returns a list of (step, kind, message, layer_id, value)."""
+        ring = self._ring
         events = []
-        if total_bad or self._bad_layers:
-            bad = self._lmap.nonfinite(st)
+        if any_bad or self._bad_layers:
+            bad = self._lmap.nonfinite(ring.raw[slot])
             for layer_id in range(bad.shape[0]):
-                self._note_nonfinite(layer_id, int(bad[layer_id]), row.step, events)
-        row.nonfinite = total_bad
-        measured = math.inf if total_bad else math.sqrt(total_sq)
-        self._fill_from_report(row, rep, measured)
-        self._check_events(row, events)
-        self.run._step_finished(row, self._closure_loss, events)
-
-    def _fill_from_report(self, row, rep, measured_norm):
-        """Clip numbers, loss scale, skip and lr from the optimizer's
-        StepReport when it has them; otherwise what was measured."""
-        if rep is None:
-            rep = _NO_REPORT
-
-        def field(name):
-            return getattr(rep, name, None)
-
-        before, after = _float_or_none(field("grad_norm_before_clip")), \
-            _float_or_none(field("grad_norm_after_clip"))
-        max_norm = _float_or_none(field("max_norm"))
-        row.clip_max_norm = max_norm
-        row.clip_coef = _float_or_none(field("clip_coef"))
-        if row.clip_coef is None and max_norm is not None:
-            row.clip_coef = 1.0
-        row.clipped = bool(field("clipped"))
-        row.grad_norm = before if before is not None else measured_norm
-        if after is not None:
-            row.grad_norm_clipped = after
-        elif row.clipped and row.clip_coef is not None and before is not None:
-            row.grad_norm_clipped = before * row.clip_coef
-        else:
-            # with no clip numbers the gradients seen are what the step applied
-            row.grad_norm_clipped = measured_norm if before is None or not row.clipped else None
-        scale = _float_or_none(field("loss_scale"))
-        if scale is None and self.scaler is not None:
-            try:
-                scale = _float_or_none(self.scaler.get_scale())
-            except Exception:  # noqa: BLE001 - a disabled/uninitialised scaler has none
-                scale = None
-        row.loss_scale = scale
-        row.skipped = bool(field("skipped"))
-        row.skip_reason = field("reason") if row.skipped else None
-        if row.skipped and row.skip_reason is None:
-            row.skip_reason = "skipped"
-        nonfinite = field("nonfinite")
-        if isinstance(nonfinite, int) and nonfinite > row.nonfinite:
-            row.nonfinite = nonfinite
-        row.lrs = [_float_or_none(g.get("lr")) for g in self.optimizer.param_groups]
+                self._note_nonfinite(layer_id, int(bad[layer_id]), step, events)
+            ring.bad_layers = len(self._bad_layers)
+        if dtype_changed:
+            dtypes = [p.dtype for p in self._params]
+            changed = [(a, b) for a, b in zip(self._dtypes, dtypes) if a != b]
+            short = lambda d: str(d).rsplit(".", 1)[-1]  # noqa: E731 - 'float32', not 'cgrad.float32'
+            pairs = sorted({f"{short(a)} -> {short(b)}" for a, b in changed})
+            events.append((step, "precision", f"parameters changed dtype: {', '.join(pairs)} "
+                           f"({len(changed)} of {len(dtypes)} parameters)", None, None))
+            self._dtypes = dtypes
+        if anomaly:
+            report = _core.anomaly_report()
+            if report is not None:
+                events.append((step, "anomaly", report, None, None))
+        f, i = ring.f[slot], ring.i[slot]
+        if i[2]:
+            events.append((step, "skipped", ring.reasons.get(ring.head, "skipped"), None, None))
+        if scale_changed:
+            events.append((step, "loss_scale", f"loss scale {prev_scale:g} -> {f[6]:g}", None,
+                           float(f[6])))
+        if lr_jump is not None:
+            g, a, b = lr_jump
+            lrs = ring.lr[slot]
+            events.append((step, "lr_change", f"group {g} lr {a:.6g} -> {b:.6g}", None,
+                           float(lrs[0]) if lrs.shape[0] else b))
+        return events
 
     def _note_nonfinite(self, layer_id, bad, step, events):
         """A 'nonfinite' event at the first recorded step of each stretch in
@@ -402,46 +356,3 @@ class Watcher:
         if layer_id < len(self._names):
             return self._names[layer_id]
         return self._modules[layer_id - len(self._names)][0]
-
-    def _check_events(self, row, events):
-        step = row.step
-        dtypes = [p.dtype for p in self._params]
-        if dtypes != self._dtypes:
-            changed = [(a, b) for a, b in zip(self._dtypes, dtypes) if a != b]
-            short = lambda d: str(d).rsplit(".", 1)[-1]  # noqa: E731 - 'float32', not 'cgrad.float32'
-            pairs = sorted({f"{short(a)} -> {short(b)}" for a, b in changed})
-            events.append((step, "precision", f"parameters changed dtype: {', '.join(pairs)} "
-                           f"({len(changed)} of {len(dtypes)} parameters)", None, None))
-            self._dtypes = dtypes
-        report = _core.anomaly_report()
-        if report is not None and report != self._anomaly_seen:
-            events.append((step, "anomaly", report, None, None))
-        self._anomaly_seen = report
-        if row.skipped:
-            events.append((step, "skipped", row.skip_reason, None, None))
-        if row.loss_scale is not None and self._prev_scale is not None \
-                and row.loss_scale != self._prev_scale:
-            events.append((step, "loss_scale", f"loss scale {self._prev_scale:g} -> {row.loss_scale:g}",
-                           None, row.loss_scale))
-        if row.loss_scale is not None:
-            self._prev_scale = row.loss_scale
-        lrs = row.lrs
-        peak = self._lr_peak
-        for v in lrs:
-            if v is not None and v > peak:
-                peak = v
-        self._lr_peak = peak
-        if self._prev_lrs is not None:
-            for g, (a, b) in enumerate(zip(self._prev_lrs, lrs)):
-                if a is None or b is None:
-                    continue
-                # A decay near the end of a schedule (a cosine's tail halves a
-                # tiny lr every step) is not an event: jumps count while the
-                # larger of the two lrs is at least _LR_FLOOR of the run's peak.
-                if max(a, b) < _LR_FLOOR * peak:
-                    continue
-                if (a == 0) != (b == 0) or (a and b and max(a / b, b / a) > _LR_JUMP):
-                    events.append((step, "lr_change", f"group {g} lr {a:.6g} -> {b:.6g}", None,
-                                   lrs[0] if lrs else b))
-                    break
-        self._prev_lrs = lrs

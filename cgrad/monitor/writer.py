@@ -3,19 +3,26 @@ after creation.
 
 The training thread calls the submit_* methods, which append a small tuple
 to a list under a lock held for a few instructions: no SQLite call and no
-I/O on the training thread. The writer thread swaps the list out every
-COMMIT_INTERVAL_S and writes it in one transaction, so a commit (and a
-reader's snapshot, and what survives a SIGKILL) always holds whole steps;
-it updates the heartbeat at each commit, and at least every
-HEARTBEAT_IDLE_S when training sends nothing (a slow step must not look
-like a dead trainer).
+I/O on the training thread. Recorded steps do not even go through that
+list: a watcher registers a source (add_source), a callable the writer
+calls at each commit to claim the ring slots finished since the last one
+as one chunk of arrays (cgrad/_monitor.pxi). The writer thread swaps the
+list out and claims the sources every COMMIT_INTERVAL_S and writes it all
+in one transaction, so a commit (and a reader's snapshot, and what survives
+a SIGKILL) always holds whole steps; it updates the heartbeat at each
+commit, and at least every HEARTBEAT_IDLE_S when training sends nothing (a
+slow step must not look like a dead trainer). Per commit the work is a
+few NumPy calls and executemany over the chunk's columns: no Python object
+per step is built before the rows SQLite binds.
 
-Back-pressure: the training thread never blocks. When the pending
-per-layer rows pass MAX_PENDING_LAYER_ROWS (the writer fell behind: a slow
-disk, a starved thread), the per-layer detail of the oldest pending steps
-is dropped (their steps/lr rows stay) and a 'dropped' event says which.
-A write error (disk full) stops writing: the error is kept, the training
-thread is warned once, and the data is discarded instead of piling up.
+Back-pressure: the training thread never blocks. A ring that fills up
+before the writer claimed it spills its slots into the list as a chunk;
+when the pending per-layer values pass MAX_PENDING_LAYER_ROWS (the writer
+fell behind: a slow disk, a starved thread), the per-layer detail of the
+oldest pending chunks is dropped (their steps/lr rows stay) and a 'dropped'
+event says which. A write error (disk full) stops writing: the error is
+kept, the training thread is warned once, and the data is discarded
+instead of piling up.
 """
 import sqlite3
 import sys
@@ -23,7 +30,7 @@ import threading
 import time
 import warnings
 
-from cgrad.monitor.layers import RawLayers, finish
+import numpy as np
 
 __all__ = ["Writer", "StepRow", "COMMIT_INTERVAL_S", "MAX_PENDING_LAYER_ROWS"]
 
@@ -42,12 +49,8 @@ def _blob(a):
 
 
 class StepRow:
-    """One recorded optimizer step: the steps row, lr per group, and the
-    per-layer statistics (None once dropped): a layers.RawLayers that the
-    writer thread finishes, or the finished tuple of arrays in layer_id
-    order, (grad_norm, grad_max, nonfinite, weight_norm, update_ratio):
-    float64 except nonfinite (int64); update_ratio NaN where not
-    measured, or None when no ratio was measured this step."""
+    """One step row that did not come from a watcher's ring (a loss logged
+    with no optimizer watched): the steps row and lr per group."""
 
     __slots__ = ("step", "time", "loss", "grad_norm", "grad_norm_clipped", "clip_max_norm",
                  "clip_coef", "clipped", "loss_scale", "skipped", "skip_reason", "nonfinite",
@@ -75,11 +78,6 @@ class StepRow:
                 self.skip_reason, int(self.nonfinite))
 
 
-def _width(layers):
-    """Number of layers in a StepRow's layers (either form)."""
-    return len(layers) if isinstance(layers, RawLayers) else len(layers[0])
-
-
 def _real(x):
     """None stays NULL; NaN also becomes NULL (SQLite has no NaN), which a
     reader turns back into NaN."""
@@ -99,6 +97,7 @@ class Writer:
         self._lock = threading.Lock()
         self._pending = []
         self._pending_layer_rows = 0
+        self._sources = []
         self._stop = threading.Event()
         self._flushed = threading.Condition(threading.Lock())
         self._flush_seq = 0      # submissions up to this serial number ...
@@ -113,13 +112,17 @@ class Writer:
         self._thread.start()
 
     # ---------------------------------------------------- training thread
+    def warn_failed(self, stacklevel=3):
+        """Once per run, on the training thread: writing failed."""
+        if self.error is not None and not self._warned:
+            self._warned = True
+            warnings.warn(f"cgrad.monitor: writing {self.path} failed ({self.error}); "
+                          f"further telemetry of this run is discarded", RuntimeWarning,
+                          stacklevel=stacklevel + 1)
+
     def _submit(self, item, layer_rows=0):
         if self.error is not None:
-            if not self._warned:
-                self._warned = True
-                warnings.warn(f"cgrad.monitor: writing {self.path} failed ({self.error}); "
-                              f"further telemetry of this run is discarded", RuntimeWarning,
-                              stacklevel=3)
+            self.warn_failed(stacklevel=4)
             return
         with self._lock:
             self._pending.append(item)
@@ -128,27 +131,44 @@ class Writer:
                 self._drop_oldest_detail()
 
     def _drop_oldest_detail(self):
-        """Strips the layer rows of the oldest pending steps until half the
-        bound is left (lock held)."""
+        """Strips the per-layer statistics of the oldest pending chunks
+        until half the bound is left (lock held)."""
         target = MAX_PENDING_LAYER_ROWS // 2
         first = last = None
         n = 0
         for kind, payload in self._pending:
             if self._pending_layer_rows <= target:
                 break
-            if kind == "step" and payload.layers is not None:
-                self._pending_layer_rows -= _width(payload.layers)
-                payload.layers = None
-                first = payload.step if first is None else first
-                last = payload.step
-                n += 1
+            if kind == "chunk" and payload["raw"] is not None:
+                steps = payload["i"][:, 0]
+                self._pending_layer_rows -= steps.shape[0] * payload["layer_map"].n_layers
+                payload["raw"] = None
+                first = int(steps[0]) if first is None else first
+                last = int(steps[-1])
+                n += steps.shape[0]
         if n:
             self._pending.append(("event", (last, time.time(), "dropped",
                                             f"per-layer detail of {n} step(s) {first}..{last} dropped: "
                                             f"the writer fell behind", None, float(n))))
 
     def submit_step(self, row):
-        self._submit(("step", row), _width(row.layers) if row.layers is not None else 0)
+        self._submit(("step", row))
+
+    def submit_chunk(self, chunk):
+        """A chunk claimed from a ring (see _monitor.pxi claim) outside the
+        writer's own claims: a full ring, an unwatch."""
+        self._submit(("chunk", chunk), chunk["i"].shape[0] * chunk["layer_map"].n_layers)
+
+    def add_source(self, source):
+        """source(force) -> chunk or None, called on the writer thread at
+        every commit (force: flush or close, take even a row waiting for
+        its loss)."""
+        with self._lock:
+            self._sources = self._sources + [source]
+
+    def remove_source(self, source):
+        with self._lock:
+            self._sources = [s for s in self._sources if s is not source]
 
     def submit_layers(self, rows):
         """rows: (layer_id, name, kind, shape_json, numel)."""
@@ -209,6 +229,16 @@ class Writer:
             with self._lock:
                 batch, self._pending = self._pending, []
                 self._pending_layer_rows = 0
+                sources = self._sources
+            force = stopping or any(kind == "flush" for kind, _ in batch)
+            for source in sources:
+                try:
+                    chunk = source(force)
+                except Exception as e:  # noqa: BLE001 - a bad chunk must not kill the writer
+                    warnings.warn(f"cgrad.monitor: claiming steps failed ({e!r})", RuntimeWarning)
+                    chunk = None
+                if chunk is not None:
+                    batch.append(("chunk", chunk))
             now = time.time()
             if batch or stopping or now - self._last_commit >= HEARTBEAT_IDLE_S:
                 state = self._final_state if stopping else "running"
@@ -221,6 +251,10 @@ class Writer:
                 self._write(batch, state, now)
             except sqlite3.Error as e:
                 self.error = e
+                for source in self._sources:  # the watchers warn on the training thread
+                    notify = getattr(source, "writer_failed", None)
+                    if notify is not None:
+                        notify()
                 try:
                     self._con.execute("ROLLBACK")
                 except sqlite3.Error:
@@ -233,7 +267,7 @@ class Writer:
 
     def _write(self, batch, state, now):
         con = self._con
-        steps, lrs, layer_rows, events, scalars = [], [], [], [], []
+        steps, lrs, events, scalars = [], [], [], []
         con.execute("BEGIN IMMEDIATE")
         for kind, payload in batch:
             if kind == "step":
@@ -241,9 +275,9 @@ class Writer:
                 lrs.extend((payload.step, g, lr) for g, lr in enumerate(payload.lrs) if lr is not None)
                 events.extend((st, payload.time, kind_, msg, lid, _real(val))
                               for st, kind_, msg, lid, val in payload.events)
-                if payload.layers is not None:
-                    layer_rows.append((payload.step, payload.layers))
                 self.last_step = max(self.last_step, payload.step)
+            elif kind == "chunk":
+                self._write_chunk(con, payload, events)
             elif kind == "event":
                 events.append(payload)
             elif kind == "scalars":
@@ -261,14 +295,6 @@ class Writer:
             con.executemany("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", steps)
         if lrs:
             con.executemany("INSERT OR REPLACE INTO lr (step, grp, lr) VALUES (?, ?, ?)", lrs)
-        if layer_rows:
-            raw = [i for i, (_, layers) in enumerate(layer_rows) if isinstance(layers, RawLayers)]
-            done = finish([layer_rows[i][1] for i in raw])
-            for i, arrays in zip(raw, done):
-                layer_rows[i] = (layer_rows[i][0], arrays)
-            layer_rows = [(step,) + tuple(_blob(a) for a in arrays) for step, arrays in layer_rows]
-            con.executemany("INSERT OR REPLACE INTO layer_stats_v2 (step, grad_norm, grad_max, "
-                            "nonfinite, weight_norm, update_ratio) VALUES (?,?,?,?,?,?)", layer_rows)
         if scalars:
             con.executemany("INSERT INTO scalars (step, name, value) VALUES (?, ?, ?)", scalars)
         if events:
@@ -277,3 +303,46 @@ class Writer:
         con.execute("UPDATE heartbeat SET time = ?, step = ?, state = ? WHERE id = 1",
                     (now, self.last_step, state))
         con.execute("COMMIT")
+
+    def _write_chunk(self, con, chunk, events):
+        """One chunk of ring slots: its steps and lr rows (column-wise, so
+        the only per-step objects are the tuples SQLite binds; a NaN binds
+        as NULL), one layer_chunks row of (steps x layers) arrays, and its
+        events."""
+        f, iv, lr = chunk["f"], chunk["i"], chunk["lr"]
+        step_ids = iv[:, 0]
+        k = step_ids.shape[0]
+        steps = step_ids.tolist()
+        reasons = chunk["reasons"]
+        skip = [reasons.get(s) for s in steps] if reasons else [None] * k
+        cols = [f[:, j].tolist() for j in range(7)]
+        con.executemany("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        zip(steps, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5],
+                            iv[:, 1].tolist(), cols[6], iv[:, 2].tolist(), skip, iv[:, 3].tolist()))
+        for g in range(lr.shape[1]):
+            col = lr[:, g]
+            if np.isnan(col).any():
+                keep = ~np.isnan(col)
+                con.executemany("INSERT OR REPLACE INTO lr (step, grp, lr) VALUES (?, ?, ?)",
+                                zip(step_ids[keep].tolist(), [g] * int(keep.sum()), col[keep].tolist()))
+            else:
+                con.executemany("INSERT OR REPLACE INTO lr (step, grp, lr) VALUES (?, ?, ?)",
+                                zip(steps, [g] * k, col.tolist()))
+        if chunk["raw"] is not None:
+            lm = chunk["layer_map"]
+            has = (iv[:, 4] & 1).astype(bool)
+            arrays = lm.arrays(chunk["raw"], chunk["upd"], has)
+            con.execute("INSERT INTO layer_chunks (first_step, last_step, n_steps, n_layers, step, "
+                        "grad_norm, grad_max, nonfinite, weight_norm, update_ratio) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (int(step_ids.min()), int(step_ids.max()), k, lm.n_layers, _blob(step_ids))
+                        + tuple(_blob(np.ascontiguousarray(a)) for a in arrays))
+        times = cols[0]
+        bad_loss = np.nonzero((iv[:, 4] & 2).astype(bool) & ~np.isfinite(f[:, 1]))[0]
+        for j in bad_loss.tolist():
+            events.append((steps[j], times[j], "nonfinite", f"loss is {float(f[j, 1])}", None, None))
+        if chunk["events"]:
+            where = {s: j for j, s in enumerate(steps)}
+            events.extend((st, times[where.get(st, k - 1)], kind_, msg, lid, _real(val))
+                          for st, kind_, msg, lid, val in chunk["events"])
+        self.last_step = max(self.last_step, int(step_ids.max()))

@@ -42,21 +42,23 @@ def assert_whole_steps(path):
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         n_layers = con.execute("SELECT COUNT(*) FROM layers").fetchone()[0]
         n_groups = int(con.execute("SELECT value FROM meta WHERE key='n_groups'").fetchone()[0])
-        # each step's layer statistics are one layer_stats_v2 row of
-        # 8-byte arrays, one element per layer
-        rows = con.execute("SELECT s.step, (SELECT length(l.grad_norm) / 8 FROM layer_stats_v2 l "
-                           "WHERE l.step = s.step), "
-                           "(SELECT COUNT(*) FROM lr WHERE lr.step = s.step) FROM steps s "
-                           "ORDER BY s.step").fetchall()
+        # the layer statistics of a commit's steps are one layer_chunks row
+        # of (steps x layers) 8-byte arrays; every step is in exactly one
+        rows = con.execute("SELECT s.step, (SELECT COUNT(*) FROM lr WHERE lr.step = s.step) "
+                           "FROM steps s ORDER BY s.step").fetchall()
+        chunks = con.execute("SELECT n_steps, n_layers, step, length(grad_norm) "
+                             "FROM layer_chunks ORDER BY chunk_id").fetchall()
         hb_step = con.execute("SELECT step FROM heartbeat").fetchone()[0]
-        orphans = con.execute("SELECT COUNT(*) FROM layer_stats_v2 WHERE step NOT IN "
-                              "(SELECT step FROM steps)").fetchone()[0]
     finally:
         con.close()
     assert n_layers == 27 and n_groups == 1
     assert [r[0] for r in rows] == list(range(len(rows)))
-    assert all(r[1] == n_layers and r[2] == n_groups for r in rows), "a half-written step"
-    assert orphans == 0
+    assert all(r[1] == n_groups for r in rows), "a step without its lr"
+    chunk_steps = []
+    for n_steps, width, step_blob, n_bytes in chunks:
+        assert width == n_layers and n_bytes == 8 * n_steps * n_layers, "a half-written chunk"
+        chunk_steps.extend(np.frombuffer(step_blob, dtype="<i8").tolist())
+    assert sorted(chunk_steps) == [r[0] for r in rows], "a step without its layer statistics"
     assert hb_step == (rows[-1][0] if rows else -1)
     return len(rows)
 

@@ -253,47 +253,71 @@ def test_reader_of_a_read_only_copy(tmp_path):
 
 
 # ------------------------------------------------------ format versions
-def test_v2_blob_rows_and_v1_files_read_alike(tmp_path):
-    """A step's per-layer statistics are one layer_stats_v2 row of
-    little-endian arrays; the same run rewritten in the version-1 layout
-    (one row per step and layer) reads back to the same RunDelta."""
+def test_v3_chunks_and_v2_v1_files_read_alike(tmp_path):
+    """The per-layer statistics of a commit's steps are one layer_chunks
+    row of little-endian (steps x layers) arrays; the same run rewritten in
+    the version-2 layout (one row per step) and the version-1 layout (one
+    row per step and layer) reads back to the same RunDelta."""
     model = mlp((4, 6, 3))
     opt = StandInSGD(model.parameters(), lr=0.1)
     x, y = batch()
-    v2 = tmp_path / "v2.cgrun"
-    with monitor.Run(v2) as run:
+    v3 = tmp_path / "v3.cgrun"
+    with monitor.Run(v3) as run:
         run.watch(model, opt, update_ratio_every=2)
-        steps(model, opt, run, 4, x, y)
-    con = sqlite3.connect(v2)
+        steps(model, opt, run, 2, x, y)
+        run.flush()                       # two commits: two chunks
+        steps(model, opt, run, 2, x, y)
+    con = sqlite3.connect(v3)
     n_layers = con.execute("SELECT COUNT(*) FROM layers").fetchone()[0]
-    blobs = con.execute("SELECT step, grad_norm, nonfinite, update_ratio FROM layer_stats_v2 "
-                        "ORDER BY step").fetchall()
-    assert [b[0] for b in blobs] == [0, 1, 2, 3]
-    assert all(len(b[1]) == 8 * n_layers and len(b[2]) == 8 * n_layers for b in blobs)
-    assert blobs[1][3] is None and blobs[2][3] is not None  # ratio on every 2nd step only
-    with monitor.RunReader(v2) as r:
-        d2 = r.poll()
-    np.testing.assert_array_equal(np.frombuffer(blobs[2][1], "<f8"), d2.layer_grad_norm[2])
+    chunks = con.execute("SELECT first_step, last_step, n_steps, n_layers, step, grad_norm, "
+                         "update_ratio FROM layer_chunks ORDER BY chunk_id").fetchall()
+    assert [c[:4] for c in chunks] == [(0, 1, 2, n_layers), (2, 3, 2, n_layers)]
+    assert all(len(c[5]) == 8 * 2 * n_layers for c in chunks)
+    ratio = np.frombuffer(chunks[0][6], "<f8").reshape(2, n_layers)
+    assert not np.isnan(ratio[0]).any() and np.isnan(ratio[1]).all()  # every 2nd step only
+    with monitor.RunReader(v3) as r:
+        assert r.meta["schema_version"] == 3
+        d3 = r.poll()
+    np.testing.assert_array_equal(np.frombuffer(chunks[1][5], "<f8").reshape(2, n_layers),
+                                  d3.layer_grad_norm[2:])
 
-    v1 = tmp_path / "v1.cgrun"
-    con.execute("VACUUM INTO ?", (str(v1),))
-    con.close()
-    con = sqlite3.connect(v1)
-    con.execute(next(stmt for stmt in schema.DDL_V1.split(";") if "TABLE layer_stats (" in stmt))
-    for row, step in enumerate(d2.steps["step"].tolist()):
+    def rewrite(version, ddl_marker, rows_of):
+        path = tmp_path / f"v{version}.cgrun"
+        con.execute("VACUUM INTO ?", (str(path),))
+        c = sqlite3.connect(path)
+        ddl = schema.DDL_V1 if version == 1 else schema.DDL_V2
+        c.execute(next(stmt for stmt in ddl.split(";") if ddl_marker in stmt))
+        for row, step in enumerate(d3.steps["step"].tolist()):
+            rows_of(c, row, step)
+        c.execute("DROP TABLE layer_chunks")
+        c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+        c.commit()
+        c.close()
+        with monitor.RunReader(path) as r:
+            assert r.meta["schema_version"] == version
+            return r.poll()
+
+    def v2_rows(c, row, step):
+        ratio = d3.layer_update_ratio[row]
+        c.execute("INSERT INTO layer_stats_v2 VALUES (?,?,?,?,?,?)",
+                  (step, d3.layer_grad_norm[row].tobytes(), d3.layer_grad_max[row].tobytes(),
+                   d3.layer_nonfinite[row].astype("<i8").tobytes(),
+                   d3.layer_weight_norm[row].tobytes(),
+                   None if np.isnan(ratio).all() else ratio.tobytes()))
+
+    def v1_rows(c, row, step):
         for lid in range(n_layers):
-            ratio = d2.layer_update_ratio[row, lid]
-            con.execute("INSERT INTO layer_stats VALUES (?,?,?,?,?,?,?)",
-                        (step, lid, d2.layer_grad_norm[row, lid], d2.layer_grad_max[row, lid],
-                         int(d2.layer_nonfinite[row, lid]), d2.layer_weight_norm[row, lid],
-                         None if np.isnan(ratio) else ratio))
-    con.execute("DROP TABLE layer_stats_v2")
-    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    con.commit()
+            ratio = d3.layer_update_ratio[row, lid]
+            c.execute("INSERT INTO layer_stats VALUES (?,?,?,?,?,?,?)",
+                      (step, lid, d3.layer_grad_norm[row, lid], d3.layer_grad_max[row, lid],
+                       int(d3.layer_nonfinite[row, lid]), d3.layer_weight_norm[row, lid],
+                       None if np.isnan(ratio) else ratio))
+
+    d2 = rewrite(2, "TABLE layer_stats_v2 (", v2_rows)
+    d1 = rewrite(1, "TABLE layer_stats (", v1_rows)
     con.close()
-    with monitor.RunReader(v1) as r:
-        assert r.meta["schema_version"] == 1
-        d1 = r.poll()
-    for f in ("grad_norm", "grad_max", "nonfinite", "weight_norm", "update_ratio"):
-        np.testing.assert_array_equal(getattr(d1, f"layer_{f}"), getattr(d2, f"layer_{f}"))
-    assert np.isnan(d1.layer_update_ratio[1]).all() and not np.isnan(d1.layer_update_ratio[2]).any()
+    for d in (d2, d1):
+        assert d.steps["step"].tolist() == [0, 1, 2, 3]
+        for f in ("grad_norm", "grad_max", "nonfinite", "weight_norm", "update_ratio"):
+            np.testing.assert_array_equal(getattr(d, f"layer_{f}"), getattr(d3, f"layer_{f}"))
+    assert np.isnan(d3.layer_update_ratio[1]).all() and not np.isnan(d3.layer_update_ratio[2]).any()

@@ -9,7 +9,7 @@ import pytest
 
 import cgrad
 from cgrad import monitor
-from cgrad.monitor import stats, writer
+from cgrad.monitor import stats, watch, writer
 from monitor_standin import StandInSGD, batch, loss_of, mlp
 
 
@@ -76,6 +76,8 @@ def test_combine():
 
 def test_writer_behind_drops_oldest_detail_without_blocking(tmp_path, monkeypatch):
     monkeypatch.setattr(writer, "MAX_PENDING_LAYER_ROWS", 60)
+    # a ring of 4 slots: a stalled writer makes it spill a chunk every 4 steps
+    monkeypatch.setattr(watch, "ring_capacity", lambda n_params, n_groups: 4)
     model = mlp()                       # 6 layer rows per step
     opt = StandInSGD(model.parameters())
     x, y = batch()
