@@ -45,7 +45,9 @@ class LayerMap:
         one are NaN."""
         a = self.agg
         k, n = stats.shape[0], self.n_params
-        m = np.matmul(a, stats)                    # (k, layers, 8): sums and counts
+        # one BLAS product for all k steps: (layers x n) @ (n x k*8)
+        m = (a @ stats.transpose(1, 0, 2).reshape(n, k * 8)).reshape(self.n_layers, k, 8) \
+            .transpose(1, 0, 2)                    # (k, layers, 8): sums and counts
         gmax = np.empty((k, self.n_layers))
         gmax[:, :n] = stats[:, :, 1]
         for j, members in enumerate(self.modules):
