@@ -5,8 +5,10 @@
 Cases: the digits MLP of examples/train_digits.py (64-128-10, batch 64)
 with SGD momentum and with Adam, and 784-512-256-10 at batch 128. For each:
 the median time of a training step (zero_grad, forward, cross-entropy,
-backward, optimizer.step, run.log_loss) without a run, with
-run.watch(every=1), with every=1 but no update ratios and with every=10,
+backward, optimizer.step, run.log_loss) without a run, with only the C
+statistics pass in a pre-hook (no run: the floor of measuring gradients
+and weights outside the update), with run.watch(every=1), with every=1
+but no update ratios and with every=10,
 measured in interleaved blocks so that the noise of a shared machine hits
 all of them alike (medians, and the fastest block of each: on a loaded
 machine the least disturbed measurement); then the pieces of one recorded step on the training
@@ -48,6 +50,10 @@ WITH_PIECES = True
 
 MODES = {
     "off": None,
+    # no run: a pre-hook doing only the one C statistics call over every
+    # gradient and weight, i.e. the floor of any monitor measuring them
+    # outside the optimizer's own update pass
+    "stats pass": "stats",
     "every=1": {"every": 1},
     "every=1 no ratio": {"every": 1, "update_ratio_every": 0},
     "every=10": {"every": 10},
@@ -64,7 +70,13 @@ def bench_case(sizes, batch, kind, blocks, steps_per_block, tmpdir):
         model = mlp(sizes)
         opt = make_opt(kind, model.parameters())
         run = None
-        if mode != "off":
+        if MODES[mode] == "stats":
+            params = list(model.parameters())
+            buf = np.empty((2 * len(params), 4))
+            opt.register_step_pre_hook(
+                lambda o, a, k: cgrad._core._tensor_stats_many([t for p in params for t in (p.grad, p)],
+                                                               buf))
+        elif mode != "off":
             run = monitor.Run(tmpdir, name="bench")
             run.watch(model, opt, **MODES[mode])
         setups[mode] = (model, opt, run)
