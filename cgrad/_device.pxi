@@ -27,12 +27,14 @@ cdef object _device_view(object be, cg_tensor *t):
         if cg_tensor_ndim(t) != 0:
             raise RuntimeError("a host tensor with dims reached a device kernel")
         return _np_scalar(t)
-    cdef int n = cg_tensor_ndim(t)
+    cdef int i, n = cg_tensor_ndim(t)
     cdef const int64_t *sh = cg_tensor_shape(t)
     cdef const int64_t *st = cg_tensor_strides(t)
-    return be.view(<object>cg_tensor_device_handle(t), cg_tensor_dtype(t),
-                   tuple([sh[i] for i in range(n)]), tuple([st[i] for i in range(n)]),
-                   cg_tensor_offset(t))
+    cdef int code = cg_tensor_dtype(t)
+    cdef int64_t isz = cg_dtype_size(<cg_dtype>code)
+    return be.view(<object>cg_tensor_device_handle(t), code,
+                   tuple([sh[i] for i in range(n)]), tuple([st[i] * isz for i in range(n)]),
+                   cg_tensor_offset(t) * isz)
 
 cdef cg_status _be_alloc(void *ctx, size_t nbytes, int zero, void **handle) noexcept with gil:
     try:

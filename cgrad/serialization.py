@@ -41,13 +41,13 @@ _STRUCTURE_KEY = "cgrad.structure"
 # cgrad dtype name -> (safetensors dtype, little-endian numpy dtype)
 _SAVE_DTYPES = {
     "float32": ("F32", "<f4"), "float64": ("F64", "<f8"),
-    "int64": ("I64", "<i8"), "bool": ("BOOL", "|b1"),
+    "int64": ("I64", "<i8"), "bool": ("BOOL", "|b1"), "float16": ("F16", "<f2"),
 }
 # safetensors dtype -> (stored numpy dtype, numpy dtype of the loaded tensor).
 # Types cgrad has no tensor for are widened (documented in the format doc).
 _LOAD_DTYPES = {
     "F64": ("<f8", np.float64), "F32": ("<f4", np.float32), "I64": ("<i8", np.int64),
-    "BOOL": ("|u1", np.bool_), "F16": ("<f2", np.float32), "BF16": ("<u2", np.float32),
+    "BOOL": ("|u1", np.bool_), "F16": ("<f2", np.float16), "BF16": ("<u2", np.float32),
     "I32": ("<i4", np.int64), "I16": ("<i2", np.int64), "I8": ("|i1", np.int64),
     "U32": ("<u4", np.int64), "U16": ("<u2", np.int64), "U8": ("|u1", np.int64),
 }

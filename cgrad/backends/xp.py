@@ -17,6 +17,7 @@ Buffers are 1-D uint8 arrays; a tensor is a strided view of one. Inputs may
 also be NumPy scalars: a 0-d host tensor joins device tensors as a scalar,
 as in PyTorch.
 """
+import sys
 import weakref
 
 import numpy as np
@@ -64,26 +65,33 @@ class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels):
         return buf
 
     def track(self, buf):
-        """Counts buf in memory_allocated until the buffer itself dies (an
-        exported view, e.g. from DLPack, may outlive the tensors)."""
+        """Counts buf in memory_allocated until free() (or, when an exported
+        view outlives the tensors, until the buffer itself dies)."""
         self.allocated += buf.nbytes
-        self.peak = max(self.peak, self.allocated)
-        weakref.finalize(buf, self._untrack, buf.nbytes)
+        if self.allocated > self.peak:
+            self.peak = self.allocated
 
     def _untrack(self, nbytes):
         self.allocated -= nbytes
 
-    def free(self, buf):
-        """The library dropped its reference (accounting happens in track)."""
+    # References to buf inside free(): the library's, the caller's
+    # temporary, free's argument and getrefcount's own.
+    _FREE_REFS = 4
 
-    def view(self, buf, code, shape, strides, offset):
-        """The strided array of dtype code over buf (strides, offset in elements)."""
-        dt = _NP_DTYPES[code]
-        isz = dt.itemsize
-        bstrides = tuple(s * isz for s in strides)
+    def free(self, buf):
+        """The library dropped its reference to buf. Anything else still
+        holding it (a DLPack or CUDA Array Interface export) keeps the memory
+        in use: it is counted until the buffer dies."""
+        if sys.getrefcount(buf) > self._FREE_REFS:
+            weakref.finalize(buf, self._untrack, buf.nbytes)
+        else:
+            self.allocated -= buf.nbytes
+
+    def view(self, buf, code, shape, bstrides, boffset):
+        """The strided array of dtype code over buf (strides and offset in bytes)."""
         if self.is_gpu:
-            return self.xp.ndarray(shape, dtype=dt, memptr=buf.data + offset * isz, strides=bstrides)
-        return np.ndarray(shape, dtype=dt, buffer=buf, offset=offset * isz, strides=bstrides)
+            return self.xp.ndarray(shape, dtype=_NP_DTYPES[code], memptr=buf.data + boffset, strides=bstrides)
+        return np.ndarray(shape, dtype=_NP_DTYPES[code], buffer=buf, offset=boffset, strides=bstrides)
 
     def wrap(self, arr):
         """(buffer, strides in elements) viewing arr at offset 0 without a

@@ -183,3 +183,13 @@ def test_master_weights_refuses_an_optimizer_without_float16_params():
     p = cgrad.nn.Parameter(cgrad.ones(2))
     with pytest.raises(ValueError, match="no float16 parameters"):
         cgrad.amp.MasterWeights(cgrad.optim.SGD([p], lr=0.1))
+
+
+def test_float16_tensors_save_and_load(tmp_path):
+    h = cgrad.tensor([1.5, -2.0, 65504.0]).half()
+    hd = h.cuda()
+    cgrad.save({"h": h, "hd": hd}, tmp_path / "f16.safetensors")
+    back = cgrad.load(tmp_path / "f16.safetensors")
+    assert back["h"].dtype == cgrad.float16 and back["h"].device == "cpu"
+    assert back["hd"].dtype == cgrad.float16 and back["hd"].device == "cuda"
+    np.testing.assert_array_equal(_bits(host(back["hd"])), _bits(h.numpy()))

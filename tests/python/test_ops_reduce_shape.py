@@ -432,9 +432,11 @@ def test_from_numpy_noncontiguous(name):
 
 
 def test_from_numpy_unsupported_dtype():
-    for arr in (np.zeros(3, np.float16), np.zeros(3, np.complex128), np.array(["a", "b"])):
+    for arr in (np.zeros(3, np.int32), np.zeros(3, np.complex128), np.array(["a", "b"])):
         with pytest.raises(TypeError, match="dtype|type"):
             cgrad.from_numpy(arr)
+    h = np.array([1.5, -2.0], np.float16)  # float16 is a dtype (storage on the cpu)
+    assert cgrad.from_numpy(h).dtype == cgrad.float16 and np.shares_memory(cgrad.from_numpy(h).numpy(), h)
     with pytest.raises(TypeError):
         cgrad.tensor(np.array(["a", "b"]))
     with pytest.raises(TypeError):
