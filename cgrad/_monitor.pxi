@@ -191,14 +191,14 @@ cdef class _MonitorRing:
         """Step post-hook: the update norms, the StepReport's numbers and
         lr per group into the slot, which is then published."""
         self.in_step = False
-        rep = optimizer.last_report
+        rep = getattr(optimizer, "last_report", None)
         cdef long long step = self.next_step
         rep_step = getattr(rep, "step", None) if rep is not None else None
         if type(rep_step) is int and rep_step >= step - 1:
             step = rep_step  # the optimizer's own numbering when it has one
         self.next_step = step + 1
         if not self.recording:
-            if rep is not None and rep.skipped:
+            if rep is not None and getattr(rep, "skipped", False):
                 self.record_skipped(step, rep)  # skipped steps are always recorded
             else:
                 self._unrecorded(step)
@@ -245,14 +245,14 @@ cdef class _MonitorRing:
         cdef double before = NAN, after = NAN, max_norm = NAN, coef = NAN, scale = NAN
         cdef bint clipped = False, skipped = False
         if rep is not None:
-            before = _num(rep.grad_norm_before_clip)
-            after = _num(rep.grad_norm_after_clip)
-            max_norm = _num(rep.max_norm)
-            coef = _num(rep.clip_coef)
-            clipped = bool(rep.clipped)
-            scale = _num(rep.loss_scale)
-            skipped = bool(rep.skipped)
-            v = rep.nonfinite
+            before = _num(getattr(rep, "grad_norm_before_clip", None))
+            after = _num(getattr(rep, "grad_norm_after_clip", None))
+            max_norm = _num(getattr(rep, "max_norm", None))
+            coef = _num(getattr(rep, "clip_coef", None))
+            clipped = bool(getattr(rep, "clipped", False))
+            scale = _num(getattr(rep, "loss_scale", None))
+            skipped = bool(getattr(rep, "skipped", False))
+            v = getattr(rep, "nonfinite", None)
             if type(v) is int and v > nonfinite:
                 nonfinite = v
         if isnan(coef) and not isnan(max_norm):
@@ -281,7 +281,7 @@ cdef class _MonitorRing:
         iv[3] = nonfinite
         iv[4] = has_upd
         if skipped:
-            reason = rep.reason
+            reason = getattr(rep, "reason", None)
             self.reasons[self.head] = reason if reason is not None else "skipped"
         # lr per group, and whether any jumped (a warm restart, a step decay)
         cdef double[::1] lr = self.lr_v[slot]

@@ -101,3 +101,48 @@ def test_the_last_row_waits_for_its_loss(tmp_path):
     assert d.steps["step"].tolist() == [0]
     np.testing.assert_allclose(d.steps["loss"], [float(loss.item())], rtol=1e-6)
     assert not np.isnan(d.layer_grad_norm).any()
+
+
+def test_a_report_without_the_fields_records_what_was_measured(tmp_path):
+    """An optimizer whose last_report carries only its step (or none at
+    all): the ring records the measured global norm, NULL clip fields."""
+    x, y = batch()
+
+    class Bare:
+        def __init__(self, step):
+            self.step = step
+
+    class Sparse(StandInSGD):
+        tag = True
+
+        @property
+        def last_report(self):  # what the hooks read: a bare report, or none
+            rep = self._rep
+            return Bare(rep.step) if rep is not None and self.tag else None
+
+        @last_report.setter
+        def last_report(self, rep):
+            self._rep = rep
+
+    for tag in (True, False):
+        model = mlp()
+        opt = Sparse(model.parameters(), lr=0.05)
+        opt.tag = tag
+        path = tmp_path / f"bare{tag}.cgrun"
+        norms = []
+        with monitor.Run(path) as run:
+            run.watch(model, opt)
+            for _ in range(3):
+                opt.zero_grad()
+                loss = loss_of(model, x, y)
+                loss.backward()
+                norms.append(np.sqrt(sum(float((p.grad.numpy().astype(np.float64) ** 2).sum())
+                                         for p in model.parameters())))
+                opt.step()
+                run.log_loss(loss)
+        d = read(path)
+        assert d.steps["step"].tolist() == [0, 1, 2]
+        np.testing.assert_allclose(d.steps["grad_norm"], norms, rtol=1e-6)
+        np.testing.assert_allclose(d.steps["grad_norm_clipped"], norms, rtol=1e-6)
+        assert np.isnan(d.steps["clip_max_norm"]).all() and np.isnan(d.steps["loss_scale"]).all()
+        assert (d.steps["clipped"] == 0).all() and (d.steps["skipped"] == 0).all()
