@@ -54,7 +54,7 @@ class StepRow:
 
     __slots__ = ("step", "time", "loss", "grad_norm", "grad_norm_clipped", "clip_max_norm",
                  "clip_coef", "clipped", "loss_scale", "skipped", "skip_reason", "nonfinite",
-                 "lrs", "layers", "events", "done")
+                 "lrs", "events", "done")
 
     def __init__(self, step):
         self.step = step
@@ -67,7 +67,6 @@ class StepRow:
         self.skip_reason = None
         self.nonfinite = 0
         self.lrs = []
-        self.layers = None
         self.events = ()    # (step, kind, message, layer_id, value), written with the row
         self.done = False   # the optimizer finished this step (post-hook ran)
 
