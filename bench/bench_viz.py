@@ -106,6 +106,9 @@ def main():
     full = timed(frame, args.repeat)
 
     def heat_only():
+        # a full rebuild (new zoom level): the bin cache and the drawn key dropped
+        d._heat_bins.clear()
+        d._heat_key = None
         d._heatmap_dirty = True
         d.refresh_heatmap()
     t_heat = timed(heat_only, args.repeat)

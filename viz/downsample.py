@@ -1,7 +1,7 @@
 """Peak (max) downsampling of the layer x step heatmap, and its colour codes.
 
 Curves use pyqtgraph's own peak mode; the heatmap is one ImageItem whose
-columns are bins of steps. A bin holds the max of its cells, and the
+columns are bins of steps (PeakBinCache keeps them between frames). A bin holds the max of its cells, and the
 sentinels of viz.model rank missing < zero < finite < non-finite, so a
 single NaN step or a one-step explosion survives any zoom level.
 No Qt here.
@@ -19,6 +19,16 @@ CODE_NONFINITE = 255
 N_FINITE_CODES = CODE_LAST - CODE_FIRST + 1
 
 
+def bin_grid(x0, x1, max_bins, min_width=1):
+    """(start, width, n_bins) of the bins peak_bins uses for [x0, x1)."""
+    x0 = float(np.floor(x0))
+    x1 = float(np.ceil(x1))
+    span = max(x1 - x0, 1.0)
+    width = max(float(min_width), float(np.ceil(span / max(int(max_bins), 1))))
+    n_bins = max(1, int(np.ceil(span / width)))
+    return x0, width, n_bins
+
+
 def peak_bins(steps, values, x0, x1, max_bins, min_width=1):
     """Max-reduce the rows of ``values`` whose step lies in [x0, x1).
 
@@ -26,23 +36,73 @@ def peak_bins(steps, values, x0, x1, max_bins, min_width=1):
     Returns (image (n_bins, L) float32, start, width): bin b covers steps
     [start + b*width, start + (b+1)*width). Empty bins read as missing (-inf).
     """
-    n_layers = values.shape[1]
-    x0 = float(np.floor(x0))
-    x1 = float(np.ceil(x1))
-    span = max(x1 - x0, 1.0)
-    width = max(float(min_width), float(np.ceil(span / max(int(max_bins), 1))))
-    n_bins = max(1, int(np.ceil(span / width)))
-    i0 = int(np.searchsorted(steps, x0, "left"))
-    i1 = int(np.searchsorted(steps, x0 + n_bins * width, "left"))
-    image = np.full((n_bins, n_layers), -np.inf, np.float32)
-    if i1 <= i0 or n_layers == 0:
-        return image, x0, width
+    start, width, n_bins = bin_grid(x0, x1, max_bins, min_width)
+    image = np.full((n_bins, values.shape[1]), -np.inf, np.float32)
+    _fill_bins(image, steps, values, start, width, 0)
+    return image, start, width
+
+
+def _fill_bins(image, steps, values, start, width, first_bin):
+    """Writes bins first_bin.. of ``image`` (already -inf there) from the rows
+    that fall in them."""
+    n_bins = image.shape[0]
+    if first_bin >= n_bins or values.shape[1] == 0:
+        return
+    i0 = int(np.searchsorted(steps, start + first_bin * width, "left"))
+    i1 = int(np.searchsorted(steps, start + n_bins * width, "left"))
+    if i1 <= i0:
+        return
     rows = values[i0:i1]
-    bin_of_row = ((steps[i0:i1] - x0) // width).astype(np.int64)
+    bin_of_row = ((steps[i0:i1] - start) // width).astype(np.int64)
     # first row of every non-empty bin (rows are sorted by step)
     starts = np.flatnonzero(np.diff(bin_of_row, prepend=-1))
     image[bin_of_row[starts]] = _max_per_bin(rows, starts)
-    return image, x0, width
+
+
+class PeakBinCache:
+    """peak_bins for a view that is redrawn again and again.
+
+    A run only ever grows at its end, so for the same data source and the
+    same bin grid (start, width) every bin before the one holding the last
+    row seen is final: a live update recomputes only the last bin and the
+    new ones (the whole-run view keeps its grid for ~1000 new steps at a
+    time), and a repaint with nothing new costs nothing. ``source`` is any
+    object that identifies the rows (the RunModel); rows already seen must
+    not change, which RunModel.append guarantees.
+    """
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self):
+        self._key = None
+        self._image = None
+        self._rows = 0      # rows of ``steps`` the cached bins have seen
+        self.rebuilds = 0   # full recomputations (for tests and the benchmark)
+
+    def bins(self, source, steps, values, x0, x1, max_bins, min_width=1):
+        """Same result as peak_bins(steps, values, x0, x1, max_bins, min_width)."""
+        start, width, n_bins = bin_grid(x0, x1, max_bins, min_width)
+        n = int(steps.shape[0])
+        key = (start, width, values.shape[1])
+        same = (self._key is not None and self._key[0] is source and self._key[1:] == key
+                and n >= self._rows)
+        image = np.full((n_bins, values.shape[1]), -np.inf, np.float32)
+        if same and self._rows:
+            # bins before the one of the last row seen cannot receive rows
+            last = int((steps[self._rows - 1] - start) // width)
+            keep = max(0, min(last, n_bins, self._image.shape[0]))
+            if n == self._rows and n_bins <= self._image.shape[0] and last < n_bins:
+                keep = n_bins   # nothing new in range: every bin is final
+            image[:keep] = self._image[:keep]
+            _fill_bins(image, steps, values, start, width, keep)
+        else:
+            self.rebuilds += 1
+            _fill_bins(image, steps, values, start, width, 0)
+        self._key = (source,) + key
+        self._image = image
+        self._rows = n
+        return image, start, width
 
 
 def _max_per_bin(rows, starts):

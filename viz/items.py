@@ -125,6 +125,48 @@ class EventLines(pg.GraphicsObject):
         painter.drawLines([QtCore.QLineF(x, y0, x, y1) for x in xs])
 
 
+class GridAxis(pg.AxisItem):
+    """An axis whose grid lines are opaque and drawn under the data.
+
+    pyqtgraph draws grid lines with translucent pens on top of the data;
+    Qt's raster engine blends those pixel by pixel, which was the largest
+    single cost of a repaint (~8 ms of ~30). On an opaque background a line
+    of colour c and alpha a looks like an opaque line of a*c + (1-a)*bg, and
+    under the curves it only differs where a line crosses a curve, where the
+    curve now stays unshaded. Call ``lower_grid()`` once the axis is in its
+    PlotItem (which resets the z value).
+    """
+
+    def __init__(self, orientation, **kwargs):
+        super().__init__(orientation, **kwargs)
+        self._opaque_pens = {}
+
+    def lower_grid(self):
+        # below the ViewBox (z -100): only the grid overlaps the view
+        self.setZValue(-200)
+
+    def generateDrawSpecs(self, p):
+        specs = super().generateDrawSpecs(p)
+        bg = pg.mkColor(pg.getConfigOption("background"))
+        if specs is None or self.grid is False or bg.alpha() < 255:
+            return specs
+        axis_spec, tick_specs, text_specs = specs
+        return axis_spec, [(self._opaque(pen, bg), p1, p2) for pen, p1, p2 in tick_specs], text_specs
+
+    def _opaque(self, pen, bg):
+        c = pen.color()
+        key = (c.rgba(), bg.rgba(), pen.widthF())
+        out = self._opaque_pens.get(key)
+        if out is None:
+            a = c.alphaF()
+            out = QtGui.QPen(pen)
+            out.setColor(QtGui.QColor(*(int(round(a * v + (1 - a) * b)) for v, b in
+                                        ((c.red(), bg.red()), (c.green(), bg.green()),
+                                         (c.blue(), bg.blue())))))
+            self._opaque_pens[key] = out
+        return out
+
+
 def html_key(entries):
     """Colour legend in one line of rich text: [(label, rgb), ...]."""
     return "&nbsp;&nbsp;".join(

@@ -12,7 +12,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import downsample as ds
 from .items import (ALERT_RGBA, EVENT_STYLE, GROUP_COLOURS, NONFINITE_RGB, RUN_COLOURS,
-                    SELECT_RGB, ZERO_RGB, EventLines, heatmap_lut, html_key)
+                    SELECT_RGB, ZERO_RGB, EventLines, GridAxis, heatmap_lut, html_key)
 from .model import LOG_NONFINITE, LOG_ZERO
 
 BAR_MODES = {
@@ -21,6 +21,7 @@ BAR_MODES = {
     "update / weight": "layer_update_ratio",
 }
 MAX_NAME_CHARS = 26
+EMPTY = ("empty",)   # _set_data key of an item showing no data
 
 
 def configure_pyqtgraph():
@@ -61,7 +62,15 @@ class Dashboard(QtWidgets.QWidget):
         self._brushes = [pg.mkBrush(*rgba) for rgba in self._lut]   # one per heatmap code
         self._heatmap_dirty = True
         self.heat_codes = np.zeros((0, 0), np.uint8)   # (bins, shown layers) last drawn
+        self._heat_bins = ds.PeakBinCache()
+        self._heat_key = None       # what the heatmap image on screen was made from
+        self._cbar_levels = None
         self._shown_rows = 0
+        self._dead_drawn = ()       # (step, row, length) of the dead-layer rectangles shown
+        self._axis_drawn = None     # (ticks, width, layers) of the layer axis shown
+        self._bars_drawn = None
+        self._drawn = {}            # id(plot item) -> key of the data it shows (_set_data)
+        self.set_data_calls = 0     # curve updates done (tests: unchanged panels are skipped)
         self._build()
 
     # ------------------------------------------------------------ layout
@@ -198,7 +207,10 @@ class Dashboard(QtWidgets.QWidget):
         outer.addLayout(bottom)
 
     def _step_plot(self, row, label):
-        p = self.canvas.ci.addPlot(row=row, col=0)
+        p = self.canvas.ci.addPlot(row=row, col=0, axisItems={
+            "left": GridAxis("left"), "bottom": GridAxis("bottom")})
+        for name in ("left", "bottom"):
+            p.getAxis(name).lower_grid()
         p.setLabel("left", label)
         p.getAxis("left").enableAutoSIPrefix(False)   # "479 (x0.001)" reads badly for a loss
         p.setDownsampling(auto=True, mode="peak")
@@ -366,15 +378,16 @@ class Dashboard(QtWidgets.QWidget):
                 self.grad_legend.addItem(curve, elide(name, 22) + " (pre)")
         for i, curve in enumerate(self.loss_curves):
             if i >= len(runs):
-                curve.setData([], [])
+                self._set_data(curve, EMPTY, lambda: ([], []))
                 if i:
-                    self.grad_compare_curves[i - 1].setData([], [])
+                    self._set_data(self.grad_compare_curves[i - 1], EMPTY, lambda: ([], []))
                 continue
             r = runs[i]
             rn = n if i == 0 else r.n
-            curve.setData(r.steps[:rn], finite_or_nan(r.loss[:rn]))
+            self._set_data(curve, (r, rn), lambda: (r.steps[:rn], finite_or_nan(r.loss[:rn])))
             if i:
-                self.grad_compare_curves[i - 1].setData(r.steps[:rn], finite_or_nan(r.grad_norm[:rn]))
+                self._set_data(self.grad_compare_curves[i - 1], (r, rn),
+                               lambda: (r.steps[:rn], finite_or_nan(r.grad_norm[:rn])))
 
     def _draw_lr(self, n):
         m = self.model
@@ -386,18 +399,34 @@ class Dashboard(QtWidgets.QWidget):
             self.lr_legend.addItem(curve, f"group {g}")
         for g, curve in enumerate(self.lr_curves):
             if g < groups:
-                curve.setData(m.steps[:n], finite_or_nan(m.lr[:n, g]))
+                self._set_data(curve, (m, n, groups),
+                               lambda: (m.steps[:n], finite_or_nan(m.lr[:n, g])))
             else:
-                curve.setData([], [])
+                self._set_data(curve, EMPTY, lambda: ([], []))
 
     def _draw_grad(self, n):
         m = self.model
         steps = m.steps[:n]
-        self.grad_pre.setData(steps, finite_or_nan(m.grad_norm[:n]))
-        self.grad_post.setData(steps, finite_or_nan(m.grad_norm_clipped[:n]))
-        self.grad_clip.setData(steps, finite_or_nan(m.clip_max_norm[:n]))
+        key = (m, n)
+        self._set_data(self.grad_pre, key, lambda: (steps, finite_or_nan(m.grad_norm[:n])))
+        self._set_data(self.grad_post, key,
+                       lambda: (steps, finite_or_nan(m.grad_norm_clipped[:n])))
+        self._set_data(self.grad_clip, key, lambda: (steps, finite_or_nan(m.clip_max_norm[:n])))
         clipped = m.clipped[:n]
-        self.grad_clip_markers.setData(steps[clipped], finite_or_nan(m.grad_norm[:n][clipped]))
+        self._set_data(self.grad_clip_markers, key,
+                       lambda: (steps[clipped], finite_or_nan(m.grad_norm[:n][clipped])))
+
+    def _set_data(self, item, key, data):
+        """item.setData(*data()) unless it already shows the data of ``key``.
+
+        key: (model, rows, ...) or EMPTY. Rows once appended never change
+        (RunModel.append), so equal keys mean equal data; setData costs a
+        copy, bounds and a downsample of every step, and a repaint."""
+        if self._drawn.get(id(item)) == key:
+            return
+        item.setData(*data())
+        self.set_data_calls += 1
+        self._drawn[id(item)] = key
 
     def event_steps(self, n=None):
         """kind -> steps of the markers drawn (clip included)."""
@@ -427,17 +456,20 @@ class Dashboard(QtWidgets.QWidget):
         highlight = [a.step for a in shown]
         for item in self.alert_lines:
             item.setSteps(highlight)
-        spikes = [a for a in shown if a.kind == "spike"]
-        self.grad_spike_markers.setData([a.step for a in spikes], [a.value for a in spikes])
+        spikes = [(a.step, a.value) for a in shown if a.kind == "spike"]
+        self._set_data(self.grad_spike_markers, ("spikes", tuple(spikes)),
+                       lambda: ([x for x, _ in spikes], [y for _, y in spikes]))
+        row_of = {int(c): r for r, c in enumerate(self.shown_layers())}
+        dead = tuple((a.step, row_of[a.layer_id], max(a.end_step - a.step, 1)) for a in shown
+                     if a.kind == "dead_layer" and a.layer_id in row_of)
+        if dead == self._dead_drawn:
+            return   # the rectangles shown are these (re-adding them repaints the heatmap)
+        self._dead_drawn = dead
         for rect in self.dead_rects:
             self.heat_plot.getViewBox().removeItem(rect)
         self.dead_rects = []
-        row_of = {int(c): r for r, c in enumerate(self.shown_layers())}
-        for a in shown:
-            if a.kind != "dead_layer" or a.layer_id not in row_of:
-                continue
-            rect = QtWidgets.QGraphicsRectItem(a.step, row_of[a.layer_id] - 0.5,
-                                               max(a.end_step - a.step, 1), 1.0)
+        for step, row, length in dead:
+            rect = QtWidgets.QGraphicsRectItem(step, row - 0.5, length, 1.0)
             pen = pg.mkPen((255, 0, 200, 190), width=1)
             pen.setCosmetic(True)
             rect.setPen(pen)
@@ -453,22 +485,27 @@ class Dashboard(QtWidgets.QWidget):
         vb_height = max(self.heat_plot.getViewBox().height(), 50)
         every = max(1, int(np.ceil(n_layers / max(vb_height / 13.0, 1))))
         ticks = [(i, elide(names[i])) for i in range(0, n_layers, every)]
-        self.heat_plot.getAxis("left").setTicks([ticks, []])
-        fm = QtGui.QFontMetrics(self.heat_plot.getAxis("left").font())
-        width = max([fm.horizontalAdvance(t) for _, t in ticks] + [30]) + 34
-        for p in self.step_plots:
-            p.getAxis("left").setWidth(int(min(width, 230)))
+        # unchanged ticks are not set again: that re-lays out 200 names
+        if (ticks, n_layers) != self._axis_drawn:
+            self._axis_drawn = (ticks, n_layers)
+            self.heat_plot.getAxis("left").setTicks([ticks, []])
+            fm = QtGui.QFontMetrics(self.heat_plot.getAxis("left").font())
+            width = max([fm.horizontalAdvance(t) for _, t in ticks] + [30]) + 34
+            for p in self.step_plots:
+                p.getAxis("left").setWidth(int(min(width, 230)))
         self.heat_plot.setYRange(-0.5, max(n_layers, 1) - 0.5, padding=0)
 
     def refresh_heatmap(self):
         """Rebuilds the heatmap image for the visible steps (peak bins)."""
         if not self._heatmap_dirty or self.model is None:
             return
+        self._resolve_ranges()
         self._heatmap_dirty = False
         m = self.model
         n = self.n_rows()
         vb = self.heat_plot.getViewBox()
         if n == 0 or m.n_layers == 0:
+            self._heat_key = None
             self.heat_image.clear()
             self._draw_colourbar(*m.log_levels())
             return
@@ -478,18 +515,32 @@ class Dashboard(QtWidgets.QWidget):
         if x1 <= x0:
             x0, x1 = float(steps[0]), float(steps[-1]) + 1
         stride = m.step_stride()
-        image, start, width = ds.peak_bins(steps, m.layer_log[:n], x0, x1,
-                                           max(int(vb.width()), 16), min_width=stride)
-        image = image[:, self.shown_layers()]
+        max_bins = max(int(vb.width()), 16)
+        cols = self.shown_layers()
         lo, hi = m.log_levels()
-        codes = ds.encode(image, lo, hi)
+        key = (m, n, ds.bin_grid(x0, x1, max_bins, stride), stride, cols.tobytes(), lo, hi)
+        if key == self._heat_key:
+            return    # same rows, same bins, same colours: the image on screen is right
+        image, start, width = self._heat_bins.bins(m, steps, m.layer_log[:n], x0, x1,
+                                                   max_bins, min_width=stride)
+        codes = ds.encode(image[:, cols], lo, hi)
+        self._heat_key = key
         self.heat_codes = codes
         self.heat_image.setImage(codes, autoLevels=False, levels=(0, 255), lut=self._lut)
         self.heat_image.setRect(QtCore.QRectF(start - stride / 2, -0.5,
                                               codes.shape[0] * width, codes.shape[1]))
         self._draw_colourbar(lo, hi)
 
+    def _resolve_ranges(self):
+        # Autorange is applied lazily at paint time; do it now so the heatmap
+        # bins are made for the range the next paint shows, not the last one.
+        for p in self.step_plots:
+            p.getViewBox().prepareForPaint()
+
     def _draw_colourbar(self, lo, hi):
+        if (lo, hi) == self._cbar_levels:
+            return
+        self._cbar_levels = (lo, hi)
         ramp = np.arange(ds.CODE_FIRST, ds.CODE_LAST + 1, dtype=np.uint8)[None, :]
         self.cbar_image.setImage(ramp, autoLevels=False, levels=(0, 255), lut=self._lut)
         self.cbar_image.setRect(QtCore.QRectF(0, lo, 1, hi - lo))
@@ -539,6 +590,10 @@ class Dashboard(QtWidgets.QWidget):
         m = self.model
         if m is None or self.selected_row is None:
             return
+        key = (m, self.selected_row, self.bar_mode, self.shown_layers().tobytes())
+        if key == self._bars_drawn:
+            return   # a row's values never change once recorded
+        self._bars_drawn = key
         values, kinds = self.bar_values()
         finite = values[kinds == 2]
         if finite.size:
