@@ -6,6 +6,8 @@ sentinels of viz.model rank missing < zero < finite < non-finite, so a
 single NaN step or a one-step explosion survives any zoom level.
 No Qt here.
 """
+import math
+
 import numpy as np
 
 from .model import LOG_ZERO
@@ -17,6 +19,16 @@ CODE_FIRST = 2          # lowest finite decade
 CODE_LAST = 253         # highest finite decade
 CODE_NONFINITE = 255
 N_FINITE_CODES = CODE_LAST - CODE_FIRST + 1
+
+
+def search(x, value, side="left"):
+    """np.searchsorted(x, value, side) without converting an integer ``x``
+    to float first (NumPy does that for a float value: O(n) per call)."""
+    if x.dtype.kind in "iu":
+        value = math.ceil(value) if side == "left" else math.floor(value)
+        info = np.iinfo(x.dtype)
+        value = x.dtype.type(min(max(value, info.min), info.max))
+    return int(np.searchsorted(x, value, side))
 
 
 def bin_grid(x0, x1, max_bins, min_width=1):
@@ -48,8 +60,8 @@ def _fill_bins(image, steps, values, start, width, first_bin):
     n_bins = image.shape[0]
     if first_bin >= n_bins or values.shape[1] == 0:
         return
-    i0 = int(np.searchsorted(steps, start + first_bin * width, "left"))
-    i1 = int(np.searchsorted(steps, start + n_bins * width, "left"))
+    i0 = search(steps, start + first_bin * width)
+    i1 = search(steps, start + n_bins * width)
     if i1 <= i0:
         return
     rows = values[i0:i1]
@@ -133,3 +145,99 @@ def encode(image, lo, hi):
     codes[image == np.inf] = CODE_NONFINITE
     codes[np.isnan(image)] = CODE_MISSING
     return codes
+
+
+# ------------------------------------------------------------------ curves
+def peak_line(x, y, x0, x1, max_bins, min_width=1):
+    """A curve through [x0, x1) with at most two points per bin.
+
+    x: (n,) increasing steps; y: (n,) values (+-inf and NaN are gaps). Each
+    bin of bin_grid(x0, x1, max_bins, min_width) keeps the rows holding its
+    min and its max, in step order, at their own steps, so a one-step spike
+    stays; the first and the last row in range are kept as well, and when
+    there are no more rows than two per bin the rows are returned as they are. Bins with no finite value are a
+    NaN (a gap). Returns float64 (xs, ys).
+    """
+    return PeakLineCache().line(None, x, y, x0, x1, max_bins, min_width)
+
+
+def _finite_or_nan(values):
+    out = np.array(values, dtype=np.float64)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _peak_pairs(xs, ys, start, width):
+    """(bin ids, x pairs (m, 2), y pairs (m, 2)) of the non-empty bins."""
+    m = xs.shape[0]
+    bin_of = ((xs - start) // width).astype(np.int64)
+    starts = np.flatnonzero(np.diff(bin_of, prepend=-1))
+    counts = np.diff(np.append(starts, m))
+    finite = np.isfinite(ys)
+    hi = np.where(finite, ys, -np.inf)
+    lo = np.where(finite, ys, np.inf)
+    owner = np.repeat(np.arange(starts.size), counts)
+    rows = np.arange(m)
+    # first row of each bin that holds its max / min
+    i_max = np.minimum.reduceat(np.where(hi == np.maximum.reduceat(hi, starts)[owner], rows, m),
+                                starts)
+    i_min = np.minimum.reduceat(np.where(lo == np.minimum.reduceat(lo, starts)[owner], rows, m),
+                                starts)
+    first = np.minimum(i_max, i_min)
+    second = np.maximum(i_max, i_min)
+    px = np.stack([xs[first], xs[second]], axis=1).astype(np.float64)
+    py = np.stack([ys[first], ys[second]], axis=1)
+    return bin_of[starts], px, py
+
+
+class PeakLineCache:
+    """peak_line for one curve redrawn again and again (see PeakBinCache:
+    same grid and a grown source recompute only the last bin and new ones)."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self):
+        self._key = None
+        self._rows = 0
+        self._bins = np.zeros(0, np.int64)
+        self._px = np.zeros((0, 2))
+        self._py = np.zeros((0, 2))
+        self.rebuilds = 0
+
+    def line(self, source, x, y, x0, x1, max_bins, min_width=1):
+        start, width, n_bins = bin_grid(x0, x1, max_bins, min_width)
+        end = start + n_bins * width
+        i0 = search(x, start)
+        i1 = search(x, end)
+        if i1 - i0 <= 2 * n_bins:
+            # no more rows than points drawn: the rows themselves
+            self._key = None
+            return np.asarray(x[i0:i1], dtype=np.float64), _finite_or_nan(y[i0:i1])
+        n = int(x.shape[0])
+        key = (start, width)
+        keep = 0
+        if (source is not None and self._key is not None and self._key[0] is source
+                and self._key[1:] == key and n >= self._rows and self._rows):
+            last = int((x[self._rows - 1] - start) // width)
+            keep = int(np.searchsorted(self._bins, last, "left"))   # bins before it are final
+        else:
+            self.rebuilds += 1
+        if keep:
+            r0 = search(x, start + self._bins[keep - 1] * width + width)
+        else:
+            r0 = i0
+        r0 = max(r0, i0)
+        bins, px, py = _peak_pairs(np.asarray(x[r0:i1], dtype=np.float64),
+                                   _finite_or_nan(y[r0:i1]), start, width)
+        keep_bins = self._bins[:keep]
+        inside = keep_bins < n_bins
+        self._bins = np.concatenate([keep_bins[inside], bins])
+        self._px = np.concatenate([self._px[:keep][inside], px])
+        self._py = np.concatenate([self._py[:keep][inside], py])
+        self._key = (source,) + key
+        self._rows = n
+        # the first and the last row as they are: autorange sees the data's own ends
+        return (np.concatenate([[x[i0]], self._px.ravel(), [x[i1 - 1]]]).astype(np.float64),
+                np.concatenate([_finite_or_nan(y[i0:i0 + 1]), self._py.ravel(),
+                                _finite_or_nan(y[i1 - 1:i1])]))

@@ -34,14 +34,6 @@ def elide(name, n=MAX_NAME_CHARS):
     return name if len(name) <= n else name[:n // 2 - 1] + "\u2026" + name[-(n - n // 2):]
 
 
-def finite_or_nan(values):
-    """Curves get NaN (a gap) where a value is +-inf; the NaN marker says why."""
-    out = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(out).all():
-        out = np.where(np.isinf(out), np.nan, out)
-    return out
-
-
 class Dashboard(QtWidgets.QWidget):
     """All panels of the window, on the primary run plus compared runs."""
 
@@ -69,6 +61,7 @@ class Dashboard(QtWidgets.QWidget):
         self._dead_drawn = ()       # (step, row, length) of the dead-layer rectangles shown
         self._axis_drawn = None     # (ticks, width, layers) of the layer axis shown
         self._bars_drawn = None
+        self._line_caches = {}      # id(plot item) -> PeakLineCache
         self._drawn = {}            # id(plot item) -> key of the data it shows (_set_data)
         self.set_data_calls = 0     # curve updates done (tests: unchanged panels are skipped)
         self._build()
@@ -213,7 +206,9 @@ class Dashboard(QtWidgets.QWidget):
             p.getAxis(name).lower_grid()
         p.setLabel("left", label)
         p.getAxis("left").enableAutoSIPrefix(False)   # "479 (x0.001)" reads badly for a loss
-        p.setDownsampling(auto=True, mode="peak")
+        # the panels downsample themselves (peak, one bin per pixel, cached:
+        # see _line); pyqtgraph's own pass would redo every step every frame
+        p.setDownsampling(ds=1, auto=False, mode="peak")
         p.setClipToView(True)
         p.showGrid(x=True, y=True, alpha=0.15)
         p.getViewBox().setAutoVisible(y=True)
@@ -338,13 +333,11 @@ class Dashboard(QtWidgets.QWidget):
             return
         steps = m.steps[:n]
         self.slider.setRange(0, max(n - 1, 0))
-        self._draw_loss(n)
-        self._draw_lr(n)
-        self._draw_grad(n)
+        self._apply_follow()      # first: the curves are downsampled for the range shown
+        self._draw_lines(n)
         self._draw_events(n)
         self._draw_alerts(n)
         self._update_layer_axis()
-        self._apply_follow()
         # a selection on the newest step follows new steps (live bars)
         if n and (self.selected_row is None or self.selected_row == self._shown_rows - 1) \
                 and self.selected_row != n - 1:
@@ -356,7 +349,7 @@ class Dashboard(QtWidgets.QWidget):
         self.refresh_heatmap()
         del steps
 
-    def _draw_loss(self, n):
+    def _draw_loss(self, n, grid):
         runs = [self.model] + self.compare
         while len(self.loss_curves) < len(runs):
             i = len(self.loss_curves)
@@ -384,12 +377,11 @@ class Dashboard(QtWidgets.QWidget):
                 continue
             r = runs[i]
             rn = n if i == 0 else r.n
-            self._set_data(curve, (r, rn), lambda: (r.steps[:rn], finite_or_nan(r.loss[:rn])))
+            self._line(curve, r, rn, r.loss[:rn], grid)
             if i:
-                self._set_data(self.grad_compare_curves[i - 1], (r, rn),
-                               lambda: (r.steps[:rn], finite_or_nan(r.grad_norm[:rn])))
+                self._line(self.grad_compare_curves[i - 1], r, rn, r.grad_norm[:rn], grid)
 
-    def _draw_lr(self, n):
+    def _draw_lr(self, n, grid):
         m = self.model
         groups = m.lr.shape[1]
         while len(self.lr_curves) < groups:
@@ -399,22 +391,60 @@ class Dashboard(QtWidgets.QWidget):
             self.lr_legend.addItem(curve, f"group {g}")
         for g, curve in enumerate(self.lr_curves):
             if g < groups:
-                self._set_data(curve, (m, n, groups),
-                               lambda: (m.steps[:n], finite_or_nan(m.lr[:n, g])))
+                self._line(curve, m, n, m.lr[:n, g], grid, groups)
             else:
                 self._set_data(curve, EMPTY, lambda: ([], []))
 
-    def _draw_grad(self, n):
+    def _draw_grad(self, n, grid):
         m = self.model
-        steps = m.steps[:n]
-        key = (m, n)
-        self._set_data(self.grad_pre, key, lambda: (steps, finite_or_nan(m.grad_norm[:n])))
-        self._set_data(self.grad_post, key,
-                       lambda: (steps, finite_or_nan(m.grad_norm_clipped[:n])))
-        self._set_data(self.grad_clip, key, lambda: (steps, finite_or_nan(m.clip_max_norm[:n])))
+        self._line(self.grad_pre, m, n, m.grad_norm[:n], grid)
+        self._line(self.grad_post, m, n, m.grad_norm_clipped[:n], grid)
+        self._line(self.grad_clip, m, n, m.clip_max_norm[:n], grid)
+        # markers: the highest and lowest clipped step of every pixel column
         clipped = m.clipped[:n]
-        self._set_data(self.grad_clip_markers, key,
-                       lambda: (steps[clipped], finite_or_nan(m.grad_norm[:n][clipped])))
+        self._line(self.grad_clip_markers, m, n, None, grid, "clip",
+                   subset=lambda: (m.steps[:n][clipped], m.grad_norm[:n][clipped]))
+
+    def _draw_lines(self, n):
+        grid = self._line_grid(n)
+        self._draw_loss(n, grid)
+        self._draw_lr(n, grid)
+        self._draw_grad(n, grid)
+
+    def _line_grid(self, n):
+        """(x0, x1, bins, stride) the curves are downsampled to: the whole
+        data while x autoranges, else the view and one view width either side
+        (a pan or zoom shows data at once; the next tick redraws for it),
+        at one bin per device pixel of the view."""
+        runs = [(self.model, n)] + [(r, r.n) for r in self.compare]
+        ends = [(float(r.steps[0]), float(r.steps[k - 1]) + 1) for r, k in runs if k]
+        if not ends:
+            return 0.0, 1.0, 1, 1
+        lo, hi = min(a for a, _ in ends), max(b for _, b in ends)
+        vb = self.loss_plot.getViewBox()
+        px = max(int(vb.width()), 16)
+        x0, x1, bins = lo, hi, px
+        if not vb.autoRangeEnabled()[0]:
+            v0, v1 = vb.viewRange()[0]
+            span = max(v1 - v0, 1e-9)
+            a, b = max(lo, v0 - span), min(hi, v1 + span)
+            if b > a:
+                x0, x1 = a, b
+                bins = max(16, int(np.ceil(px * (x1 - x0) / span)))
+        return x0, x1, bins, self.model.step_stride()
+
+    def _line(self, item, model, rows, values, grid, *extra, subset=None):
+        """item shows ``values`` (rows of ``model``) peak-downsampled to ``grid``."""
+        x0, x1, bins, stride = grid
+        key = (model, rows, ds.bin_grid(x0, x1, bins, stride)) + extra
+        cache = self._line_caches.get(id(item))
+        if cache is None:
+            cache = self._line_caches[id(item)] = ds.PeakLineCache()
+
+        def data():
+            x, y = subset() if subset is not None else (model.steps[:rows], values)
+            return cache.line(model, x, y, x0, x1, bins, stride)
+        self._set_data(item, key, data)
 
     def _set_data(self, item, key, data):
         """item.setData(*data()) unless it already shows the data of ``key``.
@@ -494,6 +524,14 @@ class Dashboard(QtWidgets.QWidget):
             for p in self.step_plots:
                 p.getAxis("left").setWidth(int(min(width, 230)))
         self.heat_plot.setYRange(-0.5, max(n_layers, 1) - 0.5, padding=0)
+
+    def refresh_view(self):
+        """After a zoom or pan: the curves and the heatmap for the new range."""
+        if not self._heatmap_dirty or self.model is None:
+            return
+        self._resolve_ranges()
+        self._draw_lines(self.n_rows())
+        self.refresh_heatmap()
 
     def refresh_heatmap(self):
         """Rebuilds the heatmap image for the visible steps (peak bins)."""
