@@ -167,27 +167,59 @@ def _finite_or_nan(values):
     return out
 
 
+def _bin_starts(xs, start, width):
+    """(bin ids, first row, row count) of the non-empty bins of sorted ``xs``:
+    a search per bin edge, not a division per row."""
+    b0 = int((xs[0] - start) // width)
+    b1 = int((xs[-1] - start) // width)
+    edges = start + np.arange(b0, b1 + 2, dtype=np.float64) * width
+    if xs.dtype.kind in "iu":
+        edges = np.ceil(edges).astype(xs.dtype)   # exact: steps and edges are whole numbers
+    pos = np.searchsorted(xs, edges, "left")
+    counts = np.diff(pos)
+    full = counts > 0
+    return np.arange(b0, b1 + 1, dtype=np.int64)[full], pos[:-1][full], counts[full]
+
+
 def _peak_pairs(xs, ys, start, width):
-    """(bin ids, x pairs (m, 2), y pairs (m, 2)) of the non-empty bins."""
-    m = xs.shape[0]
-    bin_of = ((xs - start) // width).astype(np.int64)
-    starts = np.flatnonzero(np.diff(bin_of, prepend=-1))
-    counts = np.diff(np.append(starts, m))
+    """(bin ids, x pairs (m, 2), y pairs (m, 2)) of the non-empty bins.
+    xs: sorted steps (any dtype); ys: float64 with NaN gaps."""
+    bins, starts, counts = _bin_starts(xs, start, width)
     finite = np.isfinite(ys)
     hi = np.where(finite, ys, -np.inf)
     lo = np.where(finite, ys, np.inf)
-    owner = np.repeat(np.arange(starts.size), counts)
-    rows = np.arange(m)
-    # first row of each bin that holds its max / min
-    i_max = np.minimum.reduceat(np.where(hi == np.maximum.reduceat(hi, starts)[owner], rows, m),
-                                starts)
-    i_min = np.minimum.reduceat(np.where(lo == np.minimum.reduceat(lo, starts)[owner], rows, m),
-                                starts)
+    i_max, i_min = _arg_extremes(hi, lo, starts, counts)
     first = np.minimum(i_max, i_min)
     second = np.maximum(i_max, i_min)
     px = np.stack([xs[first], xs[second]], axis=1).astype(np.float64)
     py = np.stack([ys[first], ys[second]], axis=1)
-    return bin_of[starts], px, py
+    return bins, px, py
+
+
+def _arg_extremes(hi, lo, starts, counts):
+    """Row of the max of ``hi`` and of the min of ``lo`` in every bin (the
+    first such row)."""
+    m = hi.shape[0]
+    nb = starts.size
+    k = int(counts[1]) if nb > 2 else 0
+    if nb > 2 and k > 1 and (counts[1:-1] == k).all():
+        # every step recorded: the inner bins are equal, a reshape does them
+        a, b = int(starts[1]), int(starts[-1])
+        i_max = np.empty(nb, np.int64)
+        i_min = np.empty(nb, np.int64)
+        inner = np.arange(a, b, k)
+        i_max[1:-1] = inner + hi[a:b].reshape(-1, k).argmax(axis=1)
+        i_min[1:-1] = inner + lo[a:b].reshape(-1, k).argmin(axis=1)
+        i_max[0], i_min[0] = int(hi[:a].argmax()), int(lo[:a].argmin())
+        i_max[-1], i_min[-1] = b + int(hi[b:].argmax()), b + int(lo[b:].argmin())
+        return i_max, i_min
+    owner = np.repeat(np.arange(nb), counts)
+    rows = np.arange(m)
+    i_max = np.minimum.reduceat(np.where(hi == np.maximum.reduceat(hi, starts)[owner], rows, m),
+                                starts)
+    i_min = np.minimum.reduceat(np.where(lo == np.minimum.reduceat(lo, starts)[owner], rows, m),
+                                starts)
+    return i_max, i_min
 
 
 class PeakLineCache:
@@ -228,8 +260,7 @@ class PeakLineCache:
         else:
             r0 = i0
         r0 = max(r0, i0)
-        bins, px, py = _peak_pairs(np.asarray(x[r0:i1], dtype=np.float64),
-                                   _finite_or_nan(y[r0:i1]), start, width)
+        bins, px, py = _peak_pairs(np.asarray(x[r0:i1]), _finite_or_nan(y[r0:i1]), start, width)
         keep_bins = self._bins[:keep]
         inside = keep_bins < n_bins
         self._bins = np.concatenate([keep_bins[inside], bins])

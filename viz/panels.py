@@ -402,8 +402,12 @@ class Dashboard(QtWidgets.QWidget):
         self._line(self.grad_clip, m, n, m.clip_max_norm[:n], grid)
         # markers: the highest and lowest clipped step of every pixel column
         clipped = m.clipped[:n]
-        self._line(self.grad_clip_markers, m, n, None, grid, "clip",
-                   subset=lambda: (m.steps[:n][clipped], m.grad_norm[:n][clipped]))
+        # keyed on the clipped steps held, not all rows: new unclipped steps
+        # leave the markers as they are
+        rows = np.flatnonzero(clipped)
+        last = int(m.steps[rows[-1]]) if rows.size else -1
+        self._line(self.grad_clip_markers, m, rows.size, None, grid, "clip", last=last,
+                   subset=lambda: (m.steps[rows], m.grad_norm[rows]))
 
     def _draw_lines(self, n):
         grid = self._line_grid(n)
@@ -433,15 +437,22 @@ class Dashboard(QtWidgets.QWidget):
                 bins = max(16, int(np.ceil(px * (x1 - x0) / span)))
         return x0, x1, bins, self.model.step_stride()
 
-    def _line(self, item, model, rows, values, grid, *extra, subset=None):
-        """item shows ``values`` (rows of ``model``) peak-downsampled to ``grid``."""
+    def _line(self, item, model, rows, values, grid, *extra, subset=None, last=None):
+        """item shows ``values`` (rows of ``model``) peak-downsampled to ``grid``;
+        ``subset``: a function giving (steps, values) instead, with ``rows``
+        of them, the last at step ``last``."""
         x0, x1, bins, stride = grid
-        key = (model, rows, ds.bin_grid(x0, x1, bins, stride)) + extra
+        start, width, n_bins = ds.bin_grid(x0, x1, bins, stride)
+        if last is None:
+            last = int(model.steps[rows - 1]) if rows else -1
+        # the grid's end only matters up to the data's end
+        key = (model, rows, start, width, min(start + n_bins * width, last + 1)) + extra
         cache = self._line_caches.get(id(item))
         if cache is None:
             cache = self._line_caches[id(item)] = ds.PeakLineCache()
 
         def data():
+            # rows: of the model, or of the subset (which only grows at its end too)
             x, y = subset() if subset is not None else (model.steps[:rows], values)
             return cache.line(model, x, y, x0, x1, bins, stride)
         self._set_data(item, key, data)
