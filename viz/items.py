@@ -126,32 +126,33 @@ class EventLines(pg.GraphicsObject):
 
 
 class GridAxis(pg.AxisItem):
-    """An axis whose grid lines are opaque and drawn under the data.
+    """An axis whose grid lines a GridLines item paints, opaque and under
+    the data.
 
     pyqtgraph draws grid lines with translucent pens on top of the data;
     Qt's raster engine blends those pixel by pixel, which was the largest
     single cost of a repaint (~8 ms of ~30). On an opaque background a line
-    of colour c and alpha a looks like an opaque line of a*c + (1-a)*bg, and
-    under the curves it only differs where a line crosses a curve, where the
-    curve now stays unshaded. Call ``lower_grid()`` once the axis is in its
-    PlotItem (which resets the z value).
+    of colour c and alpha a looks like an opaque line of a*c + (1-a)*bg; the
+    lines go under the curves (they only differed where a line crossed a
+    curve, which now stays unshaded) and both axes' lines are painted
+    together, lightest first, so that a crossing keeps the darker line.
     """
 
     def __init__(self, orientation, **kwargs):
         super().__init__(orientation, **kwargs)
         self._opaque_pens = {}
-
-    def lower_grid(self):
-        # below the ViewBox (z -100): only the grid overlaps the view
-        self.setZValue(-200)
+        self.grid_specs = []     # [(opaque pen, p1, p2)] in this axis' coordinates
 
     def generateDrawSpecs(self, p):
         specs = super().generateDrawSpecs(p)
         bg = pg.mkColor(pg.getConfigOption("background"))
         if specs is None or self.grid is False or bg.alpha() < 255:
+            self.grid_specs = []
             return specs
         axis_spec, tick_specs, text_specs = specs
-        return axis_spec, [(self._opaque(pen, bg), p1, p2) for pen, p1, p2 in tick_specs], text_specs
+        # with the grid on, every tick spec is a grid line across the view
+        self.grid_specs = [(self._opaque(pen, bg), p1, p2) for pen, p1, p2 in tick_specs]
+        return axis_spec, [], text_specs
 
     def _opaque(self, pen, bg):
         c = pen.color()
@@ -165,6 +166,41 @@ class GridAxis(pg.AxisItem):
                                          (c.blue(), bg.blue())))))
             self._opaque_pens[key] = out
         return out
+
+
+class GridLines(pg.GraphicsObject):
+    """Paints the grid of a PlotItem's GridAxis items (see GridAxis).
+
+    z order in the PlotItem: axes (-200, they compute the lines when they
+    paint), these lines (-150), then the ViewBox and the data (-100)."""
+
+    def __init__(self, plot, axes):
+        super().__init__(plot)
+        self._plot = plot
+        self._axes = list(axes)
+        for axis in self._axes:
+            axis.setZValue(-200)
+        self.setZValue(-150)
+
+    def boundingRect(self):
+        return self._plot.vb.mapRectToItem(self, self._plot.vb.boundingRect())
+
+    def paint(self, painter, *args):
+        lines = []
+        for axis in self._axes:
+            if not axis.isVisible():
+                continue
+            for pen, p1, p2 in axis.grid_specs:
+                lines.append((pen.color().lightness(), pen, axis.mapToItem(self, p1),
+                              axis.mapToItem(self, p2)))
+        if not lines:
+            return
+        painter.setRenderHint(painter.RenderHint.Antialiasing, False)
+        painter.setClipRect(self.boundingRect())
+        lines.sort(key=lambda line: -line[0])      # lightest first: the darker line wins
+        for _, pen, p1, p2 in lines:
+            painter.setPen(pen)
+            painter.drawLine(p1, p2)
 
 
 def html_key(entries):

@@ -12,7 +12,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import downsample as ds
 from .items import (ALERT_RGBA, EVENT_STYLE, GROUP_COLOURS, NONFINITE_RGB, RUN_COLOURS,
-                    SELECT_RGB, ZERO_RGB, EventLines, GridAxis, heatmap_lut, html_key)
+                    SELECT_RGB, ZERO_RGB, EventLines, GridAxis, GridLines, heatmap_lut, html_key)
 from .model import LOG_NONFINITE, LOG_ZERO
 
 BAR_MODES = {
@@ -202,8 +202,7 @@ class Dashboard(QtWidgets.QWidget):
     def _step_plot(self, row, label):
         p = self.canvas.ci.addPlot(row=row, col=0, axisItems={
             "left": GridAxis("left"), "bottom": GridAxis("bottom")})
-        for name in ("left", "bottom"):
-            p.getAxis(name).lower_grid()
+        p.grid_lines = GridLines(p, [p.getAxis("bottom"), p.getAxis("left")])
         p.setLabel("left", label)
         p.getAxis("left").enableAutoSIPrefix(False)   # "479 (x0.001)" reads badly for a loss
         # the panels downsample themselves (peak, one bin per pixel, cached:

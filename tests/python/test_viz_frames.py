@@ -201,23 +201,35 @@ def test_refresh_leaves_unchanged_panels_alone(dashboard, qtbot, monkeypatch):
     assert d._heat_bins.rebuilds == rebuilds + width_changes
 
 
-def test_grid_is_opaque_and_under_the_data(dashboard):
+def test_grid_is_opaque_under_the_data_and_keeps_crossings_dark(dashboard):
     import pyqtgraph as pg
     from PyQt6 import QtGui
     d = dashboard
     d.set_runs(model_with(1000))
     d.refresh()
-    axis = d.loss_plot.getAxis("bottom")
-    assert axis.zValue() < d.loss_plot.getViewBox().zValue()
-    image = QtGui.QImage(10, 10, QtGui.QImage.Format.Format_ARGB32)   # outlives the painter
-    painter = QtGui.QPainter(image)
-    try:
-        _, ticks, _ = axis.generateDrawSpecs(painter)
-    finally:
-        painter.end()
-    assert ticks
+    d.grab()                                              # the axes compute their lines
+    plot = d.loss_plot
+    assert plot.getAxis("bottom").zValue() < plot.grid_lines.zValue() \
+        < plot.getViewBox().zValue()
     bg = pg.mkColor(pg.getConfigOption("background"))
-    for pen, _, _ in ticks:
-        c = pen.color()
-        assert c.alpha() == 255
-        assert c.red() == c.green() == c.blue() and 0 < c.red() < bg.red()   # a light grey
+    for name in ("bottom", "left"):
+        specs = plot.getAxis(name).grid_specs
+        assert specs, name
+        for pen, _, _ in specs:
+            c = pen.color()
+            assert c.alpha() == 255
+            assert c.red() == c.green() == c.blue() and 0 < c.red() < bg.red()   # a light grey
+    # the grabbed pixels: a vertical grid line keeps its colour where a
+    # lighter horizontal line crosses it (no gaps cut into it)
+    image = d.canvas.grab().toImage()
+    axis = plot.getAxis("bottom")
+    pen, p1, p2 = min(axis.grid_specs, key=lambda spec: spec[0].color().lightness())
+    top = d.canvas.mapFromScene(axis.mapToScene(p1))
+    bottom = d.canvas.mapFromScene(axis.mapToScene(p2))
+    ys = range(min(top.y(), bottom.y()) + 2, max(top.y(), bottom.y()) - 2)
+    darkest = pen.color().lightness()
+    columns = [[QtGui.QColor(image.pixel(x, y)).lightness() for y in ys]
+               for x in (top.x() - 1, top.x(), top.x() + 1)]
+    line = [c for c in columns if np.median(c) == darkest]   # the pixel column it landed on
+    assert line and len(ys) > 50
+    assert max(line[0]) <= darkest                        # no lighter pixel on the line
