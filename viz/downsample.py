@@ -1,9 +1,13 @@
-"""Peak (max) downsampling of the layer x step heatmap, and its colour codes.
+"""Peak downsampling for drawing: the layer x step heatmap (max per bin),
+its colour codes, and the curves (min and max per pixel column).
 
-Curves use pyqtgraph's own peak mode; the heatmap is one ImageItem whose
-columns are bins of steps (PeakBinCache keeps them between frames). A bin holds the max of its cells, and the
-sentinels of viz.model rank missing < zero < finite < non-finite, so a
-single NaN step or a one-step explosion survives any zoom level.
+The heatmap is one ImageItem whose columns are bins of steps. A bin holds
+the max of its cells, and the sentinels of viz.model rank missing < zero <
+finite < non-finite, so a single NaN step or a one-step explosion survives
+any zoom level. A curve keeps, per bin, the rows of its min and its max
+(peak_line). PeakBinCache and PeakLineCache keep the bins between frames:
+a run only grows at its end, so a live update recomputes the last bin and
+the new ones, and an unchanged view recomputes nothing.
 No Qt here.
 """
 import math

@@ -325,7 +325,9 @@ class Dashboard(QtWidgets.QWidget):
 
     # ------------------------------------------------------------ drawing
     def refresh(self):
-        """Redraws everything from the models (cheap enough every update)."""
+        """Redraws from the models what changed since the last call: items
+        whose data and view are unchanged are left alone (see _set_data), and
+        the curve and heatmap bins are extended rather than rebuilt."""
         m = self.model
         n = self.n_rows()
         if m is None:
