@@ -97,8 +97,10 @@ class EventLines(pg.GraphicsObject):
 
     def visible_steps(self):
         """Steps painted at the current zoom: one per device pixel column."""
+        if self._x.size == 0:      # most kinds never occur: skip the view lookups
+            return np.zeros(0)
         rect = self.boundingRect()
-        if rect.isNull() or self._x.size == 0:
+        if rect.isNull():
             return np.zeros(0)
         i0 = int(np.searchsorted(self._x, rect.left(), "left"))
         i1 = int(np.searchsorted(self._x, rect.right(), "right"))
@@ -178,6 +180,7 @@ class GridLines(pg.GraphicsObject):
         super().__init__(plot)
         self._plot = plot
         self._axes = list(axes)
+        self._mapped_cache = {}
         for axis in self._axes:
             axis.setZValue(-200)
         self.setZValue(-150)
@@ -185,22 +188,37 @@ class GridLines(pg.GraphicsObject):
     def boundingRect(self):
         return self._plot.vb.mapRectToItem(self, self._plot.vb.boundingRect())
 
+    def _mapped(self, axis):
+        """The axis' grid lines in this item's coordinates, by pen colour;
+        kept while the axis keeps its lines (it makes new ones on a range
+        change) and its place."""
+        to_here, _ = axis.itemTransform(self)
+        place = (to_here.m11(), to_here.m22(), to_here.dx(), to_here.dy())
+        cached = self._mapped_cache.get(id(axis))
+        if cached is not None and cached[0] is axis.grid_specs and cached[1] == place:
+            return cached[2]
+        out = {}
+        for pen, p1, p2 in axis.grid_specs:
+            entry = out.setdefault(pen.color().rgba(), (pen.color().lightness(), pen, []))
+            entry[2].append(to_here.map(QtCore.QLineF(p1, p2)))
+        self._mapped_cache[id(axis)] = (axis.grid_specs, place, out)
+        return out
+
     def paint(self, painter, *args):
-        lines = []
+        groups = {}        # pen colour -> (lightness, pen, [QLineF])
         for axis in self._axes:
-            if not axis.isVisible():
+            if not axis.isVisible() or not axis.grid_specs:
                 continue
-            for pen, p1, p2 in axis.grid_specs:
-                lines.append((pen.color().lightness(), pen, axis.mapToItem(self, p1),
-                              axis.mapToItem(self, p2)))
-        if not lines:
+            for rgba, (light, pen, lines) in self._mapped(axis).items():
+                groups.setdefault(rgba, (light, pen, []))[2].extend(lines)
+        if not groups:
             return
         painter.setRenderHint(painter.RenderHint.Antialiasing, False)
         painter.setClipRect(self.boundingRect())
-        lines.sort(key=lambda line: -line[0])      # lightest first: the darker line wins
-        for _, pen, p1, p2 in lines:
+        # lightest first: where lines cross, the darker one stays on top
+        for _, pen, lines in sorted(groups.values(), key=lambda g: -g[0]):
             painter.setPen(pen)
-            painter.drawLine(p1, p2)
+            painter.drawLines(lines)
 
 
 def html_key(entries):

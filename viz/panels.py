@@ -59,11 +59,10 @@ class Dashboard(QtWidgets.QWidget):
         self._cbar_levels = None
         self._shown_rows = 0
         self._dead_drawn = ()       # (step, row, length) of the dead-layer rectangles shown
-        self._axis_drawn = None     # (ticks, width, layers) of the layer axis shown
+        self._axis_drawn = None     # (ticks, n_layers) of the layer axis shown
         self._bars_drawn = None
         self._line_caches = {}      # id(plot item) -> PeakLineCache
         self._drawn = {}            # id(plot item) -> key of the data it shows (_set_data)
-        self.set_data_calls = 0     # curve updates done (tests: unchanged panels are skipped)
         self._build()
 
     # ------------------------------------------------------------ layout
@@ -467,7 +466,6 @@ class Dashboard(QtWidgets.QWidget):
         if self._drawn.get(id(item)) == key:
             return
         item.setData(*data())
-        self.set_data_calls += 1
         self._drawn[id(item)] = key
 
     def event_steps(self, n=None):
