@@ -22,6 +22,11 @@ BAR_MODES = {
 }
 MAX_NAME_CHARS = 26
 EMPTY = ("empty",)   # _set_data key of an item showing no data
+# Curve bins per pixel column. Bins have a whole number of steps, so their
+# edges drift against the pixel columns; a column loses its own max only to
+# a bin that straddles its edge, and two bins a column keep that to the
+# column's outer quarter (one spike per bin is never lost either way).
+LINE_BINS_PER_PIXEL = 2
 
 
 def configure_pyqtgraph():
@@ -90,6 +95,9 @@ class Dashboard(QtWidgets.QWidget):
         self.heat_image = pg.ImageItem(axisOrder="col-major")
         self.heat_plot.getViewBox().addItem(self.heat_image, ignoreBounds=True)
         self.heat_plot.getViewBox().sigXRangeChanged.connect(self._on_x_range)
+        # bins are made per pixel: a resize needs new ones as a zoom does
+        self.heat_plot.getViewBox().sigResized.connect(self._on_x_range)
+        self.loss_plot.getViewBox().sigResized.connect(self._on_x_range)
         self.heat_plot.scene().sigMouseClicked.connect(self._on_click)
 
         self.bars_plot = lay.addPlot(row=3, col=1)
@@ -204,7 +212,7 @@ class Dashboard(QtWidgets.QWidget):
         p.grid_lines = GridLines(p, [p.getAxis("bottom"), p.getAxis("left")])
         p.setLabel("left", label)
         p.getAxis("left").enableAutoSIPrefix(False)   # "479 (x0.001)" reads badly for a loss
-        # the panels downsample themselves (peak, one bin per pixel, cached:
+        # the panels downsample themselves (peak, bins per pixel, cached:
         # see _line); pyqtgraph's own pass would redo every step every frame
         p.setDownsampling(ds=1, auto=False, mode="peak")
         p.setClipToView(True)
@@ -419,14 +427,14 @@ class Dashboard(QtWidgets.QWidget):
         """(x0, x1, bins, stride) the curves are downsampled to: the whole
         data while x autoranges, else the view and one view width either side
         (a pan or zoom shows data at once; the next tick redraws for it),
-        at one bin per device pixel of the view."""
+        at LINE_BINS_PER_PIXEL bins per device pixel of the view."""
         runs = [(self.model, n)] + [(r, r.n) for r in self.compare]
         ends = [(float(r.steps[0]), float(r.steps[k - 1]) + 1) for r, k in runs if k]
         if not ends:
             return 0.0, 1.0, 1, 1
         lo, hi = min(a for a, _ in ends), max(b for _, b in ends)
         vb = self.loss_plot.getViewBox()
-        px = max(int(vb.width()), 16)
+        px = max(int(vb.width()), 16) * LINE_BINS_PER_PIXEL
         x0, x1, bins = lo, hi, px
         if not vb.autoRangeEnabled()[0]:
             v0, v1 = vb.viewRange()[0]
