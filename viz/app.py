@@ -290,7 +290,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._dirty = False
             self.refresh()
         else:
-            self.dashboard.refresh_heatmap()   # after a zoom / pan
+            self.dashboard.refresh_view()   # after a zoom / pan
         self._next_redraw = time.monotonic() + 2 * (time.monotonic() - t0)
 
     def refresh(self):

@@ -12,7 +12,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import downsample as ds
 from .items import (ALERT_RGBA, EVENT_STYLE, GROUP_COLOURS, NONFINITE_RGB, RUN_COLOURS,
-                    SELECT_RGB, ZERO_RGB, EventLines, heatmap_lut, html_key)
+                    SELECT_RGB, ZERO_RGB, EventLines, GridAxis, GridLines, heatmap_lut, html_key)
 from .model import LOG_NONFINITE, LOG_ZERO
 
 BAR_MODES = {
@@ -21,6 +21,12 @@ BAR_MODES = {
     "update / weight": "layer_update_ratio",
 }
 MAX_NAME_CHARS = 26
+EMPTY = ("empty",)   # _set_data key of an item showing no data
+# Curve bins per pixel column. Bins have a whole number of steps, so their
+# edges drift against the pixel columns; a column loses its own max only to
+# a bin that straddles its edge, and two bins a column keep that to the
+# column's outer quarter (one spike per bin is never lost either way).
+LINE_BINS_PER_PIXEL = 2
 
 
 def configure_pyqtgraph():
@@ -31,14 +37,6 @@ def configure_pyqtgraph():
 
 def elide(name, n=MAX_NAME_CHARS):
     return name if len(name) <= n else name[:n // 2 - 1] + "\u2026" + name[-(n - n // 2):]
-
-
-def finite_or_nan(values):
-    """Curves get NaN (a gap) where a value is +-inf; the NaN marker says why."""
-    out = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(out).all():
-        out = np.where(np.isinf(out), np.nan, out)
-    return out
 
 
 class Dashboard(QtWidgets.QWidget):
@@ -61,7 +59,15 @@ class Dashboard(QtWidgets.QWidget):
         self._brushes = [pg.mkBrush(*rgba) for rgba in self._lut]   # one per heatmap code
         self._heatmap_dirty = True
         self.heat_codes = np.zeros((0, 0), np.uint8)   # (bins, shown layers) last drawn
+        self._heat_bins = ds.PeakBinCache()
+        self._heat_key = None       # what the heatmap image on screen was made from
+        self._cbar_levels = None
         self._shown_rows = 0
+        self._dead_drawn = ()       # (step, row, length) of the dead-layer rectangles shown
+        self._axis_drawn = None     # (ticks, n_layers) of the layer axis shown
+        self._bars_drawn = None
+        self._line_caches = {}      # id(plot item) -> PeakLineCache
+        self._drawn = {}            # id(plot item) -> key of the data it shows (_set_data)
         self._build()
 
     # ------------------------------------------------------------ layout
@@ -89,6 +95,9 @@ class Dashboard(QtWidgets.QWidget):
         self.heat_image = pg.ImageItem(axisOrder="col-major")
         self.heat_plot.getViewBox().addItem(self.heat_image, ignoreBounds=True)
         self.heat_plot.getViewBox().sigXRangeChanged.connect(self._on_x_range)
+        # bins are made per pixel: a resize needs new ones as a zoom does
+        self.heat_plot.getViewBox().sigResized.connect(self._on_x_range)
+        self.loss_plot.getViewBox().sigResized.connect(self._on_x_range)
         self.heat_plot.scene().sigMouseClicked.connect(self._on_click)
 
         self.bars_plot = lay.addPlot(row=3, col=1)
@@ -198,10 +207,14 @@ class Dashboard(QtWidgets.QWidget):
         outer.addLayout(bottom)
 
     def _step_plot(self, row, label):
-        p = self.canvas.ci.addPlot(row=row, col=0)
+        p = self.canvas.ci.addPlot(row=row, col=0, axisItems={
+            "left": GridAxis("left"), "bottom": GridAxis("bottom")})
+        p.grid_lines = GridLines(p, [p.getAxis("bottom"), p.getAxis("left")])
         p.setLabel("left", label)
         p.getAxis("left").enableAutoSIPrefix(False)   # "479 (x0.001)" reads badly for a loss
-        p.setDownsampling(auto=True, mode="peak")
+        # the panels downsample themselves (peak, bins per pixel, cached:
+        # see _line); pyqtgraph's own pass would redo every step every frame
+        p.setDownsampling(ds=1, auto=False, mode="peak")
         p.setClipToView(True)
         p.showGrid(x=True, y=True, alpha=0.15)
         p.getViewBox().setAutoVisible(y=True)
@@ -319,20 +332,20 @@ class Dashboard(QtWidgets.QWidget):
 
     # ------------------------------------------------------------ drawing
     def refresh(self):
-        """Redraws everything from the models (cheap enough every update)."""
+        """Redraws from the models what changed since the last call: items
+        whose data and view are unchanged are left alone (see _set_data), and
+        the curve and heatmap bins are extended rather than rebuilt."""
         m = self.model
         n = self.n_rows()
         if m is None:
             return
         steps = m.steps[:n]
         self.slider.setRange(0, max(n - 1, 0))
-        self._draw_loss(n)
-        self._draw_lr(n)
-        self._draw_grad(n)
+        self._apply_follow()      # first: the curves are downsampled for the range shown
+        self._draw_lines(n)
         self._draw_events(n)
         self._draw_alerts(n)
         self._update_layer_axis()
-        self._apply_follow()
         # a selection on the newest step follows new steps (live bars)
         if n and (self.selected_row is None or self.selected_row == self._shown_rows - 1) \
                 and self.selected_row != n - 1:
@@ -344,7 +357,7 @@ class Dashboard(QtWidgets.QWidget):
         self.refresh_heatmap()
         del steps
 
-    def _draw_loss(self, n):
+    def _draw_loss(self, n, grid):
         runs = [self.model] + self.compare
         while len(self.loss_curves) < len(runs):
             i = len(self.loss_curves)
@@ -366,17 +379,17 @@ class Dashboard(QtWidgets.QWidget):
                 self.grad_legend.addItem(curve, elide(name, 22) + " (pre)")
         for i, curve in enumerate(self.loss_curves):
             if i >= len(runs):
-                curve.setData([], [])
+                self._set_data(curve, EMPTY, lambda: ([], []))
                 if i:
-                    self.grad_compare_curves[i - 1].setData([], [])
+                    self._set_data(self.grad_compare_curves[i - 1], EMPTY, lambda: ([], []))
                 continue
             r = runs[i]
             rn = n if i == 0 else r.n
-            curve.setData(r.steps[:rn], finite_or_nan(r.loss[:rn]))
+            self._line(curve, r, rn, r.loss[:rn], grid)
             if i:
-                self.grad_compare_curves[i - 1].setData(r.steps[:rn], finite_or_nan(r.grad_norm[:rn]))
+                self._line(self.grad_compare_curves[i - 1], r, rn, r.grad_norm[:rn], grid)
 
-    def _draw_lr(self, n):
+    def _draw_lr(self, n, grid):
         m = self.model
         groups = m.lr.shape[1]
         while len(self.lr_curves) < groups:
@@ -386,18 +399,82 @@ class Dashboard(QtWidgets.QWidget):
             self.lr_legend.addItem(curve, f"group {g}")
         for g, curve in enumerate(self.lr_curves):
             if g < groups:
-                curve.setData(m.steps[:n], finite_or_nan(m.lr[:n, g]))
+                self._line(curve, m, n, m.lr[:n, g], grid, groups)
             else:
-                curve.setData([], [])
+                self._set_data(curve, EMPTY, lambda: ([], []))
 
-    def _draw_grad(self, n):
+    def _draw_grad(self, n, grid):
         m = self.model
-        steps = m.steps[:n]
-        self.grad_pre.setData(steps, finite_or_nan(m.grad_norm[:n]))
-        self.grad_post.setData(steps, finite_or_nan(m.grad_norm_clipped[:n]))
-        self.grad_clip.setData(steps, finite_or_nan(m.clip_max_norm[:n]))
+        self._line(self.grad_pre, m, n, m.grad_norm[:n], grid)
+        self._line(self.grad_post, m, n, m.grad_norm_clipped[:n], grid)
+        self._line(self.grad_clip, m, n, m.clip_max_norm[:n], grid)
+        # markers: the highest and lowest clipped step of every pixel column
         clipped = m.clipped[:n]
-        self.grad_clip_markers.setData(steps[clipped], finite_or_nan(m.grad_norm[:n][clipped]))
+        # keyed on the clipped steps held, not all rows: new unclipped steps
+        # leave the markers as they are
+        rows = np.flatnonzero(clipped)
+        last = int(m.steps[rows[-1]]) if rows.size else -1
+        self._line(self.grad_clip_markers, m, rows.size, None, grid, "clip", last=last,
+                   subset=lambda: (m.steps[rows], m.grad_norm[rows]))
+
+    def _draw_lines(self, n):
+        grid = self._line_grid(n)
+        self._draw_loss(n, grid)
+        self._draw_lr(n, grid)
+        self._draw_grad(n, grid)
+
+    def _line_grid(self, n):
+        """(x0, x1, bins, stride) the curves are downsampled to: the whole
+        data while x autoranges, else the view and one view width either side
+        (a pan or zoom shows data at once; the next tick redraws for it),
+        at LINE_BINS_PER_PIXEL bins per device pixel of the view."""
+        runs = [(self.model, n)] + [(r, r.n) for r in self.compare]
+        ends = [(float(r.steps[0]), float(r.steps[k - 1]) + 1) for r, k in runs if k]
+        if not ends:
+            return 0.0, 1.0, 1, 1
+        lo, hi = min(a for a, _ in ends), max(b for _, b in ends)
+        vb = self.loss_plot.getViewBox()
+        px = max(int(vb.width()), 16) * LINE_BINS_PER_PIXEL
+        x0, x1, bins = lo, hi, px
+        if not vb.autoRangeEnabled()[0]:
+            v0, v1 = vb.viewRange()[0]
+            span = max(v1 - v0, 1e-9)
+            a, b = max(lo, v0 - span), min(hi, v1 + span)
+            if b > a:
+                x0, x1 = a, b
+                bins = max(16, int(np.ceil(px * (x1 - x0) / span)))
+        return x0, x1, bins, self.model.step_stride()
+
+    def _line(self, item, model, rows, values, grid, *extra, subset=None, last=None):
+        """item shows ``values`` (rows of ``model``) peak-downsampled to ``grid``;
+        ``subset``: a function giving (steps, values) instead, with ``rows``
+        of them, the last at step ``last``."""
+        x0, x1, bins, stride = grid
+        start, width, n_bins = ds.bin_grid(x0, x1, bins, stride)
+        if last is None:
+            last = int(model.steps[rows - 1]) if rows else -1
+        # the grid's end only matters up to the data's end
+        key = (model, rows, start, width, min(start + n_bins * width, last + 1)) + extra
+        cache = self._line_caches.get(id(item))
+        if cache is None:
+            cache = self._line_caches[id(item)] = ds.PeakLineCache()
+
+        def data():
+            # rows: of the model, or of the subset (which only grows at its end too)
+            x, y = subset() if subset is not None else (model.steps[:rows], values)
+            return cache.line(model, x, y, x0, x1, bins, stride)
+        self._set_data(item, key, data)
+
+    def _set_data(self, item, key, data):
+        """item.setData(*data()) unless it already shows the data of ``key``.
+
+        key: (model, rows, ...) or EMPTY. Rows once appended never change
+        (RunModel.append), so equal keys mean equal data; setData costs a
+        copy, bounds and a downsample of every step, and a repaint."""
+        if self._drawn.get(id(item)) == key:
+            return
+        item.setData(*data())
+        self._drawn[id(item)] = key
 
     def event_steps(self, n=None):
         """kind -> steps of the markers drawn (clip included)."""
@@ -427,17 +504,20 @@ class Dashboard(QtWidgets.QWidget):
         highlight = [a.step for a in shown]
         for item in self.alert_lines:
             item.setSteps(highlight)
-        spikes = [a for a in shown if a.kind == "spike"]
-        self.grad_spike_markers.setData([a.step for a in spikes], [a.value for a in spikes])
+        spikes = [(a.step, a.value) for a in shown if a.kind == "spike"]
+        self._set_data(self.grad_spike_markers, ("spikes", tuple(spikes)),
+                       lambda: ([x for x, _ in spikes], [y for _, y in spikes]))
+        row_of = {int(c): r for r, c in enumerate(self.shown_layers())}
+        dead = tuple((a.step, row_of[a.layer_id], max(a.end_step - a.step, 1)) for a in shown
+                     if a.kind == "dead_layer" and a.layer_id in row_of)
+        if dead == self._dead_drawn:
+            return   # the rectangles shown are these (re-adding them repaints the heatmap)
+        self._dead_drawn = dead
         for rect in self.dead_rects:
             self.heat_plot.getViewBox().removeItem(rect)
         self.dead_rects = []
-        row_of = {int(c): r for r, c in enumerate(self.shown_layers())}
-        for a in shown:
-            if a.kind != "dead_layer" or a.layer_id not in row_of:
-                continue
-            rect = QtWidgets.QGraphicsRectItem(a.step, row_of[a.layer_id] - 0.5,
-                                               max(a.end_step - a.step, 1), 1.0)
+        for step, row, length in dead:
+            rect = QtWidgets.QGraphicsRectItem(step, row - 0.5, length, 1.0)
             pen = pg.mkPen((255, 0, 200, 190), width=1)
             pen.setCosmetic(True)
             rect.setPen(pen)
@@ -453,22 +533,35 @@ class Dashboard(QtWidgets.QWidget):
         vb_height = max(self.heat_plot.getViewBox().height(), 50)
         every = max(1, int(np.ceil(n_layers / max(vb_height / 13.0, 1))))
         ticks = [(i, elide(names[i])) for i in range(0, n_layers, every)]
-        self.heat_plot.getAxis("left").setTicks([ticks, []])
-        fm = QtGui.QFontMetrics(self.heat_plot.getAxis("left").font())
-        width = max([fm.horizontalAdvance(t) for _, t in ticks] + [30]) + 34
-        for p in self.step_plots:
-            p.getAxis("left").setWidth(int(min(width, 230)))
+        # unchanged ticks are not set again: that re-lays out 200 names
+        if (ticks, n_layers) != self._axis_drawn:
+            self._axis_drawn = (ticks, n_layers)
+            self.heat_plot.getAxis("left").setTicks([ticks, []])
+            fm = QtGui.QFontMetrics(self.heat_plot.getAxis("left").font())
+            width = max([fm.horizontalAdvance(t) for _, t in ticks] + [30]) + 34
+            for p in self.step_plots:
+                p.getAxis("left").setWidth(int(min(width, 230)))
         self.heat_plot.setYRange(-0.5, max(n_layers, 1) - 0.5, padding=0)
+
+    def refresh_view(self):
+        """After a zoom or pan: the curves and the heatmap for the new range."""
+        if not self._heatmap_dirty or self.model is None:
+            return
+        self._resolve_ranges()
+        self._draw_lines(self.n_rows())
+        self.refresh_heatmap()
 
     def refresh_heatmap(self):
         """Rebuilds the heatmap image for the visible steps (peak bins)."""
         if not self._heatmap_dirty or self.model is None:
             return
+        self._resolve_ranges()
         self._heatmap_dirty = False
         m = self.model
         n = self.n_rows()
         vb = self.heat_plot.getViewBox()
         if n == 0 or m.n_layers == 0:
+            self._heat_key = None
             self.heat_image.clear()
             self._draw_colourbar(*m.log_levels())
             return
@@ -478,18 +571,32 @@ class Dashboard(QtWidgets.QWidget):
         if x1 <= x0:
             x0, x1 = float(steps[0]), float(steps[-1]) + 1
         stride = m.step_stride()
-        image, start, width = ds.peak_bins(steps, m.layer_log[:n], x0, x1,
-                                           max(int(vb.width()), 16), min_width=stride)
-        image = image[:, self.shown_layers()]
+        max_bins = max(int(vb.width()), 16)
+        cols = self.shown_layers()
         lo, hi = m.log_levels()
-        codes = ds.encode(image, lo, hi)
+        key = (m, n, ds.bin_grid(x0, x1, max_bins, stride), stride, cols.tobytes(), lo, hi)
+        if key == self._heat_key:
+            return    # same rows, same bins, same colours: the image on screen is right
+        image, start, width = self._heat_bins.bins(m, steps, m.layer_log[:n], x0, x1,
+                                                   max_bins, min_width=stride)
+        codes = ds.encode(image[:, cols], lo, hi)
+        self._heat_key = key
         self.heat_codes = codes
         self.heat_image.setImage(codes, autoLevels=False, levels=(0, 255), lut=self._lut)
         self.heat_image.setRect(QtCore.QRectF(start - stride / 2, -0.5,
                                               codes.shape[0] * width, codes.shape[1]))
         self._draw_colourbar(lo, hi)
 
+    def _resolve_ranges(self):
+        # Autorange is applied lazily at paint time; do it now so the heatmap
+        # bins are made for the range the next paint shows, not the last one.
+        for p in self.step_plots:
+            p.getViewBox().prepareForPaint()
+
     def _draw_colourbar(self, lo, hi):
+        if (lo, hi) == self._cbar_levels:
+            return
+        self._cbar_levels = (lo, hi)
         ramp = np.arange(ds.CODE_FIRST, ds.CODE_LAST + 1, dtype=np.uint8)[None, :]
         self.cbar_image.setImage(ramp, autoLevels=False, levels=(0, 255), lut=self._lut)
         self.cbar_image.setRect(QtCore.QRectF(0, lo, 1, hi - lo))
@@ -539,6 +646,10 @@ class Dashboard(QtWidgets.QWidget):
         m = self.model
         if m is None or self.selected_row is None:
             return
+        key = (m, self.selected_row, self.bar_mode, self.shown_layers().tobytes())
+        if key == self._bars_drawn:
+            return   # a row's values never change once recorded
+        self._bars_drawn = key
         values, kinds = self.bar_values()
         finite = values[kinds == 2]
         if finite.size:

@@ -185,11 +185,13 @@ def test_peak_downsampling_keeps_a_spike_visible(tmp_path, qtbot):
     win = open_window(qtbot, path, size=(900, 700), steps=5000)
     d = win.dashboard
     for p in d.step_plots[:3]:
-        assert p.ctrl.downsampleCheck.isChecked() and p.ctrl.peakRadio.isChecked()
+        # the panels downsample (viz.downsample.peak_line), not pyqtgraph
+        assert not p.ctrl.autoDownsampleCheck.isChecked()
         assert p.ctrl.clipToViewCheck.isChecked()
     shown_x, shown_y = d.grad_pre.getData()      # what is drawn at this zoom
     assert len(shown_x) < 5000                    # it did downsample
     assert shown_y.max() == pytest.approx(8.0)    # and the one-step spikes stay
+    assert shown_x[-1] == 4999                    # up to the newest step
     win.stop()
 
 

@@ -1,0 +1,235 @@
+"""What keeps the monitor's frames short at 100,000 steps without changing
+what is drawn: the panels' own peak downsampling of curves (a one-step spike
+and the newest step stay), the bin caches that a live append only extends,
+and refreshes that leave unchanged panels alone."""
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt is imported
+
+import sys
+
+import numpy as np
+import pytest
+
+from cgrad.viz import downsample as ds
+from cgrad.viz.model import RunModel, decode_delta
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from test_viz_model import make_delta  # noqa: E402
+
+N = 100_000
+
+
+def spiky(n, rng):
+    y = 1.0 + 0.01 * rng.standard_normal(n)
+    y[77_777] = 40.0          # one-step explosion
+    y[33_333] = -5.0          # one-step dip
+    return y
+
+
+# ------------------------------------------------------------------ Qt-free
+def test_peak_line_keeps_one_step_spikes_and_both_ends_at_100k_steps():
+    rng = np.random.default_rng(0)
+    x = np.arange(N)
+    y = spiky(N, rng)
+    xs, ys = ds.peak_line(x, y, 0, N, 1000)
+    assert len(xs) <= 2 * 1000 + 2                    # it downsampled to ~2 points a bin
+    assert ys.max() == 40.0 and xs[np.argmax(ys)] == 77_777
+    assert ys.min() == -5.0 and xs[np.argmin(ys)] == 33_333
+    assert xs[0] == 0 and xs[-1] == N - 1             # the line reaches both ends
+    assert (np.diff(xs) >= 0).all()                   # drawn left to right
+    # every bin's max and min are there, at steps inside the bin
+    start, width, n_bins = ds.bin_grid(0, N, 1000)
+    assert width == 100 and n_bins == 1000
+    per_bin = y.reshape(n_bins, 100)
+    bin_of = (xs[1:-1] // width).astype(int)
+    got_max = np.full(n_bins, -np.inf)
+    got_min = np.full(n_bins, np.inf)
+    np.maximum.at(got_max, bin_of, ys[1:-1])
+    np.minimum.at(got_min, bin_of, ys[1:-1])
+    assert np.array_equal(got_max, per_bin.max(axis=1))
+    assert np.array_equal(got_min, per_bin.min(axis=1))
+
+
+def test_peak_line_gaps_and_short_ranges():
+    x = np.arange(500)
+    y = np.linspace(0.0, 1.0, 500)
+    y[10], y[20] = np.inf, np.nan
+    xs, ys = ds.peak_line(x, y, 0, 500, 1000)         # fewer rows than bins: the rows
+    assert np.array_equal(xs, x) and np.isnan(ys[[10, 20]]).all()
+    assert np.array_equal(np.delete(ys, [10, 20]), np.delete(y, [10, 20]))
+    z = np.full(N, np.nan)
+    z[50_000] = 3.0
+    xs, ys = ds.peak_line(np.arange(N), z, 0, N, 1000)
+    assert np.nanmax(ys) == 3.0 and xs[np.nanargmax(ys)] == 50_000
+    assert np.count_nonzero(np.isfinite(ys)) == 2     # both points of its bin; the rest gaps
+
+
+def test_peak_line_cache_extends_on_append_and_matches_a_fresh_line():
+    rng = np.random.default_rng(1)
+    x = np.arange(N)
+    y = spiky(N, rng)
+    cache = ds.PeakLineCache()
+    source = object()
+    for n in (60_000, 60_100, 60_250, 61_000, 77_778, N):   # live appends, same grid
+        got = cache.line(source, x[:n], y[:n], 0, N, 1000)
+        want = ds.peak_line(x[:n], y[:n], 0, N, 1000)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), n
+    assert cache.rebuilds == 1
+    cache.line(object(), x, y, 0, N, 1000)            # other rows: rebuilt
+    assert cache.rebuilds == 2
+
+
+def test_peak_bin_cache_extends_on_append_and_matches_peak_bins():
+    rng = np.random.default_rng(2)
+    steps = np.arange(20_000)
+    values = rng.standard_normal((20_000, 5)).astype(np.float32)
+    values[12_345, 3] = np.inf
+    cache = ds.PeakBinCache()
+    source = object()
+    for n in (5_000, 5_001, 5_100, 9_999, 20_000):
+        got, start, width = cache.bins(source, steps[:n], values[:n], 0, 20_000, 300)
+        want, start2, width2 = ds.peak_bins(steps[:n], values[:n], 0, 20_000, 300)
+        assert (start, width) == (start2, width2) and np.array_equal(got, want), n
+    assert cache.rebuilds == 1
+    got, _, _ = cache.bins(source, steps[:7_000], values[:7_000], 0, 20_000, 300)  # replay: fewer
+    assert np.array_equal(got, ds.peak_bins(steps[:7_000], values[:7_000], 0, 20_000, 300)[0])
+    assert cache.rebuilds == 2
+
+
+@pytest.mark.parametrize("value", [-3.5, 0, 0.2, 7, 7.5, 99.9, 1e30, -1e30])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_search_on_integer_steps_matches_numpy(value, side):
+    steps = np.array([0, 2, 7, 7, 8, 50, 99], np.int64)
+    assert ds.search(steps, value, side) == int(np.searchsorted(steps.astype(float), value, side))
+
+
+# ------------------------------------------------------------------ panels
+pytest.importorskip("PyQt6")
+pytest.importorskip("pyqtgraph")
+pytest.importorskip("pytestqt")
+
+
+def model_with(n, n_layers=3, spikes=()):
+    norm = np.full(n, 0.5)
+    norm[np.arange(n) % 997 == 0] = 2.0                   # clipped steps
+    for step, value in spikes:
+        norm[step] = value
+    model = RunModel()
+    model.append(decode_delta(make_delta(0, n, n_layers=n_layers, norm=norm), 1))
+    return model
+
+
+@pytest.fixture
+def dashboard(qtbot):
+    from cgrad.viz.panels import Dashboard
+    d = Dashboard()
+    qtbot.addWidget(d)
+    d.resize(1200, 800)
+    d.show()
+    qtbot.waitExposed(d)
+    return d
+
+
+def test_curves_at_100k_steps_keep_spikes_and_the_newest_step(dashboard, qtbot):
+    d = dashboard
+    model = model_with(N, spikes=[(54_321, 80.0), (N - 1, 60.0)])
+    d.set_runs(model)
+    d.refresh()
+    d.grab()
+    x, y = d.grad_pre.getOriginalDataset()                # what pyqtgraph was given
+    assert len(x) < 5000
+    assert y.max() == 80.0 and x[np.argmax(y)] == 54_321
+    assert x[-1] == N - 1 and y[-1] == 60.0               # a spike on the newest step
+    lx, _ = d.loss_curves[0].getOriginalDataset()
+    assert lx[0] == 0 and lx[-1] == N - 1
+    mx, my = d.grad_clip_markers.getOriginalDataset()
+    assert set(range(0, N, 997)) <= set(mx.astype(int))   # every clipped step keeps its marker
+    assert (my == 2.0).sum() == len(range(0, N, 997))
+
+
+def test_zooming_in_shows_every_step_of_the_window(dashboard, qtbot):
+    d = dashboard
+    d.set_runs(model_with(N))
+    d.refresh()
+    d.loss_plot.setXRange(40_000, 40_300, padding=0)
+    d.refresh_view()                                      # what the window's timer does
+    x, _ = d.grad_pre.getOriginalDataset()
+    inside = x[(x >= 40_000) & (x <= 40_300)]
+    assert np.array_equal(inside, np.arange(40_000, 40_301))
+
+
+def spy(monkeypatch, item, name="setData"):
+    calls = []
+    real = getattr(item, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(item, name, wrapper)
+    return calls
+
+
+def test_refresh_leaves_unchanged_panels_alone(dashboard, qtbot, monkeypatch):
+    d = dashboard
+    model = model_with(50_000)
+    d.set_runs(model)
+    d.refresh()
+    d.grab()
+    lines = [d.loss_curves[0], d.lr_curves[0], d.grad_pre, d.grad_post, d.grad_clip]
+    counts = {id(item): spy(monkeypatch, item) for item in lines + [d.grad_clip_markers]}
+    image_calls = spy(monkeypatch, d.heat_image, "setImage")
+    rebuilds = d._heat_bins.rebuilds
+    px = max(int(d.heat_plot.getViewBox().width()), 16)
+    width_changes = ds.bin_grid(0, 50_000, px)[1] != ds.bin_grid(0, 50_100, px)[1]
+    axis_calls = spy(monkeypatch, d.heat_plot.getAxis("left"), "setTicks")
+
+    d.refresh()                                           # nothing new: nothing redrawn
+    assert sum(map(len, counts.values())) == 0 and not image_calls and not axis_calls
+
+    # a live append of unclipped steps: the curves take the new steps, the
+    # clip markers and the layer names stay as they are
+    model.append(decode_delta(make_delta(50_000, 100, n_layers=3), 1))
+    d.refresh()
+    assert all(len(counts[id(item)]) == 1 for item in lines)
+    assert len(counts[id(d.grad_clip_markers)]) == 0 and not axis_calls
+    assert len(image_calls) == 1
+    x, _ = d.grad_pre.getOriginalDataset()
+    assert x[-1] == 50_099
+    # and the heatmap bins were extended, not rebuilt (unless the bin width changed)
+    assert d._heat_bins.rebuilds == rebuilds + width_changes
+
+
+def test_grid_is_opaque_under_the_data_and_keeps_crossings_dark(dashboard):
+    import pyqtgraph as pg
+    from PyQt6 import QtGui
+    d = dashboard
+    d.set_runs(model_with(1000))
+    d.refresh()
+    d.grab()                                              # the axes compute their lines
+    plot = d.loss_plot
+    assert plot.getAxis("bottom").zValue() < plot.grid_lines.zValue() \
+        < plot.getViewBox().zValue()
+    bg = pg.mkColor(pg.getConfigOption("background"))
+    for name in ("bottom", "left"):
+        specs = plot.getAxis(name).grid_specs
+        assert specs, name
+        for pen, _, _ in specs:
+            c = pen.color()
+            assert c.alpha() == 255
+            assert c.red() == c.green() == c.blue() and 0 < c.red() < bg.red()   # a light grey
+    # the grabbed pixels: a vertical grid line keeps its colour where a
+    # lighter horizontal line crosses it (no gaps cut into it)
+    image = d.canvas.grab().toImage()
+    axis = plot.getAxis("bottom")
+    pen, p1, p2 = min(axis.grid_specs, key=lambda spec: spec[0].color().lightness())
+    top = d.canvas.mapFromScene(axis.mapToScene(p1))
+    bottom = d.canvas.mapFromScene(axis.mapToScene(p2))
+    ys = range(min(top.y(), bottom.y()) + 2, max(top.y(), bottom.y()) - 2)
+    darkest = pen.color().lightness()
+    columns = [[QtGui.QColor(image.pixel(x, y)).lightness() for y in ys]
+               for x in (top.x() - 1, top.x(), top.x() + 1)]
+    line = [c for c in columns if np.median(c) == darkest]   # the pixel column it landed on
+    assert line and len(ys) > 50
+    assert max(line[0]) <= darkest                        # no lighter pixel on the line
