@@ -37,6 +37,16 @@ def _quiet(kernel):
     return k
 
 
+def _effective_grad(g, p, maximize, weight_decay, T):
+    """The gradient the host loops step with: negated to maximize, plus
+    coupled weight decay (in the parameter's dtype T)."""
+    if maximize:
+        g = -g
+    if weight_decay != 0.0:
+        g = g + T(weight_decay) * p
+    return g
+
+
 class OptimKernels:
     # ------------------------------------------------------------ helpers
     def _raw(self):
@@ -86,10 +96,7 @@ class OptimKernels:
                 np.int32(has_buf), np.int32(nest), np.int32(init), np.int32(want)))
             return
         old = p.copy() if want else None
-        if mx:
-            g = -g
-        if wd != 0.0:
-            g = g + T(wd) * p
+        g = _effective_grad(g, p, mx, wd, T)
         if has_buf:
             b = g if init else buf * T(mom) + T(1.0 - damp) * g
             buf[...] = b
@@ -174,10 +181,7 @@ class OptimKernels:
                 np.int32(has_mom), np.int32(c < T(0.5)), np.int32(want)))
             return
         old = p.copy() if want else None
-        if mx:
-            g = -g
-        if wd != 0.0:
-            g = g + T(wd) * p
+        g = _effective_grad(g, p, mx, wd, T)
         si = sq * T(alpha) + c * g * g
         sq[...] = si
         if cen:
@@ -214,10 +218,7 @@ class OptimKernels:
                 np.int32(mx), np.int32(wd != 0.0), np.int32(want)))
             return
         old = p.copy() if want else None
-        if mx:
-            g = -g
-        if wd != 0.0:
-            g = g + T(wd) * p
+        g = _effective_grad(g, p, mx, wd, T)
         si = s + g * g
         s[...] = si
         std = xp.sqrt(si) + T(eps)
