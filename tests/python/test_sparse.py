@@ -205,7 +205,9 @@ def test_ops_refuse_sparse_tensors_clearly():
     with pytest.raises(ValueError, match="expected a row-sparse"):
         cgrad.ones(2).values()
     with pytest.raises(RuntimeError, match="sparse"):
-        cgrad.ones(2).coalesce() if False else cgrad.ones(2)._nnz()
+        cgrad.ones(2)._nnz()
+    with pytest.raises(ValueError, match="expected a row-sparse"):
+        cgrad.ones(2).coalesce()
 
 
 def test_sparse_constructor_and_embedding_bad_input():
