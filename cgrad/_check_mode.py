@@ -24,7 +24,7 @@ import numpy as np
 from cgrad import _core
 from cgrad._core import Tensor, float64
 from cgrad._grad_mode import enable_grad, no_grad
-from cgrad._gradcheck import GradcheckError, gradcheck
+from cgrad._gradcheck import GradcheckError, _host, gradcheck
 
 __all__ = ["set_check_mode", "is_check_mode_enabled", "check_function"]
 
@@ -97,12 +97,6 @@ def _dot(outs, vs):
         term = (o * v).sum()
         total = term if total is None else total + term
     return total
-
-
-def _host(t):
-    """t's values as a new NumPy array, whatever its device."""
-    t = t.detach()
-    return (t if t.device == "cpu" else t.cpu()).numpy().copy()
 
 
 def _setter(x):

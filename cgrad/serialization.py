@@ -197,7 +197,7 @@ def save(obj, f):
     for name, t in order:
         st_dtype, np_dtype = _SAVE_DTYPES[t.dtype.name]
         t = t.detach()
-        arr = np.asarray((t if t.device == "cpu" else t.cpu()).numpy(), order="C").astype(np_dtype, copy=False)
+        arr = np.asarray(t.cpu().numpy(), order="C").astype(np_dtype, copy=False)
         entries[name] = {"dtype": st_dtype, "shape": list(t.shape),
                          "data_offsets": [offset, offset + arr.nbytes]}
         offset += arr.nbytes

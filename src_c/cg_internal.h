@@ -245,6 +245,8 @@ CG_INTERNAL cg_status cg__half_refused(const char *fn, const char *arg);
 /* ------------------------------------------------------------- devices */
 /* device.c: the backend registry and the calls every device branch makes. */
 static inline int cg__dev(const cg_tensor *t) { return t->storage->device; }
+/* A device's name for messages ("?" for an unregistered id). */
+CG_INTERNAL const char *cg__device_label(int device);
 /* CG_ERR_UNSUPPORTED: fn has no kernel for t's device yet. */
 CG_INTERNAL cg_status cg__device_refused(const char *fn, const char *arg, const cg_tensor *t);
 /* CG_ERR_VALUE naming fn and both devices unless ts[0..n) (NULLs skipped)

@@ -66,7 +66,7 @@ void *cg_tensor_device_handle(const cg_tensor *t) {
 }
 int64_t cg_tensor_offset(const cg_tensor *t) { return t ? t->offset : 0; }
 
-static const char *dev_name(int device) {
+const char *cg__device_label(int device) {
     const char *n = cg_device_name(device);
     return n ? n : "?";
 }
@@ -74,7 +74,7 @@ static const char *dev_name(int device) {
 cg_status cg__device_refused(const char *fn, const char *arg, const cg_tensor *t) {
     return cg__err(CG_ERR_UNSUPPORTED, "%s: not supported on device '%s' yet (argument '%s'); "
                                        "move the tensor to the cpu first",
-                   fn, dev_name(cg__dev(t)), arg);
+                   fn, cg__device_label(cg__dev(t)), arg);
 }
 
 /* As in PyTorch, a 0-d host tensor may join tensors of any device (it is a
@@ -96,7 +96,7 @@ cg_status cg__same_device(const char *fn, int n, cg_tensor *const *ts, int *devi
         } else if (di != d) {
             return cg__err(CG_ERR_VALUE, "%s: expected all tensors on one device, but argument %d is on '%s' "
                                          "and argument %d on '%s'",
-                           fn, first, dev_name(d), i, dev_name(di));
+                           fn, first, cg__device_label(d), i, cg__device_label(di));
         }
     }
     if (device) *device = d < 0 ? 0 : d;

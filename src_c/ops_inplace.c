@@ -87,6 +87,7 @@ IP_ROW1(fill_u8, unsigned char, c)
  * enough (mixed precision) to get kernels, the rest go through
  * cg__copy_elems. */
 IP_ROW2(copy_u8, unsigned char, unsigned char, y)
+IP_ROW2(copy_u16, uint16_t, uint16_t, y) /* float16: host storage is copied as bits */
 IP_ROW2(copy_u32, uint32_t, uint32_t, y)
 IP_ROW2(copy_u64, uint64_t, uint64_t, y)
 IP_ROW2(copy_f32_f64, float, double, (float)y)
@@ -302,25 +303,6 @@ cg_status cg_copy_(cg_tensor *dst, cg_tensor *src) {
     CG_CHECK_TA(dst);
     CG_CHECK_TA(src);
     CG_TRY(check_target("cg_copy_", dst));
-    if ((dst->dtype == CG_FLOAT16 && !cg__dev(dst)) || (src->dtype == CG_FLOAT16 && !cg__dev(src))) {
-        /* host float16 (storage only): an element copy with rounding, same shape */
-        if (!cg__same_shape(dst, src)) {
-            char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
-            return cg__err(CG_ERR_SHAPE, "cg_copy_: float16 on the cpu copies between equal shapes only, "
-                                         "got %s into %s", cg__shape_str(src->ndim, src->shape, b1, sizeof b1),
-                           cg__shape_str(dst->ndim, dst->shape, b2, sizeof b2));
-        }
-        cg_tensor *snap = NULL; /* read a snapshot when the two share memory */
-        cg_status st = CG_OK;
-        if (src->storage == dst->storage && !cg__dev(src)) {
-            st = cg__new(src->dtype, src->ndim, src->shape, 0, &snap);
-            if (!st) st = cg__copy_elems(snap, src);
-        }
-        if (!st) st = cg__copy_elems(dst, snap ? snap : src);
-        cg_tensor_free(snap);
-        ++dst->storage->version;
-        return st;
-    }
     if (cg__dev(src) != cg__dev(dst)) { /* across devices: src moved first */
         cg_tensor *moved;
         int prev = cg_set_grad_enabled(0);
@@ -331,7 +313,8 @@ cg_status cg_copy_(cg_tensor *dst, cg_tensor *src) {
         cg_tensor_free(moved);
         return st;
     }
-    /* Other casts convert src (at its own size) first, then copy bits. */
+    /* Other casts (float16 on the host included: cg__copy_elems rounds)
+     * convert src first, then copy bits. */
     cg__row_fn row = NULL;
     cg_dtype read_as = dst->dtype;
     if (dst->dtype == CG_FLOAT32 && src->dtype == CG_FLOAT64) {
@@ -342,7 +325,7 @@ cg_status cg_copy_(cg_tensor *dst, cg_tensor *src) {
         read_as = CG_FLOAT32;
     } else {
         size_t sz = cg_dtype_size(dst->dtype);
-        row = sz == 1 ? copy_u8 : (sz == 4 ? copy_u32 : copy_u64);
+        row = sz == 1 ? copy_u8 : sz == 2 ? copy_u16 : (sz == 4 ? copy_u32 : copy_u64);
     }
     cg_tensor *cs;
     CG_TRY(prep_src("cg_copy_", dst, src, read_as, &cs));

@@ -2,11 +2,6 @@
  * optim_device.h). */
 #include "optim_device.h"
 
-static const char *dev_label(int device) {
-    const char *n = cg_device_name(device);
-    return n ? n : "?";
-}
-
 cg_status cg__train_same_device(const char *fn, int n, cg_tensor *const *ts,
                                 const char *const *names, int *device) {
     const int d = cg__dev(ts[0]);
@@ -14,7 +9,7 @@ cg_status cg__train_same_device(const char *fn, int n, cg_tensor *const *ts,
         if (ts[i] && cg__dev(ts[i]) != d)
             return cg__err(CG_ERR_VALUE, "%s: expected all tensors on one device, but '%s' is on '%s' "
                                          "and '%s' on '%s'",
-                           fn, names[0], dev_label(d), names[i], dev_label(cg__dev(ts[i])));
+                           fn, names[0], cg__device_label(d), names[i], cg__device_label(cg__dev(ts[i])));
     *device = d;
     return CG_OK;
 }

@@ -68,8 +68,7 @@ def _float_input(x, fn, name="input"):
 def _host(t):
     """t's values as a NumPy array, for the argument checks that PyTorch
     does with device-side asserts (a copy for a tensor on 'cuda')."""
-    t = t.detach()
-    return (t if t.device == "cpu" else t.cpu()).numpy()
+    return t.detach().cpu().numpy()  # cpu() is t itself on the host
 
 
 def _tensor_arg(x, fn, name, like):

@@ -32,7 +32,7 @@ requires_gpu = pytest.mark.skipif(not REAL_GPU, reason="needs a real GPU (CuPy a
 def host(t):
     """A tensor's values as a NumPy array, whatever its device."""
     t = t.detach()
-    return (t.cpu() if t.device != "cpu" else t).numpy().copy()
+    return t.cpu().numpy().copy()
 
 
 def assert_same_values(cpu, dev, rtol=1e-6, atol=1e-7):

@@ -54,6 +54,11 @@ def test_host_float16_is_storage_only_with_a_clear_error():
     b = cgrad.zeros(3, 4, dtype=cgrad.float16)
     b.copy_(a.float())  # float32 -> float16 copy on the host
     np.testing.assert_array_equal(b.numpy(), a.numpy())
+    b.copy_(cgrad.tensor([0.1, 2.0, 3.0, 65519.0], dtype=cgrad.float64))  # broadcast, rounded
+    np.testing.assert_array_equal(_bits(b.numpy()), _bits(np.tile(np.array([0.1, 2.0, 3.0, 65519.0]).astype(np.float16), (3, 1))))
+    c = cgrad.zeros(3, 4)
+    c.copy_(a)  # float16 -> float32 on the host
+    np.testing.assert_array_equal(c.numpy(), a.numpy().astype(np.float32))
 
 
 def test_float16_on_device_computes_and_differentiates():
