@@ -12,8 +12,8 @@ but no update ratios and with every=10,
 measured in interleaved blocks so that the noise of a shared machine hits
 all of them alike (medians, and the fastest block of each: on a loaded
 machine the least disturbed measurement); then the pieces of one recorded step on the training
-thread (the stats C call alone, the ring's pre-hook, post-hook, log_loss,
-best of 7) and the writer thread's cost per step (claiming 1000 ring slots
+thread (the separate stats C call alone, for reference; opt.step() with
+the monitor's hooks off and on; log_loss; best of 7) and the writer thread's cost per step (claiming 1000 ring slots
 as one chunk, then the per-layer arrays and one SQLite commit of them).
 Target (issue 5): at most 3% at every-step recording on the digits MLP.
 """
@@ -121,19 +121,32 @@ def best_of(fn, n, repeat=7):
 
 def pieces(model, opt, run, n):
     """The monitor's own work per recorded step, piece by piece (called
-    directly after one backward, without the training step around it):
-    less sensitive to a busy machine than the step ratios."""
+    directly after one backward, without the rest of the training step):
+    less sensitive to a busy machine than the step ratios. 'bare' and
+    'watched' are opt.step() with the monitor's hooks taken off and put
+    back: with a built-in optimizer the statistics are measured inside
+    the fused updates, so their cost shows only in that difference."""
     w = run._watcher
-    ring = w.ring
     tensors = [t for p in w._params for t in (p.grad, p)]
     buf = np.empty((len(tensors), 4))
-    out = {"stats": best_of(lambda: cgrad._core._tensor_stats_many(tensors, buf), n),
-           "pre": best_of(lambda: ring.pre_hook(opt, (), {}), n)}
+    out = {"stats": best_of(lambda: cgrad._core._tensor_stats_many(tensors, buf), n)}
+    hooks = (dict(opt._step_pre_hooks), dict(opt._step_post_hooks))
+
+    def set_hooks(on):
+        for d, saved in zip((opt._step_pre_hooks, opt._step_post_hooks), hooks):
+            d.clear()
+            if on:
+                d.update(saved)
+    bare, watched = [], []
+    for _ in range(3):  # alternated, best of each
+        set_hooks(False)
+        bare.append(best_of(opt.step, n, repeat=3))
+        set_hooks(True)
+        watched.append(best_of(opt.step, n, repeat=3))
+    out["bare"], out["watched"] = min(bare), min(watched)
 
     def pre_post():
-        ring.pre_hook(opt, (), {})
-        ring.post_hook(opt, (), {})
-    out["post"] = best_of(pre_post, n) - out["pre"]
+        opt.step()
     out["log"] = best_of(lambda: run.log_loss(1.0), n)
     # the writer thread: claiming 1000 recorded steps and writing them in
     # one commit (its own claims are paused meanwhile)
@@ -192,13 +205,13 @@ def main():
         return
     print("\npieces of one recorded step (best of 7, us; sum/off against the fastest 'off' "
           "block): training thread | writer thread")
-    print(f"{'MLP':<15} {'opt':>4} {'stats C':>8} {'pre':>7} {'post':>7} {'log':>6} "
+    print(f"{'MLP':<15} {'opt':>4} {'stats C':>8} {'step bare':>10} {'watched':>8} {'log':>6} "
           f"{'sum':>7} {'sum/off':>8} | {'claim':>7} {'writer':>7}")
     for name, batch, kind, off, t in piece_rows:
         off = t[("min", "off")]  # the fastest block: the least disturbed step time
-        total = t["pre"] + t["post"] + t["log"]
-        print(f"{name:<15} {kind:>4} {t['stats'] * 1e6:>8.2f} {t['pre'] * 1e6:>7.2f} "
-              f"{t['post'] * 1e6:>7.2f} {t['log'] * 1e6:>6.2f} {total * 1e6:>7.2f} "
+        total = t["watched"] - t["bare"] + t["log"]
+        print(f"{name:<15} {kind:>4} {t['stats'] * 1e6:>8.2f} {t['bare'] * 1e6:>10.2f} "
+              f"{t['watched'] * 1e6:>8.2f} {t['log'] * 1e6:>6.2f} {total * 1e6:>7.2f} "
               f"{total / off:>8.3f} | {t['claim'] * 1e6:>7.2f} {t['writer'] * 1e6:>7.2f}")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 

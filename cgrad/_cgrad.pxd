@@ -48,6 +48,14 @@ cdef extern from "cgrad.h" nogil:
     ctypedef struct cg_stats:
         double sum_sq, max_abs
         int64_t nonfinite, numel
+    ctypedef enum cg_measure:
+        CG_MEASURE_GRAD
+        CG_MEASURE_WEIGHT
+        CG_MEASURE_UPDATE
+    ctypedef struct cg_update_stats:
+        int what
+        double update_sum_sq
+        cg_stats grad, weight
     ctypedef enum cg_anneal:
         CG_ANNEAL_COS
         CG_ANNEAL_LINEAR
@@ -323,6 +331,10 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_clip_grad_agc(int n, cg_tensor **params, cg_tensor **grads, double clipping, double eps, int64_t *n_clipped, int64_t *n_units)
     cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats)
     cg_status cg_tensor_stats_many(int n, cg_tensor **tensors, cg_stats *stats)
+    cg_status cg_sgd_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer, int init_buffer, const cg_sgd_options *options, cg_update_stats *stats)
+    cg_status cg_adam_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg, cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step, const cg_adam_options *options, cg_update_stats *stats)
+    cg_status cg_rmsprop_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg, cg_tensor *grad_avg, cg_tensor *momentum_buffer, const cg_rmsprop_options *options, cg_update_stats *stats)
+    cg_status cg_adagrad_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum, int64_t step, const cg_adagrad_options *options, cg_update_stats *stats)
     cg_status cg_optimizer_new_sgd(int n, cg_tensor **params, const cg_sgd_options *options, cg_optimizer **out)
     cg_status cg_optimizer_new_adam(int n, cg_tensor **params, const cg_adam_options *options, cg_optimizer **out)
     cg_status cg_optimizer_new_adamw(int n, cg_tensor **params, const cg_adam_options *options, cg_optimizer **out)

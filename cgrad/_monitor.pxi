@@ -1,8 +1,12 @@
 # cgrad.monitor's per-step recording on the training thread (included into
 # _core.pyx). _MonitorRing is installed directly as the optimizer's step
-# pre/post hook (a bound method of a cdef class: no Python frame), so a
-# recorded step costs one cg_tensor_stats_many call written straight into
-# a preallocated ring slot plus a few attribute reads of the StepReport.
+# pre/post hook (a bound method of a cdef class: no Python frame). With a
+# built-in optimizer the gradients, old weights and update of a recorded
+# step are measured by the fused updates themselves (a _StatsSink armed in
+# the pre-hook, read in the post-hook: no pass of its own over memory);
+# with any other, one cg_tensor_stats_many call in the pre-hook. Either way
+# the numbers go straight into a preallocated ring slot, plus a few
+# attribute reads of the StepReport.
 # The writer thread takes finished slots in bulk (claim(): one copy per
 # commit, GIL held, so it never sees half a slot); everything rare (a
 # closure, the copy path of the update ratio, events, skipped steps) is
@@ -42,6 +46,13 @@ _RING_FLOAT_COLUMNS = ("time", "loss", "grad_norm", "grad_norm_clipped", "clip_m
                        "clip_coef", "loss_scale")
 _RING_INT_COLUMNS = ("step", "clipped", "skipped", "nonfinite", "has_upd")
 cdef double _LR_JUMP = 2.0
+
+
+cdef inline void _put_stats(double *out, const cg_stats *s) noexcept:
+    out[0] = s.sum_sq
+    out[1] = s.max_abs
+    out[2] = <double>s.nonfinite
+    out[3] = <double>s.numel
 cdef double _LR_FLOOR = 0.01
 
 
@@ -53,7 +64,6 @@ cdef class _MonitorRing:
     claimed; the last one may wait for its loss (see claim)."""
     cdef object watcher
     cdef list params
-    cdef list param_ids
     cdef list groups
     cdef cg_tensor **ptrs
     cdef cg_stats *st
@@ -61,8 +71,9 @@ cdef class _MonitorRing:
     cdef readonly Py_ssize_t n_params, n_groups, cap
     cdef public long long head, tail, next_step, running, last_step, n_recorded
     cdef public long long every, ratio_every
-    cdef public bint in_step, recording, ratio_now, fused
-    cdef public object upd_dict, closure_loss, next_loss, scaler, notice
+    cdef public bint in_step, recording, ratio_now, sink_on
+    cdef public _StatsSink sink      # the fused updates' (None: measured in the pre-hook)
+    cdef public object closure_loss, next_loss, scaler, notice
     cdef public dict losses, reasons, events
     cdef public object raw, upd, f, i, lr
     cdef double[:, :, ::1] raw_v
@@ -82,14 +93,13 @@ cdef class _MonitorRing:
         self.dtypes = NULL
 
     def __init__(self, watcher, params, groups, long long cap, long long every,
-                 long long ratio_every, upd_dict, long long first_step, scaler=None):
+                 long long ratio_every, _StatsSink sink, long long first_step, scaler=None):
         self.watcher = watcher
         self.params = list(params)
         for p in self.params:
             if not isinstance(p, Tensor):
                 raise TypeError(f"_MonitorRing: parameters must be cgrad.Tensor, got "
                                 f"{type(p).__name__}")
-        self.param_ids = [id(p) for p in self.params]
         self.groups = list(groups)
         self.n_params = len(self.params)
         self.n_groups = len(self.groups)
@@ -97,8 +107,11 @@ cdef class _MonitorRing:
             raise ValueError(f"_MonitorRing: cap must be >= 2, got {cap}")
         self.cap = cap
         self.every, self.ratio_every = every, ratio_every
-        self.upd_dict = upd_dict
-        self.fused = upd_dict is not None
+        self.sink = sink
+        self.sink_on = False
+        if sink is not None and sink.n != self.n_params:
+            raise ValueError(f"_MonitorRing: the sink holds {sink.n} parameters, the ring "
+                             f"{self.n_params}")
         self.scaler = scaler
         self.next_step = first_step
         self.running = -1
@@ -153,13 +166,40 @@ cdef class _MonitorRing:
             status = cg_tensor_stats_many(<int>(2 * n), self.ptrs, self.st)
         _check(status)
         cdef double *row = &self.raw_v[slot, 0, 0]
-        cdef cg_stats *s
         for k in range(2 * n):
-            s = &self.st[k]
-            row[4 * k] = s.sum_sq
-            row[4 * k + 1] = s.max_abs
-            row[4 * k + 2] = <double>s.nonfinite
-            row[4 * k + 3] = <double>s.numel
+            _put_stats(row + 4 * k, &self.st[k])
+        return 0
+
+    cdef int _take_sink(self, Py_ssize_t slot) except -1:
+        """The fused updates' numbers into raw[slot] / upd[slot]; a
+        parameter no update measured (no gradient, not the optimizer's, a
+        row-sparse update) is measured here: it did not move (update 0),
+        or it moved unmeasured (update unknown, NaN)."""
+        cdef _StatsSink sink = self.sink
+        cdef double *row = &self.raw_v[slot, 0, 0]
+        cdef double[::1] u = self.upd_v[slot]
+        cdef Py_ssize_t k
+        cdef cg_update_stats *us
+        cdef cg_stats st
+        cdef cg_tensor *c
+        cdef cg_tensor *g
+        for k in range(self.n_params):
+            if sink.seen_[k] == 1:
+                us = &sink.st[k]
+                _put_stats(row + 8 * k, &us.grad)
+                _put_stats(row + 8 * k + 4, &us.weight)
+                u[k] = us.update_sum_sq
+                continue
+            c = (<Tensor>self.params[k]).c
+            g = cg_tensor_grad(c)
+            if g == NULL:
+                memset(&st, 0, sizeof(cg_stats))
+            else:
+                _check(cg_tensor_stats(g, &st))
+            _put_stats(row + 8 * k, &st)
+            _check(cg_tensor_stats(c, &st))
+            _put_stats(row + 8 * k + 4, &st)
+            u[k] = NAN if sink.seen_[k] == 2 else 0.0
         return 0
 
     # ------------------------------------------------------------ hooks
@@ -178,11 +218,18 @@ cdef class _MonitorRing:
             self.watcher._spill()  # the writer fell behind: hand it what is here
         self.ratio_now = self.ratio_every > 0 and self.n_recorded % self.ratio_every == 0
         self.n_recorded += 1
-        if self.ratio_now and self.fused:
-            optimizer._update_sq = self.upd_dict  # off again in the post-hook
-        self._measure(self.head % self.cap)
-        if self.ratio_now and not self.fused:
-            self.watcher._copy_weights()
+        self.sink_on = False
+        if self.sink is not None:
+            current = optimizer._stats_sink
+            if current is None or current is self.sink:  # another run's sink: measure here
+                self.sink.begin(CG_MEASURE_GRAD | CG_MEASURE_WEIGHT |
+                                (CG_MEASURE_UPDATE if self.ratio_now else 0))
+                optimizer._stats_sink = self.sink  # off again in the post-hook
+                self.sink_on = True
+        if not self.sink_on:
+            self._measure(self.head % self.cap)
+            if self.ratio_now:
+                self.watcher._copy_weights()
         if args or kwargs:
             return self.watcher._wrap_closure(args, kwargs)
         return None
@@ -203,17 +250,13 @@ cdef class _MonitorRing:
             else:
                 self._unrecorded(step)
             return
-        cdef Py_ssize_t slot = self.head % self.cap, k
-        cdef double[::1] u = self.upd_v[slot]
-        cdef dict d
-        if self.ratio_now:
-            if self.fused:
-                optimizer._update_sq = None
-                d = self.upd_dict
-                for k in range(self.n_params):
-                    u[k] = <double>d.get(self.param_ids[k], 0.0)  # not updated: moved by 0
-            else:
-                self.watcher._copy_update_sq(self.upd[slot])
+        cdef Py_ssize_t slot = self.head % self.cap
+        if self.sink_on:
+            optimizer._stats_sink = None
+            self.sink_on = False
+            self._take_sink(slot)
+        elif self.ratio_now:
+            self.watcher._copy_update_sq(self.upd[slot])
         self._fill(slot, step, rep, self.ratio_now, True)
         self._publish(slot, step)
         if self.notice is not None:

@@ -1,10 +1,14 @@
 # Bindings of the training kernels (include/cgrad.h, "training" section):
 # fused optimizer updates, clipping, tensor statistics. The _*_update
-# functions return the update's squared norm (cg_*_update's update_sum_sq)
-# when want_update is set, else None. Included into
+# functions take an optional _StatsSink (cgrad.monitor): a watched
+# parameter's update then also measures its gradient, old weights and
+# update (cg_*_update_stats) into the sink. Included into
 # _core.pyx. The Python layer (cgrad/optim, cgrad/nn/utils, cgrad/amp) calls
 # these private functions; the C side checks every argument and the status
 # becomes the matching Python exception through _check.
+from libc.stdlib cimport calloc
+from libc.string cimport memset
+
 
 cdef inline cg_tensor *_opt_c(Tensor t):
     return NULL if t is None else t.c
@@ -14,9 +18,101 @@ cdef inline bint _big(Tensor t):
     return cg_tensor_numel(t.c) >= NOGIL_MIN
 
 
+cdef class _StatsSink:
+    """Where a built-in optimizer's step writes what its fused updates
+    measured (cg_*_update_stats), for cgrad.monitor: one cg_update_stats per
+    watched parameter (k: its index in `params`), found by id(param) (the
+    sink's list keeps the parameters alive, so an id cannot be reused).
+    begin(what) arms it for one step; seen(k) says whether an update
+    measured parameter k this step (one without a gradient, or not the
+    optimizer's, was not)."""
+    cdef dict index
+    cdef list params
+    cdef cg_update_stats *st
+    cdef char *seen_
+    cdef readonly Py_ssize_t n
+    cdef readonly int what
+
+    def __cinit__(self, params):
+        self.params = list(params)
+        self.n = len(self.params)
+        self.index = {}
+        cdef Py_ssize_t k
+        for k in range(self.n):
+            if not isinstance(self.params[k], Tensor):
+                raise TypeError(f"_StatsSink: parameter {k} must be a cgrad.Tensor, got "
+                                f"{type(self.params[k]).__name__}")
+            self.index[id(self.params[k])] = k
+        self.st = <cg_update_stats *>calloc(self.n if self.n else 1, sizeof(cg_update_stats))
+        self.seen_ = <char *>calloc(self.n if self.n else 1, 1)
+        if self.st == NULL or self.seen_ == NULL:
+            raise MemoryError(f"_StatsSink: cannot allocate for {self.n} parameters")
+
+    def __dealloc__(self):
+        free(self.st)
+        free(self.seen_)
+
+    cpdef begin(self, int what):
+        """Arms the sink for one step measuring `what` (CG_MEASURE_* bits)."""
+        if what & ~(CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE):
+            raise ValueError(f"_StatsSink.begin: unknown measure bits in {what}")
+        self.what = what
+        memset(self.seen_, 0, self.n if self.n else 1)
+
+    cdef cg_update_stats *slot(self, Tensor p):
+        """The record of parameter p for this step, marked seen; NULL when
+        p is not watched or the sink is not armed."""
+        if not self.what:
+            return NULL
+        k = self.index.get(id(p))
+        if k is None:
+            return NULL
+        cdef Py_ssize_t i = <Py_ssize_t>k
+        self.seen_[i] = 1
+        self.st[i].what = self.what
+        return &self.st[i]
+
+    def mark_unmeasured(self, Tensor p not None):
+        """An update that moved p without measuring (a row-sparse one): the
+        watcher measures p itself afterwards and leaves its update ratio
+        unknown. seen(k) is then 2."""
+        if self.what:
+            k = self.index.get(id(p))
+            if k is not None:
+                self.seen_[<Py_ssize_t>k] = 2
+
+    def seen(self, Py_ssize_t k):
+        """0: not measured this step, 1: measured by its update, 2: moved
+        by an update that did not measure (mark_unmeasured)."""
+        if k < 0 or k >= self.n:
+            raise IndexError(f"_StatsSink.seen: index {k} out of range for {self.n} parameters")
+        return <int>self.seen_[k]
+
+    def stats(self, Py_ssize_t k):
+        """(grad sum_sq, max_abs, nonfinite, numel, weight ..., update_sum_sq)
+        of parameter k as last measured (tests)."""
+        if k < 0 or k >= self.n:
+            raise IndexError(f"_StatsSink.stats: index {k} out of range for {self.n} parameters")
+        cdef cg_update_stats *u = &self.st[k]
+        return (u.grad.sum_sq, u.grad.max_abs, u.grad.nonfinite, u.grad.numel,
+                u.weight.sum_sq, u.weight.max_abs, u.weight.nonfinite, u.weight.numel,
+                u.update_sum_sq)
+
+
+cdef inline cg_update_stats *_sink_slot(_StatsSink sink, Tensor param,
+                                        cg_update_stats *nothing):
+    """param's record in sink, else `nothing` set to measure nothing (the
+    _stats call is then the plain update)."""
+    cdef cg_update_stats *us = NULL if sink is None else sink.slot(param)
+    if us == NULL:
+        memset(nothing, 0, sizeof(cg_update_stats))
+        us = nothing
+    return us
+
+
 def _sgd_update(Tensor param not None, Tensor grad not None, Tensor momentum_buffer,
                 bint init_buffer, double lr, double momentum, double dampening,
-                double weight_decay, bint nesterov, bint maximize, bint want_update=False):
+                double weight_decay, bint nesterov, bint maximize, _StatsSink sink=None):
     cdef cg_sgd_options o
     o.lr = lr
     o.momentum = momentum
@@ -25,23 +121,22 @@ def _sgd_update(Tensor param not None, Tensor grad not None, Tensor momentum_buf
     o.nesterov = nesterov
     o.maximize = maximize
     cdef cg_tensor *buf = _opt_c(momentum_buffer)
-    cdef double usq = 0.0
-    cdef double *upd = &usq if want_update else NULL
+    cdef cg_update_stats nothing
+    cdef cg_update_stats *us = _sink_slot(sink, param, &nothing)
     cdef cg_status st
     if _big(param):
         with nogil:
-            st = cg_sgd_update(param.c, grad.c, buf, init_buffer, &o, upd)
+            st = cg_sgd_update_stats(param.c, grad.c, buf, init_buffer, &o, us)
     else:
-        st = cg_sgd_update(param.c, grad.c, buf, init_buffer, &o, upd)
+        st = cg_sgd_update_stats(param.c, grad.c, buf, init_buffer, &o, us)
     _check(st)
-    return usq if want_update else None
 
 
 def _adam_update(Tensor param not None, Tensor grad not None, Tensor exp_avg not None,
                  Tensor exp_avg_sq not None, Tensor max_exp_avg_sq, int64_t step, double lr,
                  double beta1, double beta2, double eps, double weight_decay,
                  bint decoupled_weight_decay, bint amsgrad, bint maximize,
-                 bint want_update=False):
+                 _StatsSink sink=None):
     cdef cg_adam_options o
     o.lr = lr
     o.beta1 = beta1
@@ -52,22 +147,21 @@ def _adam_update(Tensor param not None, Tensor grad not None, Tensor exp_avg not
     o.amsgrad = amsgrad
     o.maximize = maximize
     cdef cg_tensor *vmax = _opt_c(max_exp_avg_sq)
-    cdef double usq = 0.0
-    cdef double *upd = &usq if want_update else NULL
+    cdef cg_update_stats nothing
+    cdef cg_update_stats *us = _sink_slot(sink, param, &nothing)
     cdef cg_status st
     if _big(param):
         with nogil:
-            st = cg_adam_update(param.c, grad.c, exp_avg.c, exp_avg_sq.c, vmax, step, &o, upd)
+            st = cg_adam_update_stats(param.c, grad.c, exp_avg.c, exp_avg_sq.c, vmax, step, &o, us)
     else:
-        st = cg_adam_update(param.c, grad.c, exp_avg.c, exp_avg_sq.c, vmax, step, &o, upd)
+        st = cg_adam_update_stats(param.c, grad.c, exp_avg.c, exp_avg_sq.c, vmax, step, &o, us)
     _check(st)
-    return usq if want_update else None
 
 
 def _rmsprop_update(Tensor param not None, Tensor grad not None, Tensor square_avg not None,
                     Tensor grad_avg, Tensor momentum_buffer, double lr, double alpha,
                     double eps, double weight_decay, double momentum, bint centered,
-                    bint maximize, bint want_update=False):
+                    bint maximize, _StatsSink sink=None):
     cdef cg_rmsprop_options o
     o.lr = lr
     o.alpha = alpha
@@ -78,21 +172,20 @@ def _rmsprop_update(Tensor param not None, Tensor grad not None, Tensor square_a
     o.maximize = maximize
     cdef cg_tensor *ga = _opt_c(grad_avg)
     cdef cg_tensor *buf = _opt_c(momentum_buffer)
-    cdef double usq = 0.0
-    cdef double *upd = &usq if want_update else NULL
+    cdef cg_update_stats nothing
+    cdef cg_update_stats *us = _sink_slot(sink, param, &nothing)
     cdef cg_status st
     if _big(param):
         with nogil:
-            st = cg_rmsprop_update(param.c, grad.c, square_avg.c, ga, buf, &o, upd)
+            st = cg_rmsprop_update_stats(param.c, grad.c, square_avg.c, ga, buf, &o, us)
     else:
-        st = cg_rmsprop_update(param.c, grad.c, square_avg.c, ga, buf, &o, upd)
+        st = cg_rmsprop_update_stats(param.c, grad.c, square_avg.c, ga, buf, &o, us)
     _check(st)
-    return usq if want_update else None
 
 
 def _adagrad_update(Tensor param not None, Tensor grad not None, Tensor state_sum not None,
                     int64_t step, double lr, double lr_decay, double weight_decay, double eps,
-                    double initial_accumulator_value, bint maximize, bint want_update=False):
+                    double initial_accumulator_value, bint maximize, _StatsSink sink=None):
     cdef cg_adagrad_options o
     o.lr = lr
     o.lr_decay = lr_decay
@@ -100,16 +193,16 @@ def _adagrad_update(Tensor param not None, Tensor grad not None, Tensor state_su
     o.eps = eps
     o.initial_accumulator_value = initial_accumulator_value
     o.maximize = maximize
-    cdef double usq = 0.0
-    cdef double *upd = &usq if want_update else NULL
+    cdef cg_update_stats nothing
+    cdef cg_update_stats *us = _sink_slot(sink, param, &nothing)
     cdef cg_status st
     if _big(param):
         with nogil:
-            st = cg_adagrad_update(param.c, grad.c, state_sum.c, step, &o, upd)
+            st = cg_adagrad_update_stats(param.c, grad.c, state_sum.c, step, &o, us)
     else:
-        st = cg_adagrad_update(param.c, grad.c, state_sum.c, step, &o, upd)
+        st = cg_adagrad_update_stats(param.c, grad.c, state_sum.c, step, &o, us)
     _check(st)
-    return usq if want_update else None
+
 
 
 cdef class _TensorArray:

@@ -1025,6 +1025,45 @@ CG_API cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats);
  * stats[i] is zeroed. The tensors are borrowed; n == 0 is a no-op. */
 CG_API cg_status cg_tensor_stats_many(int n, cg_tensor *const *tensors, cg_stats *stats);
 
+/* The four fused updates above, measuring in their one pass what a
+ * gradient monitor records per parameter (cgrad.monitor): each block of
+ * the gradient and of the old weights is measured while it sits in L1 for
+ * the update, so watching every step needs no second pass over memory.
+ * The update itself is bit for bit the plain call's. stats->what, set by
+ * the caller, selects what is measured (0: nothing, the plain update). */
+typedef enum cg_measure {
+    CG_MEASURE_GRAD = 1,   /* stats->grad: cg_stats of grad as passed in
+                            * (before weight decay and maximize) */
+    CG_MEASURE_WEIGHT = 2, /* stats->weight: cg_stats of param before the update */
+    CG_MEASURE_UPDATE = 4  /* stats->update_sum_sq: as update_sum_sq above */
+} cg_measure;
+typedef struct cg_update_stats {
+    int what;             /* in: CG_MEASURE_* bits */
+    double update_sum_sq; /* out; 0 when not selected */
+    cg_stats grad;        /* out; all zero when not selected */
+    cg_stats weight;      /* out; all zero when not selected */
+} cg_update_stats;
+/* Arguments and errors as the plain update (fn names itself); stats must
+ * not be NULL (CG_ERR_NULL) and its outputs are left untouched when the
+ * call fails. On a backend device grad and weight statistics are the
+ * device's cg_tensor_stats, run before the update kernel. */
+CG_API cg_status cg_sgd_update_stats(cg_tensor *param, cg_tensor *grad,
+                                     cg_tensor *momentum_buffer, int init_buffer,
+                                     const cg_sgd_options *options, cg_update_stats *stats);
+CG_API cg_status cg_adam_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
+                                      cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq,
+                                      int64_t step, const cg_adam_options *options,
+                                      cg_update_stats *stats);
+CG_API cg_status cg_rmsprop_update_stats(cg_tensor *param, cg_tensor *grad,
+                                         cg_tensor *square_avg, cg_tensor *grad_avg,
+                                         cg_tensor *momentum_buffer,
+                                         const cg_rmsprop_options *options,
+                                         cg_update_stats *stats);
+CG_API cg_status cg_adagrad_update_stats(cg_tensor *param, cg_tensor *grad,
+                                         cg_tensor *state_sum, int64_t step,
+                                         const cg_adagrad_options *options,
+                                         cg_update_stats *stats);
+
 /* An optimizer object for training from C alone, over the fused updates:
  *
  *     cg_adam_options o = cg_adamw_default_options();

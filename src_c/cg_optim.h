@@ -16,4 +16,14 @@ CG_INTERNAL cg_status cg__check_adam_options(const char *fn, const cg_adam_optio
 CG_INTERNAL double cg__sum_sq_diff_f32(const float *a, const float *b, int64_t n);
 CG_INTERNAL double cg__sum_sq_diff_f64(const double *a, const double *b, int64_t n);
 
+/* acc += the statistics of n float32 (is_f32) or float64 elements at x
+ * (sums and counts added, max_abs the larger): a fused update measuring
+ * its blocks one by one (optim.c). */
+CG_INTERNAL void cg__stats_add(const void *x, int is_f32, int64_t n, cg_stats *acc);
+/* Returns sum((a[i] - b[i])^2) over n float32 (is_f32) or float64 elements
+ * (a the new weights, b the old) and adds b's statistics to acc, in one
+ * pass: cg__sum_sq_diff_* and cg__stats_add(b) together. */
+CG_INTERNAL double cg__update_block(const void *a, const void *b, int is_f32, int64_t n,
+                                    cg_stats *acc);
+
 #endif /* CG_OPTIM_H */

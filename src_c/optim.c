@@ -72,34 +72,52 @@ static void bump(cg_tensor *t) {
     if (t) ++t->storage->version;
 }
 
-/* The squared norm of the update, measured in the same pass: the kernels
- * run over blocks of UPD_BLOCK elements, each block's old weights saved
- * into a stack buffer first and compared after, while the block is still
- * in L1. The kernels themselves are unchanged (elementwise, so blocking
- * does not change a bit of the result). */
+/* What a call measures (cg_update_stats; NULL: nothing), in the same pass:
+ * the kernels run over blocks of UPD_BLOCK elements; before each block's
+ * update the gradient block is measured (it is then in L1 for the kernel)
+ * and the old weights saved into a stack buffer; after it the new weights
+ * are compared with the old and the old measured in one pass while the
+ * block is still in L1. The kernels themselves
+ * are unchanged (elementwise, so blocking does not change a bit of the
+ * result). */
 #define UPD_BLOCK 1024
 #define AT(ptr, i, es) ((ptr) ? (void *)((char *)(ptr) + (size_t)(i) * (es)) : NULL)
-#define WITH_UPDATE_NORM(param, n, update_sum_sq, CALL)                                     \
+#define WITH_MEASURE(param, grad, n, ms, CALL)                                              \
     do {                                                                                    \
-        if (!(update_sum_sq)) {                                                             \
+        if (!(ms) || !(ms)->what) {                                                         \
             const int64_t lo = 0, m = (n);                                                  \
             CALL;                                                                           \
             break;                                                                          \
         }                                                                                   \
         double old_[UPD_BLOCK];                                                             \
         const size_t es_ = cg_dtype_size((param)->dtype);                                   \
+        const int f32_ = (param)->dtype == CG_FLOAT32;                                      \
+        const int wg_ = (ms)->what & CG_MEASURE_GRAD, ww_ = (ms)->what & CG_MEASURE_WEIGHT; \
+        const int wu_ = (ms)->what & CG_MEASURE_UPDATE;                                     \
         double acc_ = 0.0;                                                                  \
         for (int64_t lo = 0; lo < (n); lo += UPD_BLOCK) {                                   \
             const int64_t m = (n) - lo < UPD_BLOCK ? (n) - lo : UPD_BLOCK;                  \
             void *w_ = AT(cg__ptr(param), lo, es_);                                         \
-            memcpy(old_, w_, (size_t)m * es_);                                              \
+            if (wg_) cg__stats_add(AT(cg__ptr(grad), lo, es_), f32_, m, &(ms)->grad);       \
+            if (ww_ && !wu_) cg__stats_add(w_, f32_, m, &(ms)->weight);                     \
+            if (wu_) memcpy(old_, w_, (size_t)m * es_);                                     \
             CALL;                                                                           \
-            acc_ += (param)->dtype == CG_FLOAT32                                            \
-                        ? cg__sum_sq_diff_f32(w_, (const float *)(void *)old_, m)           \
-                        : cg__sum_sq_diff_f64(w_, old_, m);                                 \
+            if (wu_ && ww_)                                                                 \
+                acc_ += cg__update_block(w_, old_, f32_, m, &(ms)->weight);                 \
+            else if (wu_)                                                                   \
+                acc_ += f32_ ? cg__sum_sq_diff_f32(w_, (const float *)(void *)old_, m)      \
+                             : cg__sum_sq_diff_f64(w_, old_, m);                            \
         }                                                                                   \
-        *(update_sum_sq) = acc_;                                                            \
+        (ms)->update_sum_sq = acc_;                                                         \
     } while (0)
+
+/* The plain calls measure at most the update norm; the _stats calls
+ * measure into a local copy, handed out only on success. */
+static cg_update_stats *measure_begin(cg_update_stats *local, int what) {
+    memset(local, 0, sizeof *local);
+    local->what = what;
+    return what ? local : NULL;
+}
 
 /* sqrtf for float: correctly rounded like PyTorch's, and it vectorises. */
 #define SQRT_float sqrtf
@@ -129,7 +147,10 @@ static void bump(cg_tensor *t) {
  * dtype. */
 static cg_status device_update(int dev, const char *kernel, int n_targets, cg_tensor *const *ts,
                                int n_f, const double *f, int n_i, const int64_t *ip,
-                               double *update_sum_sq) {
+                               cg_tensor *param, cg_tensor *grad, cg_update_stats *ms) {
+    if (ms && (ms->what & CG_MEASURE_GRAD)) CG_TRY(cg_tensor_stats(grad, &ms->grad));
+    if (ms && (ms->what & CG_MEASURE_WEIGHT)) CG_TRY(cg_tensor_stats(param, &ms->weight));
+    double *update_sum_sq = ms && (ms->what & CG_MEASURE_UPDATE) ? &ms->update_sum_sq : NULL;
     if (update_sum_sq) *update_sum_sq = 0.0;
     if (ts[0]->numel == 0) return CG_OK;
     const int64_t one = 1;
@@ -191,9 +212,9 @@ cg_status cg__check_sgd_options(const char *fn, const cg_sgd_options *o) {
     return CG_OK;
 }
 
-cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
-                        int init_buffer, const cg_sgd_options *o, double *update_sum_sq) {
-    static const char *fn = "cg_sgd_update";
+static cg_status sgd_update(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
+                            int init_buffer, const cg_sgd_options *o,
+                            cg_update_stats *ms) {
     CG_CHECK_TD(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
@@ -215,9 +236,8 @@ cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_b
         cg_tensor *ts[3] = {param, momentum_buffer ? momentum_buffer : grad, grad};
         const double f[4] = {o->lr, o->momentum, o->dampening, o->weight_decay};
         const int64_t ip[5] = {o->maximize != 0, o->nesterov != 0, init_buffer != 0,
-                               momentum_buffer != NULL, update_sum_sq != NULL};
-        CG_TRY(device_update(dev, "sgd_update_", momentum_buffer ? 2 : 1, ts, 4, f, 5, ip,
-                             update_sum_sq));
+                               momentum_buffer != NULL, (ms && (ms->what & CG_MEASURE_UPDATE))};
+        CG_TRY(device_update(dev, "sgd_update_", momentum_buffer ? 2 : 1, ts, 4, f, 5, ip, param, grad, ms));
         bump(param);
         bump(momentum_buffer);
         return CG_OK;
@@ -227,13 +247,30 @@ cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_b
     void *p = cg__ptr(param), *g = cg__ptr(grad);
     void *buf = momentum_buffer ? cg__ptr(momentum_buffer) : NULL;
     if (param->dtype == CG_FLOAT32)
-        WITH_UPDATE_NORM(param, n, update_sum_sq,
+        WITH_MEASURE(param, grad, n, ms,
                          sgd_f32(m, AT(p, lo, es), AT(g, lo, es), AT(buf, lo, es), init_buffer, o));
     else
-        WITH_UPDATE_NORM(param, n, update_sum_sq,
+        WITH_MEASURE(param, grad, n, ms,
                          sgd_f64(m, AT(p, lo, es), AT(g, lo, es), AT(buf, lo, es), init_buffer, o));
     bump(param);
     bump(momentum_buffer);
+    return CG_OK;
+}
+
+cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
+                        int init_buffer, const cg_sgd_options *o, double *update_sum_sq) {
+    cg_update_stats local, *ms = measure_begin(&local, update_sum_sq ? CG_MEASURE_UPDATE : 0);
+    CG_TRY(sgd_update("cg_sgd_update", param, grad, momentum_buffer, init_buffer, o, ms));
+    if (update_sum_sq) *update_sum_sq = local.update_sum_sq;
+    return CG_OK;
+}
+
+cg_status cg_sgd_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
+                        int init_buffer, const cg_sgd_options *o, cg_update_stats *stats) {
+    if (!stats) return cg__err(CG_ERR_NULL, "cg_sgd_update_stats: stats is NULL");
+    cg_update_stats local, *ms = measure_begin(&local, stats->what & 7);
+    CG_TRY(sgd_update("cg_sgd_update_stats", param, grad, momentum_buffer, init_buffer, o, ms));
+    *stats = local;
     return CG_OK;
 }
 
@@ -318,10 +355,10 @@ cg_status cg__check_adam_options(const char *fn, const cg_adam_options *o) {
     return CG_OK;
 }
 
-cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
-                         cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
-                         const cg_adam_options *o, double *update_sum_sq) {
-    static const char *fn = "cg_adam_update";
+static cg_status adam_update(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
+                             cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
+                             const cg_adam_options *o,
+                             cg_update_stats *ms) {
     CG_CHECK_TD(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
@@ -352,9 +389,8 @@ cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
         const double f[8] = {o->lr, o->beta1, o->beta2, o->eps, o->weight_decay,
                              s.wd_factor, s.bc2_sqrt, s.step_size};
         const int64_t ip[4] = {o->maximize != 0, o->decoupled_weight_decay != 0,
-                               max_exp_avg_sq != NULL, update_sum_sq != NULL};
-        CG_TRY(device_update(dev, "adam_update_", max_exp_avg_sq ? 4 : 3, ts, 8, f, 4, ip,
-                             update_sum_sq));
+                               max_exp_avg_sq != NULL, (ms && (ms->what & CG_MEASURE_UPDATE))};
+        CG_TRY(device_update(dev, "adam_update_", max_exp_avg_sq ? 4 : 3, ts, 8, f, 4, ip, param, grad, ms));
         for (int i = 0; i < 4; ++i) bump(w[i]);
         return CG_OK;
     }
@@ -363,14 +399,33 @@ cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
     const size_t es = cg_dtype_size(param->dtype);
     void *p = cg__ptr(param), *g = cg__ptr(grad), *m1 = cg__ptr(exp_avg), *v = cg__ptr(exp_avg_sq);
     if (param->dtype == CG_FLOAT32)
-        WITH_UPDATE_NORM(param, n, update_sum_sq,
+        WITH_MEASURE(param, grad, n, ms,
                          adam_f32(m, AT(p, lo, es), AT(g, lo, es), AT(m1, lo, es), AT(v, lo, es),
                                   AT(vmax, lo, es), o, &s));
     else
-        WITH_UPDATE_NORM(param, n, update_sum_sq,
+        WITH_MEASURE(param, grad, n, ms,
                          adam_f64(m, AT(p, lo, es), AT(g, lo, es), AT(m1, lo, es), AT(v, lo, es),
                                   AT(vmax, lo, es), o, &s));
     for (int i = 0; i < 4; ++i) bump(w[i]);
+    return CG_OK;
+}
+
+cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
+                         cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
+                         const cg_adam_options *o, double *update_sum_sq) {
+    cg_update_stats local, *ms = measure_begin(&local, update_sum_sq ? CG_MEASURE_UPDATE : 0);
+    CG_TRY(adam_update("cg_adam_update", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, o, ms));
+    if (update_sum_sq) *update_sum_sq = local.update_sum_sq;
+    return CG_OK;
+}
+
+cg_status cg_adam_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
+                         cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
+                         const cg_adam_options *o, cg_update_stats *stats) {
+    if (!stats) return cg__err(CG_ERR_NULL, "cg_adam_update_stats: stats is NULL");
+    cg_update_stats local, *ms = measure_begin(&local, stats->what & 7);
+    CG_TRY(adam_update("cg_adam_update_stats", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, o, ms));
+    *stats = local;
     return CG_OK;
 }
 
@@ -431,10 +486,10 @@ cg_rmsprop_options cg_rmsprop_default_options(void) {
     return o;
 }
 
-cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg,
-                            cg_tensor *grad_avg, cg_tensor *momentum_buffer,
-                            const cg_rmsprop_options *o, double *update_sum_sq) {
-    static const char *fn = "cg_rmsprop_update";
+static cg_status rmsprop_update(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg,
+                                cg_tensor *grad_avg, cg_tensor *momentum_buffer,
+                                const cg_rmsprop_options *o,
+                                cg_update_stats *ms) {
     CG_CHECK_TD(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
@@ -468,8 +523,8 @@ cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square
         ts[k] = grad;
         const double f[5] = {o->lr, o->alpha, o->eps, o->weight_decay, o->momentum};
         const int64_t ip[4] = {o->maximize != 0, grad_avg != NULL, momentum_buffer != NULL,
-                               update_sum_sq != NULL};
-        CG_TRY(device_update(dev, "rmsprop_update_", k, ts, 5, f, 4, ip, update_sum_sq));
+                               (ms && (ms->what & CG_MEASURE_UPDATE))};
+        CG_TRY(device_update(dev, "rmsprop_update_", k, ts, 5, f, 4, ip, param, grad, ms));
         for (int i = 0; i < 4; ++i) bump(w[i]);
         return CG_OK;
     }
@@ -479,14 +534,33 @@ cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square
     const size_t es = cg_dtype_size(param->dtype);
     void *p = cg__ptr(param), *g = cg__ptr(grad), *sq = cg__ptr(square_avg);
     if (param->dtype == CG_FLOAT32)
-        WITH_UPDATE_NORM(param, n, update_sum_sq,
+        WITH_MEASURE(param, grad, n, ms,
                          rmsprop_f32(m, AT(p, lo, es), AT(g, lo, es), AT(sq, lo, es),
                                      AT(ga, lo, es), AT(buf, lo, es), o));
     else
-        WITH_UPDATE_NORM(param, n, update_sum_sq,
+        WITH_MEASURE(param, grad, n, ms,
                          rmsprop_f64(m, AT(p, lo, es), AT(g, lo, es), AT(sq, lo, es),
                                      AT(ga, lo, es), AT(buf, lo, es), o));
     for (int i = 0; i < 4; ++i) bump(w[i]);
+    return CG_OK;
+}
+
+cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg,
+                            cg_tensor *grad_avg, cg_tensor *momentum_buffer,
+                            const cg_rmsprop_options *o, double *update_sum_sq) {
+    cg_update_stats local, *ms = measure_begin(&local, update_sum_sq ? CG_MEASURE_UPDATE : 0);
+    CG_TRY(rmsprop_update("cg_rmsprop_update", param, grad, square_avg, grad_avg, momentum_buffer, o, ms));
+    if (update_sum_sq) *update_sum_sq = local.update_sum_sq;
+    return CG_OK;
+}
+
+cg_status cg_rmsprop_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg,
+                            cg_tensor *grad_avg, cg_tensor *momentum_buffer,
+                            const cg_rmsprop_options *o, cg_update_stats *stats) {
+    if (!stats) return cg__err(CG_ERR_NULL, "cg_rmsprop_update_stats: stats is NULL");
+    cg_update_stats local, *ms = measure_begin(&local, stats->what & 7);
+    CG_TRY(rmsprop_update("cg_rmsprop_update_stats", param, grad, square_avg, grad_avg, momentum_buffer, o, ms));
+    *stats = local;
     return CG_OK;
 }
 
@@ -521,9 +595,9 @@ cg_adagrad_options cg_adagrad_default_options(void) {
     return o;
 }
 
-cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
-                            int64_t step, const cg_adagrad_options *o, double *update_sum_sq) {
-    static const char *fn = "cg_adagrad_update";
+static cg_status adagrad_update(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
+                                int64_t step, const cg_adagrad_options *o,
+                                cg_update_stats *ms) {
     CG_CHECK_TD(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
@@ -548,8 +622,8 @@ cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_
     if (dev) {
         cg_tensor *ts[3] = {param, state_sum, grad};
         const double f[3] = {clr, o->weight_decay, o->eps};
-        const int64_t ip[2] = {o->maximize != 0, update_sum_sq != NULL};
-        CG_TRY(device_update(dev, "adagrad_update_", 2, ts, 3, f, 2, ip, update_sum_sq));
+        const int64_t ip[2] = {o->maximize != 0, (ms && (ms->what & CG_MEASURE_UPDATE))};
+        CG_TRY(device_update(dev, "adagrad_update_", 2, ts, 3, f, 2, ip, param, grad, ms));
         bump(param);
         bump(state_sum);
         return CG_OK;
@@ -558,12 +632,29 @@ cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_
     const size_t es = cg_dtype_size(param->dtype);
     void *p = cg__ptr(param), *g = cg__ptr(grad), *sum = cg__ptr(state_sum);
     if (param->dtype == CG_FLOAT32)
-        WITH_UPDATE_NORM(param, n, update_sum_sq,
+        WITH_MEASURE(param, grad, n, ms,
                          adagrad_f32(m, AT(p, lo, es), AT(g, lo, es), AT(sum, lo, es), clr, o));
     else
-        WITH_UPDATE_NORM(param, n, update_sum_sq,
+        WITH_MEASURE(param, grad, n, ms,
                          adagrad_f64(m, AT(p, lo, es), AT(g, lo, es), AT(sum, lo, es), clr, o));
     bump(param);
     bump(state_sum);
+    return CG_OK;
+}
+
+cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
+                            int64_t step, const cg_adagrad_options *o, double *update_sum_sq) {
+    cg_update_stats local, *ms = measure_begin(&local, update_sum_sq ? CG_MEASURE_UPDATE : 0);
+    CG_TRY(adagrad_update("cg_adagrad_update", param, grad, state_sum, step, o, ms));
+    if (update_sum_sq) *update_sum_sq = local.update_sum_sq;
+    return CG_OK;
+}
+
+cg_status cg_adagrad_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
+                            int64_t step, const cg_adagrad_options *o, cg_update_stats *stats) {
+    if (!stats) return cg__err(CG_ERR_NULL, "cg_adagrad_update_stats: stats is NULL");
+    cg_update_stats local, *ms = measure_begin(&local, stats->what & 7);
+    CG_TRY(adagrad_update("cg_adagrad_update_stats", param, grad, state_sum, step, o, ms));
+    *stats = local;
     return CG_OK;
 }

@@ -1,13 +1,15 @@
 """Watcher: what Run.watch attaches to an optimizer.
 
 The per-step work is not here: a cgrad._core._MonitorRing (cgrad/_monitor.pxi)
-is installed as the optimizer's step pre- and post-hook. Its pre-hook
-reads the gradients the optimizer is about to apply (after a GradScaler's
-unscale_ and after clipping) and the weights before the update with one
-C call (cg_tensor_stats_many) straight into a preallocated ring slot; its
-post-hook adds the update norms (measured by a built-in optimizer's fused
-kernel: Optimizer._track_update_sq) and the StepReport's clip / lr /
-loss-scale numbers, and publishes the slot. The writer thread claims the
+is installed as the optimizer's step pre- and post-hook. With a built-in
+optimizer the pre-hook arms a _StatsSink (Optimizer._stats_sink) and the
+fused updates measure, in their one pass, the gradients they apply (after
+a GradScaler's unscale_ and after clipping), the weights before the update
+and the update itself; with any other optimizer the pre-hook measures the
+gradients and weights with one C call (cg_tensor_stats_many). Either way
+the numbers go straight into a preallocated ring slot; the post-hook adds
+the StepReport's clip / lr / loss-scale numbers and publishes the slot.
+The writer thread claims the
 finished slots of a whole commit at once (Writer sources) and makes the
 per-layer arrays from them (cgrad.monitor.layers), so nothing per step or
 per layer is built in Python on either thread.
@@ -121,14 +123,16 @@ class Watcher:
         self._handles = []
         self._build_layers()
         self._lmap = LayerMap(len(self._params), [members for _, members in self._modules])
-        # the fused update norms of a built-in optimizer (None: copy path)
-        self._upd = None
-        if update_ratio_every and callable(getattr(optimizer, "_track_update_sq", None)):
-            self._upd = optimizer._track_update_sq(True)  # switched on per measured step
+        # a built-in optimizer's fused updates measure for us (None: the
+        # ring measures in its pre-hook, the update ratio by weight copies)
+        self._sink = None
+        if callable(getattr(optimizer, "_provides_fused_stats", None)) and \
+                optimizer._provides_fused_stats():
+            self._sink = _core._StatsSink(self._params)
         groups = optimizer.param_groups
         self._ring = _core._MonitorRing(self, self._params, groups,
                                         ring_capacity(len(self._params), len(groups)), every,
-                                        update_ratio_every, self._upd,
+                                        update_ratio_every, self._sink,
                                         self._first_step_index(optimizer), scaler)
         self._dtypes = [p.dtype for p in self._params]
         self._handles.append(optimizer.register_step_pre_hook(self._ring.pre_hook))
@@ -199,9 +203,10 @@ class Watcher:
         chunk = self._claim(force=True)
         if chunk is not None:
             writer.submit_chunk(chunk)
-        if self._upd is not None:
-            self.optimizer._track_update_sq(False)
-            self._upd = None
+        if self._sink is not None:
+            if getattr(self.optimizer, "_stats_sink", None) is self._sink:
+                self.optimizer._stats_sink = None  # a step that raised left it armed
+            self._sink = None
         self._before = [None] * len(self._params)
         self._views = [None] * len(self._params)
 

@@ -42,7 +42,7 @@ class Adagrad(Optimizer):
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
-        upd = self._begin_update_sq()
+        sink = self._stats_sink  # cgrad.monitor's, or None
         for group in self.param_groups:
             lr, lr_decay = float(group["lr"]), float(group["lr_decay"])
             wd, eps = float(group["weight_decay"]), float(group["eps"])
@@ -60,11 +60,9 @@ class Adagrad(Optimizer):
                                                  lr_decay, wd, eps, init, maximize)
                     u = math.nan
                 else:
-                    u = _core._adagrad_update(p, g, state["sum"], int(step_t.item()), lr,
-                                              lr_decay, wd, eps, init, maximize, upd is not None)
-                if upd is not None:
-                    upd[id(p)] = u
+                    _core._adagrad_update(p, g, state["sum"], int(step_t.item()), lr,
+                                          lr_decay, wd, eps, init, maximize, sink)
         return loss
 
 
-Adagrad.step._cgrad_update_sq = True  # fills _update_sq (see Optimizer)
+Adagrad.step._cgrad_fused_stats = True  # fills _stats_sink (see Optimizer)

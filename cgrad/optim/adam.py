@@ -35,7 +35,7 @@ class Adam(Optimizer):
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
-        upd = self._begin_update_sq()
+        sink = self._stats_sink  # cgrad.monitor's, or None
         for group in self.param_groups:
             lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
             beta1, beta2 = (float(b) for b in group["betas"])
@@ -56,13 +56,11 @@ class Adam(Optimizer):
                     state["max_exp_avg_sq"] = _state.zeros(p)
                 step_t = state["step"]
                 step_t.add_(1)
-                u = _core._adam_update(p, g, state["exp_avg"], state["exp_avg_sq"],
-                                       state.get("max_exp_avg_sq") if amsgrad else None,
-                                       int(step_t.item()), lr, beta1, beta2, eps, wd, decoupled,
-                                       amsgrad, maximize, upd is not None)
-                if upd is not None:
-                    upd[id(p)] = u
+                _core._adam_update(p, g, state["exp_avg"], state["exp_avg_sq"],
+                                   state.get("max_exp_avg_sq") if amsgrad else None,
+                                   int(step_t.item()), lr, beta1, beta2, eps, wd, decoupled,
+                                   amsgrad, maximize, sink)
         return loss
 
 
-Adam.step._cgrad_update_sq = True  # fills _update_sq (see Optimizer)
+Adam.step._cgrad_fused_stats = True  # fills _stats_sink (see Optimizer)

@@ -95,11 +95,12 @@ class Optimizer:
     """
 
     _step_depth = 0
-    # Squared update norms for cgrad.monitor's update-to-weight ratio: None
-    # (not wanted, the default: no cost), or a dict id(param) ->
-    # sum((w_after - w_before)^2) that a built-in step refills, measured
-    # inside the fused C update (no copy of the weights).
-    _update_sq = None
+    # cgrad.monitor's per-parameter statistics from the fused updates: None
+    # (the default: no cost), or the _core._StatsSink a watcher arms for a
+    # recorded step; a built-in step hands it to every update, which then
+    # also measures the gradient, the old weights and the update in its one
+    # pass (cg_*_update_stats).
+    _stats_sink = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -360,32 +361,12 @@ class Optimizer:
         self._report_extra.update(extra)
         return self._finish_report(skipped=True, reason=reason)
 
-    # ------------------------------------------- update norms (monitor)
-    def _provides_update_sq(self):
-        """True when this optimizer's step is a built-in one that measures
-        its update in the fused kernel (a subclass overriding step() is
-        not: it may move the weights in ways the kernel does not see)."""
-        return bool(getattr(type(self).step, "_cgrad_update_sq", False))
-
-    def _track_update_sq(self, on):
-        """on=True: returns the dict the built-in steps fill (cleared at
-        the start of each step) while `_update_sq` is set to it -- the
-        caller sets it for the steps it wants measured and back to None
-        after -- or None when this optimizer does not provide the norms
-        (see _provides_update_sq). on=False: stops measuring."""
-        self._update_sq = None
-        if not on or not self._provides_update_sq():
-            return None
-        d = self.__dict__.get("_update_sq_dict")
-        if d is None:
-            d = self._update_sq_dict = {}  # one dict per optimizer: shared by every watcher
-        return d
-
-    def _begin_update_sq(self):
-        upd = self._update_sq
-        if upd is not None:
-            upd.clear()
-        return upd
+    # ------------------------------------------- fused statistics (monitor)
+    def _provides_fused_stats(self):
+        """True when this optimizer's step is a built-in one whose fused
+        updates fill _stats_sink (a subclass overriding step() is not: it
+        may move the weights in ways the updates do not see)."""
+        return bool(getattr(type(self).step, "_cgrad_fused_stats", False))
 
     # ------------------------------------------------------------ misc
     def __repr__(self):

@@ -27,7 +27,7 @@ class RMSprop(Optimizer):
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
-        upd = self._begin_update_sq()
+        sink = self._stats_sink  # cgrad.monitor's, or None
         for group in self.param_groups:
             lr, alpha, eps = float(group["lr"]), float(group["alpha"]), float(group["eps"])
             wd, momentum = float(group["weight_decay"]), float(group["momentum"])
@@ -45,13 +45,11 @@ class RMSprop(Optimizer):
                 if centered and "grad_avg" not in state:
                     state["grad_avg"] = _state.zeros(p)
                 state["step"].add_(1)
-                u = _core._rmsprop_update(p, g, state["square_avg"],
-                                          state["grad_avg"] if centered else None,
-                                          state["momentum_buffer"] if momentum > 0 else None,
-                                          lr, alpha, eps, wd, momentum, centered, maximize, upd is not None)
-                if upd is not None:
-                    upd[id(p)] = u
+                _core._rmsprop_update(p, g, state["square_avg"],
+                                      state["grad_avg"] if centered else None,
+                                      state["momentum_buffer"] if momentum > 0 else None,
+                                      lr, alpha, eps, wd, momentum, centered, maximize, sink)
         return loss
 
 
-RMSprop.step._cgrad_update_sq = True  # fills _update_sq (see Optimizer)
+RMSprop.step._cgrad_fused_stats = True  # fills _stats_sink (see Optimizer)

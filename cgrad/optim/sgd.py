@@ -1,6 +1,5 @@
 """SGD with momentum, dampening, Nesterov, weight decay, maximize (PyTorch's
 torch.optim.SGD), one fused C loop per parameter."""
-import math
 
 from cgrad import _core
 from cgrad.optim import _checks, _state
@@ -38,7 +37,7 @@ class SGD(Optimizer):
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
-        upd = self._begin_update_sq()
+        sink = self._stats_sink  # cgrad.monitor's, or None
         for group in self.param_groups:
             lr, momentum = float(group["lr"]), float(group["momentum"])
             dampening, wd = float(group["dampening"]), float(group["weight_decay"])
@@ -58,8 +57,8 @@ class SGD(Optimizer):
                                                        nesterov, maximize)
                     if new_buf is not None:
                         state["momentum_buffer"] = new_buf
-                    if upd is not None:
-                        upd[id(p)] = math.nan  # no fused update norm for sparse rows: unknown
+                    if sink is not None:
+                        sink.mark_unmeasured(p)  # no fused numbers for sparse rows
                     continue
                 buf, first = None, False
                 if momentum != 0:
@@ -68,11 +67,9 @@ class SGD(Optimizer):
                         buf = _state.zeros(p)
                         state["momentum_buffer"] = buf
                         first = True
-                u = _core._sgd_update(p, g, buf, first, lr, momentum, dampening, wd, nesterov,
-                                      maximize, upd is not None)
-                if upd is not None:
-                    upd[id(p)] = u
+                _core._sgd_update(p, g, buf, first, lr, momentum, dampening, wd, nesterov,
+                                  maximize, sink)
         return loss
 
 
-SGD.step._cgrad_update_sq = True  # fills _update_sq (see Optimizer)
+SGD.step._cgrad_fused_stats = True  # fills _stats_sink (see Optimizer)

@@ -570,6 +570,133 @@ static void test_stats_vs_reference(void) {
     cg_tensor_free(tb);
 }
 
+/* All finite (the unmasked loop) over the same sizes: the same numbers as
+ * the reference, including a denormal, -0.0 and a square beyond float. */
+static void test_stats_finite_vs_reference(void) {
+    static const int64_t sizes[] = {1, 2, 7, 16, 17, 33, 1000, 4099};
+    const cg_dtype dts[2] = {CG_FLOAT32, CG_FLOAT64};
+    for (int d = 0; d < 2; ++d)
+        for (size_t k = 0; k < sizeof sizes / sizeof *sizes; ++k) {
+            const int64_t n = sizes[k];
+            double *v = malloc(sizeof *v * (size_t)n);
+            for (int64_t i = 0; i < n; ++i) {
+                v[i] = sin(0.37 * (double)i + (double)k) * (1.0 + (double)(i % 11));
+                if (i % 31 == 3) v[i] = -0.0;
+                if (i % 89 == 7) v[i] = 1e-40;
+                if (i % 97 == 5) v[i] = dts[d] == CG_FLOAT32 ? -3.0e38 : -1.0e150;
+            }
+            cg_tensor *t = make(dts[d], v, n);
+            free(v);
+            cg_stats got, want;
+            ref_stats(t, &want);
+            CHECK_OK(cg_tensor_stats(t, &got));
+            CHECK(same_stats(&got, &want) && got.nonfinite == 0);
+            cg_tensor_free(t);
+        }
+}
+
+/* cg_*_update_stats: the update bit for bit as the plain call's; the
+ * gradient's and the old weights' statistics as the reference computes
+ * them (over blocks of 1024 and a partial one, with a non-finite gradient
+ * element in one block only); the update norm as update_sum_sq; a failing
+ * call leaves *stats alone; what selects. */
+static void test_update_stats(void) {
+    const cg_dtype dts[2] = {CG_FLOAT32, CG_FLOAT64};
+    for (int d = 0; d < 2; ++d)
+        for (int which = 0; which < 4; ++which) {
+            const cg_dtype dt = dts[d];
+            cg_tensor *pa = filled(dt, 1.0, 0.0), *pb = filled(dt, 1.0, 0.0);
+            cg_tensor *before = filled(dt, 1.0, 0.0), *g = filled(dt, 0.5, 1.3);
+            cg_tensor *sa[3], *sb[3];
+            for (int k = 0; k < 3; ++k) sa[k] = filled(dt, 0.0, 0.0), sb[k] = filled(dt, 0.0, 0.0);
+            for (int step = 1; step <= 3; ++step) {
+                if (step == 3) { /* one non-finite gradient element, in the second block */
+                    if (dt == CG_FLOAT32) ((float *)cg_tensor_data(g))[1500] = NAN;
+                    else ((double *)cg_tensor_data(g))[1500] = INFINITY;
+                }
+                CHECK_OK(cg_copy_(before, pb));
+                cg_update_stats us;
+                us.what = CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE;
+                if (which == 0) {
+                    cg_sgd_options o = cg_sgd_default_options();
+                    o.lr = 0.1, o.momentum = 0.9, o.weight_decay = 1e-2, o.nesterov = 1;
+                    CHECK_OK(cg_sgd_update(pa, g, sa[0], step == 1, &o, NULL));
+                    CHECK_OK(cg_sgd_update_stats(pb, g, sb[0], step == 1, &o, &us));
+                } else if (which == 1) {
+                    cg_adam_options o = cg_adamw_default_options();
+                    o.lr = 1e-2, o.amsgrad = 1;
+                    CHECK_OK(cg_adam_update(pa, g, sa[0], sa[1], sa[2], step, &o, NULL));
+                    CHECK_OK(cg_adam_update_stats(pb, g, sb[0], sb[1], sb[2], step, &o, &us));
+                } else if (which == 2) {
+                    cg_rmsprop_options o = cg_rmsprop_default_options();
+                    o.centered = 1, o.momentum = 0.5;
+                    CHECK_OK(cg_rmsprop_update(pa, g, sa[0], sa[1], sa[2], &o, NULL));
+                    CHECK_OK(cg_rmsprop_update_stats(pb, g, sb[0], sb[1], sb[2], &o, &us));
+                } else {
+                    cg_adagrad_options o = cg_adagrad_default_options();
+                    o.lr_decay = 0.1;
+                    CHECK_OK(cg_adagrad_update(pa, g, sa[0], step, &o, NULL));
+                    CHECK_OK(cg_adagrad_update_stats(pb, g, sb[0], step, &o, &us));
+                }
+                CHECK(memcmp(cg_tensor_data(pa), cg_tensor_data(pb),
+                             (size_t)UPD_N * cg_dtype_size(dt)) == 0);
+                cg_stats wg, ww;
+                ref_stats(g, &wg);
+                ref_stats(before, &ww);
+                CHECK(us.what == 7);
+                CHECK(same_stats(&us.grad, &wg));
+                CHECK(same_stats(&us.weight, &ww));
+                CHECK(us.grad.nonfinite == (step == 3));
+                if (step < 3) CHECK_CLOSE(us.update_sum_sq, sq_dist(pb, before), 1e-12);
+                else CHECK(!isfinite(us.update_sum_sq)); /* a weight went non-finite */
+            }
+            cg_tensor *all[] = {pa, pb, before, g, sa[0], sa[1], sa[2], sb[0], sb[1], sb[2]};
+            for (size_t i = 0; i < sizeof all / sizeof *all; ++i) cg_tensor_free(all[i]);
+        }
+    /* what selects; a failing call or a NULL stats changes nothing */
+    cg_tensor *p = filled(CG_FLOAT32, 1.0, 0.0), *g = filled(CG_FLOAT32, 0.5, 1.3);
+    cg_sgd_options o = cg_sgd_default_options();
+    cg_update_stats us;
+    memset(&us, 0x5a, sizeof us);
+    us.what = CG_MEASURE_GRAD;
+    CHECK_OK(cg_sgd_update_stats(p, g, NULL, 0, &o, &us));
+    cg_stats wg;
+    ref_stats(g, &wg);
+    CHECK(same_stats(&us.grad, &wg) && us.weight.numel == 0 && us.weight.sum_sq == 0.0 &&
+          us.update_sum_sq == 0.0 && us.what == CG_MEASURE_GRAD);
+    us.what = 0;
+    CHECK_OK(cg_sgd_update_stats(p, g, NULL, 0, &o, &us));
+    CHECK(us.grad.numel == 0 && us.weight.numel == 0);
+    /* an old weight that is not finite: counted, left out of the sums */
+    ((float *)cg_tensor_data(p))[1100] = INFINITY;
+    cg_tensor *old = filled(CG_FLOAT32, 1.0, 0.0);
+    CHECK_OK(cg_copy_(old, p));
+    us.what = CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE;
+    CHECK_OK(cg_sgd_update_stats(p, g, NULL, 0, &o, &us));
+    cg_stats wo;
+    ref_stats(old, &wo);
+    CHECK(same_stats(&us.weight, &wo) && us.weight.nonfinite == 1 && us.grad.numel == 0);
+    cg_tensor_free(old);
+    cg_update_stats keep;
+    memset(&keep, 0x33, sizeof keep);
+    keep.what = 7;
+    cg_update_stats copy = keep;
+    o.lr = -1.0;
+    CHECK_STATUS(cg_sgd_update_stats(p, g, NULL, 0, &o, &keep), CG_ERR_VALUE);
+    CHECK(memcmp(&keep, &copy, sizeof keep) == 0);
+    CHECK(strstr(cg_last_error(), "cg_sgd_update_stats") != NULL);
+    o.lr = 0.1;
+    CHECK_STATUS(cg_sgd_update_stats(p, g, NULL, 0, &o, NULL), CG_ERR_NULL);
+    cg_adam_options ao = cg_adam_default_options();
+    CHECK_STATUS(cg_adam_update_stats(p, g, NULL, NULL, NULL, 1, &ao, &us), CG_ERR_NULL);
+    cg_rmsprop_options ro = cg_rmsprop_default_options();
+    CHECK_STATUS(cg_rmsprop_update_stats(p, g, NULL, NULL, NULL, &ro, NULL), CG_ERR_NULL);
+    cg_adagrad_options gO = cg_adagrad_default_options();
+    CHECK_STATUS(cg_adagrad_update_stats(p, g, NULL, 1, &gO, NULL), CG_ERR_NULL);
+    cg_tensor_free(p);
+    cg_tensor_free(g);
+}
+
 static void test_stats_many(void) {
     int64_t sh[2] = {37, 53};
     cg_tensor *a = stats_input(CG_FLOAT32, 37 * 53, 1), *a2 = NULL, *strided = NULL;
@@ -773,6 +900,8 @@ int main(void) {
     test_stats();
     test_stats_vs_reference();
     test_update_sum_sq();
+    test_stats_finite_vs_reference();
+    test_update_stats();
     test_stats_many();
     return cgt_report(__FILE__);
 }

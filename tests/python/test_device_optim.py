@@ -103,24 +103,28 @@ def test_trajectory_equals_cpu(name, dtype):
 @pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adam_amsgrad_wd", "rmsprop_all",
                                   "adagrad_decay_wd_init"])
 def test_fused_update_norm_equals_cpu(name):
-    """The update's squared norm the fused kernel measures (what the
-    monitor's update ratio reads) is the same on both devices."""
+    """What the fused update measures for the monitor (the update's squared
+    norm, the gradient's and the old weights' statistics) is the same on
+    both devices."""
     noise = noises("float64")
     got = {}
     for dev in ("cpu", "cuda"):
         params = make_params(dev, "float64")
         opt = OPTIMIZERS[name](params)
-        upd = opt._track_update_sq(True)
-        norms = []
+        sink = _core._StatsSink(params)
+        opt._stats_sink = sink
+        measured = []
         for k in range(3):
-            opt._update_sq = upd
+            sink.begin(7)
             before = [host(p) for p in params]
             set_grads(params, noise[k], dev)
             opt.step()
-            norms.append([upd[id(p)] for p in params])
-            for p, b, u in zip(params, before, norms[-1]):
-                np.testing.assert_allclose(u, np.sum((host(p) - b) ** 2), rtol=1e-12, atol=1e-300)
-        got[dev] = norms
+            measured.append([sink.stats(i) for i in range(len(params))])
+            for p, b, m in zip(params, before, measured[-1]):
+                np.testing.assert_allclose(m[8], np.sum((host(p) - b) ** 2), rtol=1e-12, atol=1e-300)
+                np.testing.assert_allclose(m[4], np.sum(b ** 2), rtol=1e-12)
+                np.testing.assert_allclose(m[0], np.sum(host(p.grad) ** 2), rtol=1e-12)
+        got[dev] = measured
     np.testing.assert_allclose(got["cuda"], got["cpu"], rtol=1e-12)
 
 
@@ -176,7 +180,7 @@ def test_state_follows_a_parameter_moved_after_the_optimizer_was_built():
 def test_gradient_on_another_device_names_both():
     p = cgrad.tensor(np.ones((2, 2)), device="cuda")
     g = cgrad.tensor(np.ones((2, 2)))  # .grad refuses it; the kernels check again
-    with pytest.raises(ValueError, match=r"cg_sgd_update: .*'param' is on 'cuda' and 'grad' on 'cpu'"):
+    with pytest.raises(ValueError, match=r"cg_sgd_update(_stats)?: .*'param' is on 'cuda' and 'grad' on 'cpu'"):
         _core._sgd_update(p, g, None, False, 0.1, 0.0, 0.0, 0.0, False, False)
     with pytest.raises(ValueError, match=r"'param' is on 'cpu' and 'grad' on 'cuda'"):
         _core._adam_update(g, p, cgrad.zeros(2, 2, dtype=cgrad.float64),
@@ -535,7 +539,7 @@ def test_monitor_records_the_same_layer_statistics_on_cuda(tmp_path):
         path = tmp_path / f"{dev}.cgrun"
         with monitor.Run(path) as run:
             run.watch(model, opt)
-            assert run._watcher._upd is not None  # the fused update norms
+            assert run._watcher._sink is not None  # the fused update norms
             for k in range(4):
                 for p, g in zip(params, grads[k]):
                     p.grad = cgrad.tensor(g, device=dev)

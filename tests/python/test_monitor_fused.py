@@ -1,8 +1,9 @@
-"""The monitor's update-to-weight ratio from the optimizers' fused kernels
-(Optimizer._track_update_sq, cg_*_update's update_sum_sq): equal to the
-update measured on float64 copies of the weights, for every built-in
-optimizer; a subclass that overrides step() falls back to copying; watching
-changes no weight by a single bit."""
+"""The monitor's statistics from the optimizers' fused kernels
+(Optimizer._stats_sink, cg_*_update_stats): the update-to-weight ratio
+equals the update measured on float64 copies of the weights, and the
+gradient / weight statistics equal a separate pass over them, for every
+built-in optimizer; a subclass that overrides step() falls back to its own
+pass and weight copies; watching changes no weight by a single bit."""
 import math
 
 import numpy as np
@@ -90,10 +91,10 @@ def test_fused_update_ratio_equals_weight_copies(tmp_path, name):
     path = tmp_path / "f.cgrun"
     with monitor.Run(path) as run:
         run.watch(model, opt)
-        assert run._watcher._upd is not None, "a built-in optimizer takes the fused path"
+        assert run._watcher._sink is not None, "a built-in optimizer takes the fused path"
         oracle = Oracle(params, opt)
         train(model, opt, 5, run, skip_grad_of=params[1])
-    assert opt._update_sq is None, "closing the run switches the measurement off"
+    assert opt._stats_sink is None, "the sink is armed only during a step"
     with monitor.RunReader(path) as r:
         d = r.poll()
         assert d.n_steps == 5
@@ -105,11 +106,11 @@ def test_subclass_overriding_step_takes_the_copy_path(tmp_path):
     model = mlp((5, 7, 6, 3))
     params = list(model.parameters())
     opt = SGDWithProjection(params, lr=0.5)
-    assert not opt._provides_update_sq() and optim.SGD(params)._provides_update_sq()
+    assert not opt._provides_fused_stats() and optim.SGD(params)._provides_fused_stats()
     path = tmp_path / "s.cgrun"
     with monitor.Run(path) as run:
         run.watch(model, opt)
-        assert run._watcher._upd is None
+        assert run._watcher._sink is None
         oracle = Oracle(params, opt)
         train(model, opt, 4, run)
     with monitor.RunReader(path) as r:
@@ -135,15 +136,125 @@ def test_watching_changes_no_weight(tmp_path, name, every, ratio_every):
         assert a.tobytes() == b.tobytes()
 
 
-def test_update_norm_out_of_the_kernel():
-    rng = np.random.default_rng(3)
-    w = rng.standard_normal(3000).astype(np.float32)
-    g = rng.standard_normal(3000).astype(np.float32)
+def finite_stats(x):
+    x = np.asarray(x, dtype=np.float64).ravel()
+    ok = np.isfinite(x)
+    return (float(np.sum(x[ok] ** 2)), float(np.max(np.abs(x[ok]), initial=0.0)),
+            int((~ok).sum()), x.size)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 1023, 3000])
+def test_fused_statistics_out_of_the_kernel(dtype, n):
+    """Blocks of 1024 and a partial last one: gradient, old weights and
+    update as a separate float64 computation finds them."""
+    rng = np.random.default_rng(n)
+    w = rng.standard_normal(n).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
     p, grad = cgrad.from_numpy(w.copy()), cgrad.from_numpy(g)
-    u = cgrad._core._sgd_update(p, grad, None, False, 0.1, 0.0, 0.0, 0.0, False, False, True)
-    want = np.sum((p.numpy().astype(np.float64) - w.astype(np.float64)) ** 2)
-    np.testing.assert_allclose(u, want, rtol=1e-12)
-    assert cgrad._core._sgd_update(p, grad, None, False, 0.1, 0.0, 0.0, 0.0, False, False) is None
+    sink = cgrad._core._StatsSink([p])
+    sink.begin(7)
+    assert cgrad._core._sgd_update(p, grad, None, False, 0.1, 0.0, 0.0, 0.0, False, False,
+                                   sink) is None
+    assert sink.seen(0) == 1
+    got = sink.stats(0)
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    for have, want in zip(got[:4] + got[4:8], finite_stats(g) + finite_stats(w)):
+        np.testing.assert_allclose(have, want, rtol=rtol)
+    want_u = np.sum((p.numpy().astype(np.float64) - w.astype(np.float64)) ** 2)
+    np.testing.assert_allclose(got[8], want_u, rtol=rtol)
+    # measuring changes no bit of the update
+    p2 = cgrad.from_numpy(w.copy())
+    cgrad._core._sgd_update(p2, grad, None, False, 0.1, 0.0, 0.0, 0.0, False, False)
+    assert p2.numpy().tobytes() == p.numpy().tobytes()
+
+
+def test_fused_statistics_count_non_finite_gradients():
+    g = np.linspace(-1, 1, 2500)
+    g[[3, 1500, 2499]] = [np.nan, np.inf, -np.inf]
+    w = np.ones(2500)
+    p, grad = cgrad.from_numpy(w.copy()), cgrad.from_numpy(g)
+    sink = cgrad._core._StatsSink([p])
+    sink.begin(1 | 2)  # no update norm asked for
+    cgrad._core._adam_update(p, grad, cgrad.zeros(2500, dtype=cgrad.float64),
+                             cgrad.zeros(2500, dtype=cgrad.float64), None, 1, 1e-3, 0.9, 0.999,
+                             1e-8, 0.0, False, False, False, sink)
+    got = sink.stats(0)
+    np.testing.assert_allclose(got[:4], finite_stats(g), rtol=1e-12)
+    assert got[4:8] == (2500.0, 1.0, 0, 2500) and got[8] == 0.0
+
+
+def test_sink_arming_and_bad_input():
+    p, q = cgrad.ones(4), cgrad.ones(4)
+    sink = cgrad._core._StatsSink([p])
+    with pytest.raises(ValueError, match="unknown measure bits in 8"):
+        sink.begin(8)
+    with pytest.raises(IndexError, match="index 1 out of range for 1 parameters"):
+        sink.seen(1)
+    with pytest.raises(TypeError, match="parameter 0 must be a cgrad.Tensor, got list"):
+        cgrad._core._StatsSink([[1.0]])
+    g = cgrad.ones(4)
+    cgrad._core._sgd_update(p, g, None, False, 0.1, 0.0, 0.0, 0.0, False, False, sink)
+    assert sink.seen(0) == 0, "not armed: nothing measured"
+    sink.begin(7)
+    cgrad._core._sgd_update(q, g, None, False, 0.1, 0.0, 0.0, 0.0, False, False, sink)
+    assert sink.seen(0) == 0, "q is not watched"
+    with pytest.raises(TypeError):
+        cgrad._core._sgd_update(p, g, None, False, 0.1, 0.0, 0.0, 0.0, False, False, "sink")
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_fused_statistics_equal_the_separate_pass(tmp_path, name):
+    """Same model, same steps: the fused path (built-in step) and the
+    pre-hook pass (a subclass overriding step) record the same gradient
+    and weight statistics."""
+    got = []
+    for fused in (True, False):
+        model = mlp((5, 7, 6, 3))
+        params = list(model.parameters())
+        opt = OPTIMIZERS[name](params)
+        if not fused:
+            opt.__class__ = type("Own", (type(opt),), {"step": lambda self, c=None:
+                                                        super(type(self), self).step(c)})
+        assert opt._provides_fused_stats() == fused
+        with monitor.Run(tmp_path / f"{fused}.cgrun") as run:
+            run.watch(model, opt)
+            assert (run._watcher._sink is not None) == fused
+            train(model, opt, 4, run, skip_grad_of=params[1])
+        with monitor.RunReader(tmp_path / f"{fused}.cgrun") as r:
+            got.append(r.poll())
+    a, b = got
+    for key in ("layer_grad_norm", "layer_grad_max", "layer_nonfinite", "layer_weight_norm",
+                "layer_update_ratio"):
+        np.testing.assert_allclose(getattr(a, key), getattr(b, key), rtol=1e-5, equal_nan=True,
+                                   err_msg=key)
+    np.testing.assert_allclose(a.steps["grad_norm"], b.steps["grad_norm"], rtol=1e-5)
+
+
+def test_closure_step_records_the_closures_gradients(tmp_path):
+    """step(closure): the gradients measured are those the closure made and
+    the update applied, not the ones before it."""
+    model = mlp((5, 7, 6, 3))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    x, y = batch(d_in=5)
+    norms = []
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_of(model, x, y)
+        loss.backward()
+        norms.append(math.sqrt(sum(float((p.grad.numpy().astype(np.float64) ** 2).sum())
+                                   for p in model.parameters())))
+        return loss
+
+    with monitor.Run(tmp_path / "c.cgrun") as run:
+        run.watch(model, opt)
+        for _ in range(3):
+            opt.step(closure)
+    with monitor.RunReader(tmp_path / "c.cgrun") as r:
+        d = r.poll()
+    np.testing.assert_allclose(d.steps["grad_norm"], norms, rtol=1e-5)
+    assert np.isfinite(d.steps["loss"]).all()
 
 
 def test_two_runs_watching_one_optimizer(tmp_path):
