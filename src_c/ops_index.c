@@ -655,11 +655,8 @@ static cg_status embedding_backward(cg_node *node, cg_tensor *const *gout, cg_te
     return st;
 }
 
-/* iparam as above, [2] padding_idx (-1: none). The gradient is row-sparse:
- * a copy of the flattened indices and of the gradient rows, the padding
- * rows left out (PyTorch's embedding_sparse_backward). */
-/* The device branch of the sparse gradient (flat, gc borrowed and freed
- * here): the kept count comes back to the host to size the parts, which
+/* The device branch of the sparse gradient (the references flat and gc are
+ * taken over): the kept count comes back to the host to size the parts, which
  * "embedding_sparse_grad" fills. */
 static cg_status embedding_sparse_grad_device(cg_tensor *flat, cg_tensor *gc, int64_t num, int64_t D,
                                               int64_t pad, cg_tensor **out) {
@@ -686,6 +683,9 @@ static cg_status embedding_sparse_grad_device(cg_tensor *flat, cg_tensor *gc, in
     return st;
 }
 
+/* iparam as above, [2] padding_idx (-1: none). The gradient is row-sparse:
+ * a copy of the flattened indices and of the gradient rows, the padding
+ * rows left out (PyTorch's embedding_sparse_backward). */
 static cg_status embedding_sparse_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
     if (cg__grad_mode())
         return cg__err(CG_ERR_UNSUPPORTED,

@@ -174,8 +174,8 @@ static void row_add(cg_dtype dt, void *dst, const void *src, int64_t n) {
     else row_add_f64((double *)dst, (const double *)src, n);
 }
 
-/* Sorted unique indices and their summed rows; duplicates are summed in the
- * order they appear (a stable sort), so the sums equal index_add's. */
+/* coalesce_parts on a device: the unique count sizes the parts, which the
+ * "sparse_coalesce" kernel fills (the same sums, in the same order). */
 static cg_status coalesce_parts_device(cg_tensor *t, cg_tensor **idx_out, cg_tensor **val_out) {
     cg_tensor *iv = t->sp_indices, *vv = t->sp_values;
     const int dev = cg__dev(vv);
@@ -201,6 +201,8 @@ static cg_status coalesce_parts_device(cg_tensor *t, cg_tensor **idx_out, cg_ten
     return CG_OK;
 }
 
+/* Sorted unique indices and their summed rows; duplicates are summed in the
+ * order they appear (a stable sort), so the sums equal index_add's. */
 static cg_status coalesce_parts(cg_tensor *t, cg_tensor **idx_out, cg_tensor **val_out) {
     if (cg__dev(t)) return coalesce_parts_device(t, idx_out, val_out);
     const cg_tensor *iv = t->sp_indices, *vv = t->sp_values;
