@@ -26,7 +26,7 @@ class SparseKernels:
 
     def k_sparse_is_coalesced(self, out, ins, f, i):
         idx = ins[0]
-        out[0][...] = 1 if idx.size < 2 else int(bool(self.xp.all(idx[1:] > idx[:-1])))
+        out[0][...] = 1 if idx.size < 2 else self.xp.all(idx[1:] > idx[:-1])  # no sync of its own
 
     def k_sparse_coalesce(self, out, ins, f, i):
         """Sorted unique indices; each row the sum of its duplicates in the
