@@ -67,6 +67,10 @@ static cg_status check_norm_type(const char *fn, double p) {
     return CG_OK;
 }
 
+/* The elements a kernel reads or writes: a row-sparse tensor's stored rows
+ * (coalesced by the caller), else the tensor itself. */
+static cg_tensor *stored(cg_tensor *t) { return t->layout ? t->sp_values : t; }
+
 /* Norms of one device's tensors ("pnorms": (norms float64 [k]; x_1..x_k),
  * f[0] = p), scattered into the list's slots. Empty tensors have norm 0 and
  * are not passed to the kernel. */
@@ -86,10 +90,11 @@ static cg_status device_norms(int dev, int k, cg_tensor **ts, const int *idx, vo
     }
     int m = 0;
     for (int j = 0; j < k; ++j) {
+        cg_tensor *t = stored(ts[j]);
         ctx->out[idx[j]] = 0.0;
-        if (ts[j]->numel) {
+        if (t->numel) {
             pos[m] = idx[j];
-            ts[m++] = ts[j]; /* ts is the grouping's scratch array */
+            ts[m++] = t; /* ts is the grouping's scratch array */
         }
     }
     cg_status st = CG_OK;
@@ -209,8 +214,9 @@ static void scale_fn(cg_tensor *c, const double *prm, int64_t *count) {
 static int device_targets(int k, cg_tensor **ts) {
     int m = 0;
     for (int j = 0; j < k; ++j) {
-        ++ts[j]->storage->version;
-        if (ts[j]->numel) ts[m++] = ts[j];
+        cg_tensor *t = stored(ts[j]);
+        ++t->storage->version;
+        if (t->numel) ts[m++] = t;
     }
     return m;
 }

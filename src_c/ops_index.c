@@ -14,6 +14,7 @@
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-math-errno", "no-trapping-math")
 #endif
 #include "cg_internal.h"
+#include "optim_device.h"
 
 /* t's elements, contiguous, where the host can read them: t itself (or its
  * contiguous copy) on the host, else a host copy of the device tensor. */
@@ -654,6 +655,34 @@ static cg_status embedding_backward(cg_node *node, cg_tensor *const *gout, cg_te
     return st;
 }
 
+/* The device branch of the sparse gradient (the references flat and gc are
+ * taken over): the kept count comes back to the host to size the parts, which
+ * "embedding_sparse_grad" fills. */
+static cg_status embedding_sparse_grad_device(cg_tensor *flat, cg_tensor *gc, int64_t num, int64_t D,
+                                              int64_t pad, cg_tensor **out) {
+    const int dev = cg__dev(gc);
+    int64_t keep = flat->numel;
+    cg_tensor *ni = NULL, *nv = NULL, *g2 = NULL;
+    cg_status st = CG_OK;
+    if (pad >= 0)
+        st = cg__kernel_result(dev, "sparse_count_ne", 0, 1, &flat, 0, NULL, 1, &pad, CG_INT64, 0, NULL, &keep);
+    int64_t shape2[2] = {flat->numel, D}, vshape[2] = {keep, D};
+    if (!st) st = cg_reshape(gc, 2, shape2, &g2);
+    if (!st) st = cg__new_on(dev, CG_INT64, 1, &keep, 0, &ni);
+    if (!st) st = cg__new_on(dev, gc->dtype, 2, vshape, 0, &nv);
+    if (!st && keep) {
+        cg_tensor *ts[4] = {ni, nv, flat, g2};
+        st = cg__kernel(dev, "embedding_sparse_grad", 2, 4, ts, 0, NULL, 1, &pad);
+    }
+    if (!st) st = cg__sparse_make(ni, nv, num, -1, out);
+    cg_tensor_free(flat);
+    cg_tensor_free(gc);
+    cg_tensor_free(g2);
+    cg_tensor_free(ni);
+    cg_tensor_free(nv);
+    return st;
+}
+
 /* iparam as above, [2] padding_idx (-1: none). The gradient is row-sparse:
  * a copy of the flattened indices and of the gradient rows, the padding
  * rows left out (PyTorch's embedding_sparse_backward). */
@@ -666,6 +695,7 @@ static cg_status embedding_sparse_backward(cg_node *node, cg_tensor *const *gout
     cg_tensor *flat = NULL, *gc = NULL, *ni = NULL, *nv = NULL;
     cg_status st = cg__saved(node, 0, &flat);
     if (!st) st = cg__contig(gout[0], &gc);
+    if (!st && cg__dev(gc)) return embedding_sparse_grad_device(flat, gc, num, D, pad, &gin[0]);
     int64_t N = flat ? flat->numel : 0, keep = 0;
     const int64_t *ip = flat ? (const int64_t *)cg__ptr(flat) : NULL;
     if (!st)
@@ -777,12 +807,12 @@ cg_status cg_embedding(cg_tensor *weight, cg_tensor *indices, cg_tensor **out) {
 cg_status cg_embedding_sparse(cg_tensor *weight, cg_tensor *indices, int64_t padding_idx,
                               cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(weight);
-    CG_CHECK_T(indices);
+    CG_CHECK_TD(weight);
+    CG_CHECK_TD(indices);
     if (weight->ndim == 2 && padding_idx >= weight->shape[0])
         return cg__err(CG_ERR_INDEX, "cg_embedding_sparse: padding_idx %lld is out of range for %lld embeddings",
                        (long long)padding_idx, (long long)weight->shape[0]);
-    if (!cg__is_float(weight->dtype))
+    if (weight->dtype != CG_FLOAT32 && weight->dtype != CG_FLOAT64) /* the row-sparse gradient's dtypes */
         return cg__err(CG_ERR_DTYPE, "cg_embedding_sparse: weight must be float32 or float64 (got %s)",
                        cg_dtype_name(weight->dtype));
     return embedding_impl(weight, indices, 1, padding_idx < 0 ? -1 : padding_idx, out);

@@ -8,7 +8,10 @@
  *   AT(g, v) -> (N, in):   z[n,i]  = sum_{k: col k = i} g[n,row k] v[k]
  *   S (g, x) -> (nnz,):    s[k]    = sum_n g[n,row k] x[n,col k]
  *   dA = (AT(gy, v), S(gy, x)); dAT = (A(gz, v), S(g, gz)); dS = (A(x, gs), AT(g, gs)).
- * Every kernel walks the nnz connections once per sample: O(N * nnz). */
+ * Every kernel walks the nnz connections once per sample: O(N * nnz).
+ * On a backend device the three kernels are csr_a / csr_at / csr_s
+ * (docs/backend.md, "Sparse"); the CSR structure is validated on a host
+ * copy of indptr / indices, as the indexing ops check device indices. */
 /* Vectorisation options for the AXPY loops: see the note in ops_binary.c. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math")
@@ -21,6 +24,7 @@ static cg_status csr_backward(cg_node *node, cg_tensor *const *gout, cg_tensor *
 static const cg_op OP_CSR[3] = {{"sparse_linear", csr_backward},
                                 {"sparse_linear_t", csr_backward},
                                 {"sparse_linear_sddmm", csr_backward}};
+static const char *const CSR_KERNEL[3] = {"csr_a", "csr_at", "csr_s"};
 
 /* The kernels work on transposed (feature-major) operands, xT (in, N),
  * gT (out, N): every connection is then one contiguous AXPY or dot of
@@ -117,10 +121,14 @@ static cg_status csr_apply(int kind, cg_tensor *a, cg_tensor *b, cg_tensor *indp
     else if (kind == K_AT) shape[0] = N, shape[1] = in;
     else shape[0] = nnz, nd = 1;
     cg_tensor *ac = NULL, *bc = NULL, *r = NULL;
+    const int dev = cg__dev(a);
     cg_status st = cg__contig(a, &ac);
     if (!st) st = cg__contig(b, &bc);
-    if (!st) st = cg__new(a->dtype, nd, shape, 1, &r);
-    if (!st && N > 0 && nnz > 0) {
+    if (!st) st = cg__new_on(dev, a->dtype, nd, shape, 1, &r);
+    if (!st && N > 0 && nnz > 0 && dev) {
+        cg_tensor *ts[5] = {r, ac, bc, indptr, indices};
+        st = cg__kernel(dev, CSR_KERNEL[kind], 1, 5, ts, 0, NULL, 0, NULL);
+    } else if (!st && N > 0 && nnz > 0) {
         const int64_t *ip = (const int64_t *)cg__ptr(indptr), *col = (const int64_t *)cg__ptr(indices);
         if (a->dtype == CG_FLOAT32)
             st = csr_run_f32(kind, N, in, outf, ip, col, (const float *)cg__ptr(ac),
@@ -225,21 +233,38 @@ static cg_status check_csr(cg_tensor *ip_t, cg_tensor *col_t, int64_t in, int64_
     return CG_OK;
 }
 
+/* check_csr on host copies of a device's indptr / indices. */
+static cg_status check_csr_device(cg_tensor *ip_t, cg_tensor *col_t, int64_t in, int64_t outf) {
+    cg_tensor *hi = NULL, *hc = NULL;
+    cg_status st = cg__new(CG_INT64, 1, ip_t->shape, 0, &hi);
+    if (!st) st = cg__copy_elems(hi, ip_t);
+    if (!st) st = cg__new(CG_INT64, 1, col_t->shape, 0, &hc);
+    if (!st) st = cg__copy_elems(hc, col_t);
+    if (!st) st = check_csr(hi, hc, in, outf);
+    cg_tensor_free(hi);
+    cg_tensor_free(hc);
+    return st;
+}
+
 cg_status cg_sparse_linear(cg_tensor *x, cg_tensor *indptr, cg_tensor *indices, cg_tensor *values,
                            cg_tensor *bias, int64_t out_features, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(x);
-    CG_CHECK_T(indptr);
-    CG_CHECK_T(indices);
-    CG_CHECK_T(values);
-    if (bias) CG_CHECK_T(bias);
+    CG_CHECK_TD(x);
+    CG_CHECK_TD(indptr);
+    CG_CHECK_TD(indices);
+    CG_CHECK_TD(values);
+    if (bias) CG_CHECK_TD(bias);
     CG_TRY(check_structure(x, indptr, indices, values, bias, out_features));
     if (indptr->requires_grad || indices->requires_grad)
         return cg__err(CG_ERR_VALUE, "cg_sparse_linear: indptr/indices cannot require grad");
+    cg_tensor *all[5] = {x, indptr, indices, values, bias};
+    int dev;
+    CG_TRY(cg__same_device("cg_sparse_linear", 5, all, &dev)); /* all >= 1-D: no host scalar joins */
     cg_tensor *ip = NULL, *col = NULL, *y = NULL;
     cg_status st = cg__contig(indptr, &ip);
     if (!st) st = cg__contig(indices, &col);
-    if (!st) st = check_csr(ip, col, x->shape[1], out_features);
+    if (!st && dev) st = check_csr_device(ip, col, x->shape[1], out_features);
+    else if (!st) st = check_csr(ip, col, x->shape[1], out_features);
     if (!st) st = csr_apply(K_A, x, values, ip, col, x->shape[1], out_features, &y);
     if (!st && bias) {
         cg_tensor *yb = NULL;

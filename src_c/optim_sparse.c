@@ -6,6 +6,12 @@
  * tensors' dtype with the scalars rounded to it. */
 #include "cg_internal.h"
 #include "cg_optim.h"
+#include "optim_device.h"
+
+/* On a backend device every tensor of an update lives there (the parts of
+ * the row-sparse ones too) and the row loop is one kernel per call
+ * (docs/backend.md, "Sparse"); the checks, the coalescing and the sizing
+ * of the new momentum buffer stay here. */
 
 static int64_t row_len(const cg_tensor *t) {
     int64_t r = 1;
@@ -100,11 +106,15 @@ cg_status cg_sgd_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *mom
                                const cg_sgd_options *o, cg_tensor **momentum_out) {
     static const char *fn = "cg_sgd_sparse_update";
     if (momentum_out) *momentum_out = NULL;
-    CG_CHECK_T(param);
+    CG_CHECK_TD(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_dense(fn, "param", param, param));
     CG_TRY(check_sparse(fn, "grad", grad, param));
     CG_TRY(cg__check_sgd_options(fn, o));
+    int dev;
+    cg_tensor *all[3] = {param, grad, momentum_in};
+    static const char *const names[3] = {"param", "grad", "momentum_in"};
+    CG_TRY(cg__train_same_device(fn, 3, all, names, &dev));
     const int use_mom = o->momentum != 0.0;
     if (use_mom) {
         if (!momentum_out) return cg__err(CG_ERR_NULL, "%s: momentum_out is NULL (momentum %g)", fn, o->momentum);
@@ -123,19 +133,30 @@ cg_status cg_sgd_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *mom
     int64_t vshape[CG_MAX_DIMS];
     memcpy(vshape, param->shape, sizeof vshape);
     vshape[0] = cap;
-    cg_status st = cg__new(CG_INT64, 1, &cap, 0, &ui);
-    if (!st) st = cg__new(param->dtype, param->ndim, vshape, 0, &uv);
+    cg_status st = cg__new_on(dev, CG_INT64, 1, &cap, 0, &ui);
+    if (!st) st = cg__new_on(dev, param->dtype, param->ndim, vshape, 0, &uv);
     if (st) goto done;
+    int64_t u = 0;
+    if (dev) {
+        const int has_b = use_mom && momentum_in;
+        cg_tensor *ts[7] = {param, ui, uv, gc->sp_indices, gc->sp_values,
+                            has_b ? momentum_in->sp_indices : NULL, has_b ? momentum_in->sp_values : NULL};
+        const double f[4] = {o->lr, o->momentum, o->dampening, o->weight_decay};
+        const int64_t iv[2] = {o->maximize, o->nesterov}, one = 1;
+        st = cg__kernel_result(dev, "sgd_sparse_update_", 3, has_b ? 4 : 2, ts, 4, f, 2, iv, CG_INT64, 1, &one, &u);
+        if (st) goto done;
+        goto updated;
+    }
     const int64_t *gi = (const int64_t *)cg__ptr(gc->sp_indices);
     const int64_t *bi = (use_mom && momentum_in) ? (const int64_t *)cg__ptr(momentum_in->sp_indices) : NULL;
     const void *bv = bi ? cg__ptr(momentum_in->sp_values) : NULL;
-    int64_t u;
     if (param->dtype == CG_FLOAT32)
         u = sgd_sparse_f32((float *)cg__ptr(param), R, gi, (const float *)cg__ptr(gc->sp_values), n_g, bi,
                            (const float *)bv, n_b, (int64_t *)cg__ptr(ui), (float *)cg__ptr(uv), o);
     else
         u = sgd_sparse_f64((double *)cg__ptr(param), R, gi, (const double *)cg__ptr(gc->sp_values), n_g, bi,
                            (const double *)bv, n_b, (int64_t *)cg__ptr(ui), (double *)cg__ptr(uv), o);
+updated:
     ++param->storage->version;
     if (use_mom) {
         /* The union has u <= cap rows: the parts are views of its prefix. */
@@ -185,12 +206,16 @@ SPARSE_ADAM(sparse_adam_f64, double, sqrt)
 cg_status cg_sparse_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
                                 cg_tensor *exp_avg_sq, int64_t step, const cg_adam_options *o) {
     static const char *fn = "cg_sparse_adam_update";
-    CG_CHECK_T(param);
+    CG_CHECK_TD(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_dense(fn, "param", param, param));
     CG_TRY(check_sparse(fn, "grad", grad, param));
     CG_TRY(check_dense(fn, "exp_avg", exp_avg, param));
     CG_TRY(check_dense(fn, "exp_avg_sq", exp_avg_sq, param));
+    int dev;
+    cg_tensor *all[4] = {param, grad, exp_avg, exp_avg_sq};
+    static const char *const names[4] = {"param", "grad", "exp_avg", "exp_avg_sq"};
+    CG_TRY(cg__train_same_device(fn, 4, all, names, &dev));
     if (exp_avg->storage == param->storage || exp_avg_sq->storage == param->storage ||
         exp_avg->storage == exp_avg_sq->storage)
         return cg__err(CG_ERR_VALUE, "%s: param, exp_avg and exp_avg_sq must not share memory", fn);
@@ -205,14 +230,24 @@ cg_status cg_sparse_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *ex
     if (n_g) {
         const double bc1 = 1.0 - pow(o->beta1, (double)step), bc2 = 1.0 - pow(o->beta2, (double)step);
         const double step_size = o->lr * sqrt(bc2) / bc1;
-        const int64_t *gi = (const int64_t *)cg__ptr(gc->sp_indices);
-        if (param->dtype == CG_FLOAT32)
+        const int64_t *gi = dev ? NULL : (const int64_t *)cg__ptr(gc->sp_indices);
+        cg_status st = CG_OK;
+        if (dev) {
+            cg_tensor *ts[5] = {param, exp_avg, exp_avg_sq, gc->sp_indices, gc->sp_values};
+            const double f[4] = {step_size, o->beta1, o->beta2, o->eps};
+            const int64_t iv[1] = {o->maximize};
+            st = cg__kernel(dev, "sparse_adam_update_", 3, 5, ts, 4, f, 1, iv);
+        } else if (param->dtype == CG_FLOAT32)
             sparse_adam_f32((float *)cg__ptr(param), (float *)cg__ptr(exp_avg), (float *)cg__ptr(exp_avg_sq),
                             R, gi, (const float *)cg__ptr(gc->sp_values), n_g, step_size, o);
         else
             sparse_adam_f64((double *)cg__ptr(param), (double *)cg__ptr(exp_avg),
                             (double *)cg__ptr(exp_avg_sq), R, gi, (const double *)cg__ptr(gc->sp_values),
                             n_g, step_size, o);
+        if (st) {
+            cg_tensor_free(gc);
+            return st;
+        }
         ++param->storage->version;
         ++exp_avg->storage->version;
         ++exp_avg_sq->storage->version;
@@ -247,11 +282,15 @@ ADAGRAD_SPARSE(adagrad_sparse_f64, double, sqrt)
 cg_status cg_adagrad_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
                                    int64_t step, const cg_adagrad_options *o) {
     static const char *fn = "cg_adagrad_sparse_update";
-    CG_CHECK_T(param);
+    CG_CHECK_TD(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_dense(fn, "param", param, param));
     CG_TRY(check_sparse(fn, "grad", grad, param));
     CG_TRY(check_dense(fn, "state_sum", state_sum, param));
+    int dev;
+    cg_tensor *all[3] = {param, grad, state_sum};
+    static const char *const dnames[3] = {"param", "grad", "state_sum"};
+    CG_TRY(cg__train_same_device(fn, 3, all, dnames, &dev));
     if (state_sum->storage == param->storage)
         return cg__err(CG_ERR_VALUE, "%s: param and state_sum must not share memory", fn);
     const double opts[5] = {o->lr, o->lr_decay, o->weight_decay, o->eps, o->initial_accumulator_value};
@@ -265,6 +304,21 @@ cg_status cg_adagrad_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor 
     CG_TRY(cg__sparse_coalesced(grad, &gc));
     const int64_t R = row_len(param), n_g = gc->sp_indices->numel;
     const double clr = o->lr / (1.0 + (double)(step - 1) * o->lr_decay);
+    if (dev) {
+        cg_status st = CG_OK;
+        if (n_g) {
+            cg_tensor *ts[4] = {param, state_sum, gc->sp_indices, gc->sp_values};
+            const double f[3] = {clr, o->weight_decay, o->eps};
+            const int64_t iv[1] = {o->maximize};
+            st = cg__kernel(dev, "adagrad_sparse_update_", 2, 4, ts, 3, f, 1, iv);
+        }
+        if (!st && n_g) {
+            ++param->storage->version;
+            ++state_sum->storage->version;
+        }
+        cg_tensor_free(gc);
+        return st;
+    }
     const int64_t *gi = (const int64_t *)cg__ptr(gc->sp_indices);
     if (param->dtype == CG_FLOAT32)
         adagrad_sparse_f32((float *)cg__ptr(param), (float *)cg__ptr(state_sum), R, gi,

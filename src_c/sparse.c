@@ -5,10 +5,17 @@
  * dense shape, grad bookkeeping) with layout CG_SPARSE_ROWS, an empty
  * storage block and zero strides; its data are two owned contiguous parts.
  * Keeping the header lets every generic path (freeing, .grad slots, hooks,
- * shape checks) work unchanged, while CG_CHECK_T makes every op refuse it. */
+ * shape checks) work unchanged, while CG_CHECK_T makes every op refuse it.
+ *
+ * On a backend device both parts live on the device and so does the
+ * header's (empty) storage, so cg__dev() of the tensor is its parts'
+ * device. The checks and sizes stay here; the loops over rows are the
+ * backend's sparse_* kernels (docs/backend.md, "Sparse"); a count that
+ * decides an output's size comes back to the host as one small result. */
 #include <stdio.h>
 
 #include "cg_internal.h"
+#include "optim_device.h"
 
 cg_status cg__sparse_refused(const char *fn, const char *arg) {
     return cg__err(CG_ERR_UNSUPPORTED,
@@ -37,6 +44,13 @@ static int64_t row_size(int ndim, const int64_t *shape) {
     return r;
 }
 
+/* The int64 a device kernel computes from t (kernel: (out int64 0-d; t)). */
+static cg_status device_count(const char *kernel, cg_tensor *t, int n_i, const int64_t *iparam,
+                              int64_t *value) {
+    *value = 0;
+    return cg__kernel_result(cg__dev(t), kernel, 0, 1, &t, 0, NULL, n_i, iparam, CG_INT64, 0, NULL, value);
+}
+
 static cg_status need_sparse(const char *fn, const cg_tensor *t) {
     if (t->layout != CG_SPARSE_ROWS)
         return cg__err(CG_ERR_VALUE, "%s: expected a row-sparse tensor, got a strided (dense) one", fn);
@@ -49,8 +63,12 @@ cg_status cg__sparse_make(cg_tensor *indices, cg_tensor *values, int64_t num_row
     if (num_rows > 0 && R > 0 && num_rows > (INT64_MAX / 16) / R)
         return cg__err(CG_ERR_VALUE, "sparse tensor: %lld rows of %lld elements overflow",
                        (long long)num_rows, (long long)R);
+    const int dev = cg__dev(values);
+    int64_t sorted = coalesced;
+    if (sorted < 0 && dev) CG_TRY(device_count("sparse_is_coalesced", indices, 0, NULL, &sorted));
+    else if (sorted < 0) sorted = sorted_unique((const int64_t *)cg__ptr(indices), indices->numel);
     cg_tensor *t;
-    CG_TRY(cg__new(values->dtype, 1, &zero, 0, &t));
+    CG_TRY(cg__new_on(dev, values->dtype, 1, &zero, 0, &t));
     t->ndim = values->ndim;
     t->shape[0] = num_rows;
     t->strides[0] = 0;
@@ -64,16 +82,15 @@ cg_status cg__sparse_make(cg_tensor *indices, cg_tensor *values, int64_t num_row
     cg_tensor_retain(values);
     t->sp_indices = indices;
     t->sp_values = values;
-    t->sp_coalesced = coalesced >= 0 ? coalesced
-                                     : sorted_unique((const int64_t *)cg__ptr(indices), indices->numel);
+    t->sp_coalesced = (int)sorted;
     *out = t;
     return CG_OK;
 }
 
 cg_status cg_sparse_rows(cg_tensor *indices, cg_tensor *values, int64_t num_rows, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_T(indices);
-    CG_CHECK_T(values);
+    CG_CHECK_TD(indices);
+    CG_CHECK_TD(values);
     char b[CG_SHAPE_STR_LEN];
     if (indices->dtype != CG_INT64 || indices->ndim != 1)
         return cg__err(CG_ERR_VALUE, "cg_sparse_rows: indices must be int64 of shape (nnz,), got %s of shape %s",
@@ -89,19 +106,28 @@ cg_status cg_sparse_rows(cg_tensor *indices, cg_tensor *values, int64_t num_rows
     if (values->requires_grad)
         return cg__err(CG_ERR_UNSUPPORTED, "cg_sparse_rows: values require grad, but sparse tensors carry no "
                                            "autograd history (pass values.detach())");
-    cg_tensor *ic = NULL, *vc = NULL;
+    cg_tensor *iv[2] = {indices, values};
+    CG_TRY(cg__same_device("cg_sparse_rows", 2, iv, NULL));
+    cg_tensor *ic = NULL, *vc = NULL, *hc = NULL;
     cg_status st = cg__contig(indices, &ic);
     if (!st) st = cg__contig(values, &vc);
+    /* A device's indices are checked on a host copy (one transfer, as the
+     * dense indexing ops check theirs), which also tells if they are sorted. */
+    if (!st && cg__dev(ic)) {
+        st = cg__new(CG_INT64, 1, ic->shape, 0, &hc);
+        if (!st) st = cg__copy_elems(hc, ic);
+    }
     if (!st) {
-        const int64_t *ip = (const int64_t *)cg__ptr(ic);
+        const int64_t *ip = (const int64_t *)cg__ptr(hc ? hc : ic);
         for (int64_t k = 0; k < ic->numel; ++k)
             if (ip[k] < 0 || ip[k] >= num_rows) {
                 st = cg__err(CG_ERR_INDEX, "cg_sparse_rows: index %lld (entry %lld) is out of range for %lld rows",
                              (long long)ip[k], (long long)k, (long long)num_rows);
                 break;
             }
+        if (!st) st = cg__sparse_make(ic, vc, num_rows, sorted_unique(ip, ic->numel), out);
     }
-    if (!st) st = cg__sparse_make(ic, vc, num_rows, -1, out);
+    cg_tensor_free(hc);
     cg_tensor_free(ic);
     cg_tensor_free(vc);
     return st;
@@ -109,7 +135,7 @@ cg_status cg_sparse_rows(cg_tensor *indices, cg_tensor *values, int64_t num_rows
 
 cg_status cg_sparse_indices(cg_tensor *t, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TS(t);
+    CG_CHECK_TSD(t);
     CG_TRY(need_sparse("cg_sparse_indices", t));
     cg_tensor_retain(t->sp_indices);
     *out = t->sp_indices;
@@ -118,7 +144,7 @@ cg_status cg_sparse_indices(cg_tensor *t, cg_tensor **out) {
 
 cg_status cg_sparse_values(cg_tensor *t, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TS(t);
+    CG_CHECK_TSD(t);
     CG_TRY(need_sparse("cg_sparse_values", t));
     cg_tensor_retain(t->sp_values);
     *out = t->sp_values;
@@ -148,9 +174,37 @@ static void row_add(cg_dtype dt, void *dst, const void *src, int64_t n) {
     else row_add_f64((double *)dst, (const double *)src, n);
 }
 
+/* coalesce_parts on a device: the unique count sizes the parts, which the
+ * "sparse_coalesce" kernel fills (the same sums, in the same order). */
+static cg_status coalesce_parts_device(cg_tensor *t, cg_tensor **idx_out, cg_tensor **val_out) {
+    cg_tensor *iv = t->sp_indices, *vv = t->sp_values;
+    const int dev = cg__dev(vv);
+    int64_t u;
+    CG_TRY(device_count("sparse_nunique", iv, 0, NULL, &u));
+    int64_t vshape[CG_MAX_DIMS];
+    memcpy(vshape, vv->shape, sizeof vshape);
+    vshape[0] = u;
+    cg_tensor *ni = NULL, *nv = NULL;
+    cg_status st = cg__new_on(dev, CG_INT64, 1, &u, 0, &ni);
+    if (!st) st = cg__new_on(dev, vv->dtype, vv->ndim, vshape, 0, &nv);
+    if (!st && u) {
+        cg_tensor *ts[4] = {ni, nv, iv, vv};
+        st = cg__kernel(dev, "sparse_coalesce", 2, 4, ts, 0, NULL, 0, NULL);
+    }
+    if (st) {
+        cg_tensor_free(ni);
+        cg_tensor_free(nv);
+        return st;
+    }
+    *idx_out = ni;
+    *val_out = nv;
+    return CG_OK;
+}
+
 /* Sorted unique indices and their summed rows; duplicates are summed in the
  * order they appear (a stable sort), so the sums equal index_add's. */
-static cg_status coalesce_parts(const cg_tensor *t, cg_tensor **idx_out, cg_tensor **val_out) {
+static cg_status coalesce_parts(cg_tensor *t, cg_tensor **idx_out, cg_tensor **val_out) {
+    if (cg__dev(t)) return coalesce_parts_device(t, idx_out, val_out);
     const cg_tensor *iv = t->sp_indices, *vv = t->sp_values;
     int64_t nnz = iv->numel, R = row_size(vv->ndim, vv->shape);
     size_t esz = cg_dtype_size(vv->dtype);
@@ -225,7 +279,7 @@ cg_status cg__sparse_coalesce_inplace(cg_tensor *t) {
 
 cg_status cg_sparse_coalesce(cg_tensor *t, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TS(t);
+    CG_CHECK_TSD(t);
     CG_TRY(need_sparse("cg_sparse_coalesce", t));
     return cg__sparse_coalesced(t, out);
 }
@@ -234,6 +288,16 @@ cg_status cg_sparse_coalesce(cg_tensor *t, cg_tensor **out) {
 cg_status cg__sparse_add_into(cg_tensor *dense, const cg_tensor *sp) {
     const cg_tensor *iv = sp->sp_indices, *vv = sp->sp_values;
     int64_t nnz = iv->numel, R = row_size(vv->ndim, vv->shape);
+    if (cg__dev(dense) != cg__dev(sp))
+        return cg__err(CG_ERR_VALUE, "sparse add: the dense tensor is on '%s' but the row-sparse one on '%s'",
+                       cg__device_label(cg__dev(dense)), cg__device_label(cg__dev(sp)));
+    if (cg__dev(dense)) {
+        if (!nnz || !R) return CG_OK;
+        cg_tensor *ts[3] = {dense, sp->sp_indices, sp->sp_values};
+        CG_TRY(cg__kernel(cg__dev(dense), "sparse_add_into_", 1, 3, ts, 0, NULL, 0, NULL));
+        ++dense->storage->version;
+        return CG_OK;
+    }
     size_t rb = (size_t)R * cg_dtype_size(vv->dtype);
     const int64_t *ip = (const int64_t *)cg__ptr(iv);
     char *d = (char *)cg__ptr(dense);
@@ -252,14 +316,32 @@ cg_status cg_sparse_to_dense(cg_tensor *t, cg_tensor **out) {
         return CG_OK;
     }
     cg_tensor *r;
-    CG_TRY(cg__new(t->dtype, t->ndim, t->shape, 1, &r));
-    cg__sparse_add_into(r, t);
+    CG_TRY(cg__new_on(cg__dev(t), t->dtype, t->ndim, t->shape, 1, &r));
+    cg_status st = cg__sparse_add_into(r, t);
+    if (st) {
+        cg_tensor_free(r);
+        return st;
+    }
     r->storage->version = 0;
     *out = r;
     return CG_OK;
 }
 
+/* On a device the parts are joined by the cat kernel (no autograd: the
+ * parts never require grad). */
+static cg_status concat_device(cg_tensor *a, cg_tensor *b, cg_tensor **out) {
+    cg_tensor *is[2] = {a->sp_indices, b->sp_indices}, *vs[2] = {a->sp_values, b->sp_values};
+    cg_tensor *ni = NULL, *nv = NULL;
+    cg_status st = cg_cat(2, is, 0, &ni);
+    if (!st) st = cg_cat(2, vs, 0, &nv);
+    if (!st) st = cg__sparse_make(ni, nv, a->shape[0], -1, out);
+    cg_tensor_free(ni);
+    cg_tensor_free(nv);
+    return st;
+}
+
 static cg_status concat(cg_tensor *a, cg_tensor *b, cg_tensor **out) {
+    if (cg__dev(a)) return concat_device(a, b, out);
     const cg_tensor *ia = a->sp_indices, *ib = b->sp_indices, *va = a->sp_values, *vb = b->sp_values;
     int64_t na = ia->numel, nb = ib->numel, n = na + nb;
     int64_t vshape[CG_MAX_DIMS];
@@ -287,9 +369,15 @@ static cg_status concat(cg_tensor *a, cg_tensor *b, cg_tensor **out) {
 
 cg_status cg_sparse_add(cg_tensor *a, cg_tensor *b, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TS(a);
-    CG_CHECK_TS(b);
+    CG_CHECK_TSD(a);
+    CG_CHECK_TSD(b);
     if (a->layout == CG_STRIDED && b->layout == CG_STRIDED) return cg_add(a, b, out);
+    for (int k = 0; k < 2; ++k) { /* the dense side computes here: host float16 is storage only */
+        const cg_tensor *t = k ? b : a;
+        if (!t->layout && t->dtype == CG_FLOAT16 && !cg__dev(t)) return cg__half_refused(__func__, k ? "b" : "a");
+    }
+    cg_tensor *ab[2] = {a, b};
+    CG_TRY(cg__same_device("cg_sparse_add", 2, ab, NULL));
     if (!cg__same_shape(a, b) || a->dtype != b->dtype) {
         char b1[CG_SHAPE_STR_LEN], b2[CG_SHAPE_STR_LEN];
         return cg__err(CG_ERR_SHAPE, "cg_sparse_add: a (%s %s) and b (%s %s) must have the same shape and dtype",
@@ -302,7 +390,7 @@ cg_status cg_sparse_add(cg_tensor *a, cg_tensor *b, cg_tensor **out) {
         return cg__err(CG_ERR_UNSUPPORTED, "cg_sparse_add: adding a row-sparse tensor to a dense one that "
                                            "requires grad is not differentiable");
     cg_tensor *r;
-    CG_TRY(cg__new(dense->dtype, dense->ndim, dense->shape, 0, &r));
+    CG_TRY(cg__new_on(cg__dev(dense), dense->dtype, dense->ndim, dense->shape, 0, &r));
     cg_status st = cg__copy_elems(r, dense);
     if (!st) st = cg__sparse_add_into(r, sp);
     if (st) {
@@ -329,14 +417,14 @@ cg_status cg__sparse_accumulate(cg_tensor **acc, cg_tensor *g) {
 }
 
 cg_status cg_sparse_zero_(cg_tensor *t) {
-    CG_CHECK_TS(t);
+    CG_CHECK_TSD(t);
     CG_TRY(need_sparse("cg_sparse_zero_", t));
     int64_t zero = 0, vshape[CG_MAX_DIMS];
     memcpy(vshape, t->sp_values->shape, sizeof vshape);
     vshape[0] = 0;
     cg_tensor *ni = NULL, *nv = NULL;
-    cg_status st = cg__new(CG_INT64, 1, &zero, 0, &ni);
-    if (!st) st = cg__new(t->dtype, t->sp_values->ndim, vshape, 0, &nv);
+    cg_status st = cg__new_on(cg__dev(t), CG_INT64, 1, &zero, 0, &ni);
+    if (!st) st = cg__new_on(cg__dev(t), t->dtype, t->sp_values->ndim, vshape, 0, &nv);
     if (st) {
         cg_tensor_free(ni);
         return st;

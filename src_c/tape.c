@@ -571,9 +571,9 @@ static cg_status accumulate_leaf_sparse(cg_tensor *leaf, cg_tensor *g, int creat
         }
         cg_tensor *vc = NULL, *ic = NULL;
         cg_tensor *v = g->sp_values, *i = g->sp_indices;
-        cg_status st = cg__new(v->dtype, v->ndim, v->shape, 0, &vc);
+        cg_status st = cg__new_on(cg__dev(v), v->dtype, v->ndim, v->shape, 0, &vc);
         if (!st) st = cg__copy_elems(vc, v);
-        if (!st) st = cg__new(CG_INT64, 1, i->shape, 0, &ic);
+        if (!st) st = cg__new_on(cg__dev(i), CG_INT64, 1, i->shape, 0, &ic);
         if (!st) st = cg__copy_elems(ic, i);
         if (!st) st = cg__sparse_make(ic, vc, g->shape[0], g->sp_coalesced, &leaf->grad);
         cg_tensor_free(vc);

@@ -26,12 +26,13 @@ from cgrad.backends.xp_elementwise import ElementwiseKernels
 from cgrad.backends.xp_nn import NNKernels
 from cgrad.backends.xp_optim import OptimKernels
 from cgrad.backends.xp_reduce import ReduceKernels
+from cgrad.backends.xp_sparse import SparseKernels
 
 _NP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_),
               np.dtype(np.float16))
 
 
-class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels):
+class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels, SparseKernels):
     """Kernels of one device over the array namespace ``xp``. The kernels
     themselves live in mixin classes, one per family (xp_elementwise.py,
     ...): every method named ``k_<kernel>`` is a kernel.

@@ -55,13 +55,24 @@ def _cases():
         "mse_loss": lambda t: F.mse_loss(t(_x((4, 5))), t(_x((4, 5), 1))),
         "layer_norm": lambda t: F.layer_norm(t(_x((4, 5))), (5,)),
         "linear": lambda t: F.linear(t(_x((4, 5))), t(_x((3, 5), 1)), t(_x((3,), 2))),
-        "sparse_coo": lambda t: cgrad.sparse_coo_tensor(cgrad.tensor([[0, 2]]).to(_dev(t)),
-                                                        t(_x((2, 3))), (4, 3)).to_dense(),
+        # row-sparse tensors (duplicated rows summed by coalesce)
+        "sparse_coo": lambda t: cgrad.sparse_coo_tensor(cgrad.tensor([[2, 0, 2]]).to(_dev(t)),
+                                                        t(_x((3, 3))), (4, 3)).coalesce().to_dense(),
+        "sparse_embedding_grad": lambda t: _sparse_embedding_grad(t),
+        "sparse_linear": lambda t: F.sparse_linear(t(_x((4, 5))), cgrad.tensor([0, 2, 2, 5]).to(_dev(t)),
+                                                   cgrad.tensor([0, 4, 1, 2, 4]).to(_dev(t)),
+                                                   t(_x((5,), 1)), t(_x((3,), 2)), 3),
     }
 
 
 def _dev(t):
     return t.device
+
+
+def _sparse_embedding_grad(t):
+    w = t(_x((5, 3))).requires_grad_()
+    F.embedding(cgrad.tensor([[4, 1], [1, 0]]).to(_dev(t)), w, sparse=True).pow(2).sum().backward()
+    return w.grad.to_dense()
 
 
 def _maker(device):
