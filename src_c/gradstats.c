@@ -257,8 +257,8 @@ static cg_status stats_one(const char *fn, const cg_tensor *t, cg_stats *stats) 
     return CG_OK;
 }
 
-/* Statistics of one device's tensors (all float, strided: row-sparse
- * tensors live on the host) with one kernel, "tensor_stats": (stats
+/* Statistics of one device's tensors (all float; row-sparse ones over
+ * their coalesced rows) with one kernel, "tensor_stats": (stats
  * float64 [k, 3]: sum_sq, max_abs, nonfinite; x_1..x_k), any strides; one
  * copy of the k rows back to the host. Empty tensors are not passed. */
 static cg_status device_stats(int dev, int k, cg_tensor **ts, const int *idx, void *vctx) {
@@ -270,18 +270,32 @@ static cg_status device_stats(int dev, int k, cg_tensor **ts, const int *idx, vo
         free(rows);
         return cg__err(CG_ERR_NOMEM, "tensor_stats: out of memory for %d tensors", k);
     }
-    int m = 0;
-    for (int j = 0; j < k; ++j) {
-        cg_stats *s = &out[idx[j]];
-        memset(s, 0, sizeof *s);
-        s->numel = ts[j]->numel;
-        if (ts[j]->numel) {
-            pos[m] = idx[j];
-            ts[m++] = ts[j]; /* ts is the grouping's scratch array */
-        }
+    /* A row-sparse tensor: the stored rows of its coalesced form (as
+     * stats_one on the host), numel the dense count. */
+    cg_tensor **held = calloc((size_t)k, sizeof *held);
+    if (!held) {
+        free(pos);
+        free(rows);
+        return cg__err(CG_ERR_NOMEM, "tensor_stats: out of memory for %d tensors", k);
     }
     cg_status st = CG_OK;
-    if (m) {
+    int m = 0;
+    for (int j = 0; j < k && !st; ++j) {
+        cg_stats *s = &out[idx[j]];
+        cg_tensor *t = ts[j];
+        memset(s, 0, sizeof *s);
+        s->numel = t->numel;
+        if (t->layout) {
+            st = cg__sparse_coalesced(t, &held[j]);
+            if (st) break;
+            t = held[j]->sp_values;
+        }
+        if (t->numel) {
+            pos[m] = idx[j];
+            ts[m++] = t; /* ts is the grouping's scratch array */
+        }
+    }
+    if (!st && m) {
         const int64_t shape[2] = {m, 3};
         st = cg__kernel_result(dev, "tensor_stats", 0, m, ts, 0, NULL, 0, NULL, CG_FLOAT64, 2, shape,
                                rows);
@@ -292,6 +306,8 @@ static cg_status device_stats(int dev, int k, cg_tensor **ts, const int *idx, vo
             s->nonfinite = (int64_t)rows[3 * j + 2];
         }
     }
+    for (int j = 0; j < k; ++j) cg_tensor_free(held[j]);
+    free(held);
     free(pos);
     free(rows);
     return st;

@@ -185,8 +185,12 @@ int main(void) {
         CHECK_STATUS(cg_sparse_to_dense(NULL, &r), CG_ERR_NULL);
         CHECK_STATUS(cg_exp(d, &r), CG_ERR_UNSUPPORTED); /* the mock has no exp kernel */
         CHECK(strstr(cg_last_error(), "'exp'") && strstr(cg_last_error(), "'mock'"));
-        CHECK_STATUS(cg_embedding_sparse(d, h, -1, &r), CG_ERR_UNSUPPORTED); /* a host-only op */
-        CHECK(strstr(cg_last_error(), "device 'mock'"));
+        cg_tensor *hi = NULL; /* row-sparse parts on two devices */
+        CHECK_OK(cg_zeros(CG_INT64, 1, &n, &hi));
+        CHECK_STATUS(cg_sparse_rows(hi, d, 3, &r), CG_ERR_VALUE);
+        CHECK(strstr(cg_last_error(), "'mock'") && strstr(cg_last_error(), "'cpu'"));
+        CHECK(r == NULL);
+        cg_tensor_free(hi);
         CHECK_OK(cg_scalar(CG_FLOAT64, 2.0, &s)); /* a 0-d host tensor joins as a scalar */
         CHECK_OK(cg_mul(d, s, &r));
         CHECK(cg_tensor_device(r) == dev && cgt_at(r, 2) == 2.0);

@@ -248,12 +248,6 @@ def test_embedding_padding_idx_scalar_index_and_module():
     assert_same_values(F.embedding(s, w), F.embedding(s, wd), rtol=0, atol=0)
 
 
-def test_sparse_embedding_stays_on_the_host():
-    wd = cgrad.tensor(_rand((5, 2)), dtype=cgrad.float64, device="cuda", requires_grad=True)
-    with pytest.raises(NotImplementedError, match="cg_embedding_sparse: not supported on device 'cuda'"):
-        F.embedding(cgrad.tensor([1, 2], device="cuda"), wd, sparse=True)
-
-
 def test_gradcheck_embedding_through_the_device():
     w = cgrad.tensor(_rand((5, 3)), dtype=cgrad.float64, requires_grad=True)
     i = cgrad.tensor([[4, 1], [1, 1]], device="cuda")

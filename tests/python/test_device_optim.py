@@ -222,20 +222,6 @@ def test_agc_parameter_and_gradient_on_different_devices():
         _core._clip_grad_agc([p], [g], 0.01, 1e-3)
 
 
-@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
-                                  lambda ps: optim.Adagrad(ps, lr=0.1),
-                                  lambda ps: optim.SparseAdam(ps, lr=0.1)])
-def test_sparse_gradients_stay_host_only(make):
-    """Row-sparse gradients have no device kernels: a cuda parameter with
-    one fails naming the device, and changes nothing."""
-    p = cgrad.tensor(np.ones((4, 3)), requires_grad=True, device="cuda")
-    p.grad = cgrad.sparse_coo_tensor(cgrad.tensor(np.array([[1]])), cgrad.tensor(np.ones((1, 3))),
-                                     (4, 3))
-    with pytest.raises(NotImplementedError, match="not supported on device 'cuda'"):
-        make([p]).step()
-    np.testing.assert_array_equal(host(p), 1.0)
-
-
 # ----------------------------------------------------------- clipping
 def grad_lists(dtype, seed=5, bad=None):
     rng = np.random.default_rng(seed)

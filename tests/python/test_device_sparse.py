@@ -423,12 +423,8 @@ def test_sparse_linear_errors_on_the_device():
 
 
 # ------------------------------------------------------ gradient statistics
-STATS_PENDING = pytest.mark.xfail(
-    strict=True, reason="src_c/gradstats.c (the lead's) passes a row-sparse device tensor itself to the "
-                        "tensor_stats kernel; the sparse-device report has the patch")
 
 
-@STATS_PENDING
 def test_statistics_of_a_sparse_device_gradient():
     vals = np.array([[1.0, np.inf], [np.nan, 2.0], [3.0, 4.0]])
     st = {d: _core._tensor_stats(sparse(d, [1, 1, 0], vals, (3, 2))) for d in DEVS}
@@ -440,7 +436,6 @@ def test_statistics_of_a_sparse_device_gradient():
     np.testing.assert_array_equal(many["cuda"], many["cpu"])
 
 
-@STATS_PENDING
 def test_grad_scaler_with_sparse_device_gradients():
     res = {}
     for d in DEVS:
