@@ -172,9 +172,10 @@ cdef class _MonitorRing:
 
     cdef int _take_sink(self, Py_ssize_t slot) except -1:
         """The fused updates' numbers into raw[slot] / upd[slot]; a
-        parameter no update measured (no gradient, not the optimizer's, a
-        row-sparse update) is measured here: it did not move (update 0),
-        or it moved unmeasured (update unknown, NaN)."""
+        parameter no update measured is measured here: without a gradient
+        the step left it alone (update 0); with one it is not the
+        optimizer's (float32 masters updated for a float16 model), or a
+        row-sparse update moved it: its update is unknown (NaN)."""
         cdef _StatsSink sink = self.sink
         cdef double *row = &self.raw_v[slot, 0, 0]
         cdef double[::1] u = self.upd_v[slot]
@@ -184,7 +185,7 @@ cdef class _MonitorRing:
         cdef cg_tensor *c
         cdef cg_tensor *g
         for k in range(self.n_params):
-            if sink.seen_[k] == 1:
+            if sink.seen_[k]:
                 us = &sink.st[k]
                 _put_stats(row + 8 * k, &us.grad)
                 _put_stats(row + 8 * k + 4, &us.weight)
@@ -199,7 +200,7 @@ cdef class _MonitorRing:
             _put_stats(row + 8 * k, &st)
             _check(cg_tensor_stats(c, &st))
             _put_stats(row + 8 * k + 4, &st)
-            u[k] = NAN if sink.seen_[k] == 2 else 0.0
+            u[k] = 0.0 if g == NULL else NAN
         return 0
 
     # ------------------------------------------------------------ hooks

@@ -72,21 +72,11 @@ cdef class _StatsSink:
         self.st[i].what = self.what
         return &self.st[i]
 
-    def mark_unmeasured(self, Tensor p not None):
-        """An update that moved p without measuring (a row-sparse one): the
-        watcher measures p itself afterwards and leaves its update ratio
-        unknown. seen(k) is then 2."""
-        if self.what:
-            k = self.index.get(id(p))
-            if k is not None:
-                self.seen_[<Py_ssize_t>k] = 2
-
     def seen(self, Py_ssize_t k):
-        """0: not measured this step, 1: measured by its update, 2: moved
-        by an update that did not measure (mark_unmeasured)."""
+        """Whether an update measured parameter k this step."""
         if k < 0 or k >= self.n:
             raise IndexError(f"_StatsSink.seen: index {k} out of range for {self.n} parameters")
-        return <int>self.seen_[k]
+        return bool(self.seen_[k])
 
     def stats(self, Py_ssize_t k):
         """(grad sum_sq, max_abs, nonfinite, numel, weight ..., update_sum_sq)

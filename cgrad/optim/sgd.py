@@ -57,8 +57,6 @@ class SGD(Optimizer):
                                                        nesterov, maximize)
                     if new_buf is not None:
                         state["momentum_buffer"] = new_buf
-                    if sink is not None:
-                        sink.mark_unmeasured(p)  # no fused numbers for sparse rows
                     continue
                 buf, first = None, False
                 if momentum != 0:

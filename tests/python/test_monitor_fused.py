@@ -277,3 +277,35 @@ def test_two_runs_watching_one_optimizer(tmp_path):
             sub = type("D", (), {"layer_update_ratio": d.layer_update_ratio[rows]})
             check_ratios(sub, type("O", (), {"steps": [oracle.steps[i] for i in rows]}),
                          len(params), members)
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.Adagrad(ps, lr=0.1)])
+def test_a_row_sparse_gradient_is_measured_and_its_ratio_unknown(tmp_path, make):
+    """Embedding(sparse=True) with a fused optimizer: the sparse update
+    measures nothing, so the watcher measures that gradient itself (its
+    stored rows) and leaves its update ratio unknown; the dense layer's
+    numbers still come from its fused update."""
+    from cgrad import nn
+    emb, lin = nn.Embedding(10, 4, sparse=True), nn.Linear(4, 2)
+    model = nn.Sequential(emb, lin)
+    opt = make(list(model.parameters()))
+    idx = cgrad.tensor([[1, 3], [3, 7]])
+    norms = []
+    with monitor.Run(tmp_path / "s.cgrun") as run:
+        run.watch(model, opt)
+        for _ in range(3):
+            opt.zero_grad()
+            loss = model(idx).sum()
+            loss.backward()
+            g = emb.weight.grad.coalesce().values().numpy().astype(np.float64)
+            norms.append(math.sqrt(float((g ** 2).sum())))
+            opt.step()
+            run.log_loss(loss)
+    with monitor.RunReader(tmp_path / "s.cgrun") as r:
+        d = r.poll()
+        names = [l["name"] for l in r.layers]
+    e, w = names.index("0.weight"), names.index("1.weight")
+    np.testing.assert_allclose(d.layer_grad_norm[:, e], norms, rtol=1e-6)
+    assert np.isnan(d.layer_update_ratio[:, e]).all()
+    assert np.isfinite(d.layer_update_ratio[:, w]).all() and (d.layer_update_ratio[:, w] > 0).all()
