@@ -318,13 +318,17 @@ class Optimizer:
         """Builds the StepReport of the step that just ran (or was skipped)
         from what clipping / a GradScaler left, measuring the gradients
         only when report_grad_norm is set."""
-        params = self._params()
         rep = _report.StepReport(step=self._step_count, skipped=skipped, reason=reason,
                                  lr=[float(g["lr"]) if "lr" in g else None
                                      for g in self.param_groups])
         self._step_count += 1
-        clip = _clip._take_result_for(params, self._clip_serial_seen)
-        self._clip_serial_seen = _clip._latest_serial()
+        params = None
+        clip = None
+        latest = _clip._latest_serial()
+        if latest != self._clip_serial_seen:  # some clip ran since the last step
+            params = self._params()
+            clip = _clip._take_result_for(params, self._clip_serial_seen)
+            self._clip_serial_seen = latest
         if clip is not None:
             rep.clip = clip
             rep.clipped = clip.clipped
@@ -332,15 +336,16 @@ class Optimizer:
             rep.clip_coef = clip.clip_coef
             rep.grad_norm_before_clip = clip.total_norm
             rep.grad_norm_after_clip = clip.total_norm_after
-        extra, self._report_extra = self._report_extra, {}
-        rep.loss_scale = extra.get("loss_scale")
-        rep.nonfinite = extra.get("nonfinite")
-        if rep.grad_norm_before_clip is None and extra.get("grad_norm") is not None:
-            # measured by someone else this step (an UpdateGuard), no clipping ran
-            rep.grad_norm_before_clip = rep.grad_norm_after_clip = float(extra["grad_norm"])
+        if self._report_extra:
+            extra, self._report_extra = self._report_extra, {}
+            rep.loss_scale = extra.get("loss_scale")
+            rep.nonfinite = extra.get("nonfinite")
+            if rep.grad_norm_before_clip is None and extra.get("grad_norm") is not None:
+                # measured by someone else this step (an UpdateGuard), no clipping ran
+                rep.grad_norm_before_clip = rep.grad_norm_after_clip = float(extra["grad_norm"])
         if self.report_grad_norm:
             sum_sq, bad = 0.0, 0
-            for p in params:
+            for p in params if params is not None else self._params():
                 g = p.grad
                 if g is not None:
                     s, _, n_bad, _ = _core._tensor_stats(g)
@@ -352,8 +357,9 @@ class Optimizer:
             if rep.grad_norm_before_clip is None:
                 rep.grad_norm_before_clip = norm
         self.last_report = rep
-        for hook in list(self._report_hooks.values()):
-            hook(self, rep)
+        if self._report_hooks:
+            for hook in list(self._report_hooks.values()):
+                hook(self, rep)
         return rep
 
     def _skip_step(self, reason, **extra):
