@@ -777,12 +777,12 @@ cdef class Tensor:
         return f"tensor({body}{extra})"
 
     def __reduce__(self):
+        if cg_tensor_is_sparse(self.c):  # its parts, from host memory; rebuilt on its device
+            return (_rebuild_sparse, (self.indices().cpu().numpy().copy(),
+                                      self.values().cpu().numpy().copy(), self.shape, str(self.device)))
         if cg_tensor_device(self.c) != CG_DEVICE_CPU:
             return (_rebuild_on_device, (self.detach().cpu().numpy().copy(), self.dtype,
                                          self.requires_grad, str(self.device)))
-        if cg_tensor_is_sparse(self.c):
-            return (sparse_coo_tensor, (self.indices().numpy().copy(), self.values().numpy().copy(),
-                                        self.shape))
         return (tensor, (self.detach().numpy().copy(), self.dtype, self.requires_grad))
 
     # ------------------------------------------------------------ operators
@@ -1289,8 +1289,7 @@ cdef class Tensor:
         cdef Tensor moved
         if device is not None and _device_id(device) != cg_tensor_device(self.c):
             if cg_tensor_is_sparse(self.c):
-                raise NotImplementedError("row-sparse tensors cannot move to another device yet; "
-                                          "call to_dense() first")
+                return _sparse_to_device(self, device, dtype)
             moved = _to_device(self, device)
             return moved if dtype is None else moved.to(dtype)
         if dtype is None:

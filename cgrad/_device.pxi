@@ -23,6 +23,9 @@ cdef object _np_scalar(cg_tensor *t):
     return np.bool_((<unsigned char *>p)[0] != 0)
 
 cdef object _device_view(object be, cg_tensor *t):
+    if cg_tensor_is_sparse(t):  # its header's storage is empty: kernels take its parts
+        raise TypeError("a row-sparse tensor reached a device kernel; device kernels take dense "
+                        "tensors (pass its indices() and values(), or to_dense() it)")
     if cg_tensor_device(t) == CG_DEVICE_CPU:
         if cg_tensor_ndim(t) != 0:
             raise RuntimeError("a host tensor with dims reached a device kernel")

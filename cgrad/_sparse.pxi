@@ -50,8 +50,8 @@ def sparse_coo_tensor(indices, values, size=None, dtype=None, requires_grad=Fals
         raise ValueError(f"sparse_coo_tensor: indices must have shape (1, nnz) or (nnz,), got {it.shape}")
     if vt.ndim < 1:
         raise ValueError(f"sparse_coo_tensor: values must have shape (nnz, ...), got {vt.shape}")
-    if size is None:
-        rows = int(it.numpy().max()) + 1 if it.numel() else 0
+    if size is None:  # one scalar from the device, not a host copy of the indices
+        rows = max(int(it.max().item()) + 1, 0) if it.numel() else 0  # < 0: the check names it
         size = (rows,) + tuple(vt.shape[1:])
     size = tuple(int(s) for s in size)
     if len(size) != vt.ndim or size[1:] != tuple(vt.shape[1:]):
@@ -60,6 +60,21 @@ def sparse_coo_tensor(indices, values, size=None, dtype=None, requires_grad=Fals
     cdef cg_tensor *r = NULL
     _check(cg_sparse_rows(it.c, vt.c, size[0], &r))
     return _wrap(r)
+
+
+def _sparse_to_device(Tensor t, object device, object dtype):
+    """t's parts moved to device (and its values cast to dtype): a new
+    row-sparse tensor there, as PyTorch's sparse.to("cuda"). Sparse tensors
+    carry no autograd history (they cannot require grad), so nothing is
+    recorded; a row-sparse gradient moves with its parameter this way."""
+    cdef Tensor vals = t.values().to(device)
+    return sparse_coo_tensor(t.indices().to(device), vals if dtype is None else vals.to(dtype), t.shape)
+
+
+def _rebuild_sparse(indices, values, size, device="cpu"):
+    """Unpickles a row-sparse tensor: host parts put on the device it was saved from."""
+    cdef Tensor t = sparse_coo_tensor(indices, values, size)
+    return t if device == "cpu" else t.to(device)
 
 
 def embedding_sparse(input, Tensor weight not None, padding_idx=None):

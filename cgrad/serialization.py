@@ -317,12 +317,17 @@ def _decode(node, tensors, used, place):
             if tag == "float" and value in ("nan", "inf", "-inf"):
                 return float(value)
             if tag == "sparse_coo" and isinstance(value, list) and len(value) == 3:
-                # row-sparse tensors live on the cpu only: their parts stay there
-                ind = _decode(value[0], tensors, used, _keep)
-                val = _decode(value[1], tensors, used, _keep)
+                # its parts are placed as dense tensors are (they record its device)
+                ind = _decode(value[0], tensors, used, place)
+                val = _decode(value[1], tensors, used, place)
                 if not (isinstance(ind, Tensor) and isinstance(val, Tensor)
                         and isinstance(value[2], list)):
                     raise _Corrupt(f"a sparse_coo entry needs [indices, values, size], got {value!r}")
+                if ind.device != val.device:
+                    raise _PlaceFailed(RuntimeError(
+                        f"cgrad.load: map_location put the indices of a row-sparse tensor on "
+                        f"'{ind.device}' and its values on '{val.device}'; both parts must be on "
+                        f"one device"))
                 try:
                     return _core.sparse_coo_tensor(ind, val, tuple(value[2]))
                 except (ValueError, IndexError, TypeError) as e:
@@ -475,7 +480,8 @@ def load(f, map_location=None, weights_only=True):
     {'cuda:0': 'cpu'} maps saved locations to devices; a callable
     fn(tensor, location) gets each tensor (on the cpu) with its saved
     location ('cpu', 'cuda:0') and returns the tensor to use, or None for
-    the default. Row-sparse tensors always load on the cpu. weights_only is
+    the default. A row-sparse tensor is placed as a dense one (its indices
+    and values go where its saved device maps). weights_only is
     accepted for torch compatibility (nothing is ever unpickled). A
     truncated, corrupt or foreign file raises ValueError naming the path and
     what is wrong."""

@@ -257,13 +257,20 @@ def test_a_corrupt_device_entry_is_a_value_error(tmp_path):
         load(path)
 
 
-def test_row_sparse_tensors_stay_on_the_cpu(tmp_path):
+def test_row_sparse_tensors_are_placed_as_dense_ones(tmp_path):
     path = tmp_path / "ck.safetensors"
-    sp = cgrad.sparse_coo_tensor(np.array([[0, 2]]), np.ones((2, 3)), (4, 3))
-    save({"sp": sp, "dense": cgrad.ones(2)}, path)
+    sp = cgrad.sparse_coo_tensor(np.array([[0, 2]]), np.arange(6.0).reshape(2, 3), (4, 3))
+    save({"sp": sp, "spc": sp.cuda(), "dense": cgrad.ones(2)}, path)
     back = load(path, map_location="cuda")
-    assert back["sp"].is_sparse and back["sp"].device == "cpu"
+    for k in ("sp", "spc"):  # the map_location device, parts and all
+        t = back[k]
+        assert t.is_sparse and t.device == "cuda" and t.shape == (4, 3), k
+        assert t.indices().device == "cuda" and t.values().device == "cuda", k
+        np.testing.assert_array_equal(host(t.to_dense()), host(sp.to_dense()))
     assert back["dense"].device == "cuda"
+    saved = load(path)  # None: each back where it was saved from
+    assert saved["sp"].device == "cpu" and saved["spc"].device == "cuda"
+    assert load(path, map_location="cpu")["spc"].device == "cpu"
 
 
 def test_a_cuda_checkpoint_on_a_machine_without_cuda(tmp_path):

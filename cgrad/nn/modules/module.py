@@ -487,12 +487,11 @@ class Module:
         device=/dtype=: moves every parameter and buffer to device and casts
         the floating ones to dtype, in place. Parameter objects (and so an
         optimizer's references) stay the same; their gradients move and are
-        cast with them. Returns self."""
+        cast with them (row-sparse ones and row-sparse buffers included).
+        Returns self."""
         dtype, device = _parse_to(args, dict(kwargs))
         if dtype is None and device is None:
             return self
-        if device is not None:
-            self._check_movable(device)
 
         def convert(t):
             if device is not None and t.device != device:
@@ -502,20 +501,6 @@ class Module:
             return t
 
         return self._apply(convert)
-
-    def _check_movable(self, device):
-        """Refuses a move that would fail halfway (a row-sparse gradient or
-        buffer cannot change device), before anything moved."""
-        for name, p in self.named_parameters():
-            g = p.grad
-            if g is not None and g.is_sparse and p.device != device:
-                raise NotImplementedError(f"to({device!r}): parameter '{name}' has a row-sparse "
-                                          f"gradient, which cannot move to another device yet; call "
-                                          f"zero_grad() first")
-        for name, b in self.named_buffers():
-            if b.is_sparse and b.device != device:
-                raise NotImplementedError(f"to({device!r}): buffer '{name}' is row-sparse and cannot "
-                                          f"move to another device yet")
 
     def double(self):
         return self.to(_core.float64)

@@ -90,7 +90,7 @@ class Embedding(Module):
 
 
 def _mask_array(mask, in_features, out_features):
-    arr = mask.detach().numpy() if isinstance(mask, _core.Tensor) else np.asarray(mask)
+    arr = mask.detach().cpu().numpy() if isinstance(mask, _core.Tensor) else np.asarray(mask)
     if arr.dtype != np.bool_:
         raise TypeError(f"SparseLinear: mask must be a bool array, got dtype {arr.dtype}")
     if arr.shape != (out_features, in_features):
@@ -115,16 +115,15 @@ class SparseLinear(Module):
     1/sqrt(fan_in)) for weight and bias) with fan_in the number of inputs
     actually connected to each output (at least 1), so each unit's output
     scale matches a dense Linear's. dense_weight() gives W with zeros off
-    the mask."""
+    the mask. device= puts parameters and buffers there (the random draws
+    of the mask and the init are made on the host, so a seed gives the same
+    layer on every device)."""
 
     def __init__(self, in_features, out_features, mask=None, bias=True, *, density=None,
                  seed=None, device=None, dtype=None):
         super().__init__()
         dt = factory_dtype("SparseLinear", device, dtype)
         dev = factory_device("SparseLinear", device)
-        if dev not in (None, "cpu"):
-            raise NotImplementedError(f"SparseLinear: the CSR kernels run on the cpu only; device "
-                                      f"{dev!r} is not supported")
         self.in_features = check_size("SparseLinear", "in_features", in_features)
         self.out_features = check_size("SparseLinear", "out_features", out_features)
         if (mask is None) == (density is None):
@@ -141,8 +140,9 @@ class SparseLinear(Module):
         rows, cols = np.nonzero(m)  # row-major: CSR order
         counts = np.bincount(rows, minlength=self.out_features)
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.register_buffer("indptr", _core.tensor(indptr, dtype=_core.int64))
-        self.register_buffer("indices", _core.tensor(cols.astype(np.int64), dtype=_core.int64))
+        self.register_buffer("indptr", _core.tensor(indptr, dtype=_core.int64, device=dev))
+        self.register_buffer("indices", _core.tensor(cols.astype(np.int64), dtype=_core.int64,
+                                                     device=dev))
         self.nnz = int(cols.size)
         self.weight = Parameter(_core.empty(self.nnz, dtype=dt, device=dev))
         self.bias = Parameter(_core.empty(self.out_features, dtype=dt, device=dev)) if bias else None
