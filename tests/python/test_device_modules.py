@@ -217,17 +217,17 @@ def test_bad_device_arguments_change_nothing():
     assert m.scale.device == "cpu" and m.shift.device == "cpu"
 
 
-def test_a_row_sparse_gradient_refuses_to_move_before_anything_moves():
+def test_a_row_sparse_gradient_moves_with_its_parameter():
     m = nn.Sequential(Scale(2), nn.Embedding(5, 2, sparse=True))
     out = m[1](cgrad.tensor([1, 3]))
     out.backward(cgrad.ones(2, 2))
-    assert m[1].weight.grad.is_sparse
-    with pytest.raises(NotImplementedError, match="parameter '1.weight' has a row-sparse gradient"):
-        m.cuda()
-    assert all(p.device == "cpu" for p in m.parameters())
-    m.zero_grad()
+    g = m[1].weight.grad
+    assert g.is_sparse
     m.cuda()
-    assert m[1].weight.device == "cuda"
+    assert all(p.device == "cuda" for p in m.parameters())
+    gd = m[1].weight.grad
+    assert gd.is_sparse and gd.device == "cuda" and gd.indices().device == "cuda"
+    np.testing.assert_array_equal(host(gd.to_dense()), host(g.to_dense()))
 
 
 def test_cpu_module_on_a_cuda_input_names_both_devices():
@@ -272,8 +272,7 @@ def test_device_argument_errors_name_the_layer():
         nn.Conv2d(1, 1, 1, device="cuda:2")
     with pytest.raises(TypeError, match="LSTM: device must be a str"):
         nn.LSTM(2, 2, device=1.5)
-    with pytest.raises(NotImplementedError, match="SparseLinear: the CSR kernels run on the cpu only"):
-        nn.SparseLinear(4, 3, density=0.5, device="cuda")
+    assert nn.SparseLinear(4, 3, density=0.5, device="cuda").indptr.device == "cuda"
     assert nn.Linear(2, 2, device="cpu").weight.device == "cpu"
     assert nn.Linear(2, 2, device=cgrad.device("cuda")).weight.device == "cuda"
 
