@@ -24,7 +24,8 @@ NVCC_OPTIONS = ("--fmad=false", "-std=c++17")
 
 _DTYPES = {"float32": ("float", "f32"), "float64": ("double", "f64")}
 # amp_unscale alone also runs on float16 (storage; float32 arithmetic, as
-# PyTorch's opmath): its source for "float16" includes cuda_fp16.h.
+# PyTorch's opmath): its source for "float16" includes cuda_fp16.h (compiled
+# by tests/python/test_amp_unscale.py).
 _HALF = {"float16": ("__half", "f16")}
 # Per dtype: arithmetic type, load and store conversions of amp_unscale.
 _OPMATH = {"float16": ("float", "__half2float", "__float2half_rn"),
@@ -238,7 +239,7 @@ extern "C" __global__ void cg_amp_unscale_%(sfx)s(T *x, const i64 n, const %(OP)
 }
 
 NAMES = tuple(_BODIES)
-# The dtypes each kernel has a source for (every kernel: float32, float64).
+# The kernels that also have a float16 source (all have float32 and float64).
 HALF_NAMES = ("amp_unscale",)
 
 
