@@ -346,3 +346,4 @@ cdef extern from "cgrad.h" nogil:
     cg_tensor *cg_optimizer_state(const cg_optimizer *opt, int i, const char *name)
     int64_t cg_optimizer_param_steps(const cg_optimizer *opt, int i)
     void cg_optimizer_free(cg_optimizer *opt)
+    cg_status cg_amp_unscale_(int n, cg_tensor **grads, double inv_scale, int64_t *nonfinite)

@@ -335,3 +335,38 @@ def _tensor_stats_many(tensors, double[:, ::1] out not None):
     finally:
         free(ptrs)
         free(st)
+
+
+def _amp_unscale_(grads, double inv_scale):
+    """cg_amp_unscale_: every tensor of grads multiplied in place by
+    inv_scale, its NaN/inf elements counted first, in one pass each (one
+    kernel per device); returns the total non-finite count. The GIL is
+    released when the tensors are large together."""
+    grads = list(grads)  # holds every tensor while the GIL is released
+    cdef Py_ssize_t n = len(grads)
+    if n > 2147483647:
+        raise ValueError(f"_amp_unscale_: too many tensors ({n})")
+    cdef cg_tensor **ptrs = <cg_tensor **>malloc(sizeof(cg_tensor *) * (n if n else 1))
+    if ptrs == NULL:
+        raise MemoryError(f"cannot allocate a list of {n} tensors")
+    cdef int64_t total = 0
+    cdef int64_t bad = 0
+    cdef Py_ssize_t i
+    cdef cg_status status
+    try:
+        for i in range(n):
+            t = grads[i]
+            if not isinstance(t, Tensor):
+                raise TypeError(f"_amp_unscale_: grads[{i}] must be a cgrad.Tensor, "
+                                f"got {type(t).__name__}")
+            ptrs[i] = (<Tensor>t).c
+            total += cg_tensor_numel(ptrs[i])
+        if total >= NOGIL_MIN:
+            with nogil:
+                status = cg_amp_unscale_(<int>n, ptrs, inv_scale, &bad)
+        else:
+            status = cg_amp_unscale_(<int>n, ptrs, inv_scale, &bad)
+        _check(status)
+    finally:
+        free(ptrs)
+    return bad

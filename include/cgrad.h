@@ -1115,6 +1115,25 @@ CG_API cg_tensor *cg_optimizer_state(const cg_optimizer *opt, int i, const char 
 CG_API int64_t cg_optimizer_param_steps(const cg_optimizer *opt, int i);
 CG_API void cg_optimizer_free(cg_optimizer *opt); /* NULL is a no-op */
 
+/* Mixed precision (GradScaler's unscale_): every gradient multiplied in
+ * place by inv_scale and its NaN/inf elements counted, in one pass per
+ * gradient (one kernel per device for those on a backend device); PyTorch's
+ * _amp_foreach_non_finite_check_and_unscale_. Elements are counted before
+ * scaling. The multiply is in float32 for float16 and float32 gradients
+ * (inv_scale rounded to float32; float16 results rounded once, as
+ * PyTorch's float32 opmath), in double for float64 ones. Float32/float64 on
+ * the host, float16/float32/float64 on a device; any strides (a broadcast,
+ * stride-0 dimension is refused); a row-sparse gradient scales its stored
+ * rows and counts over its coalesced rows. Host and device gradients may
+ * be mixed. Versions are bumped; nothing is recorded on the tape. A
+ * gradient listed twice is scaled twice. grads are borrowed; *nonfinite
+ * (may be NULL) gets the total count. CG_ERR_NULL / CG_ERR_DTYPE /
+ * CG_ERR_VALUE name the index of a NULL, non-float or broadcast gradient
+ * (nothing is written then); a NaN inv_scale is CG_ERR_VALUE; n == 0 is a
+ * no-op. */
+CG_API cg_status cg_amp_unscale_(int n, cg_tensor *const *grads, double inv_scale,
+                                 int64_t *nonfinite);
+
 #ifdef __cplusplus
 }
 #endif

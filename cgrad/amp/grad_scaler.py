@@ -20,7 +20,6 @@ import numpy as np
 
 from cgrad import _core
 from cgrad._core import Tensor
-from cgrad._grad_mode import no_grad
 
 _READY, _UNSCALED, _STEPPED = "ready", "unscaled", "stepped"
 
@@ -141,14 +140,11 @@ class GradScaler:
             raise RuntimeError("unscale_() is being called after step().")
         inv_scale = _f32(1.0 / self._scale)
         grads = self._grads(optimizer)
-        # The inf check before scaling, as PyTorch: one stats call for all
-        # gradients (one kernel and one copy back per device).
-        stats = np.empty((len(grads), 4))
-        _core._tensor_stats_many(grads, stats)
-        nonfinite = int(stats[:, 2].sum()) if len(grads) else 0
-        with no_grad():
-            for g in grads:
-                g.mul_(inv_scale)  # row-sparse: its stored rows
+        # One fused pass per gradient, NaN/inf counted before scaling (as
+        # PyTorch's _amp_foreach_non_finite_check_and_unscale_): one kernel
+        # and one copy back of the counts per device; row-sparse gradients
+        # over their stored rows. Not recorded on the tape.
+        nonfinite = _core._amp_unscale_(grads, inv_scale)
         state["found_inf"] = 1 if nonfinite else 0
         state["nonfinite"] = nonfinite
         state["stage"] = _UNSCALED

@@ -23,6 +23,13 @@ tests/python/test_cuda_kernels_nvcc.py compiles every source with
 NVCC_OPTIONS = ("--fmad=false", "-std=c++17")
 
 _DTYPES = {"float32": ("float", "f32"), "float64": ("double", "f64")}
+# amp_unscale alone also runs on float16 (storage; float32 arithmetic, as
+# PyTorch's opmath): its source for "float16" includes cuda_fp16.h (compiled
+# by tests/python/test_amp_unscale.py).
+_HALF = {"float16": ("__half", "f16")}
+# Per dtype: arithmetic type, load and store conversions of amp_unscale.
+_OPMATH = {"float16": ("float", "__half2float", "__float2half_rn"),
+           "float32": ("float", "", ""), "float64": ("double", "", "")}
 
 _COMMON = r"""
 typedef %(T)s T;
@@ -211,20 +218,46 @@ extern "C" __global__ void cg_tensor_stats_%(sfx)s(const T *x, const i64 n, doub
     }
 }
 """,
+    # GradScaler's unscale: x *= inv in the arithmetic type OP, the NaN/inf
+    # elements counted first (when count is set) into *cnt, per warp then
+    # one atomic per warp (exact: integer counts).
+    "amp_unscale": r"""
+extern "C" __global__ void cg_amp_unscale_%(sfx)s(T *x, const i64 n, const %(OP)s inv,
+                                                 long long *cnt, const int count) {
+    unsigned long long bad = 0;
+    CG_LOOP(i, n) {
+        const %(OP)s v = %(LD)s(x[i]);
+        bad += !isfinite(v);
+        x[i] = %(ST)s(v * inv);
+    }
+    if (count) {
+        for (int o = 16; o > 0; o >>= 1) bad += __shfl_down_sync(0xffffffffu, bad, o);
+        if ((threadIdx.x & 31) == 0 && bad) atomicAdd((unsigned long long *)cnt, bad);
+    }
+}
+""",
 }
 
 NAMES = tuple(_BODIES)
+# The kernels that also have a float16 source (all have float32 and float64).
+HALF_NAMES = ("amp_unscale",)
 
 
 def source(name, dtype):
     """The CUDA C source of kernel `name` (one of NAMES) for dtype
     "float32" or "float64"; its entry point is entry(name, dtype)."""
-    t, sfx = _DTYPES[str(dtype)]
-    return (_COMMON + _BODIES[name]) % {"T": t, "sfx": sfx}
+    dtype = str(dtype)
+    if dtype in _HALF and name not in HALF_NAMES:
+        raise KeyError(f"kernel {name!r} has no float16 source")
+    t, sfx = {**_DTYPES, **_HALF}[dtype]
+    op, ld, st = _OPMATH[dtype]
+    head = "#include <cuda_fp16.h>\n" if dtype in _HALF else ""
+    return head + (_COMMON + _BODIES[name]) % {"T": t, "sfx": sfx, "OP": op, "LD": ld, "ST": st}
 
 
 def entry(name, dtype):
-    return f"cg_{name}_{_DTYPES[str(dtype)][1]}"
+    sfx = {**_DTYPES, **_HALF}[str(dtype)][1]
+    return f"cg_{name}_{sfx}"
 
 
 class RawKernels:

@@ -315,3 +315,27 @@ class OptimKernels:
             st[j, 0] = xp.sum(z * z)
             st[j, 1] = xp.max(xp.abs(z))
             st[j, 2] = xp.sum(~fin)
+
+    # ------------------------------------------------- mixed precision
+    @_quiet
+    def k_amp_unscale_(self, out, ins, f, i):
+        """(x_1..x_k, counts int64 [k];) f[0] = inv_scale, i[j] = 1 when
+        x_j's NaN/inf elements are counted (into counts[j], before
+        scaling): x_j *= inv_scale in place, in float32 for float16 and
+        float32 (inv_scale rounded to float32, a float16 result rounded
+        once, as PyTorch's opmath), in double for float64 (amp.c)."""
+        xp = self.xp
+        counts = out[-1]
+        for j, x in enumerate(out[:-1]):
+            op = np.float64 if x.dtype == np.float64 else np.float32
+            k = op(f[0])
+            if self._fusable(x):
+                self._raw().launch("amp_unscale", x.dtype, x.size,
+                                   (x, np.int64(x.size), k, counts[j:j + 1], np.int32(i[j])))
+                continue
+            if i[j]:
+                counts[j] = xp.sum(~xp.isfinite(x))
+            if x.dtype == op:
+                x *= k
+            else:
+                x[...] = (x.astype(op) * k).astype(x.dtype)
