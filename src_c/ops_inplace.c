@@ -248,6 +248,7 @@ cg_status cg_add_scalar_(cg_tensor *a, double s) {
 
 cg_status cg_mul_scalar_(cg_tensor *a, double s) {
     CG_CHECK_TSD(a);
+    if (a->dtype == CG_FLOAT16 && !cg__dev(a)) return cg__half_refused(__func__, "a");
     if (a->layout != CG_STRIDED) { /* row-sparse: scaling the stored rows scales the tensor */
         if (cg_is_grad_enabled() && a->requires_grad)
             return cg__err(CG_ERR_AUTOGRAD, "cg_mul_scalar_: in-place op on a tensor that requires grad "
