@@ -14,7 +14,9 @@ all of them alike (medians, and the fastest block of each: on a loaded
 machine the least disturbed measurement); then the pieces of one recorded step on the training
 thread (the stats C call alone, the ring's pre-hook, post-hook, log_loss,
 best of 7) and the writer thread's cost per step (claiming 1000 ring slots
-as one chunk, then the per-layer arrays and one SQLite commit of them).
+as one chunk; "encode": the NumPy work that turns the chunk into one chunks
+row, all of it with the GIL held; "writer": encode plus the SQLite insert
+and commit, whose sqlite3_step calls release the GIL).
 Target (issue 5): at most 3% at every-step recording on the digits MLP.
 """
 import argparse
@@ -29,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cgrad  # noqa: E402
 from cgrad import monitor, nn  # noqa: E402
+from cgrad.monitor.writer import _ring_columns  # noqa: E402
 from cgrad.nn import functional as F  # noqa: E402
 
 
@@ -152,6 +155,9 @@ def pieces(model, opt, run, n):
     chunk = w._claim(force=True)
     out["claim"] = (time.perf_counter() - t0) / k
     t0 = time.perf_counter()
+    _ring_columns(chunk, [])
+    out["encode"] = (time.perf_counter() - t0) / k
+    t0 = time.perf_counter()
     writer._write([("chunk", chunk)], "running", time.time())
     out["writer"] = (time.perf_counter() - t0) / k  # per-layer arrays + SQLite, per step
     writer.add_source(w._source)
@@ -193,13 +199,14 @@ def main():
     print("\npieces of one recorded step (best of 7, us; sum/off against the fastest 'off' "
           "block): training thread | writer thread")
     print(f"{'MLP':<15} {'opt':>4} {'stats C':>8} {'pre':>7} {'post':>7} {'log':>6} "
-          f"{'sum':>7} {'sum/off':>8} | {'claim':>7} {'writer':>7}")
+          f"{'sum':>7} {'sum/off':>8} | {'claim':>7} {'encode':>7} {'writer':>7}")
     for name, batch, kind, off, t in piece_rows:
         off = t[("min", "off")]  # the fastest block: the least disturbed step time
         total = t["pre"] + t["post"] + t["log"]
         print(f"{name:<15} {kind:>4} {t['stats'] * 1e6:>8.2f} {t['pre'] * 1e6:>7.2f} "
               f"{t['post'] * 1e6:>7.2f} {t['log'] * 1e6:>6.2f} {total * 1e6:>7.2f} "
-              f"{total / off:>8.3f} | {t['claim'] * 1e6:>7.2f} {t['writer'] * 1e6:>7.2f}")
+              f"{total / off:>8.3f} | {t['claim'] * 1e6:>7.2f} {t['encode'] * 1e6:>7.2f} "
+              f"{t['writer'] * 1e6:>7.2f}")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 
