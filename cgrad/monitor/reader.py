@@ -185,10 +185,9 @@ class RunReader:
     def _read_chunks(self, con, lo, max_steps):
         """Version 4: the chunks rows holding a step after lo (indexed on
         last_step), lowest first_step first; with max_steps the reading
-        stops once no further chunk can hold one of the max_steps lowest new
-        steps. A step
-        held by two chunks (a repeated step index) takes the later chunk's
-        row, as the OR REPLACE of the older layouts did."""
+        stops once no further chunk can hold one of the max_steps lowest
+        new steps. A step held by two chunks (a repeated step index) takes
+        the later chunk's row, as the OR REPLACE of the older layouts did."""
         # the new chunks' ids through the last_step index, then their rows one
         # by one in step order: a max_steps page reads only what it returns
         heads = sorted(con.execute(_NEW_CHUNKS, (lo,)).fetchall(), key=lambda h: (h[1], h[0]))
@@ -266,7 +265,7 @@ class RunReader:
                                    f"expected {8 * size})")
             return np.frombuffer(blob, dtype=dtype)
 
-        if k < 1 or g < 0 or n < 0:
+        if not all(type(v) is int for v in (k, g, n)) or k < 1 or g < 0 or n < 0:
             raise RunFileError(f"{self.path}: chunks row {chunk_id} has n_steps={k}, n_groups={g}, "
                                f"n_layers={n}")
         c = {"chunk_id": chunk_id, "k": k, "g": g, "step": arr(step_blob, "<i8", k, "step")}
