@@ -19,16 +19,26 @@ from typing import Dict, List, NamedTuple, Tuple
 
 import numpy as np
 
-from cgrad.monitor.schema import RUN_SUFFIX, RunFileError, open_read_only
+from cgrad.monitor.schema import (LAYER_FIELDS, RUN_SUFFIX, STEP_FLOAT_COLUMNS, STEP_INT_COLUMNS,
+                                  RunFileError, open_read_only)
 
 __all__ = ["RunReader", "RunStatus", "RunDelta", "list_runs", "STALE_AFTER_S"]
 
 # A 'running' heartbeat older than this means the trainer died.
 STALE_AFTER_S = 5.0
 
-_INT_STEP_COLUMNS = ("step", "clipped", "skipped", "nonfinite")
+_INT_STEP_COLUMNS = STEP_INT_COLUMNS
 _TEXT_STEP_COLUMNS = ("skip_reason",)
-_LAYER_FIELDS = ("grad_norm", "grad_max", "nonfinite", "weight_norm", "update_ratio")
+_LAYER_FIELDS = LAYER_FIELDS
+# RunDelta.steps keys, in the version-1..3 steps table's column order
+_STEP_COLUMNS = ("step", "time", "loss", "grad_norm", "grad_norm_clipped", "clip_max_norm",
+                 "clip_coef", "clipped", "loss_scale", "skipped", "skip_reason", "nonfinite")
+# what a version-4 poll selects from chunks, in this order
+_CHUNK_SELECT = (("first_step", "chunk_id", "n_steps", "n_groups", "n_layers", "step")
+                 + STEP_FLOAT_COLUMNS + STEP_INT_COLUMNS[1:] + ("skip_reason", "lr")
+                 + tuple(f"layer_{f}" for f in LAYER_FIELDS))
+_NEW_CHUNKS = "SELECT chunk_id, first_step FROM chunks WHERE last_step > ?"
+_CHUNK_ROW = f"SELECT {', '.join(_CHUNK_SELECT)} FROM chunks WHERE chunk_id = ?"
 
 
 class RunStatus(NamedTuple):
@@ -158,9 +168,154 @@ class RunReader:
 
     def _read_delta(self, con, max_steps):
         new_layers = self._read_layers(con)
+        lo = self.last_step
+        if self._version >= 4:
+            steps, lr, layer, has_more = self._read_chunks(con, lo, max_steps)
+        else:
+            steps, lr, layer, has_more = self._read_step_rows(con, lo, max_steps)
+        scalars = self._read_scalars(con)
+        events = self._read_events(con)
+        if steps["step"].shape[0]:
+            self.last_step = int(steps["step"][-1])
+        return RunDelta(steps=steps, lr=lr, scalars=scalars, events=events,
+                        new_layers=new_layers, has_more=has_more,
+                        **{f"layer_{f}": layer[i] for i, f in enumerate(_LAYER_FIELDS)})
+
+    # ------------------------------------------------- version 4: chunks
+    def _read_chunks(self, con, lo, max_steps):
+        """Version 4: the chunks rows holding a step after lo (indexed on
+        last_step), lowest first_step first; with max_steps the reading
+        stops once no further chunk can hold one of the max_steps lowest
+        new steps. A step held by two chunks (a repeated step index) takes
+        the later chunk's row, as the OR REPLACE of the older layouts did."""
+        # the new chunks' ids through the last_step index, then their rows one
+        # by one in step order: a max_steps page reads only what it returns
+        heads = sorted(con.execute(_NEW_CHUNKS, (lo,)).fetchall(), key=lambda h: (h[1], h[0]))
+        chunks, n_new, kth = [], 0, None
+        for chunk_id, first_step in heads:
+            if kth is not None and first_step > kth:
+                break
+            c = self._decode_chunk(con.execute(_CHUNK_ROW, (chunk_id,)).fetchone())
+            chunks.append(c)
+            n_new += int((c["step"] > lo).sum())
+            if max_steps and n_new >= max_steps:
+                new = np.unique(np.concatenate([x["step"] for x in chunks]))
+                new = new[new > lo]
+                if new.shape[0] >= max_steps:
+                    kth = int(new[max_steps - 1])
+        if not chunks:
+            n_layers = len(self.layers)
+            return (self._steps_dict(_STEP_COLUMNS, []), np.empty((0, self.n_groups)),
+                    [np.empty((0, n_layers)) for _ in _LAYER_FIELDS], False)
+        step_all = np.concatenate([c["step"] for c in chunks])
+        chunk_of = np.concatenate([np.full(c["k"], j) for j, c in enumerate(chunks)])
+        row_of = np.concatenate([np.arange(c["k"]) for c in chunks])
+        ids = np.array([c["chunk_id"] for c in chunks], dtype=np.int64)[chunk_of]
+        order = np.lexsort((row_of, ids, step_all))      # by step, then write order
+        order = order[step_all[order] > lo]
+        s = step_all[order]
+        last = np.ones(s.shape[0], dtype=bool)
+        last[:-1] = s[1:] != s[:-1]
+        win = order[last]                                # each new step's newest row
+        if max_steps:
+            win = win[:max_steps]
+        n = win.shape[0]
+        step_ids = step_all[win]
+        steps = {"step": step_ids}
+        for name in STEP_FLOAT_COLUMNS + STEP_INT_COLUMNS[1:]:
+            steps[name] = np.concatenate([c[name] for c in chunks])[win]
+        steps["skip_reason"] = self._chunk_reasons(chunks, step_all, win)
+        steps = {name: steps[name] for name in _STEP_COLUMNS}
+        self.n_groups = max([self.n_groups] + [c["g"] for c in chunks])
+        lr = np.full((n, self.n_groups), np.nan)
+        n_layers = len(self.layers)
+        layer = [np.full((n, n_layers), np.nan) for _ in _LAYER_FIELDS]
+        lookup = self._column_lookup() if self._layer_col else None
+        pos_of = np.full(step_all.shape[0], -1, dtype=np.int64)
+        pos_of[win] = np.arange(n)
+        offset = 0
+        for c in chunks:
+            pos = pos_of[offset:offset + c["k"]]
+            offset += c["k"]
+            rows = np.nonzero(pos >= 0)[0]
+            if not rows.size:
+                continue
+            lr[pos[rows], :c["g"]] = c["lr"][rows]
+            if c["layers"] is not None and lookup is not None:
+                for i, block in enumerate(c["layers"]):
+                    self._place(layer[i], pos[rows], block[rows], lookup)
+        if n:
+            self._apply_late_losses(con, lo, step_ids, ids[win], steps["loss"])
+        has_more = bool(max_steps and n and con.execute(
+            "SELECT 1 FROM chunks WHERE last_step > ? LIMIT 1", (int(step_ids[-1]),)).fetchone())
+        return steps, lr, layer, has_more
+
+    def _decode_chunk(self, row):
+        """One chunks row as arrays, sizes checked (a corrupt row is a
+        RunFileError, never a reshape traceback)."""
+        first_step, chunk_id, k, g, n, step_blob, *rest = row
+        nf, ni = len(STEP_FLOAT_COLUMNS), len(STEP_INT_COLUMNS) - 1
+        fblobs, iblobs = rest[:nf], rest[nf:nf + ni]
+        reasons, lr_blob, layer_blobs = rest[nf + ni], rest[nf + ni + 1], rest[nf + ni + 2:]
+
+        def arr(blob, dtype, size, what):
+            if not isinstance(blob, bytes) or len(blob) != 8 * size:
+                raise RunFileError(f"{self.path}: chunks row {chunk_id} holds a {what} array of "
+                                   f"the wrong size ({None if blob is None else len(blob)} bytes, "
+                                   f"expected {8 * size})")
+            return np.frombuffer(blob, dtype=dtype)
+
+        if not all(type(v) is int for v in (k, g, n)) or k < 1 or g < 0 or n < 0:
+            raise RunFileError(f"{self.path}: chunks row {chunk_id} has n_steps={k}, n_groups={g}, "
+                               f"n_layers={n}")
+        c = {"chunk_id": chunk_id, "k": k, "g": g, "step": arr(step_blob, "<i8", k, "step")}
+        for name, b in zip(STEP_FLOAT_COLUMNS, fblobs):
+            c[name] = arr(b, "<f8", k, name)
+        for name, b in zip(STEP_INT_COLUMNS[1:], iblobs):
+            c[name] = arr(b, "<i8", k, name)
+        c["lr"] = arr(lr_blob, "<f8", k * g, "lr").reshape(k, g)
+        try:
+            c["reasons"] = {int(key): v for key, v in json.loads(reasons).items()} if reasons else {}
+        except (ValueError, TypeError, AttributeError):
+            raise RunFileError(f"{self.path}: chunks row {chunk_id} has an invalid skip_reason "
+                               f"{reasons!r}") from None
+        c["layers"] = None
+        if n and all(b is not None for b in layer_blobs):
+            c["layers"] = [arr(b, "<i8" if f == "nonfinite" else "<f8", k * n, f"layer_{f}")
+                           .reshape(k, n) for f, b in zip(_LAYER_FIELDS, layer_blobs)]
+        return c
+
+    @staticmethod
+    def _chunk_reasons(chunks, step_all, win):
+        """skip_reason of the chosen rows: a chunk's reasons are keyed by step."""
+        out = np.full(win.shape[0], None, dtype=object)
+        if not any(c["reasons"] for c in chunks):
+            return out
+        reason_of = np.full(step_all.shape[0], None, dtype=object)
+        offset = 0
+        for c in chunks:
+            if c["reasons"]:
+                for j, st in enumerate(c["step"].tolist()):
+                    reason_of[offset + j] = c["reasons"].get(st)
+            offset += c["k"]
+        out[:] = reason_of[win]
+        return out
+
+    def _apply_late_losses(self, con, lo, step_ids, chunk_ids, loss):
+        """A late_losses row sets the loss of its step's row when that row
+        comes from a chunk written before it (chunk_id <= its chunk_id)."""
+        for step, value, upto in con.execute(
+                "SELECT step, loss, chunk_id FROM late_losses WHERE step > ? AND step <= ? "
+                "ORDER BY update_id", (lo, int(step_ids[-1]))):
+            j = int(np.searchsorted(step_ids, step))
+            if j < step_ids.shape[0] and step_ids[j] == step and chunk_ids[j] <= upto:
+                loss[j] = np.nan if value is None else value
+
+    # ----------------------------------------- versions 1-3: step rows
+    def _read_step_rows(self, con, lo, max_steps):
         cur = con.execute("SELECT * FROM steps WHERE step > ? ORDER BY step" +
                           (" LIMIT ?" if max_steps else ""),
-                          (self.last_step, max_steps) if max_steps else (self.last_step,))
+                          (lo, max_steps) if max_steps else (lo,))
         columns = [d[0] for d in cur.description]
         rows = cur.fetchall()
         steps = self._steps_dict(columns, rows)
@@ -168,17 +323,10 @@ class RunReader:
         n = step_ids.shape[0]
         has_more = bool(max_steps and n == max_steps and con.execute(
             "SELECT 1 FROM steps WHERE step > ? LIMIT 1", (int(step_ids[-1]),)).fetchone())
-        lo = self.last_step
         hi = int(step_ids[-1]) if n else lo
-
         lr = self._read_lr(con, lo, hi, step_ids)
         layer = self._read_layer_stats(con, lo, hi, step_ids)
-        scalars = self._read_scalars(con)
-        events = self._read_events(con)
-        self.last_step = hi
-        return RunDelta(steps=steps, lr=lr, scalars=scalars, events=events,
-                        new_layers=new_layers, has_more=has_more,
-                        **{f"layer_{f}": layer[i] for i, f in enumerate(_LAYER_FIELDS)})
+        return steps, lr, layer, has_more
 
     def _read_layers(self, con):
         last = self.layers[-1]["layer_id"] if self.layers else -1
@@ -236,7 +384,7 @@ class RunReader:
         out = [np.full((n, n_layers), np.nan) for _ in _LAYER_FIELDS]
         if not n or not n_layers:
             return out
-        if self._version >= 3:
+        if self._version == 3:
             self._read_layer_chunks(con, lo, hi, step_ids, out)
         elif self._version == 2:
             self._read_layer_blobs(con, lo, hi, step_ids, out)

@@ -17,8 +17,8 @@ A recorded step lives in the watcher's ring (cgrad/_monitor.pxi) until the
 writer claims it; the last one waits there for its loss until a loss
 arrives, HOLD_S passes, or the run flushes or closes, so a loss logged
 right after step() still lands in its row. A loss for a step already
-written is applied later with an UPDATE (a reader that already read that
-step does not see it).
+written is applied later as a late_losses row (a reader that already read
+that step does not see it).
 """
 import argparse
 import atexit
@@ -214,7 +214,7 @@ class Run:
 
     def log(self, step, **scalars):
         """Named values at step (run.log(100, val_acc=0.93)); 'loss' is the
-        step's loss (steps.loss), the others go to the scalars table."""
+        step's loss (its chunks row's loss), the others go to the scalars table."""
         self._check_open("log")
         step = _check_step(step, "log")
         values = {k: _scalar(k, v) for k, v in scalars.items()}

@@ -10,14 +10,17 @@ import sqlite3
 import urllib.parse
 
 __all__ = ["RunFileError", "FORMAT", "SCHEMA_VERSION", "RUN_SUFFIX", "DDL", "DDL_V1", "DDL_V2",
-           "create_run_file", "open_read_only", "read_meta", "validate_meta"]
+           "DDL_V3", "STEP_FLOAT_COLUMNS", "STEP_INT_COLUMNS", "LAYER_FIELDS", "create_run_file", "open_read_only", "read_meta", "validate_meta"]
 
 FORMAT = "cgrad-run"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # schema_version 1 stored one layer_stats row per (step, layer); version 2
 # one layer_stats_v2 row per step holding each field as an array (BLOB);
 # version 3 one layer_chunks row per commit holding (steps x layers)
-# arrays. All three are read.
+# arrays, with per-step rows in steps and lr; version 4 one chunks row per
+# commit holding everything of its steps as arrays (no per-step row at
+# all: a row bound per step was most of the writer's time). All four are
+# read.
 RUN_SUFFIX = ".cgrun"
 
 
@@ -26,8 +29,8 @@ class RunFileError(ValueError):
     read-only location, not a run file, newer schema, corrupt file)."""
 
 
-# Tables every version has; the per-layer statistics table is what changed.
-_DDL_COMMON = """
+# Tables every version has.
+_DDL_BASE = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE heartbeat (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -42,6 +45,24 @@ CREATE TABLE layers (
     shape TEXT NOT NULL,
     numel INTEGER NOT NULL
 );
+CREATE TABLE scalars (
+    scalar_id INTEGER PRIMARY KEY,
+    step INTEGER NOT NULL, name TEXT NOT NULL, value REAL
+);
+CREATE TABLE events (
+    event_id INTEGER PRIMARY KEY,
+    step INTEGER NOT NULL,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    layer_id INTEGER,
+    value REAL
+);
+"""
+
+# The per-step tables of versions 1-3 (one row per step, one per step and
+# group).
+_DDL_STEP_ROWS = """
 CREATE TABLE steps (
     step INTEGER PRIMARY KEY,
     time REAL NOT NULL,
@@ -60,24 +81,62 @@ CREATE TABLE lr (
     step INTEGER NOT NULL, grp INTEGER NOT NULL, lr REAL NOT NULL,
     PRIMARY KEY (step, grp)
 ) WITHOUT ROWID;
-CREATE TABLE scalars (
-    scalar_id INTEGER PRIMARY KEY,
-    step INTEGER NOT NULL, name TEXT NOT NULL, value REAL
+"""
+
+# The steps columns in the order RunDelta.steps has them (the version-1..3
+# steps table's column order); in a version-4 chunk each is one array.
+STEP_FLOAT_COLUMNS = ("time", "loss", "grad_norm", "grad_norm_clipped", "clip_max_norm",
+                      "clip_coef", "loss_scale")
+STEP_INT_COLUMNS = ("step", "clipped", "skipped", "nonfinite")
+LAYER_FIELDS = ("grad_norm", "grad_max", "nonfinite", "weight_norm", "update_ratio")
+
+# Version 4: one chunks row per commit (and per queued ring chunk) holding
+# every column of its k steps as a little-endian array: float64[k] /
+# int64[k] step columns, float64[k x groups] lr, float64/int64[k x layers]
+# per-layer statistics (NULL when the chunk carries none). A loss that
+# arrived after its step was written is a late_losses row.
+DDL = _DDL_BASE + """
+CREATE TABLE chunks (
+    chunk_id INTEGER PRIMARY KEY,
+    first_step INTEGER NOT NULL,
+    last_step INTEGER NOT NULL,
+    n_steps INTEGER NOT NULL,
+    n_groups INTEGER NOT NULL,
+    n_layers INTEGER NOT NULL,
+    step BLOB NOT NULL,
+    time BLOB NOT NULL,
+    loss BLOB NOT NULL,
+    grad_norm BLOB NOT NULL,
+    grad_norm_clipped BLOB NOT NULL,
+    clip_max_norm BLOB NOT NULL,
+    clip_coef BLOB NOT NULL,
+    loss_scale BLOB NOT NULL,
+    clipped BLOB NOT NULL,
+    skipped BLOB NOT NULL,
+    nonfinite BLOB NOT NULL,
+    skip_reason TEXT,
+    lr BLOB NOT NULL,
+    layer_grad_norm BLOB,
+    layer_grad_max BLOB,
+    layer_nonfinite BLOB,
+    layer_weight_norm BLOB,
+    layer_update_ratio BLOB
 );
-CREATE TABLE events (
-    event_id INTEGER PRIMARY KEY,
+CREATE INDEX chunks_last_step ON chunks (last_step);
+CREATE TABLE late_losses (
+    update_id INTEGER PRIMARY KEY,
     step INTEGER NOT NULL,
-    time REAL NOT NULL,
-    kind TEXT NOT NULL,
-    message TEXT NOT NULL,
-    layer_id INTEGER,
-    value REAL
+    loss REAL,
+    chunk_id INTEGER NOT NULL
 );
+CREATE INDEX late_losses_step ON late_losses (step);
 """
 
 # Version 3: one row per commit (a chunk of steps), each field a
-# (n_steps x n_layers) array, rows in the order of the step array.
-DDL = _DDL_COMMON + """
+# (n_steps x n_layers) array, rows in the order of the step array; the
+# steps and lr tables row by row. For tools and tests that write
+# version-3 files (the reader still reads them).
+DDL_V3 = _DDL_BASE + _DDL_STEP_ROWS + """
 CREATE TABLE layer_chunks (
     chunk_id INTEGER PRIMARY KEY,
     first_step INTEGER NOT NULL,
@@ -95,7 +154,7 @@ CREATE INDEX layer_chunks_last_step ON layer_chunks (last_step);
 """
 
 # Version 2: one row per step, the layers' values as arrays in layer_id order.
-DDL_V2 = _DDL_COMMON + """
+DDL_V2 = _DDL_BASE + _DDL_STEP_ROWS + """
 CREATE TABLE layer_stats_v2 (
     step INTEGER PRIMARY KEY,
     grad_norm BLOB NOT NULL,
@@ -108,7 +167,7 @@ CREATE TABLE layer_stats_v2 (
 
 # The version-1 layout (one layer_stats row per step and layer), which the
 # reader still reads; for tools and tests that write version-1 files.
-DDL_V1 = _DDL_COMMON + """
+DDL_V1 = _DDL_BASE + _DDL_STEP_ROWS + """
 CREATE TABLE layer_stats (
     step INTEGER NOT NULL, layer_id INTEGER NOT NULL,
     grad_norm REAL NOT NULL,
@@ -121,9 +180,10 @@ CREATE TABLE layer_stats (
 """
 
 # Tables a reader needs; a file missing one of them is not a run file.
-_COMMON_TABLES = ("meta", "heartbeat", "layers", "steps", "lr", "scalars", "events")
-REQUIRED_TABLES = {1: _COMMON_TABLES + ("layer_stats",), 2: _COMMON_TABLES + ("layer_stats_v2",),
-                   3: _COMMON_TABLES + ("layer_chunks",)}
+_BASE_TABLES = ("meta", "heartbeat", "layers", "scalars", "events")
+_ROW_TABLES = _BASE_TABLES + ("steps", "lr")
+REQUIRED_TABLES = {1: _ROW_TABLES + ("layer_stats",), 2: _ROW_TABLES + ("layer_stats_v2",),
+                   3: _ROW_TABLES + ("layer_chunks",), 4: _BASE_TABLES + ("chunks", "late_losses")}
 
 
 def _connect_error(path, exc, doing):

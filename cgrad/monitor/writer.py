@@ -11,19 +11,23 @@ list out and claims the sources every COMMIT_INTERVAL_S and writes it all
 in one transaction, so a commit (and a reader's snapshot, and what survives
 a SIGKILL) always holds whole steps; it updates the heartbeat at each
 commit, and at least every HEARTBEAT_IDLE_S when training sends nothing (a
-slow step must not look like a dead trainer). Per commit the work is a
-few NumPy calls and executemany over the chunk's columns: no Python object
-per step is built before the rows SQLite binds.
+slow step must not look like a dead trainer). A chunk is written as one
+row of the chunks table (schema version 4) holding each column of its
+steps as an array, so a commit costs a few NumPy copies and a handful of
+statements whatever its step count: nothing is done per step with the GIL
+held (a row bound per step costs microseconds of GIL, and the training
+thread waits for the GIL the writer holds).
 
 Back-pressure: the training thread never blocks. A ring that fills up
 before the writer claimed it spills its slots into the list as a chunk;
 when the pending per-layer values pass MAX_PENDING_LAYER_ROWS (the writer
 fell behind: a slow disk, a starved thread), the per-layer detail of the
-oldest pending chunks is dropped (their steps/lr rows stay) and a 'dropped'
-event says which. A write error (disk full) stops writing: the error is
-kept, the training thread is warned once, and the data is discarded
-instead of piling up.
+oldest pending chunks is dropped (their step columns and lr stay) and a
+'dropped' event says which. A write error (disk full) stops writing: the
+error is kept, the training thread is warned once, and the data is
+discarded instead of piling up.
 """
+import json
 import sqlite3
 import sys
 import threading
@@ -31,6 +35,8 @@ import time
 import warnings
 
 import numpy as np
+
+from cgrad.monitor.schema import LAYER_FIELDS, STEP_FLOAT_COLUMNS, STEP_INT_COLUMNS
 
 __all__ = ["Writer", "StepRow", "COMMIT_INTERVAL_S", "MAX_PENDING_LAYER_ROWS"]
 
@@ -70,11 +76,10 @@ class StepRow:
         self.events = ()    # (step, kind, message, layer_id, value), written with the row
         self.done = False   # the optimizer finished this step (post-hook ran)
 
-    def steps_tuple(self):
-        return (self.step, self.time, _real(self.loss), _real(self.grad_norm),
-                _real(self.grad_norm_clipped), _real(self.clip_max_norm), _real(self.clip_coef),
-                int(bool(self.clipped)), _real(self.loss_scale), int(bool(self.skipped)),
-                self.skip_reason, int(self.nonfinite))
+
+def _num(x):
+    """float(x), NaN for None (an array element)."""
+    return float("nan") if x is None else float(x)
 
 
 def _real(x):
@@ -103,6 +108,7 @@ class Writer:
         self._written_seq = 0    # ... are committed up to this one
         self._final_state = "finished"
         self.last_step = -1
+        self._last_chunk_id = 0  # the newest chunks row written (late losses name it)
         self.error = None
         self._warned = False
         self._last_commit = time.time()
@@ -266,17 +272,13 @@ class Writer:
 
     def _write(self, batch, state, now):
         con = self._con
-        steps, lrs, events, scalars = [], [], [], []
+        rows, events, scalars = [], [], []
         con.execute("BEGIN IMMEDIATE")
         for kind, payload in batch:
             if kind == "step":
-                steps.append(payload.steps_tuple())
-                lrs.extend((payload.step, g, lr) for g, lr in enumerate(payload.lrs) if lr is not None)
-                events.extend((st, payload.time, kind_, msg, lid, _real(val))
-                              for st, kind_, msg, lid, val in payload.events)
-                self.last_step = max(self.last_step, payload.step)
+                rows.append(payload)
             elif kind == "chunk":
-                self._write_chunk(con, payload, events)
+                self._insert_chunk(con, _ring_columns(payload, events))
             elif kind == "event":
                 events.append(payload)
             elif kind == "scalars":
@@ -285,15 +287,14 @@ class Writer:
                 con.executemany("INSERT OR IGNORE INTO layers (layer_id, name, kind, shape, numel) "
                                 "VALUES (?, ?, ?, ?, ?)", payload)
             elif kind == "loss":
-                con.execute("UPDATE steps SET loss = ? WHERE step = ?", payload)
+                # applies to the step's row in the chunks written so far, not
+                # to a later chunk that holds the step index again
+                con.execute("INSERT INTO late_losses (step, loss, chunk_id) VALUES (?, ?, ?)",
+                            (payload[1], payload[0], self._last_chunk_id))
             elif kind == "meta":
                 con.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", payload)
-        if steps:
-            # OR REPLACE: a step index seen twice (a second optimizer step
-            # numbered the same, a resumed counter) keeps the latest values.
-            con.executemany("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", steps)
-        if lrs:
-            con.executemany("INSERT OR REPLACE INTO lr (step, grp, lr) VALUES (?, ?, ?)", lrs)
+        if rows:
+            self._insert_chunk(con, _row_columns(rows, events))
         if scalars:
             con.executemany("INSERT INTO scalars (step, name, value) VALUES (?, ?, ?)", scalars)
         if events:
@@ -303,45 +304,76 @@ class Writer:
                     (now, self.last_step, state))
         con.execute("COMMIT")
 
-    def _write_chunk(self, con, chunk, events):
-        """One chunk of ring slots: its steps and lr rows (column-wise, so
-        the only per-step objects are the tuples SQLite binds; a NaN binds
-        as NULL), one layer_chunks row of (steps x layers) arrays, and its
-        events."""
-        f, iv, lr = chunk["f"], chunk["i"], chunk["lr"]
-        step_ids = iv[:, 0]
-        k = step_ids.shape[0]
-        steps = step_ids.tolist()
-        reasons = chunk["reasons"]
-        skip = [reasons.get(s) for s in steps] if reasons else [None] * k
-        cols = [f[:, j].tolist() for j in range(7)]
-        con.executemany("INSERT OR REPLACE INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                        zip(steps, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5],
-                            iv[:, 1].tolist(), cols[6], iv[:, 2].tolist(), skip, iv[:, 3].tolist()))
-        for g in range(lr.shape[1]):
-            col = lr[:, g]
-            if np.isnan(col).any():
-                keep = ~np.isnan(col)
-                con.executemany("INSERT OR REPLACE INTO lr (step, grp, lr) VALUES (?, ?, ?)",
-                                zip(step_ids[keep].tolist(), [g] * int(keep.sum()), col[keep].tolist()))
-            else:
-                con.executemany("INSERT OR REPLACE INTO lr (step, grp, lr) VALUES (?, ?, ?)",
-                                zip(steps, [g] * k, col.tolist()))
-        if chunk["raw"] is not None:
-            lm = chunk["layer_map"]
-            has = (iv[:, 4] & 1).astype(bool)
-            arrays = lm.arrays(chunk["raw"], chunk["upd"], has)
-            con.execute("INSERT INTO layer_chunks (first_step, last_step, n_steps, n_layers, step, "
-                        "grad_norm, grad_max, nonfinite, weight_norm, update_ratio) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (int(step_ids.min()), int(step_ids.max()), k, lm.n_layers, _blob(step_ids))
-                        + tuple(_blob(np.ascontiguousarray(a)) for a in arrays))
-        times = cols[0]
-        bad_loss = np.nonzero((iv[:, 4] & 2).astype(bool) & ~np.isfinite(f[:, 1]))[0]
-        for j in bad_loss.tolist():
-            events.append((steps[j], times[j], "nonfinite", f"loss is {float(f[j, 1])}", None, None))
-        if chunk["events"]:
-            where = {s: j for j, s in enumerate(steps)}
-            events.extend((st, times[where.get(st, k - 1)], kind_, msg, lid, _real(val))
-                          for st, kind_, msg, lid, val in chunk["events"])
-        self.last_step = max(self.last_step, int(step_ids.max()))
+    def _insert_chunk(self, con, columns):
+        """One chunks row (columns: the values in _CHUNK_COLUMNS order)."""
+        cur = con.execute(_INSERT_CHUNK, columns)
+        self._last_chunk_id = cur.lastrowid
+        self.last_step = max(self.last_step, columns[1])
+
+
+# the chunks table's columns as the writer fills them (docs/run_format.md)
+_CHUNK_COLUMNS = (("first_step", "last_step", "n_steps", "n_groups", "n_layers", "step")
+                  + STEP_FLOAT_COLUMNS + STEP_INT_COLUMNS[1:] + ("skip_reason", "lr")
+                  + tuple(f"layer_{f}" for f in LAYER_FIELDS))
+_INSERT_CHUNK = (f"INSERT INTO chunks ({', '.join(_CHUNK_COLUMNS)}) "
+                 f"VALUES ({', '.join('?' * len(_CHUNK_COLUMNS))})")
+
+
+def _reasons_json(reasons):
+    return json.dumps({str(int(s)): str(r) for s, r in reasons.items()}) if reasons else None
+
+
+def _ring_columns(chunk, events):
+    """The chunks row of ring slots (see _monitor.pxi claim): one array per
+    column, so the cost is a few copies per commit whatever its step count;
+    its events (and a 'nonfinite' event per non-finite loss) go to events."""
+    f, iv, lr = chunk["f"], chunk["i"], chunk["lr"]
+    step_ids = np.ascontiguousarray(iv[:, 0])
+    k = step_ids.shape[0]
+    fcols = np.ascontiguousarray(f.T)    # (7, k): one row per float column
+    icols = np.ascontiguousarray(iv[:, 1:4].T)
+    layer = (None,) * len(LAYER_FIELDS)
+    n_layers = 0
+    if chunk["raw"] is not None:
+        lm = chunk["layer_map"]
+        has = (iv[:, 4] & 1).astype(bool)
+        layer = tuple(_blob(np.ascontiguousarray(a))
+                      for a in lm.arrays(chunk["raw"], chunk["upd"], has))
+        n_layers = lm.n_layers
+    bad_loss = np.nonzero((iv[:, 4] & 2).astype(bool) & ~np.isfinite(f[:, 1]))[0]
+    for j in bad_loss.tolist():
+        events.append((int(step_ids[j]), float(f[j, 0]), "nonfinite", f"loss is {float(f[j, 1])}",
+                       None, None))
+    if chunk["events"]:
+        ev = chunk["events"]
+        order = np.argsort(step_ids, kind="stable")
+        at = np.searchsorted(step_ids[order], np.array([e[0] for e in ev], dtype=np.int64))
+        at = np.minimum(at, k - 1)
+        times = f[order[at], 0].tolist()  # an event's time: its step's (else a near one's)
+        events.extend((st, t, kind_, msg, lid, _real(val))
+                      for (st, kind_, msg, lid, val), t in zip(ev, times))
+    return ((int(step_ids.min()), int(step_ids.max()), k, lr.shape[1], n_layers, _blob(step_ids))
+            + tuple(_blob(c) for c in fcols) + tuple(_blob(c) for c in icols)
+            + (_reasons_json(chunk["reasons"]), _blob(np.ascontiguousarray(lr))) + layer)
+
+
+def _row_columns(rows, events):
+    """The chunks row of StepRows (steps without a ring: no per-layer
+    statistics); their events go to events."""
+    k = len(rows)
+    step_ids = np.array([r.step for r in rows], dtype=np.int64)
+    floats = np.array([[r.time, _num(r.loss), _num(r.grad_norm), _num(r.grad_norm_clipped),
+                        _num(r.clip_max_norm), _num(r.clip_coef), _num(r.loss_scale)]
+                       for r in rows], dtype=np.float64).T.copy()
+    ints = np.array([[int(bool(r.clipped)), int(bool(r.skipped)), int(r.nonfinite)] for r in rows],
+                    dtype=np.int64).T.copy()
+    n_groups = max(len(r.lrs) for r in rows)
+    lr = np.full((k, n_groups), np.nan)
+    for j, r in enumerate(rows):
+        lr[j, :len(r.lrs)] = [_num(x) for x in r.lrs]
+        events.extend((st, r.time, kind_, msg, lid, _real(val))
+                      for st, kind_, msg, lid, val in r.events)
+    reasons = {r.step: r.skip_reason for r in rows if r.skip_reason is not None}
+    return ((int(step_ids.min()), int(step_ids.max()), k, n_groups, 0, _blob(step_ids))
+            + tuple(_blob(c) for c in floats) + tuple(_blob(c) for c in ints)
+            + (_reasons_json(reasons), _blob(lr)) + (None,) * len(LAYER_FIELDS))

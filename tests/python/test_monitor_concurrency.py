@@ -36,31 +36,33 @@ def start_trainer(path, n_steps, sleep_s):
 
 
 def assert_whole_steps(path):
-    """integrity_check passes and every step has all its lr and layer rows."""
+    """integrity_check passes and every committed chunk is whole: each of
+    its arrays has exactly n_steps rows (steps x groups for lr, steps x
+    layers for the layer statistics), and the steps are 0..n-1 once each."""
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         n_layers = con.execute("SELECT COUNT(*) FROM layers").fetchone()[0]
         n_groups = int(con.execute("SELECT value FROM meta WHERE key='n_groups'").fetchone()[0])
-        # the layer statistics of a commit's steps are one layer_chunks row
-        # of (steps x layers) 8-byte arrays; every step is in exactly one
-        rows = con.execute("SELECT s.step, (SELECT COUNT(*) FROM lr WHERE lr.step = s.step) "
-                           "FROM steps s ORDER BY s.step").fetchall()
-        chunks = con.execute("SELECT n_steps, n_layers, step, length(grad_norm) "
-                             "FROM layer_chunks ORDER BY chunk_id").fetchall()
+        chunks = con.execute("SELECT first_step, last_step, n_steps, n_groups, n_layers, step, "
+                             "length(time), length(loss), length(clipped), length(lr), "
+                             "length(layer_grad_norm), length(layer_update_ratio) "
+                             "FROM chunks ORDER BY chunk_id").fetchall()
         hb_step = con.execute("SELECT step FROM heartbeat").fetchone()[0]
     finally:
         con.close()
     assert n_layers == 27 and n_groups == 1
-    assert [r[0] for r in rows] == list(range(len(rows)))
-    assert all(r[1] == n_groups for r in rows), "a step without its lr"
-    chunk_steps = []
-    for n_steps, width, step_blob, n_bytes in chunks:
-        assert width == n_layers and n_bytes == 8 * n_steps * n_layers, "a half-written chunk"
-        chunk_steps.extend(np.frombuffer(step_blob, dtype="<i8").tolist())
-    assert sorted(chunk_steps) == [r[0] for r in rows], "a step without its layer statistics"
-    assert hb_step == (rows[-1][0] if rows else -1)
-    return len(rows)
+    steps = []
+    for first, last, k, groups, width, step_blob, *lengths in chunks:
+        assert groups == n_groups and width == n_layers
+        assert lengths == [8 * k] * 3 + [8 * k * groups] + [8 * k * n_layers] * 2, \
+            "a half-written chunk"
+        ids = np.frombuffer(step_blob, dtype="<i8")
+        assert ids.shape[0] == k and (first, last) == (ids.min(), ids.max())
+        steps.extend(ids.tolist())
+    assert steps == list(range(len(steps))), "a step missing or written twice"
+    assert hb_step == (steps[-1] if steps else -1)
+    return len(steps)
 
 
 def test_sigkill_leaves_whole_steps(tmp_path, monkeypatch):

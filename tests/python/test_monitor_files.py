@@ -253,43 +253,62 @@ def test_reader_of_a_read_only_copy(tmp_path):
 
 
 # ------------------------------------------------------ format versions
-def test_v3_chunks_and_v2_v1_files_read_alike(tmp_path):
-    """The per-layer statistics of a commit's steps are one layer_chunks
-    row of little-endian (steps x layers) arrays; the same run rewritten in
-    the version-2 layout (one row per step) and the version-1 layout (one
-    row per step and layer) reads back to the same RunDelta."""
+def test_v4_chunks_and_v3_v2_v1_files_read_alike(tmp_path):
+    """A commit's steps are one chunks row of little-endian arrays (steps
+    columns, steps x groups lr, steps x layers statistics); the same run
+    rewritten in the version-3 layout (steps and lr rows, one layer_chunks
+    row per commit), version 2 (one layer_stats_v2 row per step) and
+    version 1 (one layer_stats row per step and layer) reads back to the
+    same RunDelta."""
     model = mlp((4, 6, 3))
     opt = StandInSGD(model.parameters(), lr=0.1)
     x, y = batch()
-    v3 = tmp_path / "v3.cgrun"
-    with monitor.Run(v3) as run:
+    v4 = tmp_path / "v4.cgrun"
+    with monitor.Run(v4) as run:
         run.watch(model, opt, update_ratio_every=2)
         steps(model, opt, run, 2, x, y)
         run.flush()                       # two commits: two chunks
         steps(model, opt, run, 2, x, y)
-    con = sqlite3.connect(v3)
+    con = sqlite3.connect(v4)
     n_layers = con.execute("SELECT COUNT(*) FROM layers").fetchone()[0]
-    chunks = con.execute("SELECT first_step, last_step, n_steps, n_layers, step, grad_norm, "
-                         "update_ratio FROM layer_chunks ORDER BY chunk_id").fetchall()
-    assert [c[:4] for c in chunks] == [(0, 1, 2, n_layers), (2, 3, 2, n_layers)]
-    assert all(len(c[5]) == 8 * 2 * n_layers for c in chunks)
-    ratio = np.frombuffer(chunks[0][6], "<f8").reshape(2, n_layers)
+    chunks = con.execute("SELECT first_step, last_step, n_steps, n_groups, n_layers, step, loss, "
+                         "clipped, lr, layer_grad_norm, layer_update_ratio FROM chunks "
+                         "ORDER BY chunk_id").fetchall()
+    assert [c[:5] for c in chunks] == [(0, 1, 2, 1, n_layers), (2, 3, 2, 1, n_layers)]
+    assert np.frombuffer(chunks[1][5], "<i8").tolist() == [2, 3]
+    assert np.isfinite(np.frombuffer(chunks[0][6], "<f8")).all()        # losses logged
+    assert np.frombuffer(chunks[0][7], "<i8").tolist() == [0, 0]
+    assert np.frombuffer(chunks[0][8], "<f8").tolist() == [0.1, 0.1]
+    assert all(len(c[9]) == 8 * 2 * n_layers for c in chunks)
+    ratio = np.frombuffer(chunks[0][10], "<f8").reshape(2, n_layers)
     assert not np.isnan(ratio[0]).any() and np.isnan(ratio[1]).all()  # every 2nd step only
-    with monitor.RunReader(v3) as r:
-        assert r.meta["schema_version"] == 3
-        d3 = r.poll()
-    np.testing.assert_array_equal(np.frombuffer(chunks[1][5], "<f8").reshape(2, n_layers),
-                                  d3.layer_grad_norm[2:])
+    with monitor.RunReader(v4) as r:
+        assert r.meta["schema_version"] == 4
+        d4 = r.poll()
+    np.testing.assert_array_equal(np.frombuffer(chunks[1][9], "<f8").reshape(2, n_layers),
+                                  d4.layer_grad_norm[2:])
+    assert d4.steps["step"].tolist() == [0, 1, 2, 3] and np.isfinite(d4.steps["loss"]).all()
 
     def rewrite(version, ddl_marker, rows_of):
         path = tmp_path / f"v{version}.cgrun"
         con.execute("VACUUM INTO ?", (str(path),))
         c = sqlite3.connect(path)
-        ddl = schema.DDL_V1 if version == 1 else schema.DDL_V2
-        c.execute(next(stmt for stmt in ddl.split(";") if ddl_marker in stmt))
-        for row, step in enumerate(d3.steps["step"].tolist()):
-            rows_of(c, row, step)
-        c.execute("DROP TABLE layer_chunks")
+        ddl = {1: schema.DDL_V1, 2: schema.DDL_V2, 3: schema.DDL_V3}[version]
+        for marker in ("TABLE steps (", "TABLE lr (", ddl_marker):
+            c.execute(next(stmt for stmt in ddl.split(";") if marker in stmt))
+        st = d4.steps
+        for row, step in enumerate(st["step"].tolist()):
+            c.execute("INSERT INTO steps VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                      [None if isinstance(v, float) and np.isnan(v) else v for v in
+                       (step, float(st["time"][row]), float(st["loss"][row]),
+                        float(st["grad_norm"][row]), float(st["grad_norm_clipped"][row]),
+                        float(st["clip_max_norm"][row]), float(st["clip_coef"][row]),
+                        int(st["clipped"][row]), float(st["loss_scale"][row]),
+                        int(st["skipped"][row]), st["skip_reason"][row], int(st["nonfinite"][row]))])
+            c.execute("INSERT INTO lr VALUES (?, 0, ?)", (step, float(d4.lr[row, 0])))
+        rows_of(c)
+        c.execute("DROP TABLE chunks")
+        c.execute("DROP TABLE late_losses")
         c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
         c.commit()
         c.close()
@@ -297,27 +316,48 @@ def test_v3_chunks_and_v2_v1_files_read_alike(tmp_path):
             assert r.meta["schema_version"] == version
             return r.poll()
 
-    def v2_rows(c, row, step):
-        ratio = d3.layer_update_ratio[row]
-        c.execute("INSERT INTO layer_stats_v2 VALUES (?,?,?,?,?,?)",
-                  (step, d3.layer_grad_norm[row].tobytes(), d3.layer_grad_max[row].tobytes(),
-                   d3.layer_nonfinite[row].astype("<i8").tobytes(),
-                   d3.layer_weight_norm[row].tobytes(),
-                   None if np.isnan(ratio).all() else ratio.tobytes()))
+    def v3_rows(c):
+        for first in (0, 2):
+            sl = slice(first, first + 2)
+            c.execute("INSERT INTO layer_chunks (first_step, last_step, n_steps, n_layers, step, "
+                      "grad_norm, grad_max, nonfinite, weight_norm, update_ratio) "
+                      "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                      (first, first + 1, 2, n_layers, d4.steps["step"][sl].astype("<i8").tobytes(),
+                       d4.layer_grad_norm[sl].tobytes(), d4.layer_grad_max[sl].tobytes(),
+                       d4.layer_nonfinite[sl].astype("<i8").tobytes(),
+                       d4.layer_weight_norm[sl].tobytes(), d4.layer_update_ratio[sl].tobytes()))
 
-    def v1_rows(c, row, step):
-        for lid in range(n_layers):
-            ratio = d3.layer_update_ratio[row, lid]
-            c.execute("INSERT INTO layer_stats VALUES (?,?,?,?,?,?,?)",
-                      (step, lid, d3.layer_grad_norm[row, lid], d3.layer_grad_max[row, lid],
-                       int(d3.layer_nonfinite[row, lid]), d3.layer_weight_norm[row, lid],
-                       None if np.isnan(ratio) else ratio))
+    def v2_rows(c):
+        for row, step in enumerate(d4.steps["step"].tolist()):
+            ratio = d4.layer_update_ratio[row]
+            c.execute("INSERT INTO layer_stats_v2 VALUES (?,?,?,?,?,?)",
+                      (step, d4.layer_grad_norm[row].tobytes(), d4.layer_grad_max[row].tobytes(),
+                       d4.layer_nonfinite[row].astype("<i8").tobytes(),
+                       d4.layer_weight_norm[row].tobytes(),
+                       None if np.isnan(ratio).all() else ratio.tobytes()))
 
+    def v1_rows(c):
+        for row, step in enumerate(d4.steps["step"].tolist()):
+            for lid in range(n_layers):
+                ratio = d4.layer_update_ratio[row, lid]
+                c.execute("INSERT INTO layer_stats VALUES (?,?,?,?,?,?,?)",
+                          (step, lid, d4.layer_grad_norm[row, lid], d4.layer_grad_max[row, lid],
+                           int(d4.layer_nonfinite[row, lid]), d4.layer_weight_norm[row, lid],
+                           None if np.isnan(ratio) else ratio))
+
+    d3 = rewrite(3, "TABLE layer_chunks (", v3_rows)
     d2 = rewrite(2, "TABLE layer_stats_v2 (", v2_rows)
     d1 = rewrite(1, "TABLE layer_stats (", v1_rows)
     con.close()
-    for d in (d2, d1):
-        assert d.steps["step"].tolist() == [0, 1, 2, 3]
+    for d in (d3, d2, d1):
+        assert list(d.steps) == list(d4.steps)
+        for name, col in d4.steps.items():
+            assert d.steps[name].dtype == col.dtype, name
+            if col.dtype == object:
+                assert d.steps[name].tolist() == col.tolist()
+            else:
+                np.testing.assert_array_equal(d.steps[name], col)
+        np.testing.assert_array_equal(d.lr, d4.lr)
         for f in ("grad_norm", "grad_max", "nonfinite", "weight_norm", "update_ratio"):
-            np.testing.assert_array_equal(getattr(d, f"layer_{f}"), getattr(d3, f"layer_{f}"))
-    assert np.isnan(d3.layer_update_ratio[1]).all() and not np.isnan(d3.layer_update_ratio[2]).any()
+            np.testing.assert_array_equal(getattr(d, f"layer_{f}"), getattr(d4, f"layer_{f}"))
+    assert np.isnan(d4.layer_update_ratio[1]).all() and not np.isnan(d4.layer_update_ratio[2]).any()

@@ -46,12 +46,17 @@ def record(path):
 
 def test_window_shows_what_the_recorder_wrote(tmp_path, qtbot):
     path = record(tmp_path / "real.cgrun")
+    # decoded here from the file's chunks rows (docs/run_format.md, v4),
+    # not through RunReader, so the window is checked against the file
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    steps = np.array(con.execute("SELECT step, loss, grad_norm, clipped FROM steps "
-                                 "ORDER BY step").fetchall(), dtype=np.float64)
+    chunks = con.execute("SELECT step, loss, grad_norm, clipped, lr, n_groups FROM chunks "
+                         "ORDER BY chunk_id").fetchall()
     n_layers = con.execute("SELECT COUNT(*) FROM layers").fetchone()[0]
-    lr0 = np.array(con.execute("SELECT lr FROM lr WHERE grp = 0 ORDER BY step").fetchall())[:, 0]
     con.close()
+    steps = np.column_stack([np.concatenate([np.frombuffer(c[j], "<i8" if j in (0, 3) else "<f8")
+                                             for c in chunks]) for j in range(4)]).astype(np.float64)
+    lr0 = np.concatenate([np.frombuffer(c[4], "<f8").reshape(-1, c[5])[:, 0] for c in chunks])
+    assert (np.diff(steps[:, 0]) > 0).all()       # one row per step, in order
     assert len(steps) == N_STEPS
 
     win = MainWindow(poll_ms=20)
