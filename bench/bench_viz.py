@@ -115,14 +115,19 @@ def main():
             d.refresh_heatmap()
     full = timed(frame, args.repeat)
 
-    def heat_only():
-        # a full rebuild (new zoom level): the bin cache and the drawn key dropped
+    def heat_only(keep_pyramid=True):
+        # every bin made again (a new zoom level): the bin cache and the drawn
+        # key dropped; the max pyramid, made once per run, is kept unless asked
         if hasattr(d, "_heat_bins"):
-            d._heat_bins.clear()
+            if hasattr(d._heat_bins, "pyramid"):
+                d._heat_bins.clear(keep_pyramid=keep_pyramid)
+            else:
+                d._heat_bins.clear()
             d._heat_key = None
         d._heatmap_dirty = True
         d.refresh_heatmap()
     t_heat = timed(heat_only, args.repeat)
+    t_pyramid = timed(lambda: heat_only(keep_pyramid=False), args.repeat)
 
     next_first = [args.steps]
 
@@ -170,6 +175,7 @@ def main():
     print(f"  first full draw                {t_first * 1e3:8.1f} ms")
     print(f"  frame, whole run in view       {full:8.1f} ms  (refresh + repaint, median)")
     print(f"  heatmap rebuild (peak bins)    {t_heat:8.1f} ms")
+    print(f"  ... and its pyramid, all steps {t_pyramid:8.1f} ms  (once per run)")
     print(f"  live update: +100 steps+frame  {live:8.1f} ms")
     print(f"  frame, last 1000 steps         {zoomed:8.1f} ms")
     print(f"  pan 500 steps + heatmap        {panned:8.1f} ms")

@@ -574,7 +574,7 @@ class Dashboard(QtWidgets.QWidget):
         max_bins = max(int(vb.width()), 16)
         cols = self.shown_layers()
         lo, hi = m.log_levels()
-        key = (m, n, ds.bin_grid(x0, x1, max_bins, stride), stride, cols.tobytes(), lo, hi)
+        key = (m, n, self._heat_bins.grid(x0, x1, max_bins, stride), stride, cols.tobytes(), lo, hi)
         if key == self._heat_key:
             return    # same rows, same bins, same colours: the image on screen is right
         image, start, width = self._heat_bins.bins(m, steps, m.layer_log[:n], x0, x1,

@@ -81,21 +81,28 @@ def test_peak_line_cache_extends_on_append_and_matches_a_fresh_line():
     assert cache.rebuilds == 2
 
 
-def test_peak_bin_cache_extends_on_append_and_matches_peak_bins():
+@pytest.mark.parametrize("max_bins", [300, 5_000])    # bins from the pyramid / from the rows
+def test_peak_bin_cache_extends_on_append_and_matches_a_direct_binning(max_bins):
     rng = np.random.default_rng(2)
     steps = np.arange(20_000)
     values = rng.standard_normal((20_000, 5)).astype(np.float32)
     values[12_345, 3] = np.inf
     cache = ds.PeakBinCache()
     source = object()
+    start, width, n_bins, block = cache.grid(0, 20_000, max_bins)
+    assert (block > 0) == (max_bins == 300)
+    assert n_bins <= max_bins and width <= ds.bin_grid(0, 20_000, max_bins)[1] * 9 / 8
     for n in (5_000, 5_001, 5_100, 9_999, 20_000):
-        got, start, width = cache.bins(source, steps[:n], values[:n], 0, 20_000, 300)
-        want, start2, width2 = ds.peak_bins(steps[:n], values[:n], 0, 20_000, 300)
-        assert (start, width) == (start2, width2) and np.array_equal(got, want), n
+        got, got_start, got_width = cache.bins(source, steps[:n], values[:n], 0, 20_000, max_bins)
+        want = ds.bin_rows(steps[:n], values[:n], start, width, n_bins)
+        assert (got_start, got_width) == (start, width) and np.array_equal(got, want), n
     assert cache.rebuilds == 1
-    got, _, _ = cache.bins(source, steps[:7_000], values[:7_000], 0, 20_000, 300)  # replay: fewer
-    assert np.array_equal(got, ds.peak_bins(steps[:7_000], values[:7_000], 0, 20_000, 300)[0])
+    got, _, _ = cache.bins(source, steps[:7_000], values[:7_000], 0, 20_000, max_bins)  # replay
+    assert np.array_equal(got, ds.bin_rows(steps[:7_000], values[:7_000], start, width, n_bins))
     assert cache.rebuilds == 2
+    if block == 0:     # narrow bins: the grid is bin_grid's, as peak_bins makes it
+        assert np.array_equal(got, ds.peak_bins(steps[:7_000], values[:7_000], 0, 20_000,
+                                                max_bins)[0])
 
 
 @pytest.mark.parametrize("value", [-3.5, 0, 0.2, 7, 7.5, 99.9, 1e30, -1e30])
@@ -182,7 +189,7 @@ def test_refresh_leaves_unchanged_panels_alone(dashboard, qtbot, monkeypatch):
     image_calls = spy(monkeypatch, d.heat_image, "setImage")
     rebuilds = d._heat_bins.rebuilds
     px = max(int(d.heat_plot.getViewBox().width()), 16)
-    width_changes = ds.bin_grid(0, 50_000, px)[1] != ds.bin_grid(0, 50_100, px)[1]
+    width_changes = d._heat_bins.grid(0, 50_000, px)[1] != d._heat_bins.grid(0, 50_100, px)[1]
     axis_calls = spy(monkeypatch, d.heat_plot.getAxis("left"), "setTicks")
 
     d.refresh()                                           # nothing new: nothing redrawn
