@@ -110,6 +110,9 @@ class PeakBinCache:
         self._image = None
         self._rows = 0      # rows of ``steps`` the cached bins have seen
         self.rebuilds = 0   # recomputations of every bin (for tests and the benchmark)
+        self._codes = None
+        self._codes_key = None
+        self._unchanged = 0  # leading bins of the image not recomputed since _codes was made
         if not keep_pyramid:
             self.pyramid.clear()
 
@@ -138,6 +141,7 @@ class PeakBinCache:
         else:
             self.rebuilds += 1
             keep = 0
+        self._unchanged = min(self._unchanged, keep)
         if block:
             self.pyramid.fill(image, start, width, block, keep)
         else:
@@ -146,6 +150,22 @@ class PeakBinCache:
         self._image = image
         self._rows = n
         return image, start, width
+
+    def codes(self, cols, lo, hi):
+        """encode(image[:, cols], lo, hi) of the image ``bins`` returned last;
+        the bins it kept from the call before keep their codes (a live
+        update encodes the last bin and the new ones)."""
+        image = self._image
+        key = (self._key, np.asarray(cols).tobytes(), lo, hi)
+        keep = 0
+        if key == self._codes_key:
+            keep = min(self._unchanged, image.shape[0], self._codes.shape[0])
+        out = np.empty((image.shape[0], len(cols)), np.uint8)
+        if keep:
+            out[:keep] = self._codes[:keep]
+        out[keep:] = encode(image[keep:][:, cols], lo, hi)
+        self._codes, self._codes_key, self._unchanged = out, key, image.shape[0]
+        return out
 
 
 def encode(image, lo, hi):

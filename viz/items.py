@@ -69,12 +69,19 @@ class EventLines(pg.GraphicsObject):
         pen.setCosmetic(True)
         self._pen = pen
         self.setZValue(5)
+        self._set_empty(True)
+
+    def _set_empty(self, empty):
+        # most kinds never occur in a run: Qt then skips the item when it
+        # paints (no boundingRect / paint calls into Python every frame)
+        self.setFlag(self.GraphicsItemFlag.ItemHasNoContents, empty)
 
     def setSteps(self, steps):
         x = np.unique(np.asarray(steps, dtype=np.float64))
         if x.shape == self._x.shape and np.array_equal(x, self._x):
             return
         self._x = x
+        self._set_empty(x.size == 0)
         self.prepareGeometryChange()
         self.update()
 

@@ -579,7 +579,7 @@ class Dashboard(QtWidgets.QWidget):
             return    # same rows, same bins, same colours: the image on screen is right
         image, start, width = self._heat_bins.bins(m, steps, m.layer_log[:n], x0, x1,
                                                    max_bins, min_width=stride)
-        codes = ds.encode(image[:, cols], lo, hi)
+        codes = self._heat_bins.codes(cols, lo, hi)
         self._heat_key = key
         self.heat_codes = codes
         self.heat_image.setImage(codes, autoLevels=False, levels=(0, 255), lut=self._lut)

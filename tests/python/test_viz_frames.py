@@ -105,6 +105,26 @@ def test_peak_bin_cache_extends_on_append_and_matches_a_direct_binning(max_bins)
                                                 max_bins)[0])
 
 
+def test_bin_cache_codes_equal_a_fresh_encoding_as_bins_levels_and_layers_change():
+    rng = np.random.default_rng(4)
+    steps = np.arange(30_000)
+    values = rng.normal(-2, 1, (30_000, 6)).astype(np.float32)
+    values[:, 2] = -3e38                                    # a dead layer (LOG_ZERO)
+    values[22_222, 4] = np.inf
+    cache = ds.PeakBinCache()
+    source = object()
+    cols = np.arange(6)
+    for n, x1, lo, picked in [(10_000, 30_000, -6, cols), (10_001, 30_000, -6, cols),
+                              (12_000, 30_000, -6, cols), (12_000, 30_000, -5, cols),  # new levels
+                              (12_500, 30_000, -5, cols[::2]),                        # a filter
+                              (25_000, 30_000, -5, cols[::2]), (30_000, 20_000, -5, cols),
+                              (30_000, 30_000, -5, cols)]:
+        image, _, _ = cache.bins(source, steps[:n], values[:n], 0, x1, 700)
+        got = cache.codes(picked, lo, 1.0)
+        assert np.array_equal(got, ds.encode(image[:, picked], lo, 1.0)), (n, x1, lo)
+    assert (got[:, 2] == ds.CODE_ZERO).all() and (got == ds.CODE_NONFINITE).sum() == 1
+
+
 @pytest.mark.parametrize("value", [-3.5, 0, 0.2, 7, 7.5, 99.9, 1e30, -1e30])
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_search_on_integer_steps_matches_numpy(value, side):
@@ -240,3 +260,47 @@ def test_grid_is_opaque_under_the_data_and_keeps_crossings_dark(dashboard):
     line = [c for c in columns if np.median(c) == darkest]   # the pixel column it landed on
     assert line and len(ys) > 50
     assert max(line[0]) <= darkest                        # no lighter pixel on the line
+
+
+def test_a_live_frame_lays_nothing_out_again(dashboard, qtbot):
+    """New steps move the x range (new tick labels) and the selected step
+    (new bar label): no layout of the window may be invalidated by that,
+    and no axis may change its size."""
+    from PyQt6 import QtWidgets
+    d = dashboard
+    model = model_with(50_000, n_layers=20)
+    d.set_runs(model)
+    for _ in range(3):
+        d.refresh()
+        qtbot.wait(10)                                    # layout requests handled
+        d.grab()
+    layouts = [QtWidgets.QGraphicsWidget.layout(item) for item in d.canvas.scene().items()
+               if isinstance(item, QtWidgets.QGraphicsWidget)]
+    layouts = [lay for lay in layouts if lay is not None]
+    axes = [p.getAxis(name) for p in d.step_plots + [d.bars_plot] for name in ("left", "bottom")]
+    sizes = [(a.width(), a.height()) for a in axes]
+    assert len(layouts) > 5 and all(lay.isActivated() for lay in layouts)
+    for first in range(50_000, 51_000, 100):
+        model.append(decode_delta(make_delta(first, 100, n_layers=20), 1))
+        d.refresh()
+        d.grab()
+        assert d.bars_plot.getAxis("bottom").labelText.endswith(str(first + 99))   # it did change
+        assert all(lay.isActivated() for lay in layouts), first
+        assert [(a.width(), a.height()) for a in axes] == sizes, first
+
+
+def test_event_kinds_without_steps_are_skipped_when_painting(dashboard):
+    from PyQt6 import QtWidgets
+    d = dashboard
+    d.set_runs(model_with(5_000))
+    d.refresh()
+    d.grab()
+    flag = QtWidgets.QGraphicsItem.GraphicsItemFlag.ItemHasNoContents
+    kinds = {}
+    for _, kind, item in d.event_lines:
+        kinds.setdefault(kind, set()).add(bool(item.flags() & flag) == (item.steps.size == 0))
+    assert kinds["clip"] == {True} and all(v == {True} for v in kinds.values())
+    clip = next(item for _, kind, item in d.event_lines if kind == "clip")
+    assert clip.steps.size and not clip.flags() & flag
+    clip.setSteps([])
+    assert clip.flags() & flag
