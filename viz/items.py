@@ -134,7 +134,25 @@ class EventLines(pg.GraphicsObject):
         painter.drawLines([QtCore.QLineF(x, y0, x, y1) for x in xs])
 
 
-class GridAxis(pg.AxisItem):
+class QuietAxis(pg.AxisItem):
+    """An AxisItem that sets its label again only when the label changes.
+
+    With auto SI prefixes on, every range change (each live frame, pan and
+    zoom step, on every linked plot) re-sets the label's rich text and
+    re-measures the axis although the text is the same; only the tick
+    picture has to be made again then."""
+
+    def _updateLabel(self):
+        html = self.labelString()
+        if html == getattr(self, "_label_html", None):
+            self.picture = None
+            self.update()
+            return
+        self._label_html = html
+        super()._updateLabel()
+
+
+class GridAxis(QuietAxis):
     """An axis whose grid lines a GridLines item paints, opaque and under
     the data.
 

@@ -12,7 +12,8 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import downsample as ds
 from .items import (ALERT_RGBA, EVENT_STYLE, GROUP_COLOURS, NONFINITE_RGB, RUN_COLOURS,
-                    SELECT_RGB, ZERO_RGB, EventLines, GridAxis, GridLines, heatmap_lut, html_key)
+                    SELECT_RGB, ZERO_RGB, EventLines, GridAxis, GridLines, QuietAxis, heatmap_lut,
+                    html_key)
 from .model import LOG_NONFINITE, LOG_ZERO
 
 BAR_MODES = {
@@ -33,6 +34,10 @@ def configure_pyqtgraph():
     # Light background: the PNG exports go into reports and CI artefacts.
     pg.setConfigOptions(background="w", foreground="k", antialias=False,
                         imageAxisOrder="col-major")
+
+
+def quiet_axes(*sides):
+    return {side: QuietAxis(side) for side in sides}
 
 
 def elide(name, n=MAX_NAME_CHARS):
@@ -80,7 +85,7 @@ class Dashboard(QtWidgets.QWidget):
         self.loss_plot = self._step_plot(0, "loss")
         self.lr_plot = self._step_plot(1, "lr")
         self.grad_plot = self._step_plot(2, "grad norm")
-        self.heat_plot = lay.addPlot(row=3, col=0)
+        self.heat_plot = lay.addPlot(row=3, col=0, axisItems=quiet_axes("left", "bottom"))
         self.heat_plot.setLabel("bottom", "step")
         self.heat_plot.setLabel("left", "layer")
         self.heat_plot.invertY(True)
@@ -100,7 +105,7 @@ class Dashboard(QtWidgets.QWidget):
         self.loss_plot.getViewBox().sigResized.connect(self._on_x_range)
         self.heat_plot.scene().sigMouseClicked.connect(self._on_click)
 
-        self.bars_plot = lay.addPlot(row=3, col=1)
+        self.bars_plot = lay.addPlot(row=3, col=1, axisItems=quiet_axes("left", "bottom"))
         self.bars_plot.setYLink(self.heat_plot)
         self.bars_plot.invertY(True)
         self.bars_plot.hideAxis("left")
@@ -111,7 +116,8 @@ class Dashboard(QtWidgets.QWidget):
         self.bars_plot.addItem(self.bars)
 
         cbar_lay = lay.addLayout(row=3, col=2)
-        self.cbar_plot = cbar_lay.addPlot(row=0, col=0)
+        self.cbar_plot = cbar_lay.addPlot(row=0, col=0,
+                                          axisItems=quiet_axes("right", "bottom", "left"))
         self.cbar_plot.hideAxis("bottom")
         self.cbar_plot.hideAxis("left")
         self.cbar_plot.showAxis("right")

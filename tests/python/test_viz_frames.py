@@ -304,3 +304,24 @@ def test_event_kinds_without_steps_are_skipped_when_painting(dashboard):
     assert clip.steps.size and not clip.flags() & flag
     clip.setSteps([])
     assert clip.flags() & flag
+
+
+def test_axes_set_their_label_again_only_when_it_changes(dashboard, monkeypatch):
+    d = dashboard
+    d.set_runs(model_with(20_000))
+    d.refresh()
+    d.grab()
+    axes = [p.getAxis("bottom") for p in d.step_plots + [d.bars_plot]] + \
+        [p.getAxis("left") for p in d.step_plots]
+    calls = {id(a): spy(monkeypatch, a.label, "setHtml") for a in axes}
+    before = [a.label.toHtml() for a in axes]
+    for x0 in (1_000, 2_000, 5_000):                      # pans: every axis gets a new range
+        d.loss_plot.setXRange(x0, x0 + 3_000, padding=0)
+        d.refresh_view()
+        d.grab()
+    assert sum(map(len, calls.values())) == 0
+    assert [a.label.toHtml() for a in axes] == before
+    assert all(a.picture is not None for a in axes[:4])  # the ticks were drawn for the new range
+    d.heat_plot.setLabel("bottom", "step (new)")
+    assert len(calls[id(d.heat_plot.getAxis("bottom"))]) == 1
+    assert "step (new)" in d.heat_plot.getAxis("bottom").label.toHtml()

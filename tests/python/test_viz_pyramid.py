@@ -31,7 +31,8 @@ def pyramid_bins(pyramid, x0, x1, max_bins, stride=1):
 def test_pyramid_bins_equal_a_direct_binning_of_every_row(seed):
     rng = np.random.default_rng(seed)
     stride = [1, 1, 3, 10, 1, 2][seed]
-    steps, values = random_run(rng, int(rng.integers(2_000, 30_000)), int(rng.integers(1, 9)), stride)
+    n, n_layers = int(rng.integers(2_000, 30_000)), int(rng.integers(1, 9))
+    steps, values = random_run(rng, n, n_layers, stride)
     pyramid = pm.MaxPyramid()
     pyramid.update("run", steps, values, stride)
     used = set()
