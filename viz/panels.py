@@ -675,8 +675,10 @@ class Dashboard(QtWidgets.QWidget):
         codes[kinds == 3] = ds.CODE_NONFINITE
         brushes = [self._brushes[c] for c in codes]
         y = np.arange(len(values), dtype=np.float64)
+        # one shared empty pen: the bars are filled rectangles (BarGraphItem
+        # then fills each with its brush instead of setting a pen per bar)
         self.bars.setOpts(x0=np.full(len(values), lo), y=y, height=0.8, width=width,
-                          brushes=brushes, pens=[pg.mkPen(None)] * len(values))
+                          brushes=brushes, pens=None, pen=None)
         self.bars_plot.setXRange(lo, hi, padding=0.02)
         label = {"grad norm": "log10 grad norm", "max |g|": "log10 max |g|",
                  "update / weight": "log10 update/weight"}[self.bar_mode]
