@@ -135,12 +135,28 @@ class EventLines(pg.GraphicsObject):
 
 
 class QuietAxis(pg.AxisItem):
-    """An AxisItem that sets its label again only when the label changes.
+    """An AxisItem that sets its label again only when the label changes and
+    shares its ticks with axes of the same range and length.
 
     With auto SI prefixes on, every range change (each live frame, pan and
     zoom step, on every linked plot) re-sets the label's rich text and
     re-measures the axis although the text is the same; only the tick
     picture has to be made again then."""
+
+    # ticks by everything AxisItem.tickValues reads: the four x-linked step
+    # axes ask for the same ticks after every range change
+    _ticks_memo = {}
+
+    def tickValues(self, minVal, maxVal, size):
+        key = (minVal, maxVal, size, self.scale, self.logMode, self._tickDensity,
+               self.style["maxTickLevel"], repr(self._tickSpacing))
+        ticks = QuietAxis._ticks_memo.get(key)
+        if ticks is None:
+            ticks = super().tickValues(minVal, maxVal, size)
+            if len(QuietAxis._ticks_memo) >= 64:
+                QuietAxis._ticks_memo.clear()
+            QuietAxis._ticks_memo[key] = ticks
+        return [(spacing, list(values)) for spacing, values in ticks]
 
     def _updateLabel(self):
         html = self.labelString()

@@ -325,3 +325,28 @@ def test_axes_set_their_label_again_only_when_it_changes(dashboard, monkeypatch)
     d.heat_plot.setLabel("bottom", "step (new)")
     assert len(calls[id(d.heat_plot.getAxis("bottom"))]) == 1
     assert "step (new)" in d.heat_plot.getAxis("bottom").label.toHtml()
+
+
+def test_axes_share_ticks_and_give_pyqtgraphs_own(qtbot, monkeypatch):
+    import pyqtgraph as pg
+    from cgrad.viz.items import GridAxis, QuietAxis
+    rng = np.random.default_rng(8)
+    quiet, grid, plain = QuietAxis("bottom"), GridAxis("bottom"), pg.AxisItem("bottom")
+    for _ in range(200):
+        lo = float(rng.uniform(-1e6, 1e6))
+        hi = lo + float(10 ** rng.uniform(-3, 7))
+        size = float(rng.uniform(50, 2000))
+        want = plain.tickValues(lo, hi, size)
+        assert quiet.tickValues(lo, hi, size) == want == grid.tickValues(lo, hi, size)
+    quiet.setTickSpacing(major=1000, minor=250)                # state the ticks depend on
+    assert quiet.tickValues(0, 5000, 800)[0] == (1000, [0.0, 1000.0, 2000.0, 3000.0, 4000.0,
+                                                        5000.0])
+    computed = []
+    real = pg.AxisItem.tickValues
+    monkeypatch.setattr(pg.AxisItem, "tickValues",
+                        lambda self, *a: computed.append(1) or real(self, *a))
+    other = GridAxis("bottom")
+    first = grid.tickValues(3.0, 12345.0, 640.0)
+    first[0][1].append(-1.0)                                  # a caller's copy
+    assert other.tickValues(3.0, 12345.0, 640.0) == real(plain, 3.0, 12345.0, 640.0)
+    assert len(computed) == 1                                 # the second axis shared the first's
