@@ -58,10 +58,15 @@ def _block_max(steps, values, block, first_abs):
     i0 = int(np.searchsorted(steps, first_abs * block, "left"))
     ids = steps[i0:] // block
     last_abs = int(ids[-1]) if ids.size else first_abs
-    out = np.full((last_abs - first_abs + 1, values.shape[1]), LOG_MISSING, values.dtype)
-    if ids.size:
-        starts = np.flatnonzero(np.diff(ids, prepend=ids[0] - 1))
-        out[ids[starts] - first_abs] = max_per_group(values[i0:], starts)
+    m = last_abs - first_abs + 1
+    if not ids.size:
+        return np.full((m, values.shape[1]), LOG_MISSING, values.dtype)
+    starts = np.flatnonzero(np.diff(ids, prepend=ids[0] - 1))
+    maxima = max_per_group(values[i0:], starts)
+    if starts.size == m:
+        return maxima                    # no block without rows: the maxima as they are
+    out = np.full((m, values.shape[1]), LOG_MISSING, values.dtype)
+    out[ids[starts] - first_abs] = maxima
     return out
 
 
@@ -95,8 +100,12 @@ class _Level:
         """Blocks first_abs.. become ``rows``; the level ends after them."""
         i = first_abs - self.offset
         need = i + rows.shape[0]
+        if self.count == 0 and i == 0:
+            self.data = rows                 # a first write: its blocks, no copy
+            self.count = need
+            return
         if need > self.data.shape[0]:
-            cap = self.data.shape[0] if self.count else need   # a first write: its size
+            cap = self.data.shape[0]
             while cap < need:
                 cap *= 2
             grown = np.empty((cap, self.data.shape[1]), self.data.dtype)
@@ -106,8 +115,11 @@ class _Level:
         self.count = need
 
     def take(self, first_abs, n):
-        """Blocks first_abs .. first_abs + n - 1, -inf outside the level."""
+        """Blocks first_abs .. first_abs + n - 1, -inf outside the level
+        (a view of the level where it holds them all: read only)."""
         i0 = first_abs - self.offset
+        if i0 >= 0 and i0 + n <= self.count:
+            return self.data[i0:i0 + n]
         out = np.empty((n, self.data.shape[1]), self.data.dtype)
         a, b = max(i0, 0), min(i0 + n, self.count)
         if b <= a:
@@ -181,7 +193,7 @@ class MaxPyramid:
             first = min(first, up.last_abs) if up.count else up.offset
             last = below.last_abs // 2
             pairs = below.take(2 * first, 2 * (last - first + 1))
-            up.write(first, pairs.reshape(-1, 2, n_cols).max(axis=1))
+            up.write(first, np.maximum(pairs[0::2], pairs[1::2]))
             k += 1
         del self._levels[k + 1:]
 
