@@ -48,15 +48,16 @@ def synthetic_delta(first, n, n_layers, rng, with_layers):
 
 
 def timed(fn, repeat):
-    """(wall, cpu) medians in ms. The process' CPU time is the steadier of
-    the two on a shared machine (other processes' load does not count)."""
+    """(wall, cpu) medians and (wall, cpu) maxima in ms. The process' CPU
+    time is the steadier on a shared machine (others' load does not count)."""
     wall, cpu = [], []
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
+    return (statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3,
+            max(wall) * 1e3, max(cpu) * 1e3)
 
 
 def ms(t):
@@ -148,6 +149,7 @@ def main():
         entry.engine.update(entry.model, s, e)
         frame()
     live = timed(live_update, args.repeat)
+    live_slowest = live[2:]   # e.g. when new steps change the heatmap's bin width
 
     d.show_recent(1000)
     zoomed = timed(frame, args.repeat)
@@ -187,6 +189,7 @@ def main():
     print(f"  heatmap rebuild (peak bins)    {ms(t_heat)}")
     print(f"  ... and its pyramid, all steps {ms(t_pyramid)}  once per run")
     print(f"  live update: +100 steps+frame  {ms(live)}")
+    print(f"  ... the slowest of them        {ms(live_slowest)}")
     print(f"  frame, last 1000 steps         {ms(zoomed)}")
     print(f"  pan 500 steps + heatmap        {ms(panned)}")
     print(f"  zoom in 1.5x from whole run    {ms(zoomed_in)}")
