@@ -52,9 +52,9 @@ def view_grid(x0, x1, max_bins, min_width=1, base=MIN_BASE):
 
 
 def _block_max(steps, values, block, first_abs):
-    """(first block, (m, L) max per block) for the blocks from absolute index
-    ``first_abs`` through the one holding the last row, from all their rows
-    (``steps`` sorted; empty blocks -inf)."""
+    """(m, L) max per block for the blocks from absolute index ``first_abs``
+    through the one holding the last row, from all their rows (``steps``
+    sorted; empty blocks -inf). A new array: a level may keep it."""
     i0 = int(np.searchsorted(steps, first_abs * block, "left"))
     ids = steps[i0:] // block
     last_abs = int(ids[-1]) if ids.size else first_abs
