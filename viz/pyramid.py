@@ -25,6 +25,7 @@ from .model import LOG_MISSING
 # (never more bins than pixel columns), and a bin reads <= 2 * this blocks.
 BLOCKS_PER_BIN = 8
 MIN_BASE = 4        # steps in a block of level 0 (at least; see MaxPyramid)
+MAX_BLOCKS_PER_ROW = 4   # level 0 holds at most this many blocks a row (+ 4096)
 
 
 def view_grid(x0, x1, max_bins, min_width=1, base=MIN_BASE):
@@ -167,10 +168,21 @@ class MaxPyramid:
         every 100 steps would otherwise hold mostly empty blocks)."""
         n = int(steps.shape[0])
         n_cols = int(values.shape[1])
+        base = self.base
         if source is not self._source or n_cols != self._n_cols or n < self._rows:
+            base = MIN_BASE << max(0, (int(stride) - 1).bit_length())
+        if n:
+            # a jump of the step counter would make mostly empty blocks: coarser
+            # ones keep level 0 within MAX_BLOCKS_PER_ROW blocks a row
+            span = int(steps[-1]) - int(steps[0]) + 1
+            allowed = MAX_BLOCKS_PER_ROW * n + 4096
+            if span // base > allowed:
+                base = max(base, 1 << (-(-span // allowed) - 1).bit_length())
+        if (source is not self._source or n_cols != self._n_cols or n < self._rows
+                or base != self.base):
             self.rebuilds += 1
             self._source, self._n_cols, self._rows, self._levels = source, n_cols, 0, []
-            self.base = MIN_BASE << max(0, (int(stride) - 1).bit_length())
+            self.base = base
         if n == self._rows or n == 0:
             return
         if not self._levels:

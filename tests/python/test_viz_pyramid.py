@@ -157,3 +157,28 @@ def test_bin_cache_zooms_without_rebuilding_the_pyramid():
         _, _, n_bins, _ = cache.grid(x0, x1, 800)
         assert np.array_equal(image, ds.bin_rows(steps, values, start, width, n_bins))
     assert cache.pyramid.rebuilds == 1
+
+
+def test_a_jump_of_the_step_counter_keeps_the_pyramid_small():
+    rng = np.random.default_rng(11)
+    steps = np.arange(20_000, dtype=np.int64)
+    values = rng.normal(-2, 1, (20_000, 3)).astype(np.float32)
+    values[19_999, 1] = LOG_NONFINITE
+    steps[15_000:] += 10**12                          # a resumed run that counts samples
+    p = pm.MaxPyramid()
+    p.update("run", steps[:10_000], values[:10_000])
+    p.update("run", steps, values)                    # the jump arrives with an append
+    level0 = p._levels[0]
+    assert level0.count <= pm.MAX_BLOCKS_PER_ROW * steps.size + 4096
+    assert sum(lv.data.nbytes for lv in p._levels) < 50 * values.nbytes
+    assert p.rebuilds == 2 and p.base >= 10**12 // (pm.MAX_BLOCKS_PER_ROW * steps.size + 4096)
+    for x0, x1, max_bins in [(0, 10**12 + 20_000, 900), (10**12, 10**12 + 5_000, 3),
+                             (-5, 10**13, 50)]:
+        start, width, n_bins, block = pm.view_grid(x0, x1, max_bins, 1, p.base)
+        want = ds.bin_rows(steps, values, start, width, n_bins)
+        if block:
+            got, *_ = pyramid_bins(p, x0, x1, max_bins)
+            assert np.array_equal(got, want), (x0, x1)
+    cache = ds.PeakBinCache()
+    image, start, width = cache.bins("run", steps, values, 0, 10**12 + 20_000, 900)
+    assert (ds.encode(image, -6, 2) == ds.CODE_NONFINITE).sum() == 1
