@@ -7,7 +7,9 @@ finite < non-finite, so a single NaN step or a one-step explosion survives
 any zoom level. A curve keeps, per bin, the rows of its min and its max
 (peak_line). PeakBinCache and PeakLineCache keep the bins between frames:
 a run only grows at its end, so a live update recomputes the last bin and
-the new ones, and an unchanged view recomputes nothing.
+the new ones, and an unchanged view recomputes nothing. The heatmap's bins
+come from a multi-level max table (viz.pyramid), so a zoom re-bins from
+O(pixels x layers) values.
 No Qt here.
 """
 import math
@@ -15,6 +17,7 @@ import math
 import numpy as np
 
 from .model import LOG_ZERO
+from .pyramid import MaxPyramid, max_per_group, view_grid
 
 # uint8 codes of the heatmap image; the panel's lookup table gives colours.
 CODE_MISSING = 0
@@ -53,9 +56,15 @@ def peak_bins(steps, values, x0, x1, max_bins, min_width=1):
     [start + b*width, start + (b+1)*width). Empty bins read as missing (-inf).
     """
     start, width, n_bins = bin_grid(x0, x1, max_bins, min_width)
+    return bin_rows(steps, values, start, width, n_bins), start, width
+
+
+def bin_rows(steps, values, start, width, n_bins):
+    """The (n_bins, L) peak bins of the grid (start, width) from the rows
+    themselves: O(rows in range x L). Empty bins are missing (-inf)."""
     image = np.full((n_bins, values.shape[1]), -np.inf, np.float32)
     _fill_bins(image, steps, values, start, width, 0)
-    return image, start, width
+    return image
 
 
 def _fill_bins(image, steps, values, start, width, first_bin):
@@ -72,33 +81,51 @@ def _fill_bins(image, steps, values, start, width, first_bin):
     bin_of_row = ((steps[i0:i1] - start) // width).astype(np.int64)
     # first row of every non-empty bin (rows are sorted by step)
     starts = np.flatnonzero(np.diff(bin_of_row, prepend=-1))
-    image[bin_of_row[starts]] = _max_per_bin(rows, starts)
+    image[bin_of_row[starts]] = max_per_group(rows, starts)
 
 
 class PeakBinCache:
-    """peak_bins for a view that is redrawn again and again.
+    """The heatmap's peak bins for a view that is redrawn again and again.
+
+    Bins come from a MaxPyramid (viz.pyramid) of the rows, so a new zoom
+    level or width costs O(bins x layers), on the grid of view_grid (bins of
+    whole pyramid blocks, at most 1/8 wider than bin_grid's; bin_grid's own
+    when the view is so narrow that the rows are binned directly).
 
     A run only ever grows at its end, so for the same data source and the
     same bin grid (start, width) every bin before the one holding the last
     row seen is final: a live update recomputes only the last bin and the
-    new ones (the whole-run view keeps its grid for ~1000 new steps at a
-    time), and a repaint with nothing new costs nothing. ``source`` is any
+    new ones, and a repaint with nothing new costs nothing. ``source`` is any
     object that identifies the rows (the RunModel); rows already seen must
     not change, which RunModel.append guarantees.
     """
 
     def __init__(self):
+        self.pyramid = MaxPyramid()
         self.clear()
 
-    def clear(self):
+    def clear(self, keep_pyramid=False):
+        """Forgets the bins (and the pyramid unless ``keep_pyramid``)."""
         self._key = None
         self._image = None
         self._rows = 0      # rows of ``steps`` the cached bins have seen
-        self.rebuilds = 0   # full recomputations (for tests and the benchmark)
+        self.rebuilds = 0   # recomputations of every bin (for tests and the benchmark)
+        self._codes = None
+        self._codes_key = None
+        self._unchanged = 0  # leading bins of the image not recomputed since _codes was made
+        if not keep_pyramid:
+            self.pyramid.clear()
+
+    def grid(self, x0, x1, max_bins, min_width=1):
+        """(start, width, n_bins, block) that ``bins`` uses (view_grid)."""
+        return view_grid(x0, x1, max_bins, min_width, self.pyramid.base)
 
     def bins(self, source, steps, values, x0, x1, max_bins, min_width=1):
-        """Same result as peak_bins(steps, values, x0, x1, max_bins, min_width)."""
-        start, width, n_bins = bin_grid(x0, x1, max_bins, min_width)
+        """(image, start, width): bin_rows(steps, values, start, width, n_bins)
+        for the grid (start, width, n_bins) of ``grid(x0, x1, max_bins, min_width)``.
+        min_width: the typical step distance (the narrowest bin)."""
+        self.pyramid.update(source, steps, values, stride=min_width)
+        start, width, n_bins, block = self.grid(x0, x1, max_bins, min_width)
         n = int(steps.shape[0])
         key = (start, width, values.shape[1])
         same = (self._key is not None and self._key[0] is source and self._key[1:] == key
@@ -111,30 +138,34 @@ class PeakBinCache:
             if n == self._rows and n_bins <= self._image.shape[0] and last < n_bins:
                 keep = n_bins   # nothing new in range: every bin is final
             image[:keep] = self._image[:keep]
-            _fill_bins(image, steps, values, start, width, keep)
         else:
             self.rebuilds += 1
-            _fill_bins(image, steps, values, start, width, 0)
+            keep = 0
+        self._unchanged = min(self._unchanged, keep)
+        if block:
+            self.pyramid.fill(image, start, width, block, keep)
+        else:
+            _fill_bins(image, steps, values, start, width, keep)
         self._key = (source,) + key
         self._image = image
         self._rows = n
         return image, start, width
 
-
-def _max_per_bin(rows, starts):
-    """max over rows[starts[b]:starts[b+1]] for every b."""
-    m = rows.shape[0]
-    counts = np.diff(np.append(starts, m))
-    k = int(counts[0])
-    if counts.size > 1 and k > 1 and (counts[:-1] == k).all():
-        # every step recorded: equal bins, a reshape is ~4x faster than reduceat
-        full = counts.size - 1 if counts[-1] < k else counts.size
-        out = np.empty((counts.size, rows.shape[1]), rows.dtype)
-        out[:full] = rows[:full * k].reshape(full, k, rows.shape[1]).max(axis=1)
-        if full < counts.size:
-            out[full] = rows[full * k:].max(axis=0)
+    def codes(self, cols, lo, hi):
+        """encode(image[:, cols], lo, hi) of the image ``bins`` returned last;
+        the bins it kept from the call before keep their codes (a live
+        update encodes the last bin and the new ones)."""
+        image = self._image
+        key = (self._key, np.asarray(cols).tobytes(), lo, hi)
+        keep = 0
+        if key == self._codes_key:
+            keep = min(self._unchanged, image.shape[0], self._codes.shape[0])
+        out = np.empty((image.shape[0], len(cols)), np.uint8)
+        if keep:
+            out[:keep] = self._codes[:keep]
+        out[keep:] = encode(image[keep:][:, cols], lo, hi)
+        self._codes, self._codes_key, self._unchanged = out, key, image.shape[0]
         return out
-    return np.maximum.reduceat(rows, starts, axis=0)
 
 
 def encode(image, lo, hi):

@@ -69,12 +69,19 @@ class EventLines(pg.GraphicsObject):
         pen.setCosmetic(True)
         self._pen = pen
         self.setZValue(5)
+        self._set_empty(True)
+
+    def _set_empty(self, empty):
+        # most kinds never occur in a run: Qt then skips the item when it
+        # paints (no boundingRect / paint calls into Python every frame)
+        self.setFlag(self.GraphicsItemFlag.ItemHasNoContents, empty)
 
     def setSteps(self, steps):
         x = np.unique(np.asarray(steps, dtype=np.float64))
         if x.shape == self._x.shape and np.array_equal(x, self._x):
             return
         self._x = x
+        self._set_empty(x.size == 0)
         self.prepareGeometryChange()
         self.update()
 
@@ -127,7 +134,41 @@ class EventLines(pg.GraphicsObject):
         painter.drawLines([QtCore.QLineF(x, y0, x, y1) for x in xs])
 
 
-class GridAxis(pg.AxisItem):
+class QuietAxis(pg.AxisItem):
+    """An AxisItem that sets its label again only when the label changes and
+    shares its ticks with axes of the same range and length.
+
+    With auto SI prefixes on, every range change (each live frame, pan and
+    zoom step, on every linked plot) re-sets the label's rich text and
+    re-measures the axis although the text is the same; only the tick
+    picture has to be made again then."""
+
+    # ticks by everything AxisItem.tickValues reads: the four x-linked step
+    # axes ask for the same ticks after every range change
+    _ticks_memo = {}
+
+    def tickValues(self, minVal, maxVal, size):
+        key = (minVal, maxVal, size, self.scale, self.logMode, self._tickDensity,
+               self.style["maxTickLevel"], repr(self._tickSpacing))
+        ticks = QuietAxis._ticks_memo.get(key)
+        if ticks is None:
+            ticks = super().tickValues(minVal, maxVal, size)
+            if len(QuietAxis._ticks_memo) >= 64:
+                QuietAxis._ticks_memo.clear()
+            QuietAxis._ticks_memo[key] = ticks
+        return [(spacing, list(values)) for spacing, values in ticks]
+
+    def _updateLabel(self):
+        html = self.labelString()
+        if html == getattr(self, "_label_html", None):
+            self.picture = None
+            self.update()
+            return
+        self._label_html = html
+        super()._updateLabel()
+
+
+class GridAxis(QuietAxis):
     """An axis whose grid lines a GridLines item paints, opaque and under
     the data.
 

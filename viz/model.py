@@ -235,8 +235,13 @@ class RunModel:
         """Typical distance between recorded steps (>= 1)."""
         if self.n < 2:
             return 1
+        cached = self.__dict__.get("_stride")
+        if cached is not None and cached[0] == self.n:
+            return cached[1]      # rows never change: the same rows, the same stride
         tail = self.steps[-min(self.n, 1001):]
-        return max(1, int(np.median(np.diff(tail))))
+        stride = max(1, int(np.median(np.diff(tail))))
+        self._stride = (self.n, stride)
+        return stride
 
     def rows_in(self, x0, x1):
         """Row slice [i0, i1) of the steps with x0 <= step <= x1."""

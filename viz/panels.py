@@ -12,7 +12,8 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import downsample as ds
 from .items import (ALERT_RGBA, EVENT_STYLE, GROUP_COLOURS, NONFINITE_RGB, RUN_COLOURS,
-                    SELECT_RGB, ZERO_RGB, EventLines, GridAxis, GridLines, heatmap_lut, html_key)
+                    SELECT_RGB, ZERO_RGB, EventLines, GridAxis, GridLines, QuietAxis, heatmap_lut,
+                    html_key)
 from .model import LOG_NONFINITE, LOG_ZERO
 
 BAR_MODES = {
@@ -33,6 +34,10 @@ def configure_pyqtgraph():
     # Light background: the PNG exports go into reports and CI artefacts.
     pg.setConfigOptions(background="w", foreground="k", antialias=False,
                         imageAxisOrder="col-major")
+
+
+def quiet_axes(*sides):
+    return {side: QuietAxis(side) for side in sides}
 
 
 def elide(name, n=MAX_NAME_CHARS):
@@ -80,7 +85,7 @@ class Dashboard(QtWidgets.QWidget):
         self.loss_plot = self._step_plot(0, "loss")
         self.lr_plot = self._step_plot(1, "lr")
         self.grad_plot = self._step_plot(2, "grad norm")
-        self.heat_plot = lay.addPlot(row=3, col=0)
+        self.heat_plot = lay.addPlot(row=3, col=0, axisItems=quiet_axes("left", "bottom"))
         self.heat_plot.setLabel("bottom", "step")
         self.heat_plot.setLabel("left", "layer")
         self.heat_plot.invertY(True)
@@ -100,7 +105,7 @@ class Dashboard(QtWidgets.QWidget):
         self.loss_plot.getViewBox().sigResized.connect(self._on_x_range)
         self.heat_plot.scene().sigMouseClicked.connect(self._on_click)
 
-        self.bars_plot = lay.addPlot(row=3, col=1)
+        self.bars_plot = lay.addPlot(row=3, col=1, axisItems=quiet_axes("left", "bottom"))
         self.bars_plot.setYLink(self.heat_plot)
         self.bars_plot.invertY(True)
         self.bars_plot.hideAxis("left")
@@ -111,7 +116,8 @@ class Dashboard(QtWidgets.QWidget):
         self.bars_plot.addItem(self.bars)
 
         cbar_lay = lay.addLayout(row=3, col=2)
-        self.cbar_plot = cbar_lay.addPlot(row=0, col=0)
+        self.cbar_plot = cbar_lay.addPlot(row=0, col=0,
+                                          axisItems=quiet_axes("right", "bottom", "left"))
         self.cbar_plot.hideAxis("bottom")
         self.cbar_plot.hideAxis("left")
         self.cbar_plot.showAxis("right")
@@ -574,12 +580,12 @@ class Dashboard(QtWidgets.QWidget):
         max_bins = max(int(vb.width()), 16)
         cols = self.shown_layers()
         lo, hi = m.log_levels()
-        key = (m, n, ds.bin_grid(x0, x1, max_bins, stride), stride, cols.tobytes(), lo, hi)
+        key = (m, n, self._heat_bins.grid(x0, x1, max_bins, stride), stride, cols.tobytes(), lo, hi)
         if key == self._heat_key:
             return    # same rows, same bins, same colours: the image on screen is right
         image, start, width = self._heat_bins.bins(m, steps, m.layer_log[:n], x0, x1,
                                                    max_bins, min_width=stride)
-        codes = ds.encode(image[:, cols], lo, hi)
+        codes = self._heat_bins.codes(cols, lo, hi)
         self._heat_key = key
         self.heat_codes = codes
         self.heat_image.setImage(codes, autoLevels=False, levels=(0, 255), lut=self._lut)
@@ -669,8 +675,10 @@ class Dashboard(QtWidgets.QWidget):
         codes[kinds == 3] = ds.CODE_NONFINITE
         brushes = [self._brushes[c] for c in codes]
         y = np.arange(len(values), dtype=np.float64)
+        # one shared empty pen: the bars are filled rectangles (BarGraphItem
+        # then fills each with its brush instead of setting a pen per bar)
         self.bars.setOpts(x0=np.full(len(values), lo), y=y, height=0.8, width=width,
-                          brushes=brushes, pens=[pg.mkPen(None)] * len(values))
+                          brushes=brushes, pens=None, pen=None)
         self.bars_plot.setXRange(lo, hi, padding=0.02)
         label = {"grad norm": "log10 grad norm", "max |g|": "log10 max |g|",
                  "update / weight": "log10 update/weight"}[self.bar_mode]

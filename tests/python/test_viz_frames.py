@@ -81,21 +81,48 @@ def test_peak_line_cache_extends_on_append_and_matches_a_fresh_line():
     assert cache.rebuilds == 2
 
 
-def test_peak_bin_cache_extends_on_append_and_matches_peak_bins():
+@pytest.mark.parametrize("max_bins", [300, 5_000])    # bins from the pyramid / from the rows
+def test_peak_bin_cache_extends_on_append_and_matches_a_direct_binning(max_bins):
     rng = np.random.default_rng(2)
     steps = np.arange(20_000)
     values = rng.standard_normal((20_000, 5)).astype(np.float32)
     values[12_345, 3] = np.inf
     cache = ds.PeakBinCache()
     source = object()
+    start, width, n_bins, block = cache.grid(0, 20_000, max_bins)
+    assert (block > 0) == (max_bins == 300)
+    assert n_bins <= max_bins and width <= ds.bin_grid(0, 20_000, max_bins)[1] * 9 / 8
     for n in (5_000, 5_001, 5_100, 9_999, 20_000):
-        got, start, width = cache.bins(source, steps[:n], values[:n], 0, 20_000, 300)
-        want, start2, width2 = ds.peak_bins(steps[:n], values[:n], 0, 20_000, 300)
-        assert (start, width) == (start2, width2) and np.array_equal(got, want), n
+        got, got_start, got_width = cache.bins(source, steps[:n], values[:n], 0, 20_000, max_bins)
+        want = ds.bin_rows(steps[:n], values[:n], start, width, n_bins)
+        assert (got_start, got_width) == (start, width) and np.array_equal(got, want), n
     assert cache.rebuilds == 1
-    got, _, _ = cache.bins(source, steps[:7_000], values[:7_000], 0, 20_000, 300)  # replay: fewer
-    assert np.array_equal(got, ds.peak_bins(steps[:7_000], values[:7_000], 0, 20_000, 300)[0])
+    got, _, _ = cache.bins(source, steps[:7_000], values[:7_000], 0, 20_000, max_bins)  # replay
+    assert np.array_equal(got, ds.bin_rows(steps[:7_000], values[:7_000], start, width, n_bins))
     assert cache.rebuilds == 2
+    if block == 0:     # narrow bins: the grid is bin_grid's, as peak_bins makes it
+        assert np.array_equal(got, ds.peak_bins(steps[:7_000], values[:7_000], 0, 20_000,
+                                                max_bins)[0])
+
+
+def test_bin_cache_codes_equal_a_fresh_encoding_as_bins_levels_and_layers_change():
+    rng = np.random.default_rng(4)
+    steps = np.arange(30_000)
+    values = rng.normal(-2, 1, (30_000, 6)).astype(np.float32)
+    values[:, 2] = -3e38                                    # a dead layer (LOG_ZERO)
+    values[22_222, 4] = np.inf
+    cache = ds.PeakBinCache()
+    source = object()
+    cols = np.arange(6)
+    for n, x1, lo, picked in [(10_000, 30_000, -6, cols), (10_001, 30_000, -6, cols),
+                              (12_000, 30_000, -6, cols), (12_000, 30_000, -5, cols),  # new levels
+                              (12_500, 30_000, -5, cols[::2]),                        # a filter
+                              (25_000, 30_000, -5, cols[::2]), (30_000, 20_000, -5, cols),
+                              (30_000, 30_000, -5, cols)]:
+        image, _, _ = cache.bins(source, steps[:n], values[:n], 0, x1, 700)
+        got = cache.codes(picked, lo, 1.0)
+        assert np.array_equal(got, ds.encode(image[:, picked], lo, 1.0)), (n, x1, lo)
+    assert (got[:, 2] == ds.CODE_ZERO).all() and (got == ds.CODE_NONFINITE).sum() == 1
 
 
 @pytest.mark.parametrize("value", [-3.5, 0, 0.2, 7, 7.5, 99.9, 1e30, -1e30])
@@ -182,7 +209,7 @@ def test_refresh_leaves_unchanged_panels_alone(dashboard, qtbot, monkeypatch):
     image_calls = spy(monkeypatch, d.heat_image, "setImage")
     rebuilds = d._heat_bins.rebuilds
     px = max(int(d.heat_plot.getViewBox().width()), 16)
-    width_changes = ds.bin_grid(0, 50_000, px)[1] != ds.bin_grid(0, 50_100, px)[1]
+    width_changes = d._heat_bins.grid(0, 50_000, px)[1] != d._heat_bins.grid(0, 50_100, px)[1]
     axis_calls = spy(monkeypatch, d.heat_plot.getAxis("left"), "setTicks")
 
     d.refresh()                                           # nothing new: nothing redrawn
@@ -233,3 +260,93 @@ def test_grid_is_opaque_under_the_data_and_keeps_crossings_dark(dashboard):
     line = [c for c in columns if np.median(c) == darkest]   # the pixel column it landed on
     assert line and len(ys) > 50
     assert max(line[0]) <= darkest                        # no lighter pixel on the line
+
+
+def test_a_live_frame_lays_nothing_out_again(dashboard, qtbot):
+    """New steps move the x range (new tick labels) and the selected step
+    (new bar label): no layout of the window may be invalidated by that,
+    and no axis may change its size."""
+    from PyQt6 import QtWidgets
+    d = dashboard
+    model = model_with(50_000, n_layers=20)
+    d.set_runs(model)
+    for _ in range(3):
+        d.refresh()
+        qtbot.wait(10)                                    # layout requests handled
+        d.grab()
+    layouts = [QtWidgets.QGraphicsWidget.layout(item) for item in d.canvas.scene().items()
+               if isinstance(item, QtWidgets.QGraphicsWidget)]
+    layouts = [lay for lay in layouts if lay is not None]
+    axes = [p.getAxis(name) for p in d.step_plots + [d.bars_plot] for name in ("left", "bottom")]
+    sizes = [(a.width(), a.height()) for a in axes]
+    assert len(layouts) > 5 and all(lay.isActivated() for lay in layouts)
+    for first in range(50_000, 51_000, 100):
+        model.append(decode_delta(make_delta(first, 100, n_layers=20), 1))
+        d.refresh()
+        d.grab()
+        assert d.bars_plot.getAxis("bottom").labelText.endswith(str(first + 99))   # it did change
+        assert all(lay.isActivated() for lay in layouts), first
+        assert [(a.width(), a.height()) for a in axes] == sizes, first
+
+
+def test_event_kinds_without_steps_are_skipped_when_painting(dashboard):
+    from PyQt6 import QtWidgets
+    d = dashboard
+    d.set_runs(model_with(5_000))
+    d.refresh()
+    d.grab()
+    flag = QtWidgets.QGraphicsItem.GraphicsItemFlag.ItemHasNoContents
+    kinds = {}
+    for _, kind, item in d.event_lines:
+        kinds.setdefault(kind, set()).add(bool(item.flags() & flag) == (item.steps.size == 0))
+    assert kinds["clip"] == {True} and all(v == {True} for v in kinds.values())
+    clip = next(item for _, kind, item in d.event_lines if kind == "clip")
+    assert clip.steps.size and not clip.flags() & flag
+    clip.setSteps([])
+    assert clip.flags() & flag
+
+
+def test_axes_set_their_label_again_only_when_it_changes(dashboard, monkeypatch):
+    d = dashboard
+    d.set_runs(model_with(20_000))
+    d.refresh()
+    d.grab()
+    axes = [p.getAxis("bottom") for p in d.step_plots + [d.bars_plot]] + \
+        [p.getAxis("left") for p in d.step_plots]
+    calls = {id(a): spy(monkeypatch, a.label, "setHtml") for a in axes}
+    before = [a.label.toHtml() for a in axes]
+    for x0 in (1_000, 2_000, 5_000):                      # pans: every axis gets a new range
+        d.loss_plot.setXRange(x0, x0 + 3_000, padding=0)
+        d.refresh_view()
+        d.grab()
+    assert sum(map(len, calls.values())) == 0
+    assert [a.label.toHtml() for a in axes] == before
+    assert all(a.picture is not None for a in axes[:4])  # the ticks were drawn for the new range
+    d.heat_plot.setLabel("bottom", "step (new)")
+    assert len(calls[id(d.heat_plot.getAxis("bottom"))]) == 1
+    assert "step (new)" in d.heat_plot.getAxis("bottom").label.toHtml()
+
+
+def test_axes_share_ticks_and_give_pyqtgraphs_own(qtbot, monkeypatch):
+    import pyqtgraph as pg
+    from cgrad.viz.items import GridAxis, QuietAxis
+    rng = np.random.default_rng(8)
+    quiet, grid, plain = QuietAxis("bottom"), GridAxis("bottom"), pg.AxisItem("bottom")
+    for _ in range(200):
+        lo = float(rng.uniform(-1e6, 1e6))
+        hi = lo + float(10 ** rng.uniform(-3, 7))
+        size = float(rng.uniform(50, 2000))
+        want = plain.tickValues(lo, hi, size)
+        assert quiet.tickValues(lo, hi, size) == want == grid.tickValues(lo, hi, size)
+    quiet.setTickSpacing(major=1000, minor=250)                # state the ticks depend on
+    assert quiet.tickValues(0, 5000, 800)[0] == (1000, [0.0, 1000.0, 2000.0, 3000.0, 4000.0,
+                                                        5000.0])
+    computed = []
+    real = pg.AxisItem.tickValues
+    monkeypatch.setattr(pg.AxisItem, "tickValues",
+                        lambda self, *a: computed.append(1) or real(self, *a))
+    other = GridAxis("bottom")
+    first = grid.tickValues(3.0, 12345.0, 640.0)
+    first[0][1].append(-1.0)                                  # a caller's copy
+    assert other.tickValues(3.0, 12345.0, 640.0) == real(plain, 3.0, 12345.0, 640.0)
+    assert len(computed) == 1                                 # the second axis shared the first's

@@ -87,6 +87,11 @@ def test_model_row_lookup_and_stride():
     assert model.row_of_step(46) == 5
     assert model.row_of_step(10_000) == 49
     assert model.rows_in(100, 200) == (10, 21)
+    # the stride follows new rows (it is kept only while the rows are the same)
+    d = make_delta(0, 2_000)
+    d.steps["step"] = np.arange(500, 500 + 2_000 * 3, 3)
+    model.append(decode_delta(d, 1))
+    assert model.step_stride() == 3
 
 
 def test_model_accepts_layers_added_later():
