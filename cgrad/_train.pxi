@@ -30,6 +30,7 @@ cdef class _StatsSink:
     cdef list params
     cdef cg_update_stats *st
     cdef char *seen_
+    cdef Py_ssize_t hint   # where the next parameter usually is (steps visit them in order)
     cdef readonly Py_ssize_t n
     cdef readonly int what
 
@@ -57,6 +58,7 @@ cdef class _StatsSink:
         if what & ~(CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE):
             raise ValueError(f"_StatsSink.begin: unknown measure bits in {what}")
         self.what = what
+        self.hint = 0
         memset(self.seen_, 0, self.n if self.n else 1)
 
     cdef cg_update_stats *slot(self, Tensor p):
@@ -64,10 +66,13 @@ cdef class _StatsSink:
         p is not watched or the sink is not armed."""
         if not self.what:
             return NULL
-        k = self.index.get(id(p))
-        if k is None:
-            return NULL
-        cdef Py_ssize_t i = <Py_ssize_t>k
+        cdef Py_ssize_t i = self.hint
+        if i >= self.n or <PyObject *>self.params[i] is not <PyObject *>p:
+            k = self.index.get(id(p))
+            if k is None:
+                return NULL
+            i = <Py_ssize_t>k
+        self.hint = i + 1
         self.seen_[i] = 1
         self.st[i].what = self.what
         return &self.st[i]
