@@ -449,6 +449,35 @@ static int bitwise_same(const cg_tensor *a, const cg_tensor *b) {
                   (size_t)cg_tensor_numel(a) * cg_dtype_size(cg_tensor_dtype(a))) == 0;
 }
 
+/* One step of optimizer `which` (0 SGD nesterov + wd, 1 AdamW amsgrad, 2
+ * RMSprop centered + momentum, 3 Adagrad with lr decay) on p with state s:
+ * the plain call (update_sum_sq usq) or, with us, the _stats call. */
+static cg_status update_which(int which, cg_tensor *p, cg_tensor *g, cg_tensor **s, int step,
+                              double *usq, cg_update_stats *us) {
+    if (which == 0) {
+        cg_sgd_options o = cg_sgd_default_options();
+        o.lr = 0.1, o.momentum = 0.9, o.weight_decay = 1e-2, o.nesterov = 1;
+        return us ? cg_sgd_update_stats(p, g, s[0], step == 1, &o, us)
+                  : cg_sgd_update(p, g, s[0], step == 1, &o, usq);
+    }
+    if (which == 1) {
+        cg_adam_options o = cg_adamw_default_options();
+        o.lr = 1e-2, o.amsgrad = 1;
+        return us ? cg_adam_update_stats(p, g, s[0], s[1], s[2], step, &o, us)
+                  : cg_adam_update(p, g, s[0], s[1], s[2], step, &o, usq);
+    }
+    if (which == 2) {
+        cg_rmsprop_options o = cg_rmsprop_default_options();
+        o.centered = 1, o.momentum = 0.5;
+        return us ? cg_rmsprop_update_stats(p, g, s[0], s[1], s[2], &o, us)
+                  : cg_rmsprop_update(p, g, s[0], s[1], s[2], &o, usq);
+    }
+    cg_adagrad_options o = cg_adagrad_default_options();
+    o.lr_decay = 0.1;
+    return us ? cg_adagrad_update_stats(p, g, s[0], step, &o, us)
+              : cg_adagrad_update(p, g, s[0], step, &o, usq);
+}
+
 static void test_update_sum_sq(void) {
     const cg_dtype dts[2] = {CG_FLOAT32, CG_FLOAT64};
     for (int d = 0; d < 2; ++d)
@@ -461,27 +490,8 @@ static void test_update_sum_sq(void) {
             for (int step = 1; step <= 3; ++step) {
                 CHECK_OK(cg_copy_(before, pb));
                 double u = -1.0;
-                if (which == 0) {
-                    cg_sgd_options o = cg_sgd_default_options();
-                    o.lr = 0.1, o.momentum = 0.9, o.weight_decay = 1e-2, o.nesterov = 1;
-                    CHECK_OK(cg_sgd_update(pa, g, sa[0], step == 1, &o, NULL));
-                    CHECK_OK(cg_sgd_update(pb, g, sb[0], step == 1, &o, &u));
-                } else if (which == 1) {
-                    cg_adam_options o = cg_adamw_default_options();
-                    o.lr = 1e-2, o.amsgrad = 1;
-                    CHECK_OK(cg_adam_update(pa, g, sa[0], sa[1], sa[2], step, &o, NULL));
-                    CHECK_OK(cg_adam_update(pb, g, sb[0], sb[1], sb[2], step, &o, &u));
-                } else if (which == 2) {
-                    cg_rmsprop_options o = cg_rmsprop_default_options();
-                    o.centered = 1, o.momentum = 0.5;
-                    CHECK_OK(cg_rmsprop_update(pa, g, sa[0], sa[1], sa[2], &o, NULL));
-                    CHECK_OK(cg_rmsprop_update(pb, g, sb[0], sb[1], sb[2], &o, &u));
-                } else {
-                    cg_adagrad_options o = cg_adagrad_default_options();
-                    o.lr_decay = 0.1;
-                    CHECK_OK(cg_adagrad_update(pa, g, sa[0], step, &o, NULL));
-                    CHECK_OK(cg_adagrad_update(pb, g, sb[0], step, &o, &u));
-                }
+                CHECK_OK(update_which(which, pa, g, sa, step, NULL, NULL));
+                CHECK_OK(update_which(which, pb, g, sb, step, &u, NULL));
                 CHECK(bitwise_same(pa, pb));
                 const double want = sq_dist(pb, before);
                 CHECK(want > 0.0);
@@ -617,27 +627,8 @@ static void test_update_stats(void) {
                 CHECK_OK(cg_copy_(before, pb));
                 cg_update_stats us;
                 us.what = CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE;
-                if (which == 0) {
-                    cg_sgd_options o = cg_sgd_default_options();
-                    o.lr = 0.1, o.momentum = 0.9, o.weight_decay = 1e-2, o.nesterov = 1;
-                    CHECK_OK(cg_sgd_update(pa, g, sa[0], step == 1, &o, NULL));
-                    CHECK_OK(cg_sgd_update_stats(pb, g, sb[0], step == 1, &o, &us));
-                } else if (which == 1) {
-                    cg_adam_options o = cg_adamw_default_options();
-                    o.lr = 1e-2, o.amsgrad = 1;
-                    CHECK_OK(cg_adam_update(pa, g, sa[0], sa[1], sa[2], step, &o, NULL));
-                    CHECK_OK(cg_adam_update_stats(pb, g, sb[0], sb[1], sb[2], step, &o, &us));
-                } else if (which == 2) {
-                    cg_rmsprop_options o = cg_rmsprop_default_options();
-                    o.centered = 1, o.momentum = 0.5;
-                    CHECK_OK(cg_rmsprop_update(pa, g, sa[0], sa[1], sa[2], &o, NULL));
-                    CHECK_OK(cg_rmsprop_update_stats(pb, g, sb[0], sb[1], sb[2], &o, &us));
-                } else {
-                    cg_adagrad_options o = cg_adagrad_default_options();
-                    o.lr_decay = 0.1;
-                    CHECK_OK(cg_adagrad_update(pa, g, sa[0], step, &o, NULL));
-                    CHECK_OK(cg_adagrad_update_stats(pb, g, sb[0], step, &o, &us));
-                }
+                CHECK_OK(update_which(which, pa, g, sa, step, NULL, NULL));
+                CHECK_OK(update_which(which, pb, g, sb, step, NULL, &us));
                 CHECK(memcmp(cg_tensor_data(pa), cg_tensor_data(pb),
                              (size_t)UPD_N * cg_dtype_size(dt)) == 0);
                 cg_stats wg, ww;
