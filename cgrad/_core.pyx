@@ -1296,10 +1296,10 @@ cdef class Tensor:
             return self.clone() if copy else self
         cdef int code = _dtype_code(dtype)
         if cg_tensor_is_sparse(self.c):  # the stored rows change dtype
-            if code == cg_tensor_dtype(self.c) and not copy:
+            if code == <int>cg_tensor_dtype(self.c) and not copy:
                 return self
             return sparse_coo_tensor(self.indices(), self.values().to(dtype, copy=copy), self.shape)
-        if code == cg_tensor_dtype(self.c) and not copy:
+        if code == <int>cg_tensor_dtype(self.c) and not copy:
             return self
         cdef cg_tensor *r = NULL
         _check(cg_to_dtype(self.c, <cg_dtype>code, &r))

@@ -378,7 +378,7 @@ cg_status cg_arange(cg_dtype dtype, double start, double end, double step, cg_te
     if (count < 0) count = 0;
     if (count > 1e12) return cg__err(CG_ERR_VALUE, "cg_arange: %g elements is too many", count);
     int64_t n = (int64_t)count;
-    cg_tensor *t;
+    cg_tensor *t = NULL;
     CG_TRY(cg__new(dtype, 1, &n, 0, &t));
     void *p = cg__ptr(t);
     for (int64_t i = 0; i < n; ++i) cg__store(p, dtype, i, start + (double)i * step);
