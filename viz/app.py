@@ -638,6 +638,11 @@ def main(argv=None):
     wake = QtCore.QTimer()
     wake.timeout.connect(lambda: None)
     wake.start(250)
+    # said from inside the event loop, so that from this line on Ctrl+C
+    # (or a SIGINT from a script waiting for it) closes the window
+    QtCore.QTimer.singleShot(0, lambda: print(
+        f"cgrad-monitor: showing {', '.join(map(str, args.paths))} "
+        f"(Ctrl+C or close the window to quit)", flush=True))
     rc = app.exec()
     # Tear the window down while the QApplication still exists (the order
     # the interpreter would pick at exit is not safe for Qt objects).

@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt is imported
 
+import select
 import shutil
 import signal
 import subprocess
@@ -135,8 +136,13 @@ def test_interactive_window_runs_until_ctrl_c(run_file):
     proc = subprocess.Popen([sys.executable, "-m", "cgrad.viz.app", str(run_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
+        # the app says when its event loop runs (however slow the start)
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "the monitor never said it was showing the window"
+        line = proc.stdout.readline()
+        assert line.startswith("cgrad-monitor: showing ") and str(run_file) in line, line
         with pytest.raises(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)           # still showing the window (slow starts on a busy machine)
+            proc.wait(timeout=1)            # it keeps showing the window
         proc.send_signal(signal.SIGINT)     # Ctrl+C closes it cleanly
         _, err = proc.communicate(timeout=30)
     finally:
