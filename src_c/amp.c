@@ -8,23 +8,16 @@
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
 #endif
 #include "cg_internal.h"
+#include "cg_optim.h"
 #include "optim_device.h"
 
 #define CHUNK ((int64_t)1 << 30) /* int32 lane counters stay exact */
 
-/* As gradstats.c: AVX-512 / AVX2 clones on x86-64 Linux with GCC; static,
- * so no ifunc resolver is exported (tests/c/test_symbols.sh). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(__SANITIZE_ADDRESS__)
-#define CG_AMP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define CG_AMP_CLONES
-#endif
 
 /* The finite test works on the bit pattern (finite iff the exponent bits
  * are not all ones), branch-free, so the count and the multiply vectorise
  * as one loop. Counted before scaling, as the separate inf check did. */
-CG_AMP_CLONES static int64_t unscale_f32(float *restrict x, int64_t n, float k) {
+CG_SIMD_CLONES static int64_t unscale_f32(float *restrict x, int64_t n, float k) {
     int64_t nbad = 0;
     for (int64_t lo = 0; lo < n; lo += CHUNK) {
         const int64_t hi = n - lo < CHUNK ? n : lo + CHUNK;
@@ -40,7 +33,7 @@ CG_AMP_CLONES static int64_t unscale_f32(float *restrict x, int64_t n, float k) 
     return nbad;
 }
 
-CG_AMP_CLONES static int64_t unscale_f64(double *restrict x, int64_t n, double k) {
+CG_SIMD_CLONES static int64_t unscale_f64(double *restrict x, int64_t n, double k) {
     int64_t nbad = 0;
     for (int64_t i = 0; i < n; ++i) {
         int64_t b;
@@ -49,18 +42,6 @@ CG_AMP_CLONES static int64_t unscale_f64(double *restrict x, int64_t n, double k
         x[i] = x[i] * k;
     }
     return nbad;
-}
-
-static int64_t count_nonfinite(const void *p, int is_f32, int64_t n) {
-    int64_t bad = 0;
-    if (is_f32) {
-        const float *x = p;
-        for (int64_t i = 0; i < n; ++i) bad += !isfinite(x[i]);
-    } else {
-        const double *x = p;
-        for (int64_t i = 0; i < n; ++i) bad += !isfinite(x[i]);
-    }
-    return bad;
 }
 
 /* A contiguous float32/float64 host block: count (when asked) and scale. */
@@ -84,7 +65,9 @@ static cg_status unscale_host(cg_tensor *t, double inv, int64_t *bad) {
             cg_tensor *sp;
             CG_TRY(cg__sparse_coalesced(t, &sp));
             cg_tensor *cv = sp->sp_values;
-            *bad = count_nonfinite(cg__ptr(cv), cv->dtype == CG_FLOAT32, cv->numel);
+            cg_stats st = {0};
+            cg__stats_add(cg__ptr(cv), cv->dtype == CG_FLOAT32, cv->numel, &st);
+            *bad = st.nonfinite;
             cg_tensor_free(sp);
             (void)unscale_block(cg__ptr(v), v->dtype, v->numel, inv);
         }

@@ -43,6 +43,17 @@
 
 #define CG_INTERNAL __attribute__((visibility("hidden")))
 
+/* SIMD clones of a hot loop (gradstats.c, amp.c): on x86-64 Linux with GCC
+ * the AVX-512 / AVX2 / baseline versions are picked at load time; only on
+ * static functions, so no ifunc resolver is exported
+ * (tests/c/test_symbols.sh); one portable build elsewhere and under ASan. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define CG_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CG_SIMD_CLONES
+#endif
+
 typedef struct cg_node cg_node;
 
 /* A pushed backward override (cg_override_push); refcounted: the thread's

@@ -24,44 +24,39 @@
 
 #define CHUNK ((int64_t)1 << 30) /* int32 lane counters stay exact */
 
-/* x86-64 with GCC and glibc: AVX-512 / AVX2 clones picked at load time
- * (measured 63 / 93 us against 205 us for the SSE2 baseline on a 512x784
- * float32 gradient; NumPy's dot + max + min took 71 us); elsewhere the one
- * portable build. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(__SANITIZE_ADDRESS__)
-#define CG_STATS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define CG_STATS_CLONES
-#endif
-
+/* The loops are CG_SIMD_CLONES (measured 63 / 93 us for the AVX-512 / AVX2
+ * clones against 205 us for the SSE2 baseline on a 512x784 float32
+ * gradient; NumPy's dot + max + min took 71 us). */
 /* Two loops per dtype: the usual case, every element finite, needs no
  * masks (the sum and max |x| bits alone: half the instructions, measured
  * 2.6 against 4.5 us on 19k float32 gradients, AVX2); a max |x| bit
  * pattern at or above infinity's means a non-finite element is there and
  * the masked loop runs instead, leaving those elements out. */
-CG_STATS_CLONES static int stats_f32_finite(const float *restrict x, int64_t n, cg_stats *s) {
-    double sum = 0.0;
-    int32_t mx = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        int32_t b;
-        memcpy(&b, x + i, sizeof b);
-        const int32_t u = b & 0x7fffffff;
-        mx = u > mx ? u : mx;
-        const double d = (double)x[i];
-        sum += d * d;
+#define FINITE_STATS(NAME, T, UT, ABS_MASK, INF_BITS)                                      \
+    CG_SIMD_CLONES static int NAME(const T *restrict x, int64_t n, cg_stats *s) {          \
+        double sum = 0.0;                                                                   \
+        UT mx = 0;                                                                          \
+        for (int64_t i = 0; i < n; ++i) {                                                   \
+            UT b;                                                                           \
+            memcpy(&b, x + i, sizeof b);                                                    \
+            const UT u = b & ABS_MASK;                                                      \
+            mx = u > mx ? u : mx;                                                           \
+            const double d = (double)x[i];                                                  \
+            sum += d * d;                                                                   \
+        }                                                                                   \
+        if (mx >= INF_BITS) return 0;                                                       \
+        T fm;                                                                               \
+        memcpy(&fm, &mx, sizeof fm);                                                        \
+        s->sum_sq = sum;                                                                    \
+        s->max_abs = (double)fm;                                                            \
+        s->nonfinite = 0;                                                                   \
+        s->numel = n;                                                                       \
+        return 1;                                                                           \
     }
-    if (mx >= 0x7f800000) return 0;
-    float fm;
-    memcpy(&fm, &mx, sizeof fm);
-    s->sum_sq = sum;
-    s->max_abs = (double)fm;
-    s->nonfinite = 0;
-    s->numel = n;
-    return 1;
-}
+FINITE_STATS(stats_f32_finite, float, int32_t, 0x7fffffff, 0x7f800000)
+FINITE_STATS(stats_f64_finite, double, int64_t, INT64_MAX, 0x7ff0000000000000LL)
 
-CG_STATS_CLONES static void stats_f32_masked(const float *restrict x, int64_t n, cg_stats *s) {
+CG_SIMD_CLONES static void stats_f32_masked(const float *restrict x, int64_t n, cg_stats *s) {
     double sum = 0.0;
     int32_t mx = 0;
     int64_t nbad = 0;
@@ -96,27 +91,7 @@ static void stats_f32(const float *x, int64_t n, cg_stats *s) {
     if (!stats_f32_finite(x, n, s)) stats_f32_masked(x, n, s);
 }
 
-CG_STATS_CLONES static int stats_f64_finite(const double *restrict x, int64_t n, cg_stats *s) {
-    double sum = 0.0;
-    int64_t mx = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        int64_t b;
-        memcpy(&b, x + i, sizeof b);
-        const int64_t u = b & INT64_MAX;
-        mx = u > mx ? u : mx;
-        sum += x[i] * x[i];
-    }
-    if (mx >= 0x7ff0000000000000LL) return 0;
-    double fm;
-    memcpy(&fm, &mx, sizeof fm);
-    s->sum_sq = sum;
-    s->max_abs = fm;
-    s->nonfinite = 0;
-    s->numel = n;
-    return 1;
-}
-
-CG_STATS_CLONES static void stats_f64_masked(const double *restrict x, int64_t n, cg_stats *s) {
+CG_SIMD_CLONES static void stats_f64_masked(const double *restrict x, int64_t n, cg_stats *s) {
     double sum = 0.0;
     int64_t mx = 0, nbad = 0;
     for (int64_t i = 0; i < n; ++i) {
@@ -162,7 +137,7 @@ void cg__stats_add(const void *x, int is_f32, int64_t n, cg_stats *acc) {
  * sum is the plain loop's; the statistics are stats_*'s, from the masked
  * loop when an old weight is not finite. */
 #define UPDATE_BLOCK(NAME, T, UT, ABS_MASK, INF_BITS)                                      \
-    CG_STATS_CLONES static int NAME##_k(const T *restrict a, const T *restrict b, int64_t n,  \
+    CG_SIMD_CLONES static int NAME##_k(const T *restrict a, const T *restrict b, int64_t n,  \
                                         double *usq, cg_stats *s) {                        \
         double su = 0.0, sw = 0.0;                                                          \
         UT mx = 0;                                                                          \
@@ -206,7 +181,7 @@ double cg__update_block(const void *a, const void *b, int is_f32, int64_t n, cg_
 /* The clones are static: target_clones on an extern function would export
  * its ifunc resolver from the shared library (tests/c/test_symbols.sh). */
 #define SUM_SQ_DIFF(NAME, T)                                                                \
-    CG_STATS_CLONES static double NAME##_k(const T *a, const T *b, int64_t n) {             \
+    CG_SIMD_CLONES static double NAME##_k(const T *a, const T *b, int64_t n) {             \
         double sum = 0.0;                                                                   \
         for (int64_t i = 0; i < n; ++i) {                                                   \
             const double d = (double)a[i] - (double)b[i];                                   \

@@ -96,7 +96,7 @@ IP_ROW2(copy_f64_f32, double, float, (double)y)
 static cg__row_fn pick(cg_dtype d, cg__row_fn f32, cg__row_fn f64, cg__row_fn i64) {
     switch (d) {
     case CG_FLOAT32: return f32;
-    case CG_FLOAT16: return f32; /* device only (host float16 is refused): a stand-in for the checks */
+    case CG_FLOAT16: return f32; /* device only (check_compute_target refuses the host) */
     case CG_FLOAT64: return f64;
     case CG_INT64: return i64;
     default: return NULL;
@@ -117,6 +117,13 @@ static cg_status check_target(const char *fn, const cg_tensor *a) {
                            "in-place writes would overlap in memory: clone() it first",
                            fn, d, (long long)a->shape[d]);
     return CG_OK;
+}
+
+/* A target the op computes into (not copy_, which only moves elements):
+ * host float16 is a storage type, so its rows must never run here. */
+static cg_status check_compute_target(const char *fn, const cg_tensor *a) {
+    if (a->dtype == CG_FLOAT16 && !cg__dev(a)) return cg__half_refused(fn, "a");
+    return check_target(fn, a);
 }
 
 static int category(cg_dtype d) { return d == CG_BOOL ? 0 : (d == CG_INT64 ? 1 : 2); }
@@ -196,7 +203,7 @@ static cg_status arith2(const char *fn, cg_tensor *a, cg_tensor *b, cg__row_fn f
                         cg__row_fn f64, cg__row_fn i64, double c) {
     cg_tensor *ab[2] = {a, b};
     CG_TRY(cg__same_device(fn, 2, ab, NULL));
-    CG_TRY(check_target(fn, a));
+    CG_TRY(check_compute_target(fn, a));
     cg__row_fn row = pick(a->dtype, f32, f64, i64);
     if (!row)
         return cg__err(CG_ERR_DTYPE, "%s: not supported for a %s target", fn, cg_dtype_name(a->dtype));
@@ -228,7 +235,7 @@ cg_status cg_mul_(cg_tensor *a, cg_tensor *b) {
 
 static cg_status arith1(const char *fn, cg_tensor *a, double s, cg__row_fn f32, cg__row_fn f64,
                         cg__row_fn i64) {
-    CG_TRY(check_target(fn, a));
+    CG_TRY(check_compute_target(fn, a));
     cg__row_fn row = pick(a->dtype, f32, f64, i64);
     if (!row)
         return cg__err(CG_ERR_DTYPE, "%s: not supported for a %s target", fn, cg_dtype_name(a->dtype));
@@ -248,7 +255,6 @@ cg_status cg_add_scalar_(cg_tensor *a, double s) {
 
 cg_status cg_mul_scalar_(cg_tensor *a, double s) {
     CG_CHECK_TSD(a);
-    if (a->dtype == CG_FLOAT16 && !cg__dev(a)) return cg__half_refused(__func__, "a");
     if (a->layout != CG_STRIDED) { /* row-sparse: scaling the stored rows scales the tensor */
         if (cg_is_grad_enabled() && a->requires_grad)
             return cg__err(CG_ERR_AUTOGRAD, "cg_mul_scalar_: in-place op on a tensor that requires grad "
@@ -261,7 +267,7 @@ cg_status cg_mul_scalar_(cg_tensor *a, double s) {
 }
 
 static cg_status fill(const char *fn, cg_tensor *a, double value) {
-    CG_TRY(check_target(fn, a));
+    CG_TRY(check_compute_target(fn, a));
     double prm[1] = {value};
     cg__row_fn row;
     switch (a->dtype) {

@@ -111,6 +111,8 @@ static void bump(cg_tensor *t) {
         (ms)->update_sum_sq = acc_;                                                         \
     } while (0)
 
+#define MEASURE_ALL (CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE)
+
 /* The plain calls measure at most the update norm; the _stats calls
  * measure into a local copy, handed out only on success. */
 static cg_update_stats *measure_begin(cg_update_stats *local, int what) {
@@ -268,7 +270,7 @@ cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_b
 cg_status cg_sgd_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
                         int init_buffer, const cg_sgd_options *o, cg_update_stats *stats) {
     if (!stats) return cg__err(CG_ERR_NULL, "cg_sgd_update_stats: stats is NULL");
-    cg_update_stats local, *ms = measure_begin(&local, stats->what & 7);
+    cg_update_stats local, *ms = measure_begin(&local, stats->what & MEASURE_ALL);
     CG_TRY(sgd_update("cg_sgd_update_stats", param, grad, momentum_buffer, init_buffer, o, ms));
     *stats = local;
     return CG_OK;
@@ -423,7 +425,7 @@ cg_status cg_adam_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *exp
                          cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
                          const cg_adam_options *o, cg_update_stats *stats) {
     if (!stats) return cg__err(CG_ERR_NULL, "cg_adam_update_stats: stats is NULL");
-    cg_update_stats local, *ms = measure_begin(&local, stats->what & 7);
+    cg_update_stats local, *ms = measure_begin(&local, stats->what & MEASURE_ALL);
     CG_TRY(adam_update("cg_adam_update_stats", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, o, ms));
     *stats = local;
     return CG_OK;
@@ -558,7 +560,7 @@ cg_status cg_rmsprop_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *
                             cg_tensor *grad_avg, cg_tensor *momentum_buffer,
                             const cg_rmsprop_options *o, cg_update_stats *stats) {
     if (!stats) return cg__err(CG_ERR_NULL, "cg_rmsprop_update_stats: stats is NULL");
-    cg_update_stats local, *ms = measure_begin(&local, stats->what & 7);
+    cg_update_stats local, *ms = measure_begin(&local, stats->what & MEASURE_ALL);
     CG_TRY(rmsprop_update("cg_rmsprop_update_stats", param, grad, square_avg, grad_avg, momentum_buffer, o, ms));
     *stats = local;
     return CG_OK;
@@ -653,7 +655,7 @@ cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_
 cg_status cg_adagrad_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
                             int64_t step, const cg_adagrad_options *o, cg_update_stats *stats) {
     if (!stats) return cg__err(CG_ERR_NULL, "cg_adagrad_update_stats: stats is NULL");
-    cg_update_stats local, *ms = measure_begin(&local, stats->what & 7);
+    cg_update_stats local, *ms = measure_begin(&local, stats->what & MEASURE_ALL);
     CG_TRY(adagrad_update("cg_adagrad_update_stats", param, grad, state_sum, step, o, ms));
     *stats = local;
     return CG_OK;
