@@ -138,3 +138,17 @@ def batch(n=16, d_in=4, n_cls=3, seed=1):
 def loss_of(model, x, y):
     out = model(x.to(next(model.parameters()).dtype))
     return nn.functional.cross_entropy(out, y)
+
+
+def train_steps(model, opt, run, n, x, y):
+    """n watched training steps (zero_grad, forward, backward, step,
+    run.log_loss); returns the losses."""
+    losses = []
+    for _ in range(n):
+        opt.zero_grad()
+        loss = loss_of(model, x, y)
+        loss.backward()
+        opt.step()
+        run.log_loss(loss)
+        losses.append(float(loss.item()))
+    return losses

@@ -10,16 +10,7 @@ import pytest
 from cgrad import monitor
 from cgrad.monitor import schema
 from cgrad.monitor.schema import RunFileError
-from monitor_standin import StandInSGD, batch, loss_of, mlp
-
-
-def train(model, opt, run, n, x, y):
-    for _ in range(n):
-        opt.zero_grad()
-        loss = loss_of(model, x, y)
-        loss.backward()
-        opt.step()
-        run.log_loss(loss)
+from monitor_standin import StandInSGD, batch, mlp, train_steps
 
 
 def read(path, **kw):
@@ -41,7 +32,7 @@ def test_a_commit_is_a_handful_of_statements_whatever_its_steps(tmp_path):
         w = run._writer
         w.remove_source(run._watcher._source)   # claim by hand: one chunk of exactly n steps
         for n in (1, 300):
-            train(model, opt, run, n, x, y)
+            train_steps(model, opt, run, n, x, y)
             chunk = run._watcher._claim(force=True)
             assert chunk["i"].shape[0] == n
             statements = []
@@ -140,13 +131,13 @@ def test_detail_dropped_reads_as_nan_and_steps_stay(tmp_path):
         run.flush()
         w = run._writer
         w.remove_source(run._watcher._source)
-        train(model, opt, run, 3, x, y)
+        train_steps(model, opt, run, 3, x, y)
         chunk = run._watcher._claim(force=True)
         chunk["raw"] = None
         w.submit_chunk(chunk)
         run.flush()
         w.add_source(run._watcher._source)
-        train(model, opt, run, 2, x, y)
+        train_steps(model, opt, run, 2, x, y)
     con = sqlite3.connect(path)
     rows = con.execute("SELECT n_steps, n_layers, layer_grad_norm IS NULL FROM chunks "
                        "ORDER BY chunk_id").fetchall()
@@ -233,7 +224,7 @@ def test_reader_in_a_thread_while_chunks_land(tmp_path):
         t = threading.Thread(target=poll)
         t.start()
         for i in range(120):
-            train(model, opt, run, 1, x, y)
+            train_steps(model, opt, run, 1, x, y)
             if i % 17 == 0:
                 run.flush()
     stop.set()

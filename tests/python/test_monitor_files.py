@@ -11,16 +11,7 @@ from cgrad import monitor
 from cgrad.monitor import reader as reader_mod
 from cgrad.monitor import schema
 from cgrad.monitor.schema import RunFileError
-from monitor_standin import StandInSGD, batch, loss_of, mlp
-
-
-def steps(model, opt, run, n, x, y):
-    for _ in range(n):
-        opt.zero_grad()
-        loss = loss_of(model, x, y)
-        loss.backward()
-        opt.step()
-        run.log_loss(loss)
+from monitor_standin import StandInSGD, batch, mlp, train_steps
 
 
 # ---------------------------------------------------------------- creating
@@ -131,7 +122,7 @@ def test_truncated_file(tmp_path):
     x, y = batch()
     with monitor.Run(path) as run:
         run.watch(model, opt)
-        steps(model, opt, run, 40, x, y)
+        train_steps(model, opt, run, 40, x, y)
     size = os.path.getsize(path)
     assert size > 16384
     with open(path, "r+b") as f:
@@ -152,7 +143,7 @@ def test_heartbeat_states(tmp_path, monkeypatch):
         s = r.status()
         assert s.state == "running" and s.last_step == -1 and s.heartbeat_age_s < 5
         run.watch(model, opt)
-        steps(model, opt, run, 3, x, y)
+        train_steps(model, opt, run, 3, x, y)
         assert run.flush()
         assert r.status()[:2] == ("running", 2)
         time.sleep(1.4)                      # idle: the heartbeat keeps beating
@@ -182,7 +173,7 @@ def test_poll_is_incremental(tmp_path):
         empty = r.poll()
         assert not empty and empty.n_steps == 0 and empty.layer_grad_norm.shape == (0, 0)
         run.watch(model, opt)
-        steps(model, opt, run, 3, x, y)
+        train_steps(model, opt, run, 3, x, y)
         run.event("a", "first")
         run.log(1, acc=0.5)
         run.flush()
@@ -194,7 +185,7 @@ def test_poll_is_incremental(tmp_path):
         d2 = r.poll()
         assert not d2 and d2.n_steps == 0 and d2.layer_grad_norm.shape == (0, 6)
         assert d2.events == [] and d2.scalars == {} and d2.new_layers == []
-        steps(model, opt, run, 2, x, y)
+        train_steps(model, opt, run, 2, x, y)
         run.log(0, acc=0.25)                     # a scalar for an old step still arrives
         run.event("b", "second")
         run.flush()
@@ -215,7 +206,7 @@ def test_poll_max_steps_pages_through(tmp_path):
     path = tmp_path / "p.cgrun"
     with monitor.Run(path) as run:
         run.watch(model, opt)
-        steps(model, opt, run, 7, x, y)
+        train_steps(model, opt, run, 7, x, y)
     with monitor.RunReader(path) as whole:
         full = whole.poll()
     with monitor.RunReader(path) as r:
@@ -266,9 +257,9 @@ def test_v4_chunks_and_v3_v2_v1_files_read_alike(tmp_path):
     v4 = tmp_path / "v4.cgrun"
     with monitor.Run(v4) as run:
         run.watch(model, opt, update_ratio_every=2)
-        steps(model, opt, run, 2, x, y)
+        train_steps(model, opt, run, 2, x, y)
         run.flush()                       # two commits: two chunks
-        steps(model, opt, run, 2, x, y)
+        train_steps(model, opt, run, 2, x, y)
     con = sqlite3.connect(v4)
     n_layers = con.execute("SELECT COUNT(*) FROM layers").fetchone()[0]
     chunks = con.execute("SELECT first_step, last_step, n_steps, n_groups, n_layers, step, loss, "

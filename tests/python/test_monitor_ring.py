@@ -7,19 +7,7 @@ import numpy as np
 
 from cgrad import monitor
 from cgrad.monitor import watch
-from monitor_standin import StandInSGD, batch, loss_of, mlp
-
-
-def train(model, opt, run, n, x, y):
-    losses = []
-    for _ in range(n):
-        opt.zero_grad()
-        loss = loss_of(model, x, y)
-        loss.backward()
-        opt.step()
-        run.log_loss(loss)
-        losses.append(float(loss.item()))
-    return losses
+from monitor_standin import StandInSGD, batch, loss_of, mlp, train_steps
 
 
 def read(path):
@@ -33,7 +21,7 @@ def test_a_tiny_ring_spills_and_keeps_every_step(tmp_path, monkeypatch):
     opt = StandInSGD(model.parameters(), lr=0.05)
     with monitor.Run(tmp_path / "big.cgrun") as run:
         run.watch(model, opt)
-        want = train(model, opt, run, 9, x, y)
+        want = train_steps(model, opt, run, 9, x, y)
     big = read(tmp_path / "big.cgrun")
 
     monkeypatch.setattr(watch, "ring_capacity", lambda n_params, n_groups: 2)
@@ -44,7 +32,7 @@ def test_a_tiny_ring_spills_and_keeps_every_step(tmp_path, monkeypatch):
         spilled = []
         orig = run._watcher._spill
         run._watcher._spill = lambda: (spilled.append(run._ring.head), orig())
-        got = train(model, opt, run, 9, x, y)
+        got = train_steps(model, opt, run, 9, x, y)
     tiny = read(tmp_path / "tiny.cgrun")
     assert spilled, "a ring of 2 slots must have spilled"
     np.testing.assert_allclose(got, want)
