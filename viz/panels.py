@@ -8,7 +8,7 @@ what changed. It is only ever called on the GUI thread.
 """
 import numpy as np
 import pyqtgraph as pg
-from PyQt6 import QtCore, QtGui, QtWidgets
+from PyQt6 import QtCore, QtGui, QtWidgets, sip
 
 from . import downsample as ds
 from .items import (ALERT_RGBA, EVENT_STYLE, GROUP_COLOURS, NONFINITE_RGB, RUN_COLOURS,
@@ -36,8 +36,17 @@ def configure_pyqtgraph():
                         imageAxisOrder="col-major")
 
 
-def quiet_axes(*sides):
-    return {side: QuietAxis(side) for side in sides}
+def add_plot(layout, axis_cls, sides, **where):
+    """layout.addPlot(**where) with axis_cls axes on the given sides, owned
+    by the plot like pyqtgraph's own axes (made with parent=plot), not by
+    their Python wrappers, which the collector may free while the scene
+    still paints them."""
+    plot = layout.addPlot(**where)
+    axes = {side: axis_cls(side) for side in sides}
+    plot.setAxisItems(axes)
+    for axis in axes.values():
+        sip.transferto(axis, plot)  # the plot's C++ side owns it from here
+    return plot
 
 
 def elide(name, n=MAX_NAME_CHARS):
@@ -85,7 +94,7 @@ class Dashboard(QtWidgets.QWidget):
         self.loss_plot = self._step_plot(0, "loss")
         self.lr_plot = self._step_plot(1, "lr")
         self.grad_plot = self._step_plot(2, "grad norm")
-        self.heat_plot = lay.addPlot(row=3, col=0, axisItems=quiet_axes("left", "bottom"))
+        self.heat_plot = add_plot(lay, QuietAxis, ("left", "bottom"), row=3, col=0)
         self.heat_plot.setLabel("bottom", "step")
         self.heat_plot.setLabel("left", "layer")
         self.heat_plot.invertY(True)
@@ -105,7 +114,7 @@ class Dashboard(QtWidgets.QWidget):
         self.loss_plot.getViewBox().sigResized.connect(self._on_x_range)
         self.heat_plot.scene().sigMouseClicked.connect(self._on_click)
 
-        self.bars_plot = lay.addPlot(row=3, col=1, axisItems=quiet_axes("left", "bottom"))
+        self.bars_plot = add_plot(lay, QuietAxis, ("left", "bottom"), row=3, col=1)
         self.bars_plot.setYLink(self.heat_plot)
         self.bars_plot.invertY(True)
         self.bars_plot.hideAxis("left")
@@ -116,8 +125,7 @@ class Dashboard(QtWidgets.QWidget):
         self.bars_plot.addItem(self.bars)
 
         cbar_lay = lay.addLayout(row=3, col=2)
-        self.cbar_plot = cbar_lay.addPlot(row=0, col=0,
-                                          axisItems=quiet_axes("right", "bottom", "left"))
+        self.cbar_plot = add_plot(cbar_lay, QuietAxis, ("right", "bottom", "left"), row=0, col=0)
         self.cbar_plot.hideAxis("bottom")
         self.cbar_plot.hideAxis("left")
         self.cbar_plot.showAxis("right")
@@ -213,8 +221,7 @@ class Dashboard(QtWidgets.QWidget):
         outer.addLayout(bottom)
 
     def _step_plot(self, row, label):
-        p = self.canvas.ci.addPlot(row=row, col=0, axisItems={
-            "left": GridAxis("left"), "bottom": GridAxis("bottom")})
+        p = add_plot(self.canvas.ci, GridAxis, ("left", "bottom"), row=row, col=0)
         p.grid_lines = GridLines(p, [p.getAxis("bottom"), p.getAxis("left")])
         p.setLabel("left", label)
         p.getAxis("left").enableAutoSIPrefix(False)   # "479 (x0.001)" reads badly for a loss
