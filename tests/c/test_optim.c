@@ -498,11 +498,18 @@ static void ref_stats(const cg_tensor *t, cg_stats *s) {
     cg_tensor_free(c);
 }
 
-static int same_stats(const cg_stats *a, const cg_stats *b) {
-    const double tol = 1e-12 * (1.0 + b->sum_sq);
+static int close_stats(const cg_stats *a, const cg_stats *b, double rel) {
+    const double tol = rel * (1.0 + b->sum_sq);
     return (a->sum_sq == b->sum_sq || fabs(a->sum_sq - b->sum_sq) <= tol) && a->max_abs == b->max_abs &&
            a->nonfinite == b->nonfinite && a->numel == b->numel;
 }
+
+static int same_stats(const cg_stats *a, const cg_stats *b) { return close_stats(a, b, 1e-12); }
+
+/* The fused updates' float32 sums of squares come from float lanes
+ * (gradstats.c): within 1e-6 of the double reference; float64 ones and
+ * every max, count and numel as exactly as cg_tensor_stats. */
+static double fused_rel(cg_dtype dt) { return dt == CG_FLOAT32 ? 1e-6 : 1e-12; }
 
 /* A tensor of n values with non-finite ones at a few positions (lanes,
  * block edges and the tail all get some), large and tiny magnitudes. */
@@ -610,13 +617,13 @@ static void test_update_stats(void) {
                 ref_stats(g, &wg);
                 ref_stats(before, &ww);
                 CHECK(us.what == 7);
-                CHECK(same_stats(&us.grad, &wg));
-                CHECK(same_stats(&us.weight, &ww));
+                CHECK(close_stats(&us.grad, &wg, fused_rel(dt)));
+                CHECK(close_stats(&us.weight, &ww, fused_rel(dt)));
                 CHECK(us.grad.nonfinite == (step == 3));
                 if (step < 3) {
                     const double want = sq_dist(pb, before);
                     CHECK(want > 0.0);
-                    CHECK_CLOSE(us.update_sum_sq, want, 1e-12);
+                    CHECK_CLOSE(us.update_sum_sq, want, fused_rel(dt));
                     CHECK_CLOSE(u, want, 1e-12);
                 } else { /* a weight went non-finite */
                     CHECK(!isfinite(us.update_sum_sq) && !isfinite(u));
@@ -640,7 +647,7 @@ static void test_update_stats(void) {
     CHECK_OK(cg_sgd_update_stats(p, g, NULL, 0, &o, &us));
     cg_stats wg;
     ref_stats(g, &wg);
-    CHECK(same_stats(&us.grad, &wg) && us.weight.numel == 0 && us.weight.sum_sq == 0.0 &&
+    CHECK(close_stats(&us.grad, &wg, 1e-6) && us.weight.numel == 0 && us.weight.sum_sq == 0.0 &&
           us.update_sum_sq == 0.0 && us.what == CG_MEASURE_GRAD);
     us.what = 0;
     CHECK_OK(cg_sgd_update_stats(p, g, NULL, 0, &o, &us));
@@ -653,7 +660,7 @@ static void test_update_stats(void) {
     CHECK_OK(cg_sgd_update_stats(p, g, NULL, 0, &o, &us));
     cg_stats wo;
     ref_stats(old, &wo);
-    CHECK(same_stats(&us.weight, &wo) && us.weight.nonfinite == 1 && us.grad.numel == 0);
+    CHECK(close_stats(&us.weight, &wo, 1e-6) && us.weight.nonfinite == 1 && us.grad.numel == 0);
     cg_tensor_free(old);
     cg_update_stats keep;
     memset(&keep, 0x33, sizeof keep);
@@ -673,6 +680,47 @@ static void test_update_stats(void) {
     CHECK_STATUS(cg_adagrad_update_stats(p, g, NULL, 1, &gO, NULL), CG_ERR_NULL);
     cg_tensor_free(p);
     cg_tensor_free(g);
+}
+
+/* The float lanes of the fused float32 statistics hand a block to the
+ * double loop when a square could overflow or underflow float: a finite
+ * gradient element of 3e38 (its square is 9e76), a gradient of 1e-30
+ * everywhere, an update of 1e-21 next to weights of 1 (max |w| is fine,
+ * max |w_new - w_old| is not). Those sums then match the double reference
+ * to 1e-12, relative, however small; the lanes alone would give inf, 0
+ * and a denormal. */
+static void test_update_stats_lanes_ranges(void) {
+    for (int which = 0; which < 3; ++which) {
+        cg_tensor *p = filled(CG_FLOAT32, 1.0, 0.0), *g = filled(CG_FLOAT32, 0.5, 1.3);
+        float *pv = cg_tensor_data(p), *gv = cg_tensor_data(g);
+        if (which == 0) gv[5] = 3.0e38f;
+        for (int i = 0; which == 1 && i < UPD_N; ++i) gv[i] = 1e-30f * (float)sin(0.3 * i + 0.1);
+        for (int i = 0; which == 2 && i < UPD_N; ++i) {
+            gv[i] = i < UPD_N / 2 ? 0.0f : 1e-20f * (float)(1 + i % 3);
+            if (i >= UPD_N / 2) pv[i] = 1e-20f;
+        }
+        cg_tensor *before = filled(CG_FLOAT32, 1.0, 0.0);
+        CHECK_OK(cg_copy_(before, p));
+        cg_sgd_options o = cg_sgd_default_options();
+        o.lr = 0.1;
+        cg_update_stats us;
+        us.what = CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE;
+        CHECK_OK(cg_sgd_update_stats(p, g, NULL, 0, &o, &us));
+        cg_stats wg, ww;
+        ref_stats(g, &wg);
+        ref_stats(before, &ww);
+        CHECK(us.grad.max_abs == wg.max_abs && us.grad.nonfinite == 0 && us.weight.nonfinite == 0);
+        CHECK(wg.sum_sq > 0.0 && isfinite(wg.sum_sq));
+        CHECK(fabs(us.grad.sum_sq - wg.sum_sq) <= 1e-12 * wg.sum_sq);
+        CHECK(fabs(us.weight.sum_sq - ww.sum_sq) <= 1e-6 * ww.sum_sq);
+        const double want = sq_dist(p, before);
+        CHECK(want > 0.0 && isfinite(want));
+        if (which == 2) CHECK(fabs(us.update_sum_sq - want) <= 1e-12 * want);
+        else CHECK(fabs(us.update_sum_sq - want) <= 1e-6 * want);
+        cg_tensor_free(before);
+        cg_tensor_free(p);
+        cg_tensor_free(g);
+    }
 }
 
 static void test_stats_many(void) {
@@ -879,6 +927,7 @@ int main(void) {
     test_stats_vs_reference();
     test_stats_finite_vs_reference();
     test_update_stats();
+    test_update_stats_lanes_ranges();
     test_stats_many();
     return cgt_report(__FILE__);
 }

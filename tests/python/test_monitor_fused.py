@@ -158,7 +158,8 @@ def test_fused_statistics_out_of_the_kernel(dtype, n):
                                    sink) is None
     assert sink.seen(0) == 1
     got = sink.stats(0)
-    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    # float32 sums of squares come from float lanes (cgrad.h: below 1.1e-6)
+    rtol = 1.1e-6 if dtype == np.float32 else 1e-12
     for have, want in zip(got[:4] + got[4:8], finite_stats(g) + finite_stats(w)):
         np.testing.assert_allclose(have, want, rtol=rtol)
     want_u = np.sum((p.numpy().astype(np.float64) - w.astype(np.float64)) ** 2)
