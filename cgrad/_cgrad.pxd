@@ -340,6 +340,7 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_optimizer_new_adamw(int n, cg_tensor **params, const cg_adam_options *options, cg_optimizer **out)
     cg_status cg_optimizer_new_rmsprop(int n, cg_tensor **params, const cg_rmsprop_options *options, cg_optimizer **out)
     cg_status cg_optimizer_step(cg_optimizer *opt)
+    cg_status cg_optimizer_step_stats(cg_optimizer *opt, cg_update_stats *stats)
     void cg_optimizer_zero_grad(cg_optimizer *opt)
     cg_status cg_optimizer_set_lr(cg_optimizer *opt, double lr)
     double cg_optimizer_get_lr(const cg_optimizer *opt)

@@ -1108,6 +1108,17 @@ CG_API cg_status cg_optimizer_new_rmsprop(int n, cg_tensor *const *params,
  * gradient takes cg_sgd_sparse_update (SGD; its momentum buffer is then
  * row-sparse) and is refused by Adam (CG_ERR_UNSUPPORTED). */
 CG_API cg_status cg_optimizer_step(cg_optimizer *opt);
+/* cg_optimizer_step measuring every parameter as cg_*_update_stats does
+ * (what a gradient monitor records per step): stats holds one entry per
+ * parameter (the n given to cg_optimizer_new_*), whose `what` the caller
+ * sets. A parameter without a gradient is not updated: its grad stats are
+ * zero and its update_sum_sq 0. A row-sparse gradient (cg_sgd_sparse_update)
+ * is measured with cg_tensor_stats before the update; its update_sum_sq
+ * is NAN (not measured). CG_ERR_NULL for a NULL stats, CG_ERR_VALUE for a
+ * `what` with other bits (nothing updated then); otherwise failures as
+ * cg_optimizer_step, with the entries of the parameters not reached left
+ * alone. */
+CG_API cg_status cg_optimizer_step_stats(cg_optimizer *opt, cg_update_stats *stats);
 /* Drops every parameter's gradient (set_to_none). NULL is a no-op. */
 CG_API void cg_optimizer_zero_grad(cg_optimizer *opt);
 /* Learning rate for the following steps (>= 0), for schedules. */

@@ -118,25 +118,33 @@ static cg_status zeros_like(const cg_tensor *p, cg_tensor **out) {
     return cg_zeros_on(cg__dev(p), p->dtype, p->ndim, p->shape, out);
 }
 
-static cg_status step_one(cg_optimizer *o, opt_slot *s, cg_tensor *grad) {
+/* One parameter's update; ms (NULL: the plain calls) measures as the
+ * cg_*_update_stats calls do. */
+static cg_status step_one(cg_optimizer *o, opt_slot *s, cg_tensor *grad, cg_update_stats *ms) {
     if (o->kind == OPT_SGD) {
         int first = 0;
         if (o->sgd.momentum != 0.0 && !s->buf[0]) {
             CG_TRY(zeros_like(s->param, &s->buf[0]));
             first = 1;
         }
-        CG_TRY(cg_sgd_update(s->param, grad, s->buf[0], first, &o->sgd, NULL));
+        CG_TRY(ms ? cg_sgd_update_stats(s->param, grad, s->buf[0], first, &o->sgd, ms)
+                  : cg_sgd_update(s->param, grad, s->buf[0], first, &o->sgd, NULL));
     } else if (o->kind == OPT_RMSPROP) {
         const int need[3] = {1, o->rmsprop.centered, o->rmsprop.momentum > 0.0};
         for (int k = 0; k < 3; ++k)
             if (need[k] && !s->buf[k]) CG_TRY(zeros_like(s->param, &s->buf[k]));
-        CG_TRY(cg_rmsprop_update(s->param, grad, s->buf[0], s->buf[1], s->buf[2], &o->rmsprop, NULL));
+        CG_TRY(ms ? cg_rmsprop_update_stats(s->param, grad, s->buf[0], s->buf[1], s->buf[2],
+                                            &o->rmsprop, ms)
+                  : cg_rmsprop_update(s->param, grad, s->buf[0], s->buf[1], s->buf[2],
+                                      &o->rmsprop, NULL));
     } else {
         const int nbuf = o->adam.amsgrad ? 3 : 2;
         for (int k = 0; k < nbuf; ++k)
             if (!s->buf[k]) CG_TRY(zeros_like(s->param, &s->buf[k]));
-        CG_TRY(cg_adam_update(s->param, grad, s->buf[0], s->buf[1], s->buf[2], s->steps + 1,
-                              &o->adam, NULL));
+        CG_TRY(ms ? cg_adam_update_stats(s->param, grad, s->buf[0], s->buf[1], s->buf[2],
+                                         s->steps + 1, &o->adam, ms)
+                  : cg_adam_update(s->param, grad, s->buf[0], s->buf[1], s->buf[2], s->steps + 1,
+                                   &o->adam, NULL));
     }
     ++s->steps;
     return CG_OK;
@@ -163,23 +171,50 @@ static cg_status step_sparse(cg_optimizer *o, opt_slot *s, int i, cg_tensor *gra
     return CG_OK;
 }
 
-cg_status cg_optimizer_step(cg_optimizer *opt) {
-    if (!opt) return cg__err(CG_ERR_NULL, "cg_optimizer_step: optimizer is NULL");
+/* The step of cg_optimizer_step / _step_stats (stats: NULL or n entries). */
+static cg_status optimizer_step(const char *fn, cg_optimizer *opt, cg_update_stats *stats) {
+    if (!opt) return cg__err(CG_ERR_NULL, "%s: optimizer is NULL", fn);
+    if (stats)
+        for (int i = 0; i < opt->n; ++i)
+            if (stats[i].what & ~(CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE))
+                return cg__err(CG_ERR_VALUE, "%s: stats[%d].what = %d has bits other than "
+                                             "CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | "
+                                             "CG_MEASURE_UPDATE", fn, i, stats[i].what);
     for (int i = 0; i < opt->n; ++i) {
         opt_slot *s = &opt->slots[i];
         cg_tensor *g = s->param->grad;
-        if (!g) continue;
-        if (g->layout) {
-            CG_TRY(step_sparse(opt, s, i, g));
+        cg_update_stats *ms = stats ? &stats[i] : NULL, local;
+        if (ms) {
+            memset(&local, 0, sizeof local);
+            local.what = ms->what;
+        }
+        if (!g || g->layout) {
+            /* not updated (update 0), or a row-sparse update, which does
+             * not measure: unknown (NAN) */
+            if (ms && (ms->what & CG_MEASURE_GRAD) && g) CG_TRY(cg_tensor_stats(g, &local.grad));
+            if (ms && (ms->what & CG_MEASURE_WEIGHT)) CG_TRY(cg_tensor_stats(s->param, &local.weight));
+            if (ms && (ms->what & CG_MEASURE_UPDATE)) local.update_sum_sq = g ? NAN : 0.0;
+            if (g) CG_TRY(step_sparse(opt, s, i, g));
+            if (ms) *ms = local;
             continue;
         }
         cg_tensor *gc = NULL;
         CG_TRY(cg__contig(g, &gc)); /* the fused loops read contiguous gradients */
-        cg_status st = step_one(opt, s, gc);
+        cg_status st = step_one(opt, s, gc, ms ? &local : NULL);
         cg_tensor_free(gc);
         CG_TRY(st);
+        if (ms) *ms = local;
     }
     return CG_OK;
+}
+
+cg_status cg_optimizer_step(cg_optimizer *opt) {
+    return optimizer_step("cg_optimizer_step", opt, NULL);
+}
+
+cg_status cg_optimizer_step_stats(cg_optimizer *opt, cg_update_stats *stats) {
+    if (!stats) return cg__err(CG_ERR_NULL, "cg_optimizer_step_stats: stats is NULL");
+    return optimizer_step("cg_optimizer_step_stats", opt, stats);
 }
 
 void cg_optimizer_zero_grad(cg_optimizer *opt) {

@@ -868,6 +868,91 @@ static void test_optimizer_object_trains_from_c(void) {
 
 /* RMSprop through the object: the same numbers as the kernel by hand, the
  * centered/momentum state created as needed, and it trains. */
+/* cg_optimizer_step_stats: the same parameters, bit for bit, as
+ * cg_optimizer_step on a twin optimizer; per parameter the gradient's and
+ * the old weights' statistics and the squared update, as the reference
+ * finds them; `what` per entry (0: nothing); a parameter without a
+ * gradient (zero grad stats, its weights, update 0); bad input. */
+static void test_optimizer_step_stats(void) {
+    for (int kind = 0; kind < 3; ++kind) {
+        const cg_dtype dts[3] = {CG_FLOAT32, CG_FLOAT64, CG_FLOAT32};
+        cg_tensor *pa[3], *pb[3], *g[3];
+        for (int i = 0; i < 3; ++i) {
+            pa[i] = filled(dts[i], 1.0, 0.3 * i), pb[i] = filled(dts[i], 1.0, 0.3 * i);
+            g[i] = filled(dts[i], 0.5, 1.3 + i);
+            CHECK_OK(cg_tensor_set_requires_grad(pa[i], 1));
+            CHECK_OK(cg_tensor_set_requires_grad(pb[i], 1));
+        }
+        cg_optimizer *oa = NULL, *ob = NULL;
+        if (kind == 0) {
+            cg_sgd_options o = cg_sgd_default_options();
+            o.lr = 0.1, o.momentum = 0.9;
+            CHECK_OK(cg_optimizer_new_sgd(3, pa, &o, &oa));
+            CHECK_OK(cg_optimizer_new_sgd(3, pb, &o, &ob));
+        } else if (kind == 1) {
+            cg_adam_options o = cg_adamw_default_options();
+            o.lr = 1e-2;
+            CHECK_OK(cg_optimizer_new_adamw(3, pa, &o, &oa));
+            CHECK_OK(cg_optimizer_new_adamw(3, pb, &o, &ob));
+        } else {
+            cg_rmsprop_options o = cg_rmsprop_default_options();
+            o.momentum = 0.5;
+            CHECK_OK(cg_optimizer_new_rmsprop(3, pa, &o, &oa));
+            CHECK_OK(cg_optimizer_new_rmsprop(3, pb, &o, &ob));
+        }
+        for (int step = 0; step < 3; ++step) {
+            for (int i = 0; i < 2; ++i) { /* parameter 2 never gets a gradient */
+                CHECK_OK(cg_tensor_set_grad(pa[i], g[i]));
+                CHECK_OK(cg_tensor_set_grad(pb[i], g[i]));
+            }
+            cg_tensor *before[3];
+            for (int i = 0; i < 3; ++i) {
+                before[i] = filled(dts[i], 0.0, 0.0);
+                CHECK_OK(cg_copy_(before[i], pb[i]));
+            }
+            cg_update_stats st[3];
+            memset(st, 0x5a, sizeof st);
+            st[0].what = st[2].what = CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE;
+            st[1].what = step == 1 ? 0 : CG_MEASURE_UPDATE;
+            CHECK_OK(cg_optimizer_step(oa));
+            CHECK_OK(cg_optimizer_step_stats(ob, st));
+            for (int i = 0; i < 3; ++i) CHECK(bitwise_same(pa[i], pb[i]));
+            cg_stats wg, ww;
+            ref_stats(g[0], &wg);
+            ref_stats(before[0], &ww);
+            CHECK(close_stats(&st[0].grad, &wg, 1e-6) && close_stats(&st[0].weight, &ww, 1e-6));
+            const double u0 = sq_dist(pb[0], before[0]);
+            CHECK(u0 > 0.0);
+            CHECK_CLOSE(st[0].update_sum_sq, u0, 1e-6);
+            CHECK(st[1].grad.numel == 0 && st[1].weight.numel == 0);
+            if (step == 1) CHECK(st[1].update_sum_sq == 0.0 && st[1].what == 0);
+            else CHECK_CLOSE(st[1].update_sum_sq, sq_dist(pb[1], before[1]), 1e-12);
+            ref_stats(before[2], &ww);
+            CHECK(st[2].grad.numel == 0 && st[2].grad.sum_sq == 0.0 && same_stats(&st[2].weight, &ww));
+            CHECK(st[2].update_sum_sq == 0.0 && bitwise_same(pb[2], before[2]));
+            for (int i = 0; i < 3; ++i) cg_tensor_free(before[i]);
+        }
+        /* bad input: nothing is updated */
+        cg_tensor *keep = filled(dts[0], 0.0, 0.0);
+        CHECK_OK(cg_copy_(keep, pb[0]));
+        cg_update_stats bad[3] = {{0}};
+        bad[2].what = 8;
+        CHECK_STATUS(cg_optimizer_step_stats(ob, bad), CG_ERR_VALUE);
+        CHECK(strstr(cg_last_error(), "stats[2].what = 8") != NULL);
+        CHECK(bitwise_same(keep, pb[0]));
+        CHECK_STATUS(cg_optimizer_step_stats(ob, NULL), CG_ERR_NULL);
+        CHECK_STATUS(cg_optimizer_step_stats(NULL, bad), CG_ERR_NULL);
+        cg_tensor_free(keep);
+        cg_optimizer_free(oa);
+        cg_optimizer_free(ob);
+        for (int i = 0; i < 3; ++i) {
+            cg_tensor_free(pa[i]);
+            cg_tensor_free(pb[i]);
+            cg_tensor_free(g[i]);
+        }
+    }
+}
+
 static void test_optimizer_object_rmsprop(void) {
     int64_t ws[1] = {3};
     double w0[3] = {0.3, -0.1, 0.2}, gv[3] = {0.5, -1.0, 0.25};
@@ -915,6 +1000,7 @@ static void test_optimizer_object_rmsprop(void) {
 
 int main(void) {
     test_optimizer_object_rmsprop();
+    test_optimizer_step_stats();
     test_optimizer_object_trains_from_c();
     test_sgd();
     test_adam();

@@ -254,6 +254,23 @@ static void test_optimizer_object(void) {
     /* row 4: g = 2; step 1 moves -0.2, step 2 buffer 0.5*2 + 2 = 3 moves -0.3 */
     CHECK_CLOSE(at(w, 8), -0.5, 1e-15);
     CHECK(at(w, 0) == 0 && at(w, 4) == 0);
+    /* cg_optimizer_step_stats: a row-sparse gradient measured before the
+     * update (rows 1 and 4, 4 twice: g = 1 1 2 2; weights 0 except row 4
+     * at -0.5 -0.5, row 1 at -0.25 -0.25), its update not measured (NAN) */
+    cg_update_stats us = {0};
+    us.what = CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE;
+    cg_optimizer_zero_grad(opt);
+    cg_embedding_sparse(w, ind, -1, &o);
+    cg_sum(o, NULL, 0, 0, &l);
+    CHECK_OK(cg_backward(l, NULL, 0, 0));
+    CHECK_OK(cg_optimizer_step_stats(opt, &us));
+    CHECK_CLOSE(us.grad.sum_sq, 10.0, 1e-15);
+    CHECK(us.grad.max_abs == 2.0 && us.grad.nonfinite == 0 && us.grad.numel == 12);
+    CHECK_CLOSE(us.weight.sum_sq, 0.625, 1e-15);
+    CHECK(us.weight.numel == 12 && isnan(us.update_sum_sq));
+    CHECK_CLOSE(at(w, 8), -0.5 - 0.1 * (0.5 * 3 + 2), 1e-15);
+    cg_tensor_free(o);
+    cg_tensor_free(l);
     cg_adam_options ao = cg_adam_default_options();
     CHECK_OK(cg_optimizer_new_adam(1, &w, &ao, &adam));
     CHECK_STATUS(cg_optimizer_step(adam), CG_ERR_UNSUPPORTED);
