@@ -1288,9 +1288,7 @@ cdef class Tensor:
                 dtype = a
         cdef Tensor moved
         if device is not None and _device_id(device) != cg_tensor_device(self.c):
-            if cg_tensor_is_sparse(self.c):
-                return _sparse_to_device(self, device, dtype)
-            moved = _to_device(self, device)
+            moved = _to_device(self, device)  # a row-sparse tensor: its parts, as PyTorch's sparse.to("cuda")
             return moved if dtype is None else moved.to(dtype)
         if dtype is None:
             return self.clone() if copy else self

@@ -4,8 +4,10 @@
 # reference held per C storage) and runs each named kernel on array views.
 
 from cpython.ref cimport Py_XDECREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 
 cdef dict _device_backends = {}   # device id -> backend object (kept alive)
+cdef dict _device_dispatch = {}   # device id -> its _DeviceDispatch (the vtable's ctx, kept alive)
 cdef cg_backend _backend_vtable
 
 cdef object _np_scalar(cg_tensor *t):
@@ -22,7 +24,34 @@ cdef object _np_scalar(cg_tensor *t):
         return np.array([(<uint16_t *>p)[0]], dtype=np.uint16).view(np.float16)[0]
     return np.bool_((<unsigned char *>p)[0] != 0)
 
-cdef object _device_view(object be, cg_tensor *t):
+cdef class _DeviceDispatch:
+    """What the vtable calls need of a device's backend object, looked up
+    once at registration (a kernel call then costs no attribute lookups): the
+    backend, its kernel table (the live dict, so a kernel replaced there is
+    the one called), its view constructor and its kernel call wrapper."""
+    cdef object be
+    cdef dict kernels
+    cdef object make_view  # (shape, dtype, buffer, byte offset, byte strides or None) -> array
+    cdef object invoke     # None: kernels are called as they are; else invoke(kernel, out, ins, f, i)
+
+    def __init__(self, be):
+        self.be = be
+        self.kernels = be.kernels
+        self.make_view = be.make_view
+        self.invoke = be.invoke
+
+cdef tuple _int_tuple(int n, const int64_t *v, int64_t scale):
+    """(v[0] * scale, ..., v[n-1] * scale), built in place."""
+    cdef tuple r = PyTuple_New(n)
+    cdef int i
+    cdef object x  # an object: SET_ITEM steals the reference taken here
+    for i in range(n):
+        x = v[i] * scale
+        Py_INCREF(x)
+        PyTuple_SET_ITEM(r, i, x)
+    return r
+
+cdef object _device_view(_DeviceDispatch dv, cg_tensor *t):
     if cg_tensor_is_sparse(t):  # its header's storage is empty: kernels take its parts
         raise TypeError("a row-sparse tensor reached a device kernel; device kernels take dense "
                         "tensors (pass its indices() and values(), or to_dense() it)")
@@ -35,13 +64,19 @@ cdef object _device_view(object be, cg_tensor *t):
     cdef const int64_t *st = cg_tensor_strides(t)
     cdef int code = cg_tensor_dtype(t)
     cdef int64_t isz = cg_dtype_size(<cg_dtype>code)
-    return be.view(<object>cg_tensor_device_handle(t), code,
-                   tuple([sh[i] for i in range(n)]), tuple([st[i] * isz for i in range(n)]),
-                   cg_tensor_offset(t) * isz)
+    cdef int64_t row = 1
+    for i in range(n - 1, -1, -1):  # row-major with no empty dim: the constructor's default strides
+        if st[i] != row or sh[i] == 0:
+            row = -1
+            break
+        row *= sh[i]
+    strides = None if row >= 0 else _int_tuple(n, st, isz)
+    return dv.make_view(_int_tuple(n, sh, 1), _CODE_TO_NP[code], <object>cg_tensor_device_handle(t),
+                        cg_tensor_offset(t) * isz, strides)
 
 cdef cg_status _be_alloc(void *ctx, size_t nbytes, int zero, void **handle) noexcept with gil:
     try:
-        buf = (<object>ctx).alloc(nbytes, bool(zero))
+        buf = (<_DeviceDispatch>ctx).be.alloc(nbytes, bool(zero))
     except MemoryError as e:
         cg_set_error(CG_ERR_NOMEM, f"cannot allocate {nbytes} bytes on the device: {e}".encode())
         return CG_ERR_NOMEM
@@ -53,18 +88,28 @@ cdef cg_status _be_alloc(void *ctx, size_t nbytes, int zero, void **handle) noex
 
 cdef void _be_release(void *ctx, void *handle) noexcept with gil:
     try:
-        (<object>ctx).free(<object>handle)
+        (<_DeviceDispatch>ctx).be.free(<object>handle)
     except BaseException:
         pass  # accounting only; the buffer is released below either way
     Py_DECREF(<object>handle)
 
 cdef cg_status _be_kernel(void *ctx, const char *name, int n_out, int n_tensors, cg_tensor * const *ts,
                           int n_f, const double *f, int n_i, const int64_t *ip) noexcept with gil:
-    be = <object>ctx
+    cdef _DeviceDispatch dv = <_DeviceDispatch>ctx
     cdef int k
     try:
-        arrays = [_device_view(be, ts[k]) for k in range(n_tensors)]
-        be.run(name.decode(), n_out, arrays, [f[k] for k in range(n_f)], [ip[k] for k in range(n_i)])
+        kname = name.decode()
+        kernel = dv.kernels.get(kname)
+        out = [_device_view(dv, ts[k]) for k in range(n_out)]
+        ins = [_device_view(dv, ts[k]) for k in range(n_out, n_tensors)]
+        fs = [f[k] for k in range(n_f)]
+        iv = [ip[k] for k in range(n_i)]
+        if kernel is None:  # run() says that the device lacks it
+            dv.be.run(kname, n_out, out + ins, fs, iv)
+        elif dv.invoke is None:
+            kernel(out, ins, fs, iv)
+        else:
+            dv.invoke(kernel, out, ins, fs, iv)
     except NotImplementedError as e:
         cg_set_error(CG_ERR_UNSUPPORTED, str(e).encode("utf-8", "replace"))
         return CG_ERR_UNSUPPORTED
@@ -81,17 +126,17 @@ cdef object _host_array(void *p, const cg_tensor *t):
     return np.asarray(mv).view(_CODE_TO_NP[code]).reshape(tuple([sh[i] for i in range(n)]))
 
 cdef cg_status _be_to_host(void *ctx, const cg_tensor *t, void *dst) noexcept with gil:
-    be = <object>ctx
+    cdef _DeviceDispatch dv = <_DeviceDispatch>ctx
     try:
-        be.to_host(_device_view(be, <cg_tensor *>t), _host_array(dst, t))
+        dv.be.to_host(_device_view(dv, <cg_tensor *>t), _host_array(dst, t))
     except BaseException as e:
         return _stash_callback_error(e, "copy from the device")
     return CG_OK
 
 cdef cg_status _be_from_host(void *ctx, cg_tensor *t, const void *src) noexcept with gil:
-    be = <object>ctx
+    cdef _DeviceDispatch dv = <_DeviceDispatch>ctx
     try:
-        be.from_host(_device_view(be, t), _host_array(<void *>src, t))
+        dv.be.from_host(_device_view(dv, t), _host_array(<void *>src, t))
     except BaseException as e:
         return _stash_callback_error(e, "copy to the device")
     return CG_OK
@@ -105,8 +150,10 @@ def _register_device(str name, object backend):
     _backend_vtable.to_host = _be_to_host
     _backend_vtable.from_host = _be_from_host
     bname = name.encode()
-    _check(cg_backend_register(bname, &_backend_vtable, <void *>backend, &dev))
-    _device_backends[dev] = backend  # the C registry borrows it
+    dispatch = _DeviceDispatch(backend)
+    _check(cg_backend_register(bname, &_backend_vtable, <void *>dispatch, &dev))
+    _device_backends[dev] = backend
+    _device_dispatch[dev] = dispatch  # the C registry borrows it
     return dev
 
 cdef int _device_id(object device) except -1:
@@ -166,4 +213,4 @@ cdef object _device_backend(cg_tensor *t):
 
 cdef object _device_array(Tensor x):
     """The backend array viewing a device tensor (no copy)."""
-    return _device_view(_device_backend(x.c), x.c)
+    return _device_view(_device_dispatch[cg_tensor_device(x.c)], x.c)

@@ -62,15 +62,6 @@ def sparse_coo_tensor(indices, values, size=None, dtype=None, requires_grad=Fals
     return _wrap(r)
 
 
-def _sparse_to_device(Tensor t, object device, object dtype):
-    """t's parts moved to device (and its values cast to dtype): a new
-    row-sparse tensor there, as PyTorch's sparse.to("cuda"). Sparse tensors
-    carry no autograd history (they cannot require grad), so nothing is
-    recorded; a row-sparse gradient moves with its parameter this way."""
-    cdef Tensor vals = t.values().to(device)
-    return sparse_coo_tensor(t.indices().to(device), vals if dtype is None else vals.to(dtype), t.shape)
-
-
 def _rebuild_sparse(indices, values, size, device="cpu"):
     """Unpickles a row-sparse tensor: host parts put on the device it was saved from."""
     cdef Tensor t = sparse_coo_tensor(indices, values, size)

@@ -227,7 +227,8 @@ CG_API cg_status cg_from_handle(int device, cg_dtype dtype, int ndim, const int6
                                 const int64_t *strides, int64_t offset, void *handle,
                                 size_t nbytes, cg_tensor **out);
 /* Copy of t on device (differentiable: the gradient is copied back to t's
- * device). A new reference to t itself when it is already there. */
+ * device, a row-sparse one row-sparse). A new reference to t itself when it
+ * is already there. A row-sparse t moves as its two parts. */
 CG_API cg_status cg_to_device(cg_tensor *t, int device, cg_tensor **out);
 
 /* ------------------------------------------------------------- autograd */
@@ -619,7 +620,8 @@ CG_API cg_status cg_embedding(cg_tensor *weight, cg_tensor *indices, cg_tensor *
 CG_API cg_layout cg_tensor_layout(const cg_tensor *t); /* CG_STRIDED for NULL */
 CG_API int cg_tensor_is_sparse(const cg_tensor *t);
 /* New row-sparse tensor of shape (num_rows, *values.shape[1:]). indices:
- * int64 1-D (nnz,) with entries in [0, num_rows); values: float32/float64,
+ * int64 1-D (nnz,) with entries in [0, num_rows); values: float32/float64
+ * (or float16: on the host a storage type, as for dense tensors),
  * ndim >= 1, values.shape[0] == nnz, not requiring grad. Both borrowed: the
  * result holds a reference to each (a contiguous copy when not contiguous),
  * so it shares their memory as PyTorch's sparse_coo_tensor does. */

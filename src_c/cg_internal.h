@@ -140,6 +140,8 @@ typedef cg_status (*cg_backward_impl)(cg_node *node, cg_tensor *const *grad_outp
 typedef struct cg_op {
     const char *name;
     cg_backward_impl backward;
+    int sparse_grads; /* backward takes row-sparse output gradients as they are
+                         (the engine densifies them for every other op) */
 } cg_op;
 
 typedef struct cg_out_meta {

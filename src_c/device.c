@@ -270,14 +270,28 @@ cg_status cg__device_copy(cg_tensor *dst, const cg_tensor *src) {
 }
 
 /* ------------------------------------------------------------ to_device */
+/* A row-sparse gradient moves back row-sparse (its parts moved), as a
+ * weight gets it when nothing moves it. */
 static cg_status to_device_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
     return cg_to_device(gout[0], (int)node->iparam[0], &gin[0]);
 }
-static const cg_op OP_TO_DEVICE = {"to_device", to_device_backward};
+static const cg_op OP_TO_DEVICE = {"to_device", to_device_backward, 1};
+
+/* A row-sparse tensor's parts moved to device (no history: sparse tensors
+ * never require grad). */
+static cg_status sparse_to_device(cg_tensor *t, int device, cg_tensor **out) {
+    cg_tensor *ni = NULL, *nv = NULL;
+    cg_status st = cg_to_device(t->sp_indices, device, &ni);
+    if (!st) st = cg_to_device(t->sp_values, device, &nv);
+    if (!st) st = cg__sparse_make(ni, nv, t->shape[0], t->sp_coalesced, out);
+    cg_tensor_free(ni);
+    cg_tensor_free(nv);
+    return st;
+}
 
 cg_status cg_to_device(cg_tensor *t, int device, cg_tensor **out) {
     CG_CHECK_OUT(out);
-    CG_CHECK_TA(t);
+    CG_CHECK_TSD(t);
     if (device != CG_DEVICE_CPU && !slot_of(device))
         return cg__err(CG_ERR_VALUE, "cg_to_device: no device with id %d is registered", device);
     if (cg__dev(t) == device) {
@@ -285,6 +299,7 @@ cg_status cg_to_device(cg_tensor *t, int device, cg_tensor **out) {
         *out = t;
         return CG_OK;
     }
+    if (t->layout) return sparse_to_device(t, device, out);
     cg_tensor *r;
     CG_TRY(cg__new_on(device, t->dtype, t->ndim, t->shape, 0, &r));
     cg_status st = cg__copy_elems(r, t);

@@ -90,13 +90,13 @@ cg_status cg__sparse_make(cg_tensor *indices, cg_tensor *values, int64_t num_row
 cg_status cg_sparse_rows(cg_tensor *indices, cg_tensor *values, int64_t num_rows, cg_tensor **out) {
     CG_CHECK_OUT(out);
     CG_CHECK_TD(indices);
-    CG_CHECK_TD(values);
+    CG_CHECK_TA(values); /* only copied here */
     char b[CG_SHAPE_STR_LEN];
     if (indices->dtype != CG_INT64 || indices->ndim != 1)
         return cg__err(CG_ERR_VALUE, "cg_sparse_rows: indices must be int64 of shape (nnz,), got %s of shape %s",
                        cg_dtype_name(indices->dtype), cg__shape_str(indices->ndim, indices->shape, b, sizeof b));
-    if (values->dtype != CG_FLOAT32 && values->dtype != CG_FLOAT64)
-        return cg__err(CG_ERR_DTYPE, "cg_sparse_rows: values must be float32 or float64, got %s",
+    if (!cg__is_float(values->dtype)) /* float16: storage on the host, as dense float16 */
+        return cg__err(CG_ERR_DTYPE, "cg_sparse_rows: values must be float16, float32 or float64, got %s",
                        cg_dtype_name(values->dtype));
     if (values->ndim < 1 || values->shape[0] != indices->shape[0])
         return cg__err(CG_ERR_SHAPE, "cg_sparse_rows: values of shape %s do not match %lld indices",
@@ -205,6 +205,7 @@ static cg_status coalesce_parts_device(cg_tensor *t, cg_tensor **idx_out, cg_ten
  * order they appear (a stable sort), so the sums equal index_add's. */
 static cg_status coalesce_parts(cg_tensor *t, cg_tensor **idx_out, cg_tensor **val_out) {
     if (cg__dev(t)) return coalesce_parts_device(t, idx_out, val_out);
+    if (t->dtype == CG_FLOAT16) return cg__half_refused("cg_sparse_coalesce", "t");
     const cg_tensor *iv = t->sp_indices, *vv = t->sp_values;
     int64_t nnz = iv->numel, R = row_size(vv->ndim, vv->shape);
     size_t esz = cg_dtype_size(vv->dtype);
@@ -298,6 +299,7 @@ cg_status cg__sparse_add_into(cg_tensor *dense, const cg_tensor *sp) {
         ++dense->storage->version;
         return CG_OK;
     }
+    if (vv->dtype == CG_FLOAT16) return cg__half_refused("sparse add (to_dense, dense + sparse)", "values");
     size_t rb = (size_t)R * cg_dtype_size(vv->dtype);
     const int64_t *ip = (const int64_t *)cg__ptr(iv);
     char *d = (char *)cg__ptr(dense);

@@ -922,9 +922,11 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
             gin[i] = NULL;
             if (!g) continue;
             cg_edge *e = &n->next[i];
-            if (!st && n->needs_grad[i] && e->node && g->layout) {
-                /* Only leaves keep row-sparse gradients; the ops of a
-                 * non-leaf's backward take dense ones. */
+            if (!st && n->needs_grad[i] && e->node && g->layout &&
+                (e->node->override || !e->node->op || !e->node->op->sparse_grads)) {
+                /* Only leaves and the ops that say so (a device move) keep
+                 * row-sparse gradients; the other ops' backwards, and
+                 * overrides, take dense ones. */
                 cg_tensor *d = NULL;
                 st = cg_sparse_to_dense(g, &d);
                 cg_tensor_free(g);

@@ -28,8 +28,26 @@ from cgrad.backends.xp_optim import OptimKernels
 from cgrad.backends.xp_reduce import ReduceKernels
 from cgrad.backends.xp_sparse import SparseKernels
 
-_NP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_),
-              np.dtype(np.float16))
+
+
+def _call(kernel, out, ins, f, i):
+    kernel(out, ins, f, i)
+
+
+# The reference device's kernel calls: NaN / inf results are part of the
+# kernels' contracts, as in C, so NumPy's floating-point warnings are off.
+# The decorator form costs half of a `with np.errstate(...)` block per call.
+_call_quietly = np.errstate(all="ignore")(_call)
+
+
+def _cupy_view(cupy):
+    """make_view for CuPy: cupy.ndarray takes a memory pointer, not a buffer
+    and an offset."""
+    ndarray = cupy.ndarray
+
+    def make_view(shape, dtype, buf, offset, strides):
+        return ndarray(shape, dtype, buf.data + offset if offset else buf.data, strides)
+    return make_view
 
 
 class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels, SparseKernels):
@@ -48,6 +66,14 @@ class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels, S
         self.allocated = 0       # bytes held by live buffers
         self.peak = 0
         self.n_allocs = 0
+        # What the C core's kernel calls use (cgrad/_device.pxi reads them
+        # once): make_view(shape, dtype, buffer, byte offset, byte strides or
+        # None for row-major) is a strided view of a buffer (NumPy's ndarray
+        # constructor itself takes exactly these); invoke(kernel, out, ins,
+        # f, i) runs a kernel, None: call it as it is.
+        self.make_view = _cupy_view(xp) if is_gpu else np.ndarray
+        self.invoke = None if is_gpu else _call_quietly
+        self._new_buffer = (xp.empty, xp.zeros)
         self.kernels = {}
         for attr in dir(self):
             if attr.startswith("k_"):
@@ -59,8 +85,7 @@ class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels, S
 
     # ----------------------------------------------------------- buffers
     def alloc(self, nbytes, zero):
-        xp = self.xp
-        buf = xp.zeros(nbytes, dtype=xp.uint8) if zero else xp.empty(nbytes, dtype=xp.uint8)
+        buf = self._new_buffer[zero](nbytes, np.uint8)
         self.track(buf)
         self.n_allocs += 1
         return buf
@@ -88,12 +113,6 @@ class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels, S
         else:
             self.allocated -= buf.nbytes
 
-    def view(self, buf, code, shape, bstrides, boffset):
-        """The strided array of dtype code over buf (strides and offset in bytes)."""
-        if self.is_gpu:
-            return self.xp.ndarray(shape, dtype=_NP_DTYPES[code], memptr=buf.data + boffset, strides=bstrides)
-        return np.ndarray(shape, dtype=_NP_DTYPES[code], buffer=buf, offset=boffset, strides=bstrides)
-
     def wrap(self, arr):
         """(buffer, strides in elements) viewing arr at offset 0 without a
         copy when arr is C- or F-contiguous; any other layout is copied to a
@@ -119,14 +138,12 @@ class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels, S
 
     # ----------------------------------------------------------- dispatch
     def run(self, name, n_out, arrays, f, i):
+        """Runs kernel `name` on arrays (the n_out outputs first). The C
+        core's calls take the same path without this frame (_device.pxi)."""
         k = self.kernels.get(name)
         if k is None:
             raise NotImplementedError(f"'{name}' is not supported on device '{self.name}'")
-        if self.is_gpu:
-            k(arrays[:n_out], arrays[n_out:], f, i)
-        else:  # NaN / inf results are part of the kernels' contracts, as in C
-            with np.errstate(all="ignore"):
-                k(arrays[:n_out], arrays[n_out:], f, i)
+        (self.invoke or _call)(k, arrays[:n_out], arrays[n_out:], f, i)
 
     # ---------------------------------------------------------- interop
     def is_native(self, obj):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import cgrad
+import cgrad.nn.functional as F
 from cgrad import nn, optim
 from cgrad.serialization import load, save
 from device_util import host
@@ -258,6 +259,111 @@ def test_module_to_moves_and_casts_row_sparse_buffers():
     assert_same_sparse(sp.to(F32), m.sp, "cuda")
     m.to("cpu", F64)
     assert_same_sparse(sp.to(F32).to(F64), m.sp, "cpu")
+
+
+# ------------------------------------------- a sparse gradient through a device move
+def embedding_weight(device):
+    return cgrad.tensor(np.arange(10.0).reshape(5, 2) - 4.5, device=device, requires_grad=True)
+
+
+@pytest.mark.parametrize("src, dst", [("cpu", "cuda"), ("cuda", "cpu")])
+def test_a_row_sparse_gradient_stays_row_sparse_through_a_device_move(src, dst):
+    """w.to(dst) inside the graph: the embedding's row-sparse gradient goes
+    back to w's device row-sparse, as w gets it when there is no move (the
+    same graph on one device), not densified. (PyTorch's ToCopyBackward
+    refuses a sparse gradient: 'to(options) doesn't support converting to a
+    different layout'.)"""
+    idx = [[1, 3], [1, 0]]
+    ref = embedding_weight("cpu")
+    F.embedding(cgrad.tensor(idx), ref, sparse=True).pow(2).sum().backward()
+    w = embedding_weight(src)
+    F.embedding(cgrad.tensor(idx, device=dst), w.to(dst), sparse=True).pow(2).sum().backward()
+    assert_same_sparse(ref.grad, w.grad, src)
+
+
+@pytest.mark.parametrize("src, dst", [("cpu", "cuda"), ("cuda", "cpu")])
+def test_gradients_meeting_after_a_device_move_accumulate_as_on_one_device(src, dst):
+    """Two sparse gradients of one moved weight concatenate (row-sparse, as
+    on a leaf); a dense one joining makes the sum dense, as on one device."""
+    i1, i2 = [[1, 3]], [[3, 4, 4]]
+    ref = embedding_weight("cpu")
+    (F.embedding(cgrad.tensor(i1), ref, sparse=True).sum()
+     + F.embedding(cgrad.tensor(i2), ref, sparse=True).pow(2).sum()).backward()
+    w = embedding_weight(src)
+    wd = w.to(dst)
+    (F.embedding(cgrad.tensor(i1, device=dst), wd, sparse=True).sum()
+     + F.embedding(cgrad.tensor(i2, device=dst), wd, sparse=True).pow(2).sum()).backward()
+    assert_same_sparse(ref.grad, w.grad, src)
+
+    ref = embedding_weight("cpu")
+    ((ref * 2.0).sum() + F.embedding(cgrad.tensor(i1), ref, sparse=True).sum()).backward()
+    w = embedding_weight(src)
+    wd = w.to(dst)
+    ((wd * 2.0).sum() + F.embedding(cgrad.tensor(i1, device=dst), wd, sparse=True).sum()).backward()
+    assert not ref.grad.is_sparse and not w.grad.is_sparse and on_cuda(w.grad) == (src == "cuda")
+    np.testing.assert_array_equal(host(w.grad), host(ref.grad))
+
+
+# ------------------------------------------- Module.half() with row-sparse gradients
+def sparse_model(device):
+    """An Embedding(sparse=True) under a Linear, after one backward: a
+    row-sparse gradient (uncoalesced: index 1 twice) and dense ones."""
+    cgrad.manual_seed(3)
+    m = nn.Sequential(nn.Embedding(5, 3, sparse=True), nn.Linear(3, 1)).to(device)
+    m(cgrad.tensor([[1, 3, 1]], device=device)).pow(2).sum().backward()
+    return m
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("convert", ["half", "to", "double"])
+def test_module_half_casts_row_sparse_gradients_as_dense_ones(device, convert):
+    """The parameters and their gradients are cast, a row-sparse gradient as
+    its values (PyTorch's Module.half()), on either device."""
+    m = sparse_model(device)
+    before = {n: p.grad for n, p in m.named_parameters()}
+    dtype = F64 if convert == "double" else cgrad.float16
+    if convert == "half":
+        m.half()
+    else:
+        m.to(dtype)
+    for name, p in m.named_parameters():
+        g0 = before[name]
+        assert p.dtype == dtype and p.grad.dtype == dtype and p.grad.is_sparse == g0.is_sparse, name
+        assert on_cuda(p.grad) == (device == "cuda"), name
+        np_dtype = np.float64 if dtype is F64 else np.float16
+        if g0.is_sparse:  # the parts stay where they were; no rows are merged
+            g = p.grad
+            assert all(on_cuda(t) == (device == "cuda") for t in (g.indices(), g.values())), name
+            assert g.shape == g0.shape and g._nnz() == g0._nnz() == 3 and not g.is_coalesced()
+            np.testing.assert_array_equal(host(g.indices()), host(g0.indices()))
+            np.testing.assert_array_equal(host(g.values()), host(g0.values()).astype(np_dtype))
+        else:
+            np.testing.assert_array_equal(host(p.grad), host(g0).astype(np_dtype))
+    m.float()
+    g = m[0].weight.grad
+    assert g.is_sparse and g.dtype == F32
+    np.testing.assert_array_equal(host(g.values()),
+                                  host(before["0.weight"].values()).astype(np.dtype(np_dtype)).astype(np.float32))
+
+
+def test_float16_row_sparse_tensors_are_storage_on_the_cpu_and_compute_on_the_device():
+    """As dense float16: on the cpu a float16 row-sparse tensor is built,
+    moved, cast and copied, and what would add its rows (coalesce, to_dense)
+    is refused naming float16; on the device it computes."""
+    vals = np.arange(12.0).reshape(4, 3) - 5.5
+    idx, size = UNCOALESCED[0], UNCOALESCED[2]
+    h = sparse("cpu", idx, vals, size).to(cgrad.float16)
+    assert h.is_sparse and h.dtype == cgrad.float16 and not h.is_coalesced()
+    for op in (h.coalesce, h.to_dense):
+        with pytest.raises(TypeError, match="float16"):
+            op()
+    d = h.to("cuda")
+    want = sparse("cpu", idx, vals.astype(np.float16).astype(np.float64), size)
+    np.testing.assert_array_equal(host(d.to_dense()), host(want.to_dense()).astype(np.float16))
+    np.testing.assert_array_equal(host(d.coalesce().values()), host(want.coalesce().values()).astype(np.float16))
+    back = pickle.loads(pickle.dumps(h))
+    assert back.dtype == cgrad.float16
+    np.testing.assert_array_equal(host(back.values()), host(h.values()))
 
 
 # ------------------------------------------------------------ saving
