@@ -223,7 +223,9 @@ bench: $(VENV)/.installed cgrad/.built build/bench/bench_c_custom
 	$(VPY) bench/bench_train.py
 
 # Training and the fused Adam step on "cuda" against PyTorch on the same GPU
-# and the bandwidth bound. Without a GPU: make bench-gpu CGRAD_CUDA_REFERENCE=1
-# BENCH_GPU_ARGS=--quick runs it on the NumPy reference device.
+# and the bandwidth bound, then the host overhead per device op. Without a
+# GPU: make bench-gpu CGRAD_CUDA_REFERENCE=1 BENCH_GPU_ARGS=--quick runs both
+# on the NumPy reference device.
 bench-gpu: $(VENV)/.installed cgrad/.built
 	$(VPY) bench/bench_gpu.py $(BENCH_GPU_ARGS)
+	CGRAD_CUDA_REFERENCE=$${CGRAD_CUDA_REFERENCE:-0} $(VPY) bench/bench_device_overhead.py $(BENCH_GPU_ARGS)

@@ -140,8 +140,6 @@ typedef cg_status (*cg_backward_impl)(cg_node *node, cg_tensor *const *grad_outp
 typedef struct cg_op {
     const char *name;
     cg_backward_impl backward;
-    int sparse_grads; /* backward takes row-sparse output gradients as they are
-                         (the engine densifies them for every other op) */
 } cg_op;
 
 typedef struct cg_out_meta {
@@ -289,6 +287,9 @@ CG_INTERNAL cg_status cg__device_to_host(const cg_tensor *t, void *dst);
 CG_INTERNAL cg_status cg__device_from_host(cg_tensor *t, const void *src);
 /* cg__copy_elems when either side is on a device. */
 CG_INTERNAL cg_status cg__device_copy(cg_tensor *dst, const cg_tensor *src);
+/* Whether op's backward takes row-sparse output gradients as they are (a
+ * device move: device.c); the engine densifies them for every other op. */
+CG_INTERNAL int cg__op_takes_sparse_grads(const cg_op *op);
 
 /* ------------------------------------------------------------ tensors */
 /* Floating dtypes (differentiable). float16 computes only on devices: host

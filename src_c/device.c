@@ -275,7 +275,9 @@ cg_status cg__device_copy(cg_tensor *dst, const cg_tensor *src) {
 static cg_status to_device_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
     return cg_to_device(gout[0], (int)node->iparam[0], &gin[0]);
 }
-static const cg_op OP_TO_DEVICE = {"to_device", to_device_backward, 1};
+static const cg_op OP_TO_DEVICE = {"to_device", to_device_backward};
+
+int cg__op_takes_sparse_grads(const cg_op *op) { return op == &OP_TO_DEVICE; }
 
 /* A row-sparse tensor's parts moved to device (no history: sparse tensors
  * never require grad). */

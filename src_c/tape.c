@@ -923,7 +923,7 @@ static cg_status run_engine(int n_roots, cg_tensor *const *roots, cg_tensor *con
             if (!g) continue;
             cg_edge *e = &n->next[i];
             if (!st && n->needs_grad[i] && e->node && g->layout &&
-                (e->node->override || !e->node->op || !e->node->op->sparse_grads)) {
+                (e->node->override || !e->node->op || !cg__op_takes_sparse_grads(e->node->op))) {
                 /* Only leaves and the ops that say so (a device move) keep
                  * row-sparse gradients; the other ops' backwards, and
                  * overrides, take dense ones. */

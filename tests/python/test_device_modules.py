@@ -624,3 +624,19 @@ def test_bench_gpu_runs_end_to_end_on_the_reference_device():
     assert "| MLP 784-512-256-10, batch 128, Adam step |" in out
     assert "| small CNN (2 conv + linear), batch 32, 28x28, Adam step |" in out
     assert "| cgrad Adam on cuda (fused kernel) |" in out
+
+
+def test_bench_device_overhead_runs_on_the_reference_device():
+    """bench/bench_device_overhead.py --quick: every op's row, with the kernel
+    calls it recorded (a benchmark, so only that it runs and reports)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), CGRAD_CUDA_REFERENCE="1")
+    proc = subprocess.run([sys.executable, os.path.join(root, "bench", "bench_device_overhead.py"),
+                           "--quick"], env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "reference device" in out
+    for row in ("| add 64x64 | 1 |", "| matmul 64x64 | 1 |", "| Adam step, 1k param | 1 |",
+                "| MLP step (bench_gpu: 784-512-256-10, batch 128) |"):
+        assert row in out, out
+    assert "- Adam step, 1k param: adam_update_" in out
