@@ -301,8 +301,9 @@ static inline int cg__is_float(cg_dtype d) {
 /* A floating tensor whose data this call can compute on: float32/float64
  * anywhere, float16 only on a device (host float16 is storage only). */
 static inline int cg__float_here(const cg_tensor *t) {
+    const cg_tensor *v = t->layout ? t->sp_values : t; /* a row-sparse one: its values */
     return t->dtype == CG_FLOAT32 || t->dtype == CG_FLOAT64 ||
-           (t->dtype == CG_FLOAT16 && !t->layout && t->storage && t->storage->device);
+           (t->dtype == CG_FLOAT16 && v && v->storage && v->storage->device);
 }
 
 /* IEEE binary16 <-> double, exact both ways where representable, and

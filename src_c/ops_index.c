@@ -812,8 +812,8 @@ cg_status cg_embedding_sparse(cg_tensor *weight, cg_tensor *indices, int64_t pad
     if (weight->ndim == 2 && padding_idx >= weight->shape[0])
         return cg__err(CG_ERR_INDEX, "cg_embedding_sparse: padding_idx %lld is out of range for %lld embeddings",
                        (long long)padding_idx, (long long)weight->shape[0]);
-    if (weight->dtype != CG_FLOAT32 && weight->dtype != CG_FLOAT64) /* the row-sparse gradient's dtypes */
-        return cg__err(CG_ERR_DTYPE, "cg_embedding_sparse: weight must be float32 or float64 (got %s)",
-                       cg_dtype_name(weight->dtype));
+    if (!cg__is_float(weight->dtype)) /* the row-sparse gradient's dtypes (float16: on a device) */
+        return cg__err(CG_ERR_DTYPE, "cg_embedding_sparse: weight must be float16 (on a device), "
+                                     "float32 or float64 (got %s)", cg_dtype_name(weight->dtype));
     return embedding_impl(weight, indices, 1, padding_idx < 0 ? -1 : padding_idx, out);
 }

@@ -196,9 +196,40 @@ def test_sparse_embedding_errors_on_the_device():
             F.embedding(cgrad.tensor([1, 5], device=d), w, sparse=True)
         msgs.append(str(e.value))
     assert msgs[0] == msgs[1] and "index 5 is out of range for 5 embeddings" in msgs[0]
-    with pytest.raises(TypeError, match="float32 or float64|float16"):
+    with pytest.raises(TypeError, match="float16"):  # on the host float16 is storage only
+        F.embedding(cgrad.tensor([1]), cgrad.tensor(np.ones((5, 2)), dtype=cgrad.float16),
+                    sparse=True)
+    with pytest.raises(TypeError, match="float16.*float32 or float64"):
         F.embedding(cgrad.tensor([1], device="cuda"),
-                    cgrad.tensor(np.ones((5, 2)), dtype=cgrad.float16, device="cuda"), sparse=True)
+                    cgrad.tensor(np.ones((5, 2), dtype=np.int64), device="cuda"), sparse=True)
+
+
+def test_float16_sparse_embedding_on_cuda_trains_as_float32_does():
+    """A float16 weight on the device: the forward, the row-sparse float16
+    gradient, clip_grad_norm_ over it and an SGD momentum step, against the
+    same in float32 (float16 rounding apart)."""
+    w0 = np.random.default_rng(7).standard_normal((10, 4)).astype(np.float16)
+    idx = cgrad.tensor(np.array([[1, 2], [2, 9]]), device="cuda")
+    scale = cgrad.tensor(np.linspace(-2, 2, 16).reshape(2, 2, 4).astype(np.float32), device="cuda")
+    got = {}
+    for dt in (cgrad.float16, F32):
+        w = cgrad.tensor(w0.astype(np.float32), device="cuda").to(dt).detach().requires_grad_(True)
+        out = F.embedding(idx, w, sparse=True)
+        assert out.dtype == dt and out.device == w.device
+        (out.float() * scale).sum().backward()
+        g = w.grad
+        assert g.is_sparse and g.dtype == dt and g.device == w.device
+        dense_g = host(g.to_dense()).astype(np.float64)
+        norm = float(nn.utils.clip_grad_norm_([w], 1.0))
+        optim.SGD([w], lr=0.5, momentum=0.9).step()
+        got[dt] = (host(out).astype(np.float64), dense_g, norm, host(w.detach()).astype(np.float64))
+    (o16, g16, n16, w16), (o32, g32, n32, w32) = got[cgrad.float16], got[F32]
+    np.testing.assert_array_equal(o16, o32)  # rows of float16 values
+    np.testing.assert_allclose(g16, g32, rtol=1e-3, atol=1e-3)
+    assert set(np.nonzero(g16.any(axis=1))[0]) == {1, 2, 9}
+    np.testing.assert_allclose(n16, n32, rtol=1e-3)
+    np.testing.assert_allclose(w16, w32, rtol=2e-3, atol=2e-3)
+    assert not np.array_equal(w16, w0.astype(np.float64))
 
 
 def test_gradcheck_through_the_sparse_embedding_on_cuda():
