@@ -6,9 +6,19 @@ and alert highlights on every step plot.
 The Dashboard is a view: ``set_runs`` gives it models, ``refresh`` redraws
 what changed. It is only ever called on the GUI thread.
 """
-import numpy as np
-import pyqtgraph as pg
-from PyQt6 import QtCore, QtGui, QtWidgets, sip
+import os
+
+# Qt's raster engine hands every fill of 96 or more spans (a tall event line,
+# a chunk of 16 curve segments, a gradient) to its GUI thread pool and waits
+# for it: on a 2-core machine the hand-off costs more than these fills (an
+# alert strip of 100 lines: ~2.4 ms with it, ~0.8 ms without). Qt reads the
+# switch once, when the pool is first asked for, so it is set on import; the
+# fills are the same code run serially (same pixels). A value already set wins.
+os.environ.setdefault("QT_NO_GUI_THREADPOOL", "1")
+
+import numpy as np  # noqa: E402
+import pyqtgraph as pg  # noqa: E402
+from PyQt6 import QtCore, QtGui, QtWidgets, sip  # noqa: E402
 
 from . import downsample as ds
 from .items import (ALERT_RGBA, EVENT_STYLE, GROUP_COLOURS, NONFINITE_RGB, RUN_COLOURS,
