@@ -8,7 +8,7 @@ matter.
 """
 import numpy as np
 import pyqtgraph as pg
-from PyQt6 import QtCore, QtGui
+from PyQt6 import QtCore, QtGui, sip
 
 from . import downsample as ds
 
@@ -43,6 +43,17 @@ def rgb_hex(rgb):
     return "#%02x%02x%02x" % tuple(rgb[:3])
 
 
+def line_array(x0, y0, x1, y1):
+    """The lines (x0, y0)-(x1, y1) as one sip array of QLineF for
+    QPainter.drawLines, filled from NumPy: no Python object per line."""
+    x0 = np.asarray(x0, dtype=np.float64)
+    lines = sip.array(QtCore.QLineF, x0.size)
+    if x0.size:
+        view = np.frombuffer(sip.voidptr(lines, x0.size * 32), np.float64).reshape(x0.size, 4)
+        view[:, 0], view[:, 1], view[:, 2], view[:, 3] = x0, y0, x1, y1
+    return lines
+
+
 def heatmap_lut():
     """256 x 4 uint8 lookup table for the codes of viz.downsample."""
     lut = np.zeros((256, 4), np.uint8)
@@ -68,6 +79,7 @@ class EventLines(pg.GraphicsObject):
         pen.setStyle(style)
         pen.setCosmetic(True)
         self._pen = pen
+        self._lines_key, self._lines = None, None   # the lines last painted
         self.setZValue(5)
         self._set_empty(True)
 
@@ -130,8 +142,11 @@ class EventLines(pg.GraphicsObject):
             bottom, top = top, bottom
         y0 = bottom
         y1 = bottom + (top - bottom) * self._span
+        key = (y0, y1, xs.tobytes())
+        if key != self._lines_key:     # a repaint of the same view draws the same array
+            self._lines_key, self._lines = key, line_array(xs, y0, xs, y1)
         painter.setPen(self._pen)
-        painter.drawLines([QtCore.QLineF(x, y0, x, y1) for x in xs])
+        painter.drawLines(self._lines)
 
 
 class QuietAxis(pg.AxisItem):
@@ -211,6 +226,11 @@ class GridAxis(QuietAxis):
         return out
 
 
+_SCALE_ONLY = (QtGui.QTransform.TransformationType.TxNone,
+               QtGui.QTransform.TransformationType.TxTranslate,
+               QtGui.QTransform.TransformationType.TxScale)
+
+
 class GridLines(pg.GraphicsObject):
     """Paints the grid of a PlotItem's GridAxis items (see GridAxis).
 
@@ -222,6 +242,7 @@ class GridLines(pg.GraphicsObject):
         self._plot = plot
         self._axes = list(axes)
         self._mapped_cache = {}
+        self._drawn = ([], [])     # (the _mapped dicts, [(pen, QLineF array)]) last painted
         for axis in self._axes:
             axis.setZValue(-200)
         self.setZValue(-150)
@@ -230,34 +251,53 @@ class GridLines(pg.GraphicsObject):
         return self._plot.vb.mapRectToItem(self, self._plot.vb.boundingRect())
 
     def _mapped(self, axis):
-        """The axis' grid lines in this item's coordinates, by pen colour;
-        kept while the axis keeps its lines (it makes new ones on a range
-        change) and its place."""
+        """The axis' grid lines in this item's coordinates by pen colour,
+        {rgba: (lightness, pen, (n, 4) x1 y1 x2 y2)}; kept while the axis
+        keeps its lines (it makes new ones on a range change) and its place."""
         to_here, _ = axis.itemTransform(self)
         place = (to_here.m11(), to_here.m22(), to_here.dx(), to_here.dy())
         cached = self._mapped_cache.get(id(axis))
         if cached is not None and cached[0] is axis.grid_specs and cached[1] == place:
             return cached[2]
-        out = {}
+        by_colour = {}
         for pen, p1, p2 in axis.grid_specs:
-            entry = out.setdefault(pen.color().rgba(), (pen.color().lightness(), pen, []))
-            entry[2].append(to_here.map(QtCore.QLineF(p1, p2)))
+            entry = by_colour.setdefault(pen.color().rgba(), (pen.color().lightness(), pen, []))
+            entry[2].append((p1.x(), p1.y(), p2.x(), p2.y()))
+        out = {}
+        for rgba, (light, pen, ends) in by_colour.items():
+            ends = np.array(ends, dtype=np.float64)
+            if to_here.type() in _SCALE_ONLY:
+                # what QTransform.map computes for a scale + translation
+                ends = ends * [place[0], place[1], place[0], place[1]] + \
+                    [place[2], place[3], place[2], place[3]]
+            else:
+                ends = np.array([[m.x1(), m.y1(), m.x2(), m.y2()] for m in
+                                 (to_here.map(QtCore.QLineF(*e)) for e in ends)])
+            out[rgba] = (light, pen, ends)
         self._mapped_cache[id(axis)] = (axis.grid_specs, place, out)
         return out
 
     def paint(self, painter, *args):
-        groups = {}        # pen colour -> (lightness, pen, [QLineF])
+        groups = {}        # pen colour -> (lightness, pen, [(n, 4) line ends])
+        mapped = []
         for axis in self._axes:
             if not axis.isVisible() or not axis.grid_specs:
                 continue
-            for rgba, (light, pen, lines) in self._mapped(axis).items():
-                groups.setdefault(rgba, (light, pen, []))[2].extend(lines)
+            lines = self._mapped(axis)
+            mapped.append(lines)
+            for rgba, (light, pen, ends) in lines.items():
+                groups.setdefault(rgba, (light, pen, []))[2].append(ends)
         if not groups:
             return
+        # the same lines as the last paint: draw the same arrays
+        if len(mapped) != len(self._drawn[0]) or any(a is not b for a, b in zip(mapped, self._drawn[0])):
+            # lightest first: where lines cross, the darker one stays on top
+            order = sorted(groups.values(), key=lambda g: -g[0])
+            self._drawn = (mapped, [(pen, line_array(*np.concatenate(ends).T))
+                                    for _, pen, ends in order])
         painter.setRenderHint(painter.RenderHint.Antialiasing, False)
         painter.setClipRect(self.boundingRect())
-        # lightest first: where lines cross, the darker one stays on top
-        for _, pen, lines in sorted(groups.values(), key=lambda g: -g[0]):
+        for pen, lines in self._drawn[1]:
             painter.setPen(pen)
             painter.drawLines(lines)
 
