@@ -10,6 +10,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtCore, QtGui, sip
 
+from . import axis_specs
 from . import downsample as ds
 
 # Heatmap colours: viridis for the finite decades; zero and non-finite get
@@ -150,13 +151,17 @@ class EventLines(pg.GraphicsObject):
 
 
 class QuietAxis(pg.AxisItem):
-    """An AxisItem that sets its label again only when the label changes and
-    shares its ticks with axes of the same range and length.
+    """An AxisItem that sets its label again only when the label changes,
+    shares its ticks with axes of the same range and length, and makes its
+    draw specs (viz.axis_specs, faster than pyqtgraph's) only when what they
+    are made from changed.
 
     With auto SI prefixes on, every range change (each live frame, pan and
     zoom step, on every linked plot) re-sets the label's rich text and
     re-measures the axis although the text is the same; only the tick
-    picture has to be made again then."""
+    picture has to be made again then. A new label text (the bars' step)
+    or a repaint asks for the picture again with the same range and size:
+    the specs of the last picture are those."""
 
     # ticks by everything AxisItem.tickValues reads: the four x-linked step
     # axes ask for the same ticks after every range change
@@ -172,6 +177,38 @@ class QuietAxis(pg.AxisItem):
                 QuietAxis._ticks_memo.clear()
             QuietAxis._ticks_memo[key] = ticks
         return [(spacing, list(values)) for spacing, values in ticks]
+
+    _specs_memo = (None, None)     # (key, specs) of the last generateDrawSpecs
+
+    def _specs_key(self, p):
+        """Everything draw_specs reads, or None without a device mapping."""
+        vt = self.deviceTransform_() if hasattr(self, "deviceTransform_") else self.deviceTransform()
+        if vt is None:
+            return None
+        view = self.linkedView()
+        linked = None if view is None or self.grid is False else \
+            view.mapRectToItem(self, view.boundingRect()).getRect()
+        pen, tick_pen = self.pen(), self.tickPen()
+        levels = None if self._tickLevels is None else \
+            tuple(tuple(level) for level in self._tickLevels)
+        return (tuple(self.range), self.geometry().getRect(), linked,
+                self.boundingRect().getRect(),
+                (vt.m11(), vt.m12(), vt.m21(), vt.m22(), vt.dx(), vt.dy()),
+                self.grid, self.scale, self.autoSIPrefixScale, self.logMode,
+                self._tickDensity, repr(self._tickSpacing), levels, repr(sorted(self.style.items())),
+                p.font().key(), (pen.color().rgba(), pen.widthF(), pen.style()),
+                (tick_pen.color().rgba(), tick_pen.widthF(), tick_pen.style(),
+                 tick_pen.brush().style()))
+
+    def generateDrawSpecs(self, p):
+        if self.style["tickFont"] is not None:
+            p.setFont(self.style["tickFont"])
+        key = self._specs_key(p)
+        if key is not None and key == self._specs_memo[0]:
+            return self._specs_memo[1]
+        specs = axis_specs.draw_specs(self, p)
+        self._specs_memo = (key, specs)
+        return specs
 
     def _updateLabel(self):
         html = self.labelString()
@@ -201,9 +238,21 @@ class GridAxis(QuietAxis):
         self._opaque_pens = {}
         self.grid_specs = []     # [(opaque pen, p1, p2)] in this axis' coordinates
 
+    # (base specs, background, what this returned for them, its grid_specs)
+    _grid_memo = (None, None, None, None)
+
     def generateDrawSpecs(self, p):
         specs = super().generateDrawSpecs(p)
         bg = pg.mkColor(pg.getConfigOption("background"))
+        memo = self._grid_memo
+        if specs is not None and specs is memo[0] and bg.rgba() == memo[1]:
+            self.grid_specs = memo[3]     # the same list: GridLines keeps its mapped lines
+            return memo[2]
+        out = self._grid_specs(specs, bg)
+        self._grid_memo = (specs, bg.rgba(), out, self.grid_specs)
+        return out
+
+    def _grid_specs(self, specs, bg):
         if specs is None or self.grid is False or bg.alpha() < 255:
             self.grid_specs = []
             return specs
