@@ -441,10 +441,22 @@ class Dashboard(QtWidgets.QWidget):
                    subset=lambda: (m.steps[rows], m.grad_norm[rows]))
 
     def _draw_lines(self, n):
+        self._clip_curves_to_view()
         grid = self._line_grid(n)
         self._draw_loss(n, grid)
         self._draw_lr(n, grid)
         self._draw_grad(n, grid)
+
+    def _clip_curves_to_view(self):
+        """pyqtgraph's clip to view on the curves while the view is narrower
+        than the data, off while x autoranges over all of it: a clip then keeps
+        every point anyway (same pixels), but pyqtgraph slices every curve
+        again on each range change, i.e. each live frame, on every plot."""
+        clip = not self.loss_plot.getViewBox().autoRangeEnabled()[0]
+        for p in self.step_plots[:3]:
+            for item in p.listDataItems():
+                if isinstance(item, pg.PlotDataItem) and item.opts["clipToView"] != clip:
+                    item.setClipToView(clip)
 
     def _line_grid(self, n):
         """(x0, x1, bins, stride) the curves are downsampled to: the whole
