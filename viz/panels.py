@@ -451,12 +451,16 @@ class Dashboard(QtWidgets.QWidget):
         """pyqtgraph's clip to view on the curves while the view is narrower
         than the data, off while x autoranges over all of it: a clip then keeps
         every point anyway (same pixels), but pyqtgraph slices every curve
-        again on each range change, i.e. each live frame, on every plot."""
+        again on each range change, i.e. each live frame, on every plot.
+        What lies outside the view is clipped by the ViewBox when painting."""
         clip = not self.loss_plot.getViewBox().autoRangeEnabled()[0]
         for p in self.step_plots[:3]:
             for item in p.listDataItems():
-                if isinstance(item, pg.PlotDataItem) and item.opts["clipToView"] != clip:
-                    item.setClipToView(clip)
+                # the clip markers never: a clip rebuilds their symbols (pyqtgraph's
+                # ScatterPlotItem) and they are at most two a pixel column anyway
+                want = clip and item is not self.grad_clip_markers
+                if isinstance(item, pg.PlotDataItem) and item.opts["clipToView"] != want:
+                    item.setClipToView(want)
 
     def _line_grid(self, n):
         """(x0, x1, bins, stride) the curves are downsampled to: the whole
