@@ -258,7 +258,9 @@ class GridAxis(QuietAxis):
             return specs
         axis_spec, tick_specs, text_specs = specs
         # with the grid on, every tick spec is a grid line across the view
-        self.grid_specs = [(self._opaque(pen, bg), p1, p2) for pen, p1, p2 in tick_specs]
+        opaque = {}      # the ticks of a level share one pen: look each up once
+        self.grid_specs = [(opaque.get(id(pen)) or opaque.setdefault(id(pen), self._opaque(pen, bg)),
+                            p1, p2) for pen, p1, p2 in tick_specs]
         return axis_spec, [], text_specs
 
     def _opaque(self, pen, bg):
