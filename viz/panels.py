@@ -441,11 +441,11 @@ class Dashboard(QtWidgets.QWidget):
                    subset=lambda: (m.steps[rows], m.grad_norm[rows]))
 
     def _draw_lines(self, n):
-        self._clip_curves_to_view()
         grid = self._line_grid(n)
         self._draw_loss(n, grid)
         self._draw_lr(n, grid)
         self._draw_grad(n, grid)
+        self._clip_curves_to_view()     # after: new curves start with the plot's clip
 
     def _clip_curves_to_view(self):
         """pyqtgraph's clip to view on the curves while the view is narrower
