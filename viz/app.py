@@ -284,6 +284,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.alert_list.clear()
         self.event_list.clear()
         self._alert_rows = 0
+        self._alert_ends = []       # end_step of each listed alert, as its text shows it
         self._event_rows = 0
         self.dashboard.show_all()
         self._mark_dirty()
@@ -347,9 +348,14 @@ class MainWindow(QtWidgets.QMainWindow):
     def _refresh_lists(self):
         e = self.primary
         alerts = e.engine.alerts
-        # open stretches (dead layer, non-finite) grow in place: retitle them
+        # open stretches (dead layer, non-finite) grow in place: retitle those
+        # whose end moved (an alert's text is its steps and a fixed message)
+        ends = self._alert_ends
         for i in range(min(self._alert_rows, self.alert_list.count())):
-            self.alert_list.item(i).setText(alerts[i].describe())
+            if alerts[i].end_step != ends[i]:
+                ends[i] = alerts[i].end_step
+                self.alert_list.item(i).setText(alerts[i].describe())
+        ends.extend(a.end_step for a in alerts[len(ends):])
         for a in alerts[self._alert_rows:]:
             item = QtWidgets.QListWidgetItem(a.describe())
             item.setForeground(QtGui.QColor(176, 0, 0))

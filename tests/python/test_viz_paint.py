@@ -98,3 +98,29 @@ def test_curves_are_clipped_to_the_view_only_when_it_is_narrower_than_the_data(d
     assert clipped() == {False}
     assert all(np.array_equal(item.curve.getData()[0], x) for item, x in zip(curves, whole))
     assert d.loss_plot.ctrl.clipToViewCheck.isChecked()   # the menu still says clip to view
+
+
+def test_only_alerts_whose_stretch_grew_are_retitled(qtbot, tmp_path, monkeypatch):
+    from test_viz_app import open_window
+    import viz_fixtures
+    path = tmp_path / "run.cgrun"
+    viz_fixtures.make_run(path, 200, nonfinite={120: 3})
+    win = open_window(qtbot, path)
+    try:
+        alerts = win.primary.engine.alerts
+        texts = lambda: [win.alert_list.item(i).text() for i in range(win.alert_list.count())]  # noqa: E731
+        assert texts() == [a.describe() for a in alerts]
+        calls = []
+        for i in range(win.alert_list.count()):
+            item = win.alert_list.item(i)
+            monkeypatch.setattr(item, "setText", lambda t, i=i, item=item: calls.append(i) or
+                                type(item).setText(item, t))
+        win._refresh_lists()
+        assert calls == []                                  # nothing moved: nothing retitled
+        grown = next(i for i, a in enumerate(alerts) if a.kind == "dead_layer")
+        alerts[grown].end_step += 7                         # the open stretch goes on
+        win._refresh_lists()
+        assert calls == [grown]
+        assert texts() == [a.describe() for a in alerts]
+    finally:
+        win.stop()
