@@ -46,6 +46,34 @@ def status_text(status, error=None):
     return text
 
 
+class SizeCachingDelegate(QtWidgets.QStyledItemDelegate):
+    """The item delegate of the alert and event lists: each item's size hint
+    is kept by its text and the option it was measured with.
+
+    A list view lays out all its items again when the data of any one item
+    changes (Qt's list mode does so on every dataChanged), measuring every
+    word-wrapped text anew; an open alert stretch (dead layer, non-finite)
+    is retitled on every refresh, which made each frame O(alerts) text
+    layouts. The sizes are the ones Qt measures, so the lists look the same."""
+
+    MAX_SIZES = 8192   # texts remembered; a full cache starts again
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._sizes = {}
+
+    def sizeHint(self, option, index):
+        key = (index.data(QtCore.Qt.ItemDataRole.DisplayRole), option.rect.width(),
+               option.rect.height(), option.font.key(), option.features.value,
+               option.decorationSize.width(), option.decorationSize.height())
+        size = self._sizes.get(key)
+        if size is None:
+            if len(self._sizes) >= self.MAX_SIZES:
+                self._sizes.clear()
+            size = self._sizes[key] = super().sizeHint(option, index)
+        return QtCore.QSize(size)
+
+
 class RunEntry:
     """One opened run: its model, alert engine, source and last status."""
 
@@ -141,6 +169,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.alert_list = QtWidgets.QListWidget()
         self.alert_list.itemClicked.connect(self._on_alert_clicked)
         self.alert_list.setWordWrap(True)
+        self.alert_list.setItemDelegate(SizeCachingDelegate(self.alert_list))
         lay.addWidget(self.alert_list, 2)
         lay.addWidget(QtWidgets.QLabel("<b>Events</b>"))
         key = [(label, rgb) for label, rgb, _, _ in EVENT_STYLE.values()]
@@ -154,6 +183,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.event_list = QtWidgets.QListWidget()
         self.event_list.itemClicked.connect(self._on_event_clicked)
         self.event_list.setWordWrap(True)
+        self.event_list.setItemDelegate(SizeCachingDelegate(self.event_list))
         lay.addWidget(self.event_list, 1)
         self.side.setMinimumWidth(200)
         for label in (self.run_title, self.run_state, self.step_info):
@@ -254,6 +284,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.alert_list.clear()
         self.event_list.clear()
         self._alert_rows = 0
+        self._alert_ends = []       # end_step of each listed alert, as its text shows it
         self._event_rows = 0
         self.dashboard.show_all()
         self._mark_dirty()
@@ -317,9 +348,14 @@ class MainWindow(QtWidgets.QMainWindow):
     def _refresh_lists(self):
         e = self.primary
         alerts = e.engine.alerts
-        # open stretches (dead layer, non-finite) grow in place: retitle them
+        # open stretches (dead layer, non-finite) grow in place: retitle those
+        # whose end moved (an alert's text is its steps and a fixed message)
+        ends = self._alert_ends
         for i in range(min(self._alert_rows, self.alert_list.count())):
-            self.alert_list.item(i).setText(alerts[i].describe())
+            if alerts[i].end_step != ends[i]:
+                ends[i] = alerts[i].end_step
+                self.alert_list.item(i).setText(alerts[i].describe())
+        ends.extend(a.end_step for a in alerts[len(ends):])
         for a in alerts[self._alert_rows:]:
             item = QtWidgets.QListWidgetItem(a.describe())
             item.setForeground(QtGui.QColor(176, 0, 0))

@@ -8,8 +8,9 @@ matter.
 """
 import numpy as np
 import pyqtgraph as pg
-from PyQt6 import QtCore, QtGui
+from PyQt6 import QtCore, QtGui, sip
 
+from . import axis_specs
 from . import downsample as ds
 
 # Heatmap colours: viridis for the finite decades; zero and non-finite get
@@ -43,6 +44,17 @@ def rgb_hex(rgb):
     return "#%02x%02x%02x" % tuple(rgb[:3])
 
 
+def line_array(x0, y0, x1, y1):
+    """The lines (x0, y0)-(x1, y1) as one sip array of QLineF for
+    QPainter.drawLines, filled from NumPy: no Python object per line."""
+    x0 = np.asarray(x0, dtype=np.float64)
+    lines = sip.array(QtCore.QLineF, x0.size)
+    if x0.size:
+        view = np.frombuffer(sip.voidptr(lines, x0.size * 32), np.float64).reshape(x0.size, 4)
+        view[:, 0], view[:, 1], view[:, 2], view[:, 3] = x0, y0, x1, y1
+    return lines
+
+
 def heatmap_lut():
     """256 x 4 uint8 lookup table for the codes of viz.downsample."""
     lut = np.zeros((256, 4), np.uint8)
@@ -68,6 +80,7 @@ class EventLines(pg.GraphicsObject):
         pen.setStyle(style)
         pen.setCosmetic(True)
         self._pen = pen
+        self._lines_key, self._lines = None, None   # the lines last painted
         self.setZValue(5)
         self._set_empty(True)
 
@@ -130,18 +143,25 @@ class EventLines(pg.GraphicsObject):
             bottom, top = top, bottom
         y0 = bottom
         y1 = bottom + (top - bottom) * self._span
+        key = (y0, y1, xs.tobytes())
+        if key != self._lines_key:     # a repaint of the same view draws the same array
+            self._lines_key, self._lines = key, line_array(xs, y0, xs, y1)
         painter.setPen(self._pen)
-        painter.drawLines([QtCore.QLineF(x, y0, x, y1) for x in xs])
+        painter.drawLines(self._lines)
 
 
 class QuietAxis(pg.AxisItem):
-    """An AxisItem that sets its label again only when the label changes and
-    shares its ticks with axes of the same range and length.
+    """An AxisItem that sets its label again only when the label changes,
+    shares its ticks with axes of the same range and length, and makes its
+    draw specs (viz.axis_specs, faster than pyqtgraph's) only when what they
+    are made from changed.
 
     With auto SI prefixes on, every range change (each live frame, pan and
     zoom step, on every linked plot) re-sets the label's rich text and
     re-measures the axis although the text is the same; only the tick
-    picture has to be made again then."""
+    picture has to be made again then. A new label text (the bars' step)
+    or a repaint asks for the picture again with the same range and size:
+    the specs of the last picture are those."""
 
     # ticks by everything AxisItem.tickValues reads: the four x-linked step
     # axes ask for the same ticks after every range change
@@ -157,6 +177,38 @@ class QuietAxis(pg.AxisItem):
                 QuietAxis._ticks_memo.clear()
             QuietAxis._ticks_memo[key] = ticks
         return [(spacing, list(values)) for spacing, values in ticks]
+
+    _specs_memo = (None, None)     # (key, specs) of the last generateDrawSpecs
+
+    def _specs_key(self, p):
+        """Everything draw_specs reads, or None without a device mapping."""
+        vt = self.deviceTransform_() if hasattr(self, "deviceTransform_") else self.deviceTransform()
+        if vt is None:
+            return None
+        view = self.linkedView()
+        linked = None if view is None or self.grid is False else \
+            view.mapRectToItem(self, view.boundingRect()).getRect()
+        pen, tick_pen = self.pen(), self.tickPen()
+        levels = None if self._tickLevels is None else \
+            tuple(tuple(level) for level in self._tickLevels)
+        return (tuple(self.range), self.geometry().getRect(), linked,
+                self.boundingRect().getRect(),
+                (vt.m11(), vt.m12(), vt.m21(), vt.m22(), vt.dx(), vt.dy()),
+                self.grid, self.scale, self.autoSIPrefixScale, self.logMode,
+                self._tickDensity, repr(self._tickSpacing), levels, repr(sorted(self.style.items())),
+                p.font().key(), (pen.color().rgba(), pen.widthF(), pen.style()),
+                (tick_pen.color().rgba(), tick_pen.widthF(), tick_pen.style(),
+                 tick_pen.brush().style()))
+
+    def generateDrawSpecs(self, p):
+        if self.style["tickFont"] is not None:
+            p.setFont(self.style["tickFont"])
+        key = self._specs_key(p)
+        if key is not None and key == self._specs_memo[0]:
+            return self._specs_memo[1]
+        specs = axis_specs.draw_specs(self, p)
+        self._specs_memo = (key, specs)
+        return specs
 
     def _updateLabel(self):
         html = self.labelString()
@@ -186,15 +238,29 @@ class GridAxis(QuietAxis):
         self._opaque_pens = {}
         self.grid_specs = []     # [(opaque pen, p1, p2)] in this axis' coordinates
 
+    # (base specs, background, what this returned for them, its grid_specs)
+    _grid_memo = (None, None, None, None)
+
     def generateDrawSpecs(self, p):
         specs = super().generateDrawSpecs(p)
         bg = pg.mkColor(pg.getConfigOption("background"))
+        memo = self._grid_memo
+        if specs is not None and specs is memo[0] and bg.rgba() == memo[1]:
+            self.grid_specs = memo[3]     # the same list: GridLines keeps its mapped lines
+            return memo[2]
+        out = self._grid_specs(specs, bg)
+        self._grid_memo = (specs, bg.rgba(), out, self.grid_specs)
+        return out
+
+    def _grid_specs(self, specs, bg):
         if specs is None or self.grid is False or bg.alpha() < 255:
             self.grid_specs = []
             return specs
         axis_spec, tick_specs, text_specs = specs
         # with the grid on, every tick spec is a grid line across the view
-        self.grid_specs = [(self._opaque(pen, bg), p1, p2) for pen, p1, p2 in tick_specs]
+        opaque = {}      # the ticks of a level share one pen: look each up once
+        self.grid_specs = [(opaque.get(id(pen)) or opaque.setdefault(id(pen), self._opaque(pen, bg)),
+                            p1, p2) for pen, p1, p2 in tick_specs]
         return axis_spec, [], text_specs
 
     def _opaque(self, pen, bg):
@@ -211,6 +277,11 @@ class GridAxis(QuietAxis):
         return out
 
 
+_SCALE_ONLY = (QtGui.QTransform.TransformationType.TxNone,
+               QtGui.QTransform.TransformationType.TxTranslate,
+               QtGui.QTransform.TransformationType.TxScale)
+
+
 class GridLines(pg.GraphicsObject):
     """Paints the grid of a PlotItem's GridAxis items (see GridAxis).
 
@@ -222,6 +293,7 @@ class GridLines(pg.GraphicsObject):
         self._plot = plot
         self._axes = list(axes)
         self._mapped_cache = {}
+        self._drawn = ([], [])     # (the _mapped dicts, [(pen, QLineF array)]) last painted
         for axis in self._axes:
             axis.setZValue(-200)
         self.setZValue(-150)
@@ -230,34 +302,53 @@ class GridLines(pg.GraphicsObject):
         return self._plot.vb.mapRectToItem(self, self._plot.vb.boundingRect())
 
     def _mapped(self, axis):
-        """The axis' grid lines in this item's coordinates, by pen colour;
-        kept while the axis keeps its lines (it makes new ones on a range
-        change) and its place."""
+        """The axis' grid lines in this item's coordinates by pen colour,
+        {rgba: (lightness, pen, (n, 4) x1 y1 x2 y2)}; kept while the axis
+        keeps its lines (it makes new ones on a range change) and its place."""
         to_here, _ = axis.itemTransform(self)
         place = (to_here.m11(), to_here.m22(), to_here.dx(), to_here.dy())
         cached = self._mapped_cache.get(id(axis))
         if cached is not None and cached[0] is axis.grid_specs and cached[1] == place:
             return cached[2]
-        out = {}
+        by_colour = {}
         for pen, p1, p2 in axis.grid_specs:
-            entry = out.setdefault(pen.color().rgba(), (pen.color().lightness(), pen, []))
-            entry[2].append(to_here.map(QtCore.QLineF(p1, p2)))
+            entry = by_colour.setdefault(pen.color().rgba(), (pen.color().lightness(), pen, []))
+            entry[2].append((p1.x(), p1.y(), p2.x(), p2.y()))
+        out = {}
+        for rgba, (light, pen, ends) in by_colour.items():
+            ends = np.array(ends, dtype=np.float64)
+            if to_here.type() in _SCALE_ONLY:
+                # what QTransform.map computes for a scale + translation
+                ends = ends * [place[0], place[1], place[0], place[1]] + \
+                    [place[2], place[3], place[2], place[3]]
+            else:
+                ends = np.array([[m.x1(), m.y1(), m.x2(), m.y2()] for m in
+                                 (to_here.map(QtCore.QLineF(*e)) for e in ends)])
+            out[rgba] = (light, pen, ends)
         self._mapped_cache[id(axis)] = (axis.grid_specs, place, out)
         return out
 
     def paint(self, painter, *args):
-        groups = {}        # pen colour -> (lightness, pen, [QLineF])
+        groups = {}        # pen colour -> (lightness, pen, [(n, 4) line ends])
+        mapped = []
         for axis in self._axes:
             if not axis.isVisible() or not axis.grid_specs:
                 continue
-            for rgba, (light, pen, lines) in self._mapped(axis).items():
-                groups.setdefault(rgba, (light, pen, []))[2].extend(lines)
+            lines = self._mapped(axis)
+            mapped.append(lines)
+            for rgba, (light, pen, ends) in lines.items():
+                groups.setdefault(rgba, (light, pen, []))[2].append(ends)
         if not groups:
             return
+        # the same lines as the last paint: draw the same arrays
+        if len(mapped) != len(self._drawn[0]) or any(a is not b for a, b in zip(mapped, self._drawn[0])):
+            # lightest first: where lines cross, the darker one stays on top
+            order = sorted(groups.values(), key=lambda g: -g[0])
+            self._drawn = (mapped, [(pen, line_array(*np.concatenate(ends).T))
+                                    for _, pen, ends in order])
         painter.setRenderHint(painter.RenderHint.Antialiasing, False)
         painter.setClipRect(self.boundingRect())
-        # lightest first: where lines cross, the darker one stays on top
-        for _, pen, lines in sorted(groups.values(), key=lambda g: -g[0]):
+        for pen, lines in self._drawn[1]:
             painter.setPen(pen)
             painter.drawLines(lines)
 

@@ -6,9 +6,19 @@ and alert highlights on every step plot.
 The Dashboard is a view: ``set_runs`` gives it models, ``refresh`` redraws
 what changed. It is only ever called on the GUI thread.
 """
-import numpy as np
-import pyqtgraph as pg
-from PyQt6 import QtCore, QtGui, QtWidgets, sip
+import os
+
+# Qt's raster engine hands every fill of 96 or more spans (a tall event line,
+# a chunk of 16 curve segments, a gradient) to its GUI thread pool and waits
+# for it: on a 2-core machine the hand-off costs more than these fills (an
+# alert strip of 100 lines: ~2.4 ms with it, ~0.8 ms without). Qt reads the
+# switch once, when the pool is first asked for, so it is set on import; the
+# fills are the same code run serially (same pixels). A value already set wins.
+os.environ.setdefault("QT_NO_GUI_THREADPOOL", "1")
+
+import numpy as np  # noqa: E402
+import pyqtgraph as pg  # noqa: E402
+from PyQt6 import QtCore, QtGui, QtWidgets, sip  # noqa: E402
 
 from . import downsample as ds
 from .items import (ALERT_RGBA, EVENT_STYLE, GROUP_COLOURS, NONFINITE_RGB, RUN_COLOURS,
@@ -435,6 +445,22 @@ class Dashboard(QtWidgets.QWidget):
         self._draw_loss(n, grid)
         self._draw_lr(n, grid)
         self._draw_grad(n, grid)
+        self._clip_curves_to_view()     # after: new curves start with the plot's clip
+
+    def _clip_curves_to_view(self):
+        """pyqtgraph's clip to view on the curves while the view is narrower
+        than the data, off while x autoranges over all of it: a clip then keeps
+        every point anyway (same pixels), but pyqtgraph slices every curve
+        again on each range change, i.e. each live frame, on every plot.
+        What lies outside the view is clipped by the ViewBox when painting."""
+        clip = not self.loss_plot.getViewBox().autoRangeEnabled()[0]
+        for p in self.step_plots[:3]:
+            for item in p.listDataItems():
+                # the clip markers never: a clip rebuilds their symbols (pyqtgraph's
+                # ScatterPlotItem) and they are at most two a pixel column anyway
+                want = clip and item is not self.grad_clip_markers
+                if isinstance(item, pg.PlotDataItem) and item.opts["clipToView"] != want:
+                    item.setClipToView(want)
 
     def _line_grid(self, n):
         """(x0, x1, bins, stride) the curves are downsampled to: the whole

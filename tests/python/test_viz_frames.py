@@ -350,3 +350,45 @@ def test_axes_share_ticks_and_give_pyqtgraphs_own(qtbot, monkeypatch):
     first[0][1].append(-1.0)                                  # a caller's copy
     assert other.tickValues(3.0, 12345.0, 640.0) == real(plain, 3.0, 12345.0, 640.0)
     assert len(computed) == 1                                 # the second axis shared the first's
+
+
+def test_event_lines_are_one_array_of_one_line_per_pixel_column(dashboard, qtbot):
+    """The lines an EventLines item paints: one array, one vertical line
+    per device pixel column holding events (its first event), at that
+    event's step, spanning the item's strip; kept for a repaint of the same
+    view and made again when the view moves."""
+    from PyQt6 import QtCore
+    from cgrad.viz.items import line_array
+    d = dashboard
+    model = model_with(20_000)
+    d.set_runs(model)
+    d.refresh()
+    d.grab()
+    clip = next(item for p, kind, item in d.event_lines if kind == "clip" and p is d.grad_plot)
+    steps = np.arange(0, 20_000, 997.0)
+    assert np.array_equal(clip.steps, steps)
+    for x0, x1 in ((0, 20_000), (3_900, 4_100), (-500, 60_000)):
+        d.loss_plot.setXRange(x0, x1, padding=0)
+        d.refresh_view()
+        d.grab()
+        lines = clip._lines
+        xs = clip.visible_steps()
+        rect = clip.boundingRect()
+        inside = steps[(steps >= rect.left()) & (steps <= rect.right())]
+        px = clip.pixelWidth()
+        # one line per pixel column that holds events: its first event
+        columns = np.floor(inside / px)
+        assert np.array_equal(xs, inside[np.r_[True, np.diff(columns) > 0]])
+        assert len(lines) == xs.size == len(np.unique(columns))
+        assert xs.size >= 1
+        for line, x in zip(lines, xs):
+            assert line.x1() == line.x2() == x                         # vertical, at the step
+            assert line.y1() == rect.top() and line.y2() == pytest.approx(
+                rect.top() + rect.height() * 0.06)                     # the clip rug's strip
+        same = clip._lines
+        d.grab()
+        assert clip._lines is same                                     # a repaint reuses them
+    empty = line_array([], [], [], [])
+    assert len(empty) == 0
+    two = line_array([1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0])
+    assert list(two) == [QtCore.QLineF(1, 3, 5, 7), QtCore.QLineF(2, 4, 6, 8)]
