@@ -162,7 +162,7 @@ class Dashboard(QtWidgets.QWidget):
         self.loss_curves = []
         self.grad_compare_curves = []
         self.lr_curves = []
-        self.grad_pre = self.grad_plot.plot(pen=pg.mkPen(RUN_COLOURS[0], width=1.5))
+        self.grad_pre = self.grad_plot.plot(pen=pg.mkPen(RUN_COLOURS[0], width=1.0))
         self.grad_post = self.grad_plot.plot(pen=pg.mkPen((44, 160, 44), width=1))
         self.grad_clip = self.grad_plot.plot(
             pen=pg.mkPen((90, 90, 90), width=1, style=QtCore.Qt.PenStyle.DashLine))
@@ -385,7 +385,7 @@ class Dashboard(QtWidgets.QWidget):
         while len(self.loss_curves) < len(runs):
             i = len(self.loss_curves)
             rgb = RUN_COLOURS[i % len(RUN_COLOURS)]
-            self.loss_curves.append(self.loss_plot.plot(pen=pg.mkPen(rgb, width=1.5)))
+            self.loss_curves.append(self.loss_plot.plot(pen=pg.mkPen(rgb, width=1.0)))
             if i:
                 self.grad_compare_curves.append(self.grad_plot.plot(
                     pen=pg.mkPen(rgb, width=1.2, style=QtCore.Qt.PenStyle.DotLine)))
@@ -417,7 +417,7 @@ class Dashboard(QtWidgets.QWidget):
         groups = m.lr.shape[1]
         while len(self.lr_curves) < groups:
             g = len(self.lr_curves)
-            curve = self.lr_plot.plot(pen=pg.mkPen(GROUP_COLOURS[g % len(GROUP_COLOURS)], width=1.5))
+            curve = self.lr_plot.plot(pen=pg.mkPen(GROUP_COLOURS[g % len(GROUP_COLOURS)], width=1.0))
             self.lr_curves.append(curve)
             self.lr_legend.addItem(curve, f"group {g}")
         for g, curve in enumerate(self.lr_curves):
