@@ -1034,10 +1034,10 @@ CG_API cg_status cg_tensor_stats_many(int n, cg_tensor *const *tensors, cg_stats
  * The update itself is bit for bit the plain call's. stats->what, set by
  * the caller, selects what is measured (0: nothing, the plain update).
  * For float32 the sums of squares (grad, weight, update) are accumulated
- * in float over runs of 64 elements, then in double: relative error below
- * 1.1e-6 (cg_tensor_stats: ~1e-15); max_abs, nonfinite and numel are
- * exact, and a block with non-finite elements or with magnitudes whose
- * squares float cannot hold is summed in double. */
+ * in float over runs of at most 256 elements, then in double: relative
+ * error below 1.1e-6 (cg_tensor_stats: ~1e-15); max_abs, nonfinite and
+ * numel are exact, and a block with non-finite elements or with magnitudes
+ * whose squares float cannot hold is summed in double. */
 typedef enum cg_measure {
     CG_MEASURE_GRAD = 1,   /* stats->grad: cg_stats of grad as passed in
                             * (before weight decay and maximize) */

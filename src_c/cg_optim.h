@@ -22,8 +22,18 @@ CG_INTERNAL double cg__sum_sq_diff_f64(const double *a, const double *b, int64_t
 CG_INTERNAL void cg__stats_add(const void *x, int is_f32, int64_t n, cg_stats *acc);
 /* Returns sum((a[i] - b[i])^2) over n float32 (is_f32) or float64 elements
  * (a the new weights, b the old) and adds b's statistics to acc, in one
- * pass: cg__sum_sq_diff_* and cg__stats_add(b) together. */
+ * pass and in double: cg__sum_sq_diff_* and the exact cg__stats_add(b)
+ * together (the measuring kernels' fallback for a block they cannot
+ * measure in lanes). */
 CG_INTERNAL double cg__update_block(const void *a, const void *b, int is_f32, int64_t n,
                                     cg_stats *acc);
+
+/* Whether float lanes may sum the squares of float32 values whose max |x|
+ * has bit pattern m: 0, or within [2^-40, 2^50), where no square or run
+ * sum overflows or underflows float (gradstats.c, optim.c's measuring
+ * kernels); else the block is summed in double. */
+#define LANES_LO 0x2b800000 /* bits of 2^-40 */
+#define LANES_HI 0x58800000 /* bits of 2^50 */
+#define LANES_SAFE(m) ((m) == 0 || ((m) >= LANES_LO && (m) < LANES_HI))
 
 #endif /* CG_OPTIM_H */

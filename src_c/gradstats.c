@@ -120,23 +120,21 @@ static void stats_f64(const double *x, int64_t n, cg_stats *s) {
 }
 
 
-/* The fused updates' float32 statistics (cg__stats_add, cg__update_block:
- * what cgrad.monitor records every step) sum the squares in float, not
+/* The fused updates' float32 gradient statistics (cg__stats_add: what
+ * cgrad.monitor records every step) sum the squares in float, not
  * converting every element to double: twice as fast (8192 elements in L1,
- * AVX-512 or AVX2: 0.5 against 0.9 us for a gradient, 0.85 against 1.7 us
- * for the old weights plus the update). Four float accumulators take runs
+ * AVX-512 or AVX2: 0.5 against 0.9 us). The old weights and the update
+ * are measured inside the update's own loop (optim.c, KERNEL_LOOP), with
+ * the same range rule. Four float accumulators take runs
  * of 64 elements each (the vectoriser splits each across its lanes), then
  * go into the double sum, so a float partial sum of non-negative terms
  * has seen at most 18 roundings (SSE2's 4 lanes; 11 for AVX2, 8 for
  * AVX-512): relative error below 1.1e-6, against ~1e-15 for the double
  * loop (which cg_tensor_stats keeps). Squares of float elements overflow
- * above 2^64 and underflow below 2^-63: a block whose max |x| (or max
- * |w_new - w_old|) is outside [2^-40, 2^50) and not 0 is measured by the
+ * above 2^64 and underflow below 2^-63: a block whose max |x| is outside
+ * [2^-40, 2^50) and not 0 (LANES_SAFE, cg_optim.h) is measured by the
  * double loop instead, as is one holding a non-finite element. */
 #define RUN 64
-#define LANES_LO 0x2b800000 /* bits of 2^-40 */
-#define LANES_HI 0x58800000 /* bits of 2^50 */
-#define LANES_SAFE(m) ((m) == 0 || ((m) >= LANES_LO && (m) < LANES_HI))
 #define MAX_ABS_BITS(m, v)                                                                  \
     do {                                                                                    \
         int32_t b_;                                                                         \
@@ -183,42 +181,6 @@ CG_SIMD_CLONES static int stats_f32_lanes(const float *restrict x, int64_t n, cg
     return LANES_SAFE(mx) ? finite_f32_result(s, sum, mx, n) : 0;
 }
 
-/* cg__update_block's: *usq = sum((a - b)^2) and b's statistics, the
- * difference taken in float (exact when a and b are within a factor of 2
- * of each other); 0 when either sum needs the double loop. */
-CG_SIMD_CLONES static int update_f32_lanes(const float *restrict a, const float *restrict b,
-                                           int64_t n, double *usq, cg_stats *s) {
-    double su = 0.0, sw = 0.0;
-    int32_t mw = 0, md = 0;
-    int64_t i = 0;
-    for (; i + 2 * RUN <= n; i += 2 * RUN) {
-        const float *p = a + i, *q = b + i;
-        float u0 = 0.f, u1 = 0.f, w0 = 0.f, w1 = 0.f;
-        for (int j = 0; j < RUN; ++j) {
-            const float d0 = p[j] - q[j], d1 = p[RUN + j] - q[RUN + j];
-            MAX_ABS_BITS(mw, q[j]);
-            MAX_ABS_BITS(mw, q[RUN + j]);
-            MAX_ABS_BITS(md, d0);
-            MAX_ABS_BITS(md, d1);
-            u0 += d0 * d0;
-            u1 += d1 * d1;
-            w0 += q[j] * q[j];
-            w1 += q[RUN + j] * q[RUN + j];
-        }
-        su += (double)u0 + (double)u1;
-        sw += (double)w0 + (double)w1;
-    }
-    for (; i < n; ++i) {
-        MAX_ABS_BITS(mw, b[i]);
-        const double w = (double)b[i], d = (double)a[i] - w;
-        su += d * d;
-        sw += w * w;
-    }
-    if (!LANES_SAFE(mw) || !LANES_SAFE(md)) return 0;
-    *usq = su;
-    return finite_f32_result(s, sw, mw, n);
-}
-
 void cg__stats_add(const void *x, int is_f32, int64_t n, cg_stats *acc) {
     cg_stats s;
     if (is_f32) {
@@ -233,11 +195,12 @@ void cg__stats_add(const void *x, int is_f32, int64_t n, cg_stats *acc) {
     acc->numel += n;
 }
 
-/* One block of a fused update (optim.c): sum((new - old)^2) and the old
- * weights' statistics in one pass over the two L1-resident blocks (a
- * separate pass for each costs about 1.5x the instructions). The update
- * sum is the plain loop's; the statistics are stats_*'s, from the masked
- * loop when an old weight is not finite. */
+/* One block of a fused update whose measuring kernel could not give the
+ * numbers (optim.c measure_block: a non-finite old weight, or float32
+ * magnitudes outside the float lanes' range): sum((new - old)^2) and the
+ * old weights' statistics in double, in one pass over the two L1-resident
+ * blocks. The update sum is the plain loop's; the statistics are
+ * stats_*'s, from the masked loop when an old weight is not finite. */
 #define UPDATE_BLOCK(NAME, T, UT, ABS_MASK, INF_BITS)                                      \
     CG_SIMD_CLONES static int NAME##_k(const T *restrict a, const T *restrict b, int64_t n,  \
                                         double *usq, cg_stats *s) {                        \
@@ -269,8 +232,7 @@ double cg__update_block(const void *a, const void *b, int is_f32, int64_t n, cg_
     double usq;
     cg_stats s;
     if (is_f32) {
-        if (!update_f32_lanes(a, b, n, &usq, &s))
-            if (!update_block_f32_k(a, b, n, &usq, &s)) stats_f32_masked(b, n, &s);
+        if (!update_block_f32_k(a, b, n, &usq, &s)) stats_f32_masked(b, n, &s);
     } else if (!update_block_f64_k(a, b, n, &usq, &s)) {
         stats_f64_masked(b, n, &s);
     }

@@ -5,9 +5,14 @@
  * (torch/optim/<name>.py, _single_tensor_<name>), computed in the tensors' dtype with
  * the scalars rounded to it, so the two libraries follow the same
  * trajectory to float rounding. */
-/* Vectorisation options for the row loops: see the note in ops_binary.c. */
+/* Vectorisation options for the row loops: see the note in ops_binary.c.
+ * fp-contract=off whatever the build's C mode (the extension compiles this
+ * file in GNU mode, where GCC contracts by default): the measuring forms'
+ * AVX2/AVX-512 clones have FMA, and a fused multiply-add would change the
+ * update's bits. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math")
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math",    \
+                     "fp-contract=off")
 #endif
 #include "cg_internal.h"
 #include "cg_optim.h"
@@ -74,42 +79,162 @@ static void bump(cg_tensor *t) {
 
 /* What a call measures (cg_update_stats; NULL: nothing), in the same pass:
  * the kernels run over blocks of UPD_BLOCK elements; before each block's
- * update the gradient block is measured (it is then in L1 for the kernel)
- * and the old weights saved into a stack buffer; after it the new weights
- * are compared with the old and the old measured in one pass while the
- * block is still in L1. The kernels themselves
- * are unchanged (elementwise, so blocking does not change a bit of the
- * result). */
+ * update the gradient block is measured (it is then in L1 for the kernel).
+ * When the weights are measured, the kernel's measuring form (KERNEL_LOOP)
+ * measures the old weights and the update inside its own loop and stores
+ * the old weights into a stack buffer, which only the exact fallback reads
+ * (measure_block). The update norm alone (the plain calls) is summed in
+ * double from the saved old weights, as update_sum_sq promises. Both forms
+ * compute each element with the same code, so blocking and measuring do not
+ * change a bit of the result. */
 #define UPD_BLOCK 1024
 #define AT(ptr, i, es) ((ptr) ? (void *)((char *)(ptr) + (size_t)(i) * (es)) : NULL)
+
+/* One block's measurement by a measuring kernel: the old weights' sum of
+ * squares and max |w| bits, sum (w_new - w_old)^2 and max |w_new - w_old|
+ * bits; old receives the old weights. */
+typedef struct meas_block {
+    void *old;
+    double wsq, usq;
+    int64_t w_bits, d_bits;
+} meas_block;
+
+/* Adds a measured block to ms (and its update sum to *usq_acc). A float32
+ * block whose squares float lanes cannot hold (LANES_SAFE) or any block
+ * with a non-finite old weight is measured again, exactly, from the saved
+ * old weights and the new ones (cg__update_block, cg__stats_add). */
+static void measure_block(const meas_block *mb, int f32, int wu, const void *w, int64_t m,
+                          cg_update_stats *ms, double *usq_acc) {
+    const int w_ok = f32 ? LANES_SAFE(mb->w_bits) : mb->w_bits < 0x7ff0000000000000LL;
+    const int d_ok = !f32 || LANES_SAFE(mb->d_bits);
+    if (!w_ok || (wu && !d_ok)) {
+        if (wu) *usq_acc += cg__update_block(w, mb->old, f32, m, &ms->weight);
+        else cg__stats_add(mb->old, f32, m, &ms->weight);
+        return;
+    }
+    double max_abs;
+    if (f32) {
+        const int32_t b = (int32_t)mb->w_bits;
+        float f;
+        memcpy(&f, &b, sizeof f);
+        max_abs = (double)f;
+    } else {
+        memcpy(&max_abs, &mb->w_bits, sizeof max_abs);
+    }
+    ms->weight.sum_sq += mb->wsq;
+    if (max_abs > ms->weight.max_abs) ms->weight.max_abs = max_abs;
+    ms->weight.numel += m;
+    if (wu) *usq_acc += mb->usq;
+}
+
+/* CALL runs the kernel on the block [lo, lo + m) with mb_ (NULL: plain
+ * loop; else the measuring one). */
 #define WITH_MEASURE(param, grad, n, ms, CALL)                                              \
     do {                                                                                    \
         if (!(ms) || !(ms)->what) {                                                         \
             const int64_t lo = 0, m = (n);                                                  \
+            meas_block *const mb_ = NULL;                                                   \
             CALL;                                                                           \
             break;                                                                          \
         }                                                                                   \
         double old_[UPD_BLOCK];                                                             \
+        meas_block mbs_ = {old_, 0.0, 0.0, 0, 0};                                           \
         const size_t es_ = cg_dtype_size((param)->dtype);                                   \
         const int f32_ = (param)->dtype == CG_FLOAT32;                                      \
         const int wg_ = (ms)->what & CG_MEASURE_GRAD, ww_ = (ms)->what & CG_MEASURE_WEIGHT; \
         const int wu_ = (ms)->what & CG_MEASURE_UPDATE;                                     \
+        meas_block *const mb_ = ww_ ? &mbs_ : NULL;                                         \
         double acc_ = 0.0;                                                                  \
         for (int64_t lo = 0; lo < (n); lo += UPD_BLOCK) {                                   \
             const int64_t m = (n) - lo < UPD_BLOCK ? (n) - lo : UPD_BLOCK;                  \
             void *w_ = AT(cg__ptr(param), lo, es_);                                         \
             if (wg_) cg__stats_add(AT(cg__ptr(grad), lo, es_), f32_, m, &(ms)->grad);       \
-            if (ww_ && !wu_) cg__stats_add(w_, f32_, m, &(ms)->weight);                     \
-            if (wu_) memcpy(old_, w_, (size_t)m * es_);                                     \
+            if (!ww_ && wu_) memcpy(old_, w_, (size_t)m * es_);                             \
             CALL;                                                                           \
-            if (wu_ && ww_)                                                                 \
-                acc_ += cg__update_block(w_, old_, f32_, m, &(ms)->weight);                 \
+            if (ww_)                                                                        \
+                measure_block(mb_, f32_, wu_, w_, m, (ms), &acc_);                          \
             else if (wu_)                                                                   \
                 acc_ += f32_ ? cg__sum_sq_diff_f32(w_, (const float *)(void *)old_, m)      \
                              : cg__sum_sq_diff_f64(w_, old_, m);                            \
         }                                                                                   \
-        (ms)->update_sum_sq = acc_;                                                         \
+        (ms)->update_sum_sq = wu_ ? acc_ : 0.0;                                             \
     } while (0)
+
+/* The kernels' loop: BODY (the element computation, reading and writing
+ * element i of p and the state buffers in place) over i in [0, n); with
+ * MEAS (a compile-time flag) the measuring form, the same BODY in a
+ * two-level loop over MLANES lanes that keeps per lane the old weight's
+ * square, (w_new - w_old)^2 and their max |.| bits, elementwise, so the
+ * vectoriser maps the lanes onto SIMD registers without reassociating
+ * (this file has no associative-math: the update follows PyTorch op for
+ * op). T-typed lane sums go into double every MFLUSH elements: a float
+ * partial sum has seen <= MFLUSH / MLANES + 1 roundings (relative error
+ * < 1.1e-6, cgrad.h); the scalar tail sums in double. */
+#define MLANES 16
+#define MFLUSH 256
+#define BITS_float int32_t
+#define BITS_double int64_t
+#define ABSBITS_float(b) ((b) & 0x7fffffff)
+#define ABSBITS_double(b) ((b) & INT64_MAX)
+#define LANE_MAX_ABS(T, mx, v)                                                              \
+    do {                                                                                    \
+        BITS_##T b_;                                                                        \
+        memcpy(&b_, &(v), sizeof b_);                                                       \
+        b_ = ABSBITS_##T(b_);                                                               \
+        (mx) = b_ > (mx) ? b_ : (mx);                                                       \
+    } while (0)
+#define KERNEL_LOOP(T, n, p, MEAS, mb, ...)                                                 \
+    if (!(MEAS)) {                                                                          \
+        for (int64_t i = 0; i < (n); ++i) {                                                 \
+            __VA_ARGS__                                                                     \
+        }                                                                                   \
+    } else {                                                                                \
+        T *restrict old_ = (mb)->old;                                                       \
+        T aw_[MLANES], au_[MLANES];                                                         \
+        BITS_##T mw_[MLANES], md_[MLANES];                                                  \
+        double sw_ = 0.0, su_ = 0.0;                                                        \
+        for (int l_ = 0; l_ < MLANES; ++l_) mw_[l_] = md_[l_] = 0;                          \
+        int64_t i0_ = 0;                                                                    \
+        for (; i0_ + MFLUSH <= (n); i0_ += MFLUSH) {                                        \
+            for (int l_ = 0; l_ < MLANES; ++l_) aw_[l_] = au_[l_] = 0;                      \
+            for (int64_t j_ = i0_; j_ < i0_ + MFLUSH; j_ += MLANES)                         \
+                for (int l_ = 0; l_ < MLANES; ++l_) {                                       \
+                    const int64_t i = j_ + l_;                                              \
+                    const T x_ = p[i];                                                      \
+                    old_[i] = x_;                                                           \
+                    {__VA_ARGS__}                                                           \
+                    const T d_ = p[i] - x_;                                                 \
+                    LANE_MAX_ABS(T, mw_[l_], x_);                                           \
+                    LANE_MAX_ABS(T, md_[l_], d_);                                           \
+                    aw_[l_] = aw_[l_] + x_ * x_;                                            \
+                    au_[l_] = au_[l_] + d_ * d_;                                            \
+                }                                                                           \
+            for (int l_ = 0; l_ < MLANES; ++l_) {                                           \
+                sw_ += (double)aw_[l_];                                                     \
+                su_ += (double)au_[l_];                                                     \
+            }                                                                               \
+        }                                                                                   \
+        for (; i0_ < (n); ++i0_) { /* the tail, < MFLUSH elements: sums in double */        \
+            const int64_t i = i0_;                                                          \
+            const T x_ = p[i];                                                              \
+            old_[i] = x_;                                                                   \
+            {__VA_ARGS__}                                                                   \
+            const T d_ = p[i] - x_;                                                         \
+            LANE_MAX_ABS(T, mw_[0], x_);                                                    \
+            LANE_MAX_ABS(T, md_[0], d_);                                                    \
+            sw_ += (double)x_ * (double)x_;                                                 \
+            su_ += (double)d_ * (double)d_;                                                 \
+        }                                                                                   \
+        BITS_##T mw = 0, md = 0;                                                            \
+        for (int l_ = 0; l_ < MLANES; ++l_) {                                               \
+            mw = mw_[l_] > mw ? mw_[l_] : mw;                                               \
+            md = md_[l_] > md ? md_[l_] : md;                                               \
+        }                                                                                   \
+        (mb)->wsq = sw_;                                                                    \
+        (mb)->usq = su_;                                                                    \
+        (mb)->w_bits = mw;                                                                  \
+        (mb)->d_bits = md;                                                                  \
+    }
 
 #define MEASURE_ALL (CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE)
 
@@ -136,9 +261,9 @@ static cg_update_stats *measure_begin(cg_update_stats *local, int what) {
  * inside, so GCC vectorises it (a flag tested in the loop stops that). */
 #define CG_INLINE static inline __attribute__((always_inline))
 #define CASES4(C, k) C(k) C((k) + 1) C((k) + 2) C((k) + 3)
-#define CASES32(C)                                                                          \
-    CASES4(C, 0) CASES4(C, 4) CASES4(C, 8) CASES4(C, 12) CASES4(C, 16) CASES4(C, 20)       \
-    CASES4(C, 24) CASES4(C, 28)
+#define CASES32(C, k)                                                                       \
+    CASES4(C, k) CASES4(C, (k) + 4) CASES4(C, (k) + 8) CASES4(C, (k) + 12) CASES4(C, (k) + 16) \
+    CASES4(C, (k) + 20) CASES4(C, (k) + 24) CASES4(C, (k) + 28)
 #define BIT(k, i) (((k) >> (i)) & 1)
 
 /* ---------------------------------------------------------------- devices */
@@ -164,11 +289,12 @@ static cg_status device_update(int dev, const char *kernel, int n_targets, cg_te
 /* key bits: 0 maximize, 1 weight decay, 2 momentum, 3 nesterov, 4 first step */
 #define SGD_KERNEL(NAME, T)                                                                 \
     CG_INLINE void NAME##_body(int64_t n, T *restrict p, const T *restrict gr,              \
-                               T *restrict buf, const cg_sgd_options *o, const int MX,      \
-                               const int WD, const int MOM, const int NEST, const int INIT) { \
+                               T *restrict buf, const cg_sgd_options *o, meas_block *mb,    \
+                               const int MX, const int WD, const int MOM, const int NEST,   \
+                               const int INIT, const int MEAS) {                            \
         const T lr_neg = (T)(-o->lr), wd = (T)o->weight_decay, mom = (T)o->momentum;       \
         const T damp1 = (T)(1.0 - o->dampening);                                            \
-        for (int64_t i = 0; i < n; ++i) {                                                   \
+        KERNEL_LOOP(T, n, p, MEAS, mb, {                                                    \
             T g = MX ? -gr[i] : gr[i];                                                      \
             if (WD) g = g + wd * p[i];                                                      \
             if (MOM) {                                                                      \
@@ -177,22 +303,37 @@ static cg_status device_update(int dev, const char *kernel, int n_targets, cg_te
                 g = NEST ? g + mom * b : b;                                                 \
             }                                                                               \
             p[i] = p[i] + lr_neg * g;                                                       \
+        })                                                                                  \
+    }                                                                                       \
+    /* the measuring form, in SIMD clones (the plain loops stay as they were) */            \
+    CG_SIMD_CLONES static void NAME##_m(int64_t n, T *p, const T *gr, T *buf,               \
+                                        int init, const cg_sgd_options *o,                  \
+                                        meas_block *mb, int key) {                          \
+        switch (key) {                                                                      \
+            CASES32(NAME##_CASE, 32)                                                        \
+        default: break;                                                                     \
         }                                                                                   \
     }                                                                                       \
     static void NAME(int64_t n, T *p, const T *gr, T *buf, int init,                        \
-                     const cg_sgd_options *o) {                                             \
+                     const cg_sgd_options *o, meas_block *mb) {                             \
         const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1 |                \
                         (o->momentum != 0.0) << 2 | (o->nesterov != 0) << 3 |               \
                         (init != 0) << 4;                                                   \
+        if (mb) {                                                                           \
+            NAME##_m(n, p, gr, buf, init, o, mb, key | 32);                                 \
+            return;                                                                         \
+        }                                                                                   \
         switch (key) {                                                                      \
-            CASES32(NAME##_CASE)                                                            \
+            CASES32(NAME##_CASE, 0)                                                         \
         default: break;                                                                     \
         }                                                                                   \
     }
 #define sgd_f32_CASE(k)                                                                     \
-    case k: sgd_f32_body(n, p, gr, buf, o, BIT(k, 0), BIT(k, 1), BIT(k, 2), BIT(k, 3), BIT(k, 4)); break;
+    case k: sgd_f32_body(n, p, gr, buf, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2), BIT(k, 3),  \
+                         BIT(k, 4), BIT(k, 5)); break;
 #define sgd_f64_CASE(k)                                                                     \
-    case k: sgd_f64_body(n, p, gr, buf, o, BIT(k, 0), BIT(k, 1), BIT(k, 2), BIT(k, 3), BIT(k, 4)); break;
+    case k: sgd_f64_body(n, p, gr, buf, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2), BIT(k, 3),  \
+                         BIT(k, 4), BIT(k, 5)); break;
 SGD_KERNEL(sgd_f32, float)
 SGD_KERNEL(sgd_f64, double)
 
@@ -250,10 +391,10 @@ static cg_status sgd_update(const char *fn, cg_tensor *param, cg_tensor *grad, c
     void *buf = momentum_buffer ? cg__ptr(momentum_buffer) : NULL;
     if (param->dtype == CG_FLOAT32)
         WITH_MEASURE(param, grad, n, ms,
-                         sgd_f32(m, AT(p, lo, es), AT(g, lo, es), AT(buf, lo, es), init_buffer, o));
+                         sgd_f32(m, AT(p, lo, es), AT(g, lo, es), AT(buf, lo, es), init_buffer, o, mb_));
     else
         WITH_MEASURE(param, grad, n, ms,
-                         sgd_f64(m, AT(p, lo, es), AT(g, lo, es), AT(buf, lo, es), init_buffer, o));
+                         sgd_f64(m, AT(p, lo, es), AT(g, lo, es), AT(buf, lo, es), init_buffer, o, mb_));
     bump(param);
     bump(momentum_buffer);
     return CG_OK;
@@ -290,13 +431,14 @@ typedef struct adam_scalars {
 #define ADAM_KERNEL(NAME, T)                                                                \
     CG_INLINE void NAME##_body(int64_t n, T *restrict p, const T *restrict gr, T *restrict m, \
                                T *restrict v, T *restrict vmax, const cg_adam_options *o,   \
-                               const adam_scalars *s, const int MX, const int WD,           \
-                               const int DWD, const int AMS, const int SW) {                \
+                               const adam_scalars *s, meas_block *mb, const int MX,         \
+                               const int WD, const int DWD, const int AMS, const int SW,    \
+                               const int MEAS) {                                            \
         const T wd = (T)o->weight_decay, wd_factor = (T)s->wd_factor;                       \
         const T w1 = (T)(1.0 - o->beta1), w1m = (T)1 - w1;                                  \
         const T b2 = (T)o->beta2, c2 = (T)(1.0 - o->beta2);                                 \
         const T bc2_sqrt = (T)s->bc2_sqrt, eps = (T)o->eps, neg_step = (T)(-s->step_size); \
-        for (int64_t i = 0; i < n; ++i) {                                                   \
+        KERNEL_LOOP(T, n, p, MEAS, mb, {                                                    \
             T g = MX ? -gr[i] : gr[i];                                                      \
             T x = p[i];                                                                     \
             if (WD) g = g + wd * x;                                                         \
@@ -314,25 +456,39 @@ typedef struct adam_scalars {
             }                                                                               \
             const T denom = SQRT_##T(vd) / bc2_sqrt + eps;                                  \
             p[i] = x + neg_step * mi / denom;                                               \
+        })                                                                                  \
+    }                                                                                       \
+    /* the measuring form, in SIMD clones (the plain loops stay as they were) */            \
+    CG_SIMD_CLONES static void NAME##_m(int64_t n, T *p, const T *gr, T *m, T *v,           \
+                                        T *vmax, const cg_adam_options *o,                  \
+                                        const adam_scalars *s, meas_block *mb,              \
+                                        int key) {                                          \
+        switch (key) {                                                                      \
+            CASES32(NAME##_CASE, 32)                                                        \
+        default: break;                                                                     \
         }                                                                                   \
     }                                                                                       \
     static void NAME(int64_t n, T *p, const T *gr, T *m, T *v, T *vmax,                     \
-                     const cg_adam_options *o, const adam_scalars *s) {                     \
+                     const cg_adam_options *o, const adam_scalars *s, meas_block *mb) {     \
         const int wd = o->weight_decay != 0.0;                                              \
         const int key = (o->maximize != 0) | (wd && !o->decoupled_weight_decay) << 1 |      \
                         (wd && o->decoupled_weight_decay) << 2 | (vmax != NULL) << 3 |      \
                         ((T)(1.0 - o->beta1) < (T)0.5) << 4;                                \
+        if (mb) {                                                                           \
+            NAME##_m(n, p, gr, m, v, vmax, o, s, mb, key | 32);                             \
+            return;                                                                         \
+        }                                                                                   \
         switch (key) {                                                                      \
-            CASES32(NAME##_CASE)                                                            \
+            CASES32(NAME##_CASE, 0)                                                         \
         default: break;                                                                     \
         }                                                                                   \
     }
 #define adam_f32_CASE(k)                                                                    \
-    case k: adam_f32_body(n, p, gr, m, v, vmax, o, s, BIT(k, 0), BIT(k, 1), BIT(k, 2),      \
-                          BIT(k, 3), BIT(k, 4)); break;
+    case k: adam_f32_body(n, p, gr, m, v, vmax, o, s, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2),  \
+                          BIT(k, 3), BIT(k, 4), BIT(k, 5)); break;
 #define adam_f64_CASE(k)                                                                    \
-    case k: adam_f64_body(n, p, gr, m, v, vmax, o, s, BIT(k, 0), BIT(k, 1), BIT(k, 2),      \
-                          BIT(k, 3), BIT(k, 4)); break;
+    case k: adam_f64_body(n, p, gr, m, v, vmax, o, s, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2),  \
+                          BIT(k, 3), BIT(k, 4), BIT(k, 5)); break;
 ADAM_KERNEL(adam_f32, float)
 ADAM_KERNEL(adam_f64, double)
 
@@ -403,11 +559,11 @@ static cg_status adam_update(const char *fn, cg_tensor *param, cg_tensor *grad, 
     if (param->dtype == CG_FLOAT32)
         WITH_MEASURE(param, grad, n, ms,
                          adam_f32(m, AT(p, lo, es), AT(g, lo, es), AT(m1, lo, es), AT(v, lo, es),
-                                  AT(vmax, lo, es), o, &s));
+                                  AT(vmax, lo, es), o, &s, mb_));
     else
         WITH_MEASURE(param, grad, n, ms,
                          adam_f64(m, AT(p, lo, es), AT(g, lo, es), AT(m1, lo, es), AT(v, lo, es),
-                                  AT(vmax, lo, es), o, &s));
+                                  AT(vmax, lo, es), o, &s, mb_));
     for (int i = 0; i < 4; ++i) bump(w[i]);
     return CG_OK;
 }
@@ -437,11 +593,12 @@ cg_status cg_adam_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *exp
 #define RMSPROP_KERNEL(NAME, T)                                                             \
     CG_INLINE void NAME##_body(int64_t n, T *restrict p, const T *restrict gr,              \
                                T *restrict sq, T *restrict ga, T *restrict buf,             \
-                               const cg_rmsprop_options *o, const int MX, const int WD,     \
-                               const int CEN, const int MOM, const int SW) {                \
+                               const cg_rmsprop_options *o, meas_block *mb, const int MX,   \
+                               const int WD, const int CEN, const int MOM, const int SW,    \
+                               const int MEAS) {                                            \
         const T wd = (T)o->weight_decay, alpha = (T)o->alpha, c = (T)(1.0 - o->alpha);     \
         const T c1m = (T)1 - c, eps = (T)o->eps, mom = (T)o->momentum, lr_neg = (T)(-o->lr); \
-        for (int64_t i = 0; i < n; ++i) {                                                   \
+        KERNEL_LOOP(T, n, p, MEAS, mb, {                                                    \
             T g = MX ? -gr[i] : gr[i];                                                      \
             if (WD) g = g + wd * p[i];                                                      \
             const T si = sq[i] * alpha + c * g * g;                                         \
@@ -462,24 +619,37 @@ cg_status cg_adam_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *exp
             } else {                                                                        \
                 p[i] = p[i] + lr_neg * g / avg;                                             \
             }                                                                               \
+        })                                                                                  \
+    }                                                                                       \
+    /* the measuring form, in SIMD clones (the plain loops stay as they were) */            \
+    CG_SIMD_CLONES static void NAME##_m(int64_t n, T *p, const T *gr, T *sq, T *ga,         \
+                                        T *buf, const cg_rmsprop_options *o,                \
+                                        meas_block *mb, int key) {                          \
+        switch (key) {                                                                      \
+            CASES32(NAME##_CASE, 32)                                                        \
+        default: break;                                                                     \
         }                                                                                   \
     }                                                                                       \
     static void NAME(int64_t n, T *p, const T *gr, T *sq, T *ga, T *buf,                    \
-                     const cg_rmsprop_options *o) {                                         \
+                     const cg_rmsprop_options *o, meas_block *mb) {                         \
         const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1 |                \
                         (ga != NULL) << 2 | (buf != NULL) << 3 |                            \
                         ((T)(1.0 - o->alpha) < (T)0.5) << 4;                                \
+        if (mb) {                                                                           \
+            NAME##_m(n, p, gr, sq, ga, buf, o, mb, key | 32);                               \
+            return;                                                                         \
+        }                                                                                   \
         switch (key) {                                                                      \
-            CASES32(NAME##_CASE)                                                            \
+            CASES32(NAME##_CASE, 0)                                                         \
         default: break;                                                                     \
         }                                                                                   \
     }
 #define rmsprop_f32_CASE(k)                                                                 \
-    case k: rmsprop_f32_body(n, p, gr, sq, ga, buf, o, BIT(k, 0), BIT(k, 1), BIT(k, 2),     \
-                             BIT(k, 3), BIT(k, 4)); break;
+    case k: rmsprop_f32_body(n, p, gr, sq, ga, buf, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2), \
+                             BIT(k, 3), BIT(k, 4), BIT(k, 5)); break;
 #define rmsprop_f64_CASE(k)                                                                 \
-    case k: rmsprop_f64_body(n, p, gr, sq, ga, buf, o, BIT(k, 0), BIT(k, 1), BIT(k, 2),     \
-                             BIT(k, 3), BIT(k, 4)); break;
+    case k: rmsprop_f64_body(n, p, gr, sq, ga, buf, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2), \
+                             BIT(k, 3), BIT(k, 4), BIT(k, 5)); break;
 RMSPROP_KERNEL(rmsprop_f32, float)
 RMSPROP_KERNEL(rmsprop_f64, double)
 
@@ -538,11 +708,11 @@ static cg_status rmsprop_update(const char *fn, cg_tensor *param, cg_tensor *gra
     if (param->dtype == CG_FLOAT32)
         WITH_MEASURE(param, grad, n, ms,
                          rmsprop_f32(m, AT(p, lo, es), AT(g, lo, es), AT(sq, lo, es),
-                                     AT(ga, lo, es), AT(buf, lo, es), o));
+                                     AT(ga, lo, es), AT(buf, lo, es), o, mb_));
     else
         WITH_MEASURE(param, grad, n, ms,
                          rmsprop_f64(m, AT(p, lo, es), AT(g, lo, es), AT(sq, lo, es),
-                                     AT(ga, lo, es), AT(buf, lo, es), o));
+                                     AT(ga, lo, es), AT(buf, lo, es), o, mb_));
     for (int i = 0; i < 4; ++i) bump(w[i]);
     return CG_OK;
 }
@@ -570,25 +740,42 @@ cg_status cg_rmsprop_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *
 #define ADAGRAD_KERNEL(NAME, T)                                                             \
     CG_INLINE void NAME##_body(int64_t n, T *restrict p, const T *restrict gr,              \
                                T *restrict sum, double clr, const cg_adagrad_options *o,    \
-                               const int MX, const int WD) {                                \
+                               meas_block *mb, const int MX, const int WD, const int MEAS) { \
         const T wd = (T)o->weight_decay, eps = (T)o->eps, clr_neg = (T)(-clr);             \
-        for (int64_t i = 0; i < n; ++i) {                                                   \
+        KERNEL_LOOP(T, n, p, MEAS, mb, {                                                    \
             T g = MX ? -gr[i] : gr[i];                                                      \
             if (WD) g = g + wd * p[i];                                                      \
             const T si = sum[i] + g * g;                                                    \
             sum[i] = si;                                                                    \
             const T std = SQRT_##T(si) + eps;                                               \
             p[i] = p[i] + clr_neg * g / std;                                                \
+        })                                                                                  \
+    }                                                                                       \
+    /* the measuring form, in SIMD clones (the plain loops stay as they were) */            \
+    CG_SIMD_CLONES static void NAME##_m(int64_t n, T *p, const T *gr, T *sum,               \
+                                        double clr, const cg_adagrad_options *o,            \
+                                        meas_block *mb, int key) {                          \
+        switch (key) {                                                                      \
+            CASES4(NAME##_CASE, 4)                                                          \
+        default: break;                                                                     \
         }                                                                                   \
     }                                                                                       \
     static void NAME(int64_t n, T *p, const T *gr, T *sum, double clr,                      \
-                     const cg_adagrad_options *o) {                                         \
-        const int mx = o->maximize != 0, wd = o->weight_decay != 0.0;                       \
-        if (mx && wd) NAME##_body(n, p, gr, sum, clr, o, 1, 1);                             \
-        else if (mx) NAME##_body(n, p, gr, sum, clr, o, 1, 0);                              \
-        else if (wd) NAME##_body(n, p, gr, sum, clr, o, 0, 1);                              \
-        else NAME##_body(n, p, gr, sum, clr, o, 0, 0);                                      \
+                     const cg_adagrad_options *o, meas_block *mb) {                         \
+        const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1;                 \
+        if (mb) {                                                                           \
+            NAME##_m(n, p, gr, sum, clr, o, mb, key | 4);                                   \
+            return;                                                                         \
+        }                                                                                   \
+        switch (key) {                                                                      \
+            CASES4(NAME##_CASE, 0)                                                          \
+        default: break;                                                                     \
+        }                                                                                   \
     }
+#define adagrad_f32_CASE(k)                                                                 \
+    case k: adagrad_f32_body(n, p, gr, sum, clr, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2)); break;
+#define adagrad_f64_CASE(k)                                                                 \
+    case k: adagrad_f64_body(n, p, gr, sum, clr, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2)); break;
 ADAGRAD_KERNEL(adagrad_f32, float)
 ADAGRAD_KERNEL(adagrad_f64, double)
 
@@ -635,10 +822,10 @@ static cg_status adagrad_update(const char *fn, cg_tensor *param, cg_tensor *gra
     void *p = cg__ptr(param), *g = cg__ptr(grad), *sum = cg__ptr(state_sum);
     if (param->dtype == CG_FLOAT32)
         WITH_MEASURE(param, grad, n, ms,
-                         adagrad_f32(m, AT(p, lo, es), AT(g, lo, es), AT(sum, lo, es), clr, o));
+                         adagrad_f32(m, AT(p, lo, es), AT(g, lo, es), AT(sum, lo, es), clr, o, mb_));
     else
         WITH_MEASURE(param, grad, n, ms,
-                         adagrad_f64(m, AT(p, lo, es), AT(g, lo, es), AT(sum, lo, es), clr, o));
+                         adagrad_f64(m, AT(p, lo, es), AT(g, lo, es), AT(sum, lo, es), clr, o, mb_));
     bump(param);
     bump(state_sum);
     return CG_OK;

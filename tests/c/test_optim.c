@@ -723,6 +723,57 @@ static void test_update_stats_lanes_ranges(void) {
     }
 }
 
+/* The measuring kernels (optim.c KERNEL_LOOP) measure the old weights and
+ * the update inside the update's loop and re-measure a block exactly from
+ * the old weights they saved when the lanes cannot give the numbers: an
+ * old weight that is not finite (counted, left out of the sums; the update
+ * sum not finite), one whose float32 square float cannot hold (1e25: the
+ * weight sum then as exact as the double reference), with and without the
+ * update norm, for all four optimizers and both dtypes, against the plain
+ * call (bit for bit) and the double reference (max, count and numel
+ * exact; the sums within fused_rel, the other blocks being summed in
+ * lanes). */
+static void test_update_stats_measuring_fallbacks(void) {
+    const cg_dtype dts[2] = {CG_FLOAT32, CG_FLOAT64};
+    for (int d = 0; d < 2; ++d)
+        for (int which = 0; which < 4; ++which)
+            for (int kase = 0; kase < 4; ++kase) {
+                const cg_dtype dt = dts[d];
+                cg_tensor *pa = filled(dt, 1.0, 0.0), *pb = filled(dt, 1.0, 0.0);
+                cg_tensor *before = filled(dt, 1.0, 0.0), *g = filled(dt, 0.5, 1.3);
+                cg_tensor *sa[3], *sb[3];
+                for (int k = 0; k < 3; ++k) sa[k] = filled(dt, 0.0, 0.0), sb[k] = filled(dt, 0.0, 0.0);
+                const int nonfinite = kase < 2, with_update = kase % 2 == 0;
+                const double bad = nonfinite ? INFINITY : 1e25;
+                for (int i = 1100; i < 1100 + 3 * (1 - nonfinite) + 1; ++i) /* second block */
+                    for (int t = 0; t < 2; ++t) {
+                        cg_tensor *p = t ? pb : pa;
+                        if (dt == CG_FLOAT32) ((float *)cg_tensor_data(p))[i] = (float)bad;
+                        else ((double *)cg_tensor_data(p))[i] = bad;
+                    }
+                CHECK_OK(cg_copy_(before, pb));
+                cg_update_stats us;
+                us.what = CG_MEASURE_WEIGHT | (with_update ? CG_MEASURE_UPDATE : 0);
+                CHECK_OK(update_which(which, pa, g, sa, 1, NULL, NULL));
+                CHECK_OK(update_which(which, pb, g, sb, 1, NULL, &us));
+                CHECK(bitwise_same(pa, pb));
+                cg_stats ww;
+                ref_stats(before, &ww);
+                /* 1e50 in a float lane would be inf; the other blocks' lanes: fused_rel */
+                CHECK(close_stats(&us.weight, &ww, fused_rel(dt)) && isfinite(us.weight.sum_sq));
+                CHECK(us.weight.nonfinite == nonfinite && us.grad.numel == 0);
+                if (!with_update) CHECK(us.update_sum_sq == 0.0);
+                else if (nonfinite) CHECK(!isfinite(us.update_sum_sq));
+                else {
+                    const double want = sq_dist(pb, before);
+                    CHECK(want > 0.0 && isfinite(want));
+                    CHECK_CLOSE(us.update_sum_sq, want, fused_rel(dt));
+                }
+                cg_tensor *all[] = {pa, pb, before, g, sa[0], sa[1], sa[2], sb[0], sb[1], sb[2]};
+                for (size_t i = 0; i < sizeof all / sizeof *all; ++i) cg_tensor_free(all[i]);
+            }
+}
+
 static void test_stats_many(void) {
     int64_t sh[2] = {37, 53};
     cg_tensor *a = stats_input(CG_FLOAT32, 37 * 53, 1), *a2 = NULL, *strided = NULL;
@@ -1014,6 +1065,7 @@ int main(void) {
     test_stats_finite_vs_reference();
     test_update_stats();
     test_update_stats_lanes_ranges();
+    test_update_stats_measuring_fallbacks();
     test_stats_many();
     return cgt_report(__FILE__);
 }
