@@ -20,6 +20,9 @@ CG_INTERNAL double cg__sum_sq_diff_f64(const double *a, const double *b, int64_t
  * (sums and counts added, max_abs the larger): a fused update measuring
  * its blocks one by one (optim.c). */
 CG_INTERNAL void cg__stats_add(const void *x, int is_f32, int64_t n, cg_stats *acc);
+/* acc += s: sums and counts added, max_abs the larger (one block into a
+ * tensor's statistics). */
+CG_INTERNAL void cg__stats_merge(cg_stats *acc, const cg_stats *s);
 /* Returns sum((a[i] - b[i])^2) over n float32 (is_f32) or float64 elements
  * (a the new weights, b the old) and adds b's statistics to acc, in one
  * pass and in double: cg__sum_sq_diff_* and the exact cg__stats_add(b)

@@ -112,18 +112,16 @@ static void measure_block(const meas_block *mb, int f32, int wu, const void *w, 
         else cg__stats_add(mb->old, f32, m, &ms->weight);
         return;
     }
-    double max_abs;
+    cg_stats s = {mb->wsq, 0.0, 0, m};
     if (f32) {
         const int32_t b = (int32_t)mb->w_bits;
         float f;
         memcpy(&f, &b, sizeof f);
-        max_abs = (double)f;
+        s.max_abs = (double)f;
     } else {
-        memcpy(&max_abs, &mb->w_bits, sizeof max_abs);
+        memcpy(&s.max_abs, &mb->w_bits, sizeof s.max_abs);
     }
-    ms->weight.sum_sq += mb->wsq;
-    if (max_abs > ms->weight.max_abs) ms->weight.max_abs = max_abs;
-    ms->weight.numel += m;
+    cg__stats_merge(&ms->weight, &s);
     if (wu) *usq_acc += mb->usq;
 }
 
