@@ -50,6 +50,7 @@
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(__SANITIZE_ADDRESS__)
 #define CG_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define CG_SIMD_CLONES_ON 1
 #else
 #define CG_SIMD_CLONES
 #endif

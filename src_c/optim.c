@@ -7,16 +7,29 @@
  * trajectory to float rounding. */
 /* Vectorisation options for the row loops: see the note in ops_binary.c.
  * fp-contract=off whatever the build's C mode (the extension compiles this
- * file in GNU mode, where GCC contracts by default): the measuring forms'
+ * file in GNU mode, where GCC contracts by default): the kernels'
  * AVX2/AVX-512 clones have FMA, and a fused multiply-add would change the
- * update's bits. */
+ * update's bits. no-tree-loop-distribute-patterns: GCC otherwise turns the
+ * measuring form's store of 16 old weights into a memmove call per 16
+ * elements, which spills every lane accumulator around the call (twice
+ * the loop's instructions, seen in callgrind). */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math",    \
-                     "fp-contract=off")
+                     "fp-contract=off", "no-tree-loop-distribute-patterns")
 #endif
 #include "cg_internal.h"
 #include "cg_optim.h"
 #include "optim_device.h"
+
+/* Each kernel's dispatcher (plain and measuring instances alike) is built
+ * as AVX2 and baseline clones (CG_SIMD_CLONES without AVX-512: AVX-512
+ * measured no faster here, on 8k to 4M elements, and it would add 50% to
+ * this file's compile time, already the longest of the build). */
+#ifdef CG_SIMD_CLONES_ON
+#define CG_OPTIM_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CG_OPTIM_CLONES
+#endif
 
 /* ---------------------------------------------------------------- checks */
 /* t must be a contiguous float tensor with ref's shape and dtype (ref == t
@@ -78,49 +91,67 @@ static void bump(cg_tensor *t) {
 }
 
 /* What a call measures (cg_update_stats; NULL: nothing), in the same pass:
- * the kernels run over blocks of UPD_BLOCK elements; before each block's
- * update the gradient block is measured (it is then in L1 for the kernel).
- * When the weights are measured, the kernel's measuring form (KERNEL_LOOP)
- * measures the old weights and the update inside its own loop and stores
+ * the kernels run over blocks of UPD_BLOCK elements. When the weights are
+ * measured, the kernel's measuring form (KERNEL_LOOP) measures the
+ * gradient, the old weights and the update inside its own loop and stores
  * the old weights into a stack buffer, which only the exact fallback reads
- * (measure_block). The update norm alone (the plain calls) is summed in
+ * (measure_block); a gradient measured alone is measured before each
+ * block's update (it is then in L1 for the kernel). The update norm alone (the plain calls) is summed in
  * double from the saved old weights, as update_sum_sq promises. Both forms
  * compute each element with the same code, so blocking and measuring do not
  * change a bit of the result. */
 #define UPD_BLOCK 1024
 #define AT(ptr, i, es) ((ptr) ? (void *)((char *)(ptr) + (size_t)(i) * (es)) : NULL)
 
-/* One block's measurement by a measuring kernel: the old weights' sum of
- * squares and max |w| bits, sum (w_new - w_old)^2 and max |w_new - w_old|
- * bits; old receives the old weights. */
+/* One block's measurement by a measuring kernel: the sums of squares and
+ * max |.| bits of the gradient, of the old weights and of the update
+ * (w_new - w_old); old receives the old weights. */
 typedef struct meas_block {
     void *old;
-    double wsq, usq;
-    int64_t w_bits, d_bits;
+    double gsq, wsq, usq;
+    int64_t g_bits, w_bits, d_bits;
 } meas_block;
 
-/* Adds a measured block to ms (and its update sum to *usq_acc). A float32
- * block whose squares float lanes cannot hold (LANES_SAFE) or any block
- * with a non-finite old weight is measured again, exactly, from the saved
- * old weights and the new ones (cg__update_block, cg__stats_add). */
-static void measure_block(const meas_block *mb, int f32, int wu, const void *w, int64_t m,
-                          cg_update_stats *ms, double *usq_acc) {
-    const int w_ok = f32 ? LANES_SAFE(mb->w_bits) : mb->w_bits < 0x7ff0000000000000LL;
-    const int d_ok = !f32 || LANES_SAFE(mb->d_bits);
-    if (!w_ok || (wu && !d_ok)) {
-        if (wu) *usq_acc += cg__update_block(w, mb->old, f32, m, &ms->weight);
-        else cg__stats_add(mb->old, f32, m, &ms->weight);
-        return;
-    }
-    cg_stats s = {mb->wsq, 0.0, 0, m};
+/* The finite stats of m elements from a sum of squares and max |x| bits. */
+static cg_stats lane_stats(double sum_sq, int64_t bits, int f32, int64_t m) {
+    cg_stats s = {sum_sq, 0.0, 0, m};
     if (f32) {
-        const int32_t b = (int32_t)mb->w_bits;
+        const int32_t b = (int32_t)bits;
         float f;
         memcpy(&f, &b, sizeof f);
         s.max_abs = (double)f;
     } else {
-        memcpy(&s.max_abs, &mb->w_bits, sizeof s.max_abs);
+        memcpy(&s.max_abs, &bits, sizeof s.max_abs);
     }
+    return s;
+}
+
+/* Whether a block's lane sums stand: every element finite and, in float32,
+ * every square within what float lanes hold (LANES_SAFE). */
+#define BLOCK_OK(f32, bits) ((f32) ? LANES_SAFE(bits) : (bits) < 0x7ff0000000000000LL)
+
+/* Adds a measured block to ms (and its update sum to *usq_acc; the
+ * gradient's when wg). A block whose lane sums do not stand (BLOCK_OK) is
+ * measured again, exactly: the gradient (which the update only read) with
+ * cg__stats_add, the weights from the saved old ones and the new ones
+ * (cg__update_block, cg__stats_add). */
+static void measure_block(const meas_block *mb, int f32, int wg, int wu, const void *g,
+                          const void *w, int64_t m, cg_update_stats *ms, double *usq_acc) {
+    if (wg) {
+        if (BLOCK_OK(f32, mb->g_bits)) {
+            const cg_stats s = lane_stats(mb->gsq, mb->g_bits, f32, m);
+            cg__stats_merge(&ms->grad, &s);
+        } else {
+            cg__stats_add(g, f32, m, &ms->grad);
+        }
+    }
+    const int d_ok = !f32 || LANES_SAFE(mb->d_bits);
+    if (!BLOCK_OK(f32, mb->w_bits) || (wu && !d_ok)) {
+        if (wu) *usq_acc += cg__update_block(w, mb->old, f32, m, &ms->weight);
+        else cg__stats_add(mb->old, f32, m, &ms->weight);
+        return;
+    }
+    const cg_stats s = lane_stats(mb->wsq, mb->w_bits, f32, m);
     cg__stats_merge(&ms->weight, &s);
     if (wu) *usq_acc += mb->usq;
 }
@@ -136,7 +167,7 @@ static void measure_block(const meas_block *mb, int f32, int wu, const void *w, 
             break;                                                                          \
         }                                                                                   \
         double old_[UPD_BLOCK];                                                             \
-        meas_block mbs_ = {old_, 0.0, 0.0, 0, 0};                                           \
+        meas_block mbs_ = {old_, 0.0, 0.0, 0.0, 0, 0, 0};                                   \
         const size_t es_ = cg_dtype_size((param)->dtype);                                   \
         const int f32_ = (param)->dtype == CG_FLOAT32;                                      \
         const int wg_ = (ms)->what & CG_MEASURE_GRAD, ww_ = (ms)->what & CG_MEASURE_WEIGHT; \
@@ -145,12 +176,12 @@ static void measure_block(const meas_block *mb, int f32, int wu, const void *w, 
         double acc_ = 0.0;                                                                  \
         for (int64_t lo = 0; lo < (n); lo += UPD_BLOCK) {                                   \
             const int64_t m = (n) - lo < UPD_BLOCK ? (n) - lo : UPD_BLOCK;                  \
-            void *w_ = AT(cg__ptr(param), lo, es_);                                         \
-            if (wg_) cg__stats_add(AT(cg__ptr(grad), lo, es_), f32_, m, &(ms)->grad);       \
+            void *w_ = AT(cg__ptr(param), lo, es_), *g_ = AT(cg__ptr(grad), lo, es_);       \
+            if (wg_ && !ww_) cg__stats_add(g_, f32_, m, &(ms)->grad);                       \
             if (!ww_ && wu_) memcpy(old_, w_, (size_t)m * es_);                             \
             CALL;                                                                           \
             if (ww_)                                                                        \
-                measure_block(mb_, f32_, wu_, w_, m, (ms), &acc_);                          \
+                measure_block(mb_, f32_, wg_, wu_, g_, w_, m, (ms), &acc_);                 \
             else if (wu_)                                                                   \
                 acc_ += f32_ ? cg__sum_sq_diff_f32(w_, (const float *)(void *)old_, m)      \
                              : cg__sum_sq_diff_f64(w_, old_, m);                            \
@@ -161,15 +192,16 @@ static void measure_block(const meas_block *mb, int f32, int wu, const void *w, 
 /* The kernels' loop: BODY (the element computation, reading and writing
  * element i of p and the state buffers in place) over i in [0, n); with
  * MEAS (a compile-time flag) the measuring form, the same BODY in a
- * two-level loop over MLANES lanes that keeps per lane the old weight's
- * square, (w_new - w_old)^2 and their max |.| bits, elementwise, so the
+ * two-level loop over MLANES lanes that keeps per lane the squares of the
+ * gradient, the old weight and w_new - w_old and their max |.| bits,
+ * elementwise, so the
  * vectoriser maps the lanes onto SIMD registers without reassociating
  * (this file has no associative-math: the update follows PyTorch op for
  * op). T-typed lane sums go into double every MFLUSH elements: a float
  * partial sum has seen <= MFLUSH / MLANES + 1 roundings (relative error
  * < 1.1e-6, cgrad.h); the scalar tail sums in double. */
-#define MLANES 16
-#define MFLUSH 256
+#define MLANES 8
+#define MFLUSH 128
 #define BITS_float int32_t
 #define BITS_double int64_t
 #define ABSBITS_float(b) ((b) & 0x7fffffff)
@@ -181,57 +213,73 @@ static void measure_block(const meas_block *mb, int f32, int wu, const void *w, 
         b_ = ABSBITS_##T(b_);                                                               \
         (mx) = b_ > (mx) ? b_ : (mx);                                                       \
     } while (0)
-#define KERNEL_LOOP(T, n, p, MEAS, mb, ...)                                                 \
+#define KERNEL_LOOP(T, n, p, gr, MEAS, mb, ...)                                             \
     if (!(MEAS)) {                                                                          \
         for (int64_t i = 0; i < (n); ++i) {                                                 \
             __VA_ARGS__                                                                     \
         }                                                                                   \
     } else {                                                                                \
         T *restrict old_ = (mb)->old;                                                       \
-        T aw_[MLANES], au_[MLANES];                                                         \
-        BITS_##T mw_[MLANES], md_[MLANES];                                                  \
-        double sw_ = 0.0, su_ = 0.0;                                                        \
-        for (int l_ = 0; l_ < MLANES; ++l_) mw_[l_] = md_[l_] = 0;                          \
+        T aw_[MLANES], au_[MLANES], ag_[MLANES];                                            \
+        BITS_##T mw_[MLANES], md_[MLANES], mg_[MLANES];                                     \
+        double dw_[MLANES], du_[MLANES], dg_[MLANES], sw_ = 0.0, su_ = 0.0, sg_ = 0.0;      \
+        for (int l_ = 0; l_ < MLANES; ++l_) {                                               \
+            mw_[l_] = md_[l_] = mg_[l_] = 0;                                                \
+            dw_[l_] = du_[l_] = dg_[l_] = 0.0;                                              \
+        }                                                                                   \
         int64_t i0_ = 0;                                                                    \
         for (; i0_ + MFLUSH <= (n); i0_ += MFLUSH) {                                        \
-            for (int l_ = 0; l_ < MLANES; ++l_) aw_[l_] = au_[l_] = 0;                      \
+            for (int l_ = 0; l_ < MLANES; ++l_) aw_[l_] = au_[l_] = ag_[l_] = 0;            \
             for (int64_t j_ = i0_; j_ < i0_ + MFLUSH; j_ += MLANES)                         \
                 for (int l_ = 0; l_ < MLANES; ++l_) {                                       \
                     const int64_t i = j_ + l_;                                              \
-                    const T x_ = p[i];                                                      \
+                    const T x_ = p[i], g_ = gr[i];                                          \
                     old_[i] = x_;                                                           \
                     {__VA_ARGS__}                                                           \
                     const T d_ = p[i] - x_;                                                 \
                     LANE_MAX_ABS(T, mw_[l_], x_);                                           \
                     LANE_MAX_ABS(T, md_[l_], d_);                                           \
+                    LANE_MAX_ABS(T, mg_[l_], g_);                                           \
                     aw_[l_] = aw_[l_] + x_ * x_;                                            \
                     au_[l_] = au_[l_] + d_ * d_;                                            \
+                    ag_[l_] = ag_[l_] + g_ * g_;                                            \
                 }                                                                           \
             for (int l_ = 0; l_ < MLANES; ++l_) {                                           \
-                sw_ += (double)aw_[l_];                                                     \
-                su_ += (double)au_[l_];                                                     \
+                dw_[l_] += (double)aw_[l_];                                                 \
+                du_[l_] += (double)au_[l_];                                                 \
+                dg_[l_] += (double)ag_[l_];                                                 \
             }                                                                               \
+        }                                                                                   \
+        for (int l_ = 0; l_ < MLANES; ++l_) {                                               \
+            sw_ += dw_[l_];                                                                 \
+            su_ += du_[l_];                                                                 \
+            sg_ += dg_[l_];                                                                 \
         }                                                                                   \
         for (; i0_ < (n); ++i0_) { /* the tail, < MFLUSH elements: sums in double */        \
             const int64_t i = i0_;                                                          \
-            const T x_ = p[i];                                                              \
+            const T x_ = p[i], g_ = gr[i];                                                  \
             old_[i] = x_;                                                                   \
             {__VA_ARGS__}                                                                   \
             const T d_ = p[i] - x_;                                                         \
             LANE_MAX_ABS(T, mw_[0], x_);                                                    \
             LANE_MAX_ABS(T, md_[0], d_);                                                    \
+            LANE_MAX_ABS(T, mg_[0], g_);                                                    \
             sw_ += (double)x_ * (double)x_;                                                 \
             su_ += (double)d_ * (double)d_;                                                 \
+            sg_ += (double)g_ * (double)g_;                                                 \
         }                                                                                   \
-        BITS_##T mw = 0, md = 0;                                                            \
+        BITS_##T mw = 0, md = 0, mg = 0;                                                    \
         for (int l_ = 0; l_ < MLANES; ++l_) {                                               \
             mw = mw_[l_] > mw ? mw_[l_] : mw;                                               \
             md = md_[l_] > md ? md_[l_] : md;                                               \
+            mg = mg_[l_] > mg ? mg_[l_] : mg;                                               \
         }                                                                                   \
         (mb)->wsq = sw_;                                                                    \
         (mb)->usq = su_;                                                                    \
+        (mb)->gsq = sg_;                                                                    \
         (mb)->w_bits = mw;                                                                  \
         (mb)->d_bits = md;                                                                  \
+        (mb)->g_bits = mg;                                                                  \
     }
 
 #define MEASURE_ALL (CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE)
@@ -262,6 +310,7 @@ static cg_update_stats *measure_begin(cg_update_stats *local, int what) {
 #define CASES32(C, k)                                                                       \
     CASES4(C, k) CASES4(C, (k) + 4) CASES4(C, (k) + 8) CASES4(C, (k) + 12) CASES4(C, (k) + 16) \
     CASES4(C, (k) + 20) CASES4(C, (k) + 24) CASES4(C, (k) + 28)
+#define CASES64(C, k) CASES32(C, k) CASES32(C, (k) + 32)
 #define BIT(k, i) (((k) >> (i)) & 1)
 
 /* ---------------------------------------------------------------- devices */
@@ -292,7 +341,7 @@ static cg_status device_update(int dev, const char *kernel, int n_targets, cg_te
                                const int INIT, const int MEAS) {                            \
         const T lr_neg = (T)(-o->lr), wd = (T)o->weight_decay, mom = (T)o->momentum;       \
         const T damp1 = (T)(1.0 - o->dampening);                                            \
-        KERNEL_LOOP(T, n, p, MEAS, mb, {                                                    \
+        KERNEL_LOOP(T, n, p, gr, MEAS, mb, {                                                    \
             T g = MX ? -gr[i] : gr[i];                                                      \
             if (WD) g = g + wd * p[i];                                                      \
             if (MOM) {                                                                      \
@@ -303,26 +352,13 @@ static cg_status device_update(int dev, const char *kernel, int n_targets, cg_te
             p[i] = p[i] + lr_neg * g;                                                       \
         })                                                                                  \
     }                                                                                       \
-    /* the measuring form, in SIMD clones (the plain loops stay as they were) */            \
-    CG_SIMD_CLONES static void NAME##_m(int64_t n, T *p, const T *gr, T *buf,               \
-                                        int init, const cg_sgd_options *o,                  \
-                                        meas_block *mb, int key) {                          \
-        switch (key) {                                                                      \
-            CASES32(NAME##_CASE, 32)                                                        \
-        default: break;                                                                     \
-        }                                                                                   \
-    }                                                                                       \
-    static void NAME(int64_t n, T *p, const T *gr, T *buf, int init,                        \
-                     const cg_sgd_options *o, meas_block *mb) {                             \
+    CG_OPTIM_CLONES static void NAME(int64_t n, T *p, const T *gr, T *buf, int init,         \
+                                    const cg_sgd_options *o, meas_block *mb) {              \
         const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1 |                \
                         (o->momentum != 0.0) << 2 | (o->nesterov != 0) << 3 |               \
-                        (init != 0) << 4;                                                   \
-        if (mb) {                                                                           \
-            NAME##_m(n, p, gr, buf, init, o, mb, key | 32);                                 \
-            return;                                                                         \
-        }                                                                                   \
+                        (init != 0) << 4 | (mb != NULL) << 5;                               \
         switch (key) {                                                                      \
-            CASES32(NAME##_CASE, 0)                                                         \
+            CASES64(NAME##_CASE, 0)                                                         \
         default: break;                                                                     \
         }                                                                                   \
     }
@@ -436,7 +472,7 @@ typedef struct adam_scalars {
         const T w1 = (T)(1.0 - o->beta1), w1m = (T)1 - w1;                                  \
         const T b2 = (T)o->beta2, c2 = (T)(1.0 - o->beta2);                                 \
         const T bc2_sqrt = (T)s->bc2_sqrt, eps = (T)o->eps, neg_step = (T)(-s->step_size); \
-        KERNEL_LOOP(T, n, p, MEAS, mb, {                                                    \
+        KERNEL_LOOP(T, n, p, gr, MEAS, mb, {                                                    \
             T g = MX ? -gr[i] : gr[i];                                                      \
             T x = p[i];                                                                     \
             if (WD) g = g + wd * x;                                                         \
@@ -456,28 +492,15 @@ typedef struct adam_scalars {
             p[i] = x + neg_step * mi / denom;                                               \
         })                                                                                  \
     }                                                                                       \
-    /* the measuring form, in SIMD clones (the plain loops stay as they were) */            \
-    CG_SIMD_CLONES static void NAME##_m(int64_t n, T *p, const T *gr, T *m, T *v,           \
-                                        T *vmax, const cg_adam_options *o,                  \
-                                        const adam_scalars *s, meas_block *mb,              \
-                                        int key) {                                          \
-        switch (key) {                                                                      \
-            CASES32(NAME##_CASE, 32)                                                        \
-        default: break;                                                                     \
-        }                                                                                   \
-    }                                                                                       \
-    static void NAME(int64_t n, T *p, const T *gr, T *m, T *v, T *vmax,                     \
-                     const cg_adam_options *o, const adam_scalars *s, meas_block *mb) {     \
+    CG_OPTIM_CLONES static void NAME(int64_t n, T *p, const T *gr, T *m, T *v, T *vmax,      \
+                                    const cg_adam_options *o, const adam_scalars *s,        \
+                                    meas_block *mb) {                                       \
         const int wd = o->weight_decay != 0.0;                                              \
         const int key = (o->maximize != 0) | (wd && !o->decoupled_weight_decay) << 1 |      \
                         (wd && o->decoupled_weight_decay) << 2 | (vmax != NULL) << 3 |      \
-                        ((T)(1.0 - o->beta1) < (T)0.5) << 4;                                \
-        if (mb) {                                                                           \
-            NAME##_m(n, p, gr, m, v, vmax, o, s, mb, key | 32);                             \
-            return;                                                                         \
-        }                                                                                   \
+                        ((T)(1.0 - o->beta1) < (T)0.5) << 4 | (mb != NULL) << 5;            \
         switch (key) {                                                                      \
-            CASES32(NAME##_CASE, 0)                                                         \
+            CASES64(NAME##_CASE, 0)                                                         \
         default: break;                                                                     \
         }                                                                                   \
     }
@@ -596,7 +619,7 @@ cg_status cg_adam_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *exp
                                const int MEAS) {                                            \
         const T wd = (T)o->weight_decay, alpha = (T)o->alpha, c = (T)(1.0 - o->alpha);     \
         const T c1m = (T)1 - c, eps = (T)o->eps, mom = (T)o->momentum, lr_neg = (T)(-o->lr); \
-        KERNEL_LOOP(T, n, p, MEAS, mb, {                                                    \
+        KERNEL_LOOP(T, n, p, gr, MEAS, mb, {                                                    \
             T g = MX ? -gr[i] : gr[i];                                                      \
             if (WD) g = g + wd * p[i];                                                      \
             const T si = sq[i] * alpha + c * g * g;                                         \
@@ -619,26 +642,13 @@ cg_status cg_adam_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *exp
             }                                                                               \
         })                                                                                  \
     }                                                                                       \
-    /* the measuring form, in SIMD clones (the plain loops stay as they were) */            \
-    CG_SIMD_CLONES static void NAME##_m(int64_t n, T *p, const T *gr, T *sq, T *ga,         \
-                                        T *buf, const cg_rmsprop_options *o,                \
-                                        meas_block *mb, int key) {                          \
-        switch (key) {                                                                      \
-            CASES32(NAME##_CASE, 32)                                                        \
-        default: break;                                                                     \
-        }                                                                                   \
-    }                                                                                       \
-    static void NAME(int64_t n, T *p, const T *gr, T *sq, T *ga, T *buf,                    \
-                     const cg_rmsprop_options *o, meas_block *mb) {                         \
+    CG_OPTIM_CLONES static void NAME(int64_t n, T *p, const T *gr, T *sq, T *ga, T *buf,     \
+                                    const cg_rmsprop_options *o, meas_block *mb) {          \
         const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1 |                \
                         (ga != NULL) << 2 | (buf != NULL) << 3 |                            \
-                        ((T)(1.0 - o->alpha) < (T)0.5) << 4;                                \
-        if (mb) {                                                                           \
-            NAME##_m(n, p, gr, sq, ga, buf, o, mb, key | 32);                               \
-            return;                                                                         \
-        }                                                                                   \
+                        ((T)(1.0 - o->alpha) < (T)0.5) << 4 | (mb != NULL) << 5;            \
         switch (key) {                                                                      \
-            CASES32(NAME##_CASE, 0)                                                         \
+            CASES64(NAME##_CASE, 0)                                                         \
         default: break;                                                                     \
         }                                                                                   \
     }
@@ -740,7 +750,7 @@ cg_status cg_rmsprop_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *
                                T *restrict sum, double clr, const cg_adagrad_options *o,    \
                                meas_block *mb, const int MX, const int WD, const int MEAS) { \
         const T wd = (T)o->weight_decay, eps = (T)o->eps, clr_neg = (T)(-clr);             \
-        KERNEL_LOOP(T, n, p, MEAS, mb, {                                                    \
+        KERNEL_LOOP(T, n, p, gr, MEAS, mb, {                                                    \
             T g = MX ? -gr[i] : gr[i];                                                      \
             if (WD) g = g + wd * p[i];                                                      \
             const T si = sum[i] + g * g;                                                    \
@@ -749,24 +759,12 @@ cg_status cg_rmsprop_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *
             p[i] = p[i] + clr_neg * g / std;                                                \
         })                                                                                  \
     }                                                                                       \
-    /* the measuring form, in SIMD clones (the plain loops stay as they were) */            \
-    CG_SIMD_CLONES static void NAME##_m(int64_t n, T *p, const T *gr, T *sum,               \
-                                        double clr, const cg_adagrad_options *o,            \
-                                        meas_block *mb, int key) {                          \
+    CG_OPTIM_CLONES static void NAME(int64_t n, T *p, const T *gr, T *sum, double clr,       \
+                                    const cg_adagrad_options *o, meas_block *mb) {          \
+        const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1 |                \
+                        (mb != NULL) << 2;                                                  \
         switch (key) {                                                                      \
-            CASES4(NAME##_CASE, 4)                                                          \
-        default: break;                                                                     \
-        }                                                                                   \
-    }                                                                                       \
-    static void NAME(int64_t n, T *p, const T *gr, T *sum, double clr,                      \
-                     const cg_adagrad_options *o, meas_block *mb) {                         \
-        const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1;                 \
-        if (mb) {                                                                           \
-            NAME##_m(n, p, gr, sum, clr, o, mb, key | 4);                                   \
-            return;                                                                         \
-        }                                                                                   \
-        switch (key) {                                                                      \
-            CASES4(NAME##_CASE, 0)                                                          \
+            CASES4(NAME##_CASE, 0) CASES4(NAME##_CASE, 4)                                   \
         default: break;                                                                     \
         }                                                                                   \
     }

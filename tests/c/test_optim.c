@@ -774,6 +774,44 @@ static void test_update_stats_measuring_fallbacks(void) {
             }
 }
 
+/* The gradient measured inside the measuring kernels (with the weights):
+ * non-finite elements, a float32 square that overflows a float lane and a
+ * gradient whose squares all underflow one take the exact loop; the
+ * update keeps its bits. */
+static void test_update_stats_grad_in_kernel(void) {
+    const cg_dtype dts[2] = {CG_FLOAT32, CG_FLOAT64};
+    for (int d = 0; d < 2; ++d)
+        for (int which = 0; which < 4; ++which)
+            for (int kase = 0; kase < 3; ++kase) {
+                const cg_dtype dt = dts[d];
+                cg_tensor *pa = filled(dt, 1.0, 0.0), *pb = filled(dt, 1.0, 0.0);
+                cg_tensor *g = filled(dt, kase == 2 ? 1e-30 : 0.5, 1.3);
+                cg_tensor *sa[3], *sb[3];
+                for (int k = 0; k < 3; ++k) sa[k] = filled(dt, 0.0, 0.0), sb[k] = filled(dt, 0.0, 0.0);
+                const double big = dt == CG_FLOAT32 ? 3e38 : 1e150;
+                for (int i = 1100; i < 1103 && kase < 2; ++i) { /* the second block */
+                    const double v = kase == 0 ? (i == 1101 ? NAN : INFINITY) : big;
+                    if (dt == CG_FLOAT32) ((float *)cg_tensor_data(g))[i] = (float)v;
+                    else ((double *)cg_tensor_data(g))[i] = v;
+                }
+                cg_stats want;
+                ref_stats(g, &want);
+                cg_update_stats us;
+                us.what = CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE;
+                CHECK_OK(update_which(which, pa, g, sa, 1, NULL, NULL));
+                CHECK_OK(update_which(which, pb, g, sb, 1, NULL, &us));
+                CHECK(bitwise_same(pa, pb));
+                const double rel = kase == 0 ? fused_rel(dt) : 1e-12; /* exact blocks: double */
+                CHECK(us.grad.max_abs == want.max_abs && us.grad.nonfinite == want.nonfinite &&
+                      us.grad.numel == want.numel);
+                CHECK(fabs(us.grad.sum_sq - want.sum_sq) <= rel * want.sum_sq);
+                CHECK(kase != 0 || us.grad.nonfinite == 3);
+                CHECK(kase == 0 || (isfinite(us.grad.sum_sq) && us.grad.sum_sq > 0.0));
+                cg_tensor *all[] = {pa, pb, g, sa[0], sa[1], sa[2], sb[0], sb[1], sb[2]};
+                for (size_t i = 0; i < sizeof all / sizeof *all; ++i) cg_tensor_free(all[i]);
+            }
+}
+
 static void test_stats_many(void) {
     int64_t sh[2] = {37, 53};
     cg_tensor *a = stats_input(CG_FLOAT32, 37 * 53, 1), *a2 = NULL, *strided = NULL;
@@ -1066,6 +1104,7 @@ int main(void) {
     test_update_stats();
     test_update_stats_lanes_ranges();
     test_update_stats_measuring_fallbacks();
+    test_update_stats_grad_in_kernel();
     test_stats_many();
     return cgt_report(__FILE__);
 }
