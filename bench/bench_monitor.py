@@ -18,10 +18,20 @@ thread's cost per step (best of 7 rounds of claiming 1000 ring slots as
 one chunk; "encode": the NumPy work that turns the chunk into one chunks
 row, all of it with the GIL held; "writer": encode plus the SQLite insert
 and commit, whose sqlite3_step calls release the GIL).
+With --instructions (needs valgrind): the whole training step counted in
+instructions instead of seconds, which a shared machine does not disturb.
+Each case runs in a process of its own under callgrind
+(--separate-threads), once with 50 warm-up steps alone and once with 500
+steps after them; the difference over 500 is a step's instructions on the
+training thread and on the other threads (the writer), without the
+monitor and with run.watch(every=1) + run.log_loss(loss).
 Target (issue 5): at most 3% at every-step recording on the digits MLP.
 """
 import argparse
+import glob
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -184,12 +194,80 @@ def pieces(model, opt, run, n):
     return out
 
 
+def child(mode, kind, steps):
+    """The training loop counted by --instructions (run under callgrind)."""
+    cgrad.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = cgrad.from_numpy(rng.standard_normal((64, 64)).astype(np.float32))
+    y = cgrad.from_numpy(rng.integers(0, 10, 64).astype(np.int64))
+    model = mlp((64, 128, 10))
+    opt = make_opt(kind, model.parameters())
+    with tempfile.TemporaryDirectory() as tmpdir:
+        run = None
+        if mode == "every=1":
+            run = monitor.Run(tmpdir, name="bench")
+            run.watch(model, opt, every=1)
+        for _ in range(50 + steps):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            if run is not None:
+                run.log_loss(loss)
+        if run is not None:
+            run.close()  # the writer's last commit is counted too
+
+
+def instructions(steps=500):
+    """Per-step instructions (training thread, other threads) of each case."""
+    if shutil.which("valgrind") is None:
+        sys.exit("--instructions needs valgrind")
+    env = dict(os.environ, PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1")
+    print(f"instructions per training step of the digits MLP (callgrind, {steps} steps)")
+    print(f"{'opt':>4} {'off':>10} {'every=1 train':>14} {'writer':>8} {'train/off':>10} "
+          f"{'all/off':>8}")
+    with tempfile.TemporaryDirectory() as tmp:
+        def count(mode, kind, n):
+            out = os.path.join(tmp, f"{mode}-{kind}-{n}.cg")
+            subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                            f"--callgrind-out-file={out}", sys.executable, os.path.abspath(__file__),
+                            "--child", mode, kind, str(n)],
+                           env=env, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            per_thread = {}
+            for f in glob.glob(out + "-*"):
+                with open(f) as fh:
+                    for line in fh:
+                        if line.startswith("summary:"):
+                            per_thread[int(f.rsplit("-", 1)[1])] = int(line.split()[1])
+            main_thread = per_thread.pop(min(per_thread))
+            return main_thread, sum(per_thread.values())
+        for kind in ("sgd", "adam"):
+            res = {}
+            for mode in ("off", "every=1"):
+                m0, o0 = count(mode, kind, 0)
+                m1, o1 = count(mode, kind, steps)
+                res[mode] = ((m1 - m0) / steps, (o1 - o0) / steps)
+            off = res["off"][0] + res["off"][1]
+            train, writer = res["every=1"]
+            print(f"{kind:>4} {off:>10.0f} {train:>14.0f} {writer:>8.0f} "
+                  f"{train / res['off'][0]:>10.4f} {(train + writer) / off:>8.4f}", flush=True)
+
+
 def main():
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer blocks (a sanity run)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions under callgrind instead (needs valgrind; minutes)")
     ap.add_argument("--steps-only", action="store_true",
                     help="only the step table (e.g. to compare an older cgrad on PYTHONPATH)")
     args = ap.parse_args()
+    if args.instructions:
+        instructions()
+        return
     global WITH_PIECES
     WITH_PIECES = not args.steps_only
     blocks = 5 if args.quick else 21
