@@ -7,9 +7,9 @@
  * trajectory to float rounding. */
 /* Vectorisation options for the row loops: see the note in ops_binary.c.
  * fp-contract=off whatever the build's C mode (the extension compiles this
- * file in GNU mode, where GCC contracts by default): the kernels'
- * AVX2/AVX-512 clones have FMA, and a fused multiply-add would change the
- * update's bits. no-tree-loop-distribute-patterns: GCC otherwise turns the
+ * file in GNU mode, where GCC contracts by default): the measuring
+ * kernels' FMA variant is built with FMA, and a fused multiply-add would
+ * change the update's bits. no-tree-loop-distribute-patterns: GCC otherwise turns the
  * measuring form's store of 16 old weights into a memmove call per 16
  * elements, which spills every lane accumulator around the call (twice
  * the loop's instructions, seen in callgrind). */
@@ -24,11 +24,35 @@
 /* Each kernel's dispatcher (plain and measuring instances alike) is built
  * as AVX2 and baseline clones (CG_SIMD_CLONES without AVX-512: AVX-512
  * measured no faster here, on 8k to 4M elements, and it would add 50% to
- * this file's compile time, already the longest of the build). */
+ * this file's compile time, already the longest of the build). The AVX2
+ * clone has no FMA (-mavx2 does not imply it), so the measuring instances
+ * are built once more for AVX2 + FMA (FMA_VARIANT, picked at run time by
+ * WITH_FMA on a CPU that has both): there the measuring sums use fused
+ * multiply-adds (SQ_ADD), one instruction fewer per square; the update's
+ * own arithmetic is never contracted (fp-contract=off above), so its bits
+ * are the same in every instance. */
 #ifdef CG_SIMD_CLONES_ON
 #define CG_OPTIM_CLONES __attribute__((target_clones("avx2", "default")))
+#define FMA_VARIANT(...) __attribute__((target("avx2,fma"))) __VA_ARGS__
+static int cpu_fma(void) {
+    static int known = -1; /* benign race: every thread stores the same value */
+    int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+#define WITH_FMA(mb, FMA_CALL, CALL)                                                        \
+    do {                                                                                    \
+        if ((mb) && cpu_fma()) FMA_CALL;                                                    \
+        else CALL;                                                                          \
+    } while (0)
 #else
 #define CG_OPTIM_CLONES
+#define FMA_VARIANT(...)
+#define WITH_FMA(mb, FMA_CALL, CALL) CALL
 #endif
 
 /* ---------------------------------------------------------------- checks */
@@ -96,20 +120,25 @@ static void bump(cg_tensor *t) {
  * gradient, the old weights and the update inside its own loop and stores
  * the old weights into a stack buffer, which only the exact fallback reads
  * (measure_block); a gradient measured alone is measured before each
- * block's update (it is then in L1 for the kernel). The update norm alone (the plain calls) is summed in
- * double from the saved old weights, as update_sum_sq promises. Both forms
+ * block's update (it is then in L1 for the kernel). The update norm alone
+ * (the plain calls) is summed in double from the saved old weights, as
+ * update_sum_sq promises. Both forms
  * compute each element with the same code, so blocking and measuring do not
- * change a bit of the result. */
-#define UPD_BLOCK 1024
+ * change a bit of the result. 2048 elements: a float32 block of each
+ * operand is 8 KB, so a kernel's few stay in L1 for the fallback, and a
+ * measured block's set-up (a call, the lanes' set-up and reduction,
+ * measure_block: ~500 instructions) is paid once per 2048. */
+#define UPD_BLOCK 2048
 #define AT(ptr, i, es) ((ptr) ? (void *)((char *)(ptr) + (size_t)(i) * (es)) : NULL)
 
-/* One block's measurement by a measuring kernel: the sums of squares and
- * max |.| bits of the gradient, of the old weights and of the update
- * (w_new - w_old); old receives the old weights. */
+/* One block's measurement by a measuring kernel: the sums of squares of
+ * the gradient, of the old weights and of the update (w_new - w_old), and
+ * the max |.| bits of the gradient and of the old weights; old receives
+ * the old weights. */
 typedef struct meas_block {
     void *old;
     double gsq, wsq, usq;
-    int64_t g_bits, w_bits, d_bits;
+    int64_t g_bits, w_bits;
 } meas_block;
 
 /* The finite stats of m elements from a sum of squares and max |x| bits. */
@@ -130,6 +159,14 @@ static cg_stats lane_stats(double sum_sq, int64_t bits, int f32, int64_t m) {
  * every square within what float lanes hold (LANES_SAFE). */
 #define BLOCK_OK(f32, bits) ((f32) ? LANES_SAFE(bits) : (bits) < 0x7ff0000000000000LL)
 
+/* The same for the update's float32 lane sum usq of m squares, from the sum
+ * alone (the kernels keep no max |w_new - w_old|): usq < 2^99 bounds every
+ * square below 2^99 (an overflow gives inf), and usq >= m * 2^-79 puts the
+ * largest square at or above usq / m, so max |d| is within LANES_SAFE's
+ * [2^-40, 2^50) allowing for the lanes' rounding; NaN, 0 (no update, or
+ * squares all underflowed) and everything else are summed again exactly. */
+#define UPDATE_SUM_OK(usq, m) ((usq) >= (double)(m) * 0x1p-79 && (usq) < 0x1p99)
+
 /* Adds a measured block to ms (and its update sum to *usq_acc; the
  * gradient's when wg). A block whose lane sums do not stand (BLOCK_OK) is
  * measured again, exactly: the gradient (which the update only read) with
@@ -145,7 +182,7 @@ static void measure_block(const meas_block *mb, int f32, int wg, int wu, const v
             cg__stats_add(g, f32, m, &ms->grad);
         }
     }
-    const int d_ok = !f32 || LANES_SAFE(mb->d_bits);
+    const int d_ok = !f32 || UPDATE_SUM_OK(mb->usq, m);
     if (!BLOCK_OK(f32, mb->w_bits) || (wu && !d_ok)) {
         if (wu) *usq_acc += cg__update_block(w, mb->old, f32, m, &ms->weight);
         else cg__stats_add(mb->old, f32, m, &ms->weight);
@@ -167,7 +204,7 @@ static void measure_block(const meas_block *mb, int f32, int wg, int wu, const v
             break;                                                                          \
         }                                                                                   \
         double old_[UPD_BLOCK];                                                             \
-        meas_block mbs_ = {old_, 0.0, 0.0, 0.0, 0, 0, 0};                                   \
+        meas_block mbs_ = {old_, 0.0, 0.0, 0.0, 0, 0};                                      \
         const size_t es_ = cg_dtype_size((param)->dtype);                                   \
         const int f32_ = (param)->dtype == CG_FLOAT32;                                      \
         const int wg_ = (ms)->what & CG_MEASURE_GRAD, ww_ = (ms)->what & CG_MEASURE_WEIGHT; \
@@ -191,10 +228,11 @@ static void measure_block(const meas_block *mb, int f32, int wg, int wu, const v
 
 /* The kernels' loop: BODY (the element computation, reading and writing
  * element i of p and the state buffers in place) over i in [0, n); with
- * MEAS (a compile-time flag) the measuring form, the same BODY in a
+ * MEAS (a compile-time constant: 1, or 2 in the FMA variant) the
+ * measuring form, the same BODY in a
  * two-level loop over MLANES lanes that keeps per lane the squares of the
- * gradient, the old weight and w_new - w_old and their max |.| bits,
- * elementwise, so the
+ * gradient, the old weight and w_new - w_old, and the max |.| bits of the
+ * first two, elementwise, so the
  * vectoriser maps the lanes onto SIMD registers without reassociating
  * (this file has no associative-math: the update follows PyTorch op for
  * op). T-typed lane sums go into double every MFLUSH elements: a float
@@ -213,6 +251,10 @@ static void measure_block(const meas_block *mb, int f32, int wg, int wu, const v
         b_ = ABSBITS_##T(b_);                                                               \
         (mx) = b_ > (mx) ? b_ : (mx);                                                       \
     } while (0)
+/* acc + x * x in a measuring lane: fused where MEAS is 2 (the FMA variant). */
+#define FMA_float __builtin_fmaf
+#define FMA_double __builtin_fma
+#define SQ_ADD(T, MEAS, acc, x) ((MEAS) == 2 ? FMA_##T((x), (x), (acc)) : (acc) + (x) * (x))
 #define KERNEL_LOOP(T, n, p, gr, MEAS, mb, ...)                                             \
     if (!(MEAS)) {                                                                          \
         for (int64_t i = 0; i < (n); ++i) {                                                 \
@@ -221,15 +263,16 @@ static void measure_block(const meas_block *mb, int f32, int wg, int wu, const v
     } else {                                                                                \
         T *restrict old_ = (mb)->old;                                                       \
         T aw_[MLANES], au_[MLANES], ag_[MLANES];                                            \
-        BITS_##T mw_[MLANES], md_[MLANES], mg_[MLANES];                                     \
+        BITS_##T mw_[MLANES], mg_[MLANES];                                                  \
         double dw_[MLANES], du_[MLANES], dg_[MLANES], sw_ = 0.0, su_ = 0.0, sg_ = 0.0;      \
         for (int l_ = 0; l_ < MLANES; ++l_) {                                               \
-            mw_[l_] = md_[l_] = mg_[l_] = 0;                                                \
+            mw_[l_] = mg_[l_] = 0;                                                          \
             dw_[l_] = du_[l_] = dg_[l_] = 0.0;                                              \
         }                                                                                   \
         int64_t i0_ = 0;                                                                    \
         for (; i0_ + MFLUSH <= (n); i0_ += MFLUSH) {                                        \
             for (int l_ = 0; l_ < MLANES; ++l_) aw_[l_] = au_[l_] = ag_[l_] = 0;            \
+            _Pragma("GCC unroll 2")                                                         \
             for (int64_t j_ = i0_; j_ < i0_ + MFLUSH; j_ += MLANES)                         \
                 for (int l_ = 0; l_ < MLANES; ++l_) {                                       \
                     const int64_t i = j_ + l_;                                              \
@@ -238,11 +281,10 @@ static void measure_block(const meas_block *mb, int f32, int wg, int wu, const v
                     {__VA_ARGS__}                                                           \
                     const T d_ = p[i] - x_;                                                 \
                     LANE_MAX_ABS(T, mw_[l_], x_);                                           \
-                    LANE_MAX_ABS(T, md_[l_], d_);                                           \
                     LANE_MAX_ABS(T, mg_[l_], g_);                                           \
-                    aw_[l_] = aw_[l_] + x_ * x_;                                            \
-                    au_[l_] = au_[l_] + d_ * d_;                                            \
-                    ag_[l_] = ag_[l_] + g_ * g_;                                            \
+                    aw_[l_] = SQ_ADD(T, MEAS, aw_[l_], x_);                                 \
+                    au_[l_] = SQ_ADD(T, MEAS, au_[l_], d_);                                 \
+                    ag_[l_] = SQ_ADD(T, MEAS, ag_[l_], g_);                                 \
                 }                                                                           \
             for (int l_ = 0; l_ < MLANES; ++l_) {                                           \
                 dw_[l_] += (double)aw_[l_];                                                 \
@@ -262,23 +304,20 @@ static void measure_block(const meas_block *mb, int f32, int wg, int wu, const v
             {__VA_ARGS__}                                                                   \
             const T d_ = p[i] - x_;                                                         \
             LANE_MAX_ABS(T, mw_[0], x_);                                                    \
-            LANE_MAX_ABS(T, md_[0], d_);                                                    \
             LANE_MAX_ABS(T, mg_[0], g_);                                                    \
             sw_ += (double)x_ * (double)x_;                                                 \
             su_ += (double)d_ * (double)d_;                                                 \
             sg_ += (double)g_ * (double)g_;                                                 \
         }                                                                                   \
-        BITS_##T mw = 0, md = 0, mg = 0;                                                    \
+        BITS_##T mw = 0, mg = 0;                                                            \
         for (int l_ = 0; l_ < MLANES; ++l_) {                                               \
             mw = mw_[l_] > mw ? mw_[l_] : mw;                                               \
-            md = md_[l_] > md ? md_[l_] : md;                                               \
             mg = mg_[l_] > mg ? mg_[l_] : mg;                                               \
         }                                                                                   \
         (mb)->wsq = sw_;                                                                    \
         (mb)->usq = su_;                                                                    \
         (mb)->gsq = sg_;                                                                    \
         (mb)->w_bits = mw;                                                                  \
-        (mb)->d_bits = md;                                                                  \
         (mb)->g_bits = mg;                                                                  \
     }
 
@@ -304,7 +343,10 @@ static cg_update_stats *measure_begin(cg_update_stats *local, int what) {
 /* Each update loop is an always-inline body taking its option flags as
  * int parameters, instantiated once per flag combination by a switch on a
  * key whose cases pass literal constants: every instance is branch-free
- * inside, so GCC vectorises it (a flag tested in the loop stops that). */
+ * inside, so GCC vectorises it (a flag tested in the loop stops that). The
+ * key's top bit is the measuring form; the FMA variant switches on the
+ * measuring keys with one bit more set (MEAS_OF: 0 plain, 1 measuring, 2
+ * measuring with FMA). */
 #define CG_INLINE static inline __attribute__((always_inline))
 #define CASES4(C, k) C(k) C((k) + 1) C((k) + 2) C((k) + 3)
 #define CASES32(C, k)                                                                       \
@@ -312,6 +354,7 @@ static cg_update_stats *measure_begin(cg_update_stats *local, int what) {
     CASES4(C, (k) + 20) CASES4(C, (k) + 24) CASES4(C, (k) + 28)
 #define CASES64(C, k) CASES32(C, k) CASES32(C, (k) + 32)
 #define BIT(k, i) (((k) >> (i)) & 1)
+#define MEAS_OF(k, i) (BIT(k, i) + BIT(k, (i) + 1))
 
 /* ---------------------------------------------------------------- devices */
 /* On a backend device the whole update of one parameter is one named
@@ -352,22 +395,37 @@ static cg_status device_update(int dev, const char *kernel, int n_targets, cg_te
             p[i] = p[i] + lr_neg * g;                                                       \
         })                                                                                  \
     }                                                                                       \
-    CG_OPTIM_CLONES static void NAME(int64_t n, T *p, const T *gr, T *buf, int init,         \
-                                    const cg_sgd_options *o, meas_block *mb) {              \
-        const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1 |                \
-                        (o->momentum != 0.0) << 2 | (o->nesterov != 0) << 3 |               \
-                        (init != 0) << 4 | (mb != NULL) << 5;                               \
-        switch (key) {                                                                      \
+    CG_INLINE int NAME##_key(const T *buf, int init, const cg_sgd_options *o,               \
+                             const meas_block *mb) {                                        \
+        return (o->maximize != 0) | (o->weight_decay != 0.0) << 1 |                         \
+               (o->momentum != 0.0) << 2 | (o->nesterov != 0) << 3 | (init != 0) << 4 |     \
+               (mb != NULL) << 5;                                                           \
+    }                                                                                       \
+    CG_OPTIM_CLONES static void NAME##_any(int64_t n, T *p, const T *gr, T *buf, int init,   \
+                                          const cg_sgd_options *o, meas_block *mb) {        \
+        switch (NAME##_key(buf, init, o, mb)) {                                             \
             CASES64(NAME##_CASE, 0)                                                         \
         default: break;                                                                     \
         }                                                                                   \
+    }                                                                                       \
+    FMA_VARIANT(static void NAME##_fma(int64_t n, T *p, const T *gr, T *buf, int init,      \
+                                       const cg_sgd_options *o, meas_block *mb) {           \
+        switch (NAME##_key(buf, init, o, mb) | 64) {                                        \
+            CASES32(NAME##_CASE, 96)                                                        \
+        default: break;                                                                     \
+        }                                                                                   \
+    })                                                                                      \
+    static void NAME(int64_t n, T *p, const T *gr, T *buf, int init, const cg_sgd_options *o, \
+                     meas_block *mb) {                                                      \
+        WITH_FMA(mb, NAME##_fma(n, p, gr, buf, init, o, mb),                                \
+                 NAME##_any(n, p, gr, buf, init, o, mb));                                   \
     }
 #define sgd_f32_CASE(k)                                                                     \
     case k: sgd_f32_body(n, p, gr, buf, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2), BIT(k, 3),  \
-                         BIT(k, 4), BIT(k, 5)); break;
+                         BIT(k, 4), MEAS_OF(k, 5)); break;
 #define sgd_f64_CASE(k)                                                                     \
     case k: sgd_f64_body(n, p, gr, buf, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2), BIT(k, 3),  \
-                         BIT(k, 4), BIT(k, 5)); break;
+                         BIT(k, 4), MEAS_OF(k, 5)); break;
 SGD_KERNEL(sgd_f32, float)
 SGD_KERNEL(sgd_f64, double)
 
@@ -492,24 +550,39 @@ typedef struct adam_scalars {
             p[i] = x + neg_step * mi / denom;                                               \
         })                                                                                  \
     }                                                                                       \
-    CG_OPTIM_CLONES static void NAME(int64_t n, T *p, const T *gr, T *m, T *v, T *vmax,      \
-                                    const cg_adam_options *o, const adam_scalars *s,        \
-                                    meas_block *mb) {                                       \
+    CG_INLINE int NAME##_key(const T *vmax, const cg_adam_options *o, const meas_block *mb) { \
         const int wd = o->weight_decay != 0.0;                                              \
-        const int key = (o->maximize != 0) | (wd && !o->decoupled_weight_decay) << 1 |      \
-                        (wd && o->decoupled_weight_decay) << 2 | (vmax != NULL) << 3 |      \
-                        ((T)(1.0 - o->beta1) < (T)0.5) << 4 | (mb != NULL) << 5;            \
-        switch (key) {                                                                      \
+        return (o->maximize != 0) | (wd && !o->decoupled_weight_decay) << 1 |               \
+               (wd && o->decoupled_weight_decay) << 2 | (vmax != NULL) << 3 |               \
+               ((T)(1.0 - o->beta1) < (T)0.5) << 4 | (mb != NULL) << 5;                     \
+    }                                                                                       \
+    CG_OPTIM_CLONES static void NAME##_any(int64_t n, T *p, const T *gr, T *m, T *v, T *vmax, \
+                                          const cg_adam_options *o, const adam_scalars *s,  \
+                                          meas_block *mb) {                                 \
+        switch (NAME##_key(vmax, o, mb)) {                                                  \
             CASES64(NAME##_CASE, 0)                                                         \
         default: break;                                                                     \
         }                                                                                   \
+    }                                                                                       \
+    FMA_VARIANT(static void NAME##_fma(int64_t n, T *p, const T *gr, T *m, T *v, T *vmax,   \
+                                       const cg_adam_options *o, const adam_scalars *s,     \
+                                       meas_block *mb) {                                    \
+        switch (NAME##_key(vmax, o, mb) | 64) {                                             \
+            CASES32(NAME##_CASE, 96)                                                        \
+        default: break;                                                                     \
+        }                                                                                   \
+    })                                                                                      \
+    static void NAME(int64_t n, T *p, const T *gr, T *m, T *v, T *vmax,                     \
+                     const cg_adam_options *o, const adam_scalars *s, meas_block *mb) {     \
+        WITH_FMA(mb, NAME##_fma(n, p, gr, m, v, vmax, o, s, mb),                            \
+                 NAME##_any(n, p, gr, m, v, vmax, o, s, mb));                               \
     }
 #define adam_f32_CASE(k)                                                                    \
     case k: adam_f32_body(n, p, gr, m, v, vmax, o, s, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2),  \
-                          BIT(k, 3), BIT(k, 4), BIT(k, 5)); break;
+                          BIT(k, 3), BIT(k, 4), MEAS_OF(k, 5)); break;
 #define adam_f64_CASE(k)                                                                    \
     case k: adam_f64_body(n, p, gr, m, v, vmax, o, s, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2),  \
-                          BIT(k, 3), BIT(k, 4), BIT(k, 5)); break;
+                          BIT(k, 3), BIT(k, 4), MEAS_OF(k, 5)); break;
 ADAM_KERNEL(adam_f32, float)
 ADAM_KERNEL(adam_f64, double)
 
@@ -642,22 +715,37 @@ cg_status cg_adam_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *exp
             }                                                                               \
         })                                                                                  \
     }                                                                                       \
-    CG_OPTIM_CLONES static void NAME(int64_t n, T *p, const T *gr, T *sq, T *ga, T *buf,     \
-                                    const cg_rmsprop_options *o, meas_block *mb) {          \
-        const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1 |                \
-                        (ga != NULL) << 2 | (buf != NULL) << 3 |                            \
-                        ((T)(1.0 - o->alpha) < (T)0.5) << 4 | (mb != NULL) << 5;            \
-        switch (key) {                                                                      \
+    CG_INLINE int NAME##_key(const T *ga, const T *buf, const cg_rmsprop_options *o,        \
+                             const meas_block *mb) {                                        \
+        return (o->maximize != 0) | (o->weight_decay != 0.0) << 1 | (ga != NULL) << 2 |     \
+               (buf != NULL) << 3 | ((T)(1.0 - o->alpha) < (T)0.5) << 4 | (mb != NULL) << 5; \
+    }                                                                                       \
+    CG_OPTIM_CLONES static void NAME##_any(int64_t n, T *p, const T *gr, T *sq, T *ga,       \
+                                          T *buf, const cg_rmsprop_options *o,              \
+                                          meas_block *mb) {                                 \
+        switch (NAME##_key(ga, buf, o, mb)) {                                               \
             CASES64(NAME##_CASE, 0)                                                         \
         default: break;                                                                     \
         }                                                                                   \
+    }                                                                                       \
+    FMA_VARIANT(static void NAME##_fma(int64_t n, T *p, const T *gr, T *sq, T *ga, T *buf,  \
+                                       const cg_rmsprop_options *o, meas_block *mb) {       \
+        switch (NAME##_key(ga, buf, o, mb) | 64) {                                          \
+            CASES32(NAME##_CASE, 96)                                                        \
+        default: break;                                                                     \
+        }                                                                                   \
+    })                                                                                      \
+    static void NAME(int64_t n, T *p, const T *gr, T *sq, T *ga, T *buf,                    \
+                     const cg_rmsprop_options *o, meas_block *mb) {                         \
+        WITH_FMA(mb, NAME##_fma(n, p, gr, sq, ga, buf, o, mb),                              \
+                 NAME##_any(n, p, gr, sq, ga, buf, o, mb));                                 \
     }
 #define rmsprop_f32_CASE(k)                                                                 \
     case k: rmsprop_f32_body(n, p, gr, sq, ga, buf, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2), \
-                             BIT(k, 3), BIT(k, 4), BIT(k, 5)); break;
+                             BIT(k, 3), BIT(k, 4), MEAS_OF(k, 5)); break;
 #define rmsprop_f64_CASE(k)                                                                 \
     case k: rmsprop_f64_body(n, p, gr, sq, ga, buf, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2), \
-                             BIT(k, 3), BIT(k, 4), BIT(k, 5)); break;
+                             BIT(k, 3), BIT(k, 4), MEAS_OF(k, 5)); break;
 RMSPROP_KERNEL(rmsprop_f32, float)
 RMSPROP_KERNEL(rmsprop_f64, double)
 
@@ -759,19 +847,34 @@ cg_status cg_rmsprop_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *
             p[i] = p[i] + clr_neg * g / std;                                                \
         })                                                                                  \
     }                                                                                       \
-    CG_OPTIM_CLONES static void NAME(int64_t n, T *p, const T *gr, T *sum, double clr,       \
-                                    const cg_adagrad_options *o, meas_block *mb) {          \
-        const int key = (o->maximize != 0) | (o->weight_decay != 0.0) << 1 |                \
-                        (mb != NULL) << 2;                                                  \
-        switch (key) {                                                                      \
+    CG_INLINE int NAME##_key(const cg_adagrad_options *o, const meas_block *mb) {           \
+        return (o->maximize != 0) | (o->weight_decay != 0.0) << 1 | (mb != NULL) << 2;      \
+    }                                                                                       \
+    CG_OPTIM_CLONES static void NAME##_any(int64_t n, T *p, const T *gr, T *sum, double clr, \
+                                          const cg_adagrad_options *o, meas_block *mb) {    \
+        switch (NAME##_key(o, mb)) {                                                        \
             CASES4(NAME##_CASE, 0) CASES4(NAME##_CASE, 4)                                   \
         default: break;                                                                     \
         }                                                                                   \
+    }                                                                                       \
+    FMA_VARIANT(static void NAME##_fma(int64_t n, T *p, const T *gr, T *sum, double clr,    \
+                                       const cg_adagrad_options *o, meas_block *mb) {       \
+        switch (NAME##_key(o, mb) | 8) {                                                    \
+            CASES4(NAME##_CASE, 12)                                                         \
+        default: break;                                                                     \
+        }                                                                                   \
+    })                                                                                      \
+    static void NAME(int64_t n, T *p, const T *gr, T *sum, double clr,                      \
+                     const cg_adagrad_options *o, meas_block *mb) {                         \
+        WITH_FMA(mb, NAME##_fma(n, p, gr, sum, clr, o, mb),                                 \
+                 NAME##_any(n, p, gr, sum, clr, o, mb));                                    \
     }
 #define adagrad_f32_CASE(k)                                                                 \
-    case k: adagrad_f32_body(n, p, gr, sum, clr, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2)); break;
+    case k: adagrad_f32_body(n, p, gr, sum, clr, o, mb, BIT(k, 0), BIT(k, 1), MEAS_OF(k, 2)); \
+        break;
 #define adagrad_f64_CASE(k)                                                                 \
-    case k: adagrad_f64_body(n, p, gr, sum, clr, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2)); break;
+    case k: adagrad_f64_body(n, p, gr, sum, clr, o, mb, BIT(k, 0), BIT(k, 1), MEAS_OF(k, 2)); \
+        break;
 ADAGRAD_KERNEL(adagrad_f32, float)
 ADAGRAD_KERNEL(adagrad_f64, double)
 

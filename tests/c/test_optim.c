@@ -423,7 +423,7 @@ static void test_stats(void) {
 
 /* Inputs of the update-measuring tests (test_update_stats): a size
  * spanning several blocks of the fused loop. */
-enum { UPD_N = 2 * 1024 + 77 };
+enum { UPD_N = 2 * 2048 + 77 }; /* optim.c's UPD_BLOCK is 2048 */
 
 static cg_tensor *filled(cg_dtype dt, double scale, double phase) {
     double *v = malloc(sizeof *v * UPD_N);
@@ -586,7 +586,7 @@ static void test_stats_finite_vs_reference(void) {
  * dtypes: the update bit for bit as the plain call's; the squared distance
  * between the weights before and after; the
  * gradient's and the old weights' statistics as the reference computes
- * them (over blocks of 1024 and a partial one, with a non-finite gradient
+ * them (over blocks of 2048 and a partial one, with a non-finite gradient
  * element in one block only); the update norm as update_sum_sq; a failing
  * call leaves *stats alone; what selects. */
 static void test_update_stats(void) {
@@ -602,8 +602,8 @@ static void test_update_stats(void) {
                 sa[k] = filled(dt, 0.0, 0.0), sb[k] = filled(dt, 0.0, 0.0), sc[k] = filled(dt, 0.0, 0.0);
             for (int step = 1; step <= 3; ++step) {
                 if (step == 3) { /* one non-finite gradient element, in the second block */
-                    if (dt == CG_FLOAT32) ((float *)cg_tensor_data(g))[1500] = NAN;
-                    else ((double *)cg_tensor_data(g))[1500] = INFINITY;
+                    if (dt == CG_FLOAT32) ((float *)cg_tensor_data(g))[2500] = NAN;
+                    else ((double *)cg_tensor_data(g))[2500] = INFINITY;
                 }
                 CHECK_OK(cg_copy_(before, pb));
                 cg_update_stats us;
@@ -686,14 +686,17 @@ static void test_update_stats(void) {
  * double loop when a square could overflow or underflow float: a finite
  * gradient element of 3e38 (its square is 9e76), a gradient of 1e-30
  * everywhere, an update of 1e-21 next to weights of 1 (max |w| is fine,
- * max |w_new - w_old| is not). Those sums then match the double reference
- * to 1e-12, relative, however small; the lanes alone would give inf, 0
- * and a denormal. */
+ * the update's squares underflow float), one update element of 1e17 (its
+ * square fits a float, but the kernels only see the update's lane sum,
+ * which puts it beyond 2^99). Those sums then match the double reference
+ * to 1e-12, relative, however small; the lanes alone would give inf, 0,
+ * a denormal and a float rounding. */
 static void test_update_stats_lanes_ranges(void) {
-    for (int which = 0; which < 3; ++which) {
+    for (int which = 0; which < 4; ++which) {
         cg_tensor *p = filled(CG_FLOAT32, 1.0, 0.0), *g = filled(CG_FLOAT32, 0.5, 1.3);
         float *pv = cg_tensor_data(p), *gv = cg_tensor_data(g);
         if (which == 0) gv[5] = 3.0e38f;
+        if (which == 3) gv[7] = 1.0e18f;
         for (int i = 0; which == 1 && i < UPD_N; ++i) gv[i] = 1e-30f * (float)sin(0.3 * i + 0.1);
         for (int i = 0; which == 2 && i < UPD_N; ++i) {
             gv[i] = i < UPD_N / 2 ? 0.0f : 1e-20f * (float)(1 + i % 3);
@@ -715,7 +718,7 @@ static void test_update_stats_lanes_ranges(void) {
         CHECK(fabs(us.weight.sum_sq - ww.sum_sq) <= 1e-6 * ww.sum_sq);
         const double want = sq_dist(p, before);
         CHECK(want > 0.0 && isfinite(want));
-        if (which == 2) CHECK(fabs(us.update_sum_sq - want) <= 1e-12 * want);
+        if (which >= 2) CHECK(fabs(us.update_sum_sq - want) <= 1e-12 * want);
         else CHECK(fabs(us.update_sum_sq - want) <= 1e-6 * want);
         cg_tensor_free(before);
         cg_tensor_free(p);
@@ -745,7 +748,7 @@ static void test_update_stats_measuring_fallbacks(void) {
                 for (int k = 0; k < 3; ++k) sa[k] = filled(dt, 0.0, 0.0), sb[k] = filled(dt, 0.0, 0.0);
                 const int nonfinite = kase < 2, with_update = kase % 2 == 0;
                 const double bad = nonfinite ? INFINITY : 1e25;
-                for (int i = 1100; i < 1100 + 3 * (1 - nonfinite) + 1; ++i) /* second block */
+                for (int i = 2100; i < 2100 + 3 * (1 - nonfinite) + 1; ++i) /* second block */
                     for (int t = 0; t < 2; ++t) {
                         cg_tensor *p = t ? pb : pa;
                         if (dt == CG_FLOAT32) ((float *)cg_tensor_data(p))[i] = (float)bad;
@@ -789,8 +792,8 @@ static void test_update_stats_grad_in_kernel(void) {
                 cg_tensor *sa[3], *sb[3];
                 for (int k = 0; k < 3; ++k) sa[k] = filled(dt, 0.0, 0.0), sb[k] = filled(dt, 0.0, 0.0);
                 const double big = dt == CG_FLOAT32 ? 3e38 : 1e150;
-                for (int i = 1100; i < 1103 && kase < 2; ++i) { /* the second block */
-                    const double v = kase == 0 ? (i == 1101 ? NAN : INFINITY) : big;
+                for (int i = 2100; i < 2103 && kase < 2; ++i) { /* the second block */
+                    const double v = kase == 0 ? (i == 2101 ? NAN : INFINITY) : big;
                     if (dt == CG_FLOAT32) ((float *)cg_tensor_data(g))[i] = (float)v;
                     else ((double *)cg_tensor_data(g))[i] = v;
                 }
