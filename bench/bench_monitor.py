@@ -9,22 +9,28 @@ backward, optimizer.step, run.log_loss) without a run, with only the C
 statistics pass in a pre-hook (no run: the floor of measuring gradients
 and weights outside the update), with run.watch(every=1), with every=1
 but no update ratios and with every=10,
-measured in interleaved blocks so that the noise of a shared machine hits
-all of them alike (medians, and the fastest block of each: on a loaded
-machine the least disturbed measurement); then the pieces of one recorded step on the training
+measured in interleaved blocks (in alternating order) so that the noise of
+a shared machine hits all of them alike: the median block, the fastest
+block, and the 10th percentile of single steps (the steps nothing
+disturbed); then the pieces of one recorded step on the training
 thread (the separate stats C call alone, for reference; opt.step() with
 the monitor's hooks off and on; log_loss; best of 7) and the writer
 thread's cost per step (best of 7 rounds of claiming 1000 ring slots as
 one chunk; "encode": the NumPy work that turns the chunk into one chunks
 row, all of it with the GIL held; "writer": encode plus the SQLite insert
 and commit, whose sqlite3_step calls release the GIL).
-With --instructions (needs valgrind): the whole training step counted in
-instructions instead of seconds, which a shared machine does not disturb.
-Each case runs in a process of its own under callgrind
-(--separate-threads), once with 50 warm-up steps alone and once with 500
-steps after them; the difference over 500 is a step's instructions on the
-training thread and on the other threads (the writer), without the
-monitor and with run.watch(every=1) + run.log_loss(loss).
+With --instructions (needs valgrind and a C compiler): the training
+step counted in instructions instead of seconds, which a shared machine
+does not disturb. Each case runs in a process of its own under callgrind
+(--separate-threads, collection off at start); after 50 warm-up steps a
+client request (a two-line C library built on the fly) turns collection on
+for the training thread over 500 steps and off again, so the count is
+those steps alone, without start-up, warm-up or close, without the
+monitor and with run.watch(every=1) + run.log_loss(loss). The writer
+thread is not counted there: it commits every COMMIT_INTERVAL_S of wall
+time, which callgrind stretches some 50x, so its instructions per step
+would be inflated as much; its cost per step is the "writer" column of
+the pieces table.
 Target (issue 5): at most 3% at every-step recording on the digits MLP.
 """
 import argparse
@@ -107,14 +113,22 @@ def bench_case(sizes, batch, kind, blocks, steps_per_block, tmpdir):
         for _ in range(steps_per_block):
             step(*s)
     times = {m: [] for m in setups}
-    for _ in range(blocks):
-        for mode, s in setups.items():
-            t0 = time.perf_counter()
+    each = {m: [] for m in setups}  # every step's own time
+    clock = time.perf_counter
+    for b in range(blocks):
+        order = list(setups.items())
+        for mode, s in (order if b % 2 == 0 else order[::-1]):
+            t0 = clock()
             for _ in range(steps_per_block):
+                t1 = clock()
                 step(*s)
-            times[mode].append((time.perf_counter() - t0) / steps_per_block)
+                each[mode].append(clock() - t1)
+            times[mode].append((clock() - t0) / steps_per_block)
     out = {m: float(np.median(v)) for m, v in times.items()}
     out.update({("min", m): float(np.min(v)) for m, v in times.items()})
+    # the 10th percentile of single steps: the steps no interrupt or
+    # neighbour slowed, which a loaded machine still has plenty of
+    out.update({("p10", m): float(np.percentile(v, 10)) for m, v in each.items()})
     if WITH_PIECES:
         out.update(pieces(*setups["every=1"], max(steps_per_block, 50)))
     for _, _, run in setups.values():
@@ -194,8 +208,17 @@ def pieces(model, opt, run, n):
     return out
 
 
-def child(mode, kind, steps):
-    """The training loop counted by --instructions (run under callgrind)."""
+TOGGLE_C = """#include <valgrind/callgrind.h>
+void cg_bench_toggle(void) { CALLGRIND_TOGGLE_COLLECT; }
+"""
+
+
+def child(mode, kind, steps, toggle_lib):
+    """The training loop counted by --instructions (run under callgrind):
+    collection is on for the `steps` steps after 50 warm-up ones."""
+    import ctypes
+
+    toggle = ctypes.CDLL(toggle_lib).cg_bench_toggle
     cgrad.manual_seed(0)
     rng = np.random.default_rng(0)
     x = cgrad.from_numpy(rng.standard_normal((64, 64)).astype(np.float32))
@@ -207,31 +230,50 @@ def child(mode, kind, steps):
         if mode == "every=1":
             run = monitor.Run(tmpdir, name="bench")
             run.watch(model, opt, every=1)
-        for _ in range(50 + steps):
+        for it in range(50 + steps):
+            if it == 50:
+                toggle()
             opt.zero_grad()
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
             if run is not None:
                 run.log_loss(loss)
+        toggle()
         if run is not None:
-            run.close()  # the writer's last commit is counted too
+            run.close()
 
 
 def instructions(steps=500):
-    """Per-step instructions (training thread, other threads) of each case."""
+    """Per-step instructions of the training thread, off and every=1."""
     if shutil.which("valgrind") is None:
         sys.exit("--instructions needs valgrind")
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        sys.exit("--instructions needs a C compiler (cc) for its callgrind client request")
     env = dict(os.environ, PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1")
-    print(f"instructions per training step of the digits MLP (callgrind, {steps} steps)")
-    print(f"{'opt':>4} {'off':>10} {'every=1 train':>14} {'writer':>8} {'train/off':>10} "
-          f"{'all/off':>8}")
+    # no address-space randomisation where setarch can turn it off: the same
+    # heap layout in every run (otherwise malloc's paths vary by a few k per step)
+    fixed = ["setarch", os.uname().machine, "-R"] if shutil.which("setarch") else []
+    print(f"instructions per training step of the digits MLP on the training thread "
+          f"(callgrind, {steps} steps after 50)")
+    print(f"{'opt':>4} {'off':>10} {'every=1':>10} {'ratio':>7}")
     with tempfile.TemporaryDirectory() as tmp:
-        def count(mode, kind, n):
-            out = os.path.join(tmp, f"{mode}-{kind}-{n}.cg")
-            subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
-                            f"--callgrind-out-file={out}", sys.executable, os.path.abspath(__file__),
-                            "--child", mode, kind, str(n)],
+        src, lib = os.path.join(tmp, "toggle.c"), os.path.join(tmp, "libtoggle.so")
+        with open(src, "w") as f:
+            f.write(TOGGLE_C)
+        built = subprocess.run([cc, "-O2", "-shared", "-fPIC", src, "-o", lib],
+                               capture_output=True, text=True)
+        if built.returncode != 0:
+            sys.exit(f"--instructions: cannot build the callgrind toggle ({cc}): "
+                     f"{built.stderr.strip()[:300]}")
+
+        def count(mode, kind):
+            out = os.path.join(tmp, f"{mode}-{kind}.cg")
+            subprocess.run(fixed + ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                                    "--collect-atstart=no", f"--callgrind-out-file={out}",
+                                    sys.executable, os.path.abspath(__file__),
+                                    "--child", mode, kind, str(steps), lib],
                            env=env, check=True, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
             per_thread = {}
@@ -240,23 +282,15 @@ def instructions(steps=500):
                     for line in fh:
                         if line.startswith("summary:"):
                             per_thread[int(f.rsplit("-", 1)[1])] = int(line.split()[1])
-            main_thread = per_thread.pop(min(per_thread))
-            return main_thread, sum(per_thread.values())
+            return per_thread[min(per_thread)] / steps  # thread 1: the training thread
         for kind in ("sgd", "adam"):
-            res = {}
-            for mode in ("off", "every=1"):
-                m0, o0 = count(mode, kind, 0)
-                m1, o1 = count(mode, kind, steps)
-                res[mode] = ((m1 - m0) / steps, (o1 - o0) / steps)
-            off = res["off"][0] + res["off"][1]
-            train, writer = res["every=1"]
-            print(f"{kind:>4} {off:>10.0f} {train:>14.0f} {writer:>8.0f} "
-                  f"{train / res['off'][0]:>10.4f} {(train + writer) / off:>8.4f}", flush=True)
+            off, on = count("off", kind), count("every=1", kind)
+            print(f"{kind:>4} {off:>10.0f} {on:>10.0f} {on / off:>7.4f}", flush=True)
 
 
 def main():
     if sys.argv[1:2] == ["--child"]:
-        child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer blocks (a sanity run)")
@@ -289,6 +323,10 @@ def main():
             lo = t[("min", "off")]
             print(f"{'  fastest block':<26} {lo * 1e6:>8.1f} " +
                   " ".join(f"{t[('min', m)] * 1e6:>18.1f} {t[('min', m)] / lo:>6.3f}" for m in cols),
+                  flush=True)
+            p10 = t[("p10", "off")]
+            print(f"{'  p10 of single steps':<26} {p10 * 1e6:>8.1f} " +
+                  " ".join(f"{t[('p10', m)] * 1e6:>18.1f} {t[('p10', m)] / p10:>6.3f}" for m in cols),
                   flush=True)
             piece_rows.append((name, batch, kind, off, t))
     if not WITH_PIECES:

@@ -41,6 +41,29 @@ cdef inline double _num(object x) except? -1.0:
         return NAN
 
 
+cdef double _log_number(str key, object value) except? -1.0:
+    """A value logged to a run (cgrad.monitor.Run.log, log_loss, event) as
+    a float: a number, or a one-element tensor (read in C)."""
+    cdef double v
+    if type(value) is float:
+        return <double>value
+    if isinstance(value, Tensor):
+        if cg_tensor_numel((<Tensor>value).c) != 1:
+            raise ValueError(f"log: {key} must be a number or a one-element tensor, got a tensor "
+                             f"of shape {tuple(value.shape)}")
+        _check(cg_tensor_item((<Tensor>value).c, &v))
+        return v
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and \
+            not hasattr(value, "__float__"):
+        raise TypeError(f"log: {key} must be a number, got {type(value).__name__} ({value!r:.60})")
+    return float(value)
+
+
+def _log_scalar(str key, value):
+    """_log_number for Python (cgrad/monitor/run.py)."""
+    return _log_number(key, value)
+
+
 # ring columns (one row per recorded step) in _MonitorRing.cols order
 _RING_FLOAT_COLUMNS = ("time", "loss", "grad_norm", "grad_norm_clipped", "clip_max_norm",
                        "clip_coef", "loss_scale")
@@ -211,7 +234,7 @@ cdef class _MonitorRing:
         cdef long long step = self.next_step
         self.running = step
         self.closure_loss = None
-        if step % self.every:
+        if step % self.every:  # (a step that raised keeps its number: recorded again)
             self.recording = False
             return None
         self.recording = True
@@ -222,10 +245,11 @@ cdef class _MonitorRing:
         self.sink_on = False
         if self.sink is not None:
             current = optimizer._stats_sink
-            if current is None or current is self.sink:  # another run's sink: measure here
+            if current is None:  # it stays there, disarmed between steps (Watcher.remove takes it off)
+                optimizer._stats_sink = current = self.sink
+            if current is self.sink:  # another run's sink: measure here
                 self.sink.begin(CG_MEASURE_GRAD | CG_MEASURE_WEIGHT |
                                 (CG_MEASURE_UPDATE if self.ratio_now else 0))
-                optimizer._stats_sink = self.sink  # off again in the post-hook
                 self.sink_on = True
         if not self.sink_on:
             self._measure(self.head % self.cap)
@@ -253,7 +277,7 @@ cdef class _MonitorRing:
             return
         cdef Py_ssize_t slot = self.head % self.cap
         if self.sink_on:
-            optimizer._stats_sink = None
+            self.sink.end()
             self.sink_on = False
             self._take_sink(slot)
         elif self.ratio_now:
@@ -262,6 +286,17 @@ cdef class _MonitorRing:
         self._publish(slot, step)
         if self.notice is not None:
             self.watcher._notice()  # the writer failed: warn once, here
+
+    def report_hook(self, optimizer, rep):
+        """Report hook (Optimizer.register_report_hook): a skipped step (a
+        GradScaler found inf/NaN) runs no pre/post hook, so it is recorded
+        from here; inside a step (in_step) there is nothing to do."""
+        if self.in_step or not getattr(rep, "skipped", False):
+            return
+        rep_step = getattr(rep, "step", None)
+        cdef long long step = rep_step if type(rep_step) is int else self.next_step
+        self.next_step = step + 1
+        self.record_skipped(step, rep)
 
     def record_skipped(self, long long step, rep):
         """A skipped step (nothing moved: the gradients and weights can be
@@ -278,12 +313,12 @@ cdef class _MonitorRing:
     cdef _fill(self, Py_ssize_t slot, long long step, rep, bint has_upd, bint moved):
         """Clip numbers, loss scale, skip and lr from the StepReport (None
         fields: what was measured), then the cheap event checks."""
-        cdef double[:, :, ::1] raw = self.raw_v
         cdef Py_ssize_t k, n = self.n_params
+        cdef const double *raw = &self.raw_v[slot, 0, 0] if n else NULL
         cdef double total_sq = 0.0, total_bad = 0.0
         for k in range(n):
-            total_sq += raw[slot, k, 0]
-            total_bad += raw[slot, k, 2]
+            total_sq += raw[8 * k]
+            total_bad += raw[8 * k + 2]
         cdef int64_t nonfinite = <int64_t>total_bad
         cdef double measured = INFINITY if nonfinite else sqrt(total_sq)
         cdef double before = NAN, after = NAN, max_norm = NAN, coef = NAN, scale = NAN
@@ -316,9 +351,9 @@ cdef class _MonitorRing:
                 scale = _num(self.scaler.get_scale())
             except Exception:  # a disabled/uninitialised scaler has none
                 scale = NAN
-        cdef double[::1] f = self.f_v[slot]
+        cdef double *f = &self.f_v[slot, 0]
         f[2], f[3], f[4], f[5], f[6] = gn, gnc, max_norm, coef, scale
-        cdef int64_t[::1] iv = self.i_v[slot]
+        cdef int64_t *iv = &self.i_v[slot, 0]
         iv[0] = step
         iv[1] = clipped
         iv[2] = skipped
@@ -328,7 +363,8 @@ cdef class _MonitorRing:
             reason = getattr(rep, "reason", None)
             self.reasons[self.head] = reason if reason is not None else "skipped"
         # lr per group, and whether any jumped (a warm restart, a step decay)
-        cdef double[::1] lr = self.lr_v[slot]
+        cdef double *lr = &self.lr_v[slot, 0] if self.n_groups else NULL
+        cdef double *prev = &self.prev_lr[0] if self.n_groups else NULL
         cdef double a, b, peak = self.lr_peak, jump_a = NAN, jump_b = NAN
         cdef Py_ssize_t jump = -1
         for k in range(self.n_groups):
@@ -338,13 +374,14 @@ cdef class _MonitorRing:
         self.lr_peak = peak
         if self.have_prev_lr:
             for k in range(self.n_groups):
-                a, b = self.prev_lr[k], lr[k]
+                a, b = prev[k], lr[k]
                 if isnan(a) or isnan(b) or (a if a > b else b) < _LR_FLOOR * peak:
                     continue
                 if (a == 0) != (b == 0) or (a != 0 and b != 0 and (a / b > _LR_JUMP or b / a > _LR_JUMP)):
                     jump, jump_a, jump_b = k, a, b
                     break
-        self.prev_lr[:] = lr
+        for k in range(self.n_groups):
+            prev[k] = lr[k]
         self.have_prev_lr = True
         # the rest of the event checks: only when something happened
         cdef bint dtype_changed = False
@@ -384,10 +421,11 @@ cdef class _MonitorRing:
         elif not have and self.next_loss is not None:
             loss, have = <double>self.next_loss, True
         self.next_loss = None
-        cdef double[::1] f = self.f_v[slot]
+        cdef double *f = &self.f_v[slot, 0]
         f[0] = _wall_time()
         f[1] = loss
-        self.i_v[slot, 4] = self.i_v[slot, 4] | (2 if have else 0)  # bit 1: has its loss
+        if have:
+            self.i_v[slot, 4] |= 2  # bit 1: has its loss
         self.running = -1
         if step > self.last_step:
             self.last_step = step
@@ -406,11 +444,13 @@ cdef class _MonitorRing:
             self.losses = {s: x for s, x in self.losses.items() if s > self.last_step}
 
     # ------------------------------------------------------------- losses
-    def log_loss(self, double value):
-        """run.log_loss(loss) without a step: the step that just ran if it
-        is still here without a loss, else the next one. Returns None, or
-        the step whose row was already claimed (the caller sends a late
+    def log_loss(self, loss):
+        """run.log_loss(loss) without a step (loss: a number or a
+        one-element tensor): the step that just ran if it is still here
+        without a loss, else the next one. Returns None, or (step, value)
+        when that step's row was already claimed (the caller sends a late
         update)."""
+        cdef double value = _log_number("loss", loss)
         cdef Py_ssize_t slot
         if self.running >= 0:
             self.losses[self.running] = value
@@ -418,12 +458,11 @@ cdef class _MonitorRing:
         if self.head > 0:
             slot = (self.head - 1) % self.cap
             if not (self.i_v[slot, 4] & 2):
+                self.i_v[slot, 4] |= 2
                 if self.head > self.tail:
                     self.f_v[slot, 1] = value
-                    self.i_v[slot, 4] |= 2
                     return None
-                self.i_v[slot, 4] |= 2
-                return self.i_v[slot, 0]
+                return self.i_v[slot, 0], value
         self.next_loss = value
         return None
 

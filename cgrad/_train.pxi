@@ -61,6 +61,10 @@ cdef class _StatsSink:
         self.hint = 0
         memset(self.seen_, 0, self.n if self.n else 1)
 
+    cdef void end(self) noexcept:
+        """Disarms it: the updates measure nothing until the next begin()."""
+        self.what = 0
+
     cdef cg_update_stats *slot(self, Tensor p):
         """The record of parameter p for this step, marked seen; NULL when
         p is not watched or the sink is not armed."""

@@ -102,15 +102,7 @@ def _resolve_path(path, name, overwrite):
     return path
 
 
-def _scalar(key, value):
-    if isinstance(value, _core.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"log: {key} must be a number or a one-element tensor, got a tensor "
-                             f"of shape {tuple(value.shape)}")
-        return float(value.item())
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"log: {key} must be a number, got {type(value).__name__} ({value!r:.60})")
-    return float(value)
+_scalar = _core._log_scalar  # a number, or a one-element tensor, as a float
 
 
 def _check_step(step, who):
@@ -199,18 +191,18 @@ class Run:
     def log_loss(self, loss, step=None):
         """The loss of an optimizer step (see the module docstring for which
         step when step is None)."""
+        ring = self._ring
+        if step is None and ring is not None and not self._closed:
+            late = ring.log_loss(loss)  # the every-step path: one call, the value read in C
+            if late is not None:
+                self._writer.submit_loss_update(*late)
+            return
         self._check_open("log_loss")
         value = _scalar("loss", loss)
         if step is not None:
             self._set_loss(_check_step(step, "log_loss"), value)
             return
-        ring = self._ring
-        if ring is None:
-            self._set_loss(self._last_step + 1, value)  # each loss is a step of its own
-            return
-        late = ring.log_loss(value)
-        if late is not None:
-            self._writer.submit_loss_update(late, value)
+        self._set_loss(self._last_step + 1, value)  # nothing watched: each loss is a step of its own
 
     def log(self, step, **scalars):
         """Named values at step (run.log(100, val_acc=0.93)); 'loss' is the

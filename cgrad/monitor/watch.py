@@ -2,7 +2,8 @@
 
 The per-step work is not here: a cgrad._core._MonitorRing (cgrad/_monitor.pxi)
 is installed as the optimizer's step pre- and post-hook. With a built-in
-optimizer the pre-hook arms a _StatsSink (Optimizer._stats_sink) and the
+optimizer the pre-hook arms a _StatsSink (Optimizer._stats_sink, set at the
+first recorded step and disarmed between steps) and the
 fused updates measure, in their one pass, the gradients they apply (after
 a GradScaler's unscale_ and after clipping), the weights before the update
 and the update itself; with any other optimizer the pre-hook measures the
@@ -14,12 +15,13 @@ finished slots of a whole commit at once (Writer sources) and makes the
 per-layer arrays from them (cgrad.monitor.layers), so nothing per step or
 per layer is built in Python on either thread.
 
-What stays here is rare: the copy path of the update ratio for an
-optimizer that is not a built-in one (weights copied before the step and
-subtracted after), the closure wrapper of step(closure), composing event
-messages (called by the ring only when a check fired), skipped steps
-reported through register_report_hook (they run no pre/post hooks), and
-spilling the ring when the writer fell behind. Nothing here talks to SQLite.
+The ring is also the optimizer's report hook, which records a skipped
+step (it runs no pre/post hooks). What stays here is rare: the copy path
+of the update ratio for an optimizer that is not a built-in one (weights
+copied before the step and subtracted after), the closure wrapper of
+step(closure), composing event messages (called by the ring only when a
+check fired), and spilling the ring when the writer fell behind. Nothing
+here talks to SQLite.
 """
 import json
 
@@ -138,7 +140,7 @@ class Watcher:
         self._handles.append(optimizer.register_step_pre_hook(self._ring.pre_hook))
         self._handles.append(optimizer.register_step_post_hook(self._ring.post_hook))
         if callable(getattr(optimizer, "register_report_hook", None)):
-            self._handles.append(optimizer.register_report_hook(self._report_hook))
+            self._handles.append(optimizer.register_report_hook(self._ring.report_hook))
         run._writer.submit_meta([
             ("n_groups", str(len(groups))),
             ("every", str(every)),
@@ -205,7 +207,7 @@ class Watcher:
             writer.submit_chunk(chunk)
         if self._sink is not None:
             if getattr(self.optimizer, "_stats_sink", None) is self._sink:
-                self.optimizer._stats_sink = None  # a step that raised left it armed
+                self.optimizer._stats_sink = None  # the ring's pre-hook put it there
             self._sink = None
         self._before = [None] * len(self._params)
         self._views = [None] * len(self._params)
@@ -232,16 +234,6 @@ class Watcher:
         """The ring's post-hook saw ring.notice: warn on this thread."""
         self._ring.notice = None
         self.run._writer.warn_failed(stacklevel=4)
-
-    def _report_hook(self, optimizer, rep):
-        """A skipped step (GradScaler found inf/NaN) runs no pre/post hook;
-        record it from here with the gradients that caused it."""
-        ring = self._ring
-        if ring.in_step or not getattr(rep, "skipped", False):
-            return
-        step = rep.step if isinstance(getattr(rep, "step", None), int) else ring.next_step
-        ring.next_step = step + 1
-        ring.record_skipped(step, rep)
 
     def _wrap_closure(self, args, kwargs):
         """Replaces step(closure)'s closure with one that keeps its first

@@ -94,7 +94,9 @@ def test_fused_update_ratio_equals_weight_copies(tmp_path, name):
         assert run._watcher._sink is not None, "a built-in optimizer takes the fused path"
         oracle = Oracle(params, opt)
         train(model, opt, 5, run, skip_grad_of=params[1])
-    assert opt._stats_sink is None, "the sink is armed only during a step"
+        sink = run._watcher._sink
+        assert opt._stats_sink is sink and sink.what == 0, "attached, disarmed between steps"
+    assert opt._stats_sink is None, "closing the run takes its sink off the optimizer"
     with monitor.RunReader(path) as r:
         d = r.poll()
         assert d.n_steps == 5

@@ -348,6 +348,13 @@ def test_watch_bad_arguments(tmp_path):
             run.log(0, acc="high")
         with pytest.raises(ValueError, match="one-element tensor"):
             run.log(0, acc=cgrad.ones(2))
+        # watched, log_loss without a step reads its value in C: the same errors
+        with pytest.raises(TypeError, match=r"log: loss must be a number, got str \('low'\)"):
+            run.log_loss("low")
+        with pytest.raises(TypeError, match="log: loss must be a number, got bool"):
+            run.log_loss(True)
+        with pytest.raises(ValueError, match=r"a tensor of shape \(2,\)"):
+            run.log_loss(cgrad.ones(2))
         with pytest.raises(ValueError, match="step must be >= 0, got -1"):
             run.log(-1, acc=1.0)
         with pytest.raises(TypeError, match="step must be an int, got float"):

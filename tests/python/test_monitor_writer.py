@@ -1,6 +1,9 @@
 """The per-tensor statistics (both backends) and the writer's behaviour
 when it falls behind or cannot write."""
 import math
+import os
+import subprocess
+import sys
 import threading
 import warnings
 
@@ -143,3 +146,25 @@ def test_write_error_warns_once_and_training_goes_on(tmp_path):
         assert d.n_steps == 0 and r.status().last_step == -1   # discarded, not half-written
         assert r.status().state != "finished"                  # the final commit failed too
     assert math.isfinite(float(loss.item()))
+
+
+def test_bench_monitor_runs_and_reports_every_case():
+    """bench/bench_monitor.py --quick (the overhead benchmark of issue 5;
+    a benchmark, so only that it runs and prints each case, mode and piece,
+    not its numbers)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, os.path.join(root, "bench", "bench_monitor.py"),
+                           "--quick"], env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    for mode in ("stats pass us", "every=1 us", "every=1 no ratio us", "every=10 us"):
+        assert mode in out, out
+    rows = [line.split() for line in out.splitlines()]
+    cases = [r for r in rows if r[:3] in (["64-128-10", "64", "sgd"], ["64-128-10", "64", "adam"],
+                                          ["784-512-256-10", "128", "sgd"])]
+    assert len(cases) == 3, out
+    assert sum(1 for line in out.splitlines() if line.startswith("  p10 of single steps")) == 3
+    pieces = [r for r in rows if r[:2] in (["64-128-10", "sgd"], ["64-128-10", "adam"],
+                                           ["784-512-256-10", "sgd"])]
+    assert len(pieces) == 3 and all(len(r) == 12 and r[8] == "|" for r in pieces), out
