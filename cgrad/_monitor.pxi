@@ -94,7 +94,7 @@ cdef class _MonitorRing:
     cdef readonly Py_ssize_t n_params, n_groups, cap
     cdef public long long head, tail, next_step, running, last_step, n_recorded
     cdef public long long every, ratio_every
-    cdef public bint in_step, recording, ratio_now, sink_on
+    cdef public bint recording, ratio_now, sink_on
     cdef public _StatsSink sink      # the fused updates' (None: measured in the pre-hook)
     cdef public object closure_loss, next_loss, scaler, notice
     cdef public dict losses, reasons, events
@@ -230,7 +230,6 @@ cdef class _MonitorRing:
     def pre_hook(self, optimizer, args, kwargs):
         """Step pre-hook: statistics of the gradients about to be applied
         and of the weights before the update."""
-        self.in_step = True
         cdef long long step = self.next_step
         self.running = step
         self.closure_loss = None
@@ -262,7 +261,6 @@ cdef class _MonitorRing:
     def post_hook(self, optimizer, args, kwargs):
         """Step post-hook: the update norms, the StepReport's numbers and
         lr per group into the slot, which is then published."""
-        self.in_step = False
         rep = getattr(optimizer, "last_report", None)
         cdef long long step = self.next_step
         rep_step = getattr(rep, "step", None) if rep is not None else None
@@ -289,9 +287,10 @@ cdef class _MonitorRing:
 
     def report_hook(self, optimizer, rep):
         """Report hook (Optimizer.register_report_hook): a skipped step (a
-        GradScaler found inf/NaN) runs no pre/post hook, so it is recorded
-        from here; inside a step (in_step) there is nothing to do."""
-        if self.in_step or not getattr(rep, "skipped", False):
+        GradScaler or an UpdateGuard found inf/NaN) runs no pre/post hook,
+        so it is recorded from here, whatever step ran or raised before it
+        (a report of skipped=True is always a step of its own)."""
+        if not getattr(rep, "skipped", False):
             return
         rep_step = getattr(rep, "step", None)
         cdef long long step = rep_step if type(rep_step) is int else self.next_step

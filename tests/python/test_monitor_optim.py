@@ -98,3 +98,36 @@ def test_sgd_closure_loss_and_report_numbering(tmp_path):
         d = r.poll()
     assert d.steps["step"].tolist() == [2, 4]
     np.testing.assert_allclose(d.steps["loss"], [expected[0], expected[2]], rtol=1e-6)
+
+
+def test_a_skip_right_after_a_step_that_raised_is_recorded(tmp_path):
+    """A step whose body raised ran the ring's pre-hook but not its
+    post-hook; a GradScaler skip that follows is still a recorded step of
+    its own, and the step after it is numbered on."""
+    model = mlp((4, 8, 3))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    scaler = GradScaler(init_scale=256.0)
+    x, y = batch()
+
+    def boom(o, args, kwargs):
+        raise RuntimeError("boom")
+
+    path = tmp_path / "r.cgrun"
+    with monitor.Run(path) as run:
+        run.watch(model, opt, scaler=scaler)
+        for i in range(3):
+            opt.zero_grad()
+            scaler.scale(loss_of(model, x, y)).backward()
+            if i == 1:
+                handle = opt.register_step_pre_hook(boom)  # after the ring's: the step raises
+                with pytest.raises(RuntimeError, match="boom"):
+                    opt.step()
+                handle.remove()
+                model[0].weight.grad.numpy()[0, 0] = np.inf
+            scaler.step(opt)
+            scaler.update()
+    with monitor.RunReader(path) as r:
+        d = r.poll()
+    assert d.steps["step"].tolist() == [0, 1, 2]
+    assert d.steps["skipped"].tolist() == [0, 1, 0]
+    assert d.layer_nonfinite[1, 0] == 1
