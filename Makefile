@@ -159,8 +159,11 @@ test-embed: build/libcgrad.a build/libcgrad.so
 	@tests/c/test_header.sh build/libcgrad.a
 	@MAKE="$(MAKE)" tests/c/test_embed.sh
 
+# test_optim once more with the measuring kernels' AVX2 clone (no FMA), the
+# path of a CPU without FMA (optim.c, cpu_fma).
 test-c-plain: $(CTEST_BINS) test-examples test-fuzz-replay
 	@set -e; for t in $(CTEST_BINS); do ./$$t; done
+	@echo "test_optim with CGRAD_NO_FMA=1:"; CGRAD_NO_FMA=1 ./build/ctest/test_optim
 
 test-c-san: $(CTEST_SAN_BINS) test-examples-san test-fuzz-replay-san
 	@set -e; for t in $(CTEST_SAN_BINS); do $(SAN_ENV) ./$$t; done

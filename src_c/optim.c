@@ -34,12 +34,17 @@
 #ifdef CG_SIMD_CLONES_ON
 #define CG_OPTIM_CLONES __attribute__((target_clones("avx2", "default")))
 #define FMA_VARIANT(...) __attribute__((target("avx2,fma"))) __VA_ARGS__
+/* Whether to take the FMA variant: the CPU has AVX2 and FMA, and the
+ * environment does not say CGRAD_NO_FMA (set and not "0": the AVX2 clone
+ * instead, as on a CPU without FMA; make test-c runs test_optim both ways). */
 static int cpu_fma(void) {
     static int known = -1; /* benign race: every thread stores the same value */
     int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
     if (v < 0) {
         __builtin_cpu_init();
         v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        const char *no = getenv("CGRAD_NO_FMA");
+        if (no && no[0] && strcmp(no, "0") != 0) v = 0;
         __atomic_store_n(&known, v, __ATOMIC_RELAXED);
     }
     return v;
