@@ -80,11 +80,28 @@ MODES = {
 }
 
 
-def bench_case(sizes, batch, kind, blocks, steps_per_block, tmpdir):
+def batch_of(sizes, batch):
+    """A fixed batch (inputs, class labels) for an MLP of these sizes."""
     cgrad.manual_seed(0)
     rng = np.random.default_rng(0)
     x = cgrad.from_numpy(rng.standard_normal((batch, sizes[0])).astype(np.float32))
     y = cgrad.from_numpy(rng.integers(0, sizes[-1], batch).astype(np.int64))
+    return x, y
+
+
+def train_step(model, opt, run, x, y):
+    """The step every case times: zero_grad, forward, loss, backward, step
+    and, when a run records, log_loss."""
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    if run is not None:
+        run.log_loss(loss)
+
+
+def bench_case(sizes, batch, kind, blocks, steps_per_block, tmpdir):
+    x, y = batch_of(sizes, batch)
     setups = {}
     for mode in MODES:
         model = mlp(sizes)
@@ -102,12 +119,7 @@ def bench_case(sizes, batch, kind, blocks, steps_per_block, tmpdir):
         setups[mode] = (model, opt, run)
 
     def step(model, opt, run):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        if run is not None:
-            run.log_loss(loss)
+        train_step(model, opt, run, x, y)
 
     for mode, s in setups.items():
         for _ in range(steps_per_block):
@@ -219,10 +231,7 @@ def child(mode, kind, steps, toggle_lib):
     import ctypes
 
     toggle = ctypes.CDLL(toggle_lib).cg_bench_toggle
-    cgrad.manual_seed(0)
-    rng = np.random.default_rng(0)
-    x = cgrad.from_numpy(rng.standard_normal((64, 64)).astype(np.float32))
-    y = cgrad.from_numpy(rng.integers(0, 10, 64).astype(np.int64))
+    x, y = batch_of((64, 128, 10), 64)
     model = mlp((64, 128, 10))
     opt = make_opt(kind, model.parameters())
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -233,12 +242,7 @@ def child(mode, kind, steps, toggle_lib):
         for it in range(50 + steps):
             if it == 50:
                 toggle()
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            if run is not None:
-                run.log_loss(loss)
+            train_step(model, opt, run, x, y)
         toggle()
         if run is not None:
             run.close()

@@ -41,7 +41,7 @@ cdef inline double _num(object x) except? -1.0:
         return NAN
 
 
-cdef double _log_number(str key, object value) except? -1.0:
+cpdef double _log_number(str key, object value) except? -1.0:
     """A value logged to a run (cgrad.monitor.Run.log, log_loss, event) as
     a float: a number, or a one-element tensor (read in C)."""
     cdef double v
@@ -57,11 +57,6 @@ cdef double _log_number(str key, object value) except? -1.0:
             not hasattr(value, "__float__"):
         raise TypeError(f"log: {key} must be a number, got {type(value).__name__} ({value!r:.60})")
     return float(value)
-
-
-def _log_scalar(str key, value):
-    """_log_number for Python (cgrad/monitor/run.py)."""
-    return _log_number(key, value)
 
 
 # ring columns (one row per recorded step) in _MonitorRing.cols order

@@ -10,9 +10,9 @@
  * file in GNU mode, where GCC contracts by default): the measuring
  * kernels' FMA variant is built with FMA, and a fused multiply-add would
  * change the update's bits. no-tree-loop-distribute-patterns: GCC otherwise turns the
- * measuring form's store of 16 old weights into a memmove call per 16
- * elements, which spills every lane accumulator around the call (twice
- * the loop's instructions, seen in callgrind). */
+ * measuring form's store of a row of old weights (one per lane) into a
+ * memmove call per row, which spills every lane accumulator around the
+ * call (twice the loop's instructions, seen in callgrind). */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math",    \
                      "fp-contract=off", "no-tree-loop-distribute-patterns")
@@ -361,6 +361,27 @@ static cg_update_stats *measure_begin(cg_update_stats *local, int what) {
 #define BIT(k, i) (((k) >> (i)) & 1)
 #define MEAS_OF(k, i) (BIT(k, i) + BIT(k, (i) + 1))
 
+/* A kernel's three dispatchers around its NAME##_body instances: NAME##_any
+ * switches on KEY over ALL_CASES (plain and measuring; AVX2 and baseline
+ * clones), NAME##_fma on KEY | FMA_BIT over FMA_CASES (the measuring keys,
+ * FMA variant), and NAME picks one (WITH_FMA). PARAMS and ARGS, in
+ * parentheses: the parameter list (naming the meas_block mb) and the
+ * forwarded arguments. */
+#define KERNEL_DISPATCHERS(NAME, PARAMS, ARGS, KEY, ALL_CASES, FMA_BIT, FMA_CASES)          \
+    CG_OPTIM_CLONES static void NAME##_any PARAMS {                                         \
+        switch (KEY) {                                                                      \
+            ALL_CASES                                                                       \
+        default: break;                                                                     \
+        }                                                                                   \
+    }                                                                                       \
+    FMA_VARIANT(static void NAME##_fma PARAMS {                                             \
+        switch ((KEY) | (FMA_BIT)) {                                                        \
+            FMA_CASES                                                                       \
+        default: break;                                                                     \
+        }                                                                                   \
+    })                                                                                      \
+    static void NAME PARAMS { WITH_FMA(mb, NAME##_fma ARGS, NAME##_any ARGS); }
+
 /* ---------------------------------------------------------------- devices */
 /* On a backend device the whole update of one parameter is one named
  * kernel (docs/backend.md, "Optimizers"): tensors (param, the state
@@ -406,25 +427,10 @@ static cg_status device_update(int dev, const char *kernel, int n_targets, cg_te
                (o->momentum != 0.0) << 2 | (o->nesterov != 0) << 3 | (init != 0) << 4 |     \
                (mb != NULL) << 5;                                                           \
     }                                                                                       \
-    CG_OPTIM_CLONES static void NAME##_any(int64_t n, T *p, const T *gr, T *buf, int init,   \
-                                          const cg_sgd_options *o, meas_block *mb) {        \
-        switch (NAME##_key(buf, init, o, mb)) {                                             \
-            CASES64(NAME##_CASE, 0)                                                         \
-        default: break;                                                                     \
-        }                                                                                   \
-    }                                                                                       \
-    FMA_VARIANT(static void NAME##_fma(int64_t n, T *p, const T *gr, T *buf, int init,      \
-                                       const cg_sgd_options *o, meas_block *mb) {           \
-        switch (NAME##_key(buf, init, o, mb) | 64) {                                        \
-            CASES32(NAME##_CASE, 96)                                                        \
-        default: break;                                                                     \
-        }                                                                                   \
-    })                                                                                      \
-    static void NAME(int64_t n, T *p, const T *gr, T *buf, int init, const cg_sgd_options *o, \
-                     meas_block *mb) {                                                      \
-        WITH_FMA(mb, NAME##_fma(n, p, gr, buf, init, o, mb),                                \
-                 NAME##_any(n, p, gr, buf, init, o, mb));                                   \
-    }
+    KERNEL_DISPATCHERS(NAME, (int64_t n, T *p, const T *gr, T *buf, int init,              \
+                              const cg_sgd_options *o, meas_block *mb),                     \
+                       (n, p, gr, buf, init, o, mb), NAME##_key(buf, init, o, mb),          \
+                       CASES64(NAME##_CASE, 0), 64, CASES32(NAME##_CASE, 96))
 #define sgd_f32_CASE(k)                                                                     \
     case k: sgd_f32_body(n, p, gr, buf, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2), BIT(k, 3),  \
                          BIT(k, 4), MEAS_OF(k, 5)); break;
@@ -561,27 +567,11 @@ typedef struct adam_scalars {
                (wd && o->decoupled_weight_decay) << 2 | (vmax != NULL) << 3 |               \
                ((T)(1.0 - o->beta1) < (T)0.5) << 4 | (mb != NULL) << 5;                     \
     }                                                                                       \
-    CG_OPTIM_CLONES static void NAME##_any(int64_t n, T *p, const T *gr, T *m, T *v, T *vmax, \
-                                          const cg_adam_options *o, const adam_scalars *s,  \
-                                          meas_block *mb) {                                 \
-        switch (NAME##_key(vmax, o, mb)) {                                                  \
-            CASES64(NAME##_CASE, 0)                                                         \
-        default: break;                                                                     \
-        }                                                                                   \
-    }                                                                                       \
-    FMA_VARIANT(static void NAME##_fma(int64_t n, T *p, const T *gr, T *m, T *v, T *vmax,   \
-                                       const cg_adam_options *o, const adam_scalars *s,     \
-                                       meas_block *mb) {                                    \
-        switch (NAME##_key(vmax, o, mb) | 64) {                                             \
-            CASES32(NAME##_CASE, 96)                                                        \
-        default: break;                                                                     \
-        }                                                                                   \
-    })                                                                                      \
-    static void NAME(int64_t n, T *p, const T *gr, T *m, T *v, T *vmax,                     \
-                     const cg_adam_options *o, const adam_scalars *s, meas_block *mb) {     \
-        WITH_FMA(mb, NAME##_fma(n, p, gr, m, v, vmax, o, s, mb),                            \
-                 NAME##_any(n, p, gr, m, v, vmax, o, s, mb));                               \
-    }
+    KERNEL_DISPATCHERS(NAME, (int64_t n, T *p, const T *gr, T *m, T *v, T *vmax,           \
+                              const cg_adam_options *o, const adam_scalars *s,              \
+                              meas_block *mb),                                              \
+                       (n, p, gr, m, v, vmax, o, s, mb), NAME##_key(vmax, o, mb),           \
+                       CASES64(NAME##_CASE, 0), 64, CASES32(NAME##_CASE, 96))
 #define adam_f32_CASE(k)                                                                    \
     case k: adam_f32_body(n, p, gr, m, v, vmax, o, s, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2),  \
                           BIT(k, 3), BIT(k, 4), MEAS_OF(k, 5)); break;
@@ -725,26 +715,10 @@ cg_status cg_adam_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *exp
         return (o->maximize != 0) | (o->weight_decay != 0.0) << 1 | (ga != NULL) << 2 |     \
                (buf != NULL) << 3 | ((T)(1.0 - o->alpha) < (T)0.5) << 4 | (mb != NULL) << 5; \
     }                                                                                       \
-    CG_OPTIM_CLONES static void NAME##_any(int64_t n, T *p, const T *gr, T *sq, T *ga,       \
-                                          T *buf, const cg_rmsprop_options *o,              \
-                                          meas_block *mb) {                                 \
-        switch (NAME##_key(ga, buf, o, mb)) {                                               \
-            CASES64(NAME##_CASE, 0)                                                         \
-        default: break;                                                                     \
-        }                                                                                   \
-    }                                                                                       \
-    FMA_VARIANT(static void NAME##_fma(int64_t n, T *p, const T *gr, T *sq, T *ga, T *buf,  \
-                                       const cg_rmsprop_options *o, meas_block *mb) {       \
-        switch (NAME##_key(ga, buf, o, mb) | 64) {                                          \
-            CASES32(NAME##_CASE, 96)                                                        \
-        default: break;                                                                     \
-        }                                                                                   \
-    })                                                                                      \
-    static void NAME(int64_t n, T *p, const T *gr, T *sq, T *ga, T *buf,                    \
-                     const cg_rmsprop_options *o, meas_block *mb) {                         \
-        WITH_FMA(mb, NAME##_fma(n, p, gr, sq, ga, buf, o, mb),                              \
-                 NAME##_any(n, p, gr, sq, ga, buf, o, mb));                                 \
-    }
+    KERNEL_DISPATCHERS(NAME, (int64_t n, T *p, const T *gr, T *sq, T *ga, T *buf,          \
+                              const cg_rmsprop_options *o, meas_block *mb),                 \
+                       (n, p, gr, sq, ga, buf, o, mb), NAME##_key(ga, buf, o, mb),          \
+                       CASES64(NAME##_CASE, 0), 64, CASES32(NAME##_CASE, 96))
 #define rmsprop_f32_CASE(k)                                                                 \
     case k: rmsprop_f32_body(n, p, gr, sq, ga, buf, o, mb, BIT(k, 0), BIT(k, 1), BIT(k, 2), \
                              BIT(k, 3), BIT(k, 4), MEAS_OF(k, 5)); break;
@@ -855,25 +829,10 @@ cg_status cg_rmsprop_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *
     CG_INLINE int NAME##_key(const cg_adagrad_options *o, const meas_block *mb) {           \
         return (o->maximize != 0) | (o->weight_decay != 0.0) << 1 | (mb != NULL) << 2;      \
     }                                                                                       \
-    CG_OPTIM_CLONES static void NAME##_any(int64_t n, T *p, const T *gr, T *sum, double clr, \
-                                          const cg_adagrad_options *o, meas_block *mb) {    \
-        switch (NAME##_key(o, mb)) {                                                        \
-            CASES4(NAME##_CASE, 0) CASES4(NAME##_CASE, 4)                                   \
-        default: break;                                                                     \
-        }                                                                                   \
-    }                                                                                       \
-    FMA_VARIANT(static void NAME##_fma(int64_t n, T *p, const T *gr, T *sum, double clr,    \
-                                       const cg_adagrad_options *o, meas_block *mb) {       \
-        switch (NAME##_key(o, mb) | 8) {                                                    \
-            CASES4(NAME##_CASE, 12)                                                         \
-        default: break;                                                                     \
-        }                                                                                   \
-    })                                                                                      \
-    static void NAME(int64_t n, T *p, const T *gr, T *sum, double clr,                      \
-                     const cg_adagrad_options *o, meas_block *mb) {                         \
-        WITH_FMA(mb, NAME##_fma(n, p, gr, sum, clr, o, mb),                                 \
-                 NAME##_any(n, p, gr, sum, clr, o, mb));                                    \
-    }
+    KERNEL_DISPATCHERS(NAME, (int64_t n, T *p, const T *gr, T *sum, double clr,            \
+                              const cg_adagrad_options *o, meas_block *mb),                 \
+                       (n, p, gr, sum, clr, o, mb), NAME##_key(o, mb),                      \
+                       CASES4(NAME##_CASE, 0) CASES4(NAME##_CASE, 4), 8, CASES4(NAME##_CASE, 12))
 #define adagrad_f32_CASE(k)                                                                 \
     case k: adagrad_f32_body(n, p, gr, sum, clr, o, mb, BIT(k, 0), BIT(k, 1), MEAS_OF(k, 2)); \
         break;

@@ -102,7 +102,7 @@ def _resolve_path(path, name, overwrite):
     return path
 
 
-_scalar = _core._log_scalar  # a number, or a one-element tensor, as a float
+_scalar = _core._log_number  # a number, or a one-element tensor, as a float
 
 
 def _check_step(step, who):

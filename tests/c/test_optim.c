@@ -16,12 +16,15 @@ static cg_tensor *make(cg_dtype dt, const double *v, int64_t n) {
     return t;
 }
 
+/* Element i of a float32 or float64 tensor set to v. */
+static void put(cg_tensor *t, int64_t i, double v) {
+    if (cg_tensor_dtype(t) == CG_FLOAT32) ((float *)cg_tensor_data(t))[i] = (float)v;
+    else ((double *)cg_tensor_data(t))[i] = v;
+}
+
 static void set_from(cg_tensor *t, const double *v) {
     int64_t n = cg_tensor_numel(t);
-    for (int64_t i = 0; i < n; ++i) {
-        if (cg_tensor_dtype(t) == CG_FLOAT32) ((float *)cg_tensor_data(t))[i] = (float)v[i];
-        else ((double *)cg_tensor_data(t))[i] = v[i];
-    }
+    for (int64_t i = 0; i < n; ++i) put(t, i, v[i]);
 }
 
 static double max_rel_err(const cg_tensor *t, const double *want, int64_t n) {
@@ -601,10 +604,8 @@ static void test_update_stats(void) {
             for (int k = 0; k < 3; ++k)
                 sa[k] = filled(dt, 0.0, 0.0), sb[k] = filled(dt, 0.0, 0.0), sc[k] = filled(dt, 0.0, 0.0);
             for (int step = 1; step <= 3; ++step) {
-                if (step == 3) { /* one non-finite gradient element, in the second block */
-                    if (dt == CG_FLOAT32) ((float *)cg_tensor_data(g))[2500] = NAN;
-                    else ((double *)cg_tensor_data(g))[2500] = INFINITY;
-                }
+                if (step == 3) /* one non-finite gradient element, in the second block */
+                    put(g, 2500, dt == CG_FLOAT32 ? NAN : INFINITY);
                 CHECK_OK(cg_copy_(before, pb));
                 cg_update_stats us;
                 us.what = CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | CG_MEASURE_UPDATE;
@@ -748,12 +749,10 @@ static void test_update_stats_measuring_fallbacks(void) {
                 for (int k = 0; k < 3; ++k) sa[k] = filled(dt, 0.0, 0.0), sb[k] = filled(dt, 0.0, 0.0);
                 const int nonfinite = kase < 2, with_update = kase % 2 == 0;
                 const double bad = nonfinite ? INFINITY : 1e25;
-                for (int i = 2100; i < 2100 + 3 * (1 - nonfinite) + 1; ++i) /* second block */
-                    for (int t = 0; t < 2; ++t) {
-                        cg_tensor *p = t ? pb : pa;
-                        if (dt == CG_FLOAT32) ((float *)cg_tensor_data(p))[i] = (float)bad;
-                        else ((double *)cg_tensor_data(p))[i] = bad;
-                    }
+                for (int i = 2100; i < 2100 + 3 * (1 - nonfinite) + 1; ++i) { /* second block */
+                    put(pa, i, bad);
+                    put(pb, i, bad);
+                }
                 CHECK_OK(cg_copy_(before, pb));
                 cg_update_stats us;
                 us.what = CG_MEASURE_WEIGHT | (with_update ? CG_MEASURE_UPDATE : 0);
@@ -792,11 +791,8 @@ static void test_update_stats_grad_in_kernel(void) {
                 cg_tensor *sa[3], *sb[3];
                 for (int k = 0; k < 3; ++k) sa[k] = filled(dt, 0.0, 0.0), sb[k] = filled(dt, 0.0, 0.0);
                 const double big = dt == CG_FLOAT32 ? 3e38 : 1e150;
-                for (int i = 2100; i < 2103 && kase < 2; ++i) { /* the second block */
-                    const double v = kase == 0 ? (i == 2101 ? NAN : INFINITY) : big;
-                    if (dt == CG_FLOAT32) ((float *)cg_tensor_data(g))[i] = (float)v;
-                    else ((double *)cg_tensor_data(g))[i] = v;
-                }
+                for (int i = 2100; i < 2103 && kase < 2; ++i) /* the second block */
+                    put(g, i, kase == 0 ? (i == 2101 ? NAN : INFINITY) : big);
                 cg_stats want;
                 ref_stats(g, &want);
                 cg_update_stats us;
