@@ -74,6 +74,14 @@ class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels, S
         self.make_view = _cupy_view(xp) if is_gpu else np.ndarray
         self.invoke = None if is_gpu else _call_quietly
         self._new_buffer = (xp.empty, xp.zeros)
+        # The fused training kernels (cuda_kernels.RawKernels, each compiled
+        # on first use) on a GPU; None: every kernel is array expressions.
+        # tests/python/cuda_emu.py sets CPU-run RawKernels on the reference
+        # device to test the GPU's fused path without a GPU.
+        self.raw_kernels = None
+        if is_gpu:
+            from cgrad.backends.cuda_kernels import RawKernels
+            self.raw_kernels = RawKernels(xp)
         self.kernels = {}
         for attr in dir(self):
             if attr.startswith("k_"):

@@ -49,19 +49,12 @@ def _effective_grad(g, p, maximize, weight_decay, T):
 
 class OptimKernels:
     # ------------------------------------------------------------ helpers
-    def _raw(self):
-        """The RawKernel cache (GPU only), created on first use."""
-        rk = self.__dict__.get("_raw_kernels")
-        if rk is None:
-            from cgrad.backends.cuda_kernels import RawKernels
-            rk = self._raw_kernels = RawKernels(self.xp)
-        return rk
-
     def _fusable(self, *arrays):
-        """The RawKernel path applies: a GPU and C-contiguous arrays (the C
-        core passes contiguous optimizer operands; a strided gradient in a
-        clipping list takes the array path)."""
-        return self.is_gpu and all(a.flags.c_contiguous for a in arrays)
+        """The RawKernel path applies: the backend has RawKernels (a GPU) and
+        the arrays are C-contiguous (the C core passes contiguous optimizer
+        operands; a strided gradient in a clipping list takes the array
+        path)."""
+        return self.raw_kernels is not None and all(a.flags.c_contiguous for a in arrays)
 
     def _dummy(self):
         d = self.__dict__.get("_dummy_f64")
@@ -90,7 +83,7 @@ class OptimKernels:
         T = p.dtype.type
         if self._fusable(p, g, *(() if buf is None else (buf,))):
             n = p.size
-            self._raw().launch("sgd_update", p.dtype, n, (
+            self.raw_kernels.launch("sgd_update", p.dtype, n, (
                 p, g, p if buf is None else buf, norm if want else self._dummy(), np.int64(n),
                 T(-lr), T(wd), T(mom), T(1.0 - damp), np.int32(mx), np.int32(wd != 0.0),
                 np.int32(has_buf), np.int32(nest), np.int32(init), np.int32(want)))
@@ -124,7 +117,7 @@ class OptimKernels:
         coupled, decoupled = wd != 0.0 and not dec, wd != 0.0 and bool(dec)
         if self._fusable(p, g, m, v, *(() if vmax is None else (vmax,))):
             n = p.size
-            self._raw().launch("adam_update", p.dtype, n, (
+            self.raw_kernels.launch("adam_update", p.dtype, n, (
                 p, g, m, v, p if vmax is None else vmax, norm if want else self._dummy(),
                 np.int64(n), T(wd), T(wd_factor), w1, w1m, T(b2), T(1.0 - b2), T(bc2_sqrt),
                 T(eps), T(-step_size), np.int32(mx), np.int32(coupled), np.int32(decoupled),
@@ -174,7 +167,7 @@ class OptimKernels:
         extra = tuple(a for a in (ga, buf) if a is not None)
         if self._fusable(p, g, sq, *extra):
             n = p.size
-            self._raw().launch("rmsprop_update", p.dtype, n, (
+            self.raw_kernels.launch("rmsprop_update", p.dtype, n, (
                 p, g, sq, p if ga is None else ga, p if buf is None else buf,
                 norm if want else self._dummy(), np.int64(n), T(-lr), T(wd), T(alpha), c, c1m,
                 T(eps), T(mom), np.int32(mx), np.int32(wd != 0.0), np.int32(cen),
@@ -213,7 +206,7 @@ class OptimKernels:
         T = p.dtype.type
         if self._fusable(p, g, s):
             n = p.size
-            self._raw().launch("adagrad_update", p.dtype, n, (
+            self.raw_kernels.launch("adagrad_update", p.dtype, n, (
                 p, g, s, norm if want else self._dummy(), np.int64(n), T(-clr), T(wd), T(eps),
                 np.int32(mx), np.int32(wd != 0.0), np.int32(want)))
             return
@@ -237,7 +230,7 @@ class OptimKernels:
         for j, x in enumerate(ins):
             if p == 2.0 and self._fusable(x):
                 acc = norms[j:j + 1]  # zero-filled by the core
-                self._raw().launch("sum_sq", x.dtype, x.size, (x, np.int64(x.size), acc))
+                self.raw_kernels.launch("sum_sq", x.dtype, x.size, (x, np.int64(x.size), acc))
                 xp.sqrt(acc, out=acc)
                 continue
             a = xp.abs(x.astype(_F64))
@@ -258,7 +251,7 @@ class OptimKernels:
             T = g.dtype.type
             k = T(f[0])
             if self._fusable(g):
-                self._raw().launch("scale", g.dtype, g.size, (g, np.int64(g.size), k))
+                self.raw_kernels.launch("scale", g.dtype, g.size, (g, np.int64(g.size), k))
             else:
                 g *= k
 
@@ -307,7 +300,7 @@ class OptimKernels:
         st = out[0]
         for j, x in enumerate(ins):
             if self._fusable(x):
-                self._raw().launch("tensor_stats", x.dtype, x.size, (x, np.int64(x.size), st[j]))
+                self.raw_kernels.launch("tensor_stats", x.dtype, x.size, (x, np.int64(x.size), st[j]))
                 continue
             d = x.astype(_F64)
             fin = xp.isfinite(d)
@@ -330,7 +323,7 @@ class OptimKernels:
             op = np.float64 if x.dtype == np.float64 else np.float32
             k = op(f[0])
             if self._fusable(x):
-                self._raw().launch("amp_unscale", x.dtype, x.size,
+                self.raw_kernels.launch("amp_unscale", x.dtype, x.size,
                                    (x, np.int64(x.size), k, counts[j:j + 1], np.int32(i[j])))
                 continue
             if i[j]:

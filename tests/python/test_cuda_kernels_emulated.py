@@ -1,0 +1,321 @@
+"""The GPU's fused training kernels (cgrad/backends/cuda_kernels.py), run on
+the CPU by tests/python/cuda_emu.py: each RawKernel, launched with the very
+arguments the "cuda" backend builds for it (xp_optim.py's fused path, which
+only a GPU takes otherwise), gives the bits of the array expressions the
+reference device runs; its reductions agree to rounding (another summation
+order). The emulation's own checks (argument types, writes past an array,
+divergent lanes) are tested at the end.
+
+Skipped with a reason where no C++ compiler is installed."""
+import itertools
+
+import numpy as np
+import pytest
+import scipy.special
+
+import cuda_emu
+from cgrad.backends import cuda_kernels
+from cgrad.backends.xp import ArrayBackend
+
+pytestmark = pytest.mark.skipif(cuda_emu.CXX is None,
+                                reason="no C++ compiler (c++ or g++) to emulate the CUDA kernels with")
+
+N = 1000  # not a multiple of the 256-thread blocks: the last block has idle lanes
+DTYPES = ["float32", "float64"]
+
+
+@pytest.fixture(scope="module")
+def arrays_be():
+    return ArrayBackend(np, "reference", scipy.special, is_gpu=False)
+
+
+@pytest.fixture(scope="module")
+def fused_be():
+    be = ArrayBackend(np, "emulated", scipy.special, is_gpu=False)
+    cuda_emu.enable(be)
+    return be
+
+
+def run_both(arrays_be, fused_be, kernel, entry, out, ins, f, i, launches=1):
+    """Runs kernel on copies of out/ins on both backends; returns the
+    (arrays, fused) outputs and checks the fused one launched `entry`
+    (`launches` times)."""
+    got = []
+    for be in (arrays_be, fused_be):
+        o = [a.copy() for a in out]
+        before = cuda_emu.launches[entry]
+        getattr(be, kernel)(o, [a.copy() for a in ins], f, i)
+        launched = cuda_emu.launches[entry] - before
+        assert launched == (launches if be is fused_be else 0), (be.name, entry, launched)
+        got.append(o)
+    return got
+
+
+def assert_same_bits(a, b, what):
+    assert a.dtype == b.dtype and a.shape == b.shape, what
+    np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=what)
+
+
+def check(got, n_exact, what):
+    """The first n_exact outputs bit for bit; the rest (sums) to rounding."""
+    (ref, fused) = got
+    for k, (a, b) in enumerate(zip(ref, fused)):
+        if k < n_exact:
+            assert_same_bits(a, b, f"{what}: output {k}")
+        else:
+            np.testing.assert_allclose(b, a, rtol=1e-13, atol=0, err_msg=f"{what}: output {k}")
+
+
+def operands(dtype, k, seed=0, special=True):
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal(N).astype(dtype) for _ in range(k)]
+    if special:  # a NaN and an inf gradient (the second operand) go through as on the host
+        xs[1][17], xs[1][400] = np.nan, -np.inf
+    return xs
+
+
+# ------------------------------------------------------------ updates
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_update(arrays_be, fused_be, dtype):
+    entry = cuda_kernels.entry("sgd_update", dtype)
+    for mx, wd, has_buf, nest, init, damp, want in itertools.product(
+            (0, 1), (0.0, 0.01), (0, 1), (0, 1), (0, 1), (0.0, 0.3), (0, 1)):
+        if not has_buf and (nest or init or damp):
+            continue
+        p, g, buf = operands(dtype, 3)
+        out = [p] + ([buf] if has_buf else []) + ([np.zeros(1)] if want else [])
+        what = f"sgd mx={mx} wd={wd} buf={has_buf} nesterov={nest} init={init} damp={damp}"
+        got = run_both(arrays_be, fused_be, "k_sgd_update_", entry, out, [g],
+                       (0.05, 0.9, damp, wd), (mx, nest, init, has_buf, want))
+        check(got, 1 + has_buf, what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_update(arrays_be, fused_be, dtype):
+    entry = cuda_kernels.entry("adam_update", dtype)
+    lr, b2, eps, step = 0.01, 0.999, 1e-8, 3
+    for mx, wd, dec, ams, b1, want in itertools.product(
+            (0, 1), (0.0, 0.05), (0, 1), (0, 1), (0.9, 0.3), (0, 1)):
+        p, g, m, v, vmax = operands(dtype, 5)
+        v, vmax = np.abs(v), np.abs(vmax)
+        vmax[5] = np.nan  # torch.maximum: a NaN maximum stays
+        out = [p, m, v] + ([vmax] if ams else []) + ([np.zeros(1)] if want else [])
+        f = (lr, b1, b2, eps, wd, 1 - lr * wd, (1 - b2 ** step) ** 0.5, lr / (1 - b1 ** step))
+        what = f"adam mx={mx} wd={wd} decoupled={dec} amsgrad={ams} beta1={b1}"
+        got = run_both(arrays_be, fused_be, "k_adam_update_", entry, out, [g], f,
+                       (mx, dec, ams, want))
+        check(got, 3 + ams, what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rmsprop_update(arrays_be, fused_be, dtype):
+    entry = cuda_kernels.entry("rmsprop_update", dtype)
+    for mx, wd, cen, mom, alpha, want in itertools.product(
+            (0, 1), (0.0, 0.02), (0, 1), (0.0, 0.5), (0.99, 0.3), (0, 1)):
+        p, g, sq, ga, buf = operands(dtype, 5)
+        sq = np.abs(sq) + 1.0  # centered: the square average above the squared mean
+        has_mom = int(mom != 0.0)
+        out = ([p, sq] + ([ga] if cen else []) + ([buf] if has_mom else [])
+               + ([np.zeros(1)] if want else []))
+        what = f"rmsprop mx={mx} wd={wd} centered={cen} momentum={mom} alpha={alpha}"
+        got = run_both(arrays_be, fused_be, "k_rmsprop_update_", entry, out, [g],
+                       (0.01, alpha, 1e-8, wd, mom), (mx, cen, has_mom, want))
+        check(got, 2 + cen + has_mom, what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adagrad_update(arrays_be, fused_be, dtype):
+    entry = cuda_kernels.entry("adagrad_update", dtype)
+    for mx, wd, want in itertools.product((0, 1), (0.0, 0.05), (0, 1)):
+        p, g, s = operands(dtype, 3)
+        s = np.abs(s)
+        out = [p, s] + ([np.zeros(1)] if want else [])
+        got = run_both(arrays_be, fused_be, "k_adagrad_update_", entry, out, [g],
+                       (0.1 / (1 + 2 * 0.01), wd, 1e-10), (mx, want))
+        check(got, 2, f"adagrad mx={mx} wd={wd}")
+
+
+# --------------------------------------------- clipping, statistics, amp
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pnorms_and_scale(arrays_be, fused_be, dtype):
+    xs = operands(dtype, 3, seed=4, special=False)
+    xs[2] = xs[2][:1]   # a one-element tensor: one block, one busy lane
+    with_nan = operands(dtype, 2, seed=5)[1]
+    for ins in (xs, [with_nan]):
+        got = run_both(arrays_be, fused_be, "k_pnorms", cuda_kernels.entry("sum_sq", dtype),
+                       [np.zeros(len(ins))], ins, (2.0,), (), launches=len(ins))
+        if len(ins) == 1:
+            assert np.isnan(got[0][0][0]) and np.isnan(got[1][0][0])  # NaN propagates
+        else:
+            check(got, 0, "2-norms")
+    for k in (0.37, 1e-30, np.inf):
+        got = []
+        for be in (arrays_be, fused_be):
+            o = [x.copy() for x in xs]
+            be.k_scale_(o, [], (k,), ())
+            got.append(o)
+        check(got, 3, f"scale by {k}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tensor_stats(arrays_be, fused_be, dtype):
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal(N).astype(dtype) * 1e3
+    a[[3, 600, 999]] = np.nan, np.inf, -np.inf
+    xs = [a, rng.standard_normal(300).astype(dtype), np.full(40, np.nan, dtype),
+          np.array([-2.5], dtype)]
+    outs = []
+    for be in (arrays_be, fused_be):
+        st = np.zeros((len(xs), 3))
+        before = cuda_emu.launches[cuda_kernels.entry("tensor_stats", dtype)]
+        be.k_tensor_stats([st], [x.copy() for x in xs], (), ())
+        n = cuda_emu.launches[cuda_kernels.entry("tensor_stats", dtype)] - before
+        assert n == (len(xs) if be is fused_be else 0)
+        outs.append(st)
+    ref, fused = outs
+    np.testing.assert_array_equal(fused[:, 1:], ref[:, 1:])  # max |x| and counts: exact
+    np.testing.assert_allclose(fused[:, 0], ref[:, 0], rtol=1e-13)
+    assert list(fused[:, 2]) == [3, 0, 40, 0]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_amp_unscale(arrays_be, fused_be, dtype):
+    rng = np.random.default_rng(7)
+    xs = [(rng.standard_normal(N) * 300).astype(dtype), rng.standard_normal(77).astype(dtype),
+          np.full(5, np.inf, dtype)]
+    xs[0][[1, 2, 900]] = np.nan, np.inf, -np.inf
+    for inv, counted in ((1 / 1024, (1, 1, 1)), (2.0 ** -25, (1, 0, 1)), (3.0, (0, 0, 0))):
+        got = []
+        for be in (arrays_be, fused_be):
+            o = [x.copy() for x in xs] + [np.zeros(len(xs), np.int64)]
+            be.k_amp_unscale_(o, [], (inv,), counted)
+            got.append(o)
+        check(got, len(xs) + 1, f"amp_unscale inv={inv} counted={counted}")
+        assert list(got[1][-1]) == [c * k for c, k in zip(counted, (3, 0, 5))]
+
+
+# ------------------------------------------------- the launch itself
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grid_stride_loop_covers_elements_beyond_the_grid(arrays_be, dtype):
+    """2 blocks of 64 threads over 1000 elements: each thread loops ~8
+    times (launch() caps the grid at 4096 blocks, so large tensors do)."""
+    kernels = cuda_emu.raw_kernels()
+    p, g, buf = operands(dtype, 3)
+    T = np.dtype(dtype).type
+    want_p, want_buf = p.copy(), buf.copy()
+    arrays_be.k_sgd_update_([want_p, want_buf], [g], (0.05, 0.9, 0.0, 0.0), (0, 1, 0, 1, 0))
+    norm = np.zeros(1)
+    kernels.get("sgd_update", dtype)((2,), (64,), (
+        p, g, buf, norm, np.int64(N), T(-0.05), T(0), T(0.9), T(1.0), np.int32(0), np.int32(0),
+        np.int32(1), np.int32(1), np.int32(0), np.int32(0)))
+    assert_same_bits(want_p, p, "param")
+    assert_same_bits(want_buf, buf, "momentum buffer")
+    x = operands(dtype, 2, seed=3)[1]
+    st = np.zeros(3)
+    kernels.get("tensor_stats", dtype)((3,), (32,), (x, np.int64(N), st))
+    fin = x[np.isfinite(x)].astype(np.float64)
+    assert st[2] == 2 and st[1] == np.max(np.abs(fin))
+    assert st[0] == pytest.approx(np.sum(fin * fin), rel=1e-13)
+
+
+def test_launch_shapes_the_grid_from_n():
+    """RawKernels.launch: 256-thread blocks, ceil(n / 256) of them up to 4096,
+    nothing launched for n = 0."""
+    seen = []
+
+    class Recording(cuda_emu.RawKernel):
+        def __call__(self, grid, block, args, shared_mem=0):
+            seen.append((grid, block))
+
+    class Standin:
+        RawKernel = Recording
+
+    rk = cuda_kernels.RawKernels(Standin)
+    x = np.zeros(1, np.float32)
+    for n in (0, 1, 256, 257, 4096 * 256, 4096 * 256 + 1, 10 ** 9):
+        rk.launch("scale", "float32", n, (x, np.int64(n), np.float32(1)))
+    assert seen == [((1,), (256,)), ((1,), (256,)), ((2,), (256,)), ((4096,), (256,)),
+                    ((4096,), (256,)), ((4096,), (256,))]
+
+
+# ------------------------------------------------ the emulation's checks
+def scale_kernel(dtype="float32"):
+    return cuda_emu.RawKernel(cuda_kernels.source("scale", dtype), cuda_kernels.entry("scale", dtype),
+                              cuda_kernels.NVCC_OPTIONS)
+
+
+def test_arguments_must_match_the_parameters():
+    k = scale_kernel()
+    x = np.ones(8, np.float32)
+    with pytest.raises(TypeError, match=r"argument 2 \(k: const T\): expected a NumPy float32 "
+                                        r"scalar, got float 0\.5"):
+        k((1,), (32,), (x, np.int64(8), 0.5))
+    with pytest.raises(TypeError, match="argument 2 .*expected a float32 scalar, got float64"):
+        k((1,), (32,), (x, np.int64(8), np.float64(0.5)))
+    with pytest.raises(TypeError, match="argument 1 .*expected a int64 scalar, got int32"):
+        k((1,), (32,), (x, np.int32(8), np.float32(0.5)))
+    with pytest.raises(TypeError, match="argument 0 .*expected a float32 array, got float64"):
+        k((1,), (32,), (np.ones(8), np.int64(8), np.float32(0.5)))
+    with pytest.raises(ValueError, match="argument 0 .*not C-contiguous"):
+        k((1,), (32,), (np.ones(16, np.float32)[::2], np.int64(8), np.float32(0.5)))
+    with pytest.raises(TypeError, match="takes 3 arguments, got 2"):
+        k((1,), (32,), (x, np.int64(8)))
+    np.testing.assert_array_equal(x, 1.0)  # nothing ran
+    k((1,), (32,), (x, np.int64(8), np.float32(0.5)))
+    np.testing.assert_array_equal(x, 0.5)
+    with pytest.raises(ValueError, match="--fmad=false"):
+        cuda_emu.RawKernel(cuda_kernels.source("scale", "float32"), "cg_scale_f32", ())
+
+
+def test_a_write_past_the_end_is_reported():
+    k = scale_kernel()
+    x = np.ones(8, np.float32)
+    with pytest.raises(RuntimeError, match="wrote past the end of an array of 8 float32"):
+        k((1,), (32,), (x, np.int64(9), np.float32(0.5)))
+    np.testing.assert_array_equal(x, 1.0)  # the result is not copied back
+
+
+def test_a_read_past_the_end_poisons_the_result():
+    k = cuda_emu.RawKernel(cuda_kernels.source("sum_sq", "float64"), "cg_sum_sq_f64",
+                           cuda_kernels.NVCC_OPTIONS)
+    out = np.zeros(1)
+    k((1,), (32,), (np.ones(4), np.int64(4), out))
+    assert out[0] == 4.0
+    k((1,), (32,), (np.ones(4), np.int64(5), out))
+    assert np.isnan(out[0])
+
+
+DIVERGENT = r"""
+extern "C" __global__ void cg_divergent(double *out, const long long n) {
+    double v = 1.0;
+    if (threadIdx.x < n) v = __shfl_down_sync(0xffffffffu, v, 1);
+    if (threadIdx.x == 0) out[0] = v;
+}
+"""
+
+
+def test_lanes_that_skip_a_shuffle_are_reported():
+    k = cuda_emu.RawKernel(DIVERGENT, "cg_divergent", ("--fmad=false",))
+    out = np.zeros(1)
+    k((1,), (32,), (out, np.int64(32)))
+    assert out[0] == 1.0
+    with pytest.raises(RuntimeError, match="diverged"):
+        k((1,), (32,), (out, np.int64(5)))
+
+
+def test_shuffles_exchange_values_between_lanes():
+    """Lane l reads lane l + delta's value; lanes past the warp keep their own."""
+    src = r"""
+extern "C" __global__ void cg_lanes(long long *out) {
+    long long v = threadIdx.x;
+    long long r = __shfl_down_sync(0xffffffffu, v, 3);
+    out[blockIdx.x * blockDim.x + threadIdx.x] = r;
+}
+"""
+    k = cuda_emu.RawKernel(src, "cg_lanes", ("--fmad=false",))
+    out = np.zeros(128, np.int64)
+    k((2,), (64,), (out,))
+    lane = np.arange(128) % 64
+    warp_lane = lane % 32
+    want = np.where(warp_lane + 3 < 32, lane + 3, lane)
+    np.testing.assert_array_equal(out, want)

@@ -1,0 +1,119 @@
+"""The device optimizer, clipping, statistics and GradScaler tests
+(test_device_optim.py, collected here a second time) with the "cuda"
+reference device taking the GPU's fused path: its RawKernels run on the
+CPU (tests/python/cuda_emu.py), called by the C core's own kernel calls.
+So the trajectories, norms, counts and statistics a GPU computes with its
+fused kernels are checked against the CPU backend here too; and, below,
+against the reference device's array expressions bit for bit.
+
+Skipped where no C++ compiler is installed, and on a real GPU (whose own
+RawKernels the device tests run there)."""
+import numpy as np
+import pytest
+
+import cgrad
+import cuda_emu
+from cgrad import cuda
+from cgrad.backends import cuda_kernels
+from cgrad.nn.utils import clip_grad as clip
+from device_util import REAL_GPU, host
+from test_device_optim import *  # noqa: F401,F403 (their tests run again here)
+from test_device_optim import OPTIMIZERS, SHAPES, make_params, noises, set_grads, state_tensors
+
+pytestmark = [
+    pytest.mark.skipif(cuda_emu.CXX is None,
+                       reason="no C++ compiler (c++ or g++) to emulate the CUDA kernels with"),
+    pytest.mark.skipif(REAL_GPU, reason="a real GPU runs its own RawKernels in the device tests"),
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fused_path():
+    """The reference "cuda" device's optimizer, clipping and statistics
+    kernels take the fused RawKernel path for this module's tests."""
+    be = cuda._init()
+    old = cuda_emu.enable(be)
+    yield be
+    cuda_emu.disable(be, old)
+
+
+def trajectory(name, dtype, n_steps=6):
+    params = make_params("cuda", dtype)
+    opt = OPTIMIZERS[name](params)
+    noise = noises(dtype)
+    traj = []
+    for k in range(n_steps):
+        set_grads(params, noise[k], "cuda")
+        opt.step()
+        traj.append([host(p) for p in params])
+    return traj, [[host(v) for _, v in s] for s in state_tensors(opt, params)]
+
+
+def bits(a):
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+
+
+UPDATE_KERNEL = {"sgd": "sgd_update", "adam": "adam_update", "rmsprop": "rmsprop_update",
+                 "adagrad": "adagrad_update"}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_fused_trajectory_has_the_array_paths_bits(fused_path, name, dtype):
+    entry = cuda_kernels.entry(UPDATE_KERNEL[name.split("_")[0].replace("adamw", "adam")], dtype)
+    before = cuda_emu.launches[entry]
+    fused = trajectory(name, dtype)
+    assert cuda_emu.launches[entry] - before == 6 * len(SHAPES)  # one launch per parameter and step
+    saved = cuda_emu.disable(fused_path, None)
+    try:
+        arrays = trajectory(name, dtype)
+    finally:
+        cuda_emu.disable(fused_path, saved)
+    for step, (a, b) in enumerate(zip(arrays[0], fused[0])):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(bits(y), bits(x), err_msg=f"step {step}")
+    for sa, sb in zip(arrays[1], fused[1]):
+        for x, y in zip(sa, sb):
+            np.testing.assert_array_equal(bits(y), bits(x), err_msg="state")
+
+
+def test_clip_grad_norm_runs_the_fused_kernels():
+    rng = np.random.default_rng(3)
+    params = []
+    for s in [(40, 30), (30,), ()]:
+        p = cgrad.tensor(np.zeros(s, np.float32), requires_grad=True, device="cuda")
+        p.grad = cgrad.tensor(rng.standard_normal(s).astype(np.float32) * 10, device="cuda")
+        params.append(p)
+    want = np.sqrt(sum(np.sum(host(p.grad).astype(np.float64) ** 2) for p in params))
+    before = {k: cuda_emu.launches[cuda_kernels.entry(k, "float32")] for k in ("sum_sq", "scale")}
+    total = clip.clip_grad_norm_(params, 1.0)
+    assert total.item() == pytest.approx(want, rel=1e-6)
+    assert cuda_emu.launches[cuda_kernels.entry("sum_sq", "float32")] - before["sum_sq"] == 3
+    assert cuda_emu.launches[cuda_kernels.entry("scale", "float32")] - before["scale"] == 3
+    after = np.sqrt(sum(np.sum(host(p.grad).astype(np.float64) ** 2) for p in params))
+    assert after == pytest.approx(1.0, rel=1e-5)
+
+
+def test_monitor_statistics_run_the_fused_kernel():
+    from cgrad.monitor import stats
+    x = np.random.default_rng(2).standard_normal((50, 20)).astype(np.float32)
+    x[4, 4] = np.nan
+    entry = cuda_kernels.entry("tensor_stats", "float32")
+    before = cuda_emu.launches[entry]
+    got = stats.many_stats([cgrad.tensor(x, device="cuda")])
+    assert cuda_emu.launches[entry] - before == 1
+    np.testing.assert_allclose(got, stats.many_stats([cgrad.tensor(x)]), rtol=1e-12)
+
+
+def test_grad_scaler_float16_unscale_runs_the_fused_kernel():
+    from cgrad import _core
+    g = (np.random.default_rng(8).standard_normal(300) * 1000).astype(np.float16)
+    g[7] = np.inf
+    entry = cuda_kernels.entry("amp_unscale", "float16")
+    before = cuda_emu.launches[entry]
+    d = [cgrad.tensor(g, device="cuda")]
+    assert _core._amp_unscale_(d, 1 / 1024) == 1
+    assert cuda_emu.launches[entry] - before == 1
+    # float16 is storage on the host: PyTorch's float32 opmath, rounded once
+    want = (g.astype(np.float32) * np.float32(1 / 1024)).astype(np.float16)
+    np.testing.assert_array_equal(host(d[0]).view(np.uint16), want.view(np.uint16))
