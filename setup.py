@@ -34,8 +34,48 @@ ext = Extension(
 )
 
 
+def _build_jobs():
+    """Compiler processes at once: CGRAD_BUILD_JOBS, else one per CPU."""
+    v = os.environ.get("CGRAD_BUILD_JOBS", "")
+    try:
+        return max(1, int(v)) if v else (os.cpu_count() or 1)
+    except ValueError:
+        raise SystemExit(f"CGRAD_BUILD_JOBS must be a whole number, got {v!r}") from None
+
+
+def _compile_in_parallel(compiler, jobs):
+    """Makes compiler.compile run its sources `jobs` at a time (distutils
+    compiles an extension's sources one after another; the extension and
+    libcgrad.so are ~20 C files and the large generated _core.c)."""
+    if jobs < 2 or getattr(compiler, "_cgrad_parallel", False):
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def compile(sources, output_dir=None, macros=None, include_dirs=None, debug=0,
+                extra_preargs=None, extra_postargs=None, depends=None):
+        macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
+            output_dir, macros, include_dirs, sources, depends, extra_postargs)
+        cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
+
+        def one(obj):
+            src, ext = build[obj]
+            compiler._compile(obj, src, ext, cc_args, extra_postargs, pp_opts)
+
+        # the largest first (the generated _core.c), so it is not the last one left
+        todo = sorted((o for o in objects if o in build),
+                      key=lambda o: -os.path.getsize(build[o][0]))
+        with ThreadPoolExecutor(jobs) as pool:
+            for _ in pool.map(one, todo):
+                pass
+        return objects
+
+    compiler.compile = compile
+    compiler._cgrad_parallel = True
+
+
 class build_ext_with_libcgrad(build_ext):
-    """build_ext plus cgrad/lib/libcgrad.so and cgrad/include/cgrad.h."""
+    """build_ext plus cgrad/lib/libcgrad.so and cgrad/include/cgrad.h,
+    compiling sources in parallel (CGRAD_BUILD_JOBS)."""
 
     def _embed_files(self, package_dir):
         files = [os.path.join(package_dir, "include", "cgrad.h")]
@@ -44,6 +84,7 @@ class build_ext_with_libcgrad(build_ext):
         return files
 
     def build_extensions(self):
+        _compile_in_parallel(self.compiler, _build_jobs())
         # setuptools builds into build_lib even for --inplace and copies the
         # outputs back afterwards (copy_extensions_to_source, below).
         super().build_extensions()
