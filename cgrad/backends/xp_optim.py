@@ -324,7 +324,7 @@ class OptimKernels:
             k = op(f[0])
             if self._fusable(x):
                 self.raw_kernels.launch("amp_unscale", x.dtype, x.size,
-                                   (x, np.int64(x.size), k, counts[j:j + 1], np.int32(i[j])))
+                                        (x, np.int64(x.size), k, counts[j:j + 1], np.int32(i[j])))
                 continue
             if i[j]:
                 counts[j] = xp.sum(~xp.isfinite(x))
