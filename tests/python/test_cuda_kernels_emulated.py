@@ -148,11 +148,14 @@ def test_pnorms_and_scale(arrays_be, fused_be, dtype):
             assert np.isnan(got[0][0][0]) and np.isnan(got[1][0][0])  # NaN propagates
         else:
             check(got, 0, "2-norms")
+    entry = cuda_kernels.entry("scale", dtype)
     for k in (0.37, 1e-30, np.inf):
         got = []
         for be in (arrays_be, fused_be):
             o = [x.copy() for x in xs]
+            before = cuda_emu.launches[entry]
             be.k_scale_(o, [], (k,), ())
+            assert cuda_emu.launches[entry] - before == (3 if be is fused_be else 0)
             got.append(o)
         check(got, 3, f"scale by {k}")
 
