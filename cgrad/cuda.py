@@ -31,7 +31,8 @@ def _make_backend():
     try:
         import cupy
     except ImportError as e:
-        raise RuntimeError("CUDA is not available: CuPy is not installed (pip install cupy-cuda12x); "
+        raise RuntimeError("CUDA is not available: CuPy is not installed (pip install cupy-cuda13x, or "
+                           "cupy-cuda12x for a CUDA 12 driver); "
                            f"import failed with: {e}. Set CGRAD_CUDA_REFERENCE=1 to run 'cuda' on the "
                            "NumPy reference device instead.") from None
     try:

@@ -123,7 +123,8 @@ def test_a_missing_cupy_gives_one_clear_message():
         assert cgrad.ones(2).sum().item() == 2.0  # the cpu is untouched
     """)
     assert rc == 0, out
-    assert "CUDA is not available: CuPy is not installed (pip install cupy-cuda12x)" in out
+    assert ("CUDA is not available: CuPy is not installed (pip install cupy-cuda13x, or "
+            "cupy-cuda12x for a CUDA 12 driver)") in out
     assert "CGRAD_CUDA_REFERENCE=1" in out
 
 
