@@ -11,6 +11,7 @@ import glob
 import os
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -47,9 +48,8 @@ def _compile_in_parallel(compiler, jobs):
     """Makes compiler.compile run its sources `jobs` at a time (distutils
     compiles an extension's sources one after another; the extension and
     libcgrad.so are ~20 C files and the large generated _core.c)."""
-    if jobs < 2 or getattr(compiler, "_cgrad_parallel", False):
+    if jobs < 2:
         return
-    from concurrent.futures import ThreadPoolExecutor
 
     def compile(sources, output_dir=None, macros=None, include_dirs=None, debug=0,
                 extra_preargs=None, extra_postargs=None, depends=None):
@@ -62,15 +62,11 @@ def _compile_in_parallel(compiler, jobs):
             compiler._compile(obj, src, ext, cc_args, extra_postargs, pp_opts)
 
         # the largest first (the generated _core.c), so it is not the last one left
-        todo = sorted((o for o in objects if o in build),
-                      key=lambda o: -os.path.getsize(build[o][0]))
         with ThreadPoolExecutor(jobs) as pool:
-            for _ in pool.map(one, todo):
-                pass
+            list(pool.map(one, sorted(build, key=lambda o: -os.path.getsize(build[o][0]))))
         return objects
 
     compiler.compile = compile
-    compiler._cgrad_parallel = True
 
 
 class build_ext_with_libcgrad(build_ext):
@@ -84,7 +80,6 @@ class build_ext_with_libcgrad(build_ext):
         return files
 
     def build_extensions(self):
-        from concurrent.futures import ThreadPoolExecutor
         _compile_in_parallel(self.compiler, _build_jobs())
         # setuptools builds into build_lib even for --inplace and copies the
         # outputs back afterwards (copy_extensions_to_source, below). The

@@ -15,10 +15,12 @@ runs on padded copies of the arrays: writes past an array's end are
 reported, and the padding reads as (signalling) NaN, so reads past it
 poison the result.
 
-:func:`enable` installs it as the RawKernel provider of an ArrayBackend
-(the reference device), so the C core's calls take the fused path there.
+:func:`kernels_of` makes it the RawKernel provider of an ArrayBackend (the
+reference device) within a block, so the C core's calls take the fused path
+there.
 """
 import atexit
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -118,7 +120,7 @@ class RawKernel:
         if "--fmad=false" not in options:
             raise ValueError(f"{name}: compiled without --fmad=false, the device may contract "
                              "multiply-adds the host does not (options {options!r})")
-        self.code, self.name, self.options = code, name, tuple(options)
+        self.name = name
         self.params = signature(code, name)
         self._lib = _compile(code, name, self.params)
 
@@ -187,17 +189,13 @@ def raw_kernels():
     return RawKernels(_CupyStandIn)
 
 
-def enable(backend):
-    """Makes `backend` (an ArrayBackend over NumPy) run its fused kernels
-    through the emulation; returns what to pass to disable()."""
-    old = backend.raw_kernels
-    backend.raw_kernels = raw_kernels()
-    return old
-
-
-def disable(backend, old):
-    """Puts back what enable() (or a previous disable) returned; returns
-    what was there."""
+@contextlib.contextmanager
+def kernels_of(backend, kernels):
+    """backend.raw_kernels is `kernels` within the block: raw_kernels() for
+    the fused path run here, None for the array expressions."""
     was = backend.raw_kernels
-    backend.raw_kernels = old
-    return was
+    backend.raw_kernels = kernels
+    try:
+        yield backend
+    finally:
+        backend.raw_kernels = was

@@ -31,10 +31,8 @@ pytestmark = [
 def fused_path():
     """The reference "cuda" device's optimizer, clipping and statistics
     kernels take the fused RawKernel path for this module's tests."""
-    be = cuda._init()
-    old = cuda_emu.enable(be)
-    yield be
-    cuda_emu.disable(be, old)
+    with cuda_emu.kernels_of(cuda._init(), cuda_emu.raw_kernels()) as be:
+        yield be
 
 
 def trajectory(name, dtype, n_steps=6):
@@ -53,22 +51,18 @@ def bits(a):
     return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
 
 
-UPDATE_KERNEL = {"sgd": "sgd_update", "adam": "adam_update", "rmsprop": "rmsprop_update",
-                 "adagrad": "adagrad_update"}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_fused_trajectory_has_the_array_paths_bits(fused_path, name, dtype):
-    entry = cuda_kernels.entry(UPDATE_KERNEL[name.split("_")[0].replace("adamw", "adam")], dtype)
+    kind = next(k for k in ("sgd", "adam", "rmsprop", "adagrad") if name.startswith(k))  # adamw: adam
+    entry = cuda_kernels.entry(f"{kind}_update", dtype)
     before = cuda_emu.launches[entry]
     fused = trajectory(name, dtype)
     assert cuda_emu.launches[entry] - before == 6 * len(SHAPES)  # one launch per parameter and step
-    saved = cuda_emu.disable(fused_path, None)
-    try:
+    with cuda_emu.kernels_of(fused_path, None):
         arrays = trajectory(name, dtype)
-    finally:
-        cuda_emu.disable(fused_path, saved)
     for step, (a, b) in enumerate(zip(arrays[0], fused[0])):
         for x, y in zip(a, b):
             np.testing.assert_array_equal(bits(y), bits(x), err_msg=f"step {step}")
