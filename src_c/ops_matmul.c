@@ -18,7 +18,11 @@
  *
  * Backward (ops, so second derivatives work):
  *   grad_a = sum_to_shape(g @ b^T, a.shape),  grad_b = sum_to_shape(a^T @ g, b.shape)
- * with the 1-D operands unsqueezed to matrices first.
+ * with the 1-D operands unsqueezed to matrices first. A matrix b shared by
+ * a batch gets one GEMM over all the rows instead of a batch and a sum, and
+ * a transposed matrix operand (x @ w.T) gets its gradient in its own layout,
+ * as PyTorch's mm backward does: the gradient of w is then contiguous and
+ * becomes w.grad without a copy.
  */
 #include <stdio.h>
 
@@ -249,6 +253,50 @@ static cg_status reduce_to(cg_tensor *t, const cg_tensor *x, int as_column, cg_t
     return cg_sum_to_shape(t, x->ndim, x->shape, out);
 }
 
+/* A 2-D tensor stored column by column (a transposed contiguous matrix),
+ * both dims above 1 (a dim of 1 leaves the layout ambiguous). */
+static int col_major(const cg_tensor *t) {
+    return t->ndim == 2 && t->shape[0] > 1 && t->shape[1] > 1 && t->strides[0] == 1 &&
+           t->strides[1] >= t->shape[0];
+}
+
+/* Flattens the leading dims of t (.., r, c) into its rows: (prod .. * r, c),
+ * a view where the layout allows (cg_reshape). */
+static cg_status rows_flat(cg_tensor *t, cg_tensor **out) {
+    if (t->ndim == 2) {
+        cg_tensor_retain(t);
+        *out = t;
+        return CG_OK;
+    }
+    int64_t shape[2] = {1, t->shape[t->ndim - 1]};
+    for (int d = 0; d < t->ndim - 1; ++d) shape[0] *= t->shape[d];
+    return cg_reshape(t, 2, shape, out);
+}
+
+/* The gradient of a matrix b (k, n) shared by every batch of a2 (.., m, k)
+ * with g2 (.., m, n): one GEMM over all the rows, sum_rows a^T g (PyTorch's
+ * folding; a batch of products then a sum otherwise), computed as
+ * (g^T a)^T when b is a transposed matrix (Linear's weight.T) so that the
+ * gradient has b's layout and accumulates into .grad without a copy. */
+static cg_status matrix_grad_b(cg_tensor *a2, cg_tensor *b, cg_tensor *g2, cg_tensor **out) {
+    cg_tensor *af = NULL, *gf = NULL, *t = NULL, *prod = NULL;
+    cg_status st = rows_flat(a2, &af);
+    if (!st) st = rows_flat(g2, &gf);
+    if (!st && col_major(b)) {
+        st = cg_transpose(gf, 0, 1, &t);
+        if (!st) st = cg_matmul(t, af, &prod);
+        if (!st) st = cg_transpose(prod, 0, 1, out);
+    } else if (!st) {
+        st = cg_transpose(af, 0, 1, &t);
+        if (!st) st = cg_matmul(t, gf, out);
+    }
+    cg_tensor_free(af);
+    cg_tensor_free(gf);
+    cg_tensor_free(t);
+    cg_tensor_free(prod);
+    return st;
+}
+
 static cg_status matmul_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
     cg_tensor *a = NULL, *b = NULL, *g = gout[0];
     cg_tensor *a2 = NULL, *b2 = NULL, *g2 = NULL, *tr = NULL, *prod = NULL;
@@ -277,18 +325,31 @@ static cg_status matmul_backward(cg_node *node, cg_tensor *const *gout, cg_tenso
     if (st) goto done;
 
     if (node->needs_grad[0]) {
-        st = cg_transpose(b2, -1, -2, &tr);
-        if (!st) st = cg_matmul(g2, tr, &prod);
-        if (!st) st = reduce_to(prod, a, 0, &gin[0]);
+        if (col_major(a) && b2->ndim == 2) {
+            /* a is a transposed matrix: its gradient in its layout,
+             * (b @ g^T)^T, so it accumulates without a copy. */
+            cg_tensor *gt = NULL;
+            st = cg_transpose(g2, 0, 1, &gt);
+            if (!st) st = cg_matmul(b2, gt, &prod);
+            if (!st) st = cg_transpose(prod, 0, 1, &gin[0]);
+            cg_tensor_free(gt);
+        } else {
+            st = cg_transpose(b2, -1, -2, &tr);
+            if (!st) st = cg_matmul(g2, tr, &prod);
+            if (!st) st = reduce_to(prod, a, 0, &gin[0]);
+        }
         cg_tensor_free(tr);
         cg_tensor_free(prod);
         tr = prod = NULL;
         if (st) goto done;
     }
     if (node->needs_grad[1]) {
-        st = cg_transpose(a2, -1, -2, &tr);
-        if (!st) st = cg_matmul(tr, g2, &prod);
-        if (!st) st = reduce_to(prod, b, b1, &gin[1]);
+        if (!b1 && b->ndim == 2) st = matrix_grad_b(a2, b, g2, &gin[1]);
+        else {
+            st = cg_transpose(a2, -1, -2, &tr);
+            if (!st) st = cg_matmul(tr, g2, &prod);
+            if (!st) st = reduce_to(prod, b, b1, &gin[1]);
+        }
     }
 done:
     cg_tensor_free(tr);

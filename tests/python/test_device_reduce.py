@@ -338,6 +338,33 @@ def test_matmul_second_derivative_on_the_device():
     assert_same_values(out[0], out[1], rtol=1e-10, atol=1e-12)
 
 
+def test_linear_backward_takes_no_copy_on_the_device(monkeypatch):
+    # x @ w.T: w's gradient is computed in w's layout, so it becomes w.grad
+    # as it is: the backward is 3 kernels (bias sum, two GEMMs), no copy
+    be = cgrad.cuda._init()
+    names = []
+
+    def recording(name, k):
+        def kernel(out, ins, f, i):
+            names.append(name)
+            k(out, ins, f, i)
+        return kernel
+
+    lin, lind = cgrad.nn.Linear(4, 5).double(), cgrad.nn.Linear(4, 5).double()
+    lind.load_state_dict(lin.state_dict())
+    lind.to("cuda")
+    x, xd = _pair((2, 3, 4))
+    lin(x).sum().backward()
+    y = lind(xd).sum()
+    for name, k in dict(be.kernels).items():
+        monkeypatch.setitem(be.kernels, name, recording(name, k))
+    y.backward()
+    assert sorted(names) == ["matmul", "matmul", "sum"], names
+    assert lind.weight.grad.is_contiguous()
+    for p, q in ((lin.weight, lind.weight), (lin.bias, lind.bias), (x, xd)):
+        assert_same_values(p.grad, q.grad, rtol=1e-12, atol=1e-12)
+
+
 # ------------------------------------------------------------ an MLP step
 @pytest.mark.parametrize("dtype,tol", [(cgrad.float64, dict(rtol=1e-10, atol=1e-12)),
                                        (cgrad.float32, dict(rtol=1e-4, atol=1e-5))])

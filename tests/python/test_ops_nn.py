@@ -39,6 +39,41 @@ def test_matmul_transposed_operands():
     check_op([(2, 4, 3), (2, 4, 6)], lambda a, b: a.transpose(1, 2) @ b[:, :, 1:])
 
 
+# The backward's own paths (ops_matmul.c): a transposed matrix operand gets
+# its gradient in its layout, a matrix shared by a batch one GEMM over all
+# rows; each with second derivatives (check_op's gradgrad).
+MATMUL_LAYOUTS = {
+    "x @ w.T (Linear)": ([(3, 4), (5, 4)], lambda x, w: x @ w.T),
+    "a.T @ b": ([(4, 3), (4, 5)], lambda a, b: a.T @ b),
+    "a.T @ vector": ([(4, 3), (4,)], lambda a, v: a.T @ v),
+    "vector @ w.T": ([(4,), (5, 4)], lambda v, w: v @ w.T),
+    "batched x @ w.T": ([(2, 3, 4), (5, 4)], lambda x, w: x @ w.T),
+    "batched x @ w": ([(2, 3, 4), (4, 5)], lambda x, w: x @ w),
+    "transposed batch @ w.T": ([(3, 2, 4), (5, 4)], lambda x, w: x.transpose(0, 1) @ w.T),
+    "expanded batch @ w.T": ([(1, 3, 4), (5, 4)], lambda x, w: x.expand(2, 3, 4) @ w.T),
+    "column slice @ w.T": ([(3, 6), (5, 3)], lambda x, w: x[:, ::2] @ w.T),
+    "w.T with a dim of 1": ([(3, 1), (5, 1)], lambda x, w: x @ w.T),
+}
+
+
+@pytest.mark.parametrize("name", list(MATMUL_LAYOUTS))
+def test_matmul_backward_layouts(name):
+    specs, fn = MATMUL_LAYOUTS[name]
+    check_op(specs, fn)
+
+
+def test_linear_weight_grad_is_contiguous_and_owned():
+    # the gradient of w.T comes back in w's layout: w.grad is a contiguous
+    # tensor of its own, as after PyTorch's backward
+    rng = np.random.default_rng(3)
+    w = cgrad.from_numpy(rng.standard_normal((5, 4))).requires_grad_()
+    x = cgrad.from_numpy(rng.standard_normal((2, 3, 4)))
+    (x @ w.T).sum().backward()
+    assert w.grad.is_contiguous()
+    expected = np.ones((2, 3, 5)).reshape(-1, 5).T @ to_numpy(x).reshape(-1, 4)
+    np.testing.assert_allclose(to_numpy(w.grad), expected, rtol=1e-12)
+
+
 def test_matmul_same_operand(): check_op([(4, 4)], lambda a: a @ a)
 def test_matmul_larger(): check_op([(17, 33), (33, 9)], lambda a, b: a @ b, atol=1e-5)
 
