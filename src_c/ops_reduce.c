@@ -975,35 +975,154 @@ DEF_SOFTMAX(, softmax_f64, double, exp, log, max_row_f64, sum_row_f64)
 DEF_SOFTMAX(CG_TARGET_AVX2, softmax_f32_avx2, float, cg_expf_poly, logf, max_row_f32, sum_row_f32)
 #endif
 
-/* d softmax: y * (g - sum(g * y)). */
-static cg_status softmax_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
-    int dim = (int)node->iparam[0];
-    cg_tensor *y = NULL, *gy = NULL, *s = NULL, *d = NULL;
-    cg_status st = cg__saved(node, 0, &y);
-    if (!st) st = cg_mul(gout[0], y, &gy);
-    if (!st) st = cg_sum(gy, &dim, 1, 1, &s);
-    if (!st) st = cg_sub(gout[0], s, &d);
-    if (!st) st = cg_mul(y, d, &gin[0]);
+/* ------------------------------------------- softmax / log_softmax backward
+ * Each backward is one fused op of (g, y), y the forward's output, recorded
+ * with its own derivative (so second derivatives work): one pass and one
+ * kernel call where the composition took four (sum, exp or mul, mul, sub).
+ *   softmax_backward(g, y)     = y * (g - sum(g * y))
+ *   log_softmax_backward(g, y) = g - exp(y) * sum(g)
+ * sums along the softmax dim, accumulated in double. */
+#define DEF_SMBW(name, T, EXP)                                                         \
+    static void name(const T *restrict g, const T *restrict y, T *restrict r,            \
+                     int64_t outer, int64_t D, int64_t inner, int log_out) {            \
+        for (int64_t o = 0; o < outer; ++o)                                             \
+            for (int64_t i = 0; i < inner; ++i) {                                       \
+                const int64_t base = o * D * inner + i;                                 \
+                double s = 0.0;                                                         \
+                if (log_out)                                                            \
+                    for (int64_t d = 0; d < D; ++d) s += (double)g[base + d * inner];   \
+                else                                                                    \
+                    for (int64_t d = 0; d < D; ++d)                                     \
+                        s += (double)g[base + d * inner] * (double)y[base + d * inner]; \
+                const T st = (T)s;                                                      \
+                for (int64_t d = 0; d < D; ++d) {                                       \
+                    const int64_t k = base + d * inner;                                 \
+                    r[k] = log_out ? g[k] - EXP(y[k]) * st : y[k] * (g[k] - st);        \
+                }                                                                       \
+            }                                                                           \
+    }
+DEF_SMBW(smbw_f32, float, cg_expf_poly)
+DEF_SMBW(smbw_f64, double, exp)
+
+static cg_status smbw_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin);
+static const cg_op OP_SMBW = {"softmax_backward", smbw_backward};
+static const cg_op OP_LOGSMBW = {"log_softmax_backward", smbw_backward};
+
+/* The fused backward of (log_)softmax along dim d (normalised) of y. */
+static cg_status softmax_bw(cg_tensor *g, cg_tensor *y, int d, int log_out, cg_tensor **out) {
+    const char *fn = log_out ? "log_softmax_backward" : "softmax_backward";
+    if (g->dtype != y->dtype || !cg__same_shape(g, y) || cg__dev(g) != cg__dev(y))
+        return cg__err(CG_ERR_VALUE, "%s: the gradient (%s on '%s') and the output (%s on '%s') differ",
+                       fn, cg_dtype_name(g->dtype), cg__device_label(cg__dev(g)),
+                       cg_dtype_name(y->dtype), cg__device_label(cg__dev(y)));
+    int64_t outer = 1, D = 1, inner = 1;
+    for (int i = 0; i < y->ndim; ++i) {
+        if (i < d) outer *= y->shape[i];
+        else if (i == d) D = y->shape[i];
+        else inner *= y->shape[i];
+    }
+    cg_tensor *r = NULL;
+    const int dev = cg__dev(y);
+    cg_status st;
+    if (dev) { /* the backend reads g and y in any layout */
+        CG_TRY(cg__new_on(dev, y->dtype, y->ndim, y->shape, 0, &r));
+        int64_t ip = d;
+        cg_tensor *ts[3] = {r, g, y};
+        st = r->numel ? cg__kernel(dev, fn, 1, 3, ts, 0, NULL, 1, &ip) : CG_OK;
+    } else {
+        cg_tensor *gc = NULL, *yc = NULL;
+        st = cg__contig(g, &gc);
+        if (!st) st = cg__contig(y, &yc);
+        if (!st) st = cg__new(y->dtype, y->ndim, y->shape, 0, &r);
+        if (!st && y->dtype == CG_FLOAT32)
+            smbw_f32((const float *)cg__ptr(gc), (const float *)cg__ptr(yc), (float *)cg__ptr(r),
+                     outer, D, inner, log_out);
+        else if (!st)
+            smbw_f64((const double *)cg__ptr(gc), (const double *)cg__ptr(yc), (double *)cg__ptr(r),
+                     outer, D, inner, log_out);
+        cg_tensor_free(gc);
+        cg_tensor_free(yc);
+    }
+    if (!st && cg__wants_grad2(g, y)) {
+        cg_tensor *ins[2] = {g, y};
+        cg_node *node;
+        st = cg__record(log_out ? &OP_LOGSMBW : &OP_SMBW, 2, ins, 1, &r, &node);
+        if (!st) {
+            node->iparam[0] = d;
+            node->iparam[1] = log_out;
+            node->n_iparam = 2;
+            st = cg__save(node, g);
+        }
+        if (!st) st = cg__save(node, y);
+    }
+    if (st) {
+        cg_tensor_free(r);
+        return st;
+    }
+    *out = r;
+    return CG_OK;
+}
+
+/* Derivatives of the fused backward, with upstream gradient u (sums S along
+ * the dim):
+ *   softmax:     d/dg = softmax_backward(u, y),
+ *                d/dy = u * (g - S(g y)) - g * S(u y)
+ *   log_softmax: d/dg = u - S(u exp(y)),
+ *                d/dy = -u * exp(y) * S(g) */
+static cg_status smbw_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
+    int dim = (int)node->iparam[0], log_out = (int)node->iparam[1];
+    cg_tensor *u = gout[0], *g = NULL, *y = NULL;
+    cg_tensor *t[6] = {NULL};
+    cg_status st = cg__saved(node, 0, &g);
+    if (!st) st = cg__saved(node, 1, &y);
+    if (!st && log_out) {
+        st = cg_exp(y, &t[0]);                                       /* e */
+        if (!st && node->needs_grad[0]) {
+            st = cg_mul(u, t[0], &t[1]);
+            if (!st) st = cg_sum(t[1], &dim, 1, 1, &t[2]);
+            if (!st) st = cg_sub(u, t[2], &gin[0]);
+        }
+        if (!st && node->needs_grad[1]) {
+            st = cg_sum(g, &dim, 1, 1, &t[3]);
+            if (!st) st = cg_mul(u, t[0], &t[4]);
+            if (!st) st = cg_mul(t[4], t[3], &t[5]);
+            if (!st) st = cg_neg(t[5], &gin[1]);
+        }
+    } else if (!st) {
+        if (node->needs_grad[0]) st = softmax_bw(u, y, dim, 0, &gin[0]);
+        if (!st && node->needs_grad[1]) {
+            st = cg_mul(g, y, &t[0]);
+            if (!st) st = cg_sum(t[0], &dim, 1, 1, &t[1]);
+            if (!st) st = cg_sub(g, t[1], &t[2]);
+            if (!st) st = cg_mul(u, t[2], &t[3]);                    /* u (g - S(g y)) */
+            if (!st) st = cg_mul(u, y, &t[4]);
+            cg_tensor *s = NULL, *gs = NULL;
+            if (!st) st = cg_sum(t[4], &dim, 1, 1, &s);
+            if (!st) st = cg_mul(g, s, &gs);
+            if (!st) st = cg_sub(t[3], gs, &gin[1]);
+            cg_tensor_free(s);
+            cg_tensor_free(gs);
+        }
+    }
+    for (int k = 0; k < 6; ++k) cg_tensor_free(t[k]);
+    cg_tensor_free(g);
     cg_tensor_free(y);
-    cg_tensor_free(gy);
-    cg_tensor_free(s);
-    cg_tensor_free(d);
     return st;
 }
 
-/* d log_softmax: g - exp(y) * sum(g). */
-static cg_status log_softmax_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
-    int dim = (int)node->iparam[0];
-    cg_tensor *y = NULL, *s = NULL, *e = NULL, *t = NULL;
+static cg_status softmax_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
+    cg_tensor *y = NULL;
     cg_status st = cg__saved(node, 0, &y);
-    if (!st) st = cg_sum(gout[0], &dim, 1, 1, &s);
-    if (!st) st = cg_exp(y, &e);
-    if (!st) st = cg_mul(e, s, &t);
-    if (!st) st = cg_sub(gout[0], t, &gin[0]);
+    if (!st) st = softmax_bw(gout[0], y, (int)node->iparam[0], 0, &gin[0]);
     cg_tensor_free(y);
-    cg_tensor_free(s);
-    cg_tensor_free(e);
-    cg_tensor_free(t);
+    return st;
+}
+
+static cg_status log_softmax_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
+    cg_tensor *y = NULL;
+    cg_status st = cg__saved(node, 0, &y);
+    if (!st) st = softmax_bw(gout[0], y, (int)node->iparam[0], 1, &gin[0]);
+    cg_tensor_free(y);
     return st;
 }
 

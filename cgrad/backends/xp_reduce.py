@@ -120,6 +120,30 @@ class ReduceKernels:
         with _quiet():
             self._softmax(out, ins[0], int(i[0]), True)
 
+    def _softmax_backward(self, out, g, y, dim, log_out):
+        xp = self.xp
+        r = out[0]
+        if y.ndim == 0:
+            g, y, r, dim = g.reshape(1), y.reshape(1), r.reshape(1), 0
+        if log_out:  # g - exp(y) * sum(g)
+            s = xp.sum(g, axis=dim, keepdims=True)
+            xp.exp(y, out=r)
+            r *= s
+            xp.subtract(g, r, out=r)
+        else:  # y * (g - sum(g * y))
+            xp.multiply(g, y, out=r)
+            s = xp.sum(r, axis=dim, keepdims=True)
+            xp.subtract(g, s, out=r)
+            r *= y
+
+    def k_softmax_backward(self, out, ins, f, i):
+        with _quiet():
+            self._softmax_backward(out, ins[0], ins[1], int(i[0]), False)
+
+    def k_log_softmax_backward(self, out, ins, f, i):
+        with _quiet():
+            self._softmax_backward(out, ins[0], ins[1], int(i[0]), True)
+
     def k_matmul(self, out, ins, f, i):
         """NumPy matmul semantics (1-D operands, broadcast batch dims), as
         cg_matmul: cuBLAS on CuPy."""

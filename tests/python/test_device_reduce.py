@@ -235,6 +235,29 @@ def test_softmax_matches_cpu(op, dim, dtype, tol):
            prep=lambda t: t.transpose(0, 2))
 
 
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_backward_is_one_kernel_and_twice_differentiable(op, monkeypatch):
+    be = cgrad.cuda._init()
+    names = []
+    x, xd = _pair((3, 5))
+    yd = getattr(xd, op)(1).sum(0).sum()
+    for name, k in dict(be.kernels).items():
+        monkeypatch.setitem(be.kernels, name, lambda out, ins, f, i, k=k, name=name:
+                            (names.append(name), k(out, ins, f, i)))
+    yd.backward()
+    assert names == [f"{op}_backward"], names
+    monkeypatch.undo()
+    getattr(x, op)(1).sum().backward()
+    assert_same_values(x.grad, xd.grad, rtol=1e-12, atol=1e-14)
+    out = []
+    for p in (x, xd):
+        p.grad = None
+        (g,) = cgrad.autograd.grad([(getattr(p, op)(1) ** 2).sum()], [p], create_graph=True)
+        (g * g).sum().backward()
+        out.append(p.grad)
+    assert_same_values(out[0], out[1], rtol=1e-10, atol=1e-12)
+
+
 def test_softmax_with_large_and_minus_inf_logits():
     data = np.array([[1000.0, 1001.0, -np.inf, 999.0], [-1e4, 0.0, 1e4, 5.0]])
     for op in ("softmax", "log_softmax"):

@@ -344,6 +344,57 @@ def test_functional_softmax(dim):
     check_op([(3, 4)], lambda x: F(x).log_softmax(x, dim=dim))
 
 
+# The backward of each is one fused op recorded with its own derivative
+# (ops_reduce.c): gradients and second derivatives (check_op's gradgrad) on
+# a middle dim, a broadcast incoming gradient (after .sum), a 0-d input and
+# a strided one.
+SOFTMAX_BACKWARD = {
+    "middle dim": ([(2, 3, 4)], lambda x, op: getattr(F(x), op)(x, 1)),
+    "broadcast gradient": ([(2, 3, 4)], lambda x, op: getattr(F(x), op)(x, 1).sum(1)),
+    "weighted sum": ([(3, 5), (3, 5)], lambda x, w, op: (getattr(F(x), op)(x, -1) * w).sum()),
+    "0-d": ([()], lambda x, op: getattr(F(x), op)(x, 0)),
+    "strided": ([(4, 6)], lambda x, op: getattr(F(x), op)(x[:, ::2].T, 0)),
+}
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("case", list(SOFTMAX_BACKWARD))
+def test_softmax_backward_fused(case, op):
+    specs, fn = SOFTMAX_BACKWARD[case]
+    check_op(specs, lambda *a: fn(*a, op))
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_third_derivative(op):
+    # the fused backward's own derivative is differentiable again: the third
+    # derivative of sum(w * op(x)^2)... against central differences of the
+    # second (float64)
+    rng = np.random.default_rng(5)
+    x0 = rng.standard_normal((2, 4))
+    w = cgrad.from_numpy(rng.standard_normal((2, 4)))
+    u = cgrad.from_numpy(rng.standard_normal((2, 4)))
+
+    def second(xa, create_graph):
+        x = cgrad.from_numpy(xa).requires_grad_()
+        y = getattr(x, op)(1)
+        (g1,) = cgrad.autograd.grad((w * y * y).sum(), [x], create_graph=True)
+        (g2,) = cgrad.autograd.grad((g1 * u).sum(), [x], create_graph=create_graph)
+        return x, g2
+
+    x, g2 = second(x0, True)
+    (g3,) = cgrad.autograd.grad((g2 * u).sum(), [x])
+    eps = 1e-5
+    fd = np.zeros_like(x0)
+    un = to_numpy(u)
+    for k in np.ndindex(x0.shape):
+        d = np.zeros_like(x0)
+        d[k] = eps
+        hi = (to_numpy(second(x0 + d, False)[1]) * un).sum()
+        lo = (to_numpy(second(x0 - d, False)[1]) * un).sum()
+        fd[k] = (hi - lo) / (2 * eps)
+    np.testing.assert_allclose(to_numpy(g3), fd, rtol=1e-5, atol=1e-7)
+
+
 def test_functional_activations_exist():
     for name in ("relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "softmax",
                  "log_softmax", "linear", "conv2d", "max_pool2d", "avg_pool2d", "dropout",
