@@ -1034,7 +1034,10 @@ static cg_status softmax_bw(cg_tensor *g, cg_tensor *y, int d, int log_out, cg_t
         st = cg__contig(g, &gc);
         if (!st) st = cg__contig(y, &yc);
         if (!st) st = cg__new(y->dtype, y->ndim, y->shape, 0, &r);
-        if (!st && y->dtype == CG_FLOAT32)
+        if (!st && y->dtype != CG_FLOAT32 && y->dtype != CG_FLOAT64)
+            st = cg__err(CG_ERR_DTYPE, "%s: unsupported dtype %s on the cpu", fn,
+                         cg_dtype_name(y->dtype));
+        else if (!st && y->dtype == CG_FLOAT32)
             smbw_f32((const float *)cg__ptr(gc), (const float *)cg__ptr(yc), (float *)cg__ptr(r),
                      outer, D, inner, log_out);
         else if (!st)
