@@ -294,6 +294,11 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_max_pool2d(cg_tensor *x, const int64_t *kernel, const int64_t *stride, const int64_t *padding, cg_tensor **out)
     cg_status cg_avg_pool2d(cg_tensor *x, const int64_t *kernel, const int64_t *stride, const int64_t *padding, int count_include_pad, cg_tensor **out)
     cg_status cg_dropout(cg_tensor *x, double p, int training, cg_tensor **out)
+    ctypedef enum cg_reduction:
+        CG_REDUCTION_NONE
+        CG_REDUCTION_MEAN
+        CG_REDUCTION_SUM
+    cg_status cg_nll_loss(cg_tensor *input, cg_tensor *target, cg_tensor *weight, int64_t ignore_index, cg_reduction reduction, cg_tensor **out)
     cg_status cg_add_(cg_tensor *a, cg_tensor *b, double alpha)
     cg_status cg_mul_(cg_tensor *a, cg_tensor *b)
     cg_status cg_add_scalar_(cg_tensor *a, double s)

@@ -713,6 +713,24 @@ CG_API cg_status cg_avg_pool2d(cg_tensor *x, const int64_t kernel[2], const int6
  * when training == 0. Uses the process RNG. */
 CG_API cg_status cg_dropout(cg_tensor *x, double p, int training, cg_tensor **out);
 
+/* How a loss reduces its per-element values (PyTorch's reduction=). */
+typedef enum {
+    CG_REDUCTION_NONE = 0, /* one loss per target */
+    CG_REDUCTION_MEAN = 1, /* sum divided by the total weight of the counted targets */
+    CG_REDUCTION_SUM = 2
+} cg_reduction;
+/* Negative log-likelihood of class indices (PyTorch's nll_loss): input
+ * log-probabilities (N, C, d1, ...) or (C,), target int64 of the input's
+ * shape without the class dim (() for (C,)), weight (C,) in the input's
+ * dtype or NULL. loss = -weight[t] * input[n, t, d...], 0 where t ==
+ * ignore_index; CG_REDUCTION_MEAN divides the sum by the summed weights of
+ * the targets not ignored (NaN when there are none). A target outside
+ * [0, C) other than ignore_index fails with CG_ERR_INDEX (on a device the
+ * target is copied to the host for that check). weight takes no gradient
+ * (CG_ERR_UNSUPPORTED when it requires one). */
+CG_API cg_status cg_nll_loss(cg_tensor *input, cg_tensor *target, cg_tensor *weight,
+                             int64_t ignore_index, cg_reduction reduction, cg_tensor **out);
+
 /* ------------------------------------------------------------ in-place */
 /* Bump the version counter. Refused (CG_ERR_AUTOGRAD) while grad mode is on
  * and the target requires grad: a leaf would lose its history and a saved

@@ -286,6 +286,10 @@ CG_INTERNAL void cg__device_release(int device, void *handle);
 /* Host <-> device copies of t's elements, row-major, as the backend does. */
 CG_INTERNAL cg_status cg__device_to_host(const cg_tensor *t, void *dst);
 CG_INTERNAL cg_status cg__device_from_host(cg_tensor *t, const void *src);
+/* t's elements, contiguous, where the host can read them: t itself (or its
+ * contiguous copy) on the host, else a host copy of the device tensor (a
+ * sync on a GPU: the bounds checks of device indices read them so). */
+CG_INTERNAL cg_status cg__host_contig(cg_tensor *t, cg_tensor **out);
 /* cg__copy_elems when either side is on a device. */
 CG_INTERNAL cg_status cg__device_copy(cg_tensor *dst, const cg_tensor *src);
 /* Whether op's backward takes row-sparse output gradients as they are (a

@@ -320,3 +320,14 @@ cg_status cg_to_device(cg_tensor *t, int device, cg_tensor **out) {
     *out = r;
     return CG_OK;
 }
+
+cg_status cg__host_contig(cg_tensor *t, cg_tensor **out) {
+    if (!cg__dev(t)) return cg__contig(t, out);
+    CG_TRY(cg__new(t->dtype, t->ndim, t->shape, 0, out));
+    cg_status st = cg__copy_elems(*out, t);
+    if (st) {
+        cg_tensor_free(*out);
+        *out = NULL;
+    }
+    return st;
+}

@@ -16,18 +16,6 @@
 #include "cg_internal.h"
 #include "optim_device.h"
 
-/* t's elements, contiguous, where the host can read them: t itself (or its
- * contiguous copy) on the host, else a host copy of the device tensor. */
-static cg_status host_contig(cg_tensor *t, cg_tensor **out) {
-    if (!cg__dev(t)) return cg__contig(t, out);
-    CG_TRY(cg__new(t->dtype, t->ndim, t->shape, 0, out));
-    cg_status st = cg__copy_elems(*out, t);
-    if (st) {
-        cg_tensor_free(*out);
-        *out = NULL;
-    }
-    return st;
-}
 
 /* Validated, non-negative copy of a 1-D int64 index (negative entries wrap
  * when wrap != 0). *idx: (numel,) malloc'd, caller frees. */
@@ -43,7 +31,7 @@ static cg_status read_index(const char *fn, cg_tensor *index, int64_t size, int 
     if (!p) return cg__err(CG_ERR_NOMEM, "%s: out of memory", fn);
     cg_tensor *h = NULL; /* a device index's host copy */
     if (cg__dev(index)) {
-        cg_status st = host_contig(index, &h);
+        cg_status st = cg__host_contig(index, &h);
         if (st) {
             free(p);
             return st;
@@ -393,7 +381,7 @@ static cg_status bad_gather_index(const char *fn, int64_t v, int d, int64_t size
  * host for it). */
 static cg_status check_index_values(const char *fn, cg_tensor *index, int d, int64_t size) {
     cg_tensor *h;
-    CG_TRY(host_contig(index, &h));
+    CG_TRY(cg__host_contig(index, &h));
     const int64_t *p = (const int64_t *)cg__ptr(h);
     cg_status st = CG_OK;
     for (int64_t i = 0; i < h->numel; ++i)
@@ -744,7 +732,7 @@ static cg_status embedding_impl(cg_tensor *weight, cg_tensor *indices, int spars
     cg_tensor *ic = NULL, *flat = NULL, *wc = NULL, *r = NULL, *hv = NULL;
     cg_status st = cg__contig(indices, &ic);
     if (!st) st = cg__view(ic, 1, &N, (const int64_t[]){1}, ic->offset, &flat);
-    if (!st) st = host_contig(flat, &hv); /* the device's indices copied to the host for the check */
+    if (!st) st = cg__host_contig(flat, &hv); /* the device's indices copied to the host for the check */
     if (!st) {
         const int64_t *ip = (const int64_t *)cg__ptr(hv);
         for (int64_t i = 0; i < N; ++i)

@@ -5,7 +5,8 @@ objects (compiled lazily, once per kernel and dtype) where fusion pays: one
 pass over a parameter, its gradient and its state for an optimizer update
 (CuPy expressions would make one pass per operation), one pass for a
 tensor's sum of squares, max |x| and non-finite count (three reductions
-otherwise). The NumPy expressions in xp_optim.py remain the reference path
+otherwise); nll_loss's forward and backward (cgrad/backends/xp_nn.py: one
+pass over the targets each, where the array expressions make a dozen). The NumPy expressions in xp_optim.py remain the reference path
 (the reference device, and strided arrays on a GPU) and compute the same
 formulas, operation for operation, as the C kernels of src_c/optim.c.
 
@@ -215,6 +216,60 @@ extern "C" __global__ void cg_tensor_stats_%(sfx)s(const T *x, const i64 n, doub
         atomicAdd(&out[0], s);
         atomicMax((unsigned long long *)&out[1], (unsigned long long)__double_as_longlong(mx));
         atomicAdd(&out[2], bad);
+    }
+}
+""",
+    # nll_loss (src_c/ops_loss.c's loop) over n = outer * inner target
+    # positions of a contiguous input (outer, C, inner): the 'none' loss
+    # into per (when want_per), and acc[0] += sum of the terms w * x rounded
+    # to T, acc[1] += sum of the weights, over the targets not ignored, in
+    # double (per warp, then one atomic per warp). w is read when has_w.
+    "nll_loss": r"""
+extern "C" __global__ void cg_nll_loss_%(sfx)s(const T *x, const i64 *t, const T *w, T *per,
+                                              double *acc, const i64 n, const i64 C,
+                                              const i64 inner, const i64 ignore, const int has_w,
+                                              const int want_per) {
+    double ls = 0.0, ws = 0.0;
+    CG_LOOP(k, n) {
+        const i64 c = t[k];
+        if (c == ignore) {
+            if (want_per) per[k] = (T)0;
+            continue;
+        }
+        const double wv = has_w ? (double)w[c] : 1.0;
+        const T term = (T)(wv * (double)x[((k / inner) * C + c) * inner + k %% inner]);
+        if (want_per) per[k] = -term;
+        ls += (double)term;
+        ws += wv;
+    }
+    cg_add_sum(&acc[0], ls);
+    cg_add_sum(&acc[1], ws);
+}
+""",
+    # nll_loss's result from the sums (one thread): the total weight, and
+    # for 'mean' (reduction 1) -sum / total weight, for 'sum' (2) -sum.
+    "nll_finish": r"""
+extern "C" __global__ void cg_nll_finish_%(sfx)s(const double *acc, T *r, T *tw,
+                                                const int reduction) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    tw[0] = (T)acc[1];
+    if (reduction == 1) r[0] = (T)(-acc[0] / acc[1]);
+    else if (reduction == 2) r[0] = (T)(-acc[0]);
+}
+""",
+    # nll_loss's backward into r (zero-filled, the input's contiguous
+    # shape): -w[t] * g (g[0] when g_one, else g[k]), divided by tw[0] when
+    # mean, at each target not ignored; one write per position, no atomics.
+    "nll_loss_backward": r"""
+extern "C" __global__ void cg_nll_loss_backward_%(sfx)s(
+        const T *g, const i64 *t, const T *w, const T *tw, T *r, const i64 n, const i64 C,
+        const i64 inner, const i64 ignore, const int has_w, const int g_one, const int mean) {
+    CG_LOOP(k, n) {
+        const i64 c = t[k];
+        if (c == ignore) continue;
+        double v = -((has_w ? (double)w[c] : 1.0) * (double)g[g_one ? 0 : k]);
+        if (mean) v /= (double)tw[0];
+        r[((k / inner) * C + c) * inner + k %% inner] = (T)v;
     }
 }
 """,

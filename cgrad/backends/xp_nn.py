@@ -72,6 +72,90 @@ class NNKernels:
                       for k in range(nd))
         self._add_at(o, where, src[tuple(slice(0, n) for n in idx.shape)])
 
+    # ------------------------------------------------------------- nll_loss
+    def _nll_targets(self, t, weight, ignore, outer, inner):
+        """The target as (outer, inner) with ignored entries at class 0,
+        whether each counts, and its weight in double (0 when ignored)."""
+        xp = self.xp
+        t2 = t.reshape(outer, inner)
+        keep = t2 != ignore
+        safe = xp.where(keep, t2, 0)
+        wt = xp.ones(t2.shape, dtype=np.float64) if weight is None else weight[safe].astype(np.float64)
+        return safe, keep, xp.where(keep, wt, 0.0)
+
+    def _nll_fusable(self, *arrays):
+        """nll_loss's RawKernels apply (a GPU, float32/float64, every array
+        C-contiguous: the kernels index the input as (outer, C, inner))."""
+        return (self.raw_kernels is not None and arrays[0].dtype in (np.float32, np.float64)
+                and all(a is None or a.flags.c_contiguous for a in arrays))
+
+    def _nll_at(self, outer, inner):
+        xp = self.xp
+        return xp.arange(outer)[:, None], xp.arange(inner)[None, :]
+
+    def k_nll_loss(self, out, ins, f, i):
+        """(loss, total_weight; input, target[, weight]) i = (ignore_index,
+        reduction 0 none / 1 mean / 2 sum, class dim): src_c/ops_loss.c's
+        loop: each term w * x rounded to the dtype, summed in double. On a
+        GPU two RawKernels (the pass over the targets, then the result)."""
+        xp = self.xp
+        ignore, reduction, cdim = (int(v) for v in i)
+        r, tw = out
+        x, t = ins[0], ins[1]
+        C = x.shape[cdim]
+        outer = x.shape[0] if cdim else 1
+        inner = x.size // (outer * C) if x.size else int(np.prod(x.shape[2:]))
+        w = ins[2] if len(ins) > 2 else None
+        n = outer * inner
+        if self._nll_fusable(x, t, w, r):
+            acc = xp.zeros(2, dtype=np.float64)
+            self.raw_kernels.launch("nll_loss", x.dtype, n, (
+                x, t, x if w is None else w, r if reduction == 0 else x, acc, np.int64(n),
+                np.int64(C), np.int64(inner), np.int64(ignore), np.int32(w is not None),
+                np.int32(reduction == 0)))
+            self.raw_kernels.launch("nll_finish", x.dtype, 1, (acc, r, tw, np.int32(reduction)))
+            return
+        safe, keep, wt = self._nll_targets(t, w, ignore, outer, inner)
+        o_at, i_at = self._nll_at(outer, inner)
+        picked = x.reshape(outer, C, inner)[o_at, safe, i_at].astype(np.float64)
+        term = (wt * picked).astype(x.dtype)
+        ws = xp.sum(wt)
+        tw[...] = ws
+        if reduction == 0:
+            r[...] = xp.where(keep, -term, 0).astype(r.dtype).reshape(r.shape)
+            return
+        ls = xp.sum(xp.where(keep, term.astype(np.float64), 0.0))
+        with np.errstate(all="ignore"):  # 'mean' of no counted target is NaN, as on the host
+            r[...] = -ls / ws if reduction == 1 else -ls
+
+    def k_nll_loss_backward(self, out, ins, f, i):
+        """(grad_input, zero-filled; g, target, total_weight[, weight]) i as
+        nll_loss: -w[t] * g (/ total_weight for 'mean') at each target; on
+        a GPU one RawKernel."""
+        xp = self.xp
+        ignore, reduction, cdim = (int(v) for v in i)
+        r = out[0]
+        g, t, tw = ins[0], ins[1], ins[2]
+        C = r.shape[cdim]
+        outer = r.shape[0] if cdim else 1
+        inner = r.size // (outer * C)
+        w = ins[3] if len(ins) > 3 else None
+        if self._nll_fusable(g, t, w, r, tw):
+            n = outer * inner
+            self.raw_kernels.launch("nll_loss_backward", r.dtype, n, (
+                g, t, tw if w is None else w, tw, r, np.int64(n), np.int64(C), np.int64(inner),
+                np.int64(ignore), np.int32(w is not None), np.int32(reduction != 0),
+                np.int32(reduction == 1)))
+            return
+        safe, keep, wt = self._nll_targets(t, w, ignore, outer, inner)
+        g64 = xp.asarray(g).astype(np.float64)
+        v = -(wt * (g64 if reduction else g64.reshape(outer, inner)))
+        if reduction == 1:
+            with np.errstate(all="ignore"):
+                v = v / xp.asarray(tw).astype(np.float64)
+        o_at, i_at = self._nll_at(outer, inner)
+        r.reshape(outer, C, inner)[o_at, safe, i_at] = xp.where(keep, v, 0.0).astype(r.dtype)
+
     def k_count_nonzero(self, out, ins, f, i):
         out[0][...] = self.xp.count_nonzero(ins[0])
 

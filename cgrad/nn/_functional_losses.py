@@ -296,8 +296,10 @@ def _class_layout(input, fn):
     return input, input.shape[1], False
 
 
-def _index_target(target, input2, unbatched, ignore_index, fn):
-    """Checked int64 class-index target shaped like input2 without dim 1."""
+def _index_target(target, input2, unbatched, ignore_index, fn, check_values=True):
+    """Checked int64 class-index target shaped like input2 without dim 1, and
+    whether any entry is ignore_index (None when check_values is False: the
+    C core's nll_loss checks the values itself)."""
     if not isinstance(target, Tensor):
         target = _tensor_arg(target, fn, "target", input2)
     if target.dtype is not _core.int64:
@@ -310,6 +312,8 @@ def _index_target(target, input2, unbatched, ignore_index, fn):
     if target.shape != expected:
         raise ValueError(f"{fn}: target shape {target.shape} does not match input shape "
                          f"{input2.shape} (expected {expected})")
+    if not check_values:
+        return target, None
     n_classes = input2.shape[1]
     arr = _host(target)
     ignored = arr == ignore_index
@@ -343,16 +347,17 @@ def _target_weights(target, weight, ignore_index, has_ignored, dtype):
     return safe, w
 
 
-def _weighted_nll(logp2, target, weight, ignore_index, has_ignored, reduction):
-    """nll_loss on (N, C, d...) log-probabilities with a checked target;
-    returns (loss, per-target weights or None) so that label smoothing can
-    reuse the normalisation."""
+def _nll(logp2, target, weight, ignore_index, reduction, fn):
+    """nll_loss on (N, C, d...) log-probabilities and a target checked but
+    for its values: the C core's nll_loss op (one op each way, the values
+    checked there), or, for a weight that requires grad (the op gives it
+    none, as PyTorch's), the composition of differentiable ops."""
+    if weight is None or not weight.requires_grad:
+        return _core.nll_loss(logp2, target, weight, ignore_index, reduction)
+    target, has_ignored = _index_target(target, logp2, False, ignore_index, fn)
     safe, w = _target_weights(target, weight, ignore_index, has_ignored, logp2.dtype)
-    picked = logp2.gather(1, safe.unsqueeze(1)).squeeze(1)
-    loss = -picked if w is None else -picked * w
-    if reduction == "mean":
-        return (loss.mean() if w is None else loss.sum() / w.sum()), w
-    return _reduce(loss, reduction), w
+    loss = -logp2.gather(1, safe.unsqueeze(1)).squeeze(1) * w
+    return loss.sum() / w.sum() if reduction == "mean" else _reduce(loss, reduction)
 
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
@@ -366,8 +371,8 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     input = _float_input(input, fn)
     input2, n_classes, unbatched = _class_layout(input, fn)
     weight = _class_weight(weight, n_classes, input, fn)
-    target, has_ignored = _index_target(target, input2, unbatched, ignore_index, fn)
-    loss, _ = _weighted_nll(input2, target, weight, ignore_index, has_ignored, reduction)
+    target, _ = _index_target(target, input2, unbatched, ignore_index, fn, check_values=False)
+    loss = _nll(input2, target, weight, ignore_index, reduction, fn)
     return loss.reshape(()) if unbatched and reduction == "none" else loss
 
 
@@ -412,9 +417,12 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
             return total
         return total / (input.numel() // n_classes) if input.numel() else total * float("nan")
 
-    target, has_ignored = _index_target(target, input2, unbatched, ignore_index, fn)
-    nll, w_t = _weighted_nll(logp, target, weight, ignore_index, has_ignored, reduction)
+    target, _ = _index_target(target, input2, unbatched, ignore_index, fn, check_values=False)
+    nll = _nll(logp, target, weight, ignore_index, reduction, fn)
     if label_smoothing > 0:
+        # nll checked the target's values; normalised by the same weights
+        _, has_ignored = _index_target(target, input2, False, ignore_index, fn)
+        _, w_t = _target_weights(target, weight, ignore_index, has_ignored, logp.dtype)
         smooth = -(logp.sum(1) if w_b is None else (logp * w_b).sum(1))
         if has_ignored:
             smooth = smooth * (target != ignore_index).to(logp.dtype)

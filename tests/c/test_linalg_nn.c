@@ -1,4 +1,4 @@
-/* test_linalg_nn.c -- GEMM, matmul, conv2d, pooling and dropout: values
+/* test_linalg_nn.c -- GEMM, matmul, conv2d, pooling, dropout and nll_loss: values
  * against naive loops, gradients against central differences (first and
  * second order), float32 runs and error statuses. */
 #include <stdint.h>
@@ -1126,6 +1126,100 @@ static void test_dropout(void) {
     cg_tensor_free(x);
 }
 
+/* ------------------------------------------------------------ nll_loss */
+typedef struct {
+    cg_tensor *target, *weight;
+    int64_t ignore;
+    cg_reduction reduction;
+} nll_cfg;
+
+static cg_status f_nll(void *ctx, int n, cg_tensor *const *ins, cg_tensor **out) {
+    const nll_cfg *c = (const nll_cfg *)ctx;
+    (void)n;
+    return cg_nll_loss(ins[0], c->target, c->weight, c->ignore, c->reduction, out);
+}
+
+static void test_nll_loss(void) {
+    /* input (2, 3, 2): targets with one ignored entry (class 1 = ignore) */
+    int64_t xs[3] = {2, 3, 2}, ts[2] = {2, 2}, cs = 3;
+    const int64_t tv[4] = {2, 1, 0, 2};
+    const double wv[3] = {0.5, 2.0, 1.5};
+    cg_tensor *t = NULL, *w = NULL, *x = cgt_randn64(3, xs);
+    CHECK_OK(cg_from_data(CG_INT64, 2, ts, tv, &t));
+    CHECK_OK(cg_from_data(CG_FLOAT64, 1, &cs, wv, &w));
+    double *xv = vals(x);
+    /* naive loop: loss[n, d] = -w[t] x[n, t, d], t != 1 */
+    double per[4], lsum = 0.0, wsum = 0.0;
+    for (int k = 0; k < 4; ++k) {
+        int64_t nn = k / 2, d = k % 2, c = tv[k];
+        per[k] = c == 1 ? 0.0 : -wv[c] * xv[(nn * 3 + c) * 2 + d];
+        if (c != 1) {
+            lsum += per[k];
+            wsum += wv[c];
+        }
+    }
+    cg_reduction reds[3] = {CG_REDUCTION_NONE, CG_REDUCTION_MEAN, CG_REDUCTION_SUM};
+    for (int r = 0; r < 3; ++r) {
+        cg_tensor *y = NULL;
+        CHECK_OK(cg_nll_loss(x, t, w, 1, reds[r], &y));
+        if (!y) continue;
+        double *yv = vals(y);
+        if (r == 0) CHECK(same_shape(y, 2, ts) && max_rel_err(yv, per, 4) < 1e-15);
+        else CHECK(cg_tensor_ndim(y) == 0 && fabs(yv[0] - (r == 1 ? lsum / wsum : lsum)) < 1e-14);
+        CHECK(strcmp(cg_tensor_grad_fn_name(y), "nll_loss") == 0);
+        free(yv);
+        cg_tensor_free(y);
+        nll_cfg cfg = {t, r == 2 ? NULL : w, r == 0 ? -100 : 1, reds[r]};
+        cg_tensor *ins[1] = {x};
+        GRADCHECK(f_nll, &cfg, 1, ins);
+        GRADGRADCHECK(f_nll, &cfg, 1, ins);
+    }
+    /* an input (C,) with a 0-d target; 'mean' of nothing counted is NaN */
+    {
+        cg_tensor *x1 = cgt_randn64(1, &cs), *t0 = NULL, *y = NULL;
+        CHECK_OK(cg_scalar(CG_INT64, 2, &t0));
+        nll_cfg cfg = {t0, NULL, -100, CG_REDUCTION_MEAN};
+        cg_tensor *ins[1] = {x1};
+        GRADCHECK(f_nll, &cfg, 1, ins);
+        CHECK_OK(cg_nll_loss(x1, t0, NULL, 2, CG_REDUCTION_MEAN, &y));
+        CHECK(y && isnan(cgt_at(y, 0)));
+        cg_tensor_free(y);
+        cg_tensor_free(t0);
+        cg_tensor_free(x1);
+    }
+    /* errors: status and message, nothing allocated */
+    {
+        cg_tensor *y = NULL, *bad = NULL, *tf = NULL, *w2 = NULL, *wf = NULL, *tshort = NULL;
+        const int64_t bv[4] = {0, 3, 0, 0};
+        int64_t two = 2;
+        CHECK_OK(cg_from_data(CG_INT64, 2, ts, bv, &bad));
+        CHECK_STATUS(cg_nll_loss(x, bad, NULL, -100, CG_REDUCTION_MEAN, &y), CG_ERR_INDEX);
+        CHECK(strstr(cg_last_error(), "target 3 is out of bounds for 3 classes") != NULL);
+        CHECK(y == NULL);
+        CHECK_OK(cg_nll_loss(x, bad, NULL, 3, CG_REDUCTION_MEAN, &y)); /* 3 is ignored */
+        cg_tensor_free(y);
+        CHECK_OK(cg_zeros(CG_FLOAT64, 2, ts, &tf));
+        CHECK_STATUS(cg_nll_loss(x, tf, NULL, -100, CG_REDUCTION_MEAN, &y), CG_ERR_DTYPE);
+        CHECK_STATUS(cg_nll_loss(t, t, NULL, -100, CG_REDUCTION_MEAN, &y), CG_ERR_DTYPE);
+        CHECK_OK(cg_zeros(CG_INT64, 1, &two, &tshort));
+        CHECK_STATUS(cg_nll_loss(x, tshort, NULL, -100, CG_REDUCTION_MEAN, &y), CG_ERR_SHAPE);
+        CHECK(strstr(cg_last_error(), "expected (2, 2)") != NULL);
+        CHECK_OK(cg_ones(CG_FLOAT64, 1, &two, &w2));
+        CHECK_STATUS(cg_nll_loss(x, t, w2, -100, CG_REDUCTION_MEAN, &y), CG_ERR_SHAPE);
+        CHECK_OK(cg_ones(CG_FLOAT32, 1, &cs, &wf));
+        CHECK_STATUS(cg_nll_loss(x, t, wf, -100, CG_REDUCTION_MEAN, &y), CG_ERR_DTYPE);
+        CHECK_STATUS(cg_nll_loss(x, t, NULL, -100, (cg_reduction)7, &y), CG_ERR_VALUE);
+        CHECK_STATUS(cg_nll_loss(x, NULL, NULL, -100, CG_REDUCTION_MEAN, &y), CG_ERR_NULL);
+        cg_tensor_set_requires_grad(w, 1);
+        CHECK_STATUS(cg_nll_loss(x, t, w, -100, CG_REDUCTION_MEAN, &y), CG_ERR_UNSUPPORTED);
+        CHECK(y == NULL);
+        cg_tensor_free(bad); cg_tensor_free(tf); cg_tensor_free(tshort); cg_tensor_free(w2);
+        cg_tensor_free(wf);
+    }
+    free(xv);
+    cg_tensor_free(x); cg_tensor_free(t); cg_tensor_free(w);
+}
+
 int main(void) {
     cg_manual_seed(1234);
     test_gemm();
@@ -1139,5 +1233,6 @@ int main(void) {
     test_conv_errors();
     test_pool();
     test_dropout();
+    test_nll_loss();
     return cgt_report(__FILE__);
 }

@@ -44,3 +44,13 @@ def assert_same_values(cpu, dev, rtol=1e-6, atol=1e-7):
         np.testing.assert_array_equal(a, b)
     else:
         np.testing.assert_allclose(b, a, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def record_kernels(monkeypatch, backend):
+    """From now until monkeypatch undoes it, the names of backend's kernel
+    calls are appended to the returned list."""
+    names = []
+    for name, k in dict(backend.kernels).items():
+        monkeypatch.setitem(backend.kernels, name, lambda out, ins, f, i, k=k, name=name:
+                            (names.append(name), k(out, ins, f, i)))
+    return names

@@ -51,7 +51,7 @@ except ImportError:  # pragma: no cover - exercised on torch-less installs
 
 HAVE_TORCH = torch is not None
 
-__all__ = ["Arg", "Const", "check_op", "lib", "F", "to_numpy", "assert_close",
+__all__ = ["Arg", "Const", "check_op", "check_third_derivative", "lib", "F", "to_numpy", "assert_close",
            "HAVE_TORCH", "torch"]
 
 
@@ -353,6 +353,26 @@ def check_op(specs, fn, torch_fn=None, *, np_fn=None, low=-2.0, high=2.0, positi
             assert_close(f"float32 gradient of input {i} vs float64", g, g64,
                          f32_atol * 10, f32_rtol * 10, ("float32", "float64"))
     return out
+
+
+def check_third_derivative(second, x0, u, eps=1e-5, rtol=1e-5, atol=1e-7):
+    """Third derivatives against central differences of the second (float64).
+
+    second(x_array, create_graph) -> (x, g2): a leaf x made from x_array and
+    a second-order gradient g2 of it (recorded when create_graph); u a
+    cgrad tensor of x's shape. d<g2, u>/dx from the tape is compared with
+    the central differences of <g2, u> at x0 +- eps per element."""
+    x, g2 = second(x0, True)
+    (g3,) = cgrad.autograd.grad((g2 * u).sum(), [x])
+    fd = np.zeros_like(x0)
+    un = to_numpy(u)
+    for k in np.ndindex(x0.shape):
+        d = np.zeros_like(x0)
+        d[k] = eps
+        hi = (to_numpy(second(x0 + d, False)[1]) * un).sum()
+        lo = (to_numpy(second(x0 - d, False)[1]) * un).sum()
+        fd[k] = (hi - lo) / (2 * eps)
+    np.testing.assert_allclose(to_numpy(g3), fd, rtol=rtol, atol=atol)
 
 
 def _hvp(module, specs, values, fn, v, u, float_dtype):

@@ -189,6 +189,58 @@ def test_amp_unscale(arrays_be, fused_be, dtype):
         assert list(got[1][-1]) == [c * k for c, k in zip(counted, (3, 0, 5))]
 
 
+# ---------------------------------------------------------- nll_loss
+def _nll_case(dtype, shape, seed=8):
+    """Log-probabilities (outer, C, inner), targets with ~1/4 ignored (-1),
+    class weights; -inf and NaN at an ignored position (not read)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    tshape = shape[:1] + shape[2:]
+    t = rng.integers(0, shape[1], size=tshape)
+    t[rng.random(tshape) < 0.25] = -1
+    first = np.argwhere(t == -1)[0]
+    x[(first[0], slice(None)) + tuple(first[1:])] = np.nan
+    return x, t, (rng.random(shape[1]) + 0.5).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(N, 7), (4, 5, 250)])  # 1000 target positions either way
+def test_nll_loss(arrays_be, fused_be, dtype, shape):
+    x, t, w = _nll_case(dtype, shape)
+    tshape = t.shape
+    for reduction, weighted in itertools.product((0, 1, 2), (False, True)):
+        ins = [x, t, w] if weighted else [x, t]
+        out = [np.zeros(tshape if reduction == 0 else (), dtype), np.zeros((), dtype)]
+        what = f"nll_loss reduction={reduction} weighted={weighted}"
+        before = cuda_emu.launches[cuda_kernels.entry("nll_finish", dtype)]
+        got = run_both(arrays_be, fused_be, "k_nll_loss", cuda_kernels.entry("nll_loss", dtype),
+                       out, ins, (), (-1, reduction, 1))
+        assert cuda_emu.launches[cuda_kernels.entry("nll_finish", dtype)] == before + 1, what
+        # the 'none' loss bit for bit; the sums (total weight, mean, sum) to rounding
+        check(got, 1 if reduction == 0 else 0, what)
+        # the backward: one write per target, bit for bit
+        g = (np.random.default_rng(9).standard_normal(tshape) if reduction == 0
+             else np.array(1.75)).astype(dtype)
+        tw = got[0][1]
+        bins = [g, t, tw, w] if weighted else [g, t, tw]
+        got = run_both(arrays_be, fused_be, "k_nll_loss_backward",
+                       cuda_kernels.entry("nll_loss_backward", dtype), [np.zeros(shape, dtype)],
+                       bins, (), (-1, reduction, 1))
+        check(got, 1, what + " backward")
+        assert np.count_nonzero(got[1][0]) == np.count_nonzero(t != -1), what
+
+
+def test_nll_loss_strided_or_float16_take_the_array_path(fused_be):
+    x, t, w = _nll_case("float32", (N, 7))
+    x = np.nan_to_num(x)
+    for ins in ([x[:, ::-1], t], [x.astype(np.float16), t], [x, t[::-1]]):
+        out = [np.zeros((), ins[0].dtype), np.zeros((), ins[0].dtype)]
+        before = sum(cuda_emu.launches.values())
+        fused_be.k_nll_loss(out, ins, (), (-1, 1, 1))
+        assert sum(cuda_emu.launches.values()) == before
+        assert np.isfinite(out[0])
+
+
 # ------------------------------------------------- the launch itself
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_grid_stride_loop_covers_elements_beyond_the_grid(arrays_be, dtype):

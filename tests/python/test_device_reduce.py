@@ -11,7 +11,7 @@ import pytest
 
 import cgrad
 from cgrad._core import sum_to_size
-from device_util import assert_same_values, host
+from device_util import assert_same_values, host, record_kernels
 
 F64 = dict(rtol=1e-12, atol=1e-12)
 F32 = dict(rtol=2e-5, atol=2e-6)
@@ -237,13 +237,9 @@ def test_softmax_matches_cpu(op, dim, dtype, tol):
 
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
 def test_softmax_backward_is_one_kernel_and_twice_differentiable(op, monkeypatch):
-    be = cgrad.cuda._init()
-    names = []
     x, xd = _pair((3, 5))
     yd = getattr(xd, op)(1).sum(0).sum()
-    for name, k in dict(be.kernels).items():
-        monkeypatch.setitem(be.kernels, name, lambda out, ins, f, i, k=k, name=name:
-                            (names.append(name), k(out, ins, f, i)))
+    names = record_kernels(monkeypatch, cgrad.cuda._init())
     yd.backward()
     assert names == [f"{op}_backward"], names
     monkeypatch.undo()
@@ -364,23 +360,13 @@ def test_matmul_second_derivative_on_the_device():
 def test_linear_backward_takes_no_copy_on_the_device(monkeypatch):
     # x @ w.T: w's gradient is computed in w's layout, so it becomes w.grad
     # as it is: the backward is 3 kernels (bias sum, two GEMMs), no copy
-    be = cgrad.cuda._init()
-    names = []
-
-    def recording(name, k):
-        def kernel(out, ins, f, i):
-            names.append(name)
-            k(out, ins, f, i)
-        return kernel
-
     lin, lind = cgrad.nn.Linear(4, 5).double(), cgrad.nn.Linear(4, 5).double()
     lind.load_state_dict(lin.state_dict())
     lind.to("cuda")
     x, xd = _pair((2, 3, 4))
     lin(x).sum().backward()
     y = lind(xd).sum()
-    for name, k in dict(be.kernels).items():
-        monkeypatch.setitem(be.kernels, name, recording(name, k))
+    names = record_kernels(monkeypatch, cgrad.cuda._init())
     y.backward()
     assert sorted(names) == ["matmul", "matmul", "sum"], names
     assert lind.weight.grad.is_contiguous()
