@@ -1,21 +1,30 @@
-"""CUDA C sources of the fused training kernels of the "cuda" backend.
+"""CUDA C sources of the fused kernels of the "cuda" backend.
 
-On a GPU, ``cgrad/backends/xp_optim.py`` runs these as ``cupy.RawKernel``
-objects (compiled lazily, once per kernel and dtype) where fusion pays: one
-pass over a parameter, its gradient and its state for an optimizer update
-(CuPy expressions would make one pass per operation), one pass for a
-tensor's sum of squares, max |x| and non-finite count (three reductions
-otherwise); nll_loss's forward and backward (cgrad/backends/xp_nn.py: one
-pass over the targets each, where the array expressions make a dozen). The NumPy expressions in xp_optim.py remain the reference path
-(the reference device, and strided arrays on a GPU) and compute the same
-formulas, operation for operation, as the C kernels of src_c/optim.c.
+On a GPU, the backend (cgrad/backends/xp_*.py) runs these as
+``cupy.RawKernel`` objects (compiled lazily, once per kernel and dtype)
+where fusion pays, for contiguous operands:
+- one pass over a parameter, its gradient and its state for an optimizer
+  update (CuPy expressions would make one pass per operation);
+- one pass for a tensor's sum of squares, max |x| and non-finite count
+  (three reductions otherwise), and for GradScaler's unscale;
+- nll_loss's forward and backward, one pass over the targets each (the
+  array expressions make a dozen launches);
+- softmax / log_softmax and their backward over contiguous rows, one warp
+  per row (six and four launches otherwise);
+- relu and threshold_backward (a comparison, a where and a copy otherwise).
+The NumPy expressions of the xp_*.py files remain the reference path (the
+reference device, and strided arrays on a GPU) and compute the same
+formulas, operation for operation, as the C kernels of src_c/.
 
 Every kernel is compiled with ``--fmad=false``: the host loops make no fused
 multiply-adds, so neither may the device if the two are to agree to the
-last bit; ``sqrt`` and ``/`` are IEEE (nvcc's defaults). A kernel runs a
-grid-stride loop over ``n`` contiguous elements; reductions (the update's
-squared norm, the statistics) accumulate in double per thread, then per
-warp, then one atomic per warp.
+last bit; ``sqrt`` and ``/`` are IEEE (nvcc's defaults). The kernels of
+MATH_CALLS call CUDA's exp and log, which are made of fused multiply-adds:
+they agree with the host to rounding. A kernel runs a grid-stride loop over
+``n`` contiguous elements (rows: over rows, a warp each); reductions (the
+update's squared norm, the statistics, nll_loss's sums, a row's sum)
+accumulate in double per thread, then per warp, then one atomic per warp
+(a row's: broadcast from lane 0).
 
 tests/python/test_cuda_kernels_nvcc.py compiles every source with
 ``nvcc --ptx``.
@@ -41,6 +50,20 @@ typedef long long i64;
 __device__ __forceinline__ void cg_add_sum(double *out, double acc) {
     for (int o = 16; o > 0; o >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, o);
     if ((threadIdx.x & 31) == 0) atomicAdd(out, acc);
+}
+
+/* A warp's sum (max with NaN winning) of one value per lane, reduced down
+ * to lane 0 and broadcast: every lane gets lane 0's bits. */
+__device__ __forceinline__ double cg_warp_sum(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    return __shfl_sync(0xffffffffu, v, 0);
+}
+template <class V> __device__ __forceinline__ V cg_warp_max(V v) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const V w = __shfl_down_sync(0xffffffffu, v, o);
+        v = (w > v || w != w) ? w : v;
+    }
+    return __shfl_sync(0xffffffffu, v, 0);
 }
 
 #define CG_LOOP(i, n)                                                               \
@@ -219,6 +242,80 @@ extern "C" __global__ void cg_tensor_stats_%(sfx)s(const T *x, const i64 n, doub
     }
 }
 """,
+    # softmax / log_softmax of the rows of a contiguous (rows, D) array, one
+    # warp per row (grid-stride over rows): the host loop's passes
+    # (src_c/ops_reduce.c): the max (NaN wins), the exponentials written to
+    # y and summed in double, then y scaled by 1 / sum, or (x - max) - log
+    # sum for log_softmax. Lane 0's reductions are broadcast to the warp.
+    "softmax_rows": r"""
+extern "C" __global__ void cg_softmax_rows_%(sfx)s(const T *x, T *y, const i64 rows, const i64 D,
+                                                  const int log_out) {
+    const int lane = threadIdx.x & 31;
+    const i64 warps = ((i64)gridDim.x * blockDim.x) >> 5;
+    for (i64 r = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += warps) {
+        const T *xr = x + r * D;
+        T *yr = y + r * D;
+        T m = xr[0]; /* D >= 1: a row's own element starts every lane */
+        for (i64 d = lane; d < D; d += 32) {
+            const T v = xr[d];
+            m = (v > m || v != v) ? v : m;
+        }
+        m = cg_warp_max(m);
+        double s = 0.0;
+        for (i64 d = lane; d < D; d += 32) {
+            const T e = exp(xr[d] - m);
+            yr[d] = e;
+            s += (double)e;
+        }
+        s = cg_warp_sum(s);
+        if (log_out) {
+            const T ls = log((T)s);
+            for (i64 d = lane; d < D; d += 32) yr[d] = (xr[d] - m) - ls;
+        } else {
+            const T inv = (T)(1.0 / s);
+            for (i64 d = lane; d < D; d += 32) yr[d] *= inv;
+        }
+    }
+}
+""",
+    # Their fused backward on contiguous rows (ops_reduce.c's DEF_SMBW):
+    # s = sum of g (log_softmax) or of g * y (softmax) in double, then
+    # g - exp(y) * s, or y * (g - s).
+    "softmax_backward_rows": r"""
+extern "C" __global__ void cg_softmax_backward_rows_%(sfx)s(const T *g, const T *y, T *out,
+                                                           const i64 rows, const i64 D,
+                                                           const int log_out) {
+    const int lane = threadIdx.x & 31;
+    const i64 warps = ((i64)gridDim.x * blockDim.x) >> 5;
+    for (i64 r = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += warps) {
+        const T *gr = g + r * D, *yr = y + r * D;
+        T *o = out + r * D;
+        double s = 0.0;
+        for (i64 d = lane; d < D; d += 32) s += log_out ? (double)gr[d] : (double)gr[d] * (double)yr[d];
+        const T st = (T)cg_warp_sum(s);
+        for (i64 d = lane; d < D; d += 32)
+            o[d] = log_out ? gr[d] - exp(yr[d]) * st : yr[d] * (gr[d] - st);
+    }
+}
+""",
+    # relu and threshold_backward (xp_elementwise.py): one pass where the
+    # array expressions make a comparison, a where and a copy.
+    "relu": r"""
+extern "C" __global__ void cg_relu_%(sfx)s(const T *a, T *out, const i64 n) {
+    CG_LOOP(i, n) out[i] = a[i] < (T)0 ? (T)0 : a[i];
+}
+""",
+    "threshold_backward": r"""
+extern "C" __global__ void cg_threshold_backward_%(sfx)s(const T *g, const T *v, T *out, const i64 n,
+                                                        const T lo, const T hi, const T outside,
+                                                        const int lo_open) {
+    CG_LOOP(i, n) {
+        const T x = v[i];
+        const bool inside = (lo_open ? x > lo : x >= lo) && x <= hi;
+        out[i] = inside ? g[i] : g[i] * outside;
+    }
+}
+""",
     # nll_loss (src_c/ops_loss.c's loop) over n = outer * inner target
     # positions of a contiguous input (outer, C, inner): the 'none' loss
     # into per (when want_per), and acc[0] += sum of the terms w * x rounded
@@ -294,6 +391,10 @@ extern "C" __global__ void cg_amp_unscale_%(sfx)s(T *x, const i64 n, const %(OP)
 }
 
 NAMES = tuple(_BODIES)
+# The kernels that call CUDA's exp / log, whose implementations use fused
+# multiply-adds themselves: they agree with the host (and with CuPy's exp)
+# to rounding, not to the bit.
+MATH_CALLS = ("softmax_rows", "softmax_backward_rows")
 # The kernels that also have a float16 source (all have float32 and float64).
 HALF_NAMES = ("amp_unscale",)
 
@@ -337,3 +438,8 @@ class RawKernels:
             return
         blocks = min((n + threads - 1) // threads, 4096)
         self.get(name, dtype)((blocks,), (threads,), args)
+
+    def launch_rows(self, name, dtype, rows, args, threads=256):
+        """Runs a row kernel, one warp per row (grid-stride over rows: at
+        most 4096 blocks of threads // 32 rows)."""
+        self.launch(name, dtype, rows * 32, args, threads)

@@ -50,6 +50,9 @@ def _cupy_view(cupy):
     return make_view
 
 
+_RAW_DTYPES = (np.float32, np.float64)
+
+
 class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels, SparseKernels):
     """Kernels of one device over the array namespace ``xp``. The kernels
     themselves live in mixin classes, one per family (xp_elementwise.py,
@@ -90,6 +93,14 @@ class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels, S
             reg = cls.__dict__.get("_register_kernels")
             if reg is not None:
                 reg(self)
+
+    def _raw_float(self, *arrays):
+        """A RawKernel of cuda_kernels.py applies to these operands: the
+        backend has RawKernels (a GPU), the first is float32 or float64 and
+        every one (None skipped) is C-contiguous, as the kernels index
+        them; otherwise the array expressions run."""
+        return (self.raw_kernels is not None and arrays[0].dtype in _RAW_DTYPES
+                and all(a is None or a.flags.c_contiguous for a in arrays))
 
     # ----------------------------------------------------------- buffers
     def alloc(self, nbytes, zero):

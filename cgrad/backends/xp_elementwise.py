@@ -103,8 +103,11 @@ class ElementwiseKernels:
         out[0][...] = (a > 0).astype(out[0].dtype) - (a < 0).astype(out[0].dtype)
 
     def k_relu(self, out, ins, f, i):
-        a = ins[0]
-        out[0][...] = self.xp.where(a < 0, 0, a)
+        a, o = ins[0], out[0]
+        if self._raw_float(a, o):  # one pass on a GPU (cuda_kernels.py)
+            self.raw_kernels.launch("relu", a.dtype, a.size, (a, o, np.int64(a.size)))
+            return
+        o[...] = self.xp.where(a < 0, 0, a)
 
     def k_leaky_relu(self, out, ins, f, i):
         a = ins[0]
@@ -176,6 +179,11 @@ class ElementwiseKernels:
         g, v = ins
         t = out[0].dtype.type
         lo, hi, outside, lo_open = t(f[0]), t(f[1]), t(f[2]), f[3]
+        o = out[0]
+        if self._raw_float(o, g, v):
+            self.raw_kernels.launch("threshold_backward", o.dtype, o.size, (
+                g, v, o, np.int64(o.size), lo, hi, outside, np.int32(bool(lo_open))))
+            return
         inside = ((v > lo) if lo_open else (v >= lo)) & (v <= hi)
         out[0][...] = self.xp.where(inside, g, g * outside)
 

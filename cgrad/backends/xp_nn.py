@@ -83,12 +83,6 @@ class NNKernels:
         wt = xp.ones(t2.shape, dtype=np.float64) if weight is None else weight[safe].astype(np.float64)
         return safe, keep, xp.where(keep, wt, 0.0)
 
-    def _nll_fusable(self, *arrays):
-        """nll_loss's RawKernels apply (a GPU, float32/float64, every array
-        C-contiguous: the kernels index the input as (outer, C, inner))."""
-        return (self.raw_kernels is not None and arrays[0].dtype in (np.float32, np.float64)
-                and all(a is None or a.flags.c_contiguous for a in arrays))
-
     def _nll_at(self, outer, inner):
         xp = self.xp
         return xp.arange(outer)[:, None], xp.arange(inner)[None, :]
@@ -107,7 +101,7 @@ class NNKernels:
         inner = x.size // (outer * C) if x.size else int(np.prod(x.shape[2:]))
         w = ins[2] if len(ins) > 2 else None
         n = outer * inner
-        if self._nll_fusable(x, t, w, r):
+        if self._raw_float(x, t, w, r):
             acc = xp.zeros(2, dtype=np.float64)
             self.raw_kernels.launch("nll_loss", x.dtype, n, (
                 x, t, x if w is None else w, r if reduction == 0 else x, acc, np.int64(n),
@@ -140,7 +134,7 @@ class NNKernels:
         outer = r.shape[0] if cdim else 1
         inner = r.size // (outer * C)
         w = ins[3] if len(ins) > 3 else None
-        if self._nll_fusable(g, t, w, r, tw):
+        if self._raw_float(g, t, w, r, tw):
             n = outer * inner
             self.raw_kernels.launch("nll_loss_backward", r.dtype, n, (
                 g, t, tw if w is None else w, tw, r, np.int64(n), np.int64(C), np.int64(inner),

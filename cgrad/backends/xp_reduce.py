@@ -99,11 +99,25 @@ class ReduceKernels:
             kv = self._kview(out[0], a, axes)
             kv[...] = xp.where(fin, ms + xp.log(s), m)
 
+    def _rows(self, dim, *arrays):
+        """(rows, D) when a softmax along dim runs over the contiguous rows
+        of these operands with a RawKernel (a GPU; dim last but for size-1
+        dims), else None."""
+        a = arrays[0]
+        if not self._raw_float(*arrays) or any(n != 1 for n in a.shape[dim + 1:]):
+            return None
+        return a.size // a.shape[dim], a.shape[dim]
+
     def _softmax(self, out, a, dim, log_out):
         xp = self.xp
         y = out[0]
         if a.ndim == 0:  # a 0-d tensor is its own softmax dim (C: D = 1)
             a, y, dim = a.reshape(1), y.reshape(1), 0
+        rows = self._rows(dim, a, y)
+        if rows is not None:  # one warp per row, one launch
+            self.raw_kernels.launch_rows("softmax_rows", a.dtype, rows[0], (
+                a, y, np.int64(rows[0]), np.int64(rows[1]), np.int32(log_out)))
+            return
         z = a - xp.amax(a, axis=dim, keepdims=True)
         xp.exp(z, out=y)
         s = xp.sum(y, axis=dim, keepdims=True)
@@ -125,6 +139,11 @@ class ReduceKernels:
         r = out[0]
         if y.ndim == 0:
             g, y, r, dim = g.reshape(1), y.reshape(1), r.reshape(1), 0
+        rows = self._rows(dim, y, g, r)
+        if rows is not None:
+            self.raw_kernels.launch_rows("softmax_backward_rows", y.dtype, rows[0], (
+                g, y, r, np.int64(rows[0]), np.int64(rows[1]), np.int32(log_out)))
+            return
         if log_out:  # g - exp(y) * sum(g)
             s = xp.sum(g, axis=dim, keepdims=True)
             xp.exp(y, out=r)

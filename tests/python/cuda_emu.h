@@ -9,7 +9,8 @@
  * switched at every warp shuffle so the lanes exchange values in lockstep,
  * as on the GPU. Atomics need no locking (one warp runs at a time). Only what
  * the sources use is here: threadIdx/blockIdx/blockDim/gridDim .x, the down
- * shuffle, atomicAdd/atomicMax, __double_as_longlong and __half. A kernel
+ * and the indexed shuffle, atomicAdd/atomicMax, __double_as_longlong and
+ * __half. A kernel
  * whose lanes do not all reach the same shuffles (divergence the real
  * __shfl_down_sync with a full mask forbids) makes the launch fail. */
 #include <math.h>
@@ -20,7 +21,9 @@
 
 #include <cmath>
 
+using std::exp;
 using std::fabs;
+using std::log;
 using std::fmax;
 using std::isfinite;
 using std::sqrt;
@@ -86,6 +89,19 @@ template <class V> static V __shfl_down_sync(unsigned mask, V v, int delta) {
     V r = v;          /* a lane past the warp's end keeps its own, as on the GPU */
     if (lane + delta < CG_EMU_LANES) memcpy(&r, &cg_emu_slot[lane + delta], sizeof r);
     cg_emu_barrier(); /* every lane has read before any writes again */
+    return r;
+}
+
+/* Every lane gets lane src's value (src in 0..31, as the sources use it). */
+template <class V> static V __shfl_sync(unsigned mask, V v, int src) {
+    static_assert(sizeof(V) <= sizeof(uint64_t), "shuffle of a value wider than 64 bits");
+    (void)mask;
+    const int lane = cg_emu_lane;
+    memcpy(&cg_emu_slot[lane], &v, sizeof v);
+    cg_emu_barrier();
+    V r;
+    memcpy(&r, &cg_emu_slot[src & (CG_EMU_LANES - 1)], sizeof r);
+    cg_emu_barrier();
     return r;
 }
 

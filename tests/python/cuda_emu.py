@@ -199,3 +199,13 @@ def kernels_of(backend, kernels):
         yield backend
     finally:
         backend.raw_kernels = was
+
+
+def fused_path_marks(real_gpu):
+    """The pytestmark of a module that reruns device tests on the fused path
+    here: skipped without a C++ compiler, and on a real GPU (whose own
+    RawKernels the device tests run there)."""
+    import pytest
+    return [pytest.mark.skipif(CXX is None,
+                               reason="no C++ compiler (c++ or g++) to emulate the CUDA kernels with"),
+            pytest.mark.skipif(real_gpu, reason="a real GPU runs its own RawKernels in the device tests")]

@@ -241,6 +241,64 @@ def test_nll_loss_strided_or_float16_take_the_array_path(fused_be):
         assert np.isfinite(out[0])
 
 
+# ------------------------------------------- softmax rows, activations
+def _rows_case(dtype, shape, seed=11):
+    """Logits with a NaN row, a row with -inf and large entries, and a row
+    of one value (when there are enough rows)."""
+    x = (np.random.default_rng(seed).standard_normal(shape) * 3).astype(dtype)
+    x[1, 2] = np.nan
+    x[2, :2] = -np.inf
+    x[2, 3:5] = 80.0
+    x[3, :] = 0.5
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(37, 5), (6, 1000), (9, 40, 1)])  # rows not a multiple of 8 warps, D below and above 32
+def test_softmax_rows(arrays_be, fused_be, dtype, shape):
+    # each output against the array path's to rounding (the kernel's sums are
+    # in double, the array path's in the dtype: a log_softmax near 0 differs
+    # by an absolute ulp of 1); NaN rows stay NaN, one warp per row
+    x = _rows_case(dtype, shape)
+    g = np.random.default_rng(12).standard_normal(shape).astype(dtype)
+    # (the array path sums float32 rows in float32: an absolute error of ~D ulps)
+    tol = dict(rtol=2e-6, atol=4e-6) if dtype == "float32" else dict(rtol=1e-12, atol=1e-13)
+    for log_out in (0, 1):
+        name = "log_softmax" if log_out else "softmax"
+        got = run_both(arrays_be, fused_be, f"k_{name}", cuda_kernels.entry("softmax_rows", dtype),
+                       [np.empty(shape, dtype)], [x], (), (1,))
+        ref, fused = got[0][0], got[1][0]
+        np.testing.assert_allclose(fused, ref, equal_nan=True, err_msg=name, **tol)
+        assert np.isnan(fused[1]).all() and np.isfinite(np.delete(fused, 1, axis=0)).all() == (log_out == 0)
+        got = run_both(arrays_be, fused_be, f"k_{name}_backward",
+                       cuda_kernels.entry("softmax_backward_rows", dtype),
+                       [np.empty(shape, dtype)], [g, np.nan_to_num(ref, neginf=-1e4)], (), (1,))
+        np.testing.assert_allclose(got[1][0], got[0][0], err_msg=name + " backward", **tol)
+
+
+def test_softmax_rows_not_contiguous_or_not_last_take_the_array_path(fused_be):
+    x = _rows_case("float64", (8, 6))
+    before = sum(cuda_emu.launches.values())
+    for a, dim in ((x.T, 1), (x, 0), (x.reshape(8, 2, 3), 1)):
+        fused_be.k_softmax([np.empty(a.shape)], [a], (), (dim,))
+    assert sum(cuda_emu.launches.values()) == before
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_and_threshold_backward(arrays_be, fused_be, dtype):
+    x, g = operands(dtype, 2, seed=13)
+    x[[5, 6, 7]] = np.nan, -0.0, 0.0
+    got = run_both(arrays_be, fused_be, "k_relu", cuda_kernels.entry("relu", dtype),
+                   [np.empty(N, dtype)], [x], (), ())
+    check(got, 1, "relu")
+    for f in ((0.0, np.inf, 0.0, 1), (-1.0, 1.0, 0.0, 0), (0.0, np.inf, 0.01, 1)):
+        with np.errstate(invalid="ignore"):  # inf * 0 in the array path, as the kernel
+            got = run_both(arrays_be, fused_be, "k_threshold_backward",
+                           cuda_kernels.entry("threshold_backward", dtype), [np.empty(N, dtype)],
+                           [g, x], f, ())
+        check(got, 1, f"threshold_backward {f}")
+
+
 # ------------------------------------------------- the launch itself
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_grid_stride_loop_covers_elements_beyond_the_grid(arrays_be, dtype):

@@ -30,13 +30,17 @@ def test_kernel_compiles_to_ptx(tmp_path, name, dtype):
     text = ptx.read_text()
     entry = cuda_kernels.entry(name, dtype)
     assert f".entry {entry}" in text, f"{entry} is not in the PTX"
-    # no fused multiply-add may appear: the host loops make none
-    assert "fma.rn" not in text, f"{entry} contracts a multiply-add"
+    # no fused multiply-add may appear: the host loops make none. CUDA's exp
+    # and log are made of them (libdevice), so the kernels calling those
+    # agree with the host to an ulp, not to the bit (cuda_kernels.MATH_CALLS)
+    if name not in cuda_kernels.MATH_CALLS:
+        assert "fma.rn" not in text, f"{entry} contracts a multiply-add"
 
 
 def test_every_fused_kernel_has_a_source():
     assert set(cuda_kernels.NAMES) == {"sgd_update", "adam_update", "rmsprop_update",
                                        "adagrad_update", "scale", "sum_sq", "tensor_stats",
                                        "amp_unscale", "nll_loss", "nll_finish",
-                                       "nll_loss_backward"}
+                                       "nll_loss_backward", "softmax_rows",
+                                       "softmax_backward_rows", "relu", "threshold_backward"}
     assert "--fmad=false" in cuda_kernels.NVCC_OPTIONS

@@ -20,11 +20,7 @@ from device_util import REAL_GPU, host
 from test_device_optim import *  # noqa: F401,F403 (their tests run again here)
 from test_device_optim import OPTIMIZERS, SHAPES, make_params, noises, set_grads, state_tensors
 
-pytestmark = [
-    pytest.mark.skipif(cuda_emu.CXX is None,
-                       reason="no C++ compiler (c++ or g++) to emulate the CUDA kernels with"),
-    pytest.mark.skipif(REAL_GPU, reason="a real GPU runs its own RawKernels in the device tests"),
-]
+pytestmark = cuda_emu.fused_path_marks(REAL_GPU)
 
 
 @pytest.fixture(autouse=True, scope="module")
