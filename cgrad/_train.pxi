@@ -157,6 +157,55 @@ def _adam_update(Tensor param not None, Tensor grad not None, Tensor exp_avg not
     _check(st)
 
 
+cdef cg_tensor **_c_list(list ts, cg_tensor **out, str what) except? NULL:
+    """The C pointers of a list of Tensors into out (len(ts) entries)."""
+    cdef Py_ssize_t k
+    for k in range(len(ts)):
+        if not isinstance(ts[k], Tensor):
+            raise TypeError(f"{what}[{k}] must be a Tensor, got {type(ts[k]).__name__}")
+        out[k] = (<Tensor>ts[k]).c
+    return out
+
+
+def _adam_update_multi(list params not None, list grads not None, list exp_avgs not None,
+                       list exp_avg_sqs not None, list max_exp_avg_sqs, int64_t step, double lr,
+                       double beta1, double beta2, double eps, double weight_decay,
+                       bint decoupled_weight_decay, bint amsgrad, bint maximize):
+    """cg_adam_update_multi: Adam on every parameter of the lists at one
+    step count (all checked first; one kernel call on a device)."""
+    cdef Py_ssize_t n = len(params)
+    for name, lst in (("grads", grads), ("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)) + (
+            (("max_exp_avg_sqs", max_exp_avg_sqs),) if amsgrad else ()):
+        if lst is None or len(lst) != n:
+            raise ValueError(f"_adam_update_multi: {name} must list {n} tensors, one per parameter, "
+                             f"got {None if lst is None else len(lst)}")
+    cdef cg_adam_options o
+    o.lr = lr
+    o.beta1 = beta1
+    o.beta2 = beta2
+    o.eps = eps
+    o.weight_decay = weight_decay
+    o.decoupled_weight_decay = decoupled_weight_decay
+    o.amsgrad = amsgrad
+    o.maximize = maximize
+    cdef cg_tensor **c = <cg_tensor **>calloc(5 * n if n else 1, sizeof(cg_tensor *))
+    if c == NULL:
+        raise MemoryError(f"_adam_update_multi: no memory for {n} parameters")
+    cdef cg_status st
+    try:
+        _c_list(params, c, "params")
+        _c_list(grads, c + n, "grads")
+        _c_list(exp_avgs, c + 2 * n, "exp_avgs")
+        _c_list(exp_avg_sqs, c + 3 * n, "exp_avg_sqs")
+        if amsgrad:
+            _c_list(max_exp_avg_sqs, c + 4 * n, "max_exp_avg_sqs")
+        st = cg_adam_update_multi(<int>n, c, c + n, c + 2 * n, c + 3 * n, c + 4 * n if amsgrad else NULL,
+                                  step, &o)
+    finally:
+        free(c)
+    _check(st)
+
+
 def _rmsprop_update(Tensor param not None, Tensor grad not None, Tensor square_avg not None,
                     Tensor grad_avg, Tensor momentum_buffer, double lr, double alpha,
                     double eps, double weight_decay, double momentum, bint centered,

@@ -933,6 +933,19 @@ CG_API cg_adam_options cg_adamw_default_options(void);
 CG_API cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
                                 cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
                                 const cg_adam_options *options, double *update_sum_sq);
+/* cg_adam_update of n parameters at one step count (PyTorch's foreach Adam):
+ * the lists hold parameter i's tensors at index i (max_exp_avg_sqs only with
+ * amsgrad, else it may be NULL); each parameter's tensors share its device.
+ * Every entry is checked before any is updated, so a bad entry fails the
+ * call with nothing changed (the message names the parameter's index); no
+ * two written tensors may overlap. The results are those of n
+ * cg_adam_update calls; a device's parameters take one kernel call (one
+ * launch per dtype on a GPU). No update norm: use cg_adam_update or
+ * cg_adam_update_stats to measure. */
+CG_API cg_status cg_adam_update_multi(int n, cg_tensor *const *params, cg_tensor *const *grads,
+                                      cg_tensor *const *exp_avgs, cg_tensor *const *exp_avg_sqs,
+                                      cg_tensor *const *max_exp_avg_sqs, int64_t step,
+                                      const cg_adam_options *options);
 
 typedef struct cg_rmsprop_options {
     double lr;           /* >= 0 */

@@ -17,6 +17,8 @@
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math",    \
                      "fp-contract=off", "no-tree-loop-distribute-patterns")
 #endif
+#include <stdio.h>
+
 #include "cg_internal.h"
 #include "cg_optim.h"
 #include "optim_device.h"
@@ -602,10 +604,11 @@ cg_status cg__check_adam_options(const char *fn, const cg_adam_options *o) {
     return CG_OK;
 }
 
-static cg_status adam_update(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
-                             cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
-                             const cg_adam_options *o,
-                             cg_update_stats *ms) {
+/* The checks of one parameter's update; *vmax: max_exp_avg_sq, NULL
+ * without amsgrad; *dev: the tensors' device. */
+static cg_status adam_check(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
+                            cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq,
+                            const cg_adam_options *o, cg_tensor **vmax, int *dev) {
     CG_CHECK_TD(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
@@ -619,28 +622,43 @@ static cg_status adam_update(const char *fn, cg_tensor *param, cg_tensor *grad, 
     cg_tensor *w[4] = {param, exp_avg, exp_avg_sq, max_exp_avg_sq};
     const char *names[4] = {"param", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
     CG_TRY(check_distinct(fn, 4, w, names));
+    cg_tensor *all[5] = {param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq};
+    const char *all_names[5] = {"param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+    CG_TRY(cg__train_same_device(fn, 5, all, all_names, dev));
+    *vmax = max_exp_avg_sq;
+    return CG_OK;
+}
+
+/* The step's scalars, after the options' and the step's checks. */
+static cg_status adam_scalars_of(const char *fn, int64_t step, const cg_adam_options *o,
+                                 adam_scalars *s) {
     CG_TRY(cg__check_adam_options(fn, o));
     if (step < 1)
         return cg__err(CG_ERR_VALUE, "%s: step must be >= 1 (the count including this step), got %lld",
                        fn, (long long)step);
-    adam_scalars s;
-    s.wd_factor = 1.0 - o->lr * o->weight_decay;
-    s.step_size = o->lr / (1.0 - pow(o->beta1, (double)step));
-    s.bc2_sqrt = pow(1.0 - pow(o->beta2, (double)step), 0.5);
-    int dev;
-    cg_tensor *all[5] = {param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq};
-    const char *all_names[5] = {"param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
-    CG_TRY(cg__train_same_device(fn, 5, all, all_names, &dev));
-    if (dev) {
-        cg_tensor *ts[5] = {param, exp_avg, exp_avg_sq, max_exp_avg_sq ? max_exp_avg_sq : grad, grad};
-        const double f[8] = {o->lr, o->beta1, o->beta2, o->eps, o->weight_decay,
-                             s.wd_factor, s.bc2_sqrt, s.step_size};
-        const int64_t ip[4] = {o->maximize != 0, o->decoupled_weight_decay != 0,
-                               max_exp_avg_sq != NULL, (ms && (ms->what & CG_MEASURE_UPDATE))};
-        CG_TRY(device_update(dev, "adam_update_", max_exp_avg_sq ? 4 : 3, ts, 8, f, 4, ip, param, grad, ms));
-        for (int i = 0; i < 4; ++i) bump(w[i]);
-        return CG_OK;
-    }
+    s->wd_factor = 1.0 - o->lr * o->weight_decay;
+    s->step_size = o->lr / (1.0 - pow(o->beta1, (double)step));
+    s->bc2_sqrt = pow(1.0 - pow(o->beta2, (double)step), 0.5);
+    return CG_OK;
+}
+
+/* The device kernels' scalars (docs/backend.md, adam_update_). */
+static void adam_device_params(const cg_adam_options *o, const adam_scalars *s, int ams, int want,
+                               double f[8], int64_t ip[4]) {
+    const double fv[8] = {o->lr, o->beta1, o->beta2, o->eps, o->weight_decay,
+                          s->wd_factor, s->bc2_sqrt, s->step_size};
+    for (int k = 0; k < 8; ++k) f[k] = fv[k];
+    ip[0] = o->maximize != 0;
+    ip[1] = o->decoupled_weight_decay != 0;
+    ip[2] = ams;
+    ip[3] = want;
+}
+
+/* The host loop of one checked update. */
+static void adam_host(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg, cg_tensor *exp_avg_sq,
+                      cg_tensor *max_exp_avg_sq, const cg_adam_options *o, const adam_scalars *sp,
+                      cg_update_stats *ms) {
+    const adam_scalars s = *sp;
     const int64_t n = param->numel;
     void *vmax = max_exp_avg_sq ? cg__ptr(max_exp_avg_sq) : NULL;
     const size_t es = cg_dtype_size(param->dtype);
@@ -653,8 +671,135 @@ static cg_status adam_update(const char *fn, cg_tensor *param, cg_tensor *grad, 
         WITH_MEASURE(param, grad, n, ms,
                          adam_f64(m, AT(p, lo, es), AT(g, lo, es), AT(m1, lo, es), AT(v, lo, es),
                                   AT(vmax, lo, es), o, &s, mb_));
+}
+
+static cg_status adam_update(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
+                             cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step,
+                             const cg_adam_options *o,
+                             cg_update_stats *ms) {
+    int dev;
+    CG_TRY(adam_check(fn, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, o, &max_exp_avg_sq, &dev));
+    adam_scalars s;
+    CG_TRY(adam_scalars_of(fn, step, o, &s));
+    cg_tensor *w[4] = {param, exp_avg, exp_avg_sq, max_exp_avg_sq};
+    if (dev) {
+        cg_tensor *ts[5] = {param, exp_avg, exp_avg_sq, max_exp_avg_sq ? max_exp_avg_sq : grad, grad};
+        double f[8];
+        int64_t ip[4];
+        adam_device_params(o, &s, max_exp_avg_sq != NULL, ms && (ms->what & CG_MEASURE_UPDATE), f, ip);
+        CG_TRY(device_update(dev, "adam_update_", max_exp_avg_sq ? 4 : 3, ts, 8, f, 4, ip, param, grad, ms));
+    } else {
+        adam_host(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, o, &s, ms);
+    }
     for (int i = 0; i < 4; ++i) bump(w[i]);
     return CG_OK;
+}
+
+/* A written tensor's elements (contiguous: check_operand) in its storage,
+ * ordered by storage then offset for the multi-tensor call's overlap check. */
+typedef struct {
+    uintptr_t storage;
+    int64_t lo, hi;
+} span;
+
+static int cmp_span(const void *a, const void *b) {
+    const span *x = (const span *)a, *y = (const span *)b;
+    if (x->storage != y->storage) return x->storage < y->storage ? -1 : 1;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* The multi-tensor call's parameters of one device (cg__for_device_groups):
+ * one kernel call for them. */
+typedef struct {
+    cg_tensor *const *lists[5]; /* params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, grads */
+    int nw;                     /* written lists: 3, or 4 with amsgrad */
+    const double *f;
+    const int64_t *ip;
+} adam_multi_ctx;
+
+static cg_status adam_multi_device(int dev, int k, cg_tensor **sub, const int *idx, void *vctx) {
+    const adam_multi_ctx *c = (const adam_multi_ctx *)vctx;
+    (void)sub;
+    cg_tensor **ts = malloc(sizeof *ts * (size_t)(k * (c->nw + 1)));
+    if (!ts) return cg__err(CG_ERR_NOMEM, "cg_adam_update_multi: out of memory for %d parameters", k);
+    for (int j = 0; j < k; ++j) {
+        for (int l = 0; l < c->nw; ++l) ts[l * k + j] = c->lists[l][idx[j]];
+        ts[c->nw * k + j] = c->lists[4][idx[j]];
+    }
+    int64_t ip[5] = {c->ip[0], c->ip[1], c->ip[2], 0, k};
+    cg_status st = cg__kernel(dev, "adam_update_multi_", c->nw * k, (c->nw + 1) * k, ts, 8, c->f, 5, ip);
+    free(ts);
+    return st;
+}
+
+cg_status cg_adam_update_multi(int n, cg_tensor *const *params, cg_tensor *const *grads,
+                               cg_tensor *const *exp_avgs, cg_tensor *const *exp_avg_sqs,
+                               cg_tensor *const *max_exp_avg_sqs, int64_t step,
+                               const cg_adam_options *o) {
+    const char *fn = "cg_adam_update_multi";
+    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    if (n && (!params || !grads || !exp_avgs || !exp_avg_sqs || (o->amsgrad && !max_exp_avg_sqs)))
+        return cg__err(CG_ERR_NULL, "%s: a tensor list is NULL", fn);
+    adam_scalars s;
+    CG_TRY(adam_scalars_of(fn, step, o, &s));
+    if (n == 0) return CG_OK;
+    const int nw = o->amsgrad ? 4 : 3;
+    span *spans = malloc(sizeof *spans * (size_t)(n * nw));
+    if (!spans) return cg__err(CG_ERR_NOMEM, "%s: out of memory for %d parameters", fn, n);
+    /* every check first: a bad entry fails the call before anything moves */
+    cg_status st = CG_OK;
+    int n_spans = 0, any_dev = 0;
+    for (int i = 0; i < n && !st; ++i) {
+        cg_tensor *vmax = NULL;
+        int d = 0;
+        st = adam_check(fn, params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
+                        o->amsgrad ? max_exp_avg_sqs[i] : NULL, o, &vmax, &d);
+        if (st) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", cg_last_error());
+            st = cg__err(st, "%s (parameter %d)", msg, i);
+            break;
+        }
+        any_dev |= d;
+        cg_tensor *const w[4] = {params[i], exp_avgs[i], exp_avg_sqs[i], vmax};
+        for (int k = 0; k < nw; ++k)
+            if (w[k]->numel)
+                spans[n_spans++] = (span){(uintptr_t)w[k]->storage, w[k]->offset, w[k]->offset + w[k]->numel};
+    }
+    if (!st) { /* no two written tensors may overlap (views of one storage may sit side by side) */
+        qsort(spans, (size_t)n_spans, sizeof *spans, cmp_span);
+        for (int k = 1; k < n_spans && !st; ++k)
+            if (spans[k].storage == spans[k - 1].storage && spans[k].lo < spans[k - 1].hi)
+                st = cg__err(CG_ERR_VALUE, "%s: two parameters (or their state buffers) share "
+                                           "memory; each needs its own storage", fn);
+    }
+    free(spans);
+    if (st) return st;
+    for (int pass = 0; pass < 2; ++pass) {
+        if (pass == 0) { /* the host's parameters, one loop each */
+            for (int i = 0; i < n; ++i)
+                if (!cg__dev(params[i]))
+                    adam_host(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
+                              o->amsgrad ? max_exp_avg_sqs[i] : NULL, o, &s, NULL);
+        } else if (any_dev) { /* one kernel call per device */
+            double f[8];
+            int64_t ip[4];
+            adam_device_params(o, &s, o->amsgrad != 0, 0, f, ip);
+            adam_multi_ctx c = {{params, exp_avgs, exp_avg_sqs, o->amsgrad ? max_exp_avg_sqs : params,
+                                 grads}, nw, f, ip};
+            st = cg__for_device_groups(n, params, adam_multi_device, &c);
+        }
+        /* what moved is bumped, also when a backend fails after the checks */
+        for (int i = 0; i < n; ++i)
+            if ((cg__dev(params[i]) != 0) == pass && !(pass && st)) {
+                bump(params[i]);
+                bump(exp_avgs[i]);
+                bump(exp_avg_sqs[i]);
+                if (o->amsgrad) bump(max_exp_avg_sqs[i]);
+            }
+    }
+    return st;
 }
 
 cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,

@@ -100,6 +100,7 @@ extern "C" __global__ void cg_sgd_update_%(sfx)s(
 }
 """,
     "adam_update": r"""
+%(ADAM)s
 extern "C" __global__ void cg_adam_update_%(sfx)s(
         T *p, const T *gr, T *m, T *v, T *vmax, double *norm, const i64 n, const T wd,
         const T wd_factor, const T w1, const T w1m, const T b2, const T c2, const T bc2_sqrt,
@@ -107,32 +108,37 @@ extern "C" __global__ void cg_adam_update_%(sfx)s(
         const int ams, const int small, const int want) {
     double acc = 0.0;
     CG_LOOP(i, n) {
-        const T x0 = p[i];
-        T g = mx ? -gr[i] : gr[i];
-        T x = x0;
-        if (coupled) g = g + wd * x;
-        if (decoupled) x = x * wd_factor;
-        const T mo = m[i];
-        /* PyTorch's lerp: from the start for a small weight, else from the end */
-        const T mi = small ? mo + w1 * (g - mo) : g - (g - mo) * w1m;
-        const T vi = v[i] * b2 + c2 * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        T vd = vi;
-        if (ams) {
-            const T vm = vmax[i];
-            vd = (vm != vm || vm > vi) ? vm : vi; /* torch.maximum: NaN wins */
-            vmax[i] = vd;
-        }
-        const T denom = sqrt(vd) / bc2_sqrt + eps;
-        const T xn = x + neg_step * mi / denom;
-        p[i] = xn;
-        if (want) {
-            const double d = (double)xn - (double)x0;
-            acc += d * d;
-        }
+        const double d = cg_adam_at(p, gr, m, v, vmax, i, wd, wd_factor, w1, w1m, b2, c2, bc2_sqrt,
+                                    eps, neg_step, mx, coupled, decoupled, ams, small);
+        if (want) acc += d * d;
     }
     if (want) cg_add_sum(norm, acc);
+}
+""",
+    # Adam on k parameters at once (PyTorch's foreach): table = the k
+    # pointers of each of param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq
+    # (5k), then the k + 1 element offsets of the parameters in the
+    # concatenation (n = table[5k + k]); each element finds its parameter
+    # by binary search. The arithmetic is cg_adam_update's.
+    "adam_update_multi": r"""
+%(ADAM)s
+extern "C" __global__ void cg_adam_update_multi_%(sfx)s(
+        const unsigned long long *table, const int k, const i64 n, const T wd,
+        const T wd_factor, const T w1, const T w1m, const T b2, const T c2, const T bc2_sqrt,
+        const T eps, const T neg_step, const int mx, const int coupled, const int decoupled,
+        const int ams, const int small) {
+    const unsigned long long *offs = table + 5 * k;
+    CG_LOOP(i, n) {
+        int lo = 0, hi = k - 1; /* the last j with offs[j] <= i (empty parameters skipped) */
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) >> 1;
+            if ((i64)offs[mid] <= i) lo = mid;
+            else hi = mid - 1;
+        }
+        cg_adam_at((T *)table[lo], (const T *)table[k + lo], (T *)table[2 * k + lo],
+                   (T *)table[3 * k + lo], (T *)table[4 * k + lo], i - (i64)offs[lo], wd, wd_factor,
+                   w1, w1m, b2, c2, bc2_sqrt, eps, neg_step, mx, coupled, decoupled, ams, small);
+    }
 }
 """,
     "rmsprop_update": r"""
@@ -390,6 +396,39 @@ extern "C" __global__ void cg_amp_unscale_%(sfx)s(T *x, const i64 n, const %(OP)
 """,
 }
 
+# One element of Adam (the host loop of src_c/optim.c, operation for
+# operation): updates p[i], m[i], v[i] (and vmax[i]) in place, returns the
+# update p_new - p_old in double.
+_ADAM_ELEM = r"""
+__device__ __forceinline__ double cg_adam_at(
+        T *p, const T *gr, T *m, T *v, T *vmax, const i64 i, const T wd, const T wd_factor,
+        const T w1, const T w1m, const T b2, const T c2, const T bc2_sqrt, const T eps,
+        const T neg_step, const int mx, const int coupled, const int decoupled, const int ams,
+        const int small) {
+    const T x0 = p[i];
+    T g = mx ? -gr[i] : gr[i];
+    T x = x0;
+    if (coupled) g = g + wd * x;
+    if (decoupled) x = x * wd_factor;
+    const T mo = m[i];
+    /* PyTorch's lerp: from the start for a small weight, else from the end */
+    const T mi = small ? mo + w1 * (g - mo) : g - (g - mo) * w1m;
+    const T vi = v[i] * b2 + c2 * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    T vd = vi;
+    if (ams) {
+        const T vm = vmax[i];
+        vd = (vm != vm || vm > vi) ? vm : vi; /* torch.maximum: NaN wins */
+        vmax[i] = vd;
+    }
+    const T denom = sqrt(vd) / bc2_sqrt + eps;
+    const T xn = x + neg_step * mi / denom;
+    p[i] = xn;
+    return (double)xn - (double)x0;
+}
+"""
+
 NAMES = tuple(_BODIES)
 # The kernels that call CUDA's exp / log, whose implementations use fused
 # multiply-adds themselves: they agree with the host (and with CuPy's exp)
@@ -408,7 +447,8 @@ def source(name, dtype):
     t, sfx = {**_DTYPES, **_HALF}[dtype]
     op, ld, st = _OPMATH[dtype]
     head = "#include <cuda_fp16.h>\n" if dtype in _HALF else ""
-    return head + (_COMMON + _BODIES[name]) % {"T": t, "sfx": sfx, "OP": op, "LD": ld, "ST": st}
+    return head + (_COMMON + _BODIES[name]) % {"T": t, "sfx": sfx, "OP": op, "LD": ld, "ST": st,
+                                               "ADAM": _ADAM_ELEM}
 
 
 def entry(name, dtype):

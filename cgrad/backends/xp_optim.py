@@ -144,6 +144,66 @@ class OptimKernels:
         if want:
             self._update_norm(norm, p, old)
 
+    def k_adam_update_multi_(self, out, ins, f, i):
+        """(param_1..k, exp_avg_1..k, exp_avg_sq_1..k, [max_exp_avg_sq_1..k];
+        grad_1..k) f as adam_update_, i = (maximize, decoupled_weight_decay,
+        amsgrad, 0, k): adam_update_ on each parameter; on a GPU one
+        RawKernel per dtype for the contiguous ones (PyTorch's foreach)."""
+        mx, dec, ams, _, k = (int(v) for v in i)
+        groups = [out[j * k:(j + 1) * k] for j in range(4 if ams else 3)]
+        rest = []
+        by_dtype = {}
+        for j in range(k):
+            ops = [g[j] for g in groups]
+            if self._raw_float(ops[0], ins[j], *ops[1:]) and ops[0].size:
+                by_dtype.setdefault(ops[0].dtype, []).append(j)
+            else:
+                rest.append(j)
+        for dt, js in by_dtype.items():
+            if len(js) == 1:  # the one-parameter kernel: no table to read per element
+                rest.append(js[0])
+                continue
+            self._adam_multi_launch(dt, [[g[j] for j in js] for g in groups], [ins[j] for j in js],
+                                    f, mx, dec, ams)
+        for j in rest:
+            self.k_adam_update_([g[j] for g in groups], [ins[j]], f, (mx, dec, ams, 0))
+
+    def _adam_multi_launch(self, dt, groups, grads, f, mx, dec, ams):
+        xp = self.xp
+        T = dt.type
+        _lr, b1, b2, eps, wd, wd_factor, bc2_sqrt, step_size = f
+        params, ms, vs = groups[0], groups[1], groups[2]
+        vmaxs = groups[3] if ams else params
+        k = len(params)
+        addr = self._address
+        offs = np.cumsum([0] + [p.size for p in params], dtype=np.uint64)
+        table = np.array([addr(a) for lst in (params, grads, ms, vs, vmaxs) for a in lst],
+                         dtype=np.uint64)
+        table = self._device_table(np.concatenate([table, offs]))
+        w1 = T(1.0 - b1)
+        coupled, decoupled = wd != 0.0 and not dec, wd != 0.0 and bool(dec)
+        self.raw_kernels.launch("adam_update_multi", dt, int(offs[-1]), (
+            table, np.int32(k), np.int64(offs[-1]), T(wd), T(wd_factor), w1, T(1) - w1, T(b2),
+            T(1.0 - b2), T(bc2_sqrt), T(eps), T(-step_size), np.int32(mx), np.int32(coupled),
+            np.int32(decoupled), np.int32(ams), np.int32(w1 < T(0.5))))
+
+    def _address(self, a):
+        """The address of a's first element (CuPy: its device pointer)."""
+        return a.data.ptr if self.is_gpu else a.__array_interface__["data"][0]
+
+    def _device_table(self, host):
+        """host (uint64) on the device: the last few tables are kept, so a
+        step whose pointers repeat (a memory pool hands back the same
+        blocks) copies nothing to the device."""
+        cache = self.__dict__.setdefault("_tables", {})
+        key = host.tobytes()
+        t = cache.get(key)
+        if t is None:
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            t = cache[key] = self.xp.asarray(host)
+        return t
+
     @_quiet
     def k_rmsprop_update_(self, out, ins, f, i):
         """(param, square_avg, [grad_avg], [momentum_buffer], [norm]; grad)

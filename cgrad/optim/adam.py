@@ -1,6 +1,8 @@
 """Adam (PyTorch's torch.optim.Adam: amsgrad, maximize, L2 weight decay
 added to the gradient, or decoupled as AdamW), one fused C loop per
-parameter."""
+parameter; the parameters of a group that share a device and a step count
+go to the C core in one call (foreach, as PyTorch's default on CUDA: one
+kernel call on a device)."""
 from cgrad import _core
 from cgrad._core import float32, tensor
 from cgrad.optim import _checks, _state
@@ -41,6 +43,13 @@ class Adam(Optimizer):
             beta1, beta2 = (float(b) for b in group["betas"])
             amsgrad, maximize = bool(group["amsgrad"]), bool(group["maximize"])
             decoupled = bool(group.get("decoupled_weight_decay", False))
+            # foreach (PyTorch's name and default: for parameters on a
+            # device): those of one step count go in one C call, one kernel
+            # call per device. On the host the loop per parameter is as fast
+            # (PyTorch's cpu default too), foreach=True batches them as well.
+            # The monitor's sink measures each update on its own.
+            foreach = group.get("foreach")
+            batches = {} if sink is None and foreach is not False else None
             for p in group["params"]:
                 g = _checks.grad_of(p, type(self).__name__)
                 if g is None:
@@ -56,10 +65,28 @@ class Adam(Optimizer):
                     state["max_exp_avg_sq"] = _state.zeros(p)
                 step_t = state["step"]
                 step_t.add_(1)
-                _core._adam_update(p, g, state["exp_avg"], state["exp_avg_sq"],
-                                   state.get("max_exp_avg_sq") if amsgrad else None,
-                                   int(step_t.item()), lr, beta1, beta2, eps, wd, decoupled,
-                                   amsgrad, maximize, sink)
+                step = int(step_t.item())
+                vmax = state.get("max_exp_avg_sq") if amsgrad else None
+                if batches is None or (foreach is None and not p.is_cuda):
+                    _core._adam_update(p, g, state["exp_avg"], state["exp_avg_sq"], vmax, step, lr,
+                                       beta1, beta2, eps, wd, decoupled, amsgrad, maximize, sink)
+                    continue
+                entry = (p, g, state["exp_avg"], state["exp_avg_sq"], vmax, step_t)
+                if step in batches:
+                    batches[step].append(entry)
+                else:
+                    batches[step] = [entry]
+            for step, entries in (batches or {}).items():
+                ps, gs, ms, vs, vmaxs, steps = (list(c) for c in zip(*entries))
+                try:
+                    _core._adam_update_multi(ps, gs, ms, vs, vmaxs if amsgrad else None, step, lr,
+                                             beta1, beta2, eps, wd, decoupled, amsgrad, maximize)
+                except BaseException:
+                    # the C call checks every entry before it moves any: undo
+                    # the step counts this call did not take
+                    for t in steps:
+                        t.sub_(1)
+                    raise
         return loss
 
 

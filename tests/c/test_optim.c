@@ -150,6 +150,124 @@ static void test_adam(void) {
     }
 }
 
+/* ------------------------------------------------- Adam on many at once */
+/* cg_adam_update_multi gives the bits of one cg_adam_update per parameter
+ * (mixed dtypes, sizes 7, 0, 3 and 130, every option set), and a bad entry
+ * fails the call before any parameter moves. */
+enum { MULTI = 4 };
+static const int64_t MULTI_N[MULTI] = {7, 0, 3, 130};
+
+static void multi_state(cg_tensor *t[5][MULTI], int seed) {
+    for (int j = 0; j < MULTI; ++j) {
+        const cg_dtype dt = j % 2 ? CG_FLOAT64 : CG_FLOAT32;
+        const int64_t n = MULTI_N[j];
+        for (int k = 0; k < 5; ++k) {
+            CHECK_OK(cg_zeros(dt, 1, &n, &t[k][j]));
+            for (int64_t i = 0; i < n; ++i) /* param, grad, exp_avg, exp_avg_sq >= 0, vmax >= 0 */
+                put(t[k][j], i, k >= 3 ? fabs(sin(0.3 * (double)i + k + seed)) * 0.1
+                                       : sin(0.7 * (double)i + 1.3 * k + j + seed));
+        }
+    }
+}
+
+static void multi_free(cg_tensor *t[5][MULTI]) {
+    for (int k = 0; k < 5; ++k)
+        for (int j = 0; j < MULTI; ++j) cg_tensor_free(t[k][j]);
+}
+
+static int multi_same(cg_tensor *a[5][MULTI], cg_tensor *b[5][MULTI]) {
+    for (int k = 0; k < 5; ++k)
+        for (int j = 0; j < MULTI; ++j) {
+            size_t bytes = (size_t)MULTI_N[j] * cg_dtype_size(cg_tensor_dtype(a[k][j]));
+            if (bytes && memcmp(cg_tensor_data(a[k][j]), cg_tensor_data(b[k][j]), bytes)) return 0;
+        }
+    return 1;
+}
+
+static void test_adam_multi(void) {
+    cg_adam_options opts[3] = {cg_adam_default_options(), cg_adam_default_options(),
+                               cg_adamw_default_options()};
+    opts[0].lr = 0.05;
+    opts[1].lr = 0.02;
+    opts[1].amsgrad = 1;
+    opts[1].maximize = 1;
+    opts[1].weight_decay = 0.1;
+    opts[1].beta1 = 0.6;
+    opts[2].lr = 0.05;
+    for (int c = 0; c < 3; ++c) {
+        cg_tensor *one[5][MULTI], *many[5][MULTI];
+        multi_state(one, c);
+        multi_state(many, c);
+        for (int64_t step = 1; step <= 3; ++step) {
+            for (int j = 0; j < MULTI; ++j)
+                CHECK_OK(cg_adam_update(one[0][j], one[1][j], one[2][j], one[3][j], one[4][j], step,
+                                        &opts[c], NULL));
+            CHECK_OK(cg_adam_update_multi(MULTI, many[0], many[1], many[2], many[3],
+                                          opts[c].amsgrad ? many[4] : NULL, step, &opts[c]));
+        }
+        CHECK(multi_same(one, many));
+        CHECK(cg_tensor_version(many[0][3]) == 3 && cg_tensor_version(many[1][3]) == 0);
+        multi_free(one);
+        multi_free(many);
+    }
+    /* errors: status, message, and no parameter moved */
+    cg_adam_options o = cg_adam_default_options();
+    cg_tensor *t[5][MULTI], *ref[5][MULTI], *bad = NULL;
+    multi_state(t, 9);
+    multi_state(ref, 9);
+    int64_t two = 2;
+    CHECK_OK(cg_zeros(CG_FLOAT64, 1, &two, &bad));
+    cg_tensor *g_bad[MULTI] = {t[1][0], t[1][1], t[1][2], bad};
+    CHECK_STATUS(cg_adam_update_multi(MULTI, t[0], g_bad, t[2], t[3], NULL, 1, &o), CG_ERR_SHAPE);
+    CHECK(strstr(cg_last_error(), "parameter 3") != NULL);
+    cg_tensor *m_shared[MULTI] = {t[2][0], t[2][1], t[2][2], t[0][3]};
+    CHECK_STATUS(cg_adam_update_multi(MULTI, t[0], t[1], m_shared, t[3], NULL, 1, &o), CG_ERR_VALUE);
+    {   /* parameter 0 listed again as parameter 3 (with its own state buffers) */
+        cg_tensor *m3 = NULL, *v3 = NULL;
+        CHECK_OK(cg_zeros(CG_FLOAT32, 1, &MULTI_N[0], &m3));
+        CHECK_OK(cg_zeros(CG_FLOAT32, 1, &MULTI_N[0], &v3));
+        cg_tensor *p_twice[MULTI] = {t[0][0], t[0][1], t[0][2], t[0][0]};
+        cg_tensor *g_twice[MULTI] = {t[1][0], t[1][1], t[1][2], t[1][0]};
+        cg_tensor *m_twice[MULTI] = {t[2][0], t[2][1], t[2][2], m3};
+        cg_tensor *v_twice[MULTI] = {t[3][0], t[3][1], t[3][2], v3};
+        CHECK_STATUS(cg_adam_update_multi(MULTI, p_twice, g_twice, m_twice, v_twice, NULL, 1, &o),
+                     CG_ERR_VALUE);
+        CHECK(strstr(cg_last_error(), "share memory") != NULL);
+        cg_tensor_free(m3);
+        cg_tensor_free(v3);
+    }
+    CHECK_STATUS(cg_adam_update_multi(MULTI, t[0], t[1], t[2], t[3], NULL, 0, &o), CG_ERR_VALUE);
+    CHECK_STATUS(cg_adam_update_multi(MULTI, t[0], NULL, t[2], t[3], NULL, 1, &o), CG_ERR_NULL);
+    CHECK_STATUS(cg_adam_update_multi(-1, t[0], t[1], t[2], t[3], NULL, 1, &o), CG_ERR_VALUE);
+    o.amsgrad = 1;
+    CHECK_STATUS(cg_adam_update_multi(MULTI, t[0], t[1], t[2], t[3], NULL, 1, &o), CG_ERR_NULL);
+    CHECK(multi_same(t, ref));
+    CHECK(cg_tensor_version(t[0][0]) == 0);
+    CHECK_OK(cg_adam_update_multi(0, NULL, NULL, NULL, NULL, NULL, 1, &o));
+    /* two views side by side in one storage are two parameters */
+    {
+        int64_t n8 = 8, n4 = 4;
+        cg_tensor *base = NULL, *v0 = NULL, *v1 = NULL, *g[2] = {0}, *m[2] = {0}, *v[2] = {0};
+        CHECK_OK(cg_zeros(CG_FLOAT64, 1, &n8, &base));
+        CHECK_OK(cg_slice(base, 0, 0, 4, 1, &v0));
+        CHECK_OK(cg_slice(base, 0, 4, 8, 1, &v1));
+        for (int j = 0; j < 2; ++j) {
+            CHECK_OK(cg_ones(CG_FLOAT64, 1, &n4, &g[j]));
+            CHECK_OK(cg_zeros(CG_FLOAT64, 1, &n4, &m[j]));
+            CHECK_OK(cg_zeros(CG_FLOAT64, 1, &n4, &v[j]));
+        }
+        cg_tensor *ps[2] = {v0, v1};
+        o.amsgrad = 0;
+        CHECK_OK(cg_adam_update_multi(2, ps, g, m, v, NULL, 1, &o));
+        CHECK_CLOSE(cgt_at(base, 7), -o.lr, 1e-9); /* the first step moves each weight by lr */
+        cg_tensor_free(base); cg_tensor_free(v0); cg_tensor_free(v1);
+        for (int j = 0; j < 2; ++j) { cg_tensor_free(g[j]); cg_tensor_free(m[j]); cg_tensor_free(v[j]); }
+    }
+    cg_tensor_free(bad);
+    multi_free(t);
+    multi_free(ref);
+}
+
 /* --------------------------------------------------------------- RMSprop */
 static void check_rmsprop(cg_dtype dt, cg_rmsprop_options o) {
     double p[N], sq[N] = {0}, ga[N] = {0}, buf[N] = {0}, g[N], zero[N] = {0};
@@ -1092,6 +1210,7 @@ int main(void) {
     test_optimizer_object_trains_from_c();
     test_sgd();
     test_adam();
+    test_adam_multi();
     test_rmsprop();
     test_adagrad();
     test_update_errors();

@@ -115,6 +115,44 @@ def test_adam_update(arrays_be, fused_be, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_update_multi(arrays_be, fused_be, dtype):
+    # four parameters (sizes 1000, 0, 3, 300) in one launch: the bits of
+    # adam_update_ on each, over the flag combinations
+    rng = np.random.default_rng(14)
+    sizes = (N, 0, 3, 300)
+    for mx, dec, ams, wd, b1 in itertools.product((0, 1), (0, 1), (0, 1), (0.0, 0.1), (0.9, 0.3)):
+        k = len(sizes)
+        ps, gs, ms = ([rng.standard_normal(n).astype(dtype) for n in sizes] for _ in range(3))
+        vs, vmaxs = ([np.abs(rng.standard_normal(n)).astype(dtype) for n in sizes] for _ in range(2))
+        gs[0][[17, 400]] = np.nan, -np.inf
+        out = ps + ms + vs + (vmaxs if ams else [])
+        f = (0.01, b1, 0.999, 1e-8, wd, 1 - 0.01 * wd, 0.9, 0.02)
+        got = run_both(arrays_be, fused_be, "k_adam_update_multi_",
+                       cuda_kernels.entry("adam_update_multi", dtype), out, gs, f,
+                       (mx, dec, ams, 0, k))
+        check(got, len(out), f"adam multi mx={mx} dec={dec} ams={ams} wd={wd} b1={b1}")
+
+
+def test_adam_update_multi_device_table_is_kept_while_the_pointers_repeat(fused_be):
+    fused_be.__dict__.pop("_tables", None)
+    ps, ms, vs = ([np.zeros(5), np.zeros(2)] for _ in range(3))
+    gs = [np.ones(5), np.ones(2)]
+    for _ in range(2):
+        fused_be.k_adam_update_multi_(ps + ms + vs, gs, (0.1, 0.9, 0.99, 1e-8, 0.0, 1.0, 0.1, 1.0),
+                                      (0, 0, 0, 0, 2))
+    assert len(fused_be._tables) == 1  # the same pointers: one table, built once
+    # both steps ran: -0.1 / (1 + eps), then -m / (sqrt(v) / 0.1 + eps) with m = 0.19, v = 0.0199
+    np.testing.assert_allclose(ps[0], -0.1 / (1 + 1e-8) - 0.19 / (np.sqrt(0.0199) / 0.1 + 1e-8), rtol=1e-12)
+    # one parameter of a dtype: the one-parameter kernel, no table
+    single = cuda_emu.launches[cuda_kernels.entry("adam_update", "float64")]
+    fused_be.k_adam_update_multi_([np.zeros(3), np.zeros(3), np.zeros(3)],
+                                  [np.ones(3)], (0.1, 0.9, 0.99, 1e-8, 0.0, 1.0, 0.1, 1.0),
+                                  (0, 0, 0, 0, 1))
+    assert len(fused_be._tables) == 1
+    assert cuda_emu.launches[cuda_kernels.entry("adam_update", "float64")] == single + 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_rmsprop_update(arrays_be, fused_be, dtype):
     entry = cuda_kernels.entry("rmsprop_update", dtype)
     for mx, wd, cen, mom, alpha, want in itertools.product(

@@ -42,5 +42,6 @@ def test_every_fused_kernel_has_a_source():
                                        "adagrad_update", "scale", "sum_sq", "tensor_stats",
                                        "amp_unscale", "nll_loss", "nll_finish",
                                        "nll_loss_backward", "softmax_rows",
-                                       "softmax_backward_rows", "relu", "threshold_backward"}
+                                       "softmax_backward_rows", "relu", "threshold_backward",
+                                       "adam_update_multi"}
     assert "--fmad=false" in cuda_kernels.NVCC_OPTIONS

@@ -1,0 +1,115 @@
+"""Adam's foreach path (the default for parameters on a device, as PyTorch's;
+foreach=True on the cpu too): the parameters of a group that share a step
+count go to cg_adam_update_multi in one call (one kernel call per device). It must give the bits of the per-parameter path
+(foreach=False) for every option, on the cpu and on the "cuda" device
+(the reference device in CI), with mixed dtypes, empty parameters and
+parameters whose step counts differ; and a bad entry must fail the step
+with no parameter, state or step count moved."""
+import numpy as np
+import pytest
+
+import cgrad
+from cgrad import optim
+from device_util import host, record_kernels
+
+CONFIGS = {
+    "adam": dict(lr=0.01),
+    "amsgrad, weight decay": dict(lr=0.01, amsgrad=True, weight_decay=0.05),
+    "maximize, betas": dict(lr=0.01, betas=(0.3, 0.9), maximize=True),
+    "decoupled": dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),
+}
+SHAPES = [((7, 5), "float32"), ((3,), "float64"), ((0,), "float32"), ((), "float64"),
+          ((130,), "float32")]
+
+
+def make(dev, seed=0):
+    rng = np.random.default_rng(seed)
+    return [cgrad.tensor(rng.standard_normal(s).astype(dt), requires_grad=True, device=dev)
+            for s, dt in SHAPES]
+
+
+def run(dev, kw, foreach, opt_cls=optim.Adam, steps=4):
+    params = make(dev)
+    opt = opt_cls(params, foreach=foreach, **kw)
+    rng = np.random.default_rng(1)
+    for k in range(steps):
+        for j, p in enumerate(params):
+            # parameter 1 has no gradient at the first step: its step count
+            # then lags the others' (a second batch)
+            p.grad = None if (j == 1 and k == 0) else (
+                p.detach() * 2.0 + cgrad.tensor(rng.standard_normal(p.shape).astype(host(p).dtype),
+                                                device=dev))
+        opt.step()
+    state = [[(key, host(v)) for key, v in sorted(opt.state[p].items())] for p in params]
+    return [host(p) for p in params], state
+
+
+@pytest.mark.parametrize("dev,foreach", [("cpu", True), ("cuda", None), ("cuda", True)])
+@pytest.mark.parametrize("cfg", list(CONFIGS))
+def test_foreach_gives_the_bits_of_the_per_parameter_path(dev, foreach, cfg):
+    # (on the cpu the default is the loop per parameter, as PyTorch's)
+    ps_a, st_a = run(dev, CONFIGS[cfg], foreach)
+    ps_b, st_b = run(dev, CONFIGS[cfg], False)
+    for a, b in zip(ps_a, ps_b):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
+    for sa, sb in zip(st_a, st_b):
+        assert [k for k, _ in sa] == [k for k, _ in sb]
+        for (_, a), (_, b) in zip(sa, sb):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_adamw_foreach_matches_per_parameter():
+    a, _ = run("cpu", dict(lr=0.02, amsgrad=True), True, optim.AdamW)
+    b, _ = run("cpu", dict(lr=0.02, amsgrad=True), False, optim.AdamW)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_the_device_step_is_one_kernel_call(monkeypatch):
+    params = make("cuda")
+    opt = optim.Adam(params, lr=0.01)
+    for p in params:
+        p.grad = cgrad.ones_like(p)
+    names = record_kernels(monkeypatch, cgrad.cuda._init())
+    opt.step()
+    assert names == ["adam_update_multi_"], names
+    del names[:]
+    optim.Adam(params, lr=0.01, foreach=False).step()
+    assert names == ["adam_update_"] * sum(p.numel() > 0 for p in params), names  # none for an empty one
+
+
+@pytest.mark.parametrize("dev", ["cpu", "cuda"])
+def test_a_bad_entry_moves_nothing(dev):
+    params = make(dev)
+    opt = optim.Adam(params, lr=0.1, foreach=True)
+    for p in params:
+        p.grad = cgrad.ones_like(p)
+    opt.step()
+    before = [host(p) for p in params]
+    state = [(host(opt.state[p]["exp_avg"]), opt.state[p]["step"].item()) for p in params]
+    for p in params:
+        p.grad = cgrad.ones_like(p)
+    good = opt.state[params[3]]["exp_avg_sq"]
+    opt.state[params[3]]["exp_avg_sq"] = cgrad.zeros(2, dtype=cgrad.float64, device=dev)  # a 0-d parameter's
+    with pytest.raises(ValueError, match="parameter 3"):
+        opt.step()
+    opt.state[params[3]]["exp_avg_sq"] = good
+    for p, b, (m, step) in zip(params, before, state):
+        np.testing.assert_array_equal(host(p), b)
+        np.testing.assert_array_equal(host(opt.state[p]["exp_avg"]), m)
+        assert opt.state[p]["step"].item() == step
+
+
+def test_multi_call_argument_errors():
+    from cgrad import _core
+    p = [cgrad.zeros(3)]
+    with pytest.raises(ValueError, match="grads must list 1 tensors"):
+        _core._adam_update_multi(p, [], p, p, None, 1, 0.1, 0.9, 0.99, 1e-8, 0.0, False, False, False)
+    with pytest.raises(TypeError, match="exp_avgs\\[0\\] must be a Tensor, got int"):
+        _core._adam_update_multi(p, [cgrad.ones(3)], [3], [cgrad.zeros(3)], None, 1, 0.1, 0.9, 0.99,
+                                 1e-8, 0.0, False, False, False)
+    with pytest.raises(ValueError, match="share memory"):
+        _core._adam_update_multi(p * 2, [cgrad.ones(3)] * 2, [cgrad.zeros(3), cgrad.zeros(3)],
+                                 [cgrad.zeros(3), cgrad.zeros(3)], None, 1, 0.1, 0.9, 0.99, 1e-8,
+                                 0.0, False, False, False)
