@@ -1978,18 +1978,14 @@ def dropout(Tensor input not None, double p=0.5, training=True):
 
 _REDUCTIONS = {"none": CG_REDUCTION_NONE, "mean": CG_REDUCTION_MEAN, "sum": CG_REDUCTION_SUM}
 
-def nll_loss(Tensor input not None, Tensor target not None, weight=None, int64_t ignore_index=-100,
-             reduction="mean"):
+def nll_loss(Tensor input not None, Tensor target not None, Tensor weight=None,
+             int64_t ignore_index=-100, reduction="mean"):
     """The nll_loss op of the C core (cgrad.nn.functional.nll_loss checks
     and converts its arguments, then calls this)."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"nll_loss: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
-    cdef cg_tensor *w = NULL
-    if weight is not None:
-        if not isinstance(weight, Tensor):
-            raise TypeError(f"nll_loss: weight must be a Tensor or None, got {type(weight).__name__}")
-        w = (<Tensor>weight).c
     cdef cg_tensor *r = NULL
+    cdef cg_tensor *w = NULL if weight is None else weight.c
     _check(cg_nll_loss(input.c, target.c, w, ignore_index, _REDUCTIONS[reduction], &r))
     return _wrap(r)
 

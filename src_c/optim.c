@@ -776,29 +776,27 @@ cg_status cg_adam_update_multi(int n, cg_tensor *const *params, cg_tensor *const
     }
     free(spans);
     if (st) return st;
-    for (int pass = 0; pass < 2; ++pass) {
-        if (pass == 0) { /* the host's parameters, one loop each */
-            for (int i = 0; i < n; ++i)
-                if (!cg__dev(params[i]))
-                    adam_host(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
-                              o->amsgrad ? max_exp_avg_sqs[i] : NULL, o, &s, NULL);
-        } else if (any_dev) { /* one kernel call per device */
-            double f[8];
-            int64_t ip[4];
-            adam_device_params(o, &s, o->amsgrad != 0, 0, f, ip);
-            adam_multi_ctx c = {{params, exp_avgs, exp_avg_sqs, o->amsgrad ? max_exp_avg_sqs : params,
-                                 grads}, nw, f, ip};
-            st = cg__for_device_groups(n, params, adam_multi_device, &c);
-        }
-        /* what moved is bumped, also when a backend fails after the checks */
-        for (int i = 0; i < n; ++i)
-            if ((cg__dev(params[i]) != 0) == pass && !(pass && st)) {
-                bump(params[i]);
-                bump(exp_avgs[i]);
-                bump(exp_avg_sqs[i]);
-                if (o->amsgrad) bump(max_exp_avg_sqs[i]);
-            }
+    for (int i = 0; i < n; ++i) /* the host's parameters, one loop each */
+        if (!cg__dev(params[i]))
+            adam_host(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
+                      o->amsgrad ? max_exp_avg_sqs[i] : NULL, o, &s, NULL);
+    if (any_dev) { /* one kernel call per device */
+        double f[8];
+        int64_t ip[4];
+        adam_device_params(o, &s, o->amsgrad != 0, 0, f, ip);
+        adam_multi_ctx c = {{params, exp_avgs, exp_avg_sqs, o->amsgrad ? max_exp_avg_sqs : params,
+                             grads}, nw, f, ip};
+        st = cg__for_device_groups(n, params, adam_multi_device, &c);
     }
+    /* what moved is bumped: the host's parameters also when a backend failed
+     * after the checks */
+    for (int i = 0; i < n; ++i)
+        if (!st || !cg__dev(params[i])) {
+            bump(params[i]);
+            bump(exp_avgs[i]);
+            bump(exp_avg_sqs[i]);
+            if (o->amsgrad) bump(max_exp_avg_sqs[i]);
+        }
     return st;
 }
 

@@ -98,7 +98,7 @@ class NNKernels:
         x, t = ins[0], ins[1]
         C = x.shape[cdim]
         outer = x.shape[0] if cdim else 1
-        inner = x.size // (outer * C) if x.size else int(np.prod(x.shape[2:]))
+        inner = int(np.prod(x.shape[2:]))  # 1 for (N, C) and (C,)
         w = ins[2] if len(ins) > 2 else None
         n = outer * inner
         if self._raw_float(x, t, w, r):
@@ -132,7 +132,7 @@ class NNKernels:
         g, t, tw = ins[0], ins[1], ins[2]
         C = r.shape[cdim]
         outer = r.shape[0] if cdim else 1
-        inner = r.size // (outer * C)
+        inner = int(np.prod(r.shape[2:]))
         w = ins[3] if len(ins) > 3 else None
         if self._raw_float(g, t, w, r, tw):
             n = outer * inner
@@ -142,11 +142,11 @@ class NNKernels:
                 np.int32(reduction == 1)))
             return
         safe, keep, wt = self._nll_targets(t, w, ignore, outer, inner)
-        g64 = xp.asarray(g).astype(np.float64)
+        g64 = g.astype(np.float64)
         v = -(wt * (g64 if reduction else g64.reshape(outer, inner)))
         if reduction == 1:
             with np.errstate(all="ignore"):
-                v = v / xp.asarray(tw).astype(np.float64)
+                v = v / tw.astype(np.float64)
         o_at, i_at = self._nll_at(outer, inner)
         r.reshape(outer, C, inner)[o_at, safe, i_at] = xp.where(keep, v, 0.0).astype(r.dtype)
 

@@ -47,6 +47,18 @@ def _effective_grad(g, p, maximize, weight_decay, T):
     return g
 
 
+def _adam_kernel_scalars(T, f, mx, dec, ams):
+    """The scalar arguments the Adam RawKernels share (cg_adam_at's, from wd
+    to small), each rounded to the parameter's dtype T as the host rounds
+    them; f as adam_update_'s."""
+    _lr, b1, b2, eps, wd, wd_factor, bc2_sqrt, step_size = f
+    w1 = T(1.0 - b1)
+    coupled, decoupled = wd != 0.0 and not dec, wd != 0.0 and bool(dec)
+    return (T(wd), T(wd_factor), w1, T(1) - w1, T(b2), T(1.0 - b2), T(bc2_sqrt), T(eps),
+            T(-step_size), np.int32(mx), np.int32(coupled), np.int32(decoupled), np.int32(ams),
+            np.int32(w1 < T(0.5)))
+
+
 class OptimKernels:
     # ------------------------------------------------------------ helpers
     def _fusable(self, *arrays):
@@ -119,9 +131,7 @@ class OptimKernels:
             n = p.size
             self.raw_kernels.launch("adam_update", p.dtype, n, (
                 p, g, m, v, p if vmax is None else vmax, norm if want else self._dummy(),
-                np.int64(n), T(wd), T(wd_factor), w1, w1m, T(b2), T(1.0 - b2), T(bc2_sqrt),
-                T(eps), T(-step_size), np.int32(mx), np.int32(coupled), np.int32(decoupled),
-                np.int32(ams), np.int32(w1 < T(0.5)), np.int32(want)))
+                np.int64(n)) + _adam_kernel_scalars(T, f, mx, dec, ams) + (np.int32(want),))
             return
         old = p.copy() if want else None
         if mx:
@@ -171,7 +181,6 @@ class OptimKernels:
     def _adam_multi_launch(self, dt, groups, grads, f, mx, dec, ams):
         xp = self.xp
         T = dt.type
-        _lr, b1, b2, eps, wd, wd_factor, bc2_sqrt, step_size = f
         params, ms, vs = groups[0], groups[1], groups[2]
         vmaxs = groups[3] if ams else params
         k = len(params)
@@ -180,12 +189,8 @@ class OptimKernels:
         table = np.array([addr(a) for lst in (params, grads, ms, vs, vmaxs) for a in lst],
                          dtype=np.uint64)
         table = self._device_table(np.concatenate([table, offs]))
-        w1 = T(1.0 - b1)
-        coupled, decoupled = wd != 0.0 and not dec, wd != 0.0 and bool(dec)
         self.raw_kernels.launch("adam_update_multi", dt, int(offs[-1]), (
-            table, np.int32(k), np.int64(offs[-1]), T(wd), T(wd_factor), w1, T(1) - w1, T(b2),
-            T(1.0 - b2), T(bc2_sqrt), T(eps), T(-step_size), np.int32(mx), np.int32(coupled),
-            np.int32(decoupled), np.int32(ams), np.int32(w1 < T(0.5))))
+            table, np.int32(k), np.int64(offs[-1])) + _adam_kernel_scalars(T, f, mx, dec, ams))
 
     def _address(self, a):
         """The address of a's first element (CuPy: its device pointer)."""

@@ -298,8 +298,8 @@ def _class_layout(input, fn):
 
 def _index_target(target, input2, unbatched, ignore_index, fn, check_values=True):
     """Checked int64 class-index target shaped like input2 without dim 1, and
-    whether any entry is ignore_index (None when check_values is False: the
-    C core's nll_loss checks the values itself)."""
+    whether any entry is ignore_index (_index_values; None when check_values
+    is False: the C core's nll_loss checks the values itself)."""
     if not isinstance(target, Tensor):
         target = _tensor_arg(target, fn, "target", input2)
     if target.dtype is not _core.int64:
@@ -314,14 +314,19 @@ def _index_target(target, input2, unbatched, ignore_index, fn, check_values=True
                          f"{input2.shape} (expected {expected})")
     if not check_values:
         return target, None
-    n_classes = input2.shape[1]
+    return target, _index_values(target, input2.shape[1], ignore_index, fn)
+
+
+def _index_values(target, n_classes, ignore_index, fn):
+    """Whether any entry of a class-index target is ignore_index; IndexError
+    for one outside [0, n_classes) (a device target is copied to the host)."""
     arr = _host(target)
     ignored = arr == ignore_index
     bad = ~ignored & ((arr < 0) | (arr >= n_classes))
     if bad.any():
         raise IndexError(f"{fn}: target {int(arr[bad].flat[0])} is out of bounds for "
                          f"{n_classes} classes (ignore_index={ignore_index})")
-    return target, bool(ignored.any())
+    return bool(ignored.any())
 
 
 def _class_weight(weight, n_classes, input, fn, name="weight"):
@@ -354,7 +359,7 @@ def _nll(logp2, target, weight, ignore_index, reduction, fn):
     none, as PyTorch's), the composition of differentiable ops."""
     if weight is None or not weight.requires_grad:
         return _core.nll_loss(logp2, target, weight, ignore_index, reduction)
-    target, has_ignored = _index_target(target, logp2, False, ignore_index, fn)
+    has_ignored = _index_values(target, logp2.shape[1], ignore_index, fn)
     safe, w = _target_weights(target, weight, ignore_index, has_ignored, logp2.dtype)
     loss = -logp2.gather(1, safe.unsqueeze(1)).squeeze(1) * w
     return loss.sum() / w.sum() if reduction == "mean" else _reduce(loss, reduction)
@@ -421,7 +426,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     nll = _nll(logp, target, weight, ignore_index, reduction, fn)
     if label_smoothing > 0:
         # nll checked the target's values; normalised by the same weights
-        _, has_ignored = _index_target(target, input2, False, ignore_index, fn)
+        has_ignored = _index_values(target, n_classes, ignore_index, fn)
         _, w_t = _target_weights(target, weight, ignore_index, has_ignored, logp.dtype)
         smooth = -(logp.sum(1) if w_b is None else (logp * w_b).sum(1))
         if has_ignored:

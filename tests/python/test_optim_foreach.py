@@ -46,9 +46,17 @@ def run(dev, kw, foreach, opt_cls=optim.Adam, steps=4):
 
 @pytest.mark.parametrize("dev,foreach", [("cpu", True), ("cuda", None), ("cuda", True)])
 @pytest.mark.parametrize("cfg", list(CONFIGS))
-def test_foreach_gives_the_bits_of_the_per_parameter_path(dev, foreach, cfg):
+def test_foreach_gives_the_bits_of_the_per_parameter_path(dev, foreach, cfg, monkeypatch):
     # (on the cpu the default is the loop per parameter, as PyTorch's)
+    from cgrad import _core
+    calls = []
+    multi = _core._adam_update_multi
+    monkeypatch.setattr(_core, "_adam_update_multi", lambda *a: (calls.append(len(a[0])), multi(*a)))
     ps_a, st_a = run(dev, CONFIGS[cfg], foreach)
+    # the batched path ran: 4 steps, the first without parameter 1 (its step
+    # count lags after it, so each later step makes two batches)
+    assert calls == [len(SHAPES) - 1] + [len(SHAPES) - 1, 1] * 3, calls
+    monkeypatch.undo()
     ps_b, st_b = run(dev, CONFIGS[cfg], False)
     for a, b in zip(ps_a, ps_b):
         assert a.dtype == b.dtype
