@@ -285,6 +285,7 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_embedding_sparse(cg_tensor *weight, cg_tensor *indices, int64_t padding_idx, cg_tensor **out)
     cg_status cg_sparse_linear(cg_tensor *x, cg_tensor *indptr, cg_tensor *indices, cg_tensor *values, cg_tensor *bias, int64_t out_features, cg_tensor **out)
     cg_status cg_matmul(cg_tensor *a, cg_tensor *b, cg_tensor **out)
+    cg_status cg_linear(cg_tensor *x, cg_tensor *weight, cg_tensor *bias, cg_tensor **out)
     void cg_set_gemm(cg_sgemm_fn sgemm, cg_dgemm_fn dgemm)
     void cg_set_num_threads(int n)
     int cg_get_num_threads()

@@ -1942,6 +1942,21 @@ def conv2d(Tensor input not None, Tensor weight not None, bias=None, stride=1, p
     _check(st)
     return _wrap(r)
 
+def linear(Tensor input not None, Tensor weight not None, Tensor bias=None):
+    """The linear op of the C core, input @ weight.T + bias in one GEMM
+    (cgrad.nn.functional.linear calls it for a 2-D weight and a 1-D or no
+    bias)."""
+    cdef cg_tensor *r = NULL
+    cdef cg_tensor *b = NULL if bias is None else bias.c
+    cdef cg_status st
+    if cg_tensor_numel(input.c) >= NOGIL_MIN or cg_tensor_numel(weight.c) >= NOGIL_MIN:
+        with nogil:
+            st = cg_linear(input.c, weight.c, b, &r)
+    else:
+        st = cg_linear(input.c, weight.c, b, &r)
+    _check(st)
+    return _wrap(r)
+
 def max_pool2d(Tensor input not None, kernel_size, stride=None, padding=0):
     cdef int64_t k[2]
     cdef int64_t s[2]

@@ -667,6 +667,13 @@ CG_API cg_status cg_sparse_linear(cg_tensor *x, cg_tensor *indptr, cg_tensor *in
 /* -------------------------------------------------------- linear algebra */
 /* NumPy matmul rules: 1-D x 1-D dot, 2-D, batched with broadcast batch dims. */
 CG_API cg_status cg_matmul(cg_tensor *a, cg_tensor *b, cg_tensor **out);
+/* PyTorch's F.linear as one op each way: out = x @ weight^T + bias, x
+ * (.., in_features) with at least 1 dim, weight (out_features, in_features),
+ * bias (out_features) or NULL; out (.., out_features). The forward is one
+ * GEMM accumulating onto the bias (one backend "linear" kernel on a
+ * device); the backward (op "linear", differentiable) is g @ weight, the
+ * rows of g^T @ x, and the sum of g's rows. All borrowed; *out new. */
+CG_API cg_status cg_linear(cg_tensor *x, cg_tensor *weight, cg_tensor *bias, cg_tensor **out);
 
 /* Row-major GEMM hook: C = alpha * op(A) @ op(B) + beta * C, op(X) = X or
  * X^T when trans_x != 0; A is m x k after op, B is k x n, C is m x n; lda,

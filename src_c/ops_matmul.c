@@ -1,5 +1,6 @@
 /*
- * ops_matmul.c -- cg_matmul with NumPy semantics.
+ * ops_matmul.c -- cg_matmul with NumPy semantics, and cg_linear (x @ w^T + b
+ * as one op, at the end of the file).
  *
  *   1-D @ 1-D      -> 0-d dot product
  *   1-D @ N-D      -> a is (1, k), the 1 is removed from the result
@@ -25,6 +26,7 @@
  * becomes w.grad without a copy.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "cg_internal.h"
 
@@ -62,14 +64,40 @@ typedef struct {
     int64_t ld;
 } mat_operand;
 
-/* Fills op for t (a: is_left, the 1-D case becomes (1, k); b: (k, 1)).
- * Copies t to contiguous memory when its layout cannot go to the GEMM. */
-static cg_status operand_init(cg_tensor *t, int is_left, mat_operand *op) {
+/* Whether the leading dims of x (all but the last) fold into one dim of
+ * rows: *rows their product, *rs the element stride between rows. */
+static int fold_rows(const cg_tensor *x, int64_t *rows, int64_t *rs) {
+    int64_t expect = -1;
+    *rows = 1;
+    *rs = 0;
+    for (int d = x->ndim - 2; d >= 0; --d) {
+        *rows *= x->shape[d];
+        if (x->shape[d] == 1) continue;
+        if (expect < 0) *rs = x->strides[d];
+        else if (x->strides[d] != expect) return 0;
+        expect = x->strides[d] * x->shape[d];
+    }
+    return 1;
+}
+
+enum { OPERAND_RIGHT, OPERAND_LEFT, OPERAND_ROWS };
+
+/* Fills op for t: matmul's left operand (the 1-D case becomes (1, k)), its
+ * right one ((k, 1)), or linear's input (.., k) with its leading dims
+ * folded into the rows. Copies t to contiguous memory when its layout
+ * cannot go to the GEMM. */
+static cg_status operand_init(cg_tensor *t, int kind, mat_operand *op) {
+    const int is_left = kind == OPERAND_LEFT;
     cg_tensor *src = t;
     cg_tensor_retain(src);
     for (int attempt = 0; attempt < 2; ++attempt) {
-        int nd = src->ndim;
-        if (nd == 1) {
+        int nd = src->ndim, fits = 1;
+        if (kind == OPERAND_ROWS) {
+            op->cols = src->shape[nd - 1];
+            op->cs = src->strides[nd - 1];
+            op->nbatch = 0;
+            fits = fold_rows(src, &op->rows, &op->rs);
+        } else if (nd == 1) {
             op->rows = is_left ? 1 : src->shape[0];
             op->cols = is_left ? src->shape[0] : 1;
             op->rs = is_left ? 0 : src->strides[0];
@@ -82,7 +110,7 @@ static cg_status operand_init(cg_tensor *t, int is_left, mat_operand *op) {
             op->cs = src->strides[nd - 1];
             op->nbatch = nd - 2;
         }
-        if (gemm_layout(op->rows, op->cols, op->rs, op->cs, &op->trans, &op->ld)) {
+        if (fits && gemm_layout(op->rows, op->cols, op->rs, op->cs, &op->trans, &op->ld)) {
             op->t = src;
             return CG_OK;
         }
@@ -94,7 +122,8 @@ static cg_status operand_init(cg_tensor *t, int is_left, mat_operand *op) {
         src = c;
     }
     cg_tensor_free(src);
-    return cg__err(CG_ERR_UNSUPPORTED, "cg_matmul: internal error: no GEMM layout");
+    return cg__err(CG_ERR_UNSUPPORTED, "%s: internal error: no GEMM layout",
+                   kind == OPERAND_ROWS ? "cg_linear" : "cg_matmul");
 }
 
 /* c (rows x n, contiguous) = op(a) @ op(b), for one pair of matrices. */
@@ -170,8 +199,8 @@ cg_status cg_matmul(cg_tensor *a, cg_tensor *b, cg_tensor **out) {
         }
     } else if (nmat > 0 && m > 0 && n > 0 && k > 0) {
         mat_operand A = {0}, B = {0};
-        st = operand_init(a, 1, &A);
-        if (!st) st = operand_init(b, 0, &B);
+        st = operand_init(a, OPERAND_LEFT, &A);
+        if (!st) st = operand_init(b, OPERAND_RIGHT, &B);
         if (st) {
             cg_tensor_free(A.t);
             cg_tensor_free(B.t);
@@ -359,5 +388,159 @@ done:
     cg_tensor_free(g2);
     cg_tensor_free(a);
     cg_tensor_free(b);
+    return st;
+}
+
+/* ================================================================ linear */
+/*
+ * cg_linear: y = x @ w^T + b (PyTorch's F.linear) as one op each way.
+ * Forward: one GEMM with w as its transposed operand (no copy of w.T), the
+ * bias written into y first and the GEMM accumulating onto it (beta = 1),
+ * so there is no second pass over y. Backward (ops, so every order works):
+ *   grad_x = g @ w,  grad_w = g_rows^T @ x_rows,  grad_b = sum of g's rows
+ * with the leading dims of x and g flattened into rows; grad_w is computed
+ * in w's layout when w is itself a transposed matrix, as matmul does.
+ */
+static cg_status linear_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin);
+static const cg_op OP_LINEAR = {"linear", linear_backward};
+
+
+/* y (M x N, contiguous) = x @ w^T (+ b in every row): host float32/64. */
+static cg_status linear_host(cg_tensor *x, cg_tensor *w, cg_tensor *b, cg_tensor *y) {
+    int64_t N = w->shape[0], K = w->shape[1], M = y->numel / (N ? N : 1);
+    if (M == 0 || N == 0) return CG_OK;
+    char *py = (char *)cg__ptr(y);
+    if (b) { /* the bias in every row, then the GEMM adds onto it */
+        const size_t es = cg_dtype_size(y->dtype), row = (size_t)N * es;
+        if (b->strides[0] == 1 || N == 1) {
+            memcpy(py, cg__ptr(b), row);
+        } else {
+            const char *pb = (const char *)cg__ptr(b);
+            for (int64_t j = 0; j < N; ++j) memcpy(py + j * es, pb + j * b->strides[0] * es, es);
+        }
+        for (int64_t i = 1; i < M; ++i) memcpy(py + i * row, py, row);
+    }
+    if (K == 0) return CG_OK; /* y is the bias, or zeros */
+    mat_operand A = {0}, B = {0};
+    cg_status st = operand_init(x, OPERAND_ROWS, &A);
+    cg_tensor *wc = w;
+    cg_tensor_retain(wc);
+    /* B = w^T (K x N): element (k, n) is w[n, k] */
+    if (!st && !gemm_layout(K, N, w->strides[1], w->strides[0], &B.trans, &B.ld)) {
+        cg_tensor_free(wc);
+        wc = NULL;
+        st = cg__contig(w, &wc);
+        if (!st) gemm_layout(K, N, wc->strides[1], wc->strides[0], &B.trans, &B.ld);
+    }
+    if (!st) {
+        const char *pa = (const char *)cg__ptr(A.t), *pw = (const char *)cg__ptr(wc);
+        if (y->dtype == CG_FLOAT32)
+            cg__sgemm(A.trans, B.trans, M, N, K, 1.0f, (const float *)pa, A.ld,
+                      (const float *)pw, B.ld, b ? 1.0f : 0.0f, (float *)py, N);
+        else
+            cg__dgemm(A.trans, B.trans, M, N, K, 1.0, (const double *)pa, A.ld,
+                      (const double *)pw, B.ld, b ? 1.0 : 0.0, (double *)py, N);
+    }
+    cg_tensor_free(A.t);
+    cg_tensor_free(wc);
+    return st;
+}
+
+cg_status cg_linear(cg_tensor *x, cg_tensor *w, cg_tensor *b, cg_tensor **out) {
+    CG_CHECK_OUT(out);
+    CG_CHECK_TD(x);
+    CG_CHECK_TD(w);
+    if (b) CG_CHECK_TD(b);
+    int dev;
+    cg_tensor *all[3] = {x, w, b};
+    CG_TRY(cg__same_device("cg_linear", 3, all, &dev));
+    if (!cg__is_float(x->dtype) || w->dtype != x->dtype || (b && b->dtype != x->dtype))
+        return cg__err(CG_ERR_DTYPE,
+                       "cg_linear: input, weight and bias must share one floating dtype (got %s, %s, %s)",
+                       cg_dtype_name(x->dtype), cg_dtype_name(w->dtype),
+                       b ? cg_dtype_name(b->dtype) : "none");
+    char s1[CG_SHAPE_STR_LEN], s2[CG_SHAPE_STR_LEN];
+    if (x->ndim == 0)
+        return cg__err(CG_ERR_SHAPE, "cg_linear: input must have at least 1 dim (its features), got a 0-d tensor");
+    if (w->ndim != 2)
+        return cg__err(CG_ERR_SHAPE, "cg_linear: weight must be 2-D (out_features, in_features), got shape %s",
+                       cg__shape_str(w->ndim, w->shape, s1, sizeof s1));
+    int64_t N = w->shape[0], K = w->shape[1];
+    if (x->shape[x->ndim - 1] != K)
+        return cg__err(CG_ERR_SHAPE,
+                       "cg_linear: input of shape %s has %lld features, weight of shape %s takes %lld",
+                       cg__shape_str(x->ndim, x->shape, s1, sizeof s1),
+                       (long long)x->shape[x->ndim - 1], cg__shape_str(2, w->shape, s2, sizeof s2),
+                       (long long)K);
+    if (b && (b->ndim != 1 || b->shape[0] != N))
+        return cg__err(CG_ERR_SHAPE, "cg_linear: bias must have shape (%lld,), got %s", (long long)N,
+                       cg__shape_str(b->ndim, b->shape, s1, sizeof s1));
+
+    int64_t oshape[CG_MAX_DIMS];
+    for (int d = 0; d < x->ndim - 1; ++d) oshape[d] = x->shape[d];
+    oshape[x->ndim - 1] = N;
+    cg_tensor *r;
+    CG_TRY(cg__new_on(dev, x->dtype, x->ndim, oshape, K == 0 && !b, &r));
+    cg_status st = CG_OK;
+    if (dev) { /* the backend's "linear" kernel takes every operand as it is */
+        cg_tensor *ts[4] = {r, x, w, b};
+        if (r->numel && (K > 0 || b)) st = cg__kernel(dev, "linear", 1, b ? 4 : 3, ts, 0, NULL, 0, NULL);
+    } else {
+        st = linear_host(x, w, b, r);
+    }
+    cg_tensor *ins[3] = {x, w, b};
+    int nin = b ? 3 : 2;
+    if (!st && cg__wants_gradn(nin, ins)) {
+        cg_node *node;
+        st = cg__record(&OP_LINEAR, nin, ins, 1, &r, &node);
+        if (!st) st = cg__save(node, x);
+        if (!st) st = cg__save(node, w);
+    }
+    if (st) {
+        cg_tensor_free(r);
+        return st;
+    }
+    *out = r;
+    return CG_OK;
+}
+
+/* t (.., c) as rows (prod .., c); a 1-D t is one row (1, c). */
+static cg_status as_rows(cg_tensor *t, cg_tensor **out) {
+    if (t->ndim == 1) return cg_unsqueeze(t, 0, out);
+    return rows_flat(t, out);
+}
+
+static cg_status linear_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
+    cg_tensor *x = NULL, *w = NULL, *g = gout[0];
+    cg_tensor *xr = NULL, *gr = NULL, *t = NULL, *prod = NULL;
+    cg_status st = cg__saved(node, 0, &x);
+    if (!st) st = cg__saved(node, 1, &w);
+    if (!st && node->needs_grad[0]) st = cg_matmul(g, w, &gin[0]);
+    if (!st && node->needs_grad[1]) {
+        st = as_rows(x, &xr);
+        if (!st) st = as_rows(g, &gr);
+        if (!st && col_major(w)) { /* (x^T g)^T: w's own layout */
+            st = cg_transpose(xr, 0, 1, &t);
+            if (!st) st = cg_matmul(t, gr, &prod);
+            if (!st) st = cg_transpose(prod, 0, 1, &gin[1]);
+        } else if (!st) {
+            st = cg_transpose(gr, 0, 1, &t);
+            if (!st) st = cg_matmul(t, xr, &gin[1]);
+        }
+    }
+    if (!st && node->n_inputs > 2 && node->needs_grad[2]) {
+        if (g->ndim == 1) {
+            cg_tensor_retain(g);
+            gin[2] = g;
+        } else {
+            st = cg_sum_to_shape(g, 1, &w->shape[0], &gin[2]);
+        }
+    }
+    cg_tensor_free(xr);
+    cg_tensor_free(gr);
+    cg_tensor_free(t);
+    cg_tensor_free(prod);
+    cg_tensor_free(x);
+    cg_tensor_free(w);
     return st;
 }

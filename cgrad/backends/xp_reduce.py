@@ -1,4 +1,4 @@
-"""Reduction, softmax and matmul kernels of the array backend (see
+"""Reduction, softmax, matmul and linear kernels of the array backend (see
 docs/backend.md, "Reductions and matmul").
 
 The C core (src_c/ops_reduce.c, src_c/ops_matmul.c) keeps the dim parsing,
@@ -171,3 +171,12 @@ class ReduceKernels:
             self.xp.matmul(a, b, out=out[0])
         else:
             out[0][...] = self.xp.matmul(a, b)
+
+    def k_linear(self, out, ins, f, i):
+        """cg_linear: x @ w.T (+ b): the product written into out (cuBLAS
+        on CuPy, w.T a transposed operand, not a copy), the bias added in
+        place."""
+        x, w = ins[0], ins[1]
+        self.xp.matmul(x, w.T, out=out[0])
+        if len(ins) == 3:
+            out[0] += ins[2]

@@ -1,4 +1,4 @@
-/* test_linalg_nn.c -- GEMM, matmul, conv2d, pooling, dropout and nll_loss: values
+/* test_linalg_nn.c -- GEMM, matmul, linear, conv2d, pooling, dropout and nll_loss: values
  * against naive loops, gradients against central differences (first and
  * second order), float32 runs and error statuses. */
 #include <stdint.h>
@@ -1220,6 +1220,145 @@ static void test_nll_loss(void) {
     cg_tensor_free(x); cg_tensor_free(t); cg_tensor_free(w);
 }
 
+/* ------------------------------------------------------------ linear */
+/* How f_linear lays out its leaf inputs before cg_linear: x as stored, as
+ * the transpose of a stored (K, M), or every other row of a stored
+ * (B, 2T, K) (rows that do not fold); w as stored or the transpose of a
+ * stored (K, N); the bias as stored or every other element. */
+typedef struct {
+    int x_mode, w_trans, b_mode; /* b_mode: 0 none, 1 plain, 2 strided */
+} lin_cfg;
+
+static cg_status lin_views(const lin_cfg *c, cg_tensor *const *in, cg_tensor **x,
+                           cg_tensor **w, cg_tensor **b) {
+    cg_status st = CG_OK;
+    *x = *w = *b = NULL;
+    if (c->x_mode == 1) st = cg_transpose(in[0], 0, 1, x);
+    else if (c->x_mode == 2) st = cg_slice(in[0], 1, 0, cg_tensor_shape(in[0])[1], 2, x);
+    else { cg_tensor_retain(in[0]); *x = in[0]; }
+    if (!st && c->w_trans) st = cg_transpose(in[1], 0, 1, w);
+    else if (!st) { cg_tensor_retain(in[1]); *w = in[1]; }
+    if (!st && c->b_mode == 2) st = cg_slice(in[2], 0, 0, cg_tensor_shape(in[2])[0], 2, b);
+    else if (!st && c->b_mode == 1) { cg_tensor_retain(in[2]); *b = in[2]; }
+    return st;
+}
+
+static cg_status f_linear(void *ctx, int n, cg_tensor *const *in, cg_tensor **out) {
+    cg_tensor *x, *w, *b;
+    (void)n;
+    cg_status st = lin_views((const lin_cfg *)ctx, in, &x, &w, &b);
+    if (!st) st = cg_linear(x, w, b, out);
+    cg_tensor_free(x);
+    cg_tensor_free(w);
+    cg_tensor_free(b);
+    return st;
+}
+
+typedef struct {
+    lin_cfg cfg;
+    int xnd;
+    int64_t xs[3], ws[2], bs; /* stored shapes of the leaves */
+} lin_case;
+
+static const lin_case LIN_CASES[] = {
+    {{0, 0, 1}, 2, {5, 4}, {3, 4}, 3},
+    {{0, 0, 0}, 2, {5, 4}, {3, 4}, 0},
+    {{0, 0, 1}, 1, {4}, {3, 4}, 3},
+    {{0, 0, 1}, 3, {2, 3, 4}, {5, 4}, 5},
+    {{1, 0, 1}, 2, {4, 5}, {3, 4}, 3},       /* x = (4, 5)^T */
+    {{2, 0, 2}, 3, {2, 6, 4}, {3, 4}, 6},    /* rows that do not fold, strided bias */
+    {{0, 1, 1}, 2, {5, 4}, {4, 3}, 3},       /* w = (4, 3)^T */
+    {{0, 0, 1}, 3, {1, 5, 1}, {1, 1}, 1},
+};
+#define N_LIN_CASES ((int)(sizeof LIN_CASES / sizeof LIN_CASES[0]))
+
+static void test_linear(void) {
+    for (int ci = 0; ci < N_LIN_CASES; ++ci) {
+        const lin_case *lc = &LIN_CASES[ci];
+        cg_tensor *in[3] = {cgt_randn64(lc->xnd, lc->xs), cgt_randn64(2, lc->ws),
+                            lc->cfg.b_mode ? cgt_randn64(1, &lc->bs) : NULL};
+        int nin = lc->cfg.b_mode ? 3 : 2;
+        cg_tensor *x, *w, *b, *y = NULL;
+        CHECK_OK(lin_views(&lc->cfg, in, &x, &w, &b));
+        CHECK_OK(cg_linear(x, w, b, &y));
+        if (!y) continue;
+        /* naive loop over the logical elements */
+        int64_t K = cg_tensor_shape(w)[1], N = cg_tensor_shape(w)[0];
+        int64_t M = cg_tensor_numel(x) / K;
+        double *xv = vals(x), *wv = vals(w), *bv = b ? vals(b) : NULL, *yv = vals(y);
+        double *want = (double *)malloc((size_t)(M * N) * sizeof(double));
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) {
+                double acc = bv ? bv[j] : 0.0;
+                for (int64_t k = 0; k < K; ++k) acc += xv[i * K + k] * wv[j * K + k];
+                want[i * N + j] = acc;
+            }
+        CHECK(cg_tensor_ndim(y) == cg_tensor_ndim(x));
+        CHECK(cg_tensor_shape(y)[cg_tensor_ndim(y) - 1] == N);
+        CHECK(max_rel_err(yv, want, M * N) < 1e-14);
+        CHECK(strcmp(cg_tensor_grad_fn_name(y), "linear") == 0);
+        GRADCHECK(f_linear, (void *)&lc->cfg, nin, in);
+        GRADGRADCHECK(f_linear, (void *)&lc->cfg, nin, in);
+        /* float32 agrees with the float64 result */
+        cg_tensor *in32[3] = {NULL, NULL, NULL}, *x32, *w32, *b32, *y32 = NULL;
+        for (int k = 0; k < nin; ++k) CHECK_OK(cg_to_dtype(in[k], CG_FLOAT32, &in32[k]));
+        CHECK_OK(lin_views(&lc->cfg, in32, &x32, &w32, &b32));
+        CHECK_OK(cg_linear(x32, w32, b32, &y32));
+        if (y32) {
+            double *y32v = vals(y32);
+            CHECK(max_rel_err(y32v, want, M * N) < 1e-5);
+            free(y32v);
+        }
+        cg_tensor_free(y32); cg_tensor_free(x32); cg_tensor_free(w32); cg_tensor_free(b32);
+        for (int k = 0; k < nin; ++k) cg_tensor_free(in32[k]);
+        free(xv); free(wv); free(bv); free(yv); free(want);
+        cg_tensor_free(y); cg_tensor_free(x); cg_tensor_free(w); cg_tensor_free(b);
+        for (int k = 0; k < nin; ++k) cg_tensor_free(in[k]);
+    }
+    /* no input features: the bias in every row; its gradient the row sum */
+    {
+        int64_t xs[2] = {4, 0}, ws[2] = {3, 0}, bs = 3;
+        cg_tensor *x = NULL, *w = NULL, *b = cgt_randn64(1, &bs), *y = NULL, *s = NULL;
+        CHECK_OK(cg_zeros(CG_FLOAT64, 2, xs, &x));
+        CHECK_OK(cg_zeros(CG_FLOAT64, 2, ws, &w));
+        CHECK_OK(cg_linear(x, w, b, &y));
+        if (y) {
+            for (int64_t i = 0; i < 12; ++i) CHECK(cgt_at(y, i) == cgt_at(b, i % 3));
+            CHECK_OK(cg_sum(y, NULL, 0, 0, &s));
+            CHECK_OK(cg_backward(s, NULL, 0, 0));
+            cg_tensor *gb = cg_tensor_grad(b);
+            CHECK(gb && cgt_at(gb, 0) == 4.0 && cgt_at(gb, 2) == 4.0);
+        }
+        cg_tensor_free(s); cg_tensor_free(y);
+        CHECK_OK(cg_linear(x, w, NULL, &y));
+        CHECK(y && cgt_at(y, 5) == 0.0);
+        cg_tensor_free(y); cg_tensor_free(x); cg_tensor_free(w); cg_tensor_free(b);
+    }
+    /* errors: status and message, nothing allocated */
+    {
+        int64_t xs[2] = {5, 4}, ws[2] = {3, 4}, w1 = 4, bs = 3, b2s = 2;
+        cg_tensor *x = cgt_randn64(2, xs), *w = cgt_randn64(2, ws), *y = NULL;
+        cg_tensor *wv = cgt_randn64(1, &w1), *b2 = cgt_randn64(1, &b2s), *b = cgt_randn64(1, &bs);
+        cg_tensor *x0 = NULL, *w32 = NULL;
+        CHECK_STATUS(cg_linear(b, w, NULL, &y), CG_ERR_SHAPE);
+        CHECK(strstr(cg_last_error(), "input of shape (3,) has 3 features, weight of shape (3, 4) takes 4") != NULL);
+        CHECK_STATUS(cg_linear(x, wv, NULL, &y), CG_ERR_SHAPE);
+        CHECK(strstr(cg_last_error(), "weight must be 2-D") != NULL);
+        CHECK_STATUS(cg_linear(x, w, b2, &y), CG_ERR_SHAPE);
+        CHECK(strstr(cg_last_error(), "bias must have shape (3,)") != NULL);
+        CHECK_OK(cg_scalar(CG_FLOAT64, 1.0, &x0));
+        CHECK_STATUS(cg_linear(x0, w, NULL, &y), CG_ERR_SHAPE);
+        CHECK_OK(cg_to_dtype(w, CG_FLOAT32, &w32));
+        CHECK_STATUS(cg_linear(x, w32, b, &y), CG_ERR_DTYPE);
+        CHECK(strstr(cg_last_error(), "float64, float32, float64") != NULL);
+        CHECK_STATUS(cg_linear(x, NULL, b, &y), CG_ERR_NULL);
+        CHECK_STATUS(cg_linear(x, w, b, NULL), CG_ERR_NULL);
+        CHECK(y == NULL);
+        cg_tensor_free(x); cg_tensor_free(w); cg_tensor_free(wv); cg_tensor_free(b2);
+        cg_tensor_free(b); cg_tensor_free(x0); cg_tensor_free(w32);
+    }
+}
+
 int main(void) {
     cg_manual_seed(1234);
     test_gemm();
@@ -1234,5 +1373,6 @@ int main(void) {
     test_pool();
     test_dropout();
     test_nll_loss();
+    test_linear();
     return cgt_report(__FILE__);
 }
