@@ -339,6 +339,7 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_tensor_stats_many(int n, cg_tensor **tensors, cg_stats *stats)
     cg_status cg_sgd_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer, int init_buffer, const cg_sgd_options *options, cg_update_stats *stats)
     cg_status cg_adam_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg, cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq, int64_t step, const cg_adam_options *options, cg_update_stats *stats)
+    cg_status cg_sgd_update_multi(int n, cg_tensor **params, cg_tensor **grads, cg_tensor **momentum_buffers, int init_buffer, const cg_sgd_options *options)
     cg_status cg_adam_update_multi(int n, cg_tensor **params, cg_tensor **grads, cg_tensor **exp_avgs, cg_tensor **exp_avg_sqs, cg_tensor **max_exp_avg_sqs, int64_t step, const cg_adam_options *options)
     cg_status cg_rmsprop_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg, cg_tensor *grad_avg, cg_tensor *momentum_buffer, const cg_rmsprop_options *options, cg_update_stats *stats)
     cg_status cg_adagrad_update_stats(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum, int64_t step, const cg_adagrad_options *options, cg_update_stats *stats)

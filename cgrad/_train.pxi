@@ -157,14 +157,53 @@ def _adam_update(Tensor param not None, Tensor grad not None, Tensor exp_avg not
     _check(st)
 
 
-cdef cg_tensor **_c_list(list ts, cg_tensor **out, str what) except? NULL:
-    """The C pointers of a list of Tensors into out (len(ts) entries)."""
-    cdef Py_ssize_t k
-    for k in range(len(ts)):
-        if not isinstance(ts[k], Tensor):
-            raise TypeError(f"{what}[{k}] must be a Tensor, got {type(ts[k]).__name__}")
-        out[k] = (<Tensor>ts[k]).c
-    return out
+cdef cg_tensor **_c_lists(str fn, Py_ssize_t n, tuple named) except NULL:
+    """The C pointers of the lists (name, list of n Tensors, or None where
+    the C call takes no list) in one calloc'ed block, list j at j * n: free
+    it. A list of the wrong length or holding a non-Tensor raises, naming
+    it."""
+    for name, lst in named:
+        if lst is not None and len(lst) != n:
+            raise ValueError(f"{fn}: {name} must list {n} tensors, one per parameter, got {len(lst)}")
+    cdef cg_tensor **c = <cg_tensor **>calloc(len(named) * n if n else 1, sizeof(cg_tensor *))
+    if c == NULL:
+        raise MemoryError(f"{fn}: no memory for {n} parameters")
+    cdef Py_ssize_t j, k
+    try:
+        for j, (name, lst) in enumerate(named):
+            for k in range(n if lst is not None else 0):
+                if not isinstance(lst[k], Tensor):
+                    raise TypeError(f"{name}[{k}] must be a Tensor, got {type(lst[k]).__name__}")
+                c[j * n + k] = (<Tensor>lst[k]).c
+    except BaseException:
+        free(c)
+        raise
+    return c
+
+
+def _sgd_update_multi(list params not None, list grads not None, list momentum_buffers,
+                      bint init_buffer, double lr, double momentum, double dampening,
+                      double weight_decay, bint nesterov, bint maximize):
+    """cg_sgd_update_multi: SGD on every parameter of the lists with one
+    init_buffer (all checked first; one kernel call on a device)."""
+    cdef Py_ssize_t n = len(params)
+    if momentum != 0 and momentum_buffers is None:
+        raise ValueError(f"_sgd_update_multi: momentum_buffers must list {n} tensors, one per "
+                         "parameter, got None")
+    cdef cg_sgd_options o
+    o.lr = lr
+    o.momentum = momentum
+    o.dampening = dampening
+    o.weight_decay = weight_decay
+    o.nesterov = nesterov
+    o.maximize = maximize
+    cdef cg_tensor **c = _c_lists("_sgd_update_multi", n, (
+        ("params", params), ("grads", grads),
+        ("momentum_buffers", momentum_buffers if momentum != 0 else None)))
+    cdef cg_status st = cg_sgd_update_multi(<int>n, c, c + n, c + 2 * n if momentum != 0 else NULL,
+                                            init_buffer, &o)
+    free(c)
+    _check(st)
 
 
 def _adam_update_multi(list params not None, list grads not None, list exp_avgs not None,
@@ -174,11 +213,9 @@ def _adam_update_multi(list params not None, list grads not None, list exp_avgs 
     """cg_adam_update_multi: Adam on every parameter of the lists at one
     step count (all checked first; one kernel call on a device)."""
     cdef Py_ssize_t n = len(params)
-    for name, lst in (("grads", grads), ("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)) + (
-            (("max_exp_avg_sqs", max_exp_avg_sqs),) if amsgrad else ()):
-        if lst is None or len(lst) != n:
-            raise ValueError(f"_adam_update_multi: {name} must list {n} tensors, one per parameter, "
-                             f"got {None if lst is None else len(lst)}")
+    if amsgrad and max_exp_avg_sqs is None:
+        raise ValueError(f"_adam_update_multi: max_exp_avg_sqs must list {n} tensors, one per "
+                         "parameter, got None")
     cdef cg_adam_options o
     o.lr = lr
     o.beta1 = beta1
@@ -188,21 +225,12 @@ def _adam_update_multi(list params not None, list grads not None, list exp_avgs 
     o.decoupled_weight_decay = decoupled_weight_decay
     o.amsgrad = amsgrad
     o.maximize = maximize
-    cdef cg_tensor **c = <cg_tensor **>calloc(5 * n if n else 1, sizeof(cg_tensor *))
-    if c == NULL:
-        raise MemoryError(f"_adam_update_multi: no memory for {n} parameters")
-    cdef cg_status st
-    try:
-        _c_list(params, c, "params")
-        _c_list(grads, c + n, "grads")
-        _c_list(exp_avgs, c + 2 * n, "exp_avgs")
-        _c_list(exp_avg_sqs, c + 3 * n, "exp_avg_sqs")
-        if amsgrad:
-            _c_list(max_exp_avg_sqs, c + 4 * n, "max_exp_avg_sqs")
-        st = cg_adam_update_multi(<int>n, c, c + n, c + 2 * n, c + 3 * n, c + 4 * n if amsgrad else NULL,
-                                  step, &o)
-    finally:
-        free(c)
+    cdef cg_tensor **c = _c_lists("_adam_update_multi", n, (
+        ("params", params), ("grads", grads), ("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs),
+        ("max_exp_avg_sqs", max_exp_avg_sqs if amsgrad else None)))
+    cdef cg_status st = cg_adam_update_multi(<int>n, c, c + n, c + 2 * n, c + 3 * n,
+                                             c + 4 * n if amsgrad else NULL, step, &o)
+    free(c)
     _check(st)
 
 

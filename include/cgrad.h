@@ -921,6 +921,17 @@ CG_API cg_sgd_options cg_sgd_default_options(void);
 CG_API cg_status cg_sgd_update(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
                                int init_buffer, const cg_sgd_options *options,
                                double *update_sum_sq);
+/* cg_sgd_update of n parameters with one init_buffer (PyTorch's foreach
+ * SGD): the lists hold parameter i's tensors at index i (momentum_buffers
+ * only with a momentum, else it may be NULL); each parameter's tensors
+ * share its device. Every entry is checked before any is updated, so a bad
+ * entry fails the call with nothing changed (the message names the
+ * parameter's index); no two written tensors may overlap. The results are
+ * those of n cg_sgd_update calls; a device's parameters take one kernel
+ * call (one launch per dtype on a GPU). No update norm. */
+CG_API cg_status cg_sgd_update_multi(int n, cg_tensor *const *params, cg_tensor *const *grads,
+                                     cg_tensor *const *momentum_buffers, int init_buffer,
+                                     const cg_sgd_options *options);
 
 typedef struct cg_adam_options {
     double lr;           /* >= 0 */

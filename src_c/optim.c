@@ -460,9 +460,11 @@ cg_status cg__check_sgd_options(const char *fn, const cg_sgd_options *o) {
     return CG_OK;
 }
 
-static cg_status sgd_update(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
-                            int init_buffer, const cg_sgd_options *o,
-                            cg_update_stats *ms) {
+/* The checks of one parameter's update; *buf: momentum_buffer, NULL
+ * without momentum; *dev: the tensors' device. */
+static cg_status sgd_check(const char *fn, cg_tensor *param, cg_tensor *grad,
+                           cg_tensor *momentum_buffer, const cg_sgd_options *o, cg_tensor **buf,
+                           int *dev) {
     CG_CHECK_TD(param);
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
@@ -476,20 +478,30 @@ static cg_status sgd_update(const char *fn, cg_tensor *param, cg_tensor *grad, c
     } else {
         momentum_buffer = NULL;
     }
-    int dev;
     cg_tensor *all[3] = {param, grad, momentum_buffer};
     const char *all_names[3] = {"param", "grad", "momentum_buffer"};
-    CG_TRY(cg__train_same_device(fn, 3, all, all_names, &dev));
-    if (dev) {
-        cg_tensor *ts[3] = {param, momentum_buffer ? momentum_buffer : grad, grad};
-        const double f[4] = {o->lr, o->momentum, o->dampening, o->weight_decay};
-        const int64_t ip[5] = {o->maximize != 0, o->nesterov != 0, init_buffer != 0,
-                               momentum_buffer != NULL, (ms && (ms->what & CG_MEASURE_UPDATE))};
-        CG_TRY(device_update(dev, "sgd_update_", momentum_buffer ? 2 : 1, ts, 4, f, 5, ip, param, grad, ms));
-        bump(param);
-        bump(momentum_buffer);
-        return CG_OK;
-    }
+    CG_TRY(cg__train_same_device(fn, 3, all, all_names, dev));
+    *buf = momentum_buffer;
+    return CG_OK;
+}
+
+/* The device kernels' scalars (docs/backend.md, sgd_update_). */
+static void sgd_device_params(const cg_sgd_options *o, int init_buffer, int has_buf, int want,
+                              double f[4], int64_t ip[5]) {
+    f[0] = o->lr;
+    f[1] = o->momentum;
+    f[2] = o->dampening;
+    f[3] = o->weight_decay;
+    ip[0] = o->maximize != 0;
+    ip[1] = o->nesterov != 0;
+    ip[2] = init_buffer != 0;
+    ip[3] = has_buf;
+    ip[4] = want;
+}
+
+/* The host loop of one checked update. */
+static void sgd_host(cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer, int init_buffer,
+                     const cg_sgd_options *o, cg_update_stats *ms) {
     const int64_t n = param->numel;
     const size_t es = cg_dtype_size(param->dtype);
     void *p = cg__ptr(param), *g = cg__ptr(grad);
@@ -500,6 +512,23 @@ static cg_status sgd_update(const char *fn, cg_tensor *param, cg_tensor *grad, c
     else
         WITH_MEASURE(param, grad, n, ms,
                          sgd_f64(m, AT(p, lo, es), AT(g, lo, es), AT(buf, lo, es), init_buffer, o, mb_));
+}
+
+static cg_status sgd_update(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *momentum_buffer,
+                            int init_buffer, const cg_sgd_options *o,
+                            cg_update_stats *ms) {
+    int dev;
+    CG_TRY(sgd_check(fn, param, grad, momentum_buffer, o, &momentum_buffer, &dev));
+    if (dev) {
+        cg_tensor *ts[3] = {param, momentum_buffer ? momentum_buffer : grad, grad};
+        double f[4];
+        int64_t ip[5];
+        sgd_device_params(o, init_buffer, momentum_buffer != NULL,
+                          ms && (ms->what & CG_MEASURE_UPDATE), f, ip);
+        CG_TRY(device_update(dev, "sgd_update_", momentum_buffer ? 2 : 1, ts, 4, f, 5, ip, param, grad, ms));
+    } else {
+        sgd_host(param, grad, momentum_buffer, init_buffer, o, ms);
+    }
     bump(param);
     bump(momentum_buffer);
     return CG_OK;
@@ -695,8 +724,32 @@ static cg_status adam_update(const char *fn, cg_tensor *param, cg_tensor *grad, 
     return CG_OK;
 }
 
+/* The parameter index of a failed entry of a multi-tensor call, appended
+ * to the message of st. */
+static cg_status entry_err(cg_status st, int i) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", cg_last_error());
+    return cg__err(st, "%s (parameter %d)", msg, i);
+}
+
+/* ------------------------------------------------- multi-tensor updates */
+/* One update over n parameters with one set of options (PyTorch's foreach),
+ * after the optimizer's own checks of every entry: lists[0..nw) are the
+ * written lists (params first; a NULL list is skipped), lists[nw] the
+ * grads. The host's parameters run host(i, hctx); each device gets one
+ * kernel call, tensors (list_0 1..k, ..., list_nw-1 1..k; grad 1..k), the
+ * ints ip with the group's k in ip[n_i - 1]. */
+typedef struct {
+    const char *fn, *kernel;
+    int nw;
+    cg_tensor *const *lists[5];
+    int n_f, n_i;
+    const double *f;
+    const int64_t *ip;
+} multi_update;
+
 /* A written tensor's elements (contiguous: check_operand) in its storage,
- * ordered by storage then offset for the multi-tensor call's overlap check. */
+ * ordered by storage then offset for the overlap check. */
 typedef struct {
     uintptr_t storage;
     int64_t lo, hi;
@@ -708,28 +761,70 @@ static int cmp_span(const void *a, const void *b) {
     return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-/* The multi-tensor call's parameters of one device (cg__for_device_groups):
- * one kernel call for them. */
-typedef struct {
-    cg_tensor *const *lists[5]; /* params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, grads */
-    int nw;                     /* written lists: 3, or 4 with amsgrad */
-    const double *f;
-    const int64_t *ip;
-} adam_multi_ctx;
+/* No two written tensors may overlap (views of one storage may sit side
+ * by side). */
+static cg_status multi_distinct(const multi_update *u, int n) {
+    span *spans = malloc(sizeof *spans * (size_t)(n * u->nw));
+    if (!spans) return cg__err(CG_ERR_NOMEM, "%s: out of memory for %d parameters", u->fn, n);
+    int n_spans = 0;
+    for (int l = 0; l < u->nw; ++l)
+        for (int i = 0; u->lists[l] && i < n; ++i) {
+            const cg_tensor *t = u->lists[l][i];
+            if (t && t->numel)
+                spans[n_spans++] = (span){(uintptr_t)t->storage, t->offset, t->offset + t->numel};
+        }
+    qsort(spans, (size_t)n_spans, sizeof *spans, cmp_span);
+    cg_status st = CG_OK;
+    for (int k = 1; k < n_spans && !st; ++k)
+        if (spans[k].storage == spans[k - 1].storage && spans[k].lo < spans[k - 1].hi)
+            st = cg__err(CG_ERR_VALUE, "%s: two parameters (or their state buffers) share "
+                                       "memory; each needs its own storage", u->fn);
+    free(spans);
+    return st;
+}
 
-static cg_status adam_multi_device(int dev, int k, cg_tensor **sub, const int *idx, void *vctx) {
-    const adam_multi_ctx *c = (const adam_multi_ctx *)vctx;
+static cg_status multi_device(int dev, int k, cg_tensor **sub, const int *idx, void *vctx) {
+    const multi_update *u = (const multi_update *)vctx;
     (void)sub;
-    cg_tensor **ts = malloc(sizeof *ts * (size_t)(k * (c->nw + 1)));
-    if (!ts) return cg__err(CG_ERR_NOMEM, "cg_adam_update_multi: out of memory for %d parameters", k);
-    for (int j = 0; j < k; ++j) {
-        for (int l = 0; l < c->nw; ++l) ts[l * k + j] = c->lists[l][idx[j]];
-        ts[c->nw * k + j] = c->lists[4][idx[j]];
-    }
-    int64_t ip[5] = {c->ip[0], c->ip[1], c->ip[2], 0, k};
-    cg_status st = cg__kernel(dev, "adam_update_multi_", c->nw * k, (c->nw + 1) * k, ts, 8, c->f, 5, ip);
+    int64_t ip[8]; /* n_i <= 8 */
+    cg_tensor **ts = malloc(sizeof *ts * (size_t)(k * (u->nw + 1)));
+    if (!ts) return cg__err(CG_ERR_NOMEM, "%s: out of memory for %d parameters", u->fn, k);
+    for (int j = 0; j < k; ++j)
+        for (int l = 0; l <= u->nw; ++l) ts[l * k + j] = u->lists[l][idx[j]];
+    for (int q = 0; q < u->n_i; ++q) ip[q] = u->ip[q];
+    ip[u->n_i - 1] = k;
+    cg_status st = cg__kernel(dev, u->kernel, u->nw * k, (u->nw + 1) * k, ts, u->n_f, u->f, u->n_i, ip);
     free(ts);
     return st;
+}
+
+/* The overlap check, then the host loops and one kernel call per device,
+ * then the version bumps of what moved (the host's parameters also when a
+ * backend failed after the checks). */
+static cg_status multi_apply(const multi_update *u, int n, int any_dev,
+                             void (*host)(int i, const void *hctx), const void *hctx) {
+    CG_TRY(multi_distinct(u, n));
+    for (int i = 0; i < n; ++i)
+        if (!cg__dev(u->lists[0][i])) host(i, hctx);
+    cg_status st = any_dev ? cg__for_device_groups(n, u->lists[0], multi_device, (void *)u) : CG_OK;
+    for (int i = 0; i < n; ++i)
+        if (!st || !cg__dev(u->lists[0][i]))
+            for (int l = 0; l < u->nw; ++l)
+                if (u->lists[l]) bump(u->lists[l][i]);
+    return st;
+}
+
+/* Adam's lists and scalars for its host loops. */
+typedef struct {
+    cg_tensor *const *params, *const *grads, *const *ms, *const *vs, *const *vmaxs;
+    const cg_adam_options *o;
+    const adam_scalars *s;
+} adam_multi_host;
+
+static void adam_multi_host_one(int i, const void *vctx) {
+    const adam_multi_host *h = (const adam_multi_host *)vctx;
+    adam_host(h->params[i], h->grads[i], h->ms[i], h->vs[i], h->vmaxs ? h->vmaxs[i] : NULL, h->o,
+              h->s, NULL);
 }
 
 cg_status cg_adam_update_multi(int n, cg_tensor *const *params, cg_tensor *const *grads,
@@ -744,60 +839,64 @@ cg_status cg_adam_update_multi(int n, cg_tensor *const *params, cg_tensor *const
     adam_scalars s;
     CG_TRY(adam_scalars_of(fn, step, o, &s));
     if (n == 0) return CG_OK;
-    const int nw = o->amsgrad ? 4 : 3;
-    span *spans = malloc(sizeof *spans * (size_t)(n * nw));
-    if (!spans) return cg__err(CG_ERR_NOMEM, "%s: out of memory for %d parameters", fn, n);
-    /* every check first: a bad entry fails the call before anything moves */
-    cg_status st = CG_OK;
-    int n_spans = 0, any_dev = 0;
-    for (int i = 0; i < n && !st; ++i) {
+    cg_tensor *const *vmaxs = o->amsgrad ? max_exp_avg_sqs : NULL;
+    int any_dev = 0;
+    for (int i = 0; i < n; ++i) { /* every check first: a bad entry moves nothing */
         cg_tensor *vmax = NULL;
         int d = 0;
-        st = adam_check(fn, params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
-                        o->amsgrad ? max_exp_avg_sqs[i] : NULL, o, &vmax, &d);
-        if (st) {
-            char msg[512];
-            snprintf(msg, sizeof msg, "%s", cg_last_error());
-            st = cg__err(st, "%s (parameter %d)", msg, i);
-            break;
-        }
+        cg_status st = adam_check(fn, params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
+                                  vmaxs ? vmaxs[i] : NULL, o, &vmax, &d);
+        if (st) return entry_err(st, i);
         any_dev |= d;
-        cg_tensor *const w[4] = {params[i], exp_avgs[i], exp_avg_sqs[i], vmax};
-        for (int k = 0; k < nw; ++k)
-            if (w[k]->numel)
-                spans[n_spans++] = (span){(uintptr_t)w[k]->storage, w[k]->offset, w[k]->offset + w[k]->numel};
     }
-    if (!st) { /* no two written tensors may overlap (views of one storage may sit side by side) */
-        qsort(spans, (size_t)n_spans, sizeof *spans, cmp_span);
-        for (int k = 1; k < n_spans && !st; ++k)
-            if (spans[k].storage == spans[k - 1].storage && spans[k].lo < spans[k - 1].hi)
-                st = cg__err(CG_ERR_VALUE, "%s: two parameters (or their state buffers) share "
-                                           "memory; each needs its own storage", fn);
+    double f[8];
+    int64_t ip[5];
+    adam_device_params(o, &s, o->amsgrad != 0, 0, f, ip);
+    multi_update u = {fn, "adam_update_multi_", o->amsgrad ? 4 : 3,
+                      {params, exp_avgs, exp_avg_sqs, vmaxs ? vmaxs : grads, grads}, 8, 5, f, ip};
+    adam_multi_host h = {params, grads, exp_avgs, exp_avg_sqs, vmaxs, o, &s};
+    return multi_apply(&u, n, any_dev, adam_multi_host_one, &h);
+}
+
+/* SGD's lists for its host loops. */
+typedef struct {
+    cg_tensor *const *params, *const *grads, *const *bufs;
+    int init;
+    const cg_sgd_options *o;
+} sgd_multi_host;
+
+static void sgd_multi_host_one(int i, const void *vctx) {
+    const sgd_multi_host *h = (const sgd_multi_host *)vctx;
+    sgd_host(h->params[i], h->grads[i], h->bufs ? h->bufs[i] : NULL, h->init, h->o, NULL);
+}
+
+cg_status cg_sgd_update_multi(int n, cg_tensor *const *params, cg_tensor *const *grads,
+                              cg_tensor *const *momentum_buffers, int init_buffer,
+                              const cg_sgd_options *o) {
+    const char *fn = "cg_sgd_update_multi";
+    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    CG_TRY(cg__check_sgd_options(fn, o));
+    const int mom = o->momentum != 0.0;
+    if (n && (!params || !grads || (mom && !momentum_buffers)))
+        return cg__err(CG_ERR_NULL, "%s: a tensor list is NULL", fn);
+    if (n == 0) return CG_OK;
+    cg_tensor *const *bufs = mom ? momentum_buffers : NULL;
+    int any_dev = 0;
+    for (int i = 0; i < n; ++i) { /* every check first: a bad entry moves nothing */
+        cg_tensor *buf = NULL;
+        int d = 0;
+        cg_status st = sgd_check(fn, params[i], grads[i], bufs ? bufs[i] : NULL, o, &buf, &d);
+        if (st) return entry_err(st, i);
+        any_dev |= d;
     }
-    free(spans);
-    if (st) return st;
-    for (int i = 0; i < n; ++i) /* the host's parameters, one loop each */
-        if (!cg__dev(params[i]))
-            adam_host(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
-                      o->amsgrad ? max_exp_avg_sqs[i] : NULL, o, &s, NULL);
-    if (any_dev) { /* one kernel call per device */
-        double f[8];
-        int64_t ip[4];
-        adam_device_params(o, &s, o->amsgrad != 0, 0, f, ip);
-        adam_multi_ctx c = {{params, exp_avgs, exp_avg_sqs, o->amsgrad ? max_exp_avg_sqs : params,
-                             grads}, nw, f, ip};
-        st = cg__for_device_groups(n, params, adam_multi_device, &c);
-    }
-    /* what moved is bumped: the host's parameters also when a backend failed
-     * after the checks */
-    for (int i = 0; i < n; ++i)
-        if (!st || !cg__dev(params[i])) {
-            bump(params[i]);
-            bump(exp_avgs[i]);
-            bump(exp_avg_sqs[i]);
-            if (o->amsgrad) bump(max_exp_avg_sqs[i]);
-        }
-    return st;
+    double f[4];
+    int64_t ip[6];
+    sgd_device_params(o, init_buffer, mom, 0, f, ip);
+    multi_update u = {fn, "sgd_update_multi_", mom ? 2 : 1,
+                      {params, mom ? bufs : grads, grads, NULL, NULL}, 4, 6, f, ip};
+    sgd_multi_host h = {params, grads, bufs, init_buffer != 0, o};
+    return multi_apply(&u, n, any_dev, sgd_multi_host_one, &h);
 }
 
 cg_status cg_adam_update(cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,

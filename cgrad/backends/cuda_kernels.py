@@ -66,6 +66,19 @@ template <class V> __device__ __forceinline__ V cg_warp_max(V v) {
     return __shfl_sync(0xffffffffu, v, 0);
 }
 
+/* Which of k parameters element i of their concatenation belongs to: the
+ * last j with offs[j] <= i (empty parameters skipped), by binary search. */
+__device__ __forceinline__ int cg_param_of(const unsigned long long *offs, const int k,
+                                           const long long i) {
+    int lo = 0, hi = k - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if ((long long)offs[mid] <= i) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
 #define CG_LOOP(i, n)                                                               \
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n);               \
          i += (i64)blockDim.x * gridDim.x)
@@ -75,28 +88,35 @@ template <class V> __device__ __forceinline__ V cg_warp_max(V v) {
 # each flag an int parameter (uniform across the grid: no divergence).
 _BODIES = {
     "sgd_update": r"""
+%(SGD)s
 extern "C" __global__ void cg_sgd_update_%(sfx)s(
         T *p, const T *gr, T *buf, double *norm, const i64 n, const T lr_neg, const T wd,
         const T mom, const T damp1, const int mx, const int use_wd, const int use_mom,
         const int nest, const int init, const int want) {
     double acc = 0.0;
     CG_LOOP(i, n) {
-        const T x0 = p[i];
-        T g = mx ? -gr[i] : gr[i];
-        if (use_wd) g = g + wd * x0;
-        if (use_mom) {
-            const T b = init ? g : buf[i] * mom + damp1 * g;
-            buf[i] = b;
-            g = nest ? g + mom * b : b;
-        }
-        const T x = x0 + lr_neg * g;
-        p[i] = x;
-        if (want) {
-            const double d = (double)x - (double)x0;
-            acc += d * d;
-        }
+        const double d = cg_sgd_at(p, gr, buf, i, lr_neg, wd, mom, damp1, mx, use_wd, use_mom,
+                                   nest, init);
+        if (want) acc += d * d;
     }
     if (want) cg_add_sum(norm, acc);
+}
+""",
+    # SGD on k parameters at once (PyTorch's foreach): table = the k
+    # pointers of each of param, grad, momentum_buffer (3k), then the k + 1
+    # element offsets (cg_param_of). The arithmetic is cg_sgd_update's.
+    "sgd_update_multi": r"""
+%(SGD)s
+extern "C" __global__ void cg_sgd_update_multi_%(sfx)s(
+        const unsigned long long *table, const int k, const i64 n, const T lr_neg, const T wd,
+        const T mom, const T damp1, const int mx, const int use_wd, const int use_mom,
+        const int nest, const int init) {
+    const unsigned long long *offs = table + 3 * k;
+    CG_LOOP(i, n) {
+        const int j = cg_param_of(offs, k, i);
+        cg_sgd_at((T *)table[j], (const T *)table[k + j], (T *)table[2 * k + j], i - (i64)offs[j],
+                  lr_neg, wd, mom, damp1, mx, use_wd, use_mom, nest, init);
+    }
 }
 """,
     "adam_update": r"""
@@ -119,7 +139,7 @@ extern "C" __global__ void cg_adam_update_%(sfx)s(
     # pointers of each of param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq
     # (5k), then the k + 1 element offsets of the parameters in the
     # concatenation (n = table[5k + k]); each element finds its parameter
-    # by binary search. The arithmetic is cg_adam_update's.
+    # by binary search (cg_param_of). The arithmetic is cg_adam_update's.
     "adam_update_multi": r"""
 %(ADAM)s
 extern "C" __global__ void cg_adam_update_multi_%(sfx)s(
@@ -129,12 +149,7 @@ extern "C" __global__ void cg_adam_update_multi_%(sfx)s(
         const int ams, const int small) {
     const unsigned long long *offs = table + 5 * k;
     CG_LOOP(i, n) {
-        int lo = 0, hi = k - 1; /* the last j with offs[j] <= i (empty parameters skipped) */
-        while (lo < hi) {
-            const int mid = (lo + hi + 1) >> 1;
-            if ((i64)offs[mid] <= i) lo = mid;
-            else hi = mid - 1;
-        }
+        const int lo = cg_param_of(offs, k, i);
         cg_adam_at((T *)table[lo], (const T *)table[k + lo], (T *)table[2 * k + lo],
                    (T *)table[3 * k + lo], (T *)table[4 * k + lo], i - (i64)offs[lo], wd, wd_factor,
                    w1, w1m, b2, c2, bc2_sqrt, eps, neg_step, mx, coupled, decoupled, ams, small);
@@ -396,6 +411,28 @@ extern "C" __global__ void cg_amp_unscale_%(sfx)s(T *x, const i64 n, const %(OP)
 """,
 }
 
+# One element of SGD (the host loop of src_c/optim.c, operation for
+# operation): updates p[i] (and buf[i]) in place, returns the update
+# p_new - p_old in double.
+_SGD_ELEM = r"""
+__device__ __forceinline__ double cg_sgd_at(
+        T *p, const T *gr, T *buf, const i64 i, const T lr_neg, const T wd, const T mom,
+        const T damp1, const int mx, const int use_wd, const int use_mom, const int nest,
+        const int init) {
+    const T x0 = p[i];
+    T g = mx ? -gr[i] : gr[i];
+    if (use_wd) g = g + wd * x0;
+    if (use_mom) {
+        const T b = init ? g : buf[i] * mom + damp1 * g;
+        buf[i] = b;
+        g = nest ? g + mom * b : b;
+    }
+    const T x = x0 + lr_neg * g;
+    p[i] = x;
+    return (double)x - (double)x0;
+}
+"""
+
 # One element of Adam (the host loop of src_c/optim.c, operation for
 # operation): updates p[i], m[i], v[i] (and vmax[i]) in place, returns the
 # update p_new - p_old in double.
@@ -448,7 +485,7 @@ def source(name, dtype):
     op, ld, st = _OPMATH[dtype]
     head = "#include <cuda_fp16.h>\n" if dtype in _HALF else ""
     return head + (_COMMON + _BODIES[name]) % {"T": t, "sfx": sfx, "OP": op, "LD": ld, "ST": st,
-                                               "ADAM": _ADAM_ELEM}
+                                               "ADAM": _ADAM_ELEM, "SGD": _SGD_ELEM}
 
 
 def entry(name, dtype):

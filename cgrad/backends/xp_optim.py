@@ -160,7 +160,42 @@ class OptimKernels:
         amsgrad, 0, k): adam_update_ on each parameter; on a GPU one
         RawKernel per dtype for the contiguous ones (PyTorch's foreach)."""
         mx, dec, ams, _, k = (int(v) for v in i)
-        groups = [out[j * k:(j + 1) * k] for j in range(4 if ams else 3)]
+
+        def launch(dt, groups, grads):
+            params, ms, vs = groups[0], groups[1], groups[2]
+            self._multi_launch("adam_update_multi", dt, [params, grads, ms, vs,
+                                                         groups[3] if ams else params],
+                               _adam_kernel_scalars(dt.type, f, mx, dec, ams))
+
+        self._multi(out, ins, 4 if ams else 3, k, launch,
+                    lambda ops, g: self.k_adam_update_(ops, [g], f, (mx, dec, ams, 0)))
+
+    def k_sgd_update_multi_(self, out, ins, f, i):
+        """(param_1..k, [momentum_buffer_1..k]; grad_1..k) f as sgd_update_,
+        i = (maximize, nesterov, init_buffer, has_buffer, 0, k): sgd_update_
+        on each parameter; on a GPU one RawKernel per dtype for the
+        contiguous ones (PyTorch's foreach)."""
+        mx, nest, init, has_buf, _, k = (int(v) for v in i)
+        lr, mom, damp, wd = f
+
+        def launch(dt, groups, grads):
+            params = groups[0]
+            T = dt.type
+            self._multi_launch("sgd_update_multi", dt, [params, grads, groups[-1]], (
+                T(-lr), T(wd), T(mom), T(1.0 - damp), np.int32(mx), np.int32(wd != 0.0),
+                np.int32(has_buf), np.int32(nest), np.int32(init)))
+
+        self._multi(out, ins, 2 if has_buf else 1, k, launch,
+                    lambda ops, g: self.k_sgd_update_(ops, [g], f, (mx, nest, init, has_buf, 0)))
+
+    def _multi(self, out, ins, nw, k, launch, one):
+        """A multi-tensor update: out holds nw lists of k written tensors
+        (params first), ins the k grads. On a GPU, the contiguous float
+        parameters of a dtype with at least two of them go to
+        launch(dtype, their nw lists, their grads); every other parameter
+        (a dtype's only one: the one-parameter kernel reads no table) to
+        one(its nw tensors, its grad)."""
+        groups = [out[j * k:(j + 1) * k] for j in range(nw)]
         rest = []
         by_dtype = {}
         for j in range(k):
@@ -170,27 +205,25 @@ class OptimKernels:
             else:
                 rest.append(j)
         for dt, js in by_dtype.items():
-            if len(js) == 1:  # the one-parameter kernel: no table to read per element
+            if len(js) == 1:
                 rest.append(js[0])
                 continue
-            self._adam_multi_launch(dt, [[g[j] for j in js] for g in groups], [ins[j] for j in js],
-                                    f, mx, dec, ams)
+            launch(dt, [[g[j] for j in js] for g in groups], [ins[j] for j in js])
         for j in rest:
-            self.k_adam_update_([g[j] for g in groups], [ins[j]], f, (mx, dec, ams, 0))
+            one([g[j] for g in groups], ins[j])
 
-    def _adam_multi_launch(self, dt, groups, grads, f, mx, dec, ams):
-        xp = self.xp
-        T = dt.type
-        params, ms, vs = groups[0], groups[1], groups[2]
-        vmaxs = groups[3] if ams else params
-        k = len(params)
+    def _multi_launch(self, name, dt, lists, scalars):
+        """RawKernel name over the concatenated elements of the parameters
+        lists[0]: its table holds each list's pointers (list by list), then
+        the k + 1 element offsets of the parameters; scalars follow (table,
+        k, n)."""
+        k = len(lists[0])
         addr = self._address
-        offs = np.cumsum([0] + [p.size for p in params], dtype=np.uint64)
-        table = np.array([addr(a) for lst in (params, grads, ms, vs, vmaxs) for a in lst],
-                         dtype=np.uint64)
+        offs = np.cumsum([0] + [p.size for p in lists[0]], dtype=np.uint64)
+        table = np.array([addr(a) for lst in lists for a in lst], dtype=np.uint64)
         table = self._device_table(np.concatenate([table, offs]))
-        self.raw_kernels.launch("adam_update_multi", dt, int(offs[-1]), (
-            table, np.int32(k), np.int64(offs[-1])) + _adam_kernel_scalars(T, f, mx, dec, ams))
+        self.raw_kernels.launch(name, dt, int(offs[-1]), (table, np.int32(k), np.int64(offs[-1]))
+                                + tuple(scalars))
 
     def _address(self, a):
         """The address of a's first element (CuPy: its device pointer)."""

@@ -1,5 +1,8 @@
 """SGD with momentum, dampening, Nesterov, weight decay, maximize (PyTorch's
-torch.optim.SGD), one fused C loop per parameter."""
+torch.optim.SGD), one fused C loop per parameter; the dense parameters of a
+group on a device go to the C core in one call (foreach, as PyTorch's
+default on CUDA: one kernel call per device), those whose momentum buffer
+is created this step in a call of their own."""
 
 from cgrad import _core
 from cgrad.optim import _checks, _state
@@ -42,6 +45,10 @@ class SGD(Optimizer):
             lr, momentum = float(group["lr"]), float(group["momentum"])
             dampening, wd = float(group["dampening"]), float(group["weight_decay"])
             nesterov, maximize = bool(group["nesterov"]), bool(group["maximize"])
+            # foreach as in Adam: device parameters batched by default, host
+            # ones with foreach=True, none with foreach=False or a sink
+            foreach = group.get("foreach")
+            batches = {} if sink is None and foreach is not False else None
             for p in group["params"]:
                 g = _checks.grad_of(p, "SGD", sparse_ok=True)
                 if g is None:
@@ -65,9 +72,32 @@ class SGD(Optimizer):
                         buf = _state.zeros(p)
                         state["momentum_buffer"] = buf
                         first = True
-                _core._sgd_update(p, g, buf, first, lr, momentum, dampening, wd, nesterov,
-                                  maximize, sink)
+                if batches is None or (foreach is None and not p.is_cuda):
+                    try:
+                        _core._sgd_update(p, g, buf, first, lr, momentum, dampening, wd,
+                                          nesterov, maximize, sink)
+                    except BaseException:
+                        self._forget_new_buffers([p], first)
+                        raise
+                else:
+                    batches.setdefault(first, []).append((p, g, buf))
+            for first, entries in (batches or {}).items():
+                ps, gs, bufs = (list(c) for c in zip(*entries))
+                try:
+                    _core._sgd_update_multi(ps, gs, bufs if momentum != 0 else None, first, lr,
+                                            momentum, dampening, wd, nesterov, maximize)
+                except BaseException:
+                    self._forget_new_buffers(ps, first)
+                    raise
         return loss
+
+    def _forget_new_buffers(self, params, first):
+        """A failed update moved nothing (the C calls check before they
+        write): the buffers made for it this step are dropped, so the next
+        step makes them again from its gradient, as PyTorch's first step."""
+        if first:
+            for p in params:
+                self.state[p].pop("momentum_buffer", None)
 
 
 SGD.step._cgrad_fused_stats = True  # fills _stats_sink (see Optimizer)

@@ -268,6 +268,77 @@ static void test_adam_multi(void) {
     multi_free(ref);
 }
 
+/* cg_sgd_update_multi: the bits of n cg_sgd_update calls (t[0] params,
+ * t[1] grads, t[2] momentum buffers), the first step initialising the
+ * buffers; errors move nothing. */
+static void test_sgd_multi(void) {
+    cg_sgd_options opts[3] = {cg_sgd_default_options(), cg_sgd_default_options(),
+                              cg_sgd_default_options()};
+    opts[0].lr = 0.05;
+    opts[1].lr = 0.02;
+    opts[1].momentum = 0.9;
+    opts[1].dampening = 0.2;
+    opts[1].maximize = 1;
+    opts[2].lr = 0.05;
+    opts[2].momentum = 0.8;
+    opts[2].nesterov = 1;
+    opts[2].weight_decay = 0.01;
+    for (int c = 0; c < 3; ++c) {
+        cg_tensor *one[5][MULTI], *many[5][MULTI];
+        multi_state(one, c);
+        multi_state(many, c);
+        for (int step = 0; step < 3; ++step) {
+            for (int j = 0; j < MULTI; ++j)
+                CHECK_OK(cg_sgd_update(one[0][j], one[1][j], one[2][j], step == 0, &opts[c], NULL));
+            CHECK_OK(cg_sgd_update_multi(MULTI, many[0], many[1],
+                                         opts[c].momentum != 0.0 ? many[2] : NULL, step == 0, &opts[c]));
+        }
+        CHECK(multi_same(one, many));
+        CHECK(cg_tensor_version(many[0][3]) == 3 && cg_tensor_version(many[1][3]) == 0);
+        CHECK(cg_tensor_version(many[2][3]) == (opts[c].momentum != 0.0 ? 3 : 0));
+        multi_free(one);
+        multi_free(many);
+    }
+    /* errors: status, message, and no parameter moved */
+    cg_sgd_options o = cg_sgd_default_options();
+    o.momentum = 0.9;
+    cg_tensor *t[5][MULTI], *ref[5][MULTI], *bad = NULL;
+    multi_state(t, 9);
+    multi_state(ref, 9);
+    int64_t two = 2;
+    CHECK_OK(cg_zeros(CG_FLOAT64, 1, &two, &bad));
+    cg_tensor *b_bad[MULTI] = {t[2][0], t[2][1], t[2][2], bad};
+    CHECK_STATUS(cg_sgd_update_multi(MULTI, t[0], t[1], b_bad, 0, &o), CG_ERR_SHAPE);
+    CHECK(strstr(cg_last_error(), "'momentum_buffer' has shape (2,)") != NULL);
+    CHECK(strstr(cg_last_error(), "(parameter 3)") != NULL);
+    cg_tensor *b_shared[MULTI] = {t[2][0], t[2][1], t[2][2], t[0][3]};
+    CHECK_STATUS(cg_sgd_update_multi(MULTI, t[0], t[1], b_shared, 0, &o), CG_ERR_VALUE);
+    cg_tensor *p_twice[MULTI] = {t[0][0], t[0][1], t[0][2], t[0][0]};
+    cg_tensor *g_twice[MULTI] = {t[1][0], t[1][1], t[1][2], t[1][0]};
+    cg_tensor *b_twice[MULTI] = {t[2][0], t[2][1], t[2][2], t[3][0]};
+    CHECK_STATUS(cg_sgd_update_multi(MULTI, p_twice, g_twice, b_twice, 0, &o), CG_ERR_VALUE);
+    CHECK(strstr(cg_last_error(), "share memory") != NULL);
+    CHECK_STATUS(cg_sgd_update_multi(MULTI, t[0], t[1], NULL, 0, &o), CG_ERR_NULL);
+    CHECK_STATUS(cg_sgd_update_multi(MULTI, t[0], NULL, t[2], 0, &o), CG_ERR_NULL);
+    CHECK_STATUS(cg_sgd_update_multi(-1, t[0], t[1], t[2], 0, &o), CG_ERR_VALUE);
+    CHECK_STATUS(cg_sgd_update_multi(MULTI, t[0], t[1], t[2], 0, NULL), CG_ERR_NULL);
+    o.nesterov = 1;
+    o.dampening = 0.5;
+    CHECK_STATUS(cg_sgd_update_multi(MULTI, t[0], t[1], t[2], 0, &o), CG_ERR_VALUE);
+    CHECK(strstr(cg_last_error(), "Nesterov") != NULL);
+    CHECK(multi_same(t, ref));
+    CHECK(cg_tensor_version(t[0][0]) == 0 && cg_tensor_version(t[2][0]) == 0);
+    o = cg_sgd_default_options();
+    CHECK_OK(cg_sgd_update_multi(0, NULL, NULL, NULL, 0, &o));
+    /* without momentum the buffer list is not read */
+    o.lr = 0.5;
+    CHECK_OK(cg_sgd_update_multi(MULTI, t[0], t[1], NULL, 0, &o));
+    CHECK_CLOSE(cgt_at(t[0][3], 5), cgt_at(ref[0][3], 5) - 0.5 * cgt_at(ref[1][3], 5), 1e-15);
+    cg_tensor_free(bad);
+    multi_free(t);
+    multi_free(ref);
+}
+
 /* --------------------------------------------------------------- RMSprop */
 static void check_rmsprop(cg_dtype dt, cg_rmsprop_options o) {
     double p[N], sq[N] = {0}, ga[N] = {0}, buf[N] = {0}, g[N], zero[N] = {0};
@@ -1211,6 +1282,7 @@ int main(void) {
     test_sgd();
     test_adam();
     test_adam_multi();
+    test_sgd_multi();
     test_rmsprop();
     test_adagrad();
     test_update_errors();

@@ -133,6 +133,54 @@ def test_adam_update_multi(arrays_be, fused_be, dtype):
         check(got, len(out), f"adam multi mx={mx} dec={dec} ams={ams} wd={wd} b1={b1}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_update_multi(arrays_be, fused_be, dtype):
+    # four parameters (sizes 1000, 0, 3, 300) in one launch: the bits of
+    # sgd_update_ on each, over the flag combinations
+    rng = np.random.default_rng(15)
+    sizes = (N, 0, 3, 300)
+    k = len(sizes)
+    for mx, wd, has_buf, nest, init, damp in itertools.product(
+            (0, 1), (0.0, 0.01), (0, 1), (0, 1), (0, 1), (0.0, 0.3)):
+        if not has_buf and (nest or init or damp):
+            continue
+        ps, gs, bufs = ([rng.standard_normal(n).astype(dtype) for n in sizes] for _ in range(3))
+        gs[0][[17, 400]] = np.nan, -np.inf
+        out = ps + (bufs if has_buf else [])
+        got = run_both(arrays_be, fused_be, "k_sgd_update_multi_",
+                       cuda_kernels.entry("sgd_update_multi", dtype), out, gs,
+                       (0.05, 0.9, damp, wd), (mx, nest, init, has_buf, 0, k))
+        check(got, len(out), f"sgd multi mx={mx} wd={wd} buf={has_buf} nesterov={nest} "
+                             f"init={init} damp={damp}")
+
+
+def test_sgd_update_multi_mixed_dtypes_and_a_strided_parameter(arrays_be, fused_be):
+    # per dtype one launch for its contiguous parameters; a dtype's only
+    # parameter and a strided one take the one-parameter paths
+    rng = np.random.default_rng(16)
+    ps = [rng.standard_normal(n).astype(dt) for n, dt in
+          ((50, "float32"), (7, "float32"), (9, "float64"), (40, "float64"))]
+    ps[3] = np.zeros(80)[::2]
+    ps[3][...] = rng.standard_normal(40)
+    gs = [rng.standard_normal(p.size).astype(p.dtype) for p in ps]
+    bufs = [rng.standard_normal(p.size).astype(p.dtype) for p in ps]
+    multi32, single64 = (cuda_emu.launches[cuda_kernels.entry(n, d)] for n, d in
+                         (("sgd_update_multi", "float32"), ("sgd_update", "float64")))
+    def copies():  # the strided parameter stays strided
+        c = [a.copy() for a in ps + bufs]
+        c[3] = np.zeros(80)[::2]
+        c[3][...] = ps[3]
+        return c
+
+    ref = [copies(), copies()]
+    arrays_be.k_sgd_update_multi_(ref[0], gs, (0.1, 0.9, 0.0, 0.01), (0, 1, 0, 1, 0, 4))
+    fused_be.k_sgd_update_multi_(ref[1], gs, (0.1, 0.9, 0.0, 0.01), (0, 1, 0, 1, 0, 4))
+    for j, (a, b) in enumerate(zip(*ref)):
+        assert_same_bits(np.ascontiguousarray(a), np.ascontiguousarray(b), f"output {j}")
+    assert cuda_emu.launches[cuda_kernels.entry("sgd_update_multi", "float32")] == multi32 + 1
+    assert cuda_emu.launches[cuda_kernels.entry("sgd_update", "float64")] == single64 + 1
+
+
 def test_adam_update_multi_device_table_is_kept_while_the_pointers_repeat(fused_be):
     fused_be.__dict__.pop("_tables", None)
     ps, ms, vs = ([np.zeros(5), np.zeros(2)] for _ in range(3))

@@ -53,11 +53,13 @@ def bits(a):
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_fused_trajectory_has_the_array_paths_bits(fused_path, name, dtype):
     kind = next(k for k in ("sgd", "adam", "rmsprop", "adagrad") if name.startswith(k))  # adamw: adam
-    # Adam's foreach step: one launch for all parameters (one dtype) a step
-    entry = cuda_kernels.entry("adam_update_multi" if kind == "adam" else f"{kind}_update", dtype)
+    # Adam's and SGD's foreach steps: one launch for all parameters (one
+    # dtype) a step
+    multi = kind in ("adam", "sgd")
+    entry = cuda_kernels.entry(f"{kind}_update_multi" if multi else f"{kind}_update", dtype)
     before = cuda_emu.launches[entry]
     fused = trajectory(name, dtype)
-    per_step = 1 if kind == "adam" else len(SHAPES)  # else one launch per parameter
+    per_step = 1 if multi else len(SHAPES)  # else one launch per parameter
     assert cuda_emu.launches[entry] - before == 6 * per_step
     with cuda_emu.kernels_of(fused_path, None):
         arrays = trajectory(name, dtype)

@@ -1,6 +1,8 @@
-"""Adam's foreach path (the default for parameters on a device, as PyTorch's;
-foreach=True on the cpu too): the parameters of a group that share a step
-count go to cg_adam_update_multi in one call (one kernel call per device). It must give the bits of the per-parameter path
+"""Adam's and SGD's foreach paths (the default for parameters on a device,
+as PyTorch's; foreach=True on the cpu too): the parameters of a group that
+share a step count (Adam) or whose momentum buffers are all new or all old
+(SGD) go to cg_adam_update_multi / cg_sgd_update_multi in one call (one
+kernel call per device). It must give the bits of the per-parameter path
 (foreach=False) for every option, on the cpu and on the "cuda" device
 (the reference device in CI), with mixed dtypes, empty parameters and
 parameters whose step counts differ; and a bad entry must fail the step
@@ -44,6 +46,18 @@ def run(dev, kw, foreach, opt_cls=optim.Adam, steps=4):
     return [host(p) for p in params], state
 
 
+def assert_same_bits(run_a, run_b):
+    """Two runs' parameters and states (run's results) hold the same bits."""
+    (ps_a, st_a), (ps_b, st_b) = run_a, run_b
+    for a, b in zip(ps_a, ps_b):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
+    for sa, sb in zip(st_a, st_b):
+        assert [k for k, _ in sa] == [k for k, _ in sb]
+        for (_, a), (_, b) in zip(sa, sb):
+            np.testing.assert_array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
+
+
 @pytest.mark.parametrize("dev,foreach", [("cpu", True), ("cuda", None), ("cuda", True)])
 @pytest.mark.parametrize("cfg", list(CONFIGS))
 def test_foreach_gives_the_bits_of_the_per_parameter_path(dev, foreach, cfg, monkeypatch):
@@ -57,14 +71,7 @@ def test_foreach_gives_the_bits_of_the_per_parameter_path(dev, foreach, cfg, mon
     # count lags after it, so each later step makes two batches)
     assert calls == [len(SHAPES) - 1] + [len(SHAPES) - 1, 1] * 3, calls
     monkeypatch.undo()
-    ps_b, st_b = run(dev, CONFIGS[cfg], False)
-    for a, b in zip(ps_a, ps_b):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
-    for sa, sb in zip(st_a, st_b):
-        assert [k for k, _ in sa] == [k for k, _ in sb]
-        for (_, a), (_, b) in zip(sa, sb):
-            np.testing.assert_array_equal(a, b)
+    assert_same_bits((ps_a, st_a), run(dev, CONFIGS[cfg], False))
 
 
 def test_adamw_foreach_matches_per_parameter():
@@ -121,3 +128,115 @@ def test_multi_call_argument_errors():
         _core._adam_update_multi(p * 2, [cgrad.ones(3)] * 2, [cgrad.zeros(3), cgrad.zeros(3)],
                                  [cgrad.zeros(3), cgrad.zeros(3)], None, 1, 0.1, 0.9, 0.99, 1e-8,
                                  0.0, False, False, False)
+
+
+# ------------------------------------------------------------------ SGD
+SGD_CONFIGS = {
+    "plain": dict(lr=0.05),
+    "momentum": dict(lr=0.05, momentum=0.9),
+    "nesterov, weight decay": dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.01),
+    "dampening, maximize": dict(lr=0.05, momentum=0.9, dampening=0.3, maximize=True),
+}
+
+
+@pytest.mark.parametrize("dev,foreach", [("cpu", True), ("cuda", None), ("cuda", True)])
+@pytest.mark.parametrize("cfg", list(SGD_CONFIGS))
+def test_sgd_foreach_gives_the_bits_of_the_per_parameter_path(dev, foreach, cfg, monkeypatch):
+    from cgrad import _core
+    calls = []
+    multi = _core._sgd_update_multi
+    monkeypatch.setattr(_core, "_sgd_update_multi",
+                        lambda *a: (calls.append((len(a[0]), a[3])), multi(*a)))
+    kw = SGD_CONFIGS[cfg]
+    ps_a, st_a = run(dev, kw, foreach, optim.SGD)
+    n = len(SHAPES)
+    if kw.get("momentum"):
+        # parameter 1's buffer is made a step after the others': a batch of
+        # its own (init_buffer set) at the second step
+        assert calls == [(n - 1, True), (n - 1, False), (1, True), (n, False), (n, False)], calls
+    else:
+        assert calls == [(n - 1, False)] + [(n, False)] * 3, calls
+    monkeypatch.undo()
+    assert_same_bits((ps_a, st_a), run(dev, kw, False, optim.SGD))
+
+
+def test_sgd_device_step_is_one_kernel_call(monkeypatch):
+    params = make("cuda")
+    opt = optim.SGD(params, lr=0.01, momentum=0.9)
+    for p in params:
+        p.grad = cgrad.ones_like(p)
+    names = record_kernels(monkeypatch, cgrad.cuda._init())
+    opt.step()
+    opt.step()
+    assert names == ["sgd_update_multi_"] * 2, names
+    del names[:]
+    optim.SGD(params, lr=0.01, foreach=False).step()
+    assert names == ["sgd_update_"] * sum(p.numel() > 0 for p in params), names
+
+
+@pytest.mark.parametrize("dev", ["cpu", "cuda"])
+def test_sgd_bad_entry_moves_nothing(dev):
+    params = make(dev)
+    opt = optim.SGD(params, lr=0.1, momentum=0.9, foreach=True)
+    for p in params:
+        p.grad = cgrad.ones_like(p)
+    opt.step()
+    before = [host(p) for p in params]
+    bufs = [host(opt.state[p]["momentum_buffer"]) for p in params]
+    for p in params:
+        p.grad = cgrad.ones_like(p)
+    good = opt.state[params[4]]["momentum_buffer"]
+    opt.state[params[4]]["momentum_buffer"] = cgrad.zeros(3, device=dev)  # the wrong shape
+    with pytest.raises(ValueError, match="'momentum_buffer' has shape \\(3,\\) but the parameter "
+                                         "has shape \\(130,\\) \\(parameter 4\\)"):
+        opt.step()
+    opt.state[params[4]]["momentum_buffer"] = good
+    for p, b, m in zip(params, before, bufs):
+        np.testing.assert_array_equal(host(p), b)
+        np.testing.assert_array_equal(host(opt.state[p]["momentum_buffer"]), m)
+
+
+def test_sgd_multi_call_argument_errors():
+    from cgrad import _core
+    p = [cgrad.zeros(3)]
+    g = [cgrad.ones(3)]
+    with pytest.raises(ValueError, match="grads must list 1 tensors"):
+        _core._sgd_update_multi(p, [], None, False, 0.1, 0.0, 0.0, 0.0, False, False)
+    with pytest.raises(ValueError, match="momentum_buffers must list 1 tensors, one per parameter, got None"):
+        _core._sgd_update_multi(p, g, None, False, 0.1, 0.9, 0.0, 0.0, False, False)
+    with pytest.raises(TypeError, match="momentum_buffers\\[0\\] must be a Tensor, got int"):
+        _core._sgd_update_multi(p, g, [3], False, 0.1, 0.9, 0.0, 0.0, False, False)
+    with pytest.raises(ValueError, match="Nesterov momentum requires a momentum"):
+        _core._sgd_update_multi(p, g, None, False, 0.1, 0.0, 0.0, 0.0, True, False)
+    with pytest.raises(ValueError, match="share memory"):
+        _core._sgd_update_multi(p * 2, g * 2, None, False, 0.1, 0.0, 0.0, 0.0, False, False)
+    # without momentum the buffers are not read: None or anything of length n
+    _core._sgd_update_multi(p, g, None, False, 0.5, 0.0, 0.0, 0.0, False, False)
+    np.testing.assert_array_equal(p[0].numpy(), [-0.5] * 3)
+
+
+@pytest.mark.parametrize("dev,foreach", [("cpu", True), ("cuda", None)])
+def test_sgd_failed_first_step_leaves_no_buffers(dev, foreach):
+    # the buffers a failed first step made are dropped: the next step
+    # starts them from its gradient (as a fresh optimizer's first step)
+    params, fresh = make(dev), make(dev)
+    alias = params[0].detach().requires_grad_()  # a second leaf over parameter 0's memory
+    # dampening: a zero buffer kept would give 0.5 g where the first step gives g
+    opt = optim.SGD(params + [alias], lr=0.1, momentum=0.9, dampening=0.5, foreach=foreach)
+    grads = [cgrad.ones_like(p) * (j + 1) for j, p in enumerate(params)]
+    for p, q, g in zip(params, fresh, grads):
+        p.grad, q.grad = g, g
+    alias.grad = cgrad.ones_like(alias)
+    with pytest.raises(ValueError, match="share memory"):
+        opt.step()
+    assert all("momentum_buffer" not in opt.state[p] for p in params + [alias])
+    for p, q in zip(params, fresh):
+        np.testing.assert_array_equal(host(p), host(q))
+    opt.param_groups[0]["params"].pop()
+    opt.step()
+    ref = optim.SGD(fresh, lr=0.1, momentum=0.9, dampening=0.5, foreach=False)
+    ref.step()
+    for p, q in zip(params, fresh):
+        np.testing.assert_array_equal(host(p), host(q))
+        np.testing.assert_array_equal(host(opt.state[p]["momentum_buffer"]),
+                                      host(ref.state[q]["momentum_buffer"]))
