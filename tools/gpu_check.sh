@@ -68,7 +68,8 @@ tests() {
   if "$py" -c "import pytest_timeout" 2>/dev/null; then opts+=(--timeout 60); fi
   "$py" -m pytest -q -p no:cacheprovider "${opts[@]}" --durations=15 -rs \
     tests/python/test_device_*.py tests/python/test_cuda_*.py tests/python/test_amp_unscale.py \
-    tests/python/test_float16.py tests/python/test_grad_scaler.py tests/python/test_nll_loss.py
+    tests/python/test_float16.py tests/python/test_grad_scaler.py tests/python/test_nll_loss.py \
+    tests/python/test_linear_op.py tests/python/test_optim_foreach.py
 }
 
 export py
