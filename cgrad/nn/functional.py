@@ -51,11 +51,13 @@ def log_softmax(input, dim):
 def linear(input, weight, bias=None):
     """input @ weight.T + bias, weight of shape (out_features, in_features).
 
-    A 2-D weight with a 1-D bias or none is the C core's linear op: one GEMM
-    onto the bias forward, one op backward (grad_fn "linear"). Other shapes
-    (a 1-D weight, a bias that broadcasts) are the matmul and the add."""
+    A 2-D weight with a bias of shape (out_features,) or none is the C core's
+    linear op: one GEMM onto the bias forward, one op backward (grad_fn
+    "linear"). Other shapes (a 1-D weight, a bias that broadcasts, as
+    PyTorch's addmm broadcasts it) are the matmul and the add."""
     if (isinstance(input, Tensor) and isinstance(weight, Tensor) and weight.ndim == 2
-            and (bias is None or (isinstance(bias, Tensor) and bias.ndim == 1))):
+            and (bias is None or (isinstance(bias, Tensor)
+                                  and bias.shape == (weight.shape[0],)))):
         return _core.linear(input, weight, bias)
     out = input @ weight.t()
     return out if bias is None else out + bias
