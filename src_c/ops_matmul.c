@@ -302,27 +302,34 @@ static cg_status rows_flat(cg_tensor *t, cg_tensor **out) {
     return cg_reshape(t, 2, shape, out);
 }
 
-/* The gradient of a matrix b (k, n) shared by every batch of a2 (.., m, k)
- * with g2 (.., m, n): one GEMM over all the rows, sum_rows a^T g (PyTorch's
- * folding; a batch of products then a sum otherwise), computed as
- * (g^T a)^T when b is a transposed matrix (Linear's weight.T) so that the
- * gradient has b's layout and accumulates into .grad without a copy. */
-static cg_status matrix_grad_b(cg_tensor *a2, cg_tensor *b, cg_tensor *g2, cg_tensor **out) {
-    cg_tensor *af = NULL, *gf = NULL, *t = NULL, *prod = NULL;
-    cg_status st = rows_flat(a2, &af);
-    if (!st) st = rows_flat(g2, &gf);
-    if (!st && col_major(b)) {
-        st = cg_transpose(gf, 0, 1, &t);
-        if (!st) st = cg_matmul(t, af, &prod);
-        if (!st) st = cg_transpose(prod, 0, 1, out);
-    } else if (!st) {
-        st = cg_transpose(af, 0, 1, &t);
-        if (!st) st = cg_matmul(t, gf, out);
-    }
-    cg_tensor_free(af);
-    cg_tensor_free(gf);
+/* a^T g over rows a (m, k) and g (m, n), or g^T a when transposed, in
+ * like's layout: for a column-major `like` (a transposed matrix, Linear's
+ * w.T) the product of the other order is computed and transposed (a view),
+ * as PyTorch's mm backward, so the gradient accumulates into like's .grad
+ * without a copy. */
+static cg_status rows_product(cg_tensor *a, cg_tensor *g, int transposed, const cg_tensor *like,
+                              cg_tensor **out) {
+    const int flip = col_major(like);
+    cg_tensor *l = transposed != flip ? g : a, *r = transposed != flip ? a : g;
+    cg_tensor *t = NULL, *prod = NULL;
+    cg_status st = cg_transpose(l, 0, 1, &t);
+    if (!st) st = cg_matmul(t, r, flip ? &prod : out);
+    if (!st && flip) st = cg_transpose(prod, 0, 1, out);
     cg_tensor_free(t);
     cg_tensor_free(prod);
+    return st;
+}
+
+/* The gradient of a matrix b (k, n) shared by every batch of a2 (.., m, k)
+ * with g2 (.., m, n): one GEMM over all the rows, sum_rows a^T g (PyTorch's
+ * folding; a batch of products then a sum otherwise), in b's layout. */
+static cg_status matrix_grad_b(cg_tensor *a2, cg_tensor *b, cg_tensor *g2, cg_tensor **out) {
+    cg_tensor *af = NULL, *gf = NULL;
+    cg_status st = rows_flat(a2, &af);
+    if (!st) st = rows_flat(g2, &gf);
+    if (!st) st = rows_product(af, gf, 0, b, out);
+    cg_tensor_free(af);
+    cg_tensor_free(gf);
     return st;
 }
 
@@ -511,35 +518,19 @@ static cg_status as_rows(cg_tensor *t, cg_tensor **out) {
 }
 
 static cg_status linear_backward(cg_node *node, cg_tensor *const *gout, cg_tensor **gin) {
-    cg_tensor *x = NULL, *w = NULL, *g = gout[0];
-    cg_tensor *xr = NULL, *gr = NULL, *t = NULL, *prod = NULL;
+    cg_tensor *x = NULL, *w = NULL, *g = gout[0], *xr = NULL, *gr = NULL;
     cg_status st = cg__saved(node, 0, &x);
     if (!st) st = cg__saved(node, 1, &w);
     if (!st && node->needs_grad[0]) st = cg_matmul(g, w, &gin[0]);
     if (!st && node->needs_grad[1]) {
         st = as_rows(x, &xr);
         if (!st) st = as_rows(g, &gr);
-        if (!st && col_major(w)) { /* (x^T g)^T: w's own layout */
-            st = cg_transpose(xr, 0, 1, &t);
-            if (!st) st = cg_matmul(t, gr, &prod);
-            if (!st) st = cg_transpose(prod, 0, 1, &gin[1]);
-        } else if (!st) {
-            st = cg_transpose(gr, 0, 1, &t);
-            if (!st) st = cg_matmul(t, xr, &gin[1]);
-        }
+        if (!st) st = rows_product(xr, gr, 1, w, &gin[1]); /* g^T x, in w's layout */
     }
-    if (!st && node->n_inputs > 2 && node->needs_grad[2]) {
-        if (g->ndim == 1) {
-            cg_tensor_retain(g);
-            gin[2] = g;
-        } else {
-            st = cg_sum_to_shape(g, 1, &w->shape[0], &gin[2]);
-        }
-    }
+    if (!st && node->n_inputs > 2 && node->needs_grad[2])
+        st = cg_sum_to_shape(g, 1, &w->shape[0], &gin[2]); /* g itself when 1-D */
     cg_tensor_free(xr);
     cg_tensor_free(gr);
-    cg_tensor_free(t);
-    cg_tensor_free(prod);
     cg_tensor_free(x);
     cg_tensor_free(w);
     return st;

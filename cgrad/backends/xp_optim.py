@@ -47,6 +47,15 @@ def _effective_grad(g, p, maximize, weight_decay, T):
     return g
 
 
+def _sgd_kernel_scalars(T, f, mx, nest, init, has_buf):
+    """The scalar arguments the SGD RawKernels share (cg_sgd_at's, from
+    lr_neg to init), rounded to the parameter's dtype T as the host rounds
+    them; f as sgd_update_'s."""
+    lr, mom, damp, wd = f
+    return (T(-lr), T(wd), T(mom), T(1.0 - damp), np.int32(mx), np.int32(wd != 0.0),
+            np.int32(has_buf), np.int32(nest), np.int32(init))
+
+
 def _adam_kernel_scalars(T, f, mx, dec, ams):
     """The scalar arguments the Adam RawKernels share (cg_adam_at's, from wd
     to small), each rounded to the parameter's dtype T as the host rounds
@@ -96,9 +105,8 @@ class OptimKernels:
         if self._fusable(p, g, *(() if buf is None else (buf,))):
             n = p.size
             self.raw_kernels.launch("sgd_update", p.dtype, n, (
-                p, g, p if buf is None else buf, norm if want else self._dummy(), np.int64(n),
-                T(-lr), T(wd), T(mom), T(1.0 - damp), np.int32(mx), np.int32(wd != 0.0),
-                np.int32(has_buf), np.int32(nest), np.int32(init), np.int32(want)))
+                p, g, p if buf is None else buf, norm if want else self._dummy(), np.int64(n))
+                + _sgd_kernel_scalars(T, f, mx, nest, init, has_buf) + (np.int32(want),))
             return
         old = p.copy() if want else None
         g = _effective_grad(g, p, mx, wd, T)
@@ -176,14 +184,10 @@ class OptimKernels:
         on each parameter; on a GPU one RawKernel per dtype for the
         contiguous ones (PyTorch's foreach)."""
         mx, nest, init, has_buf, _, k = (int(v) for v in i)
-        lr, mom, damp, wd = f
 
         def launch(dt, groups, grads):
-            params = groups[0]
-            T = dt.type
-            self._multi_launch("sgd_update_multi", dt, [params, grads, groups[-1]], (
-                T(-lr), T(wd), T(mom), T(1.0 - damp), np.int32(mx), np.int32(wd != 0.0),
-                np.int32(has_buf), np.int32(nest), np.int32(init)))
+            self._multi_launch("sgd_update_multi", dt, [groups[0], grads, groups[-1]],
+                               _sgd_kernel_scalars(dt.type, f, mx, nest, init, has_buf))
 
         self._multi(out, ins, 2 if has_buf else 1, k, launch,
                     lambda ops, g: self.k_sgd_update_(ops, [g], f, (mx, nest, init, has_buf, 0)))
