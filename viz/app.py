@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from PyQt6 import QtCore, QtGui, QtWidgets
+from PyQt6 import QtCore, QtGui, QtWidgets, sip
 
 from .alerts import AlertEngine, AlertRules
 from .items import EVENT_STYLE, RUN_COLOURS, rgb_hex
@@ -102,8 +102,20 @@ class RunEntry:
 
 
 class MainWindow(QtWidgets.QMainWindow):
+    """The monitor's window. Like a top-level window of C++ Qt, a shown
+    window lives until it is closed, whether or not Python still refers to
+    it, and closing it deletes it (WA_DeleteOnClose), from the event loop.
+
+    Left to its Python wrapper, a window lives as long as its reference
+    cycles do, and the collector deletes it when it runs: from inside one of
+    the window's own handlers, too (a paint, a poll's result), which then
+    crash on the deleted objects."""
+
+    _shown = set()      # held from showEvent to closeEvent
+
     def __init__(self, paths=(), rules=None, follow=True, poll_ms=100):
         super().__init__()
+        self.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
         self.rules = rules or AlertRules()
         self.follow = follow
         self.poll_ms = poll_ms
@@ -471,9 +483,18 @@ class MainWindow(QtWidgets.QMainWindow):
             raise OSError(f"cannot write PNG to {path!s}")
         return pixmap
 
+    def showEvent(self, event):
+        MainWindow._shown.add(self)
+        super().showEvent(event)
+
     def closeEvent(self, event):
         self.stop()
         super().closeEvent(event)
+        if event.isAccepted():
+            # Qt deletes it now (deleteLater); the wrapper must not as well,
+            # at whatever moment the collector frees it
+            sip.transferto(self, None)
+            MainWindow._shown.discard(self)
 
     def stop(self):
         self._redraw.stop()
@@ -574,9 +595,8 @@ def snapshot(paths, out, size=DEFAULT_SIZE, rules=None):
         app.processEvents()
         win.refresh()
     win.export_png(out)
-    win.close()
-    win.deleteLater()      # while the QApplication exists (see main)
-    app.processEvents()
+    win.close()            # deletes it (WA_DeleteOnClose) while the QApplication exists
+    app.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
     return errors
 
 
@@ -670,7 +690,7 @@ def main(argv=None):
     win.show()
     # Ctrl+C in the terminal closes the window: Python only sees the signal
     # when the interpreter runs, so a timer lets it run now and then.
-    signal.signal(signal.SIGINT, lambda *_: win.close())
+    signal.signal(signal.SIGINT, lambda *_: sip.isdeleted(win) or win.close())
     wake = QtCore.QTimer()
     wake.timeout.connect(lambda: None)
     wake.start(250)
@@ -683,9 +703,10 @@ def main(argv=None):
     # Tear the window down while the QApplication still exists (the order
     # the interpreter would pick at exit is not safe for Qt objects).
     wake.stop()
-    win.stop()
-    win.deleteLater()
-    app.processEvents()
+    if not sip.isdeleted(win):      # closed: Qt deletes it (WA_DeleteOnClose)
+        win.stop()
+        win.deleteLater()
+    app.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
     return rc
 
 

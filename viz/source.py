@@ -5,6 +5,9 @@ the window copies them into its RunModel. Widgets are never touched here.
 
 ``read_all`` is the synchronous form used by ``--snapshot``.
 """
+import atexit
+import functools
+import itertools
 import os
 import time
 
@@ -74,6 +77,30 @@ class _Worker(QtCore.QObject):
             self._reader = None
 
 
+# The reader threads not yet ended, with their workers, by a key of their
+# own. Qt aborts the process when a running QThread is destroyed, so a
+# thread's wrapper must not go with its RunSource's: a RunSource whose
+# window was dropped unclosed is collected, or deleted with the window,
+# without stop(). Its destruction then quits the thread (a connection in
+# C++, which the collector does not clear); the thread's end drops it here.
+_live = {}
+_keys = itertools.count()
+
+
+def _forget(key):
+    entry = _live.pop(key, None)
+    if entry is not None:
+        entry[0].wait(5000)   # finished is emitted just before the thread ends
+
+
+@atexit.register
+def _end_all():
+    for thread, _worker in list(_live.values()):
+        thread.quit()
+        thread.wait(5000)
+    _live.clear()
+
+
 class RunSource(QtCore.QObject):
     """Follows one run file. Signals arrive on the thread that created it."""
 
@@ -101,6 +128,10 @@ class RunSource(QtCore.QObject):
         self._timer = QtCore.QTimer(self)
         self._timer.setInterval(poll_ms)
         self._timer.timeout.connect(self._tick)
+        self._key = next(_keys)
+        _live[self._key] = (self._thread, self._worker)
+        self.destroyed.connect(self._thread.quit)
+        self._thread.finished.connect(functools.partial(_forget, self._key))
         self._thread.start()
 
     def start(self):
@@ -135,6 +166,8 @@ class RunSource(QtCore.QObject):
             self._request_close.emit()
             self._thread.quit()
             self._thread.wait(5000)
+        if not self._thread.isRunning():
+            _live.pop(self._key, None)
 
 
 def read_all(path):

@@ -52,9 +52,7 @@ def open_window(qtbot, *paths, size=(1400, 900), steps=N_STEPS):
 
 @pytest.fixture
 def window(qtbot, run_file):
-    win = open_window(qtbot, run_file)
-    yield win
-    win.stop()
+    return open_window(qtbot, run_file)     # qtbot closes it, which stops and deletes it
 
 
 def pixel(win, plot, x, y):
