@@ -4,7 +4,9 @@ On a GPU, the backend (cgrad/backends/xp_*.py) runs these as
 ``cupy.RawKernel`` objects (compiled lazily, once per kernel and dtype)
 where fusion pays, for contiguous operands:
 - one pass over a parameter, its gradient and its state for an optimizer
-  update (CuPy expressions would make one pass per operation);
+  update (CuPy expressions would make one pass per operation), and one
+  launch for all the parameters of a dtype in a multi-tensor ("foreach")
+  update (the *_update_multi kernels);
 - one pass for a tensor's sum of squares, max |x| and non-finite count
   (three reductions otherwise), and for GradScaler's unscale;
 - nll_loss's forward and backward, one pass over the targets each (the
@@ -157,6 +159,7 @@ extern "C" __global__ void cg_adam_update_multi_%(sfx)s(
 }
 """,
     "rmsprop_update": r"""
+%(RMSPROP)s
 extern "C" __global__ void cg_rmsprop_update_%(sfx)s(
         T *p, const T *gr, T *sq, T *ga, T *buf, double *norm, const i64 n, const T lr_neg,
         const T wd, const T alpha, const T c, const T c1m, const T eps, const T mom,
@@ -164,58 +167,60 @@ extern "C" __global__ void cg_rmsprop_update_%(sfx)s(
         const int want) {
     double acc = 0.0;
     CG_LOOP(i, n) {
-        const T x0 = p[i];
-        T g = mx ? -gr[i] : gr[i];
-        if (use_wd) g = g + wd * x0;
-        const T si = sq[i] * alpha + c * g * g;
-        sq[i] = si;
-        T avg;
-        if (centered) {
-            const T go = ga[i];
-            const T gi = small ? go + c * (g - go) : g - (g - go) * c1m;
-            ga[i] = gi;
-            avg = sqrt(si + (T)(-1) * gi * gi);
-        } else {
-            avg = sqrt(si);
-        }
-        avg = avg + eps;
-        T x;
-        if (use_mom) {
-            const T b = buf[i] * mom + g / avg;
-            buf[i] = b;
-            x = x0 + lr_neg * b;
-        } else {
-            x = x0 + lr_neg * g / avg;
-        }
-        p[i] = x;
-        if (want) {
-            const double d = (double)x - (double)x0;
-            acc += d * d;
-        }
+        const double d = cg_rmsprop_at(p, gr, sq, ga, buf, i, lr_neg, wd, alpha, c, c1m, eps, mom,
+                                       mx, use_wd, centered, use_mom, small);
+        if (want) acc += d * d;
     }
     if (want) cg_add_sum(norm, acc);
 }
 """,
+    # RMSprop on k parameters at once (PyTorch's foreach): table = the k
+    # pointers of each of param, grad, square_avg, grad_avg (param's when
+    # not centered), momentum_buffer (param's without momentum) (5k), then
+    # the k + 1 element offsets (cg_param_of). The arithmetic is
+    # cg_rmsprop_update's.
+    "rmsprop_update_multi": r"""
+%(RMSPROP)s
+extern "C" __global__ void cg_rmsprop_update_multi_%(sfx)s(
+        const unsigned long long *table, const int k, const i64 n, const T lr_neg, const T wd,
+        const T alpha, const T c, const T c1m, const T eps, const T mom, const int mx,
+        const int use_wd, const int centered, const int use_mom, const int small) {
+    const unsigned long long *offs = table + 5 * k;
+    CG_LOOP(i, n) {
+        const int j = cg_param_of(offs, k, i);
+        cg_rmsprop_at((T *)table[j], (const T *)table[k + j], (T *)table[2 * k + j],
+                      (T *)table[3 * k + j], (T *)table[4 * k + j], i - (i64)offs[j], lr_neg, wd,
+                      alpha, c, c1m, eps, mom, mx, use_wd, centered, use_mom, small);
+    }
+}
+""",
     "adagrad_update": r"""
+%(ADAGRAD)s
 extern "C" __global__ void cg_adagrad_update_%(sfx)s(
         T *p, const T *gr, T *sum, double *norm, const i64 n, const T clr_neg, const T wd,
         const T eps, const int mx, const int use_wd, const int want) {
     double acc = 0.0;
     CG_LOOP(i, n) {
-        const T x0 = p[i];
-        T g = mx ? -gr[i] : gr[i];
-        if (use_wd) g = g + wd * x0;
-        const T si = sum[i] + g * g;
-        sum[i] = si;
-        const T std = sqrt(si) + eps;
-        const T x = x0 + clr_neg * g / std;
-        p[i] = x;
-        if (want) {
-            const double d = (double)x - (double)x0;
-            acc += d * d;
-        }
+        const double d = cg_adagrad_at(p, gr, sum, i, clr_neg, wd, eps, mx, use_wd);
+        if (want) acc += d * d;
     }
     if (want) cg_add_sum(norm, acc);
+}
+""",
+    # Adagrad on k parameters at once (PyTorch's foreach): table = the k
+    # pointers of each of param, grad, state_sum (3k), then the k + 1
+    # element offsets (cg_param_of). The arithmetic is cg_adagrad_update's.
+    "adagrad_update_multi": r"""
+%(ADAGRAD)s
+extern "C" __global__ void cg_adagrad_update_multi_%(sfx)s(
+        const unsigned long long *table, const int k, const i64 n, const T clr_neg, const T wd,
+        const T eps, const int mx, const int use_wd) {
+    const unsigned long long *offs = table + 3 * k;
+    CG_LOOP(i, n) {
+        const int j = cg_param_of(offs, k, i);
+        cg_adagrad_at((T *)table[j], (const T *)table[k + j], (T *)table[2 * k + j],
+                      i - (i64)offs[j], clr_neg, wd, eps, mx, use_wd);
+    }
 }
 """,
     # Clip by norm: every gradient times the clip coefficient (rounded to T).
@@ -466,6 +471,62 @@ __device__ __forceinline__ double cg_adam_at(
 }
 """
 
+# One element of RMSprop (the host loop of src_c/optim.c, operation for
+# operation): updates p[i], sq[i] (and ga[i], buf[i]) in place, returns the
+# update p_new - p_old in double.
+_RMSPROP_ELEM = r"""
+__device__ __forceinline__ double cg_rmsprop_at(
+        T *p, const T *gr, T *sq, T *ga, T *buf, const i64 i, const T lr_neg, const T wd,
+        const T alpha, const T c, const T c1m, const T eps, const T mom, const int mx,
+        const int use_wd, const int centered, const int use_mom, const int small) {
+    const T x0 = p[i];
+    T g = mx ? -gr[i] : gr[i];
+    if (use_wd) g = g + wd * x0;
+    const T si = sq[i] * alpha + c * g * g;
+    sq[i] = si;
+    T avg;
+    if (centered) {
+        const T go = ga[i];
+        /* PyTorch's lerp: from the start for a small weight, else from the end */
+        const T gi = small ? go + c * (g - go) : g - (g - go) * c1m;
+        ga[i] = gi;
+        avg = sqrt(si + (T)(-1) * gi * gi);
+    } else {
+        avg = sqrt(si);
+    }
+    avg = avg + eps;
+    T x;
+    if (use_mom) {
+        const T b = buf[i] * mom + g / avg;
+        buf[i] = b;
+        x = x0 + lr_neg * b;
+    } else {
+        x = x0 + lr_neg * g / avg;
+    }
+    p[i] = x;
+    return (double)x - (double)x0;
+}
+"""
+
+# One element of Adagrad (the host loop of src_c/optim.c, operation for
+# operation): updates p[i] and sum[i] in place, returns the update
+# p_new - p_old in double.
+_ADAGRAD_ELEM = r"""
+__device__ __forceinline__ double cg_adagrad_at(
+        T *p, const T *gr, T *sum, const i64 i, const T clr_neg, const T wd, const T eps,
+        const int mx, const int use_wd) {
+    const T x0 = p[i];
+    T g = mx ? -gr[i] : gr[i];
+    if (use_wd) g = g + wd * x0;
+    const T si = sum[i] + g * g;
+    sum[i] = si;
+    const T std = sqrt(si) + eps;
+    const T x = x0 + clr_neg * g / std;
+    p[i] = x;
+    return (double)x - (double)x0;
+}
+"""
+
 NAMES = tuple(_BODIES)
 # The kernels that call CUDA's exp / log, whose implementations use fused
 # multiply-adds themselves: they agree with the host (and with CuPy's exp)
@@ -485,7 +546,8 @@ def source(name, dtype):
     op, ld, st = _OPMATH[dtype]
     head = "#include <cuda_fp16.h>\n" if dtype in _HALF else ""
     return head + (_COMMON + _BODIES[name]) % {"T": t, "sfx": sfx, "OP": op, "LD": ld, "ST": st,
-                                               "ADAM": _ADAM_ELEM, "SGD": _SGD_ELEM}
+                                               "ADAM": _ADAM_ELEM, "SGD": _SGD_ELEM,
+                                               "RMSPROP": _RMSPROP_ELEM, "ADAGRAD": _ADAGRAD_ELEM}
 
 
 def entry(name, dtype):

@@ -68,6 +68,24 @@ def _adam_kernel_scalars(T, f, mx, dec, ams):
             np.int32(w1 < T(0.5)))
 
 
+def _rmsprop_kernel_scalars(T, f, mx, cen, has_mom):
+    """The scalar arguments the RMSprop RawKernels share (cg_rmsprop_at's,
+    from lr_neg to small), each rounded to the parameter's dtype T as the
+    host rounds them; f as rmsprop_update_'s."""
+    lr, alpha, eps, wd, mom = f
+    c = T(1.0 - alpha)
+    return (T(-lr), T(wd), T(alpha), c, T(1) - c, T(eps), T(mom), np.int32(mx),
+            np.int32(wd != 0.0), np.int32(cen), np.int32(has_mom), np.int32(c < T(0.5)))
+
+
+def _adagrad_kernel_scalars(T, f, mx):
+    """The scalar arguments the Adagrad RawKernels share (cg_adagrad_at's,
+    from clr_neg to use_wd), rounded to the parameter's dtype T; f as
+    adagrad_update_'s."""
+    clr, wd, eps = f
+    return (T(-clr), T(wd), T(eps), np.int32(mx), np.int32(wd != 0.0))
+
+
 class OptimKernels:
     # ------------------------------------------------------------ helpers
     def _fusable(self, *arrays):
@@ -168,14 +186,9 @@ class OptimKernels:
         amsgrad, 0, k): adam_update_ on each parameter; on a GPU one
         RawKernel per dtype for the contiguous ones (PyTorch's foreach)."""
         mx, dec, ams, _, k = (int(v) for v in i)
-
-        def launch(dt, groups, grads):
-            params, ms, vs = groups[0], groups[1], groups[2]
-            self._multi_launch("adam_update_multi", dt, [params, grads, ms, vs,
-                                                         groups[3] if ams else params],
-                               _adam_kernel_scalars(dt.type, f, mx, dec, ams))
-
-        self._multi(out, ins, 4 if ams else 3, k, launch,
+        self._multi(out, ins, 4 if ams else 3, k, "adam_update_multi",
+                    lambda w, grads: [w[0], grads, w[1], w[2], w[3] if ams else w[0]],
+                    lambda T: _adam_kernel_scalars(T, f, mx, dec, ams),
                     lambda ops, g: self.k_adam_update_(ops, [g], f, (mx, dec, ams, 0)))
 
     def k_sgd_update_multi_(self, out, ins, f, i):
@@ -184,21 +197,43 @@ class OptimKernels:
         on each parameter; on a GPU one RawKernel per dtype for the
         contiguous ones (PyTorch's foreach)."""
         mx, nest, init, has_buf, _, k = (int(v) for v in i)
-
-        def launch(dt, groups, grads):
-            self._multi_launch("sgd_update_multi", dt, [groups[0], grads, groups[-1]],
-                               _sgd_kernel_scalars(dt.type, f, mx, nest, init, has_buf))
-
-        self._multi(out, ins, 2 if has_buf else 1, k, launch,
+        self._multi(out, ins, 2 if has_buf else 1, k, "sgd_update_multi",
+                    lambda w, grads: [w[0], grads, w[-1]],
+                    lambda T: _sgd_kernel_scalars(T, f, mx, nest, init, has_buf),
                     lambda ops, g: self.k_sgd_update_(ops, [g], f, (mx, nest, init, has_buf, 0)))
 
-    def _multi(self, out, ins, nw, k, launch, one):
+    def k_rmsprop_update_multi_(self, out, ins, f, i):
+        """(param_1..k, square_avg_1..k, [grad_avg_1..k],
+        [momentum_buffer_1..k]; grad_1..k) f as rmsprop_update_, i =
+        (maximize, centered, has_momentum, 0, k): rmsprop_update_ on each
+        parameter; on a GPU one RawKernel per dtype for the contiguous ones
+        (PyTorch's foreach)."""
+        mx, cen, has_mom, _, k = (int(v) for v in i)
+        self._multi(out, ins, 2 + cen + has_mom, k, "rmsprop_update_multi",
+                    lambda w, grads: [w[0], grads, w[1], w[2] if cen else w[0],
+                                      w[-1] if has_mom else w[0]],
+                    lambda T: _rmsprop_kernel_scalars(T, f, mx, cen, has_mom),
+                    lambda ops, g: self.k_rmsprop_update_(ops, [g], f, (mx, cen, has_mom, 0)))
+
+    def k_adagrad_update_multi_(self, out, ins, f, i):
+        """(param_1..k, state_sum_1..k; grad_1..k) f as adagrad_update_,
+        i = (maximize, 0, k): adagrad_update_ on each parameter; on a GPU
+        one RawKernel per dtype for the contiguous ones (PyTorch's
+        foreach)."""
+        mx, _, k = (int(v) for v in i)
+        self._multi(out, ins, 2, k, "adagrad_update_multi",
+                    lambda w, grads: [w[0], grads, w[1]],
+                    lambda T: _adagrad_kernel_scalars(T, f, mx),
+                    lambda ops, g: self.k_adagrad_update_(ops, [g], f, (mx, 0)))
+
+    def _multi(self, out, ins, nw, k, name, lists, scalars, one):
         """A multi-tensor update: out holds nw lists of k written tensors
         (params first), ins the k grads. On a GPU, the contiguous float
-        parameters of a dtype with at least two of them go to
-        launch(dtype, their nw lists, their grads); every other parameter
-        (a dtype's only one: the one-parameter kernel reads no table) to
-        one(its nw tensors, its grad)."""
+        parameters of a dtype with at least two of them run one RawKernel
+        name (_multi_launch) over the lists lists(their nw lists, their
+        grads) with the scalars scalars(the dtype's scalar type); every
+        other parameter (a dtype's only one: the one-parameter kernel reads
+        no table) goes to one(its nw tensors, its grad)."""
         groups = [out[j * k:(j + 1) * k] for j in range(nw)]
         rest = []
         by_dtype = {}
@@ -212,7 +247,8 @@ class OptimKernels:
             if len(js) == 1:
                 rest.append(js[0])
                 continue
-            launch(dt, [[g[j] for j in js] for g in groups], [ins[j] for j in js])
+            self._multi_launch(name, dt, lists([[g[j] for j in js] for g in groups],
+                                               [ins[j] for j in js]), scalars(dt.type))
         for j in rest:
             one([g[j] for g in groups], ins[j])
 
@@ -264,17 +300,16 @@ class OptimKernels:
         norm = out[-1] if want else None
         g = ins[0]
         T = p.dtype.type
-        c = T(1.0 - alpha)
-        c1m = T(1) - c
         extra = tuple(a for a in (ga, buf) if a is not None)
         if self._fusable(p, g, sq, *extra):
             n = p.size
             self.raw_kernels.launch("rmsprop_update", p.dtype, n, (
                 p, g, sq, p if ga is None else ga, p if buf is None else buf,
-                norm if want else self._dummy(), np.int64(n), T(-lr), T(wd), T(alpha), c, c1m,
-                T(eps), T(mom), np.int32(mx), np.int32(wd != 0.0), np.int32(cen),
-                np.int32(has_mom), np.int32(c < T(0.5)), np.int32(want)))
+                norm if want else self._dummy(), np.int64(n))
+                + _rmsprop_kernel_scalars(T, f, mx, cen, has_mom) + (np.int32(want),))
             return
+        c = T(1.0 - alpha)
+        c1m = T(1) - c
         old = p.copy() if want else None
         g = _effective_grad(g, p, mx, wd, T)
         si = sq * T(alpha) + c * g * g
@@ -309,8 +344,8 @@ class OptimKernels:
         if self._fusable(p, g, s):
             n = p.size
             self.raw_kernels.launch("adagrad_update", p.dtype, n, (
-                p, g, s, norm if want else self._dummy(), np.int64(n), T(-clr), T(wd), T(eps),
-                np.int32(mx), np.int32(wd != 0.0), np.int32(want)))
+                p, g, s, norm if want else self._dummy(), np.int64(n))
+                + _adagrad_kernel_scalars(T, f, mx) + (np.int32(want),))
             return
         old = p.copy() if want else None
         g = _effective_grad(g, p, mx, wd, T)

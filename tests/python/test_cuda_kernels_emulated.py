@@ -228,6 +228,129 @@ def test_adagrad_update(arrays_be, fused_be, dtype):
         check(got, 2, f"adagrad mx={mx} wd={wd}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rmsprop_update_multi(arrays_be, fused_be, dtype):
+    # four parameters (sizes 1000, 0, 3, 300) in one launch: the bits of
+    # rmsprop_update_ on each, over the flag combinations (alpha 0.99: the
+    # grad_avg lerp from the start, 0.3: from the end)
+    rng = np.random.default_rng(17)
+    sizes = (N, 0, 3, 300)
+    k = len(sizes)
+    for mx, wd, cen, mom, alpha in itertools.product(
+            (0, 1), (0.0, 0.02), (0, 1), (0.0, 0.5), (0.99, 0.3)):
+        ps, gs, gas, bufs = ([rng.standard_normal(n).astype(dtype) for n in sizes]
+                             for _ in range(4))
+        # centered: the square average above the squared mean
+        sqs = [(np.abs(rng.standard_normal(n)) + ga * ga + 1).astype(dtype)
+               for n, ga in zip(sizes, gas)]
+        gs[0][[17, 400]] = np.nan, -np.inf
+        has_mom = int(mom != 0.0)
+        out = ps + sqs + (gas if cen else []) + (bufs if has_mom else [])
+        what = f"rmsprop multi mx={mx} wd={wd} centered={cen} momentum={mom} alpha={alpha}"
+        got = run_both(arrays_be, fused_be, "k_rmsprop_update_multi_",
+                       cuda_kernels.entry("rmsprop_update_multi", dtype), out, gs,
+                       (0.01, alpha, 1e-8, wd, mom), (mx, cen, has_mom, 0, k))
+        check(got, len(out), what)
+        # every written list moved (the empty parameter aside), the NaN went
+        # through: the launch updated all of them
+        for j, (before, after) in enumerate(zip(out, got[1])):
+            if before.size:
+                assert np.any(after != before), f"{what}: output {j} not written"
+        assert np.isnan(got[1][0][17]) and np.isfinite(got[1][0][:17]).all(), what
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adagrad_update_multi(arrays_be, fused_be, dtype):
+    # four parameters (sizes 1000, 0, 3, 300) in one launch: the bits of
+    # adagrad_update_ on each, over the flag combinations
+    rng = np.random.default_rng(18)
+    sizes = (N, 0, 3, 300)
+    k = len(sizes)
+    for mx, wd in itertools.product((0, 1), (0.0, 0.05)):
+        ps, gs = ([rng.standard_normal(n).astype(dtype) for n in sizes] for _ in range(2))
+        ss = [np.abs(rng.standard_normal(n)).astype(dtype) for n in sizes]
+        gs[0][[17, 400]] = np.nan, -np.inf
+        out = ps + ss
+        what = f"adagrad multi mx={mx} wd={wd}"
+        got = run_both(arrays_be, fused_be, "k_adagrad_update_multi_",
+                       cuda_kernels.entry("adagrad_update_multi", dtype), out, gs,
+                       (0.1 / (1 + 2 * 0.01), wd, 1e-10), (mx, 0, k))
+        check(got, len(out), what)
+        for j, (before, after) in enumerate(zip(out, got[1])):
+            if before.size:
+                assert np.any(after != before), f"{what}: output {j} not written"
+        # the state sum grew by g^2, g the effective gradient (negated to
+        # maximize, plus wd * p)
+        g3 = gs[2] if not mx else -gs[2]
+        g3 = g3 + ps[2].dtype.type(wd) * ps[2] if wd else g3
+        np.testing.assert_array_equal(got[1][k + 2], ss[2] + g3 * g3, err_msg=what)
+
+
+def _mixed_case(seed):
+    """Parameters float32 (50, 7) and float64 (9, strided 40), a gradient
+    each, and copies() making fresh copies of them plus n state lists (the
+    strided parameter staying strided)."""
+    rng = np.random.default_rng(seed)
+    ps = [rng.standard_normal(n).astype(dt) for n, dt in
+          ((50, "float32"), (7, "float32"), (9, "float64"), (40, "float64"))]
+    ps[3] = np.zeros(80)[::2]
+    ps[3][...] = rng.standard_normal(40)
+    gs = [rng.standard_normal(p.size).astype(p.dtype) for p in ps]
+
+    def states(n):
+        return [np.abs(rng.standard_normal(p.size)).astype(p.dtype) for _ in range(n) for p in ps]
+
+    def copies(st):
+        c = [a.copy() for a in ps + st]
+        c[3] = np.zeros(80)[::2]
+        c[3][...] = ps[3]
+        return c
+    return ps, gs, states, copies
+
+
+def _mixed_run(arrays_be, fused_be, kernel, name, out, gs, f, i):
+    """Runs kernel on both backends; the bits agree, the float32 parameters
+    took one launch of name_multi, the float64 ones (one contiguous, one
+    strided) one launch of name (the strided one the array path)."""
+    counters = [(cuda_kernels.entry(n, d), want) for n, d, want in
+                ((name + "_multi", "float32", 1), (name, "float64", 1),
+                 (name + "_multi", "float64", 0), (name, "float32", 0))]
+    before = [cuda_emu.launches[e] for e, _ in counters]
+    ref = [out(), out()]
+    getattr(arrays_be, kernel)(ref[0], gs, f, i)
+    assert [cuda_emu.launches[e] for e, _ in counters] == before
+    getattr(fused_be, kernel)(ref[1], gs, f, i)
+    for j, (a, b) in enumerate(zip(*ref)):
+        assert_same_bits(np.ascontiguousarray(a), np.ascontiguousarray(b), f"output {j}")
+    assert [cuda_emu.launches[e] - b for (e, _), b in zip(counters, before)] == \
+        [want for _, want in counters]
+    return ref[1]
+
+
+def test_rmsprop_update_multi_mixed_dtypes_and_a_strided_parameter(arrays_be, fused_be):
+    # per dtype one launch for its contiguous parameters; a dtype's only
+    # contiguous parameter and a strided one take the one-parameter paths
+    ps, gs, states, copies = _mixed_case(19)
+    st = states(3)  # square_avg, grad_avg, momentum_buffer
+    got = _mixed_run(arrays_be, fused_be, "k_rmsprop_update_multi_", "rmsprop_update",
+                     lambda: copies(st), gs, (0.01, 0.9, 1e-8, 0.01, 0.9), (1, 1, 1, 0, 4))
+    for j, p in enumerate(ps):
+        assert not np.array_equal(got[j], p) and got[j].dtype == p.dtype
+    assert not got[3].flags.c_contiguous  # written in place, still strided
+
+
+def test_adagrad_update_multi_mixed_dtypes_and_a_strided_parameter(arrays_be, fused_be):
+    ps, gs, states, copies = _mixed_case(20)
+    st = states(1)  # state_sum
+    got = _mixed_run(arrays_be, fused_be, "k_adagrad_update_multi_", "adagrad_update",
+                     lambda: copies(st), gs, (0.1, 0.01, 1e-10), (0, 0, 4))
+    for j, p in enumerate(ps):
+        # state_sum + g^2, g the gradient plus the weight decay term wd * p
+        g = gs[j] + p.dtype.type(0.01) * p
+        np.testing.assert_array_equal(got[4 + j], st[j] + g * g, err_msg=f"state_sum {j}")
+        assert not np.array_equal(got[j], p)
+
+
 # --------------------------------------------- clipping, statistics, amp
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_pnorms_and_scale(arrays_be, fused_be, dtype):

@@ -43,5 +43,6 @@ def test_every_fused_kernel_has_a_source():
                                        "amp_unscale", "nll_loss", "nll_finish",
                                        "nll_loss_backward", "softmax_rows",
                                        "softmax_backward_rows", "relu", "threshold_backward",
-                                       "adam_update_multi", "sgd_update_multi"}
+                                       "adam_update_multi", "sgd_update_multi",
+                                       "rmsprop_update_multi", "adagrad_update_multi"}
     assert "--fmad=false" in cuda_kernels.NVCC_OPTIONS
