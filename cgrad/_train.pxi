@@ -234,6 +234,38 @@ def _adam_update_multi(list params not None, list grads not None, list exp_avgs 
     _check(st)
 
 
+def _rmsprop_update_multi(list params not None, list grads not None, list square_avgs not None,
+                          list grad_avgs, list momentum_buffers, double lr, double alpha,
+                          double eps, double weight_decay, double momentum, bint centered,
+                          bint maximize):
+    """cg_rmsprop_update_multi: RMSprop on every parameter of the lists (all
+    checked first; one kernel call on a device)."""
+    cdef Py_ssize_t n = len(params)
+    cdef bint mom = momentum > 0
+    for name, lst, needed in (("grad_avgs", grad_avgs, centered),
+                              ("momentum_buffers", momentum_buffers, mom)):
+        if needed and lst is None:
+            raise ValueError(f"_rmsprop_update_multi: {name} must list {n} tensors, one per "
+                             "parameter, got None")
+    cdef cg_rmsprop_options o
+    o.lr = lr
+    o.alpha = alpha
+    o.eps = eps
+    o.weight_decay = weight_decay
+    o.momentum = momentum
+    o.centered = centered
+    o.maximize = maximize
+    cdef cg_tensor **c = _c_lists("_rmsprop_update_multi", n, (
+        ("params", params), ("grads", grads), ("square_avgs", square_avgs),
+        ("grad_avgs", grad_avgs if centered else None),
+        ("momentum_buffers", momentum_buffers if mom else None)))
+    cdef cg_status st = cg_rmsprop_update_multi(<int>n, c, c + n, c + 2 * n,
+                                                c + 3 * n if centered else NULL,
+                                                c + 4 * n if mom else NULL, &o)
+    free(c)
+    _check(st)
+
+
 def _rmsprop_update(Tensor param not None, Tensor grad not None, Tensor square_avg not None,
                     Tensor grad_avg, Tensor momentum_buffer, double lr, double alpha,
                     double eps, double weight_decay, double momentum, bint centered,
@@ -280,6 +312,26 @@ def _adagrad_update(Tensor param not None, Tensor grad not None, Tensor state_su
     _check(st)
 
 
+
+def _adagrad_update_multi(list params not None, list grads not None, list state_sums not None,
+                          int64_t step, double lr, double lr_decay, double weight_decay,
+                          double eps, double initial_accumulator_value, bint maximize):
+    """cg_adagrad_update_multi: Adagrad on every (dense) parameter of the
+    lists at one step count (all checked first; one kernel call on a
+    device)."""
+    cdef Py_ssize_t n = len(params)
+    cdef cg_adagrad_options o
+    o.lr = lr
+    o.lr_decay = lr_decay
+    o.weight_decay = weight_decay
+    o.eps = eps
+    o.initial_accumulator_value = initial_accumulator_value
+    o.maximize = maximize
+    cdef cg_tensor **c = _c_lists("_adagrad_update_multi", n, (
+        ("params", params), ("grads", grads), ("state_sums", state_sums)))
+    cdef cg_status st = cg_adagrad_update_multi(<int>n, c, c + n, c + 2 * n, step, &o)
+    free(c)
+    _check(st)
 
 cdef class _TensorArray:
     """A C array of borrowed cg_tensor pointers for a list of Tensors (the

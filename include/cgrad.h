@@ -981,6 +981,20 @@ CG_API cg_rmsprop_options cg_rmsprop_default_options(void);
 CG_API cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg,
                                    cg_tensor *grad_avg, cg_tensor *momentum_buffer,
                                    const cg_rmsprop_options *options, double *update_sum_sq);
+/* cg_rmsprop_update of n parameters (PyTorch's foreach RMSprop): the lists
+ * hold parameter i's tensors at index i (grad_avgs only when centered,
+ * momentum_buffers only with momentum > 0, else either may be NULL); each
+ * parameter's tensors share its device. Every entry is checked before any
+ * is updated, so a bad entry fails the call with nothing changed (the
+ * message names the parameter's index); no two written tensors may
+ * overlap. The results are those of n cg_rmsprop_update calls; a device's
+ * parameters take one kernel call (one launch per dtype on a GPU). No
+ * update norm. */
+CG_API cg_status cg_rmsprop_update_multi(int n, cg_tensor *const *params, cg_tensor *const *grads,
+                                         cg_tensor *const *square_avgs,
+                                         cg_tensor *const *grad_avgs,
+                                         cg_tensor *const *momentum_buffers,
+                                         const cg_rmsprop_options *options);
 
 typedef struct cg_adagrad_options {
     double lr;           /* >= 0 */
@@ -997,6 +1011,17 @@ CG_API cg_adagrad_options cg_adagrad_default_options(void);
 CG_API cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
                                    int64_t step, const cg_adagrad_options *options,
                                    double *update_sum_sq);
+/* cg_adagrad_update of n dense parameters at one step count (PyTorch's
+ * foreach Adagrad): the lists hold parameter i's tensors at index i; each
+ * parameter's tensors share its device. Every entry is checked before any
+ * is updated, so a bad entry fails the call with nothing changed (the
+ * message names the parameter's index); no two written tensors may
+ * overlap. The results are those of n cg_adagrad_update calls; a device's
+ * parameters take one kernel call (one launch per dtype on a GPU). No
+ * update norm. */
+CG_API cg_status cg_adagrad_update_multi(int n, cg_tensor *const *params, cg_tensor *const *grads,
+                                         cg_tensor *const *state_sums, int64_t step,
+                                         const cg_adagrad_options *options);
 
 /* Updates for a row-sparse grad (param dense contiguous, grad row-sparse of
  * its shape and dtype): only the rows present in the gradient (and, with

@@ -65,6 +65,15 @@ static int cpu_fma(void) {
 /* ---------------------------------------------------------------- checks */
 /* t must be a contiguous float tensor with ref's shape and dtype (ref == t
  * checks t alone). */
+/* CG_CHECK_TD for the parameter of an update, its message naming fn (the
+ * public call, not the check function). */
+static cg_status check_param(const char *fn, const cg_tensor *param) {
+    if (!param) return cg__err(CG_ERR_NULL, "%s: tensor argument 'param' is NULL", fn);
+    if (param->layout != CG_STRIDED) return cg__sparse_refused(fn, "param");
+    if (param->dtype == CG_FLOAT16 && !param->storage->device) return cg__half_refused(fn, "param");
+    return CG_OK;
+}
+
 static cg_status check_operand(const char *fn, const char *name, const cg_tensor *t,
                                const cg_tensor *ref) {
     if (!t) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", fn, name);
@@ -465,7 +474,7 @@ cg_status cg__check_sgd_options(const char *fn, const cg_sgd_options *o) {
 static cg_status sgd_check(const char *fn, cg_tensor *param, cg_tensor *grad,
                            cg_tensor *momentum_buffer, const cg_sgd_options *o, cg_tensor **buf,
                            int *dev) {
-    CG_CHECK_TD(param);
+    CG_TRY(check_param(fn, param));
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
     CG_TRY(check_operand(fn, "grad", grad, param));
@@ -638,7 +647,7 @@ cg_status cg__check_adam_options(const char *fn, const cg_adam_options *o) {
 static cg_status adam_check(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
                             cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq,
                             const cg_adam_options *o, cg_tensor **vmax, int *dev) {
-    CG_CHECK_TD(param);
+    CG_TRY(check_param(fn, param));
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
     CG_TRY(check_operand(fn, "grad", grad, param));
@@ -891,7 +900,7 @@ cg_status cg_sgd_update_multi(int n, cg_tensor *const *params, cg_tensor *const 
         any_dev |= d;
     }
     double f[4];
-    int64_t ip[6];
+    int64_t ip[6] = {0};
     sgd_device_params(o, init_buffer, mom, 0, f, ip);
     multi_update u = {fn, "sgd_update_multi_", mom ? 2 : 1,
                       {params, mom ? bufs : grads, grads, NULL, NULL}, 4, 6, f, ip};
@@ -975,20 +984,28 @@ cg_rmsprop_options cg_rmsprop_default_options(void) {
     return o;
 }
 
-static cg_status rmsprop_update(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg,
-                                cg_tensor *grad_avg, cg_tensor *momentum_buffer,
-                                const cg_rmsprop_options *o,
-                                cg_update_stats *ms) {
-    CG_CHECK_TD(param);
-    if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
-    CG_TRY(check_operand(fn, "param", param, param));
-    CG_TRY(check_operand(fn, "grad", grad, param));
-    CG_TRY(check_operand(fn, "square_avg", square_avg, param));
+static cg_status check_rmsprop_options(const char *fn, const cg_rmsprop_options *o) {
     CHECK_GE0(fn, "learning rate", o->lr);
     CHECK_GE0(fn, "epsilon", o->eps);
     CHECK_GE0(fn, "momentum", o->momentum);
     CHECK_GE0(fn, "weight_decay", o->weight_decay);
     CHECK_GE0(fn, "alpha", o->alpha);
+    return CG_OK;
+}
+
+/* The checks of one parameter's update; *ga, *buf: grad_avg (NULL unless
+ * centered) and momentum_buffer (NULL without momentum); *dev: the
+ * tensors' device. */
+static cg_status rmsprop_check(const char *fn, cg_tensor *param, cg_tensor *grad,
+                               cg_tensor *square_avg, cg_tensor *grad_avg,
+                               cg_tensor *momentum_buffer, const cg_rmsprop_options *o,
+                               cg_tensor **ga, cg_tensor **buf, int *dev) {
+    CG_TRY(check_param(fn, param));
+    if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    CG_TRY(check_operand(fn, "param", param, param));
+    CG_TRY(check_operand(fn, "grad", grad, param));
+    CG_TRY(check_operand(fn, "square_avg", square_avg, param));
+    CG_TRY(check_rmsprop_options(fn, o));
     if (o->centered)
         CG_TRY(check_operand(fn, "grad_avg", grad_avg, param));
     else
@@ -1000,23 +1017,32 @@ static cg_status rmsprop_update(const char *fn, cg_tensor *param, cg_tensor *gra
     cg_tensor *w[4] = {param, square_avg, grad_avg, momentum_buffer};
     const char *names[4] = {"param", "square_avg", "grad_avg", "momentum_buffer"};
     CG_TRY(check_distinct(fn, 4, w, names));
-    int dev;
     cg_tensor *all[5] = {param, grad, square_avg, grad_avg, momentum_buffer};
     const char *all_names[5] = {"param", "grad", "square_avg", "grad_avg", "momentum_buffer"};
-    CG_TRY(cg__train_same_device(fn, 5, all, all_names, &dev));
-    if (dev) {
-        cg_tensor *ts[5] = {param, square_avg};
-        int k = 2;
-        if (grad_avg) ts[k++] = grad_avg;
-        if (momentum_buffer) ts[k++] = momentum_buffer;
-        ts[k] = grad;
-        const double f[5] = {o->lr, o->alpha, o->eps, o->weight_decay, o->momentum};
-        const int64_t ip[4] = {o->maximize != 0, grad_avg != NULL, momentum_buffer != NULL,
-                               (ms && (ms->what & CG_MEASURE_UPDATE))};
-        CG_TRY(device_update(dev, "rmsprop_update_", k, ts, 5, f, 4, ip, param, grad, ms));
-        for (int i = 0; i < 4; ++i) bump(w[i]);
-        return CG_OK;
-    }
+    CG_TRY(cg__train_same_device(fn, 5, all, all_names, dev));
+    *ga = grad_avg;
+    *buf = momentum_buffer;
+    return CG_OK;
+}
+
+/* The device kernels' scalars (docs/backend.md, rmsprop_update_). */
+static void rmsprop_device_params(const cg_rmsprop_options *o, int has_ga, int has_buf, int want,
+                                  double f[5], int64_t ip[4]) {
+    f[0] = o->lr;
+    f[1] = o->alpha;
+    f[2] = o->eps;
+    f[3] = o->weight_decay;
+    f[4] = o->momentum;
+    ip[0] = o->maximize != 0;
+    ip[1] = has_ga;
+    ip[2] = has_buf;
+    ip[3] = want;
+}
+
+/* The host loop of one checked update. */
+static void rmsprop_host(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg,
+                         cg_tensor *grad_avg, cg_tensor *momentum_buffer,
+                         const cg_rmsprop_options *o, cg_update_stats *ms) {
     const int64_t n = param->numel;
     void *ga = grad_avg ? cg__ptr(grad_avg) : NULL;
     void *buf = momentum_buffer ? cg__ptr(momentum_buffer) : NULL;
@@ -1030,8 +1056,81 @@ static cg_status rmsprop_update(const char *fn, cg_tensor *param, cg_tensor *gra
         WITH_MEASURE(param, grad, n, ms,
                          rmsprop_f64(m, AT(p, lo, es), AT(g, lo, es), AT(sq, lo, es),
                                      AT(ga, lo, es), AT(buf, lo, es), o, mb_));
-    for (int i = 0; i < 4; ++i) bump(w[i]);
+}
+
+static cg_status rmsprop_update(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg,
+                                cg_tensor *grad_avg, cg_tensor *momentum_buffer,
+                                const cg_rmsprop_options *o,
+                                cg_update_stats *ms) {
+    int dev;
+    CG_TRY(rmsprop_check(fn, param, grad, square_avg, grad_avg, momentum_buffer, o, &grad_avg,
+                         &momentum_buffer, &dev));
+    if (dev) {
+        cg_tensor *ts[5] = {param, square_avg};
+        int k = 2;
+        if (grad_avg) ts[k++] = grad_avg;
+        if (momentum_buffer) ts[k++] = momentum_buffer;
+        ts[k] = grad;
+        double f[5];
+        int64_t ip[4];
+        rmsprop_device_params(o, grad_avg != NULL, momentum_buffer != NULL,
+                              ms && (ms->what & CG_MEASURE_UPDATE), f, ip);
+        CG_TRY(device_update(dev, "rmsprop_update_", k, ts, 5, f, 4, ip, param, grad, ms));
+    } else {
+        rmsprop_host(param, grad, square_avg, grad_avg, momentum_buffer, o, ms);
+    }
+    bump(param);
+    bump(square_avg);
+    bump(grad_avg);
+    bump(momentum_buffer);
     return CG_OK;
+}
+
+/* RMSprop's lists for its host loops. */
+typedef struct {
+    cg_tensor *const *params, *const *grads, *const *sqs, *const *gas, *const *bufs;
+    const cg_rmsprop_options *o;
+} rmsprop_multi_host;
+
+static void rmsprop_multi_host_one(int i, const void *vctx) {
+    const rmsprop_multi_host *h = (const rmsprop_multi_host *)vctx;
+    rmsprop_host(h->params[i], h->grads[i], h->sqs[i], h->gas ? h->gas[i] : NULL,
+                 h->bufs ? h->bufs[i] : NULL, h->o, NULL);
+}
+
+cg_status cg_rmsprop_update_multi(int n, cg_tensor *const *params, cg_tensor *const *grads,
+                                  cg_tensor *const *square_avgs, cg_tensor *const *grad_avgs,
+                                  cg_tensor *const *momentum_buffers,
+                                  const cg_rmsprop_options *o) {
+    const char *fn = "cg_rmsprop_update_multi";
+    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    CG_TRY(check_rmsprop_options(fn, o));
+    const int cen = o->centered != 0, mom = o->momentum > 0.0;
+    if (n && (!params || !grads || !square_avgs || (cen && !grad_avgs) ||
+              (mom && !momentum_buffers)))
+        return cg__err(CG_ERR_NULL, "%s: a tensor list is NULL", fn);
+    if (n == 0) return CG_OK;
+    cg_tensor *const *gas = cen ? grad_avgs : NULL, *const *bufs = mom ? momentum_buffers : NULL;
+    int any_dev = 0;
+    for (int i = 0; i < n; ++i) { /* every check first: a bad entry moves nothing */
+        cg_tensor *ga = NULL, *buf = NULL;
+        int d = 0;
+        cg_status st = rmsprop_check(fn, params[i], grads[i], square_avgs[i], gas ? gas[i] : NULL,
+                                     bufs ? bufs[i] : NULL, o, &ga, &buf, &d);
+        if (st) return entry_err(st, i);
+        any_dev |= d;
+    }
+    double f[5];
+    int64_t ip[5] = {0};
+    rmsprop_device_params(o, cen, mom, 0, f, ip);
+    multi_update u = {fn, "rmsprop_update_multi_", 2 + cen + mom, {params, square_avgs}, 5, 5, f, ip};
+    int l = 2;
+    if (cen) u.lists[l++] = gas;
+    if (mom) u.lists[l++] = bufs;
+    u.lists[l] = grads;
+    rmsprop_multi_host h = {params, grads, square_avgs, gas, bufs, o};
+    return multi_apply(&u, n, any_dev, rmsprop_multi_host_one, &h);
 }
 
 cg_status cg_rmsprop_update(cg_tensor *param, cg_tensor *grad, cg_tensor *square_avg,
@@ -1089,39 +1188,46 @@ cg_adagrad_options cg_adagrad_default_options(void) {
     return o;
 }
 
-static cg_status adagrad_update(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
-                                int64_t step, const cg_adagrad_options *o,
-                                cg_update_stats *ms) {
-    CG_CHECK_TD(param);
+static cg_status check_adagrad_options(const char *fn, const cg_adagrad_options *o) {
+    CHECK_GE0(fn, "learning rate", o->lr);
+    CHECK_GE0(fn, "lr_decay", o->lr_decay);
+    CHECK_GE0(fn, "weight_decay", o->weight_decay);
+    CHECK_GE0(fn, "epsilon", o->eps);
+    CHECK_GE0(fn, "initial_accumulator_value", o->initial_accumulator_value);
+    return CG_OK;
+}
+
+/* The step's learning rate, lr / (1 + (step - 1) * lr_decay), after the
+ * options' and the step's checks. */
+static cg_status adagrad_clr(const char *fn, int64_t step, const cg_adagrad_options *o,
+                             double *clr) {
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
+    CG_TRY(check_adagrad_options(fn, o));
+    if (step < 1)
+        return cg__err(CG_ERR_VALUE, "%s: step must be >= 1 (the count including this step), got %lld",
+                       fn, (long long)step);
+    *clr = o->lr / (1.0 + (double)(step - 1) * o->lr_decay);
+    return CG_OK;
+}
+
+/* The checks of one parameter's update; *dev: the tensors' device. */
+static cg_status adagrad_check(const char *fn, cg_tensor *param, cg_tensor *grad,
+                               cg_tensor *state_sum, int *dev) {
+    CG_TRY(check_param(fn, param));
     CG_TRY(check_operand(fn, "param", param, param));
     CG_TRY(check_operand(fn, "grad", grad, param));
     CG_TRY(check_operand(fn, "state_sum", state_sum, param));
     cg_tensor *w[2] = {param, state_sum};
     const char *names[2] = {"param", "state_sum"};
     CG_TRY(check_distinct(fn, 2, w, names));
-    CHECK_GE0(fn, "learning rate", o->lr);
-    CHECK_GE0(fn, "lr_decay", o->lr_decay);
-    CHECK_GE0(fn, "weight_decay", o->weight_decay);
-    CHECK_GE0(fn, "epsilon", o->eps);
-    CHECK_GE0(fn, "initial_accumulator_value", o->initial_accumulator_value);
-    if (step < 1)
-        return cg__err(CG_ERR_VALUE, "%s: step must be >= 1 (the count including this step), got %lld",
-                       fn, (long long)step);
-    const double clr = o->lr / (1.0 + (double)(step - 1) * o->lr_decay);
-    int dev;
     cg_tensor *all[3] = {param, grad, state_sum};
     const char *all_names[3] = {"param", "grad", "state_sum"};
-    CG_TRY(cg__train_same_device(fn, 3, all, all_names, &dev));
-    if (dev) {
-        cg_tensor *ts[3] = {param, state_sum, grad};
-        const double f[3] = {clr, o->weight_decay, o->eps};
-        const int64_t ip[2] = {o->maximize != 0, (ms && (ms->what & CG_MEASURE_UPDATE))};
-        CG_TRY(device_update(dev, "adagrad_update_", 2, ts, 3, f, 2, ip, param, grad, ms));
-        bump(param);
-        bump(state_sum);
-        return CG_OK;
-    }
+    return cg__train_same_device(fn, 3, all, all_names, dev);
+}
+
+/* The host loop of one checked update. */
+static void adagrad_host(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum, double clr,
+                         const cg_adagrad_options *o, cg_update_stats *ms) {
     const int64_t n = param->numel;
     const size_t es = cg_dtype_size(param->dtype);
     void *p = cg__ptr(param), *g = cg__ptr(grad), *sum = cg__ptr(state_sum);
@@ -1131,9 +1237,62 @@ static cg_status adagrad_update(const char *fn, cg_tensor *param, cg_tensor *gra
     else
         WITH_MEASURE(param, grad, n, ms,
                          adagrad_f64(m, AT(p, lo, es), AT(g, lo, es), AT(sum, lo, es), clr, o, mb_));
+}
+
+static cg_status adagrad_update(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,
+                                int64_t step, const cg_adagrad_options *o,
+                                cg_update_stats *ms) {
+    int dev;
+    CG_TRY(adagrad_check(fn, param, grad, state_sum, &dev));
+    double clr;
+    CG_TRY(adagrad_clr(fn, step, o, &clr));
+    if (dev) {
+        cg_tensor *ts[3] = {param, state_sum, grad};
+        const double f[3] = {clr, o->weight_decay, o->eps};
+        const int64_t ip[2] = {o->maximize != 0, (ms && (ms->what & CG_MEASURE_UPDATE))};
+        CG_TRY(device_update(dev, "adagrad_update_", 2, ts, 3, f, 2, ip, param, grad, ms));
+    } else {
+        adagrad_host(param, grad, state_sum, clr, o, ms);
+    }
     bump(param);
     bump(state_sum);
     return CG_OK;
+}
+
+/* Adagrad's lists and step size for its host loops. */
+typedef struct {
+    cg_tensor *const *params, *const *grads, *const *sums;
+    double clr;
+    const cg_adagrad_options *o;
+} adagrad_multi_host;
+
+static void adagrad_multi_host_one(int i, const void *vctx) {
+    const adagrad_multi_host *h = (const adagrad_multi_host *)vctx;
+    adagrad_host(h->params[i], h->grads[i], h->sums[i], h->clr, h->o, NULL);
+}
+
+cg_status cg_adagrad_update_multi(int n, cg_tensor *const *params, cg_tensor *const *grads,
+                                  cg_tensor *const *state_sums, int64_t step,
+                                  const cg_adagrad_options *o) {
+    const char *fn = "cg_adagrad_update_multi";
+    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    double clr;
+    CG_TRY(adagrad_clr(fn, step, o, &clr));
+    if (n && (!params || !grads || !state_sums))
+        return cg__err(CG_ERR_NULL, "%s: a tensor list is NULL", fn);
+    if (n == 0) return CG_OK;
+    int any_dev = 0;
+    for (int i = 0; i < n; ++i) { /* every check first: a bad entry moves nothing */
+        int d = 0;
+        cg_status st = adagrad_check(fn, params[i], grads[i], state_sums[i], &d);
+        if (st) return entry_err(st, i);
+        any_dev |= d;
+    }
+    const double f[3] = {clr, o->weight_decay, o->eps};
+    const int64_t ip[3] = {o->maximize != 0, 0, 0};
+    multi_update u = {fn, "adagrad_update_multi_", 2, {params, state_sums, grads}, 3, 3, f, ip};
+    adagrad_multi_host h = {params, grads, state_sums, clr, o};
+    return multi_apply(&u, n, any_dev, adagrad_multi_host_one, &h);
 }
 
 cg_status cg_adagrad_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum,

@@ -1,10 +1,11 @@
 """Adagrad (PyTorch's torch.optim.Adagrad: lr_decay, weight decay,
-initial_accumulator_value, eps, maximize), one fused C loop per parameter."""
-import math
-
+initial_accumulator_value, eps, maximize), one fused C loop per parameter;
+the dense parameters of a group that share a device and a step count go to
+the C core in one call (foreach, as PyTorch's default on CUDA: one kernel
+call per device)."""
 from cgrad import _core
 from cgrad.optim import _checks, _state
-from cgrad.optim.adam import _new_step
+from cgrad.optim.adam import _new_step, _undo_steps
 from cgrad.optim.optimizer import Optimizer
 
 
@@ -47,6 +48,10 @@ class Adagrad(Optimizer):
             lr, lr_decay = float(group["lr"]), float(group["lr_decay"])
             wd, eps = float(group["weight_decay"]), float(group["eps"])
             init, maximize = float(group["initial_accumulator_value"]), bool(group["maximize"])
+            # foreach as in Adam: device parameters batched by default, host
+            # ones with foreach=True, none with foreach=False or a sink
+            foreach = group.get("foreach")
+            batches = {} if sink is None and foreach is not False else None
             for p in group["params"]:
                 g = _checks.grad_of(p, "Adagrad", sparse_ok=True)
                 if g is None:
@@ -55,13 +60,23 @@ class Adagrad(Optimizer):
                 state = self._state_for(p)
                 step_t = state["step"]
                 step_t.add_(1)
-                if g.is_sparse:  # its rows only; no fused update norm (NaN: unknown)
-                    _core._adagrad_sparse_update(p, g, state["sum"], int(step_t.item()), lr,
-                                                 lr_decay, wd, eps, init, maximize)
-                    u = math.nan
+                step = int(step_t.item())
+                if g.is_sparse:  # its rows only; no fused update norm
+                    _core._adagrad_sparse_update(p, g, state["sum"], step, lr, lr_decay, wd, eps,
+                                                 init, maximize)
+                elif batches is None or (foreach is None and not p.is_cuda):
+                    _core._adagrad_update(p, g, state["sum"], step, lr, lr_decay, wd, eps, init,
+                                          maximize, sink)
                 else:
-                    _core._adagrad_update(p, g, state["sum"], int(step_t.item()), lr,
-                                          lr_decay, wd, eps, init, maximize, sink)
+                    batches.setdefault(step, []).append((p, g, state["sum"], step_t))
+            for step, entries in (batches or {}).items():
+                ps, gs, sums, steps = (list(c) for c in zip(*entries))
+                try:
+                    _core._adagrad_update_multi(ps, gs, sums, step, lr, lr_decay, wd, eps, init,
+                                                maximize)
+                except BaseException:
+                    _undo_steps(steps)   # the C call moved nothing
+                    raise
         return loss
 
 

@@ -14,6 +14,13 @@ def _new_step():
     return tensor(0.0, dtype=float32)
 
 
+def _undo_steps(steps):
+    """A failed foreach call checks every entry before it moves any: the
+    step counts it did not take go back."""
+    for t in steps:
+        t.sub_(1)
+
+
 class Adam(Optimizer):
     """Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
     amsgrad=False, *, maximize=False, decoupled_weight_decay=False).
@@ -82,10 +89,7 @@ class Adam(Optimizer):
                     _core._adam_update_multi(ps, gs, ms, vs, vmaxs if amsgrad else None, step, lr,
                                              beta1, beta2, eps, wd, decoupled, amsgrad, maximize)
                 except BaseException:
-                    # the C call checks every entry before it moves any: undo
-                    # the step counts this call did not take
-                    for t in steps:
-                        t.sub_(1)
+                    _undo_steps(steps)
                     raise
         return loss
 

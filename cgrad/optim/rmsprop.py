@@ -1,8 +1,10 @@
 """RMSprop (PyTorch's torch.optim.RMSprop: alpha, eps, weight decay,
-momentum, centered, maximize), one fused C loop per parameter."""
+momentum, centered, maximize), one fused C loop per parameter; the
+parameters of a group on a device go to the C core in one call (foreach,
+as PyTorch's default on CUDA: one kernel call per device)."""
 from cgrad import _core
 from cgrad.optim import _checks, _state
-from cgrad.optim.adam import _new_step
+from cgrad.optim.adam import _new_step, _undo_steps
 from cgrad.optim.optimizer import Optimizer
 
 
@@ -32,6 +34,10 @@ class RMSprop(Optimizer):
             lr, alpha, eps = float(group["lr"]), float(group["alpha"]), float(group["eps"])
             wd, momentum = float(group["weight_decay"]), float(group["momentum"])
             centered, maximize = bool(group["centered"]), bool(group["maximize"])
+            # foreach as in Adam: device parameters batched by default, host
+            # ones with foreach=True, none with foreach=False or a sink
+            foreach = group.get("foreach")
+            batch = [] if sink is None and foreach is not False else None
             for p in group["params"]:
                 g = _checks.grad_of(p, "RMSprop")
                 if g is None:
@@ -45,10 +51,22 @@ class RMSprop(Optimizer):
                 if centered and "grad_avg" not in state:
                     state["grad_avg"] = _state.zeros(p)
                 state["step"].add_(1)
-                _core._rmsprop_update(p, g, state["square_avg"],
-                                      state["grad_avg"] if centered else None,
-                                      state["momentum_buffer"] if momentum > 0 else None,
-                                      lr, alpha, eps, wd, momentum, centered, maximize, sink)
+                ga = state["grad_avg"] if centered else None
+                buf = state["momentum_buffer"] if momentum > 0 else None
+                if batch is None or (foreach is None and not p.is_cuda):
+                    _core._rmsprop_update(p, g, state["square_avg"], ga, buf, lr, alpha, eps, wd,
+                                          momentum, centered, maximize, sink)
+                else:
+                    batch.append((p, g, state["square_avg"], ga, buf, state["step"]))
+            if batch:
+                ps, gs, sqs, gas, bufs, steps = (list(c) for c in zip(*batch))
+                try:
+                    _core._rmsprop_update_multi(ps, gs, sqs, gas if centered else None,
+                                                bufs if momentum > 0 else None, lr, alpha, eps,
+                                                wd, momentum, centered, maximize)
+                except BaseException:
+                    _undo_steps(steps)   # the C call moved nothing
+                    raise
         return loss
 
 

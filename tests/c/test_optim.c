@@ -36,6 +36,11 @@ static double max_rel_err(const cg_tensor *t, const double *want, int64_t n) {
     return e;
 }
 
+static int bitwise_same(const cg_tensor *a, const cg_tensor *b) {
+    return memcmp(cg_tensor_data((cg_tensor *)a), cg_tensor_data((cg_tensor *)b),
+                  (size_t)cg_tensor_numel(a) * cg_dtype_size(cg_tensor_dtype(a))) == 0;
+}
+
 static const double P0[N] = {0.5, -1.25, 2.0, 0.0, -0.3, 1.7, -2.2};
 
 /* The gradient at step k: a fixed pattern that changes sign and size. */
@@ -150,20 +155,22 @@ static void test_adam(void) {
     }
 }
 
-/* ------------------------------------------------- Adam on many at once */
-/* cg_adam_update_multi gives the bits of one cg_adam_update per parameter
- * (mixed dtypes, sizes 7, 0, 3 and 130, every option set), and a bad entry
- * fails the call before any parameter moves. */
+/* --------------------------------------------- updates on many at once */
+/* cg_*_update_multi gives the bits of one cg_*_update per parameter (mixed
+ * dtypes, sizes 7, 0, 3 and 130, every option set, a few steps), and a bad
+ * entry fails the call before any parameter moves. The lists t[0..4]:
+ * parameters, gradients and up to three state buffers (t[3], t[4] >= 0). */
 enum { MULTI = 4 };
 static const int64_t MULTI_N[MULTI] = {7, 0, 3, 130};
 
-static void multi_state(cg_tensor *t[5][MULTI], int seed) {
+/* The lists' starting values from seed; bit k of zeroed: t[k] all zero. */
+static void multi_state(cg_tensor *t[5][MULTI], int seed, unsigned zeroed) {
     for (int j = 0; j < MULTI; ++j) {
         const cg_dtype dt = j % 2 ? CG_FLOAT64 : CG_FLOAT32;
         const int64_t n = MULTI_N[j];
         for (int k = 0; k < 5; ++k) {
             CHECK_OK(cg_zeros(dt, 1, &n, &t[k][j]));
-            for (int64_t i = 0; i < n; ++i) /* param, grad, exp_avg, exp_avg_sq >= 0, vmax >= 0 */
+            for (int64_t i = 0; i < n && !(zeroed >> k & 1); ++i)
                 put(t[k][j], i, k >= 3 ? fabs(sin(0.3 * (double)i + k + seed)) * 0.1
                                        : sin(0.7 * (double)i + 1.3 * k + j + seed));
         }
@@ -177,11 +184,122 @@ static void multi_free(cg_tensor *t[5][MULTI]) {
 
 static int multi_same(cg_tensor *a[5][MULTI], cg_tensor *b[5][MULTI]) {
     for (int k = 0; k < 5; ++k)
-        for (int j = 0; j < MULTI; ++j) {
-            size_t bytes = (size_t)MULTI_N[j] * cg_dtype_size(cg_tensor_dtype(a[k][j]));
-            if (bytes && memcmp(cg_tensor_data(a[k][j]), cg_tensor_data(b[k][j]), bytes)) return 0;
-        }
+        for (int j = 0; j < MULTI; ++j)
+            if (MULTI_N[j] && !bitwise_same(a[k][j], b[k][j])) return 0;
     return 1;
+}
+
+static int multi_finite(cg_tensor *t[5][MULTI]) {
+    for (int k = 0; k < 5; ++k)
+        for (int j = 0; j < MULTI; ++j)
+            for (int64_t i = 0; i < MULTI_N[j]; ++i)
+                if (!isfinite(cgt_at(t[k][j], i))) return 0;
+    return 1;
+}
+
+/* One step of an update over the lists t: parameter j's own call (j >= 0)
+ * or the multi call over all of them (j < 0). */
+typedef cg_status (*multi_step_fn)(cg_tensor *t[5][MULTI], int j, int64_t step, const void *opts);
+
+static void multi_expect(int ok, const char *what, const char *name, int seed) {
+    if (ok) ++cgt_passed;
+    else CGT_FAIL_("%s (%s, seed %d)", what, name, seed);
+}
+
+/* Steps first..first+2 with options opts, by one call per parameter on one
+ * copy of the state and by the multi call on another: the same bits, all
+ * finite, and each version of a written list (bit k of written: t[k])
+ * bumped once a step, the others never. */
+
+static void multi_vs_single(const char *name, multi_step_fn f, const void *opts, int seed,
+                            unsigned zeroed, int64_t first, unsigned written) {
+    cg_tensor *one[5][MULTI], *many[5][MULTI];
+    multi_state(one, seed, zeroed);
+    multi_state(many, seed, zeroed);
+    for (int64_t step = first; step < first + 3; ++step) {
+        for (int j = 0; j < MULTI; ++j) CHECK_OK(f(one, j, step, opts));
+        CHECK_OK(f(many, -1, step, opts));
+    }
+    multi_expect(multi_same(one, many), "the bits of the single calls", name, seed);
+    multi_expect(multi_finite(many), "finite", name, seed);
+    int versions_ok = 1;
+    for (int k = 0; k < 5; ++k)
+        for (int j = 0; j < MULTI; ++j)
+            versions_ok &= cg_tensor_version(many[k][j]) == (written >> k & 1 ? 3u : 0u) &&
+                           cg_tensor_version(one[k][j]) == cg_tensor_version(many[k][j]);
+    multi_expect(versions_ok, "versions bumped once a step, as by the single calls", name, seed);
+    multi_free(one);
+    multi_free(many);
+}
+
+/* The error checks' state: t and its copy ref; bad, a float64 (2,) that
+ * fits no parameter; wrong_dtype, parameter 2's shape in float64; twin[k],
+ * zeros of parameter 0's shape and dtype (another parameter's tensors, to
+ * stand in for an entry). */
+typedef struct {
+    cg_tensor *t[5][MULTI], *ref[5][MULTI], *bad, *wrong_dtype, *twin[5];
+} multi_fixture;
+
+static void multi_fixture_init(multi_fixture *x, unsigned zeroed) {
+    const int64_t two = 2;
+    multi_state(x->t, 9, zeroed);
+    multi_state(x->ref, 9, zeroed);
+    CHECK_OK(cg_zeros(CG_FLOAT64, 1, &two, &x->bad));
+    CHECK_OK(cg_zeros(CG_FLOAT64, 1, &MULTI_N[2], &x->wrong_dtype));
+    for (int k = 0; k < 5; ++k) CHECK_OK(cg_zeros(CG_FLOAT32, 1, &MULTI_N[0], &x->twin[k]));
+}
+
+static void multi_fixture_free(multi_fixture *x) {
+    multi_free(x->t);
+    multi_free(x->ref);
+    cg_tensor_free(x->bad);
+    cg_tensor_free(x->wrong_dtype);
+    for (int k = 0; k < 5; ++k) cg_tensor_free(x->twin[k]);
+}
+
+/* Nothing moved: t's bits those of ref, the twins still zero, no version
+ * bumped. */
+static int multi_unmoved(multi_fixture *x) {
+    int ok = multi_same(x->t, x->ref);
+    for (int k = 0; k < 5; ++k) {
+        for (int j = 0; j < MULTI; ++j) ok &= cg_tensor_version(x->t[k][j]) == 0;
+        ok &= cg_tensor_version(x->twin[k]) == 0;
+        for (int64_t i = 0; i < MULTI_N[0]; ++i) ok &= cgt_at(x->twin[k], i) == 0.0;
+    }
+    return ok;
+}
+
+/* The list l with entry j replaced by e (out, for use in a call). */
+static cg_tensor **with_entry(cg_tensor *out[MULTI], cg_tensor *const l[MULTI], int j,
+                              cg_tensor *e) {
+    memcpy(out, l, sizeof *out * MULTI);
+    out[j] = e;
+    return out;
+}
+
+/* l[k]: the fixture's list k with entry 3 the twin's (so entry 3 has
+ * parameter 0's shape and dtype), then entry 3 of l[k_e] set to e. */
+static void multi_twin(cg_tensor *l[5][MULTI], multi_fixture *x, int k_e, cg_tensor *e) {
+    for (int k = 0; k < 5; ++k) with_entry(l[k], x->t[k], 3, x->twin[k]);
+    l[k_e][3] = e;
+}
+
+/* A multi call that fails with status code, msg (unless NULL) in its
+ * message, and moves nothing of the fixture named x where it is used. */
+#define MULTI_FAILS(call, code, msg)                                           \
+    do {                                                                       \
+        CHECK_STATUS(call, code);                                              \
+        const char *msg_ = (msg);                                              \
+        if (msg_ && !strstr(cg_last_error(), msg_))                            \
+            CGT_FAIL_("message '%s' lacks '%s'", cg_last_error(), msg_);       \
+        CHECK(multi_unmoved(&x));                                              \
+    } while (0)
+
+/* Adam: t[2] exp_avg, t[3] exp_avg_sq, t[4] max_exp_avg_sq. */
+static cg_status adam_multi_step(cg_tensor *t[5][MULTI], int j, int64_t step, const void *vo) {
+    const cg_adam_options *o = (const cg_adam_options *)vo;
+    if (j >= 0) return cg_adam_update(t[0][j], t[1][j], t[2][j], t[3][j], t[4][j], step, o, NULL);
+    return cg_adam_update_multi(MULTI, t[0], t[1], t[2], t[3], o->amsgrad ? t[4] : NULL, step, o);
 }
 
 static void test_adam_multi(void) {
@@ -194,55 +312,27 @@ static void test_adam_multi(void) {
     opts[1].weight_decay = 0.1;
     opts[1].beta1 = 0.6;
     opts[2].lr = 0.05;
-    for (int c = 0; c < 3; ++c) {
-        cg_tensor *one[5][MULTI], *many[5][MULTI];
-        multi_state(one, c);
-        multi_state(many, c);
-        for (int64_t step = 1; step <= 3; ++step) {
-            for (int j = 0; j < MULTI; ++j)
-                CHECK_OK(cg_adam_update(one[0][j], one[1][j], one[2][j], one[3][j], one[4][j], step,
-                                        &opts[c], NULL));
-            CHECK_OK(cg_adam_update_multi(MULTI, many[0], many[1], many[2], many[3],
-                                          opts[c].amsgrad ? many[4] : NULL, step, &opts[c]));
-        }
-        CHECK(multi_same(one, many));
-        CHECK(cg_tensor_version(many[0][3]) == 3 && cg_tensor_version(many[1][3]) == 0);
-        multi_free(one);
-        multi_free(many);
-    }
+    for (int c = 0; c < 3; ++c)
+        multi_vs_single("adam", adam_multi_step, &opts[c], c, 0, 1,
+                        1u | 4u | 8u | (opts[c].amsgrad ? 16u : 0u));
     /* errors: status, message, and no parameter moved */
     cg_adam_options o = cg_adam_default_options();
-    cg_tensor *t[5][MULTI], *ref[5][MULTI], *bad = NULL;
-    multi_state(t, 9);
-    multi_state(ref, 9);
-    int64_t two = 2;
-    CHECK_OK(cg_zeros(CG_FLOAT64, 1, &two, &bad));
-    cg_tensor *g_bad[MULTI] = {t[1][0], t[1][1], t[1][2], bad};
-    CHECK_STATUS(cg_adam_update_multi(MULTI, t[0], g_bad, t[2], t[3], NULL, 1, &o), CG_ERR_SHAPE);
-    CHECK(strstr(cg_last_error(), "parameter 3") != NULL);
-    cg_tensor *m_shared[MULTI] = {t[2][0], t[2][1], t[2][2], t[0][3]};
-    CHECK_STATUS(cg_adam_update_multi(MULTI, t[0], t[1], m_shared, t[3], NULL, 1, &o), CG_ERR_VALUE);
-    {   /* parameter 0 listed again as parameter 3 (with its own state buffers) */
-        cg_tensor *m3 = NULL, *v3 = NULL;
-        CHECK_OK(cg_zeros(CG_FLOAT32, 1, &MULTI_N[0], &m3));
-        CHECK_OK(cg_zeros(CG_FLOAT32, 1, &MULTI_N[0], &v3));
-        cg_tensor *p_twice[MULTI] = {t[0][0], t[0][1], t[0][2], t[0][0]};
-        cg_tensor *g_twice[MULTI] = {t[1][0], t[1][1], t[1][2], t[1][0]};
-        cg_tensor *m_twice[MULTI] = {t[2][0], t[2][1], t[2][2], m3};
-        cg_tensor *v_twice[MULTI] = {t[3][0], t[3][1], t[3][2], v3};
-        CHECK_STATUS(cg_adam_update_multi(MULTI, p_twice, g_twice, m_twice, v_twice, NULL, 1, &o),
-                     CG_ERR_VALUE);
-        CHECK(strstr(cg_last_error(), "share memory") != NULL);
-        cg_tensor_free(m3);
-        cg_tensor_free(v3);
-    }
-    CHECK_STATUS(cg_adam_update_multi(MULTI, t[0], t[1], t[2], t[3], NULL, 0, &o), CG_ERR_VALUE);
-    CHECK_STATUS(cg_adam_update_multi(MULTI, t[0], NULL, t[2], t[3], NULL, 1, &o), CG_ERR_NULL);
-    CHECK_STATUS(cg_adam_update_multi(-1, t[0], t[1], t[2], t[3], NULL, 1, &o), CG_ERR_VALUE);
+    multi_fixture x;
+    multi_fixture_init(&x, 0);
+    cg_tensor **t0 = x.t[0], **t1 = x.t[1], **t2 = x.t[2], **t3 = x.t[3], *l[5][MULTI];
+    MULTI_FAILS(cg_adam_update_multi(MULTI, t0, with_entry(l[1], t1, 3, x.bad), t2, t3,
+                                     NULL, 1, &o), CG_ERR_SHAPE, "parameter 3");
+    MULTI_FAILS(cg_adam_update_multi(MULTI, t0, t1, with_entry(l[2], t2, 3, t0[3]), t3,
+                                     NULL, 1, &o), CG_ERR_VALUE, NULL);
+    /* parameter 0 listed again as parameter 3 (with its own state buffers) */
+    multi_twin(l, &x, 0, t0[0]);
+    MULTI_FAILS(cg_adam_update_multi(MULTI, l[0], l[1], l[2], l[3], NULL, 1, &o), CG_ERR_VALUE,
+                "share memory");
+    MULTI_FAILS(cg_adam_update_multi(MULTI, t0, t1, t2, t3, NULL, 0, &o), CG_ERR_VALUE, NULL);
+    MULTI_FAILS(cg_adam_update_multi(MULTI, t0, NULL, t2, t3, NULL, 1, &o), CG_ERR_NULL, NULL);
+    MULTI_FAILS(cg_adam_update_multi(-1, t0, t1, t2, t3, NULL, 1, &o), CG_ERR_VALUE, NULL);
     o.amsgrad = 1;
-    CHECK_STATUS(cg_adam_update_multi(MULTI, t[0], t[1], t[2], t[3], NULL, 1, &o), CG_ERR_NULL);
-    CHECK(multi_same(t, ref));
-    CHECK(cg_tensor_version(t[0][0]) == 0);
+    MULTI_FAILS(cg_adam_update_multi(MULTI, t0, t1, t2, t3, NULL, 1, &o), CG_ERR_NULL, NULL);
     CHECK_OK(cg_adam_update_multi(0, NULL, NULL, NULL, NULL, NULL, 1, &o));
     /* two views side by side in one storage are two parameters */
     {
@@ -263,14 +353,16 @@ static void test_adam_multi(void) {
         cg_tensor_free(base); cg_tensor_free(v0); cg_tensor_free(v1);
         for (int j = 0; j < 2; ++j) { cg_tensor_free(g[j]); cg_tensor_free(m[j]); cg_tensor_free(v[j]); }
     }
-    cg_tensor_free(bad);
-    multi_free(t);
-    multi_free(ref);
+    multi_fixture_free(&x);
 }
 
-/* cg_sgd_update_multi: the bits of n cg_sgd_update calls (t[0] params,
- * t[1] grads, t[2] momentum buffers), the first step initialising the
- * buffers; errors move nothing. */
+/* SGD: t[2] momentum buffers, the first step (0) initialising them. */
+static cg_status sgd_multi_step(cg_tensor *t[5][MULTI], int j, int64_t step, const void *vo) {
+    const cg_sgd_options *o = (const cg_sgd_options *)vo;
+    if (j >= 0) return cg_sgd_update(t[0][j], t[1][j], t[2][j], step == 0, o, NULL);
+    return cg_sgd_update_multi(MULTI, t[0], t[1], o->momentum != 0.0 ? t[2] : NULL, step == 0, o);
+}
+
 static void test_sgd_multi(void) {
     cg_sgd_options opts[3] = {cg_sgd_default_options(), cg_sgd_default_options(),
                               cg_sgd_default_options()};
@@ -283,60 +375,200 @@ static void test_sgd_multi(void) {
     opts[2].momentum = 0.8;
     opts[2].nesterov = 1;
     opts[2].weight_decay = 0.01;
-    for (int c = 0; c < 3; ++c) {
-        cg_tensor *one[5][MULTI], *many[5][MULTI];
-        multi_state(one, c);
-        multi_state(many, c);
-        for (int step = 0; step < 3; ++step) {
-            for (int j = 0; j < MULTI; ++j)
-                CHECK_OK(cg_sgd_update(one[0][j], one[1][j], one[2][j], step == 0, &opts[c], NULL));
-            CHECK_OK(cg_sgd_update_multi(MULTI, many[0], many[1],
-                                         opts[c].momentum != 0.0 ? many[2] : NULL, step == 0, &opts[c]));
-        }
-        CHECK(multi_same(one, many));
-        CHECK(cg_tensor_version(many[0][3]) == 3 && cg_tensor_version(many[1][3]) == 0);
-        CHECK(cg_tensor_version(many[2][3]) == (opts[c].momentum != 0.0 ? 3 : 0));
-        multi_free(one);
-        multi_free(many);
-    }
+    for (int c = 0; c < 3; ++c)
+        multi_vs_single("sgd", sgd_multi_step, &opts[c], c, 0, 0,
+                        1u | (opts[c].momentum != 0.0 ? 4u : 0u));
     /* errors: status, message, and no parameter moved */
     cg_sgd_options o = cg_sgd_default_options();
     o.momentum = 0.9;
-    cg_tensor *t[5][MULTI], *ref[5][MULTI], *bad = NULL;
-    multi_state(t, 9);
-    multi_state(ref, 9);
-    int64_t two = 2;
-    CHECK_OK(cg_zeros(CG_FLOAT64, 1, &two, &bad));
-    cg_tensor *b_bad[MULTI] = {t[2][0], t[2][1], t[2][2], bad};
-    CHECK_STATUS(cg_sgd_update_multi(MULTI, t[0], t[1], b_bad, 0, &o), CG_ERR_SHAPE);
-    CHECK(strstr(cg_last_error(), "'momentum_buffer' has shape (2,)") != NULL);
+    multi_fixture x;
+    multi_fixture_init(&x, 0);
+    cg_tensor **t0 = x.t[0], **t1 = x.t[1], **t2 = x.t[2], *l[5][MULTI];
+    MULTI_FAILS(cg_sgd_update_multi(MULTI, t0, t1, with_entry(l[2], t2, 3, x.bad), 0, &o),
+                CG_ERR_SHAPE, "'momentum_buffer' has shape (2,)");
     CHECK(strstr(cg_last_error(), "(parameter 3)") != NULL);
-    cg_tensor *b_shared[MULTI] = {t[2][0], t[2][1], t[2][2], t[0][3]};
-    CHECK_STATUS(cg_sgd_update_multi(MULTI, t[0], t[1], b_shared, 0, &o), CG_ERR_VALUE);
-    cg_tensor *p_twice[MULTI] = {t[0][0], t[0][1], t[0][2], t[0][0]};
-    cg_tensor *g_twice[MULTI] = {t[1][0], t[1][1], t[1][2], t[1][0]};
-    cg_tensor *b_twice[MULTI] = {t[2][0], t[2][1], t[2][2], t[3][0]};
-    CHECK_STATUS(cg_sgd_update_multi(MULTI, p_twice, g_twice, b_twice, 0, &o), CG_ERR_VALUE);
-    CHECK(strstr(cg_last_error(), "share memory") != NULL);
-    CHECK_STATUS(cg_sgd_update_multi(MULTI, t[0], t[1], NULL, 0, &o), CG_ERR_NULL);
-    CHECK_STATUS(cg_sgd_update_multi(MULTI, t[0], NULL, t[2], 0, &o), CG_ERR_NULL);
-    CHECK_STATUS(cg_sgd_update_multi(-1, t[0], t[1], t[2], 0, &o), CG_ERR_VALUE);
-    CHECK_STATUS(cg_sgd_update_multi(MULTI, t[0], t[1], t[2], 0, NULL), CG_ERR_NULL);
+    MULTI_FAILS(cg_sgd_update_multi(MULTI, t0, t1, with_entry(l[2], t2, 3, t0[3]), 0, &o),
+                CG_ERR_VALUE, NULL);
+    multi_twin(l, &x, 0, t0[0]); /* parameter 0 listed again as parameter 3 */
+    MULTI_FAILS(cg_sgd_update_multi(MULTI, l[0], l[1], l[2], 0, &o), CG_ERR_VALUE, "share memory");
+    MULTI_FAILS(cg_sgd_update_multi(MULTI, t0, t1, NULL, 0, &o), CG_ERR_NULL, NULL);
+    MULTI_FAILS(cg_sgd_update_multi(MULTI, t0, NULL, t2, 0, &o), CG_ERR_NULL, NULL);
+    MULTI_FAILS(cg_sgd_update_multi(-1, t0, t1, t2, 0, &o), CG_ERR_VALUE, NULL);
+    MULTI_FAILS(cg_sgd_update_multi(MULTI, t0, t1, t2, 0, NULL), CG_ERR_NULL, NULL);
     o.nesterov = 1;
     o.dampening = 0.5;
-    CHECK_STATUS(cg_sgd_update_multi(MULTI, t[0], t[1], t[2], 0, &o), CG_ERR_VALUE);
-    CHECK(strstr(cg_last_error(), "Nesterov") != NULL);
-    CHECK(multi_same(t, ref));
-    CHECK(cg_tensor_version(t[0][0]) == 0 && cg_tensor_version(t[2][0]) == 0);
+    MULTI_FAILS(cg_sgd_update_multi(MULTI, t0, t1, t2, 0, &o), CG_ERR_VALUE, "Nesterov");
     o = cg_sgd_default_options();
     CHECK_OK(cg_sgd_update_multi(0, NULL, NULL, NULL, 0, &o));
     /* without momentum the buffer list is not read */
     o.lr = 0.5;
-    CHECK_OK(cg_sgd_update_multi(MULTI, t[0], t[1], NULL, 0, &o));
-    CHECK_CLOSE(cgt_at(t[0][3], 5), cgt_at(ref[0][3], 5) - 0.5 * cgt_at(ref[1][3], 5), 1e-15);
-    cg_tensor_free(bad);
-    multi_free(t);
-    multi_free(ref);
+    CHECK_OK(cg_sgd_update_multi(MULTI, t0, t1, NULL, 0, &o));
+    CHECK_CLOSE(cgt_at(t0[3], 5), cgt_at(x.ref[0][3], 5) - 0.5 * cgt_at(x.ref[1][3], 5), 1e-15);
+    multi_fixture_free(&x);
+}
+
+/* RMSprop: t[3] square_avg, t[4] grad_avg (starting at zero, so that the
+ * centered variance stays >= 0), t[2] momentum_buffer. */
+static cg_status rmsprop_multi_step(cg_tensor *t[5][MULTI], int j, int64_t step, const void *vo) {
+    const cg_rmsprop_options *o = (const cg_rmsprop_options *)vo;
+    if (j >= 0) return cg_rmsprop_update(t[0][j], t[1][j], t[3][j], t[4][j], t[2][j], o, NULL);
+    return cg_rmsprop_update_multi(MULTI, t[0], t[1], t[3], o->centered ? t[4] : NULL,
+                                   o->momentum > 0.0 ? t[2] : NULL, o);
+}
+
+static void test_rmsprop_multi(void) {
+    cg_rmsprop_options opts[4] = {cg_rmsprop_default_options(), cg_rmsprop_default_options(),
+                                  cg_rmsprop_default_options(), cg_rmsprop_default_options()};
+    opts[1].lr = 0.02; /* alpha 0.99: lerp weight 0.01 < 0.5 */
+    opts[1].centered = 1;
+    opts[1].momentum = 0.9;
+    opts[1].weight_decay = 0.1;
+    opts[1].maximize = 1;
+    opts[2].alpha = 0.3; /* lerp weight 0.7 >= 0.5: the other branch */
+    opts[2].centered = 1;
+    opts[2].momentum = 0.5;
+    opts[3].alpha = 0.5; /* lerp weight 0.5: the >= 0.5 branch at its edge; no momentum */
+    opts[3].centered = 1;
+    opts[3].weight_decay = 0.01;
+    opts[3].eps = 1e-3;
+    for (int c = 0; c < 4; ++c)
+        multi_vs_single("rmsprop", rmsprop_multi_step, &opts[c], c, 1u << 4, 1,
+                        1u | 8u | (opts[c].centered ? 16u : 0u) |
+                            (opts[c].momentum > 0.0 ? 4u : 0u));
+    /* errors: status, message, and no parameter moved */
+    cg_rmsprop_options o = cg_rmsprop_default_options();
+    o.centered = 1;
+    o.momentum = 0.9;
+    multi_fixture x;
+    multi_fixture_init(&x, 1u << 4);
+    cg_tensor **t0 = x.t[0], **t1 = x.t[1], **t2 = x.t[2], **t3 = x.t[3], **t4 = x.t[4];
+    cg_tensor *l[5][MULTI];
+    MULTI_FAILS(cg_rmsprop_update_multi(-1, t0, t1, t3, t4, t2, &o), CG_ERR_VALUE, "n must be");
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, t1, t3, t4, t2, NULL), CG_ERR_NULL, NULL);
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, NULL, t1, t3, t4, t2, &o), CG_ERR_NULL, NULL);
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, NULL, t3, t4, t2, &o), CG_ERR_NULL, NULL);
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, t1, NULL, t4, t2, &o), CG_ERR_NULL, NULL);
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, t1, t3, NULL, t2, &o), CG_ERR_NULL, NULL);
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, t1, t3, t4, NULL, &o), CG_ERR_NULL, NULL);
+    /* a bad entry: its index in the message */
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, with_entry(l[1], t1, 1, x.bad), t3, t4, t2, &o),
+                CG_ERR_SHAPE, "'grad' has shape (2,)");
+    CHECK(strstr(cg_last_error(), "(parameter 1)") != NULL);
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, t1, t3, t4, with_entry(l[2], t2, 3, x.bad), &o),
+                CG_ERR_SHAPE, "(parameter 3)");
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, t1, t3, with_entry(l[4], t4, 2, x.wrong_dtype),
+                                        t2, &o), CG_ERR_DTYPE, "(parameter 2)");
+    CHECK(strstr(cg_last_error(), "grad_avg") != NULL);
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, with_entry(l[1], t1, 2, NULL), t3, t4, t2, &o),
+                CG_ERR_NULL, "(parameter 2)");
+    /* memory shared: within one entry, a state buffer across two, a
+     * parameter listed twice */
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, t1, with_entry(l[3], t3, 3, t0[3]), t4, t2, &o),
+                CG_ERR_VALUE, "(parameter 3)");
+    CHECK(strstr(cg_last_error(), "share memory") != NULL);
+    for (int k = 0; k < 5; k += 4) { /* k 0: parameter 0 again; 4: parameter 0's grad_avg */
+        multi_twin(l, &x, k, x.t[k][0]);
+        MULTI_FAILS(cg_rmsprop_update_multi(MULTI, l[0], l[1], l[3], l[4], l[2], &o), CG_ERR_VALUE,
+                    "share memory");
+    }
+    /* bad option values */
+    cg_rmsprop_options b = o;
+    b.lr = -0.01;
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, t1, t3, t4, t2, &b),
+                CG_ERR_VALUE, "learning rate");
+    b = o;
+    b.alpha = -0.5;
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, t1, t3, t4, t2, &b), CG_ERR_VALUE, "alpha");
+    b = o;
+    b.eps = NAN;
+    MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, t1, t3, t4, t2, &b), CG_ERR_VALUE, "epsilon");
+    CHECK_OK(cg_rmsprop_update_multi(0, NULL, NULL, NULL, NULL, NULL, &o));
+    CHECK(multi_unmoved(&x));
+    /* not centered, no momentum: those lists are not read (bad entries
+     * and all), and the result is that of the plain single calls */
+    b = cg_rmsprop_default_options();
+    b.lr = 0.1;
+    CHECK_OK(cg_rmsprop_update_multi(MULTI, t0, t1, t3, with_entry(l[4], t4, 1, x.bad),
+                                     with_entry(l[2], t2, 3, x.bad), &b));
+    for (int j = 0; j < MULTI; ++j)
+        CHECK_OK(cg_rmsprop_update(x.ref[0][j], x.ref[1][j], x.ref[3][j], NULL, NULL, &b, NULL));
+    CHECK(multi_same(x.t, x.ref));
+    CHECK(cg_tensor_version(t0[3]) == 1 && cg_tensor_version(t3[3]) == 1);
+    CHECK(cg_tensor_version(t2[3]) == 0 && cg_tensor_version(t4[3]) == 0);
+    CHECK(cg_tensor_version(x.bad) == 0);
+    multi_fixture_free(&x);
+}
+
+/* Adagrad: t[3] state_sum. */
+static cg_status adagrad_multi_step(cg_tensor *t[5][MULTI], int j, int64_t step, const void *vo) {
+    const cg_adagrad_options *o = (const cg_adagrad_options *)vo;
+    if (j >= 0) return cg_adagrad_update(t[0][j], t[1][j], t[3][j], step, o, NULL);
+    return cg_adagrad_update_multi(MULTI, t[0], t[1], t[3], step, o);
+}
+
+static void test_adagrad_multi(void) {
+    cg_adagrad_options plain = cg_adagrad_default_options(), all = cg_adagrad_default_options();
+    plain.lr = 0.3;
+    all.lr = 0.1;
+    all.lr_decay = 0.25;
+    all.weight_decay = 0.05;
+    all.maximize = 1;
+    multi_vs_single("adagrad", adagrad_multi_step, &plain, 0, 0, 1, 1u | 8u);
+    multi_vs_single("adagrad", adagrad_multi_step, &all, 1, 0, 1, 1u | 8u);
+    multi_vs_single("adagrad", adagrad_multi_step, &all, 2, 0, 7, 1u | 8u); /* steps 7..9 */
+    /* errors: status, message, and no parameter moved */
+    cg_adagrad_options o = cg_adagrad_default_options();
+    multi_fixture x;
+    multi_fixture_init(&x, 0);
+    cg_tensor **t0 = x.t[0], **t1 = x.t[1], **t3 = x.t[3], *l[5][MULTI];
+    MULTI_FAILS(cg_adagrad_update_multi(-1, t0, t1, t3, 1, &o), CG_ERR_VALUE, "n must be");
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, t1, t3, 1, NULL), CG_ERR_NULL, NULL);
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, NULL, t1, t3, 1, &o), CG_ERR_NULL, NULL);
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, NULL, t3, 1, &o), CG_ERR_NULL, NULL);
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, t1, NULL, 1, &o), CG_ERR_NULL, NULL);
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, t1, t3, 0, &o), CG_ERR_VALUE, "step");
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, t1, t3, -3, &o), CG_ERR_VALUE, "step");
+    cg_adagrad_options b = o;
+    b.lr = -0.01;
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, t1, t3, 1, &b), CG_ERR_VALUE, "learning rate");
+    b = o;
+    b.lr_decay = -1;
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, t1, t3, 1, &b), CG_ERR_VALUE, "lr_decay");
+    b = o;
+    b.eps = NAN;
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, t1, t3, 1, &b), CG_ERR_VALUE, "epsilon");
+    /* a bad entry: its index in the message */
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, with_entry(l[1], t1, 1, x.bad), t3, 1, &o),
+                CG_ERR_SHAPE, "'grad' has shape (2,)");
+    CHECK(strstr(cg_last_error(), "(parameter 1)") != NULL);
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, t1, with_entry(l[3], t3, 3, x.bad), 1, &o),
+                CG_ERR_SHAPE, "(parameter 3)");
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, with_entry(l[1], t1, 2, x.wrong_dtype),
+                                        t3, 1, &o), CG_ERR_DTYPE, "(parameter 2)");
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, t1, with_entry(l[3], t3, 2, NULL), 1, &o),
+                CG_ERR_NULL, "(parameter 2)");
+    /* memory shared: within one entry, a state buffer across two, a
+     * parameter listed twice */
+    MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, t1, with_entry(l[3], t3, 3, t0[3]), 1, &o),
+                CG_ERR_VALUE, "(parameter 3)");
+    CHECK(strstr(cg_last_error(), "share memory") != NULL);
+    for (int k = 0; k < 4; k += 3) { /* k 0: parameter 0 again; 3: parameter 0's state_sum */
+        multi_twin(l, &x, k, x.t[k][0]);
+        MULTI_FAILS(cg_adagrad_update_multi(MULTI, l[0], l[1], l[3], 1, &o), CG_ERR_VALUE,
+                    "share memory");
+    }
+    CHECK_OK(cg_adagrad_update_multi(0, NULL, NULL, NULL, 1, &o));
+    CHECK(multi_unmoved(&x));
+    /* one gradient read by two parameters is fine: only written tensors
+     * must not overlap */
+    o.lr = 0.1;
+    multi_twin(l, &x, 1, t1[0]);
+    CHECK_OK(cg_adagrad_update_multi(MULTI, l[0], l[1], l[3], 1, &o));
+    CHECK_OK(cg_adagrad_update(x.ref[0][0], x.ref[1][0], x.ref[3][0], 1, &o, NULL));
+    CHECK(bitwise_same(t0[0], x.ref[0][0]) && bitwise_same(t3[0], x.ref[3][0]));
+    CHECK(cgt_at(x.twin[0], 2) != 0.0 && cg_tensor_version(x.twin[0]) == 1);
+    CHECK(cg_tensor_version(t1[0]) == 0 && cg_tensor_version(t0[3]) == 0);
+    multi_fixture_free(&x);
 }
 
 /* --------------------------------------------------------------- RMSprop */
@@ -633,11 +865,6 @@ static double sq_dist(const cg_tensor *a, const cg_tensor *b) {
         s += d * d;
     }
     return s;
-}
-
-static int bitwise_same(const cg_tensor *a, const cg_tensor *b) {
-    return memcmp(cg_tensor_data((cg_tensor *)a), cg_tensor_data((cg_tensor *)b),
-                  (size_t)cg_tensor_numel(a) * cg_dtype_size(cg_tensor_dtype(a))) == 0;
 }
 
 /* One step of optimizer `which` (0 SGD nesterov + wd, 1 AdamW amsgrad, 2
@@ -1283,6 +1510,8 @@ int main(void) {
     test_adam();
     test_adam_multi();
     test_sgd_multi();
+    test_rmsprop_multi();
+    test_adagrad_multi();
     test_rmsprop();
     test_adagrad();
     test_update_errors();

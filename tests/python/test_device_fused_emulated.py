@@ -18,7 +18,7 @@ from cgrad.backends import cuda_kernels
 from cgrad.nn.utils import clip_grad as clip
 from device_util import REAL_GPU, host
 from test_device_optim import *  # noqa: F401,F403 (their tests run again here)
-from test_device_optim import OPTIMIZERS, SHAPES, make_params, noises, set_grads, state_tensors
+from test_device_optim import OPTIMIZERS, make_params, noises, set_grads, state_tensors
 
 pytestmark = cuda_emu.fused_path_marks(REAL_GPU)
 
@@ -53,14 +53,12 @@ def bits(a):
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_fused_trajectory_has_the_array_paths_bits(fused_path, name, dtype):
     kind = next(k for k in ("sgd", "adam", "rmsprop", "adagrad") if name.startswith(k))  # adamw: adam
-    # Adam's and SGD's foreach steps: one launch for all parameters (one
-    # dtype) a step
-    multi = kind in ("adam", "sgd")
-    entry = cuda_kernels.entry(f"{kind}_update_multi" if multi else f"{kind}_update", dtype)
+    # every built-in optimizer's foreach step: one launch for all the
+    # parameters (of one dtype) a step
+    entry = cuda_kernels.entry(f"{kind}_update_multi", dtype)
     before = cuda_emu.launches[entry]
     fused = trajectory(name, dtype)
-    per_step = 1 if multi else len(SHAPES)  # else one launch per parameter
-    assert cuda_emu.launches[entry] - before == 6 * per_step
+    assert cuda_emu.launches[entry] - before == 6
     with cuda_emu.kernels_of(fused_path, None):
         arrays = trajectory(name, dtype)
     for step, (a, b) in enumerate(zip(arrays[0], fused[0])):

@@ -240,3 +240,132 @@ def test_sgd_failed_first_step_leaves_no_buffers(dev, foreach):
         np.testing.assert_array_equal(host(p), host(q))
         np.testing.assert_array_equal(host(opt.state[p]["momentum_buffer"]),
                                       host(ref.state[q]["momentum_buffer"]))
+
+
+# ------------------------------------------------------ RMSprop, Adagrad
+RMSPROP_CONFIGS = {
+    "plain": dict(lr=0.01),
+    "centered, momentum": dict(lr=0.01, centered=True, momentum=0.9),
+    "weight decay, maximize, small alpha": dict(lr=0.01, alpha=0.3, weight_decay=0.05,
+                                                maximize=True),
+    "all": dict(lr=0.01, alpha=0.9, centered=True, momentum=0.5, weight_decay=0.02),
+}
+ADAGRAD_CONFIGS = {
+    "plain": dict(lr=0.1),
+    "lr decay, weight decay, initial sum": dict(lr=0.1, lr_decay=0.05, weight_decay=0.02,
+                                                initial_accumulator_value=0.3),
+    "maximize, eps": dict(lr=0.1, eps=1e-3, maximize=True),
+}
+N = len(SHAPES)
+# (optimizer, its multi binding, a config, the batch sizes of run's 4 steps):
+# RMSprop's update does not read the step count, so a group is one batch;
+# Adagrad's learning rate does, so parameter 1's lagging count makes a
+# batch of its own after the first step (as Adam's)
+STATELESS_STEP = [N - 1] + [N] * 3
+LAGGING_STEP = [N - 1] + [N - 1, 1] * 3
+MULTI_CASES = [pytest.param(optim.RMSprop, "_rmsprop_update_multi", kw, STATELESS_STEP,
+                            id=f"rmsprop: {name}") for name, kw in RMSPROP_CONFIGS.items()] + \
+              [pytest.param(optim.Adagrad, "_adagrad_update_multi", kw, LAGGING_STEP,
+                            id=f"adagrad: {name}") for name, kw in ADAGRAD_CONFIGS.items()]
+
+
+@pytest.mark.parametrize("dev,foreach", [("cpu", True), ("cuda", None), ("cuda", True)])
+@pytest.mark.parametrize("opt_cls,binding,kw,batches", MULTI_CASES)
+def test_rmsprop_adagrad_foreach_give_the_bits_of_the_per_parameter_path(
+        dev, foreach, opt_cls, binding, kw, batches, monkeypatch):
+    from cgrad import _core
+    calls = []
+    multi = getattr(_core, binding)
+    monkeypatch.setattr(_core, binding, lambda *a: (calls.append(len(a[0])), multi(*a)))
+    ps_a, st_a = run(dev, kw, foreach, opt_cls)
+    assert calls == batches, calls
+    monkeypatch.undo()
+    assert_same_bits((ps_a, st_a), run(dev, kw, False, opt_cls))
+
+
+@pytest.mark.parametrize("opt_cls,kw,kernel", [
+    (optim.RMSprop, dict(lr=0.01, centered=True, momentum=0.9), "rmsprop_update"),
+    (optim.Adagrad, dict(lr=0.01), "adagrad_update")])
+def test_rmsprop_adagrad_device_step_is_one_kernel_call(opt_cls, kw, kernel, monkeypatch):
+    params = make("cuda")
+    opt = opt_cls(params, **kw)
+    for p in params:
+        p.grad = cgrad.ones_like(p)
+    names = record_kernels(monkeypatch, cgrad.cuda._init())
+    opt.step()
+    opt.step()
+    assert names == [kernel + "_multi_"] * 2, names
+    per_parameter = opt_cls(params, foreach=False, **kw)   # (Adagrad fills its sums here)
+    del names[:]
+    per_parameter.step()
+    assert names == [kernel + "_"] * sum(p.numel() > 0 for p in params), names
+
+
+@pytest.mark.parametrize("dev", ["cpu", "cuda"])
+@pytest.mark.parametrize("opt_cls,kw,key", [
+    (optim.RMSprop, dict(lr=0.1, centered=True, momentum=0.9), "grad_avg"),
+    (optim.RMSprop, dict(lr=0.1), "square_avg"),
+    (optim.Adagrad, dict(lr=0.1, lr_decay=0.1), "sum")])
+def test_rmsprop_adagrad_bad_entry_moves_nothing(dev, opt_cls, kw, key):
+    params = make(dev)
+    opt = opt_cls(params, foreach=True, **kw)
+    for p in params:
+        p.grad = cgrad.ones_like(p)
+    opt.step()
+
+    def snapshot():
+        return [host(p) for p in params], [[(k, host(v)) for k, v in sorted(opt.state[p].items())]
+                                           for p in params]
+
+    before = snapshot()
+    for p in params:
+        p.grad = cgrad.ones_like(p) * 3.0
+    good = opt.state[params[4]][key]
+    opt.state[params[4]][key] = cgrad.zeros(3, device=dev)  # the wrong shape
+    with pytest.raises(ValueError, match=f"'{key if key != 'sum' else 'state_sum'}' has shape "
+                                         "\\(3,\\) but the parameter has shape \\(130,\\) "
+                                         "\\(parameter 4\\)"):
+        opt.step()
+    opt.state[params[4]][key] = good
+    assert_same_bits(snapshot(), before)    # step counts included
+    opt.step()      # and the next step is the step that failed
+    ref_params = make(dev)
+    ref = opt_cls(ref_params, foreach=False, **kw)
+    for grad in (1.0, 3.0):
+        for p in ref_params:
+            p.grad = cgrad.ones_like(p) * grad
+        ref.step()
+    assert_same_bits(snapshot(), ([host(p) for p in ref_params],
+                                  [[(k, host(v)) for k, v in sorted(ref.state[p].items())]
+                                   for p in ref_params]))
+
+
+def test_rmsprop_adagrad_multi_call_argument_errors():
+    from cgrad import _core
+    p, g, s = [cgrad.zeros(3)], [cgrad.ones(3)], [cgrad.zeros(3)]
+    rms = _core._rmsprop_update_multi
+    with pytest.raises(ValueError, match="grads must list 1 tensors"):
+        rms(p, [], s, None, None, 0.1, 0.9, 1e-8, 0.0, 0.0, False, False)
+    with pytest.raises(ValueError, match="grad_avgs must list 1 tensors, one per parameter, got None"):
+        rms(p, g, s, None, None, 0.1, 0.9, 1e-8, 0.0, 0.0, True, False)
+    with pytest.raises(ValueError, match="momentum_buffers must list 1 tensors, one per parameter, got None"):
+        rms(p, g, s, None, None, 0.1, 0.9, 1e-8, 0.0, 0.5, False, False)
+    with pytest.raises(TypeError, match="square_avgs\\[0\\] must be a Tensor, got int"):
+        rms(p, g, [3], None, None, 0.1, 0.9, 1e-8, 0.0, 0.0, False, False)
+    with pytest.raises(ValueError, match="cg_rmsprop_update_multi: invalid alpha value: -0.5"):
+        rms(p, g, s, None, None, 0.1, -0.5, 1e-8, 0.0, 0.0, False, False)
+    with pytest.raises(ValueError, match="share memory"):
+        rms(p * 2, g * 2, [cgrad.zeros(3), cgrad.zeros(3)], None, None, 0.1, 0.9, 1e-8, 0.0,
+            0.0, False, False)
+    ada = _core._adagrad_update_multi
+    with pytest.raises(ValueError, match="state_sums must list 1 tensors"):
+        ada(p, g, [], 1, 0.1, 0.0, 0.0, 1e-10, 0.0, False)
+    with pytest.raises(ValueError, match="cg_adagrad_update_multi: step must be >= 1 .* got 0"):
+        ada(p, g, s, 0, 0.1, 0.0, 0.0, 1e-10, 0.0, False)
+    with pytest.raises(ValueError, match="share memory"):
+        ada(p * 2, g * 2, s * 2, 1, 0.1, 0.0, 0.0, 1e-10, 0.0, False)
+    # the step's lr: lr / (1 + (step - 1) * lr_decay) = 0.1 / 2; sum 1, so
+    # the step is 0.05 * 1 / (1 + eps)
+    ada(p, g, s, 3, 0.1, 0.5, 0.0, 0.0, 0.0, False)
+    np.testing.assert_array_equal(p[0].numpy(), np.float32([-0.05] * 3))
+    np.testing.assert_array_equal(s[0].numpy(), [1.0] * 3)
