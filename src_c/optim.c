@@ -17,6 +17,7 @@
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic", "no-trapping-math",    \
                      "fp-contract=off", "no-tree-loop-distribute-patterns")
 #endif
+#include <limits.h>
 #include <stdio.h>
 
 #include "cg_internal.h"
@@ -757,6 +758,16 @@ typedef struct {
     const int64_t *ip;
 } multi_update;
 
+/* At most 5 lists of n (4 written, the grads) are laid out in one int-sized
+ * array for a device's kernel call and the overlap check. */
+#define MULTI_MAX_N (INT_MAX / 5)
+
+static cg_status multi_count(const char *fn, int n) {
+    if (n < 0 || n > MULTI_MAX_N)
+        return cg__err(CG_ERR_VALUE, "%s: n must be in [0, %d], got %d", fn, MULTI_MAX_N, n);
+    return CG_OK;
+}
+
 /* A written tensor's elements (contiguous: check_operand) in its storage,
  * ordered by storage then offset for the overlap check. */
 typedef struct {
@@ -841,7 +852,7 @@ cg_status cg_adam_update_multi(int n, cg_tensor *const *params, cg_tensor *const
                                cg_tensor *const *max_exp_avg_sqs, int64_t step,
                                const cg_adam_options *o) {
     const char *fn = "cg_adam_update_multi";
-    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    CG_TRY(multi_count(fn, n));
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     if (n && (!params || !grads || !exp_avgs || !exp_avg_sqs || (o->amsgrad && !max_exp_avg_sqs)))
         return cg__err(CG_ERR_NULL, "%s: a tensor list is NULL", fn);
@@ -883,7 +894,7 @@ cg_status cg_sgd_update_multi(int n, cg_tensor *const *params, cg_tensor *const 
                               cg_tensor *const *momentum_buffers, int init_buffer,
                               const cg_sgd_options *o) {
     const char *fn = "cg_sgd_update_multi";
-    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    CG_TRY(multi_count(fn, n));
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(cg__check_sgd_options(fn, o));
     const int mom = o->momentum != 0.0;
@@ -1103,7 +1114,7 @@ cg_status cg_rmsprop_update_multi(int n, cg_tensor *const *params, cg_tensor *co
                                   cg_tensor *const *momentum_buffers,
                                   const cg_rmsprop_options *o) {
     const char *fn = "cg_rmsprop_update_multi";
-    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    CG_TRY(multi_count(fn, n));
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_rmsprop_options(fn, o));
     const int cen = o->centered != 0, mom = o->momentum > 0.0;
@@ -1275,7 +1286,7 @@ cg_status cg_adagrad_update_multi(int n, cg_tensor *const *params, cg_tensor *co
                                   cg_tensor *const *state_sums, int64_t step,
                                   const cg_adagrad_options *o) {
     const char *fn = "cg_adagrad_update_multi";
-    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    CG_TRY(multi_count(fn, n));
     double clr;
     CG_TRY(adagrad_clr(fn, step, o, &clr));
     if (n && (!params || !grads || !state_sums))

@@ -1,6 +1,7 @@
 /* test_optim.c -- fused optimizer updates, clipping and tensor statistics
  * against straightforward reference loops (written from the update rules
  * in PyTorch's documentation), and their error statuses. */
+#include <limits.h>
 #include <stdlib.h>
 
 #include "cgtest.h"
@@ -331,6 +332,8 @@ static void test_adam_multi(void) {
     MULTI_FAILS(cg_adam_update_multi(MULTI, t0, t1, t2, t3, NULL, 0, &o), CG_ERR_VALUE, NULL);
     MULTI_FAILS(cg_adam_update_multi(MULTI, t0, NULL, t2, t3, NULL, 1, &o), CG_ERR_NULL, NULL);
     MULTI_FAILS(cg_adam_update_multi(-1, t0, t1, t2, t3, NULL, 1, &o), CG_ERR_VALUE, NULL);
+    MULTI_FAILS(cg_adam_update_multi(INT_MAX / 5 + 1, t0, t1, t2, t3, NULL, 1, &o), CG_ERR_VALUE,
+                "n must be in [0, 429496729]");
     o.amsgrad = 1;
     MULTI_FAILS(cg_adam_update_multi(MULTI, t0, t1, t2, t3, NULL, 1, &o), CG_ERR_NULL, NULL);
     CHECK_OK(cg_adam_update_multi(0, NULL, NULL, NULL, NULL, NULL, 1, &o));
@@ -394,6 +397,7 @@ static void test_sgd_multi(void) {
     MULTI_FAILS(cg_sgd_update_multi(MULTI, t0, t1, NULL, 0, &o), CG_ERR_NULL, NULL);
     MULTI_FAILS(cg_sgd_update_multi(MULTI, t0, NULL, t2, 0, &o), CG_ERR_NULL, NULL);
     MULTI_FAILS(cg_sgd_update_multi(-1, t0, t1, t2, 0, &o), CG_ERR_VALUE, NULL);
+    MULTI_FAILS(cg_sgd_update_multi(INT_MAX, t0, t1, t2, 0, &o), CG_ERR_VALUE, "got 2147483647");
     MULTI_FAILS(cg_sgd_update_multi(MULTI, t0, t1, t2, 0, NULL), CG_ERR_NULL, NULL);
     o.nesterov = 1;
     o.dampening = 0.5;
@@ -444,6 +448,8 @@ static void test_rmsprop_multi(void) {
     cg_tensor **t0 = x.t[0], **t1 = x.t[1], **t2 = x.t[2], **t3 = x.t[3], **t4 = x.t[4];
     cg_tensor *l[5][MULTI];
     MULTI_FAILS(cg_rmsprop_update_multi(-1, t0, t1, t3, t4, t2, &o), CG_ERR_VALUE, "n must be");
+    MULTI_FAILS(cg_rmsprop_update_multi(INT_MAX / 5 + 1, t0, t1, t3, t4, t2, &o), CG_ERR_VALUE,
+                "n must be in");
     MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, t1, t3, t4, t2, NULL), CG_ERR_NULL, NULL);
     MULTI_FAILS(cg_rmsprop_update_multi(MULTI, NULL, t1, t3, t4, t2, &o), CG_ERR_NULL, NULL);
     MULTI_FAILS(cg_rmsprop_update_multi(MULTI, t0, NULL, t3, t4, t2, &o), CG_ERR_NULL, NULL);
@@ -522,6 +528,8 @@ static void test_adagrad_multi(void) {
     multi_fixture_init(&x, 0);
     cg_tensor **t0 = x.t[0], **t1 = x.t[1], **t3 = x.t[3], *l[5][MULTI];
     MULTI_FAILS(cg_adagrad_update_multi(-1, t0, t1, t3, 1, &o), CG_ERR_VALUE, "n must be");
+    MULTI_FAILS(cg_adagrad_update_multi(INT_MAX / 5 + 1, t0, t1, t3, 1, &o), CG_ERR_VALUE,
+                "n must be in");
     MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, t1, t3, 1, NULL), CG_ERR_NULL, NULL);
     MULTI_FAILS(cg_adagrad_update_multi(MULTI, NULL, t1, t3, 1, &o), CG_ERR_NULL, NULL);
     MULTI_FAILS(cg_adagrad_update_multi(MULTI, t0, NULL, t3, 1, &o), CG_ERR_NULL, NULL);
