@@ -62,3 +62,34 @@ def torch():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def qtbot(qtbot):
+    """pytest-qt's qtbot, holding every widget given to addWidget until the
+    test's teardown, then deleting the ones it closed from here.
+
+    pytest-qt keeps weak references only: once a test's locals are gone, a
+    shown widget lives on through its reference cycles alone, until the
+    collector frees it (and sip deletes it), which may be from inside one of
+    its own paint handlers while pytest-qt processes events after the test:
+    a crash. (Only for tests that take qtbot, which import pytest-qt.)"""
+    from PyQt6 import QtCore, sip
+
+    held = []
+    add = qtbot.addWidget
+
+    def add_widget(widget, **kwargs):
+        held.append(widget)
+        add(widget, **kwargs)
+
+    qtbot.addWidget = qtbot.add_widget = add_widget
+    yield qtbot
+    # pytest-qt closed them and asked for their deletion before this
+    # teardown; it happens now, at a safe point
+    QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
+    for w in held:
+        if not sip.isdeleted(w):
+            w.deleteLater()
+    QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
+    held.clear()
