@@ -61,12 +61,17 @@ class Adagrad(Optimizer):
                 step_t = state["step"]
                 step_t.add_(1)
                 step = int(step_t.item())
-                if g.is_sparse:  # its rows only; no fused update norm
-                    _core._adagrad_sparse_update(p, g, state["sum"], step, lr, lr_decay, wd, eps,
-                                                 init, maximize)
-                elif batches is None or (foreach is None and not p.is_cuda):
-                    _core._adagrad_update(p, g, state["sum"], step, lr, lr_decay, wd, eps, init,
-                                          maximize, sink)
+                if g.is_sparse or batches is None or (foreach is None and not p.is_cuda):
+                    try:
+                        if g.is_sparse:  # its rows only; no fused update norm
+                            _core._adagrad_sparse_update(p, g, state["sum"], step, lr, lr_decay,
+                                                         wd, eps, init, maximize)
+                        else:
+                            _core._adagrad_update(p, g, state["sum"], step, lr, lr_decay, wd, eps,
+                                                  init, maximize, sink)
+                    except BaseException:
+                        _undo_steps([step_t])   # this parameter did not move
+                        raise
                 else:
                     batches.setdefault(step, []).append((p, g, state["sum"], step_t))
             for step, entries in (batches or {}).items():

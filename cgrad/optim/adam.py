@@ -75,8 +75,13 @@ class Adam(Optimizer):
                 step = int(step_t.item())
                 vmax = state.get("max_exp_avg_sq") if amsgrad else None
                 if batches is None or (foreach is None and not p.is_cuda):
-                    _core._adam_update(p, g, state["exp_avg"], state["exp_avg_sq"], vmax, step, lr,
-                                       beta1, beta2, eps, wd, decoupled, amsgrad, maximize, sink)
+                    try:
+                        _core._adam_update(p, g, state["exp_avg"], state["exp_avg_sq"], vmax, step,
+                                           lr, beta1, beta2, eps, wd, decoupled, amsgrad, maximize,
+                                           sink)
+                    except BaseException:
+                        _undo_steps([step_t])   # this parameter did not move
+                        raise
                     continue
                 entry = (p, g, state["exp_avg"], state["exp_avg_sq"], vmax, step_t)
                 if step in batches:

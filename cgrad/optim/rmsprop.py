@@ -54,8 +54,12 @@ class RMSprop(Optimizer):
                 ga = state["grad_avg"] if centered else None
                 buf = state["momentum_buffer"] if momentum > 0 else None
                 if batch is None or (foreach is None and not p.is_cuda):
-                    _core._rmsprop_update(p, g, state["square_avg"], ga, buf, lr, alpha, eps, wd,
-                                          momentum, centered, maximize, sink)
+                    try:
+                        _core._rmsprop_update(p, g, state["square_avg"], ga, buf, lr, alpha, eps,
+                                              wd, momentum, centered, maximize, sink)
+                    except BaseException:
+                        _undo_steps([state["step"]])   # this parameter did not move
+                        raise
                 else:
                     batch.append((p, g, state["square_avg"], ga, buf, state["step"]))
             if batch:

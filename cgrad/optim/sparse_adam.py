@@ -64,6 +64,10 @@ class SparseAdam(Optimizer):
                     state["exp_avg"] = _state.zeros(p)
                     state["exp_avg_sq"] = _state.zeros(p)
                 state["step"] += 1
-                _core._sparse_adam_update(p, g, state["exp_avg"], state["exp_avg_sq"],
-                                          int(state["step"]), lr, beta1, beta2, eps, maximize)
+                try:
+                    _core._sparse_adam_update(p, g, state["exp_avg"], state["exp_avg_sq"],
+                                              int(state["step"]), lr, beta1, beta2, eps, maximize)
+                except BaseException:
+                    state["step"] -= 1   # this parameter did not move
+                    raise
         return loss

@@ -1,12 +1,13 @@
-"""Adam's and SGD's foreach paths (the default for parameters on a device,
+"""The optimizers' foreach paths (the default for parameters on a device,
 as PyTorch's; foreach=True on the cpu too): the parameters of a group that
-share a step count (Adam) or whose momentum buffers are all new or all old
-(SGD) go to cg_adam_update_multi / cg_sgd_update_multi in one call (one
-kernel call per device). It must give the bits of the per-parameter path
+share a step count (Adam, Adagrad), whose momentum buffers are all new or
+all old (SGD), or all of them (RMSprop) go to cg_*_update_multi in one call
+(one kernel call per device). It must give the bits of the per-parameter path
 (foreach=False) for every option, on the cpu and on the "cuda" device
 (the reference device in CI), with mixed dtypes, empty parameters and
 parameters whose step counts differ; and a bad entry must fail the step
-with no parameter, state or step count moved."""
+with no parameter, state or step count moved (and on the per-parameter
+path, the failing parameter takes back its own step count)."""
 import numpy as np
 import pytest
 
@@ -30,6 +31,36 @@ def make(dev, seed=0):
             for s, dt in SHAPES]
 
 
+def snapshot(opt, params):
+    """The parameters and their states, on the host (what assert_same_bits
+    compares)."""
+    return [host(p) for p in params], [[(key, host(v)) for key, v in sorted(opt.state[p].items())]
+                                       for p in params]
+
+
+def stepped_once(dev, opt_cls, kw, foreach):
+    """make(dev)'s parameters and an optimizer that took one step with
+    gradients of ones."""
+    params = make(dev)
+    opt = opt_cls(params, foreach=foreach, **kw)
+    for p in params:
+        p.grad = cgrad.ones_like(p)
+    opt.step()
+    return params, opt
+
+
+def reference(dev, opt_cls, kw, pick=slice(None)):
+    """snapshot of make(dev)'s parameters (those pick selects) after two
+    per-parameter steps, with gradients of ones, then of threes."""
+    params = make(dev)[pick]
+    opt = opt_cls(params, foreach=False, **kw)
+    for grad in (1.0, 3.0):
+        for p in params:
+            p.grad = cgrad.ones_like(p) * grad
+        opt.step()
+    return snapshot(opt, params)
+
+
 def run(dev, kw, foreach, opt_cls=optim.Adam, steps=4):
     params = make(dev)
     opt = opt_cls(params, foreach=foreach, **kw)
@@ -42,8 +73,7 @@ def run(dev, kw, foreach, opt_cls=optim.Adam, steps=4):
                 p.detach() * 2.0 + cgrad.tensor(rng.standard_normal(p.shape).astype(host(p).dtype),
                                                 device=dev))
         opt.step()
-    state = [[(key, host(v)) for key, v in sorted(opt.state[p].items())] for p in params]
-    return [host(p) for p in params], state
+    return snapshot(opt, params)
 
 
 def assert_same_bits(run_a, run_b):
@@ -307,17 +337,8 @@ def test_rmsprop_adagrad_device_step_is_one_kernel_call(opt_cls, kw, kernel, mon
     (optim.RMSprop, dict(lr=0.1), "square_avg"),
     (optim.Adagrad, dict(lr=0.1, lr_decay=0.1), "sum")])
 def test_rmsprop_adagrad_bad_entry_moves_nothing(dev, opt_cls, kw, key):
-    params = make(dev)
-    opt = opt_cls(params, foreach=True, **kw)
-    for p in params:
-        p.grad = cgrad.ones_like(p)
-    opt.step()
-
-    def snapshot():
-        return [host(p) for p in params], [[(k, host(v)) for k, v in sorted(opt.state[p].items())]
-                                           for p in params]
-
-    before = snapshot()
+    params, opt = stepped_once(dev, opt_cls, kw, True)
+    before = snapshot(opt, params)
     for p in params:
         p.grad = cgrad.ones_like(p) * 3.0
     good = opt.state[params[4]][key]
@@ -327,17 +348,9 @@ def test_rmsprop_adagrad_bad_entry_moves_nothing(dev, opt_cls, kw, key):
                                          "\\(parameter 4\\)"):
         opt.step()
     opt.state[params[4]][key] = good
-    assert_same_bits(snapshot(), before)    # step counts included
+    assert_same_bits(snapshot(opt, params), before)    # step counts included
     opt.step()      # and the next step is the step that failed
-    ref_params = make(dev)
-    ref = opt_cls(ref_params, foreach=False, **kw)
-    for grad in (1.0, 3.0):
-        for p in ref_params:
-            p.grad = cgrad.ones_like(p) * grad
-        ref.step()
-    assert_same_bits(snapshot(), ([host(p) for p in ref_params],
-                                  [[(k, host(v)) for k, v in sorted(ref.state[p].items())]
-                                   for p in ref_params]))
+    assert_same_bits(snapshot(opt, params), reference(dev, opt_cls, kw))
 
 
 def test_rmsprop_adagrad_multi_call_argument_errors():
@@ -369,3 +382,50 @@ def test_rmsprop_adagrad_multi_call_argument_errors():
     ada(p, g, s, 3, 0.1, 0.5, 0.0, 0.0, 0.0, False)
     np.testing.assert_array_equal(p[0].numpy(), np.float32([-0.05] * 3))
     np.testing.assert_array_equal(s[0].numpy(), [1.0] * 3)
+
+
+@pytest.mark.parametrize("dev", ["cpu", "cuda"])
+@pytest.mark.parametrize("opt_cls,kw,key", [
+    (optim.Adam, dict(lr=0.1), "exp_avg_sq"),
+    (optim.RMSprop, dict(lr=0.1, centered=True), "grad_avg"),
+    (optim.Adagrad, dict(lr=0.1, lr_decay=0.1), "sum")])
+def test_a_failed_per_parameter_update_keeps_its_step_count(dev, opt_cls, kw, key):
+    # foreach=False: the parameters before the bad one move (a loop), the
+    # bad one moves nothing and takes back its step count, so its next
+    # step is the step that failed
+    params, opt = stepped_once(dev, opt_cls, kw, False)
+    last = params[4]
+    before = host(last)
+    for p in params:
+        p.grad = cgrad.ones_like(p) * 3.0
+    good = opt.state[last][key]
+    opt.state[last][key] = cgrad.zeros(3, device=dev)  # the wrong shape
+    with pytest.raises(ValueError, match="has shape \\(3,\\) but the parameter has shape \\(130,\\)"):
+        opt.step()
+    assert [opt.state[p]["step"].item() for p in params] == [2, 2, 2, 2, 1]
+    np.testing.assert_array_equal(host(last), before)
+    opt.state[last][key] = good
+    for p in params[:4]:
+        p.grad = None
+    opt.step()
+    assert_same_bits(snapshot(opt, [last]), reference(dev, opt_cls, kw, slice(4, 5)))
+
+
+@pytest.mark.parametrize("opt_cls", [optim.SparseAdam, optim.Adagrad])
+def test_a_failed_sparse_update_keeps_its_step_count(opt_cls):
+    from cgrad import nn
+    emb = nn.Embedding(6, 2, sparse=True)
+    opt = opt_cls(emb.parameters(), lr=0.1)
+    emb(cgrad.tensor([1, 4])).sum().backward()
+    opt.step()
+    state = opt.state[emb.weight]
+    count = int(state["step"].item() if opt_cls is optim.Adagrad else state["step"])
+    key = "exp_avg" if opt_cls is optim.SparseAdam else "sum"
+    good, before = state[key], emb.weight.detach().numpy().copy()
+    state[key] = cgrad.zeros(3)     # the wrong shape
+    with pytest.raises(ValueError, match="shape"):
+        opt.step()
+    after = int(state["step"].item() if opt_cls is optim.Adagrad else state["step"])
+    assert after == count == 1
+    np.testing.assert_array_equal(emb.weight.detach().numpy(), before)
+    state[key] = good
