@@ -64,8 +64,6 @@ static int cpu_fma(void) {
 #endif
 
 /* ---------------------------------------------------------------- checks */
-/* t must be a contiguous float tensor with ref's shape and dtype (ref == t
- * checks t alone). */
 /* CG_CHECK_TD for the parameter of an update, its message naming fn (the
  * public call, not the check function). */
 static cg_status check_param(const char *fn, const cg_tensor *param) {
@@ -75,6 +73,8 @@ static cg_status check_param(const char *fn, const cg_tensor *param) {
     return CG_OK;
 }
 
+/* t must be a contiguous float tensor with ref's shape and dtype (ref == t
+ * checks t alone). */
 static cg_status check_operand(const char *fn, const char *name, const cg_tensor *t,
                                const cg_tensor *ref) {
     if (!t) return cg__err(CG_ERR_NULL, "%s: tensor argument '%s' is NULL", fn, name);
@@ -1236,6 +1236,16 @@ static cg_status adagrad_check(const char *fn, cg_tensor *param, cg_tensor *grad
     return cg__train_same_device(fn, 3, all, all_names, dev);
 }
 
+/* The device kernels' scalars (docs/backend.md, adagrad_update_). */
+static void adagrad_device_params(const cg_adagrad_options *o, double clr, int want, double f[3],
+                                  int64_t ip[2]) {
+    f[0] = clr;
+    f[1] = o->weight_decay;
+    f[2] = o->eps;
+    ip[0] = o->maximize != 0;
+    ip[1] = want;
+}
+
 /* The host loop of one checked update. */
 static void adagrad_host(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum, double clr,
                          const cg_adagrad_options *o, cg_update_stats *ms) {
@@ -1259,8 +1269,9 @@ static cg_status adagrad_update(const char *fn, cg_tensor *param, cg_tensor *gra
     CG_TRY(adagrad_clr(fn, step, o, &clr));
     if (dev) {
         cg_tensor *ts[3] = {param, state_sum, grad};
-        const double f[3] = {clr, o->weight_decay, o->eps};
-        const int64_t ip[2] = {o->maximize != 0, (ms && (ms->what & CG_MEASURE_UPDATE))};
+        double f[3];
+        int64_t ip[2];
+        adagrad_device_params(o, clr, ms && (ms->what & CG_MEASURE_UPDATE), f, ip);
         CG_TRY(device_update(dev, "adagrad_update_", 2, ts, 3, f, 2, ip, param, grad, ms));
     } else {
         adagrad_host(param, grad, state_sum, clr, o, ms);
@@ -1299,8 +1310,9 @@ cg_status cg_adagrad_update_multi(int n, cg_tensor *const *params, cg_tensor *co
         if (st) return entry_err(st, i);
         any_dev |= d;
     }
-    const double f[3] = {clr, o->weight_decay, o->eps};
-    const int64_t ip[3] = {o->maximize != 0, 0, 0};
+    double f[3];
+    int64_t ip[3] = {0};
+    adagrad_device_params(o, clr, 0, f, ip);
     multi_update u = {fn, "adagrad_update_multi_", 2, {params, state_sums, grads}, 3, 3, f, ip};
     adagrad_multi_host h = {params, grads, state_sums, clr, o};
     return multi_apply(&u, n, any_dev, adagrad_multi_host_one, &h);

@@ -77,9 +77,10 @@ class _Worker(QtCore.QObject):
             self._reader = None
 
 
-# The reader threads not yet ended, with their workers, by a key of their
-# own. Qt aborts the process when a running QThread is destroyed, so a
-# thread's wrapper must not go with its RunSource's: a RunSource whose
+# The reader threads not yet ended, with their workers (a poll may be
+# running in one), by a key of their own. Qt aborts the process when a
+# running QThread is destroyed, so a thread's wrapper must not go with its
+# RunSource's: a RunSource whose
 # window was dropped unclosed is collected, or deleted with the window,
 # without stop(). Its destruction then quits the thread (a connection in
 # C++, which the collector does not clear); the thread's end drops it here.

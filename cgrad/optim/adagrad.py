@@ -48,10 +48,8 @@ class Adagrad(Optimizer):
             lr, lr_decay = float(group["lr"]), float(group["lr_decay"])
             wd, eps = float(group["weight_decay"]), float(group["eps"])
             init, maximize = float(group["initial_accumulator_value"]), bool(group["maximize"])
-            # foreach as in Adam: device parameters batched by default, host
-            # ones with foreach=True, none with foreach=False or a sink
-            foreach = group.get("foreach")
-            batches = {} if sink is None and foreach is not False else None
+            batched = self._batching(group)
+            batches = {}  # step count -> dense entries: one C call each
             for p in group["params"]:
                 g = _checks.grad_of(p, "Adagrad", sparse_ok=True)
                 if g is None:
@@ -61,26 +59,29 @@ class Adagrad(Optimizer):
                 step_t = state["step"]
                 step_t.add_(1)
                 step = int(step_t.item())
-                if g.is_sparse or batches is None or (foreach is None and not p.is_cuda):
+                if g.is_sparse:  # its rows only; no fused update norm
                     try:
-                        if g.is_sparse:  # its rows only; no fused update norm
-                            _core._adagrad_sparse_update(p, g, state["sum"], step, lr, lr_decay,
-                                                         wd, eps, init, maximize)
-                        else:
-                            _core._adagrad_update(p, g, state["sum"], step, lr, lr_decay, wd, eps,
-                                                  init, maximize, sink)
+                        _core._adagrad_sparse_update(p, g, state["sum"], step, lr, lr_decay, wd,
+                                                     eps, init, maximize)
                     except BaseException:
-                        _undo_steps([step_t])   # this parameter did not move
+                        _undo_steps([step_t])
+                        raise
+                elif batched is None or not batched(p):
+                    try:
+                        _core._adagrad_update(p, g, state["sum"], step, lr, lr_decay, wd, eps,
+                                              init, maximize, sink)
+                    except BaseException:
+                        _undo_steps([step_t])
                         raise
                 else:
                     batches.setdefault(step, []).append((p, g, state["sum"], step_t))
-            for step, entries in (batches or {}).items():
+            for step, entries in batches.items():
                 ps, gs, sums, steps = (list(c) for c in zip(*entries))
                 try:
                     _core._adagrad_update_multi(ps, gs, sums, step, lr, lr_decay, wd, eps, init,
                                                 maximize)
                 except BaseException:
-                    _undo_steps(steps)   # the C call moved nothing
+                    _undo_steps(steps)
                     raise
         return loss
 

@@ -15,8 +15,10 @@ def _new_step():
 
 
 def _undo_steps(steps):
-    """A failed foreach call checks every entry before it moves any: the
-    step counts it did not take go back."""
+    """An update call that failed moved nothing (the C calls check every
+    entry before they write): the step counts added for it go back. (A
+    try/except at each call, not a context manager: on the per-parameter
+    path that doubled a small step's time.)"""
     for t in steps:
         t.sub_(1)
 
@@ -50,13 +52,8 @@ class Adam(Optimizer):
             beta1, beta2 = (float(b) for b in group["betas"])
             amsgrad, maximize = bool(group["amsgrad"]), bool(group["maximize"])
             decoupled = bool(group.get("decoupled_weight_decay", False))
-            # foreach (PyTorch's name and default: for parameters on a
-            # device): those of one step count go in one C call, one kernel
-            # call per device. On the host the loop per parameter is as fast
-            # (PyTorch's cpu default too), foreach=True batches them as well.
-            # The monitor's sink measures each update on its own.
-            foreach = group.get("foreach")
-            batches = {} if sink is None and foreach is not False else None
+            batched = self._batching(group)
+            batches = {}  # step count -> entries: one C call each
             for p in group["params"]:
                 g = _checks.grad_of(p, type(self).__name__)
                 if g is None:
@@ -74,21 +71,18 @@ class Adam(Optimizer):
                 step_t.add_(1)
                 step = int(step_t.item())
                 vmax = state.get("max_exp_avg_sq") if amsgrad else None
-                if batches is None or (foreach is None and not p.is_cuda):
+                if batched is None or not batched(p):
                     try:
                         _core._adam_update(p, g, state["exp_avg"], state["exp_avg_sq"], vmax, step,
                                            lr, beta1, beta2, eps, wd, decoupled, amsgrad, maximize,
                                            sink)
                     except BaseException:
-                        _undo_steps([step_t])   # this parameter did not move
+                        _undo_steps([step_t])
                         raise
                     continue
-                entry = (p, g, state["exp_avg"], state["exp_avg_sq"], vmax, step_t)
-                if step in batches:
-                    batches[step].append(entry)
-                else:
-                    batches[step] = [entry]
-            for step, entries in (batches or {}).items():
+                batches.setdefault(step, []).append(
+                    (p, g, state["exp_avg"], state["exp_avg_sq"], vmax, step_t))
+            for step, entries in batches.items():
                 ps, gs, ms, vs, vmaxs, steps = (list(c) for c in zip(*entries))
                 try:
                     _core._adam_update_multi(ps, gs, ms, vs, vmaxs if amsgrad else None, step, lr,

@@ -80,6 +80,14 @@ def _wrap_step(fn):
     return step
 
 
+def _every(p):
+    return True
+
+
+def _on_device(p):
+    return p.is_cuda
+
+
 class Optimizer:
     """Base class: Optimizer(params, defaults).
 
@@ -200,6 +208,18 @@ class Optimizer:
     def step(self, closure=None):
         """Performs one update; subclasses implement it."""
         raise NotImplementedError(f"{type(self).__name__} does not implement step()")
+
+    def _batching(self, group):
+        """Which of the group's parameters a step batches into one C call
+        (PyTorch's foreach: one kernel call per device): a predicate on a
+        parameter, or None for none of them (foreach=False, or the
+        monitor's sink, which measures each update on its own). By default
+        the parameters on a device, PyTorch's default too (on the host the
+        loop per parameter is as fast); foreach=True all of them."""
+        foreach = group.get("foreach")
+        if self._stats_sink is not None or foreach is False:
+            return None
+        return _every if foreach else _on_device
 
     def _run_closure(self, closure):
         if closure is None:

@@ -34,10 +34,8 @@ class RMSprop(Optimizer):
             lr, alpha, eps = float(group["lr"]), float(group["alpha"]), float(group["eps"])
             wd, momentum = float(group["weight_decay"]), float(group["momentum"])
             centered, maximize = bool(group["centered"]), bool(group["maximize"])
-            # foreach as in Adam: device parameters batched by default, host
-            # ones with foreach=True, none with foreach=False or a sink
-            foreach = group.get("foreach")
-            batch = [] if sink is None and foreach is not False else None
+            batched = self._batching(group)
+            batch = []  # one C call (the update reads no step count)
             for p in group["params"]:
                 g = _checks.grad_of(p, "RMSprop")
                 if g is None:
@@ -53,12 +51,12 @@ class RMSprop(Optimizer):
                 state["step"].add_(1)
                 ga = state["grad_avg"] if centered else None
                 buf = state["momentum_buffer"] if momentum > 0 else None
-                if batch is None or (foreach is None and not p.is_cuda):
+                if batched is None or not batched(p):
                     try:
                         _core._rmsprop_update(p, g, state["square_avg"], ga, buf, lr, alpha, eps,
                                               wd, momentum, centered, maximize, sink)
                     except BaseException:
-                        _undo_steps([state["step"]])   # this parameter did not move
+                        _undo_steps([state["step"]])
                         raise
                 else:
                     batch.append((p, g, state["square_avg"], ga, buf, state["step"]))
@@ -69,7 +67,7 @@ class RMSprop(Optimizer):
                                                 bufs if momentum > 0 else None, lr, alpha, eps,
                                                 wd, momentum, centered, maximize)
                 except BaseException:
-                    _undo_steps(steps)   # the C call moved nothing
+                    _undo_steps(steps)
                     raise
         return loss
 

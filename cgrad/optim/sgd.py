@@ -45,10 +45,8 @@ class SGD(Optimizer):
             lr, momentum = float(group["lr"]), float(group["momentum"])
             dampening, wd = float(group["dampening"]), float(group["weight_decay"])
             nesterov, maximize = bool(group["nesterov"]), bool(group["maximize"])
-            # foreach as in Adam: device parameters batched by default, host
-            # ones with foreach=True, none with foreach=False or a sink
-            foreach = group.get("foreach")
-            batches = {} if sink is None and foreach is not False else None
+            batched = self._batching(group)
+            batches = {}  # new buffers or not -> entries: one C call each
             for p in group["params"]:
                 g = _checks.grad_of(p, "SGD", sparse_ok=True)
                 if g is None:
@@ -72,7 +70,7 @@ class SGD(Optimizer):
                         buf = _state.zeros(p)
                         state["momentum_buffer"] = buf
                         first = True
-                if batches is None or (foreach is None and not p.is_cuda):
+                if batched is None or not batched(p):
                     try:
                         _core._sgd_update(p, g, buf, first, lr, momentum, dampening, wd,
                                           nesterov, maximize, sink)
@@ -81,7 +79,7 @@ class SGD(Optimizer):
                         raise
                 else:
                     batches.setdefault(first, []).append((p, g, buf))
-            for first, entries in (batches or {}).items():
+            for first, entries in batches.items():
                 ps, gs, bufs = (list(c) for c in zip(*entries))
                 try:
                     _core._sgd_update_multi(ps, gs, bufs if momentum != 0 else None, first, lr,

@@ -74,7 +74,7 @@ def qtbot(qtbot):
     collector frees it (and sip deletes it), which may be from inside one of
     its own paint handlers while pytest-qt processes events after the test:
     a crash. (Only for tests that take qtbot, which import pytest-qt.)"""
-    from PyQt6 import QtCore, sip
+    from PyQt6 import QtCore
 
     held = []
     add = qtbot.addWidget
@@ -85,11 +85,7 @@ def qtbot(qtbot):
 
     qtbot.addWidget = qtbot.add_widget = add_widget
     yield qtbot
-    # pytest-qt closed them and asked for their deletion before this
-    # teardown; it happens now, at a safe point
-    QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
-    for w in held:
-        if not sip.isdeleted(w):
-            w.deleteLater()
+    # pytest-qt closed them and asked for their deletion (deleteLater)
+    # before this teardown; it happens now, at a safe point
     QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
     held.clear()

@@ -154,31 +154,54 @@ def test_sgd_update_multi(arrays_be, fused_be, dtype):
                              f"init={init} damp={damp}")
 
 
-def test_sgd_update_multi_mixed_dtypes_and_a_strided_parameter(arrays_be, fused_be):
-    # per dtype one launch for its contiguous parameters; a dtype's only
-    # parameter and a strided one take the one-parameter paths
-    rng = np.random.default_rng(16)
+def _mixed_case(seed):
+    """Parameters float32 (50, 7) and float64 (9, strided 40), a gradient
+    each, and copies() making fresh copies of them plus n state lists (the
+    strided parameter staying strided)."""
+    rng = np.random.default_rng(seed)
     ps = [rng.standard_normal(n).astype(dt) for n, dt in
           ((50, "float32"), (7, "float32"), (9, "float64"), (40, "float64"))]
     ps[3] = np.zeros(80)[::2]
     ps[3][...] = rng.standard_normal(40)
     gs = [rng.standard_normal(p.size).astype(p.dtype) for p in ps]
-    bufs = [rng.standard_normal(p.size).astype(p.dtype) for p in ps]
-    multi32, single64 = (cuda_emu.launches[cuda_kernels.entry(n, d)] for n, d in
-                         (("sgd_update_multi", "float32"), ("sgd_update", "float64")))
-    def copies():  # the strided parameter stays strided
-        c = [a.copy() for a in ps + bufs]
+
+    def states(n):
+        return [np.abs(rng.standard_normal(p.size)).astype(p.dtype) for _ in range(n) for p in ps]
+
+    def copies(st):
+        c = [a.copy() for a in ps + st]
         c[3] = np.zeros(80)[::2]
         c[3][...] = ps[3]
         return c
+    return ps, gs, states, copies
 
-    ref = [copies(), copies()]
-    arrays_be.k_sgd_update_multi_(ref[0], gs, (0.1, 0.9, 0.0, 0.01), (0, 1, 0, 1, 0, 4))
-    fused_be.k_sgd_update_multi_(ref[1], gs, (0.1, 0.9, 0.0, 0.01), (0, 1, 0, 1, 0, 4))
+
+def _mixed_run(arrays_be, fused_be, kernel, name, out, gs, f, i):
+    """Runs kernel on both backends; the bits agree, the float32 parameters
+    took one launch of name_multi, the float64 ones (one contiguous, one
+    strided) one launch of name (the strided one the array path)."""
+    counters = [(cuda_kernels.entry(n, d), want) for n, d, want in
+                ((name + "_multi", "float32", 1), (name, "float64", 1),
+                 (name + "_multi", "float64", 0), (name, "float32", 0))]
+    before = [cuda_emu.launches[e] for e, _ in counters]
+    ref = [out(), out()]
+    getattr(arrays_be, kernel)(ref[0], gs, f, i)
+    assert [cuda_emu.launches[e] for e, _ in counters] == before
+    getattr(fused_be, kernel)(ref[1], gs, f, i)
     for j, (a, b) in enumerate(zip(*ref)):
         assert_same_bits(np.ascontiguousarray(a), np.ascontiguousarray(b), f"output {j}")
-    assert cuda_emu.launches[cuda_kernels.entry("sgd_update_multi", "float32")] == multi32 + 1
-    assert cuda_emu.launches[cuda_kernels.entry("sgd_update", "float64")] == single64 + 1
+    assert [cuda_emu.launches[e] - b for (e, _), b in zip(counters, before)] == \
+        [want for _, want in counters]
+    return ref[1]
+
+
+def test_sgd_update_multi_mixed_dtypes_and_a_strided_parameter(arrays_be, fused_be):
+    # per dtype one launch for its contiguous parameters; a dtype's only
+    # parameter and a strided one take the one-parameter paths
+    ps, gs, states, copies = _mixed_case(16)
+    bufs = states(1)  # momentum_buffer
+    _mixed_run(arrays_be, fused_be, "k_sgd_update_multi_", "sgd_update", lambda: copies(bufs), gs,
+               (0.1, 0.9, 0.0, 0.01), (0, 1, 0, 1, 0, 4))
 
 
 def test_adam_update_multi_device_table_is_kept_while_the_pointers_repeat(fused_be):
@@ -284,47 +307,6 @@ def test_adagrad_update_multi(arrays_be, fused_be, dtype):
         g3 = gs[2] if not mx else -gs[2]
         g3 = g3 + ps[2].dtype.type(wd) * ps[2] if wd else g3
         np.testing.assert_array_equal(got[1][k + 2], ss[2] + g3 * g3, err_msg=what)
-
-
-def _mixed_case(seed):
-    """Parameters float32 (50, 7) and float64 (9, strided 40), a gradient
-    each, and copies() making fresh copies of them plus n state lists (the
-    strided parameter staying strided)."""
-    rng = np.random.default_rng(seed)
-    ps = [rng.standard_normal(n).astype(dt) for n, dt in
-          ((50, "float32"), (7, "float32"), (9, "float64"), (40, "float64"))]
-    ps[3] = np.zeros(80)[::2]
-    ps[3][...] = rng.standard_normal(40)
-    gs = [rng.standard_normal(p.size).astype(p.dtype) for p in ps]
-
-    def states(n):
-        return [np.abs(rng.standard_normal(p.size)).astype(p.dtype) for _ in range(n) for p in ps]
-
-    def copies(st):
-        c = [a.copy() for a in ps + st]
-        c[3] = np.zeros(80)[::2]
-        c[3][...] = ps[3]
-        return c
-    return ps, gs, states, copies
-
-
-def _mixed_run(arrays_be, fused_be, kernel, name, out, gs, f, i):
-    """Runs kernel on both backends; the bits agree, the float32 parameters
-    took one launch of name_multi, the float64 ones (one contiguous, one
-    strided) one launch of name (the strided one the array path)."""
-    counters = [(cuda_kernels.entry(n, d), want) for n, d, want in
-                ((name + "_multi", "float32", 1), (name, "float64", 1),
-                 (name + "_multi", "float64", 0), (name, "float32", 0))]
-    before = [cuda_emu.launches[e] for e, _ in counters]
-    ref = [out(), out()]
-    getattr(arrays_be, kernel)(ref[0], gs, f, i)
-    assert [cuda_emu.launches[e] for e, _ in counters] == before
-    getattr(fused_be, kernel)(ref[1], gs, f, i)
-    for j, (a, b) in enumerate(zip(*ref)):
-        assert_same_bits(np.ascontiguousarray(a), np.ascontiguousarray(b), f"output {j}")
-    assert [cuda_emu.launches[e] - b for (e, _), b in zip(counters, before)] == \
-        [want for _, want in counters]
-    return ref[1]
 
 
 def test_rmsprop_update_multi_mixed_dtypes_and_a_strided_parameter(arrays_be, fused_be):
