@@ -201,6 +201,9 @@ $(VENV)/.installed: cgrad/.built pyproject.toml
 	@# PyTorch is an optional oracle for tests and benchmarks: install it when
 	@# the registry/disk has it, carry on without it otherwise.
 	-$(VPY) -m pip install -q "torch==2.13.0"
+	@# CuPy and its NVRTC compile the GPU kernels in tests (no GPU needed:
+	@# tests/python/test_cuda_kernels_nvrtc.py); optional as torch is.
+	-$(VPY) -m pip install -q "cupy-cuda13x==14.2.0" "nvidia-cuda-nvrtc==13.5.37"
 	touch $@
 
 venv: $(VENV)/.installed

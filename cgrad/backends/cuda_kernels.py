@@ -1,7 +1,7 @@
 """CUDA C sources of the fused kernels of the "cuda" backend.
 
-On a GPU, the backend (cgrad/backends/xp_*.py) runs these as
-``cupy.RawKernel`` objects (compiled lazily, once per kernel and dtype)
+On a GPU, the backend (cgrad/backends/xp_*.py) runs these as kernels
+NVRTC compiles (NvrtcBuilder: lazily, once per kernel and dtype, cached)
 where fusion pays, for contiguous operands:
 - one pass over a parameter, its gradient and its state for an optimizer
   update (CuPy expressions would make one pass per operation), and one
@@ -29,19 +29,48 @@ accumulate in double per thread, then per warp, then one atomic per warp
 (a row's: broadcast from lane 0).
 
 tests/python/test_cuda_kernels_nvcc.py compiles every source with
-``nvcc --ptx``.
+``nvcc --ptx``, and tests/python/test_cuda_kernels_nvrtc.py with CuPy's
+NVRTC through NvrtcBuilder (where CuPy and NVRTC are installed).
 """
 
-NVCC_OPTIONS = ("--fmad=false", "-std=c++17")
+import hashlib
+import os
+import tempfile
+
+# --ftz=false is NVRTC's and nvcc's default; it is spelled out because
+# cupy.RawKernel appends -ftz=true to any options (NVRTC takes the last), so
+# NvrtcBuilder below compiles the kernels instead (see its docstring).
+NVCC_OPTIONS = ("--fmad=false", "--ftz=false", "-std=c++17")
 
 _DTYPES = {"float32": ("float", "f32"), "float64": ("double", "f64")}
 # amp_unscale alone also runs on float16 (storage; float32 arithmetic, as
-# PyTorch's opmath): its source for "float16" includes cuda_fp16.h (compiled
+# PyTorch's opmath): its "float16" source starts with _HALF_HEAD (compiled
 # by tests/python/test_amp_unscale.py).
-_HALF = {"float16": ("__half", "f16")}
+_HALF = {"float16": ("cg_half", "f16")}
 # Per dtype: arithmetic type, load and store conversions of amp_unscale.
-_OPMATH = {"float16": ("float", "__half2float", "__float2half_rn"),
+_OPMATH = {"float16": ("float", "cg_half2float", "cg_float2half"),
            "float32": ("float", "", ""), "float64": ("double", "", "")}
+
+# float16 without cuda_fp16.h, so a source needs no include path (NVRTC has
+# none by default): the 16 bits as an unsigned short, converted by the PTX
+# instructions cuda_fp16.hpp's __half2float / __float2half_rn emit (exact;
+# round to nearest even, subnormals kept). tests/python/cuda_emu.h defines
+# the three names for the host, where __CUDA_ARCH__ is not defined.
+_HALF_HEAD = r"""
+#ifdef __CUDA_ARCH__
+typedef unsigned short cg_half;
+__device__ __forceinline__ float cg_half2float(const cg_half h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ cg_half cg_float2half(const float f) {
+    cg_half h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+#endif
+"""
 
 _COMMON = r"""
 typedef %(T)s T;
@@ -544,7 +573,7 @@ def source(name, dtype):
         raise KeyError(f"kernel {name!r} has no float16 source")
     t, sfx = {**_DTYPES, **_HALF}[dtype]
     op, ld, st = _OPMATH[dtype]
-    head = "#include <cuda_fp16.h>\n" if dtype in _HALF else ""
+    head = _HALF_HEAD if dtype in _HALF else ""
     return head + (_COMMON + _BODIES[name]) % {"T": t, "sfx": sfx, "OP": op, "LD": ld, "ST": st,
                                                "ADAM": _ADAM_ELEM, "SGD": _SGD_ELEM,
                                                "RMSPROP": _RMSPROP_ELEM, "ADAGRAD": _ADAGRAD_ELEM}
@@ -555,18 +584,101 @@ def entry(name, dtype):
     return f"cg_{name}_{sfx}"
 
 
-class RawKernels:
-    """Lazily compiled cupy.RawKernel objects, one per (name, dtype)."""
+class NvrtcBuilder:
+    """Builds a kernel for a GPU with CuPy's NVRTC, under exactly the options
+    given, and loads it: ``builder(source, entry, options)`` -> a callable
+    ``kernel(grid, block, args)`` (a ``cupy.cuda.Function``).
 
-    def __init__(self, cupy):
+    Not ``cupy.RawKernel``: CuPy appends ``-ftz=true`` to every RawKernel's
+    options and NVRTC takes the last ``-ftz`` (cupy/cupy#9576), so float32
+    subnormals would be flushed to zero, in arithmetic and in comparisons,
+    where the host (and PyTorch's CUDA kernels) keep them.
+
+    The binary (a cubin; PTX for a GPU newer than NVRTC knows) is cached on
+    disk, as CuPy caches its own kernels: in ``CUPY_CACHE_DIR`` (default
+    ``~/.cupy/kernel_cache``), named ``cgrad-<hash>.bin`` by a hash of the
+    source, options, architecture and NVRTC and CuPy versions; nothing is
+    written with ``CUPY_CACHE_IN_MEMORY=1``, and a cache that cannot be
+    written only costs the compile. ``arch`` (e.g. "90") defaults to the
+    current device's compute capability; ``load`` (binary, entry) -> kernel
+    defaults to loading into a ``cupy.cuda.Module`` (tests replace both to
+    compile without a GPU)."""
+
+    def __init__(self, cupy, arch=None, load=None, cache_dir=None):
         self._cp = cupy
+        self._arch = arch
+        self._load = load or self._load_module
+        self._cache_dir = cache_dir
+
+    def __call__(self, source, entry, options):
+        return self._load(self.binary(source, entry, options), entry)
+
+    def binary(self, source, entry, options):
+        cp = self._cp
+        arch = self._arch or str(cp.cuda.Device().compute_capability)
+        options = tuple(options)
+        key = repr((source, options, arch, cp.cuda.nvrtc.getVersion(), cp.__version__))
+        path = self._cache_path(hashlib.sha256(key.encode()).hexdigest())
+        if path is not None:
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except OSError:
+                pass
+        binary, _ = cp.cuda.compiler.compile_using_nvrtc(source, options, arch=arch,
+                                                         filename=entry + ".cu")
+        if path is not None:
+            _write_atomically(path, binary)
+        return binary
+
+    def _cache_path(self, digest):
+        if os.environ.get("CUPY_CACHE_IN_MEMORY", "") not in ("", "0"):
+            return None
+        d = self._cache_dir or os.environ.get("CUPY_CACHE_DIR") or os.path.expanduser(
+            os.path.join("~", ".cupy", "kernel_cache"))
+        return os.path.join(d, f"cgrad-{digest}.bin")
+
+    def _load_module(self, binary, entry):
+        module = self._cp.cuda.Module()
+        module.load(binary)
+        return module.get_function(entry)  # the Function keeps its module alive
+
+
+def _write_atomically(path, data):
+    """Writes data to path through a temporary file (a concurrent reader sees
+    the whole file or none); an OSError leaves no file and is not raised."""
+    tmp = None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".cgrad-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+class RawKernels:
+    """Lazily built kernels, one per (name, dtype): ``build(source, entry,
+    options)`` makes one (an NvrtcBuilder on a GPU; tests/python/cuda_emu.py
+    builds them for the host)."""
+
+    def __init__(self, build):
+        self._build = build
         self._cache = {}
 
     def get(self, name, dtype):
         key = (name, str(dtype))
         k = self._cache.get(key)
         if k is None:
-            k = self._cp.RawKernel(source(name, dtype), entry(name, dtype), options=NVCC_OPTIONS)
+            k = self._build(source(name, dtype), entry(name, dtype), NVCC_OPTIONS)
             self._cache[key] = k
         return k
 

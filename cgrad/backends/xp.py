@@ -83,8 +83,8 @@ class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels, S
         # device to test the GPU's fused path without a GPU.
         self.raw_kernels = None
         if is_gpu:
-            from cgrad.backends.cuda_kernels import RawKernels
-            self.raw_kernels = RawKernels(xp)
+            from cgrad.backends.cuda_kernels import NvrtcBuilder, RawKernels
+            self.raw_kernels = RawKernels(NvrtcBuilder(xp))
         self.kernels = {}
         for attr in dir(self):
             if attr.startswith("k_"):

@@ -10,9 +10,9 @@
  * as on the GPU. Atomics need no locking (one warp runs at a time). Only what
  * the sources use is here: threadIdx/blockIdx/blockDim/gridDim .x, the down
  * and the indexed shuffle, atomicAdd/atomicMax, __double_as_longlong and
- * __half. A kernel
- * whose lanes do not all reach the same shuffles (divergence the real
- * __shfl_down_sync with a full mask forbids) makes the launch fail. */
+ * cg_half (float16). A kernel whose lanes do not all reach the same
+ * shuffles (divergence the real __shfl_down_sync with a full mask forbids)
+ * makes the launch fail. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,9 +37,11 @@ struct cg_emu_dim3 {
 };
 static cg_emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-typedef _Float16 __half;
-static inline float __half2float(__half h) { return (float)h; }
-static inline __half __float2half_rn(float f) { return (__half)f; } /* round to nearest even */
+/* the float16 sources' storage type and conversions (their own
+ * definitions are for the device only: inline PTX) */
+typedef _Float16 cg_half;
+static inline float cg_half2float(cg_half h) { return (float)h; }
+static inline cg_half cg_float2half(float f) { return (cg_half)f; } /* round to nearest even */
 
 static inline long long __double_as_longlong(double d) {
     long long r;

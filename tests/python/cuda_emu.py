@@ -2,12 +2,13 @@
 
 CI has no GPU, so a RawKernel's arithmetic, its launch and the arguments
 the "cuda" backend passes it would otherwise only ever be compiled (by
-test_cuda_kernels_nvcc.py). :class:`RawKernel` stands in for
-``cupy.RawKernel``: it compiles the same source with the host C++ compiler
+test_cuda_kernels_nvcc.py). :class:`RawKernel` stands in for a kernel
+cuda_kernels.NvrtcBuilder builds for a GPU (the same call: grid, block,
+args): it compiles the same source with the host C++ compiler
 under ``cuda_emu.h`` (the CUDA built-ins it uses, a warp's lanes as fibers
 in lockstep) and runs it over the launch's grid on NumPy arrays.
 
-It is stricter than CuPy, which passes each argument's bytes as they are:
+It is stricter than CuPy's launch, which passes each argument's bytes as they are:
 every argument must match its parameter's C type (an array of the pointee's
 dtype, C-contiguous, writeable unless the pointer is const; a NumPy scalar
 of exactly the scalar parameter's type, never a Python number). The kernel
@@ -35,7 +36,7 @@ import numpy as np
 HEADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda_emu.h")
 CXX = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
 
-_C_TYPES = {"float": np.float32, "double": np.float64, "__half": np.float16,
+_C_TYPES = {"float": np.float32, "double": np.float64, "cg_half": np.float16,
             "long long": np.int64, "int": np.int32, "unsigned long long": np.uint64}
 _PAD = 64  # bytes of padding each side of an array's copy
 # The padding: signalling NaNs of the array's element size. A read of it
@@ -58,8 +59,6 @@ def _dir():
     if _build_dir is None:
         _build_dir = tempfile.mkdtemp(prefix="cgrad-cuda-emu-")
         atexit.register(shutil.rmtree, _build_dir, True)
-        # the float16 sources include cuda_fp16.h: cuda_emu.h provides __half
-        open(os.path.join(_build_dir, "cuda_fp16.h"), "w").close()
     return _build_dir
 
 
@@ -114,7 +113,7 @@ def _compile(code, name, params):
 
 
 class RawKernel:
-    """cupy.RawKernel(code, name, options) run on the CPU."""
+    """A kernel built from (code, name, options), run on the CPU."""
 
     def __init__(self, code, name, options=()):
         if "--fmad=false" not in options:
@@ -178,15 +177,12 @@ class RawKernel:
         launches[self.name] += 1
 
 
-class _CupyStandIn:
-    """The part of the cupy module that cuda_kernels.RawKernels uses."""
-    RawKernel = RawKernel
 
 
 def raw_kernels():
     """A cuda_kernels.RawKernels whose kernels run here."""
     from cgrad.backends.cuda_kernels import RawKernels
-    return RawKernels(_CupyStandIn)
+    return RawKernels(RawKernel)
 
 
 @contextlib.contextmanager
