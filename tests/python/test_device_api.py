@@ -5,6 +5,7 @@ restores it or follows map_location as torch.load does).
 
 In CI "cuda" is the NumPy reference device (device_util.py); the tests that
 run without CuPy and without the reference device do so in a child process."""
+import importlib.util
 import json
 import os
 import struct
@@ -35,6 +36,22 @@ def run_python(code, reference=False, hide_cupy=True):
     proc = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], env=env,
                           capture_output=True, text=True, timeout=120)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+# Four ways onto "cuda" in a process where it is not available: each raises
+# RuntimeError, all with one message, which is printed (a part of
+# run_python's code, indented as the test bodies around it).
+ONE_MESSAGE = textwrap.indent("""
+msgs = []
+for make in (lambda: cgrad.zeros(2, device="cuda"), lambda: cgrad.ones(2).cuda(),
+             lambda: cgrad.nn.Linear(2, 2).to("cuda"), cgrad.cuda.synchronize):
+    try:
+        make()
+    except RuntimeError as e:
+        msgs.append(str(e))
+assert len(msgs) == 4 and len(set(msgs)) == 1, msgs
+print(msgs[0])
+""", " " * 8)
 
 
 # ----------------------------------------------------------------- cgrad.cuda
@@ -111,21 +128,30 @@ def test_a_missing_cupy_gives_one_clear_message():
         assert cgrad.cuda.memory_allocated() == 0 and cgrad.cuda.max_memory_allocated() == 0
         assert cgrad.cuda.memory_stats() == {} and cgrad.cuda.memory_reserved() == 0
         cgrad.cuda.empty_cache()  # a no-op without CUDA, as in PyTorch
-        msgs = []
-        for make in (lambda: cgrad.zeros(2, device="cuda"), lambda: cgrad.ones(2).cuda(),
-                     lambda: cgrad.nn.Linear(2, 2).cuda(), cgrad.cuda.synchronize):
-            try:
-                make()
-            except RuntimeError as e:
-                msgs.append(str(e))
-        assert len(msgs) == 4 and len(set(msgs)) == 1, msgs
-        print(msgs[0])
+    """ + ONE_MESSAGE + """
         assert cgrad.ones(2).sum().item() == 2.0  # the cpu is untouched
     """)
     assert rc == 0, out
     assert ("CUDA is not available: CuPy is not installed (pip install cupy-cuda13x, or "
             "cupy-cuda12x for a CUDA 12 driver)") in out
     assert "CGRAD_CUDA_REFERENCE=1" in out
+
+
+@pytest.mark.skipif(REAL_GPU or importlib.util.find_spec("cupy") is None,
+                    reason="needs CuPy installed on a machine whose CUDA driver it cannot use")
+def test_cupy_without_a_usable_driver_gives_one_clear_message():
+    """The real CuPy, with no NVIDIA driver (CI): CuPy imports, its first
+    CUDA call fails; cgrad says so once, and goes on working on the cpu."""
+    rc, out = run_python("""
+        import cgrad
+        assert not cgrad.cuda.is_available() and cgrad.cuda.device_count() == 0
+        assert cgrad.cuda.memory_stats() == {}
+    """ + ONE_MESSAGE + """
+        assert cgrad.ones(2).sum().item() == 2.0
+    """, hide_cupy=False)
+    assert rc == 0, out
+    assert "CUDA is not available: the CUDA driver could not be used (" in out
+    assert "Is an NVIDIA driver installed?" in out and "CGRAD_CUDA_REFERENCE=1" in out
 
 
 def test_use_reference_device_switches_a_process_without_cupy_to_it():
