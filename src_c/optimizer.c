@@ -28,7 +28,8 @@ static const char *const RMSPROP_NAMES[3] = {"square_avg", "grad_avg", "momentum
 
 static cg_status opt_new(const char *fn, opt_kind kind, int n, cg_tensor *const *params,
                          cg_optimizer **out) {
-    CG_CHECK_OUT(out);
+    if (!out) return cg__err(CG_ERR_NULL, "%s: out pointer is NULL", fn);  /* fn: the caller's name */
+    *out = NULL;
     if (n <= 0) return cg__err(CG_ERR_VALUE, "%s: optimizer got an empty parameter list (n = %d)", fn, n);
     if (!params) return cg__err(CG_ERR_NULL, "%s: params is NULL", fn);
     for (int i = 0; i < n; ++i) {

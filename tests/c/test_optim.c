@@ -1366,6 +1366,10 @@ static void test_optimizer_object_trains_from_c(void) {
     so.lr = -1;
     CHECK_STATUS(cg_optimizer_new_sgd(1, &wa, &so, &bad), CG_ERR_VALUE);
     CHECK_STATUS(cg_optimizer_new_sgd(1, &wa, NULL, &bad), CG_ERR_NULL);
+    /* a NULL out is named by the public call, not by its internal helper */
+    const cg_adam_options ao = cg_adam_default_options();
+    CHECK_STATUS(cg_optimizer_new_adam(1, &wa, &ao, NULL), CG_ERR_NULL);
+    CHECK(strstr(cg_last_error(), "cg_optimizer_new_adam: out pointer is NULL") != NULL);
     CHECK_STATUS(cg_optimizer_set_lr(o2, NAN), CG_ERR_VALUE);
     CHECK_STATUS(cg_optimizer_step(NULL), CG_ERR_NULL);
     CHECK(isnan(cg_optimizer_get_lr(NULL)));
