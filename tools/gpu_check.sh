@@ -15,7 +15,7 @@
 #   bench     bench/bench_gpu.py: steps/s against PyTorch on the same GPU
 #             and the fused Adam step against the memory bandwidth;
 #   tests     the device tests on the GPU: "cuda" is CuPy there, the
-#             requires_gpu tests run and the fused kernels are RawKernels;
+#             requires_gpu tests run and the fused kernels are NVRTC-built;
 #   overhead  (not by default) bench/bench_device_overhead.py: cgrad's host
 #             time per kernel call against the kernel calls replayed.
 # Each step writes <step>.txt; the exit status is the first failed step's.
