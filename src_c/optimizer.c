@@ -76,9 +76,9 @@ cg_status cg_optimizer_new_sgd(int n, cg_tensor *const *params, const cg_sgd_opt
     return CG_OK;
 }
 
-cg_status cg_optimizer_new_adam(int n, cg_tensor *const *params, const cg_adam_options *options,
-                                cg_optimizer **out) {
-    static const char *fn = "cg_optimizer_new_adam";
+/* Adam and AdamW; fn: the public call's name, for messages. */
+static cg_status adam_new(const char *fn, int n, cg_tensor *const *params,
+                          const cg_adam_options *options, cg_optimizer **out) {
     if (out) *out = NULL;
     if (!options) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(cg__check_adam_options(fn, options));
@@ -87,11 +87,16 @@ cg_status cg_optimizer_new_adam(int n, cg_tensor *const *params, const cg_adam_o
     return CG_OK;
 }
 
+cg_status cg_optimizer_new_adam(int n, cg_tensor *const *params, const cg_adam_options *options,
+                                cg_optimizer **out) {
+    return adam_new("cg_optimizer_new_adam", n, params, options, out);
+}
+
 cg_status cg_optimizer_new_adamw(int n, cg_tensor *const *params, const cg_adam_options *options,
                                  cg_optimizer **out) {
     cg_adam_options o = options ? *options : cg_adamw_default_options();
     o.decoupled_weight_decay = 1;
-    return cg_optimizer_new_adam(n, params, &o, out);
+    return adam_new("cg_optimizer_new_adamw", n, params, &o, out);
 }
 
 cg_status cg_optimizer_new_rmsprop(int n, cg_tensor *const *params, const cg_rmsprop_options *options,

@@ -1370,6 +1370,8 @@ static void test_optimizer_object_trains_from_c(void) {
     const cg_adam_options ao = cg_adam_default_options();
     CHECK_STATUS(cg_optimizer_new_adam(1, &wa, &ao, NULL), CG_ERR_NULL);
     CHECK(strstr(cg_last_error(), "cg_optimizer_new_adam: out pointer is NULL") != NULL);
+    CHECK_STATUS(cg_optimizer_new_adamw(0, &wa, NULL, &bad), CG_ERR_VALUE);  /* AdamW: its own name */
+    CHECK(strstr(cg_last_error(), "cg_optimizer_new_adamw: optimizer got an empty parameter list") != NULL);
     CHECK_STATUS(cg_optimizer_set_lr(o2, NAN), CG_ERR_VALUE);
     CHECK_STATUS(cg_optimizer_step(NULL), CG_ERR_NULL);
     CHECK(isnan(cg_optimizer_get_lr(NULL)));
