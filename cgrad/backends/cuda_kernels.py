@@ -33,6 +33,7 @@ tests/python/test_cuda_kernels_nvcc.py compiles every source with
 NVRTC through NvrtcBuilder (where CuPy and NVRTC are installed).
 """
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -647,22 +648,19 @@ class NvrtcBuilder:
 def _write_atomically(path, data):
     """Writes data to path through a temporary file (a concurrent reader sees
     the whole file or none); an OSError leaves no file and is not raised."""
-    tmp = None
+    d = os.path.dirname(path)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".cgrad-")
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".cgrad-")
+    except OSError:
+        return
+    try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-        tmp = None
     except OSError:
-        pass
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 class RawKernels:

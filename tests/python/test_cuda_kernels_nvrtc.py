@@ -166,3 +166,36 @@ def test_float32_subnormals_survive_the_gpu_kernels():
         grads.append(p.grad.cpu().numpy())
     assert 0 < grads[0][0] < np.finfo(np.float32).tiny
     assert grads[1].view(np.uint32).tolist() == grads[0].view(np.uint32).tolist()
+
+
+def test_the_gpu_backend_builds_its_kernels_this_way(tmp_path, cupy_target, monkeypatch):
+    """The "cuda" backend over CuPy (as cgrad.cuda makes it on a GPU) gets
+    its fused kernels from NvrtcBuilder: the device's architecture asked,
+    exactly NVCC_OPTIONS compiled, the cubin cached and loaded into a
+    cupy.cuda.Module, whose Function is the kernel (both stood in for here:
+    they need a driver)."""
+    import cupyx.scipy.special
+    from cgrad.backends.xp import ArrayBackend
+    cupy = cupy_target.cupy
+    calls = cupy_target("cubin")
+    loaded = []
+
+    class Device:
+        compute_capability = ARCH
+
+    class Module:
+        def load(self, binary):
+            loaded.append(binary)
+
+        def get_function(self, name):
+            return ("kernel", name)
+
+    monkeypatch.setattr(cupy.cuda, "Device", Device)
+    monkeypatch.setattr(cupy.cuda, "Module", Module)
+    monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path))
+    be = ArrayBackend(cupy, "cuda", cupyx.scipy.special, is_gpu=True)
+    k = be.raw_kernels.get("relu", "float32")
+    assert k == ("kernel", "cg_relu_f32") and be.raw_kernels.get("relu", "float32") is k
+    assert calls == [cuda_kernels.NVCC_OPTIONS]
+    assert len(loaded) == 1 and loaded[0][:4] == b"\x7fELF"
+    assert [f.read_bytes() for f in tmp_path.iterdir()] == loaded
