@@ -870,7 +870,13 @@ cdef class Tensor:
         return _binop(cg_ge, a, b)
 
     def __hash__(self):
-        return id(self)
+        # identity, as object's (__eq__ is elementwise), computed as CPython's
+        # _Py_HashPointer (the address rotated by 4 bits, since objects are
+        # 16-byte aligned) without a call to id(): optimizer state is a dict
+        # keyed by tensor, looked up for every parameter at every step
+        cdef size_t a = <size_t><void *>self
+        cdef Py_hash_t h = <Py_hash_t>((a >> 4) | (a << (8 * sizeof(size_t) - 4)))
+        return -2 if h == -1 else h
 
     # Logical operators on bool tensors (masks).
     def __and__(a, b):

@@ -18,6 +18,72 @@ cdef inline bint _big(Tensor t):
     return cg_tensor_numel(t.c) >= NOGIL_MIN
 
 
+cdef object _shape_mismatch(st, tuple keys, cg_tensor *p):
+    """The first of keys whose entry in st is a tensor of another shape than
+    p's, or None (an absent or non-tensor entry is skipped)."""
+    cdef int nd = cg_tensor_ndim(p), k
+    cdef const int64_t *ps = cg_tensor_shape(p)
+    cdef const int64_t *vs
+    cdef cg_tensor *t
+    for key in keys:
+        value = st.get(key)
+        if not isinstance(value, Tensor):
+            continue
+        t = (<Tensor>value).c
+        if cg_tensor_ndim(t) != nd:
+            return key
+        vs = cg_tensor_shape(t)
+        for k in range(nd):
+            if vs[k] != ps[k]:
+                return key
+    return None
+
+
+def _step_problem(params, state, tuple keys not None, bint sparse_ok,
+                  bint dense_ok, layout_key):
+    """The first of a group's parameters with a gradient that a built-in
+    optimizer's step cannot update, as (index, what, state key or None), or
+    None: what is 'dtype' (not floating), 'half' (float16 on the cpu),
+    'contiguous', 'sparse' / 'dense' (a gradient layout not taken), 'shape'
+    (the state tensor under key has another shape than the parameter; keys:
+    the state the update reads) or 'layout' (the buffer under layout_key
+    was made from gradients of the other layout). The step checks every
+    group with it before any parameter moves (cgrad/optim/_checks.py)."""
+    cdef Py_ssize_t i = 0
+    cdef cg_tensor *p
+    cdef cg_tensor *g
+    cdef int d
+    cdef bint sparse
+    for item in params:
+        p = (<Tensor?>item).c
+        g = cg_tensor_grad(p)
+        if g != NULL:
+            d = cg_tensor_dtype(p)
+            if d != CG_FLOAT32 and d != CG_FLOAT64 and d != CG_FLOAT16:
+                return (i, "dtype", None)
+            if d == CG_FLOAT16 and cg_tensor_device(p) == CG_DEVICE_CPU:
+                return (i, "half", None)
+            if not cg_tensor_is_contiguous(p):
+                return (i, "contiguous", None)
+            sparse = cg_tensor_is_sparse(g) != 0
+            if sparse and not sparse_ok:
+                return (i, "sparse", None)
+            if not sparse and not dense_ok:
+                return (i, "dense", None)
+            st = state.get(item)
+            if st:
+                key = _shape_mismatch(st, keys, p)
+                if key is not None:
+                    return (i, "shape", key)
+                if layout_key is not None:
+                    buf = st.get(layout_key)
+                    if isinstance(buf, Tensor) and \
+                            (cg_tensor_is_sparse((<Tensor>buf).c) != 0) != sparse:
+                        return (i, "layout", layout_key)
+        i += 1
+    return None
+
+
 cdef class _StatsSink:
     """Where a built-in optimizer's step writes what its fused updates
     measured (cg_*_update_stats), for cgrad.monitor: one cg_update_stats per

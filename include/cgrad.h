@@ -1179,10 +1179,16 @@ CG_API cg_status cg_optimizer_new_adamw(int n, cg_tensor *const *params,
  * names: "square_avg", "grad_avg" (centered), "momentum_buffer" (momentum > 0). */
 CG_API cg_status cg_optimizer_new_rmsprop(int n, cg_tensor *const *params,
                                           const cg_rmsprop_options *options, cg_optimizer **out);
-/* One update of every parameter that has a gradient. On failure the
- * parameters before the failing one have been updated. A row-sparse
+/* One update of every parameter that has a gradient. A row-sparse
  * gradient takes cg_sgd_sparse_update (SGD; its momentum buffer is then
- * row-sparse) and is refused by Adam (CG_ERR_UNSUPPORTED). */
+ * row-sparse) and is refused by Adam and RMSprop (CG_ERR_UNSUPPORTED).
+ * Every parameter is checked before the first moves: a row-sparse gradient
+ * refused, one in another layout than SGD's momentum buffer (CG_ERR_VALUE),
+ * a parameter whose data (cg_tensor_set_data) no longer matches its state
+ * or is not contiguous, or state that cannot be allocated, fails the step
+ * with no parameter updated and no state kept. Only a failure inside an
+ * update itself (a device error, or memory for a row-sparse momentum
+ * buffer) leaves the parameters before the failing one updated. */
 CG_API cg_status cg_optimizer_step(cg_optimizer *opt);
 /* cg_optimizer_step measuring every parameter as cg_*_update_stats does
  * (what a gradient monitor records per step): stats holds one entry per

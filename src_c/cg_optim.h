@@ -9,6 +9,19 @@
 CG_INTERNAL cg_status cg__check_sgd_options(const char *fn, const cg_sgd_options *o);
 CG_INTERNAL cg_status cg__check_adam_options(const char *fn, const cg_adam_options *o);
 
+/* The checks cg_sgd_update / cg_adam_update / cg_rmsprop_update make of
+ * their operands before they write anything (messages naming fn; not the
+ * options' values, which the optimizer checked when it was made): the C
+ * optimizer object makes them for every parameter before the first moves. */
+CG_INTERNAL cg_status cg__sgd_check(const char *fn, cg_tensor *param, cg_tensor *grad,
+                                    cg_tensor *momentum_buffer, const cg_sgd_options *o);
+CG_INTERNAL cg_status cg__adam_check(const char *fn, cg_tensor *param, cg_tensor *grad,
+                                     cg_tensor *exp_avg, cg_tensor *exp_avg_sq,
+                                     cg_tensor *max_exp_avg_sq, const cg_adam_options *o);
+CG_INTERNAL cg_status cg__rmsprop_check(const char *fn, cg_tensor *param, cg_tensor *grad,
+                                        cg_tensor *square_avg, cg_tensor *grad_avg,
+                                        cg_tensor *momentum_buffer, const cg_rmsprop_options *o);
+
 /* sum over i of ((double)a[i] - (double)b[i])^2: the squared norm of an
  * update (new weights a, old weights b), in gradstats.c, which lets the
  * compiler split the sum across SIMD lanes (optim.c must not: its update

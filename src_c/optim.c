@@ -471,15 +471,16 @@ cg_status cg__check_sgd_options(const char *fn, const cg_sgd_options *o) {
 }
 
 /* The checks of one parameter's update; *buf: momentum_buffer, NULL
- * without momentum; *dev: the tensors' device. */
+ * without momentum; *dev: the tensors' device. check_options: 0 where the
+ * caller checked the options once for all its entries. */
 static cg_status sgd_check(const char *fn, cg_tensor *param, cg_tensor *grad,
-                           cg_tensor *momentum_buffer, const cg_sgd_options *o, cg_tensor **buf,
-                           int *dev) {
+                           cg_tensor *momentum_buffer, const cg_sgd_options *o, int check_options,
+                           cg_tensor **buf, int *dev) {
     CG_TRY(check_param(fn, param));
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
     CG_TRY(check_operand(fn, "grad", grad, param));
-    CG_TRY(cg__check_sgd_options(fn, o));
+    if (check_options) CG_TRY(cg__check_sgd_options(fn, o));
     if (o->momentum != 0.0) {
         CG_TRY(check_operand(fn, "momentum_buffer", momentum_buffer, param));
         cg_tensor *w[2] = {param, momentum_buffer};
@@ -493,6 +494,13 @@ static cg_status sgd_check(const char *fn, cg_tensor *param, cg_tensor *grad,
     CG_TRY(cg__train_same_device(fn, 3, all, all_names, dev));
     *buf = momentum_buffer;
     return CG_OK;
+}
+
+cg_status cg__sgd_check(const char *fn, cg_tensor *param, cg_tensor *grad,
+                        cg_tensor *momentum_buffer, const cg_sgd_options *o) {
+    cg_tensor *buf;
+    int dev;
+    return sgd_check(fn, param, grad, momentum_buffer, o, 0, &buf, &dev);
 }
 
 /* The device kernels' scalars (docs/backend.md, sgd_update_). */
@@ -528,7 +536,7 @@ static cg_status sgd_update(const char *fn, cg_tensor *param, cg_tensor *grad, c
                             int init_buffer, const cg_sgd_options *o,
                             cg_update_stats *ms) {
     int dev;
-    CG_TRY(sgd_check(fn, param, grad, momentum_buffer, o, &momentum_buffer, &dev));
+    CG_TRY(sgd_check(fn, param, grad, momentum_buffer, o, 1, &momentum_buffer, &dev));
     if (dev) {
         cg_tensor *ts[3] = {param, momentum_buffer ? momentum_buffer : grad, grad};
         double f[4];
@@ -666,6 +674,14 @@ static cg_status adam_check(const char *fn, cg_tensor *param, cg_tensor *grad, c
     CG_TRY(cg__train_same_device(fn, 5, all, all_names, dev));
     *vmax = max_exp_avg_sq;
     return CG_OK;
+}
+
+cg_status cg__adam_check(const char *fn, cg_tensor *param, cg_tensor *grad, cg_tensor *exp_avg,
+                         cg_tensor *exp_avg_sq, cg_tensor *max_exp_avg_sq,
+                         const cg_adam_options *o) {
+    cg_tensor *vmax;
+    int dev;
+    return adam_check(fn, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, o, &vmax, &dev);
 }
 
 /* The step's scalars, after the options' and the step's checks. */
@@ -906,7 +922,7 @@ cg_status cg_sgd_update_multi(int n, cg_tensor *const *params, cg_tensor *const 
     for (int i = 0; i < n; ++i) { /* every check first: a bad entry moves nothing */
         cg_tensor *buf = NULL;
         int d = 0;
-        cg_status st = sgd_check(fn, params[i], grads[i], bufs ? bufs[i] : NULL, o, &buf, &d);
+        cg_status st = sgd_check(fn, params[i], grads[i], bufs ? bufs[i] : NULL, o, 0, &buf, &d);
         if (st) return entry_err(st, i);
         any_dev |= d;
     }
@@ -1006,17 +1022,18 @@ static cg_status check_rmsprop_options(const char *fn, const cg_rmsprop_options 
 
 /* The checks of one parameter's update; *ga, *buf: grad_avg (NULL unless
  * centered) and momentum_buffer (NULL without momentum); *dev: the
- * tensors' device. */
+ * tensors' device. check_options: 0 where the caller checked the options
+ * once for all its entries. */
 static cg_status rmsprop_check(const char *fn, cg_tensor *param, cg_tensor *grad,
                                cg_tensor *square_avg, cg_tensor *grad_avg,
                                cg_tensor *momentum_buffer, const cg_rmsprop_options *o,
-                               cg_tensor **ga, cg_tensor **buf, int *dev) {
+                               int check_options, cg_tensor **ga, cg_tensor **buf, int *dev) {
     CG_TRY(check_param(fn, param));
     if (!o) return cg__err(CG_ERR_NULL, "%s: options is NULL", fn);
     CG_TRY(check_operand(fn, "param", param, param));
     CG_TRY(check_operand(fn, "grad", grad, param));
     CG_TRY(check_operand(fn, "square_avg", square_avg, param));
-    CG_TRY(check_rmsprop_options(fn, o));
+    if (check_options) CG_TRY(check_rmsprop_options(fn, o));
     if (o->centered)
         CG_TRY(check_operand(fn, "grad_avg", grad_avg, param));
     else
@@ -1034,6 +1051,15 @@ static cg_status rmsprop_check(const char *fn, cg_tensor *param, cg_tensor *grad
     *ga = grad_avg;
     *buf = momentum_buffer;
     return CG_OK;
+}
+
+cg_status cg__rmsprop_check(const char *fn, cg_tensor *param, cg_tensor *grad,
+                            cg_tensor *square_avg, cg_tensor *grad_avg,
+                            cg_tensor *momentum_buffer, const cg_rmsprop_options *o) {
+    cg_tensor *ga, *buf;
+    int dev;
+    return rmsprop_check(fn, param, grad, square_avg, grad_avg, momentum_buffer, o, 0, &ga, &buf,
+                         &dev);
 }
 
 /* The device kernels' scalars (docs/backend.md, rmsprop_update_). */
@@ -1074,7 +1100,7 @@ static cg_status rmsprop_update(const char *fn, cg_tensor *param, cg_tensor *gra
                                 const cg_rmsprop_options *o,
                                 cg_update_stats *ms) {
     int dev;
-    CG_TRY(rmsprop_check(fn, param, grad, square_avg, grad_avg, momentum_buffer, o, &grad_avg,
+    CG_TRY(rmsprop_check(fn, param, grad, square_avg, grad_avg, momentum_buffer, o, 1, &grad_avg,
                          &momentum_buffer, &dev));
     if (dev) {
         cg_tensor *ts[5] = {param, square_avg};
@@ -1128,7 +1154,7 @@ cg_status cg_rmsprop_update_multi(int n, cg_tensor *const *params, cg_tensor *co
         cg_tensor *ga = NULL, *buf = NULL;
         int d = 0;
         cg_status st = rmsprop_check(fn, params[i], grads[i], square_avgs[i], gas ? gas[i] : NULL,
-                                     bufs ? bufs[i] : NULL, o, &ga, &buf, &d);
+                                     bufs ? bufs[i] : NULL, o, 0, &ga, &buf, &d);
         if (st) return entry_err(st, i);
         any_dev |= d;
     }

@@ -3,6 +3,8 @@
 #include "cg_internal.h"
 #include "cg_optim.h"
 
+#include <stdio.h>
+
 typedef enum opt_kind { OPT_SGD, OPT_ADAM, OPT_RMSPROP } opt_kind;
 
 /* State of one parameter. Tensors owned; NULL until its first step. */
@@ -11,6 +13,8 @@ typedef struct opt_slot {
     cg_tensor *buf[3]; /* SGD: momentum_buffer; Adam: exp_avg, exp_avg_sq, max_exp_avg_sq;
                           RMSprop: square_avg, grad_avg, momentum_buffer */
     int64_t steps;
+    unsigned fresh; /* bit k: buf[k] made by this step, not yet used by an update */
+    cg_tensor *gc;  /* during a step: the gradient as the fused loops read it (contiguous) */
 } opt_slot;
 
 struct cg_optimizer {
@@ -124,49 +128,53 @@ static cg_status zeros_like(const cg_tensor *p, cg_tensor **out) {
     return cg_zeros_on(cg__dev(p), p->dtype, p->ndim, p->shape, out);
 }
 
-/* One parameter's update; ms (NULL: the plain calls) measures as the
- * cg_*_update_stats calls do. */
-static cg_status step_one(cg_optimizer *o, opt_slot *s, cg_tensor *grad, cg_update_stats *ms) {
-    if (o->kind == OPT_SGD) {
-        int first = 0;
-        if (o->sgd.momentum != 0.0 && !s->buf[0]) {
-            CG_TRY(zeros_like(s->param, &s->buf[0]));
-            first = 1;
-        }
-        CG_TRY(ms ? cg_sgd_update_stats(s->param, grad, s->buf[0], first, &o->sgd, ms)
-                  : cg_sgd_update(s->param, grad, s->buf[0], first, &o->sgd, NULL));
-    } else if (o->kind == OPT_RMSPROP) {
-        const int need[3] = {1, o->rmsprop.centered, o->rmsprop.momentum > 0.0};
-        for (int k = 0; k < 3; ++k)
-            if (need[k] && !s->buf[k]) CG_TRY(zeros_like(s->param, &s->buf[k]));
-        CG_TRY(ms ? cg_rmsprop_update_stats(s->param, grad, s->buf[0], s->buf[1], s->buf[2],
-                                            &o->rmsprop, ms)
-                  : cg_rmsprop_update(s->param, grad, s->buf[0], s->buf[1], s->buf[2],
-                                      &o->rmsprop, NULL));
-    } else {
-        const int nbuf = o->adam.amsgrad ? 3 : 2;
-        for (int k = 0; k < nbuf; ++k)
-            if (!s->buf[k]) CG_TRY(zeros_like(s->param, &s->buf[k]));
-        CG_TRY(ms ? cg_adam_update_stats(s->param, grad, s->buf[0], s->buf[1], s->buf[2],
-                                         s->steps + 1, &o->adam, ms)
-                  : cg_adam_update(s->param, grad, s->buf[0], s->buf[1], s->buf[2], s->steps + 1,
-                                   &o->adam, NULL));
+/* Whether the update reads state buffer k (see the *_NAMES). */
+static int state_needed(const cg_optimizer *o, int k) {
+    switch (o->kind) {
+    case OPT_SGD: return k == 0 && o->sgd.momentum != 0.0;
+    case OPT_RMSPROP: return k == 0 || (k == 1 && o->rmsprop.centered) ||
+                             (k == 2 && o->rmsprop.momentum > 0.0);
+    default: return k < 2 || o->adam.amsgrad;
     }
+}
+
+/* Frees the buffers made by this step that no update has used, so a failed
+ * step leaves the state as it was. */
+static void drop_fresh(cg_optimizer *o) {
+    for (int i = 0; i < o->n; ++i) {
+        opt_slot *s = &o->slots[i];
+        for (int k = 0; k < 3; ++k)
+            if (s->fresh & (1u << k)) {
+                cg_tensor_free(s->buf[k]);
+                s->buf[k] = NULL;
+            }
+        s->fresh = 0;
+    }
+}
+
+/* One parameter's dense update (its state made by prepare); ms (NULL: the
+ * plain calls) measures as the cg_*_update_stats calls do. */
+static cg_status step_one(cg_optimizer *o, opt_slot *s, cg_tensor *grad, cg_update_stats *ms) {
+    cg_tensor *const *b = s->buf;
+    if (o->kind == OPT_SGD) {
+        const int first = (s->fresh & 1u) != 0; /* the buffer starts as the gradient */
+        CG_TRY(ms ? cg_sgd_update_stats(s->param, grad, b[0], first, &o->sgd, ms)
+                  : cg_sgd_update(s->param, grad, b[0], first, &o->sgd, NULL));
+    } else if (o->kind == OPT_RMSPROP) {
+        CG_TRY(ms ? cg_rmsprop_update_stats(s->param, grad, b[0], b[1], b[2], &o->rmsprop, ms)
+                  : cg_rmsprop_update(s->param, grad, b[0], b[1], b[2], &o->rmsprop, NULL));
+    } else {
+        CG_TRY(ms ? cg_adam_update_stats(s->param, grad, b[0], b[1], b[2], s->steps + 1, &o->adam, ms)
+                  : cg_adam_update(s->param, grad, b[0], b[1], b[2], s->steps + 1, &o->adam, NULL));
+    }
+    s->fresh = 0;
     ++s->steps;
     return CG_OK;
 }
 
 /* A row-sparse gradient (Embedding(sparse=True)): SGD keeps a row-sparse
- * momentum buffer as PyTorch's; Adam refuses, as PyTorch's. */
-static cg_status step_sparse(cg_optimizer *o, opt_slot *s, int i, cg_tensor *grad) {
-    if (o->kind != OPT_SGD)
-        return cg__err(CG_ERR_UNSUPPORTED, "cg_optimizer_step: parameter %d has a row-sparse gradient; "
-                                           "%s does not support sparse gradients (use "
-                                           "cg_sparse_adam_update)", i,
-                       o->kind == OPT_ADAM ? "Adam" : "RMSprop");
-    if (s->buf[0] && !cg_tensor_is_sparse(s->buf[0]))
-        return cg__err(CG_ERR_VALUE, "cg_optimizer_step: parameter %d has a dense momentum buffer but a "
-                                     "row-sparse gradient", i);
+ * momentum buffer as PyTorch's (its layout checked by check_grads). */
+static cg_status step_sparse(cg_optimizer *o, opt_slot *s, cg_tensor *grad) {
     cg_tensor *nb = NULL;
     CG_TRY(cg_sgd_sparse_update(s->param, grad, s->buf[0], &o->sgd, &nb));
     if (nb) {
@@ -175,6 +183,80 @@ static cg_status step_sparse(cg_optimizer *o, opt_slot *s, int i, cg_tensor *gra
     }
     ++s->steps;
     return CG_OK;
+}
+
+/* Every gradient's layout against the update it goes to, before any
+ * parameter moves, so a step refused for one parameter has moved none:
+ * Adam and RMSprop refuse a row-sparse gradient (as PyTorch's), and SGD's
+ * momentum buffer keeps the layout of the gradient it was made from. */
+static cg_status check_grads(const char *fn, const cg_optimizer *o) {
+    for (int i = 0; i < o->n; ++i) {
+        const opt_slot *s = &o->slots[i];
+        const cg_tensor *g = s->param->grad;
+        if (!g) continue;
+        const int sparse = cg_tensor_is_sparse(g);
+        if (sparse && o->kind != OPT_SGD)
+            return cg__err(CG_ERR_UNSUPPORTED, "%s: parameter %d has a row-sparse gradient; %s does "
+                                               "not support sparse gradients (use "
+                                               "cg_sparse_adam_update)", fn, i,
+                           o->kind == OPT_ADAM ? "Adam" : "RMSprop");
+        if (o->kind == OPT_SGD && s->buf[0] && cg_tensor_is_sparse(s->buf[0]) != sparse)
+            return cg__err(CG_ERR_VALUE, "%s: parameter %d has a %s momentum buffer but a %s "
+                                         "gradient; keep one gradient layout per parameter",
+                           fn, i, sparse ? "dense" : "row-sparse", sparse ? "row-sparse" : "dense");
+    }
+    return CG_OK;
+}
+
+/* The update's own checks of parameter i's operands (its state, its
+ * gradient as the loop reads it), the index added to the message: they
+ * fail when the parameter was replaced (cg_tensor_set_data) by one of
+ * another shape, dtype or device, or by a view of its own gradient. */
+static cg_status check_operands(const char *fn, const cg_optimizer *o, const opt_slot *s, int i) {
+    cg_tensor *const *b = s->buf;
+    cg_status st = o->kind == OPT_SGD ? cg__sgd_check(fn, s->param, s->gc, b[0], &o->sgd)
+                 : o->kind == OPT_RMSPROP
+                     ? cg__rmsprop_check(fn, s->param, s->gc, b[0], b[1], b[2], &o->rmsprop)
+                     : cg__adam_check(fn, s->param, s->gc, b[0], b[1], b[2], &o->adam);
+    if (!st) return CG_OK;
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", cg_last_error());
+    return cg__err(st, "%s (parameter %d)", msg, i);
+}
+
+/* Drops the step's gradient references (the contiguous copies). */
+static void drop_grads(cg_optimizer *o) {
+    for (int i = 0; i < o->n; ++i) {
+        cg_tensor_free(o->slots[i].gc);
+        o->slots[i].gc = NULL;
+    }
+}
+
+/* Everything a step can fail on before it writes, for every parameter
+ * before the first moves: the gradients' layouts (check_grads), the state
+ * buffers a fresh parameter starts with (zeros on its device) and the
+ * dense gradients as the fused loops read them (contiguous, in slot gc).
+ * On failure nothing made here is kept. */
+static cg_status prepare(const char *fn, cg_optimizer *o) {
+    CG_TRY(check_grads(fn, o));
+    cg_status st = CG_OK;
+    for (int i = 0; !st && i < o->n; ++i) {
+        opt_slot *s = &o->slots[i];
+        cg_tensor *g = s->param->grad;
+        if (!g || g->layout) continue;
+        for (int k = 0; !st && k < 3; ++k)
+            if (state_needed(o, k) && !s->buf[k]) {
+                st = zeros_like(s->param, &s->buf[k]);
+                if (!st) s->fresh |= 1u << k;
+            }
+        if (!st) st = cg__contig(g, &s->gc);
+        if (!st) st = check_operands(fn, o, s, i);
+    }
+    if (st) {
+        drop_fresh(o);
+        drop_grads(o);
+    }
+    return st;
 }
 
 /* The step of cg_optimizer_step / _step_stats (stats: NULL or n entries). */
@@ -186,7 +268,8 @@ static cg_status optimizer_step(const char *fn, cg_optimizer *opt, cg_update_sta
                 return cg__err(CG_ERR_VALUE, "%s: stats[%d].what = %d has bits other than "
                                              "CG_MEASURE_GRAD | CG_MEASURE_WEIGHT | "
                                              "CG_MEASURE_UPDATE", fn, i, stats[i].what);
-    for (int i = 0; i < opt->n; ++i) {
+    cg_status st = prepare(fn, opt);
+    for (int i = 0; !st && i < opt->n; ++i) {
         opt_slot *s = &opt->slots[i];
         cg_tensor *g = s->param->grad;
         cg_update_stats *ms = stats ? &stats[i] : NULL, local;
@@ -197,21 +280,18 @@ static cg_status optimizer_step(const char *fn, cg_optimizer *opt, cg_update_sta
         if (!g || g->layout) {
             /* not updated (update 0), or a row-sparse update, which does
              * not measure: unknown (NAN) */
-            if (ms && (ms->what & CG_MEASURE_GRAD) && g) CG_TRY(cg_tensor_stats(g, &local.grad));
-            if (ms && (ms->what & CG_MEASURE_WEIGHT)) CG_TRY(cg_tensor_stats(s->param, &local.weight));
+            if (ms && (ms->what & CG_MEASURE_GRAD) && g) st = cg_tensor_stats(g, &local.grad);
+            if (!st && ms && (ms->what & CG_MEASURE_WEIGHT)) st = cg_tensor_stats(s->param, &local.weight);
             if (ms && (ms->what & CG_MEASURE_UPDATE)) local.update_sum_sq = g ? NAN : 0.0;
-            if (g) CG_TRY(step_sparse(opt, s, i, g));
-            if (ms) *ms = local;
-            continue;
+            if (!st && g) st = step_sparse(opt, s, g);
+        } else {
+            st = step_one(opt, s, s->gc, ms ? &local : NULL);
         }
-        cg_tensor *gc = NULL;
-        CG_TRY(cg__contig(g, &gc)); /* the fused loops read contiguous gradients */
-        cg_status st = step_one(opt, s, gc, ms ? &local : NULL);
-        cg_tensor_free(gc);
-        CG_TRY(st);
-        if (ms) *ms = local;
+        if (!st && ms) *ms = local;
     }
-    return CG_OK;
+    if (st) drop_fresh(opt); /* the buffers of the parameters not reached */
+    drop_grads(opt);
+    return st;
 }
 
 cg_status cg_optimizer_step(cg_optimizer *opt) {

@@ -43,6 +43,7 @@ class Adagrad(Optimizer):
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
+        _checks.check_step(self, "Adagrad", ("sum",), sparse_ok=True)
         sink = self._stats_sink  # cgrad.monitor's, or None
         for group in self.param_groups:
             lr, lr_decay = float(group["lr"]), float(group["lr_decay"])
@@ -51,7 +52,7 @@ class Adagrad(Optimizer):
             batched = self._batching(group)
             batches = {}  # step count -> dense entries: one C call each
             for p in group["params"]:
-                g = _checks.grad_of(p, "Adagrad", sparse_ok=True)
+                g = _checks.grad_of(p)
                 if g is None:
                     continue
                 self._init_state(p, group)  # a group added after construction

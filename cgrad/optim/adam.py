@@ -8,6 +8,9 @@ from cgrad._core import float32, tensor
 from cgrad.optim import _checks, _state
 from cgrad.optim.optimizer import Optimizer
 
+# the state tensors the update reads, shaped like the parameter
+_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
 
 def _new_step():
     # PyTorch keeps the step count as a float32 0-d tensor.
@@ -46,6 +49,7 @@ class Adam(Optimizer):
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
+        _checks.check_step(self, type(self).__name__, _STATE)
         sink = self._stats_sink  # cgrad.monitor's, or None
         for group in self.param_groups:
             lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
@@ -55,7 +59,7 @@ class Adam(Optimizer):
             batched = self._batching(group)
             batches = {}  # step count -> entries: one C call each
             for p in group["params"]:
-                g = _checks.grad_of(p, type(self).__name__)
+                g = _checks.grad_of(p)
                 if g is None:
                     continue
                 state = self._state_for(p)

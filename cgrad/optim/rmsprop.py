@@ -7,6 +7,9 @@ from cgrad.optim import _checks, _state
 from cgrad.optim.adam import _new_step, _undo_steps
 from cgrad.optim.optimizer import Optimizer
 
+# the state tensors the update reads, shaped like the parameter
+_STATE = ("square_avg", "grad_avg", "momentum_buffer")
+
 
 class RMSprop(Optimizer):
     """RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0,
@@ -29,6 +32,7 @@ class RMSprop(Optimizer):
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
+        _checks.check_step(self, "RMSprop", _STATE)
         sink = self._stats_sink  # cgrad.monitor's, or None
         for group in self.param_groups:
             lr, alpha, eps = float(group["lr"]), float(group["alpha"]), float(group["eps"])
@@ -37,7 +41,7 @@ class RMSprop(Optimizer):
             batched = self._batching(group)
             batch = []  # one C call (the update reads no step count)
             for p in group["params"]:
-                g = _checks.grad_of(p, "RMSprop")
+                g = _checks.grad_of(p)
                 if g is None:
                     continue
                 state = self._state_for(p)

@@ -9,6 +9,12 @@ from cgrad.optim import _checks, _state
 from cgrad.optim.optimizer import Optimizer
 
 
+def _momentum_buffer(group):
+    """The state that keeps its gradients' layout (row-sparse or dense), when
+    the group uses it."""
+    return "momentum_buffer" if float(group["momentum"]) != 0 else None
+
+
 class SGD(Optimizer):
     """SGD(params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
     nesterov=False, *, maximize=False). State: 'momentum_buffer' (only when
@@ -40,6 +46,8 @@ class SGD(Optimizer):
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
+        _checks.check_step(self, "SGD", ("momentum_buffer",), sparse_ok=True,
+                           layout_key=_momentum_buffer)
         sink = self._stats_sink  # cgrad.monitor's, or None
         for group in self.param_groups:
             lr, momentum = float(group["lr"]), float(group["momentum"])
@@ -48,16 +56,12 @@ class SGD(Optimizer):
             batched = self._batching(group)
             batches = {}  # new buffers or not -> entries: one C call each
             for p in group["params"]:
-                g = _checks.grad_of(p, "SGD", sparse_ok=True)
+                g = _checks.grad_of(p)
                 if g is None:
                     continue
                 state = self._state_for(p)
                 if g.is_sparse:
                     buf = state.get("momentum_buffer") if momentum != 0 else None
-                    if buf is not None and not buf.is_sparse:
-                        raise RuntimeError("SGD: this parameter's momentum buffer is dense but its "
-                                           "gradient is row-sparse; keep one gradient layout per "
-                                           "parameter")
                     new_buf = _core._sgd_sparse_update(p, g, buf, lr, momentum, dampening, wd,
                                                        nesterov, maximize)
                     if new_buf is not None:

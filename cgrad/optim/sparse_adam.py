@@ -46,6 +46,8 @@ class SparseAdam(Optimizer):
 
     def step(self, closure=None):
         loss = self._run_closure(closure)
+        _checks.check_step(self, "SparseAdam", ("exp_avg", "exp_avg_sq"), sparse_ok=True,
+                           dense_ok=False)
         for group in self.param_groups:
             lr, eps = float(group["lr"]), float(group["eps"])
             beta1, beta2 = (float(b) for b in group["betas"])
@@ -54,10 +56,6 @@ class SparseAdam(Optimizer):
                 g = p.grad
                 if g is None:
                     continue
-                if not g.is_sparse:
-                    raise RuntimeError("SparseAdam does not support dense gradients, please "
-                                       "consider Adam instead")
-                g = _checks.grad_of(p, "SparseAdam", sparse_ok=True)
                 state = self._state_for(p)
                 if len(state) == 0:
                     state["step"] = 0

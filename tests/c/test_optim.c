@@ -1384,6 +1384,72 @@ static void test_optimizer_object_trains_from_c(void) {
     for (size_t i = 0; i < sizeof all / sizeof *all; ++i) cg_tensor_free(all[i]);
 }
 
+/* A step that fails its checks for one parameter moves none: a, listed
+ * first, keeps its value, step count and (absent) state when b's data was
+ * replaced with a non-contiguous view or with another shape; a step that
+ * fails after making the fresh state of a leaves no state behind. */
+static void test_optimizer_step_checks_every_parameter_first(void) {
+    int64_t as = 3, bs[2] = {2, 2}, b3[2] = {3, 2};
+    double av[3] = {1, 2, 3}, bv[4] = {1, 2, 3, 4}, ones[6] = {1, 1, 1, 1, 1, 1};
+    cg_tensor *a = cgt_f64(1, &as, av), *b = cgt_f64(2, bs, bv);
+    cg_tensor *ga = cgt_f64(1, &as, ones), *gb = cgt_f64(2, bs, ones), *gb3 = cgt_f64(2, b3, ones);
+    cg_tensor *bt = NULL, *b_wide = cgt_f64(2, b3, ones);
+    cg_tensor_set_requires_grad(a, 1);
+    cg_tensor_set_requires_grad(b, 1);
+    cg_tensor *ps[2] = {a, b};
+    cg_adam_options ao = cg_adam_default_options();
+    cg_sgd_options so = cg_sgd_default_options();
+    so.momentum = 0.9;
+    cg_rmsprop_options ro = cg_rmsprop_default_options();
+    ro.centered = 1;
+    cg_optimizer *opts[3] = {NULL, NULL, NULL};
+    CHECK_OK(cg_optimizer_new_adam(2, ps, &ao, &opts[0]));
+    CHECK_OK(cg_optimizer_new_sgd(2, ps, &so, &opts[1]));
+    CHECK_OK(cg_optimizer_new_rmsprop(2, ps, &ro, &opts[2]));
+    static const char *const first_state[3] = {"exp_avg", "momentum_buffer", "square_avg"};
+    /* b replaced by its own transpose: same shape, not contiguous */
+    CHECK_OK(cg_transpose(b, 0, 1, &bt));
+    cg_tensor *bt_copy = NULL;
+    CHECK_OK(cg_transpose(b, 0, 1, &bt_copy));
+    CHECK_OK(cg_tensor_set_data(b, bt_copy));
+    cg_tensor_free(bt_copy);
+    for (int k = 0; k < 3; ++k) {
+        CHECK_OK(cg_tensor_set_grad(a, ga));
+        CHECK_OK(cg_tensor_set_grad(b, gb));
+        CHECK_STATUS(cg_optimizer_step(opts[k]), CG_ERR_VALUE);
+        CHECK(strstr(cg_last_error(), "cg_optimizer_step: 'param' is not contiguous") &&
+              strstr(cg_last_error(), "(parameter 1)"));
+        CHECK(cgt_at(a, 0) == 1 && cgt_at(a, 2) == 3);
+        CHECK(cg_optimizer_param_steps(opts[k], 0) == 0);
+        CHECK(!cg_optimizer_state(opts[k], 0, first_state[k])); /* a's fresh state dropped */
+    }
+    /* b contiguous again: the first step runs for both */
+    cg_tensor *b_back = cgt_f64(2, bs, bv);
+    CHECK_OK(cg_tensor_set_data(b, b_back));
+    cg_tensor_free(b_back);
+    for (int k = 0; k < 3; ++k) {
+        CHECK_OK(cg_tensor_set_grad(a, ga));
+        CHECK_OK(cg_tensor_set_grad(b, gb));
+        CHECK_OK(cg_optimizer_step(opts[k]));
+        CHECK(cg_optimizer_param_steps(opts[k], 0) == 1 && cg_optimizer_param_steps(opts[k], 1) == 1);
+    }
+    /* b made (3, 2): its state is (2, 2) now; nothing moves */
+    double a_now = cgt_at(a, 0);
+    CHECK_OK(cg_tensor_set_data(b, b_wide));
+    CHECK(cg_tensor_grad(b) == NULL); /* set_data dropped the (2, 2) gradient */
+    for (int k = 0; k < 3; ++k) {
+        CHECK_OK(cg_tensor_set_grad(a, ga));
+        CHECK_OK(cg_tensor_set_grad(b, gb3));
+        CHECK_STATUS(cg_optimizer_step(opts[k]), CG_ERR_SHAPE);
+        CHECK(strstr(cg_last_error(), "has shape (2, 2) but the parameter has shape (3, 2) "
+                                      "(parameter 1)"));
+        CHECK(cgt_at(a, 0) == a_now && cg_optimizer_param_steps(opts[k], 0) == 1);
+    }
+    for (int k = 0; k < 3; ++k) cg_optimizer_free(opts[k]);
+    cg_tensor *all[] = {a, b, ga, gb, gb3, bt, b_wide};
+    for (size_t i = 0; i < sizeof all / sizeof *all; ++i) cg_tensor_free(all[i]);
+}
+
 /* RMSprop through the object: the same numbers as the kernel by hand, the
  * centered/momentum state created as needed, and it trains. */
 /* cg_optimizer_step_stats: the same parameters, bit for bit, as
@@ -1520,6 +1586,7 @@ int main(void) {
     test_optimizer_object_rmsprop();
     test_optimizer_step_stats();
     test_optimizer_object_trains_from_c();
+    test_optimizer_step_checks_every_parameter_first();
     test_sgd();
     test_adam();
     test_adam_multi();

@@ -280,6 +280,85 @@ static void test_optimizer_object(void) {
     cg_tensor_free(ind);
 }
 
+/* A step refused for one parameter's gradient layout moves no parameter:
+ * the dense parameter listed before the sparse one keeps its value, gets no
+ * state and no step count, and the next good step is the first. */
+static void test_refused_step_moves_nothing(void) {
+    int64_t ds = 3, ws[2] = {5, 2}, idx[2] = {1, 3};
+    double d0[3] = {1, 2, 3}, w0[10] = {0}, ones[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    cg_tensor *d = cgt_f64(1, &ds, d0), *w = cgt_f64(2, ws, w0), *ind = i64(2, idx);
+    cg_tensor_set_requires_grad(d, 1);
+    cg_tensor_set_requires_grad(w, 1);
+    cg_tensor *ps[2] = {d, w};
+    /* d's gradient is ones, w's the sparse gradient of an embedding lookup,
+     * or a dense one (dense: 1) */
+    cg_tensor *gd = cgt_f64(1, &ds, ones), *gw = cgt_f64(2, ws, ones);
+#define GIVE_GRADS(dense)                                                     \
+    do {                                                                      \
+        cg_tensor *o_ = NULL, *l_ = NULL;                                     \
+        cg_tensor_set_grad(w, NULL);                                          \
+        if (dense) CHECK_OK(cg_tensor_set_grad(w, gw));                       \
+        else {                                                                \
+            CHECK_OK(cg_embedding_sparse(w, ind, -1, &o_));                   \
+            CHECK_OK(cg_sum(o_, NULL, 0, 0, &l_));                            \
+            CHECK_OK(cg_backward(l_, NULL, 0, 0));                            \
+        }                                                                     \
+        CHECK_OK(cg_tensor_set_grad(d, gd));                                  \
+        cg_tensor_free(o_);                                                   \
+        cg_tensor_free(l_);                                                   \
+    } while (0)
+    cg_adam_options ao = cg_adam_default_options();
+    cg_rmsprop_options ro = cg_rmsprop_default_options();
+    cg_optimizer *adam = NULL, *rms = NULL, *sgd = NULL;
+    CHECK_OK(cg_optimizer_new_adam(2, ps, &ao, &adam));
+    CHECK_OK(cg_optimizer_new_rmsprop(2, ps, &ro, &rms));
+    GIVE_GRADS(0);
+    cg_optimizer *refusing[2] = {adam, rms};
+    for (int k = 0; k < 2; ++k) {
+        CHECK_STATUS(cg_optimizer_step(refusing[k]), CG_ERR_UNSUPPORTED);
+        CHECK(strstr(cg_last_error(), "cg_optimizer_step: parameter 1 has a row-sparse gradient"));
+        cg_update_stats st[2] = {{0}, {0}};
+        CHECK_STATUS(cg_optimizer_step_stats(refusing[k], st), CG_ERR_UNSUPPORTED);
+        CHECK(strstr(cg_last_error(), "cg_optimizer_step_stats: parameter 1"));
+        CHECK(at(d, 0) == 1 && at(d, 1) == 2 && at(d, 2) == 3);
+        CHECK(cg_optimizer_param_steps(refusing[k], 0) == 0);
+    }
+    CHECK(!cg_optimizer_state(adam, 0, "exp_avg") && !cg_optimizer_state(rms, 0, "square_avg"));
+    /* SGD with momentum: the buffer keeps the layout of its first gradient */
+    cg_sgd_options so = cg_sgd_default_options();
+    so.lr = 0.5;
+    so.momentum = 0.9;
+    for (int first_dense = 0; first_dense < 2; ++first_dense) {
+        const double d_after_one = 1 - 0.5; /* first step: buffer = g = 1 */
+        CHECK_OK(cg_optimizer_new_sgd(2, ps, &so, &sgd));
+        GIVE_GRADS(first_dense);
+        CHECK_OK(cg_optimizer_step(sgd));
+        CHECK(at(d, 0) == d_after_one);
+        CHECK(cg_tensor_is_sparse(cg_optimizer_state(sgd, 1, "momentum_buffer")) == !first_dense);
+        GIVE_GRADS(!first_dense);
+        CHECK_STATUS(cg_optimizer_step(sgd), CG_ERR_VALUE);
+        CHECK(strstr(cg_last_error(), first_dense ? "parameter 1 has a dense momentum buffer but "
+                                                    "a row-sparse gradient"
+                                                  : "parameter 1 has a row-sparse momentum buffer "
+                                                    "but a dense gradient"));
+        CHECK(at(d, 0) == d_after_one && cg_optimizer_param_steps(sgd, 0) == 1);
+        GIVE_GRADS(first_dense);
+        CHECK_OK(cg_optimizer_step(sgd)); /* buffer 0.9 * 1 + 1 */
+        CHECK_CLOSE(at(d, 0), d_after_one - 0.5 * 1.9, 1e-15);
+        cg_optimizer_free(sgd);
+        sgd = NULL;
+        double back[3] = {1, 2, 3};
+        cg_tensor *fresh = cgt_f64(1, &ds, back);
+        CHECK_OK(cg_tensor_set_data(d, fresh));
+        cg_tensor_free(fresh);
+    }
+#undef GIVE_GRADS
+    cg_optimizer_free(adam);
+    cg_optimizer_free(rms);
+    cg_tensor *fr[] = {d, w, ind, gd, gw};
+    for (int k = 0; k < 5; ++k) cg_tensor_free(fr[k]);
+}
+
 static cg_status emb_fn(void *ctx, int n, cg_tensor *const *in, cg_tensor **out) {
     (void)n;
     cg_tensor *o = NULL, *q = NULL;
@@ -331,6 +410,7 @@ int main(void) {
     test_sparse_optimizers_and_clip();
     test_gradcheck_sparse_embedding();
     test_optimizer_object();
+    test_refused_step_moves_nothing();
     test_sparse_linear();
     return cgt_report("test_sparse");
 }

@@ -505,19 +505,56 @@ def test_bad_params():
 
 
 def test_kernel_errors_reach_python_as_exceptions():
+    """The C update's own refusals reach Python as exceptions (the step's
+    checks in cgrad/optim/_checks.py find these first; here the fused
+    update is called directly)."""
     p = cgrad.ones(2, requires_grad=True)
-    opt = optim.Adam([p], lr=0.1)
-    p.grad = cgrad.ones(2)
+    with pytest.raises(ValueError, match="'exp_avg' has shape \\(3,\\) but the parameter has shape"):
+        cgrad._core._adam_update(p, cgrad.ones(2), cgrad.zeros(3), cgrad.zeros(2), None, 1, 0.1,
+                                 0.9, 0.999, 1e-8, 0.0, False, False, False, None)
+    t = cgrad.ones(3, 2).t()
+    with pytest.raises(ValueError, match="'param' is not contiguous"):
+        cgrad._core._sgd_update(t, cgrad.ones(2, 3), None, False, 0.1, 0.0, 0.0, 0.0, False,
+                                False, None)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
+def test_a_step_checks_every_parameter_before_any_moves(name):
+    """A corrupted state entry, a parameter whose data was replaced with a
+    non-contiguous view or a float16 one on the cpu: the step raises before
+    it updates anything, so the parameter listed first has not moved and
+    has no new state and no step counted."""
+    kw = {"momentum": 0.9} if name == "SGD" else {}
+
+    def fresh():
+        a, b = cgrad.ones(3, requires_grad=True), cgrad.ones(2, 2, requires_grad=True)
+        return a, b, getattr(optim, name)([a, b], lr=0.1, **kw)
+
+    state_key = {"SGD": "momentum_buffer", "Adam": "exp_avg", "AdamW": "exp_avg_sq",
+                 "RMSprop": "square_avg", "Adagrad": "sum"}[name]
+    a, b, opt = fresh()
+    a.grad, b.grad = cgrad.ones(3), cgrad.ones(2, 2)
     opt.step()
-    opt.state[p]["exp_avg"] = cgrad.zeros(3)  # a corrupted state entry
-    with pytest.raises(ValueError, match="exp_avg.*shape"):
+    opt.state[b][state_key] = cgrad.zeros(5)  # a corrupted state entry
+    a.grad, b.grad = cgrad.ones(3), cgrad.ones(2, 2)
+    before = a.detach().numpy().copy()
+    with pytest.raises(RuntimeError, match=f"{name}: optimizer state '{state_key}' has shape "
+                                           r"\(5,\) but its parameter has shape \(2, 2\)"):
         opt.step()
-    base = cgrad.ones(3, 2)
-    t = base.t().detach().requires_grad_(True)  # non-contiguous leaf
-    opt2 = optim.SGD([t], lr=0.1)
-    t.grad = cgrad.ones(2, 3)
-    with pytest.raises(ValueError, match="param.*not contiguous"):
-        opt2.step()
+    np.testing.assert_array_equal(a.detach().numpy(), before)
+    for replace, exc, msg in (
+            (lambda: cgrad.ones(2, 2).t(), ValueError, "is not contiguous"),
+            (lambda: cgrad.ones(2, 2, dtype=cgrad.float16), TypeError,
+             "a float16 parameter is updated on a device only")):
+        a, b, opt = fresh()
+        b.data = replace()
+        a.grad, b.grad = cgrad.ones(3), cgrad.ones(2, 2, dtype=b.dtype)
+        with pytest.raises(exc, match=f"{name}: .*{msg}"):
+            opt.step()
+        np.testing.assert_array_equal(a.detach().numpy(), np.ones(3, np.float32))
+        assert float(opt.state[a].get("step", 0)) == 0  # no step counted (Adagrad's state is made
+        if name != "Adagrad":                          # with the optimizer, as PyTorch's)
+            assert state_key not in opt.state[a]
 
 
 # ------------------------------------------- order of operations, bit for bit

@@ -136,10 +136,19 @@ def test_a_bad_entry_moves_nothing(dev):
     for p in params:
         p.grad = cgrad.ones_like(p)
     good = opt.state[params[3]]["exp_avg_sq"]
-    opt.state[params[3]]["exp_avg_sq"] = cgrad.zeros(2, dtype=cgrad.float64, device=dev)  # a 0-d parameter's
-    with pytest.raises(ValueError, match="parameter 3"):
-        opt.step()
+    bad = cgrad.zeros(2, dtype=cgrad.float64, device=dev)  # for a 0-d parameter
+    opt.state[params[3]]["exp_avg_sq"] = bad
+    with pytest.raises(RuntimeError, match="Adam: optimizer state 'exp_avg_sq' has shape \\(2,\\) "
+                                           "but its parameter has shape \\(\\)"):
+        opt.step()  # the step's own check of every parameter
     opt.state[params[3]]["exp_avg_sq"] = good
+    # the multi-tensor call checks every entry too before it writes
+    from cgrad import _core
+    s = [opt.state[p] for p in params]
+    with pytest.raises(ValueError, match="parameter 3"):
+        _core._adam_update_multi(params, [p.grad for p in params], [x["exp_avg"] for x in s],
+                                 [bad if k == 3 else x["exp_avg_sq"] for k, x in enumerate(s)],
+                                 None, 2, 0.1, 0.9, 0.999, 1e-8, 0.0, False, False, False)
     for p, b, (m, step) in zip(params, before, state):
         np.testing.assert_array_equal(host(p), b)
         np.testing.assert_array_equal(host(opt.state[p]["exp_avg"]), m)
@@ -217,9 +226,9 @@ def test_sgd_bad_entry_moves_nothing(dev):
         p.grad = cgrad.ones_like(p)
     good = opt.state[params[4]]["momentum_buffer"]
     opt.state[params[4]]["momentum_buffer"] = cgrad.zeros(3, device=dev)  # the wrong shape
-    with pytest.raises(ValueError, match="'momentum_buffer' has shape \\(3,\\) but the parameter "
-                                         "has shape \\(130,\\) \\(parameter 4\\)"):
-        opt.step()
+    with pytest.raises(RuntimeError, match="SGD: optimizer state 'momentum_buffer' has shape "
+                                           "\\(3,\\) but its parameter has shape \\(130,\\)"):
+        opt.step()  # checked before any parameter moves (the C call checks its entries too)
     opt.state[params[4]]["momentum_buffer"] = good
     for p, b, m in zip(params, before, bufs):
         np.testing.assert_array_equal(host(p), b)
@@ -343,10 +352,9 @@ def test_rmsprop_adagrad_bad_entry_moves_nothing(dev, opt_cls, kw, key):
         p.grad = cgrad.ones_like(p) * 3.0
     good = opt.state[params[4]][key]
     opt.state[params[4]][key] = cgrad.zeros(3, device=dev)  # the wrong shape
-    with pytest.raises(ValueError, match=f"'{key if key != 'sum' else 'state_sum'}' has shape "
-                                         "\\(3,\\) but the parameter has shape \\(130,\\) "
-                                         "\\(parameter 4\\)"):
-        opt.step()
+    with pytest.raises(RuntimeError, match=f"{opt_cls.__name__}: optimizer state '{key}' has shape "
+                                           "\\(3,\\) but its parameter has shape \\(130,\\)"):
+        opt.step()  # checked before any parameter moves (the C call checks its entries too)
     opt.state[params[4]][key] = good
     assert_same_bits(snapshot(opt, params), before)    # step counts included
     opt.step()      # and the next step is the step that failed
@@ -390,17 +398,19 @@ def test_rmsprop_adagrad_multi_call_argument_errors():
     (optim.RMSprop, dict(lr=0.1, centered=True), "grad_avg"),
     (optim.Adagrad, dict(lr=0.1, lr_decay=0.1), "sum")])
 def test_a_failed_per_parameter_update_keeps_its_step_count(dev, opt_cls, kw, key):
-    # foreach=False: the parameters before the bad one move (a loop), the
-    # bad one moves nothing and takes back its step count, so its next
-    # step is the step that failed
+    # foreach=False, a failure the step's checks do not foresee (the fused
+    # update's own: a state buffer sharing the parameter's memory): the
+    # parameters before the bad one move (a loop), the bad one moves
+    # nothing and takes back its step count, so its next step is the step
+    # that failed
     params, opt = stepped_once(dev, opt_cls, kw, False)
     last = params[4]
     before = host(last)
     for p in params:
         p.grad = cgrad.ones_like(p) * 3.0
     good = opt.state[last][key]
-    opt.state[last][key] = cgrad.zeros(3, device=dev)  # the wrong shape
-    with pytest.raises(ValueError, match="has shape \\(3,\\) but the parameter has shape \\(130,\\)"):
+    opt.state[last][key] = last.detach()  # the parameter's own memory
+    with pytest.raises(ValueError, match="share memory"):
         opt.step()
     assert [opt.state[p]["step"].item() for p in params] == [2, 2, 2, 2, 1]
     np.testing.assert_array_equal(host(last), before)
@@ -422,8 +432,8 @@ def test_a_failed_sparse_update_keeps_its_step_count(opt_cls):
     count = int(state["step"].item() if opt_cls is optim.Adagrad else state["step"])
     key = "exp_avg" if opt_cls is optim.SparseAdam else "sum"
     good, before = state[key], emb.weight.detach().numpy().copy()
-    state[key] = cgrad.zeros(3)     # the wrong shape
-    with pytest.raises(ValueError, match="shape"):
+    state[key] = emb.weight.detach()     # the parameter's own memory
+    with pytest.raises(ValueError, match="share memory"):
         opt.step()
     after = int(state["step"].item() if opt_cls is optim.Adagrad else state["step"])
     assert after == count == 1

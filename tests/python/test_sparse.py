@@ -379,7 +379,8 @@ def test_sparse_adam_and_dense_optimizers_refuse_the_wrong_layout():
     opt = cgrad.optim.SGD(e.parameters(), lr=0.1, momentum=0.9)
     opt.step()
     e.weight.grad = cgrad.ones(5, 2)
-    with pytest.raises(NotImplementedError, match="row-sparse"):
+    with pytest.raises(RuntimeError, match="momentum buffer is row-sparse but its gradient is "
+                                           "dense; keep one gradient layout per parameter"):
         opt.step()
 
 
@@ -743,3 +744,103 @@ def test_mul_scalar_in_place_scales_the_stored_rows():
         g.mul_(-2.5)
     assert g.is_sparse and g._version > v0
     np.testing.assert_allclose(g.to_dense().numpy(), -2.5 * dense)
+
+
+def _refused_step_setup():
+    """Dense Linears around two Embeddings with row-sparse gradients; the
+    parameters and a backward that gives all of them gradients."""
+    cgrad.manual_seed(3)
+    lin, out = nn.Linear(2, 3), nn.Linear(3, 1)
+    e1, e2 = nn.Embedding(5, 2, sparse=True), nn.Embedding(4, 2, sparse=True)
+    params = [lin.weight, lin.bias, e1.weight, e2.weight, out.weight, out.bias]
+
+    def backward():
+        for p in params:
+            p.grad = None
+        idx = cgrad.tensor([1, 3])
+        out(lin(e1(idx) * e2(idx))).sum().backward()
+    return params, backward
+
+
+def _plain(v):
+    """A state value as NumPy (a row-sparse buffer densified) or as it is."""
+    if not isinstance(v, cgrad.Tensor):
+        return v
+    return (v.to_dense() if v.is_sparse else v).detach().numpy().copy()
+
+
+_REFUSED = [
+    (cgrad.optim.Adam, {}, "sparse", "Adam does not support sparse gradients"),
+    (cgrad.optim.AdamW, {"amsgrad": True}, "sparse", "Adam does not support sparse gradients"),
+    (cgrad.optim.RMSprop, {"momentum": 0.5, "centered": True}, "sparse",
+     "RMSprop does not support sparse gradients"),
+    (cgrad.optim.SparseAdam, {}, "dense", "SparseAdam does not support dense gradients"),
+    (cgrad.optim.SGD, {"momentum": 0.9}, "dense_after_sparse",
+     "SGD: this parameter's momentum buffer is row-sparse but its gradient is dense"),
+    (cgrad.optim.SGD, {"momentum": 0.9}, "sparse_after_dense",
+     "SGD: this parameter's momentum buffer is dense but its gradient is row-sparse"),
+]
+
+
+@pytest.mark.parametrize("groups", ["one", "each"])
+@pytest.mark.parametrize("cls,kw,case,msg,foreach", [
+    r + (f,) for r in _REFUSED for f in ((None,) if r[0] is cgrad.optim.SparseAdam else (None, True))])
+def test_a_refused_step_moves_no_parameter(groups, cls, kw, case, msg, foreach):
+    """The gradients of every group are checked before any parameter moves
+    (PyTorch checks one group's before it updates that group): a step that
+    raises leaves every parameter, and the optimizer's state, as they were,
+    so once the gradients are right the run goes on exactly as a twin that
+    never saw the refused step."""
+    params, backward = _refused_step_setup()
+    sparse_only = cls is cgrad.optim.SparseAdam
+
+    def build(ps):
+        ps = ps[2:4] if sparse_only else ps  # SparseAdam: the embeddings
+        split = [[p] for p in ps] if groups == "each" else [ps]
+        extra = {} if sparse_only else dict(foreach=foreach, **kw)
+        return cls([{"params": g} for g in split], lr=0.1, **extra)
+
+    def good_grads():
+        """Gradients this optimizer takes: sparse ones made dense where it
+        needs them, the second embedding's kept as its buffer's layout."""
+        backward()
+        if case == "sparse" or case == "sparse_after_dense":
+            params[2].grad = params[2].grad.to_dense()
+            params[3].grad = params[3].grad.to_dense()
+        elif case == "dense_after_sparse":
+            params[2].grad = params[2].grad.to_dense()
+
+    opt = build(params)
+    if "_after_" in case:  # a good step gives the buffers their layout
+        good_grads()
+        opt.step()
+    twin_params = [p.detach().clone().requires_grad_(True) for p in params]
+    twin = build(twin_params)
+    twin.load_state_dict(copy.deepcopy(opt.state_dict()))
+
+    backward()  # bad gradients: the embeddings' ("sparse"), or the second one's
+    if "_after_" in case:
+        params[2].grad = params[2].grad.to_dense()
+    if case in ("dense", "dense_after_sparse"):
+        params[3].grad = params[3].grad.to_dense()
+    before = [p.detach().numpy().copy() for p in params]
+    saved = opt.state_dict()["state"]
+    state_before = {k: {n: _plain(v) for n, v in s.items()} for k, s in saved.items()}
+    with pytest.raises(RuntimeError, match=msg):
+        opt.step()
+    for b, p in zip(before, params):
+        np.testing.assert_array_equal(p.detach().numpy(), b)
+    state_after = opt.state_dict()["state"]
+    assert state_after.keys() == state_before.keys()
+    for k, s in state_before.items():
+        assert state_after[k].keys() == s.keys()
+        for n, v in s.items():
+            np.testing.assert_array_equal(_plain(state_after[k][n]), v)
+
+    good_grads()
+    for p, t in zip(params, twin_params):
+        t.grad = p.grad.clone()
+    opt.step()
+    twin.step()
+    for p, t in zip(params, twin_params):
+        np.testing.assert_array_equal(p.detach().numpy(), t.detach().numpy())
