@@ -185,6 +185,24 @@ def torch_step(model, x, y):
     return step
 
 
+def copies_back(step):
+    """How many device -> host copies the C core makes in one call of step
+    (each one a sync on a GPU: the host waits for the queued kernels)."""
+    be = cgrad.cuda._init()
+    orig, n = be.to_host, [0]
+
+    def counting(arr, host):
+        n[0] += 1
+        return orig(arr, host)
+
+    be.to_host = counting
+    try:
+        step()
+    finally:
+        del be.to_host  # the class's method again
+    return n[0]
+
+
 def bench_model(label, make, x_np, y_np, dev, reps, rep_seconds, notes):
     """Row {name: steps/s} for cgrad on the cpu, cgrad on "cuda" and torch.cuda."""
     cgrad.manual_seed(0)
@@ -208,7 +226,7 @@ def bench_model(label, make, x_np, y_np, dev, reps, rep_seconds, notes):
     for name, losses in check.items():
         if not np.allclose(losses, check["cgrad cpu"], rtol=1e-4):
             notes.append(f"{label}: losses of 3 Adam steps on {name} {losses} vs cgrad cpu {check['cgrad cpu']}")
-    row = {}
+    row = {"copies back": copies_back(fns["cgrad cuda"][0])}
     for name, (fn, sync) in fns.items():
         row[name] = 1.0 / median_time(fn, reps, sync, warmup=3, rep_seconds=rep_seconds)
     return row, reason
@@ -277,12 +295,15 @@ def main(argv=None):
         if res is not None:
             table.append((label, res[0]))
     if table:
-        print("| training | cgrad cpu steps/s | cgrad cuda steps/s | torch cuda steps/s | cgrad/torch (time) |")
-        print("|---|---:|---:|---:|---:|")
+        print("| training | cgrad cpu steps/s | cgrad cuda steps/s | torch cuda steps/s | cgrad/torch (time) "
+              "| cgrad cuda copies back per step |")
+        print("|---|---:|---:|---:|---:|---:|")
         for label, row in table:
             torch_col = f"{row['torch cuda']:.1f}" if "torch cuda" in row else "skipped"
             ratio = f"{row['torch cuda'] / row['cgrad cuda']:.2f} (target <= 1.2)" if "torch cuda" in row else "-"
-            print(f"| {label} | {row['cgrad cpu']:.1f} | {row['cgrad cuda']:.1f} | {torch_col} | {ratio} |")
+            print(f"| {label} | {row['cgrad cpu']:.1f} | {row['cgrad cuda']:.1f} | {torch_col} | {ratio} "
+                  f"| {row['copies back']} |")
+        print("\n- copies back: device -> host copies the C core made in one step (each a sync on a GPU)")
         print()
 
     adam = section(f"fused Adam step, {n_adam / 1e6:g}M float32", lambda: bench_adam(n_adam, dev, reps),

@@ -732,9 +732,12 @@ typedef enum {
  * dtype or NULL. loss = -weight[t] * input[n, t, d...], 0 where t ==
  * ignore_index; CG_REDUCTION_MEAN divides the sum by the summed weights of
  * the targets not ignored (NaN when there are none). A target outside
- * [0, C) other than ignore_index fails with CG_ERR_INDEX (on a device the
- * target is copied to the host for that check). weight takes no gradient
- * (CG_ERR_UNSUPPORTED when it requires one). */
+ * [0, C) other than ignore_index fails with CG_ERR_INDEX. On a device that
+ * check copies the target to the host, unless cg_to_device uploaded it from
+ * the host and it was not written since: the range of its values, noted at
+ * the upload, settles it. (Memory written outside cgrad since then is not
+ * seen: the device kernels then skip a target out of range, whose loss is
+ * NaN.) weight takes no gradient (CG_ERR_UNSUPPORTED when it requires one). */
 CG_API cg_status cg_nll_loss(cg_tensor *input, cg_tensor *target, cg_tensor *weight,
                              int64_t ignore_index, cg_reduction reduction, cg_tensor **out);
 

@@ -91,6 +91,13 @@ typedef struct cg_storage {
     void *release_ctx;
     int device;           /* CG_DEVICE_CPU, or a registered backend (device.c) */
     void *handle;         /* device memory: the backend's buffer (data is NULL) */
+    /* int64 values uploaded from the host by cg_to_device: their range,
+     * true while version is still range_version (device.c), so nll_loss
+     * bounds-checks a device target without copying it back (ops_loss.c).
+     * range_max_neg: the largest negative value, 0 when there is none. */
+    int has_range;
+    uint64_t range_version;
+    int64_t range_min, range_max, range_max_neg;
 } cg_storage;
 
 struct cg_tensor {
@@ -286,6 +293,11 @@ CG_INTERNAL void cg__device_release(int device, void *handle);
 /* Host <-> device copies of t's elements, row-major, as the backend does. */
 CG_INTERNAL cg_status cg__device_to_host(const cg_tensor *t, void *dst);
 CG_INTERNAL cg_status cg__device_from_host(cg_tensor *t, const void *src);
+/* Whether every int64 value of device tensor t is in [0, n) or is `except`,
+ * as known from its upload from the host without reading it: 0 when that
+ * is not known (t made on the device, or written since it was uploaded),
+ * or not so; the caller then checks a host copy. */
+CG_INTERNAL int cg__int64_known_within(const cg_tensor *t, int64_t n, int64_t except);
 /* t's elements, contiguous, where the host can read them: t itself (or its
  * contiguous copy) on the host, else a host copy of the device tensor (a
  * sync on a GPU: the bounds checks of device indices read them so). */

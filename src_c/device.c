@@ -291,6 +291,35 @@ static cg_status sparse_to_device(cg_tensor *t, int device, cg_tensor **out) {
     return st;
 }
 
+/* Notes the range of the int64 values of host tensor h, just uploaded into
+ * the fresh device tensor d (a non-contiguous h is not scanned: nothing is
+ * noted). One pass over what the upload read anyway. */
+static void note_int64_range(cg_tensor *d, const cg_tensor *h) {
+    if (h->dtype != CG_INT64 || !cg__is_contig(h)) return;
+    const int64_t *v = (const int64_t *)cg__ptr(h);
+    int64_t lo = INT64_MAX, hi = INT64_MIN, max_neg = 0;
+    for (int64_t k = 0; k < h->numel; ++k) {
+        const int64_t x = v[k];
+        if (x < lo) lo = x;
+        if (x > hi) hi = x;
+        if (x < 0 && (max_neg == 0 || x > max_neg)) max_neg = x;
+    }
+    cg_storage *s = d->storage;
+    s->range_min = lo;
+    s->range_max = hi;
+    s->range_max_neg = max_neg;
+    s->range_version = s->version;
+    s->has_range = 1;
+}
+
+int cg__int64_known_within(const cg_tensor *t, int64_t n, int64_t except) {
+    const cg_storage *s = t->storage;
+    if (t->dtype != CG_INT64 || !s->has_range || s->range_version != s->version) return 0;
+    if (s->range_max >= n) return 0;
+    /* no negative value, or every negative one is `except` */
+    return s->range_min >= 0 || (s->range_min == except && s->range_max_neg == except);
+}
+
 cg_status cg_to_device(cg_tensor *t, int device, cg_tensor **out) {
     CG_CHECK_OUT(out);
     CG_CHECK_TSD(t);
@@ -305,6 +334,7 @@ cg_status cg_to_device(cg_tensor *t, int device, cg_tensor **out) {
     cg_tensor *r;
     CG_TRY(cg__new_on(device, t->dtype, t->ndim, t->shape, 0, &r));
     cg_status st = cg__copy_elems(r, t);
+    if (!st && device != CG_DEVICE_CPU && !cg__dev(t)) note_int64_range(r, t);
     if (!st && cg__wants_grad1(t)) {
         cg_node *node;
         st = cg__record(&OP_TO_DEVICE, 1, &t, 1, &r, &node);

@@ -18,7 +18,8 @@
 
 
 /* Validated, non-negative copy of a 1-D int64 index (negative entries wrap
- * when wrap != 0). *idx: (numel,) malloc'd, caller frees. */
+ * when wrap != 0). *idx: (numel,) malloc'd, caller frees; NULL for a device
+ * index whose upload showed every value in [0, size) (no copy back). */
 static cg_status read_index(const char *fn, cg_tensor *index, int64_t size, int dim, int wrap,
                             int64_t **idx, int64_t *len) {
     *idx = NULL;
@@ -27,6 +28,12 @@ static cg_status read_index(const char *fn, cg_tensor *index, int64_t size, int 
     if (index->ndim > 1)
         return cg__err(CG_ERR_SHAPE, "%s: index must be 1-D (got %d dims)", fn, index->ndim);
     int64_t n = index->numel;
+    if (cg__dev(index) && cg__int64_known_within(index, size, size)) {
+        /* the device callers only check the values (their kernels read the
+         * device index), and its upload from the host settles that */
+        *len = n;
+        return CG_OK;
+    }
     int64_t *p = (int64_t *)malloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t));
     if (!p) return cg__err(CG_ERR_NOMEM, "%s: out of memory", fn);
     cg_tensor *h = NULL; /* a device index's host copy */
@@ -732,8 +739,13 @@ static cg_status embedding_impl(cg_tensor *weight, cg_tensor *indices, int spars
     cg_tensor *ic = NULL, *flat = NULL, *wc = NULL, *r = NULL, *hv = NULL;
     cg_status st = cg__contig(indices, &ic);
     if (!st) st = cg__view(ic, 1, &N, (const int64_t[]){1}, ic->offset, &flat);
-    if (!st) st = cg__host_contig(flat, &hv); /* the device's indices copied to the host for the check */
-    if (!st) {
+    /* the bounds check reads a device index on the host (a copy back),
+     * unless its upload from the host settles it (device.c); the device
+     * kernel reads no row out of range should memory shared outside cgrad
+     * change since (a NumPy / CuPy take: it raises, or wraps) */
+    const int known = !st && cg__dev(flat) && cg__int64_known_within(flat, num, num);
+    if (!st && !known) st = cg__host_contig(flat, &hv);
+    if (!st && !known) {
         const int64_t *ip = (const int64_t *)cg__ptr(hv);
         for (int64_t i = 0; i < N; ++i)
             if (ip[i] < 0 || ip[i] >= num) {

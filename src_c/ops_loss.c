@@ -10,8 +10,10 @@
  * One op where the composition took four recorded ops forward (gather, mul,
  * neg, mean) and four backward (mul_scalar, neg, a zero fill and a
  * scatter_add), with one bounds check of the target where gather and
- * scatter_add made one each: on a device that check copies the target to
- * the host (one sync per forward, as in ops_index.c).
+ * scatter_add made one each. On a device that check needs no copy back for
+ * a target uploaded from the host (cg_to_device notes its values' range,
+ * true until it is written); any other device target is copied to the host
+ * for it (one sync per forward, as in ops_index.c).
  *
  * Sums are taken in double: each term w * x rounded to the input's dtype
  * (the 'none' element), then added. The backward writes -w[t] * g (divided
@@ -144,7 +146,11 @@ static cg_status nll_fwd(cg_tensor *x, cg_tensor *t, cg_tensor *w, int64_t ignor
     const int dev = cg__dev(x);
     cg_tensor *r = NULL, *tw = NULL, *th = NULL, *xc = NULL, *wc = NULL;
     cg_status st = CG_OK;
-    if (!checked || !dev) {
+    /* the host loop reads a host copy; a device target is copied back for
+     * its bounds check unless its upload showed every value in range (the
+     * kernels skip a target out of range, giving NaN, should memory shared
+     * outside cgrad have changed since) */
+    if (!dev || (!checked && !cg__int64_known_within(t, L.C, ignore))) {
         st = cg__host_contig(t, &th);
         if (!st && !checked) st = check_targets(fn, (const int64_t *)cg__ptr(th), th->numel, L.C, ignore);
     }

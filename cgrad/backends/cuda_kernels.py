@@ -377,6 +377,9 @@ extern "C" __global__ void cg_threshold_backward_%(sfx)s(const T *g, const T *v,
     # into per (when want_per), and acc[0] += sum of the terms w * x rounded
     # to T, acc[1] += sum of the weights, over the targets not ignored, in
     # double (per warp, then one atomic per warp). w is read when has_w.
+    # The C core checked the targets' bounds (or knew them from the
+    # upload); a target out of [0, C) all the same (memory shared outside
+    # cgrad, written since) reads nothing: its term is NaN.
     "nll_loss": r"""
 extern "C" __global__ void cg_nll_loss_%(sfx)s(const T *x, const i64 *t, const T *w, T *per,
                                               double *acc, const i64 n, const i64 C,
@@ -387,6 +390,13 @@ extern "C" __global__ void cg_nll_loss_%(sfx)s(const T *x, const i64 *t, const T
         const i64 c = t[k];
         if (c == ignore) {
             if (want_per) per[k] = (T)0;
+            continue;
+        }
+        if (c < 0 || c >= C) {
+            const double nan = __longlong_as_double(0x7ff8000000000000LL);
+            if (want_per) per[k] = (T)nan;
+            ls += nan;
+            ws += nan;
             continue;
         }
         const double wv = has_w ? (double)w[c] : 1.0;
@@ -413,13 +423,14 @@ extern "C" __global__ void cg_nll_finish_%(sfx)s(const double *acc, T *r, T *tw,
     # nll_loss's backward into r (zero-filled, the input's contiguous
     # shape): -w[t] * g (g[0] when g_one, else g[k]), divided by tw[0] when
     # mean, at each target not ignored; one write per position, no atomics.
+    # A target out of [0, C) (see nll_loss) writes nothing.
     "nll_loss_backward": r"""
 extern "C" __global__ void cg_nll_loss_backward_%(sfx)s(
         const T *g, const i64 *t, const T *w, const T *tw, T *r, const i64 n, const i64 C,
         const i64 inner, const i64 ignore, const int has_w, const int g_one, const int mean) {
     CG_LOOP(k, n) {
         const i64 c = t[k];
-        if (c == ignore) continue;
+        if (c == ignore || c < 0 || c >= C) continue;
         double v = -((has_w ? (double)w[c] : 1.0) * (double)g[g_one ? 0 : k]);
         if (mean) v /= (double)tw[0];
         r[((k / inner) * C + c) * inner + k %% inner] = (T)v;

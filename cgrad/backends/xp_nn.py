@@ -73,15 +73,21 @@ class NNKernels:
         self._add_at(o, where, src[tuple(slice(0, n) for n in idx.shape)])
 
     # ------------------------------------------------------------- nll_loss
-    def _nll_targets(self, t, weight, ignore, outer, inner):
+    def _nll_targets(self, t, weight, ignore, outer, inner, C):
         """The target as (outer, inner) with ignored entries at class 0,
-        whether each counts, and its weight in double (0 when ignored)."""
+        whether each counts, its weight in double (0 when ignored), and
+        which are out of [0, C): the C core checked the bounds (or knew
+        them from the upload), but memory shared outside cgrad may have
+        changed since. Those read nothing (class 0, not counted) and weigh
+        NaN, as in the RawKernels."""
         xp = self.xp
         t2 = t.reshape(outer, inner)
         keep = t2 != ignore
+        bad = keep & ((t2 < 0) | (t2 >= C))
+        keep &= ~bad
         safe = xp.where(keep, t2, 0)
         wt = xp.ones(t2.shape, dtype=np.float64) if weight is None else weight[safe].astype(np.float64)
-        return safe, keep, xp.where(keep, wt, 0.0)
+        return safe, keep, xp.where(bad, np.nan, xp.where(keep, wt, 0.0)), bad
 
     def _nll_at(self, outer, inner):
         xp = self.xp
@@ -109,16 +115,17 @@ class NNKernels:
                 np.int32(reduction == 0)))
             self.raw_kernels.launch("nll_finish", x.dtype, 1, (acc, r, tw, np.int32(reduction)))
             return
-        safe, keep, wt = self._nll_targets(t, w, ignore, outer, inner)
+        safe, keep, wt, bad = self._nll_targets(t, w, ignore, outer, inner, C)
         o_at, i_at = self._nll_at(outer, inner)
         picked = x.reshape(outer, C, inner)[o_at, safe, i_at].astype(np.float64)
         term = (wt * picked).astype(x.dtype)
         ws = xp.sum(wt)
         tw[...] = ws
+        counted = keep | bad  # a target out of bounds counts NaN
         if reduction == 0:
-            r[...] = xp.where(keep, -term, 0).astype(r.dtype).reshape(r.shape)
+            r[...] = xp.where(counted, -term, 0).astype(r.dtype).reshape(r.shape)
             return
-        ls = xp.sum(xp.where(keep, term.astype(np.float64), 0.0))
+        ls = xp.sum(xp.where(counted, term.astype(np.float64), 0.0))
         with np.errstate(all="ignore"):  # 'mean' of no counted target is NaN, as on the host
             r[...] = -ls / ws if reduction == 1 else -ls
 
@@ -141,7 +148,7 @@ class NNKernels:
                 np.int64(ignore), np.int32(w is not None), np.int32(reduction != 0),
                 np.int32(reduction == 1)))
             return
-        safe, keep, wt = self._nll_targets(t, w, ignore, outer, inner)
+        safe, keep, wt, _ = self._nll_targets(t, w, ignore, outer, inner, C)
         g64 = g.astype(np.float64)
         v = -(wt * (g64 if reduction else g64.reshape(outer, inner)))
         if reduction == 1:

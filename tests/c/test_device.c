@@ -3,11 +3,12 @@
  * fill_, add_, sum), device placement, copies both ways, the tape across
  * devices (to_device is differentiable), the errors a user gets (mixed
  * devices, ops without a device kernel, kernels the backend lacks), buffer
- * lifetimes, and float16 as a host storage type. */
+ * lifetimes, nll_loss's bounds check of a device target (copied back only
+ * when its upload does not settle it), and float16 as a host storage type. */
 #include "cgtest.h"
 
 typedef struct mock {
-    int allocs, releases;
+    int allocs, releases, to_host_calls;
     int64_t live_bytes;
     char last_kernel[32];
 } mock;
@@ -61,9 +62,33 @@ static cg_status m_kernel(void *ctx, const char *name, int n_out, int n, cg_tens
     mock *m = (mock *)ctx;
     (void)ni; (void)ip; (void)nf;
     snprintf(m->last_kernel, sizeof m->last_kernel, "%s", name);
+    if (!strcmp(name, "nll_loss") && n == 4) { /* (loss, total weight; x (N, C), int64 target) */
+        cg_tensor *x = ts[2], *t = ts[3];
+        const int64_t N = cg_tensor_shape(x)[0], C = cg_tensor_shape(x)[1];
+        const int64_t *tp = (const int64_t *)(const void *)((buf *)cg_tensor_device_handle(t))->data +
+                            cg_tensor_offset(t);
+        double s = 0, w = 0;
+        for (int64_t k = 0; k < N; ++k) {
+            if (tp[k] == ip[0]) continue;
+            if (tp[k] < 0 || tp[k] >= C) /* the core's check must have refused it */
+                return cg_set_error(CG_ERR_INDEX, "mock nll_loss: a target out of bounds");
+            s += *at64(x, k * C + tp[k]);
+            w += 1;
+        }
+        *at64(ts[1], 0) = w;
+        *at64(ts[0], 0) = ip[1] == 1 ? -s / w : -s;
+        return CG_OK;
+    }
+    if ((!strcmp(name, "copy") || !strcmp(name, "copy_")) && n == 2 &&
+        cg_tensor_dtype(ts[0]) == CG_INT64 && cg_tensor_dtype(ts[1]) == CG_INT64 &&
+        cg_tensor_device(ts[1]) != CG_DEVICE_CPU) { /* int64 device to device, bit for bit */
+        for (int64_t i = 0; i < cg_tensor_numel(ts[0]); ++i) memcpy(at64(ts[0], i), at64(ts[1], i), 8);
+        return CG_OK;
+    }
     for (int k = 0; k < n; ++k)
         if (cg_tensor_dtype(ts[k]) != CG_FLOAT64)
-            return cg_set_error(CG_ERR_DTYPE, "mock backend: float64 only");
+            return cg_set_error(CG_ERR_DTYPE, "mock backend: float64 only (and int64 for nll_loss's "
+                                              "target and copies)");
     cg_tensor *o = ts[0];
     int64_t N = cg_tensor_numel(o);
     if (!strcmp(name, "copy") || !strcmp(name, "copy_")) {
@@ -88,15 +113,17 @@ static cg_status m_kernel(void *ctx, const char *name, int n_out, int n, cg_tens
     return CG_OK;
 }
 
+/* The copies move 8-byte elements (float64 or int64) bit for bit. */
 static cg_status m_to_host(void *ctx, const cg_tensor *t, void *dst) {
-    (void)ctx;
-    for (int64_t i = 0; i < cg_tensor_numel(t); ++i) ((double *)dst)[i] = *at64((cg_tensor *)t, i);
+    ++((mock *)ctx)->to_host_calls;
+    for (int64_t i = 0; i < cg_tensor_numel(t); ++i)
+        memcpy((char *)dst + 8 * i, at64((cg_tensor *)t, i), 8);
     return CG_OK;
 }
 
 static cg_status m_from_host(void *ctx, cg_tensor *t, const void *src) {
     (void)ctx;
-    for (int64_t i = 0; i < cg_tensor_numel(t); ++i) *at64(t, i) = ((const double *)src)[i];
+    for (int64_t i = 0; i < cg_tensor_numel(t); ++i) memcpy(at64(t, i), (const char *)src + 8 * i, 8);
     return CG_OK;
 }
 
@@ -221,6 +248,41 @@ int main(void) {
                      CG_ERR_VALUE); /* needs 6 elements */
         CHECK(m.releases == rel + 1); /* the handle was released on failure */
         CHECK(m.live_bytes == 0);
+    }
+
+    {   /* nll_loss's bounds check of a device target: none copied back for
+         * one cg_to_device uploaded (its range noted then), one copy when
+         * it was written on the device since or made there */
+        int64_t xs[2] = {3, 2}, n3 = 3;
+        double xv[6] = {-1, -2, -3, -4, -5, -6};
+        int64_t tv[3] = {1, 0, 1}, bad[3] = {1, 2, 0};
+        cg_tensor *xh = NULL, *th = NULL, *badh = NULL, *x = NULL, *t = NULL, *tz = NULL, *l = NULL;
+        CHECK_OK(cg_from_data(CG_FLOAT64, 2, xs, xv, &xh));
+        CHECK_OK(cg_from_data(CG_INT64, 1, &n3, tv, &th));
+        CHECK_OK(cg_from_data(CG_INT64, 1, &n3, bad, &badh));
+        CHECK_OK(cg_to_device(xh, dev, &x));
+        CHECK_OK(cg_to_device(th, dev, &t));
+        int copies = m.to_host_calls;
+        CHECK_OK(cg_nll_loss(x, t, NULL, -100, CG_REDUCTION_MEAN, &l));
+        CHECK(m.to_host_calls == copies); /* settled by the upload's range */
+        CHECK(*at64(l, 0) == (2.0 + 3.0 + 6.0) / 3.0);
+        cg_tensor_free(l);
+        l = NULL;
+        CHECK_OK(cg_copy_(t, badh)); /* written on the device: 2 is out of bounds */
+        CHECK_STATUS(cg_nll_loss(x, t, NULL, -100, CG_REDUCTION_MEAN, &l), CG_ERR_INDEX);
+        CHECK(strstr(cg_last_error(), "target 2 is out of bounds for 2 classes"));
+        CHECK(m.to_host_calls == copies + 1 && l == NULL);
+        cg_tensor *t2 = NULL; /* uploaded, but 2 >= C: its range does not settle it */
+        CHECK_OK(cg_to_device(badh, dev, &t2));
+        CHECK_OK(cg_nll_loss(x, t2, NULL, 2, CG_REDUCTION_MEAN, &l)); /* 2 is ignore_index */
+        CHECK(m.to_host_calls == copies + 2 && *at64(l, 0) == (2.0 + 5.0) / 2.0);
+        cg_tensor_free(l);
+        l = NULL;
+        CHECK_OK(cg_zeros_on(dev, CG_INT64, 1, &n3, &tz)); /* made on the device */
+        CHECK_OK(cg_nll_loss(x, tz, NULL, -100, CG_REDUCTION_SUM, &l));
+        CHECK(m.to_host_calls == copies + 3 && *at64(l, 0) == 1.0 + 3.0 + 5.0);
+        cg_tensor *fr[] = {xh, th, badh, x, t, t2, tz, l};
+        for (int k = 0; k < 8; ++k) cg_tensor_free(fr[k]);
     }
 
     {   /* float16: storage on the host, exact casts, computation refused there */

@@ -9,7 +9,8 @@
  * switched at every warp shuffle so the lanes exchange values in lockstep,
  * as on the GPU. Atomics need no locking (one warp runs at a time). Only what
  * the sources use is here: threadIdx/blockIdx/blockDim/gridDim .x, the down
- * and the indexed shuffle, atomicAdd/atomicMax, __double_as_longlong and
+ * and the indexed shuffle, atomicAdd/atomicMax, __double_as_longlong,
+ * __longlong_as_double and
  * cg_half (float16). A kernel whose lanes do not all reach the same
  * shuffles (divergence the real __shfl_down_sync with a full mask forbids)
  * makes the launch fail. */
@@ -46,6 +47,11 @@ static inline cg_half cg_float2half(float f) { return (cg_half)f; } /* round to 
 static inline long long __double_as_longlong(double d) {
     long long r;
     memcpy(&r, &d, sizeof r);
+    return r;
+}
+static inline double __longlong_as_double(long long l) {
+    double r;
+    memcpy(&r, &l, sizeof r);
     return r;
 }
 static inline double atomicAdd(double *p, double v) {

@@ -17,6 +17,9 @@ import cuda_emu
 from cgrad import cuda
 from device_util import REAL_GPU, host
 from test_nll_loss import (  # noqa: F401 (their tests run again here)
+    test_a_device_target_not_known_from_its_upload_is_copied_back_and_checked,
+    test_a_target_changed_outside_cgrad_reads_nothing_out_of_bounds,
+    test_a_target_uploaded_from_the_host_is_checked_without_a_copy_back,
     test_cross_entropy_on_the_device_is_one_kernel_each_way,
     test_cross_entropy_on_the_device_matches_the_cpu, test_device_nll_loss_matches_torch,
     test_device_target_out_of_bounds_raises_and_keeps_the_graph_clean,

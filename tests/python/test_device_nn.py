@@ -255,6 +255,35 @@ def test_gradcheck_embedding_through_the_device():
     assert gradgradcheck(lambda w: F.embedding(i, w.to("cuda")).cpu(), (w,))
 
 
+def test_embedding_indices_uploaded_from_the_host_are_checked_without_a_copy_back(monkeypatch):
+    """The bounds check of device indices uses what their upload saw: an
+    embedding step copies nothing back (no sync on a GPU); indices made on
+    the device, or written there since, are copied back and checked as
+    before; indices changed outside cgrad (memory shared with NumPy, on the
+    reference device) are not read out of range: NumPy's take refuses."""
+    be = cgrad.cuda._init()
+    copies, orig = [], be.to_host
+    monkeypatch.setattr(be, "to_host", lambda arr, h: (copies.append(arr.shape), orig(arr, h))[1])
+    w, wd = _pair(_rand((6, 3)))
+    idx = cgrad.tensor([[5, 0], [2, 2]]).to("cuda")
+    y = F.embedding(idx, wd)
+    y.sum().backward()
+    assert copies == []
+    assert_same_values(F.embedding(cgrad.tensor([[5, 0], [2, 2]]), w), y, rtol=0, atol=0)
+    del copies[:]  # (the comparison's own)
+    idx[0, 1] = 6  # written on the device: checked from a copy back
+    with pytest.raises(IndexError, match="index 6 is out of range for 6 embeddings"):
+        F.embedding(idx, wd)
+    assert copies == [(4,)]
+    made = cgrad.full((3,), 7, dtype=cgrad.int64, device="cuda")
+    with pytest.raises(IndexError, match="index 7 is out of range for 6 embeddings"):
+        F.embedding(made, wd)
+    shared_idx = cgrad.tensor([1, 2]).to("cuda")
+    np.from_dlpack(shared_idx)[1] = 1 << 40
+    with pytest.raises(IndexError):
+        F.embedding(shared_idx, wd)
+
+
 # ------------------------------------------------------------------ dropout
 @pytest.mark.parametrize("dtype", [cgrad.float64, cgrad.float32])
 @pytest.mark.parametrize("p", [0.25, 0.5, 0.9])

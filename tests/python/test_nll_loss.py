@@ -268,3 +268,86 @@ def test_ignored_targets_do_not_read_the_input(device, reduction):
     g = np.zeros((3, 4))
     g[0, 2] = g[2, 3] = -0.5 if reduction == "mean" else -1.0
     np.testing.assert_array_equal(host(x.grad), g)
+
+
+def _copies_back(monkeypatch):
+    """From now on, the shapes of the device -> host copies the C core asks
+    the "cuda" backend for (the syncs of a step on a GPU)."""
+    be = cgrad.cuda._init()
+    shapes = []
+    orig = be.to_host
+    monkeypatch.setattr(be, "to_host", lambda arr, h: (shapes.append(arr.shape), orig(arr, h))[1])
+    return shapes
+
+
+@pytest.mark.parametrize("ignore_index", [-100, 1])
+def test_a_target_uploaded_from_the_host_is_checked_without_a_copy_back(monkeypatch, ignore_index):
+    """cross_entropy on "cuda" with a target moved there from the host: the
+    bounds check uses what the upload saw, so forward and backward copy
+    nothing back (on a GPU: no sync), and the values are the cpu's."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((6, 4))
+    t = np.array([0, 3, 2, -100, 1, 3]) if ignore_index == -100 else np.array([0, 3, 2, 1, 1, 3])
+    y = cgrad.tensor(t).to("cuda")
+    x = cgrad.tensor(a, device="cuda", requires_grad=True)
+    shapes = _copies_back(monkeypatch)
+    loss = cF.cross_entropy(x, y, ignore_index=ignore_index)
+    loss.backward()
+    assert shapes == []
+    xc = cgrad.tensor(a, requires_grad=True)
+    lc = cF.cross_entropy(xc, cgrad.tensor(t), ignore_index=ignore_index)
+    lc.backward()
+    assert_same_values(lc.detach(), loss.detach(), rtol=1e-14, atol=0)
+    assert_same_values(xc.grad, x.grad, rtol=1e-14, atol=1e-17)
+
+
+@pytest.mark.parametrize("how", ["written in place", "made on the device",
+                                 "negative, not ignore_index", "not below the class count"])
+def test_a_device_target_not_known_from_its_upload_is_copied_back_and_checked(monkeypatch, how):
+    """Where the upload's range does not settle it (the target was written
+    on the device since, or made there, or has values the range cannot
+    clear), the target is copied back and checked as before: an entry out
+    of bounds raises IndexError naming it."""
+    x = cgrad.zeros(3, 4, dtype=cgrad.float64, device="cuda", requires_grad=True)
+    if how == "written in place":
+        y = cgrad.tensor([0, 1, 2]).to("cuda")
+        y[1] = 9
+        bad = 9
+    elif how == "made on the device":
+        y = cgrad.full((3,), 5, dtype=cgrad.int64, device="cuda")
+        bad = 5
+    elif how == "negative, not ignore_index":
+        y = cgrad.tensor([0, -1, 2]).to("cuda")
+        bad = -1
+    else:
+        y = cgrad.tensor([0, 4, 2]).to("cuda")
+        bad = 4
+    shapes = _copies_back(monkeypatch)
+    with pytest.raises(IndexError, match=f"target {bad} is out of bounds for 4 classes"):
+        cF.nll_loss(x, y)
+    assert shapes == [(3,)]  # the one copy back, for the check
+    assert x.grad is None
+
+
+def test_a_target_changed_outside_cgrad_reads_nothing_out_of_bounds():
+    """A target shared with NumPy (on the reference device, NumPy is the
+    device's memory) and written there after its upload: cgrad cannot see
+    that write, so no check runs; the kernels read no class out of
+    bounds and the loss is NaN (the 'none' loss at that entry), no
+    gradient is written for it."""
+    y = cgrad.tensor([0, 1, 2]).to("cuda")
+    shared = np.from_dlpack(y)
+    shared[1] = 1 << 40  # far outside any (3, 4) input
+    a = np.arange(12.0).reshape(3, 4)
+    for reduction in ("mean", "sum", "none"):
+        x = cgrad.tensor(a, device="cuda", requires_grad=True)
+        loss = cF.nll_loss(x, y, reduction=reduction)
+        got = host(loss)
+        if reduction == "none":
+            assert got[0] == -0.0 and np.isnan(got[1]) and got[2] == -10.0
+            loss.sum().backward()
+        else:
+            assert np.isnan(got)
+            loss.backward()
+        g = host(x.grad)
+        assert g[0, 0] != 0 and not g[1].any()  # nothing written for the bad entry
