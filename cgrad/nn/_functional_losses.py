@@ -425,8 +425,12 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     target, _ = _index_target(target, input2, unbatched, ignore_index, fn, check_values=False)
     nll = _nll(logp, target, weight, ignore_index, reduction, fn)
     if label_smoothing > 0:
-        # nll checked the target's values; normalised by the same weights
-        has_ignored = _index_values(target, n_classes, ignore_index, fn)
+        # nll checked the target's values; normalised by the same weights.
+        # On a device the ignored entries are masked whether or not there
+        # are any (finding out would copy the target back: a sync); the
+        # mask of ones changes no value.
+        has_ignored = True if target.is_cuda else \
+            _index_values(target, n_classes, ignore_index, fn)
         _, w_t = _target_weights(target, weight, ignore_index, has_ignored, logp.dtype)
         smooth = -(logp.sum(1) if w_b is None else (logp * w_b).sum(1))
         if has_ignored:

@@ -351,3 +351,32 @@ def test_a_target_changed_outside_cgrad_reads_nothing_out_of_bounds():
             loss.backward()
         g = host(x.grad)
         assert g[0, 0] != 0 and not g[1].any()  # nothing written for the bad entry
+
+
+@pytest.mark.parametrize("targets", [[0, 3, 2, 1], [0, -100, 2, -100]])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_label_smoothing_on_the_device_copies_nothing_back(monkeypatch, targets, reduction):
+    """cross_entropy with label_smoothing on "cuda": the target's bounds are
+    checked by nll_loss (from its upload's range), and the smoothing term
+    masks ignored entries on the device whether or not there are any, so
+    no copy comes back (with a class weight, whose gather by the masked
+    target checks a device-made index, one does); values and gradients are
+    the cpu's."""
+    a = np.random.default_rng(5).standard_normal((4, 4))
+    w = np.array([0.5, 1.0, 2.0, 1.5])
+    for weight in (None, w):
+        x = cgrad.tensor(a, device="cuda", requires_grad=True)
+        y = cgrad.tensor(targets).to("cuda")
+        wd = None if weight is None else cgrad.tensor(weight).to("cuda")
+        shapes = _copies_back(monkeypatch)
+        loss = cF.cross_entropy(x, y, weight=wd, label_smoothing=0.2, reduction=reduction)
+        (loss.sum() if reduction == "none" else loss).backward()
+        assert shapes == ([] if weight is None else [(4,)])
+        monkeypatch.undo()
+        xc = cgrad.tensor(a, requires_grad=True)
+        lc = cF.cross_entropy(xc, cgrad.tensor(targets),
+                              weight=None if weight is None else cgrad.tensor(weight),
+                              label_smoothing=0.2, reduction=reduction)
+        (lc.sum() if reduction == "none" else lc).backward()
+        assert_same_values(lc.detach(), loss.detach(), rtol=1e-14, atol=1e-16)
+        assert_same_values(xc.grad, x.grad, rtol=1e-13, atol=1e-16)
