@@ -426,18 +426,14 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     nll = _nll(logp, target, weight, ignore_index, reduction, fn)
     if label_smoothing > 0:
         # nll checked the target's values; normalised by the same weights.
-        # On a device the ignored entries are masked whether or not there
-        # are any (finding out would copy the target back: a sync); the
-        # mask of ones changes no value.
-        has_ignored = True if target.is_cuda else \
-            _index_values(target, n_classes, ignore_index, fn)
-        _, w_t = _target_weights(target, weight, ignore_index, has_ignored, logp.dtype)
+        # Ignored entries are masked whether or not there are any: finding
+        # out would read the target (on a device, a copy back: a sync), and
+        # a mask of ones changes no value.
+        _, w_t = _target_weights(target, weight, ignore_index, True, logp.dtype)
         smooth = -(logp.sum(1) if w_b is None else (logp * w_b).sum(1))
-        if has_ignored:
-            smooth = smooth * (target != ignore_index).to(logp.dtype)
+        smooth = smooth * (target != ignore_index).to(logp.dtype)
         if reduction == "mean":
-            den = w_t.sum() if w_t is not None else float(target.numel())
-            smooth = smooth.sum() / den
+            smooth = smooth.sum() / w_t.sum()
         else:
             smooth = _reduce(smooth, reduction)
         nll = nll * (1.0 - label_smoothing) + smooth * (label_smoothing / n_classes)

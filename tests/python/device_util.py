@@ -54,3 +54,14 @@ def record_kernels(monkeypatch, backend):
         monkeypatch.setitem(backend.kernels, name, lambda out, ins, f, i, k=k, name=name:
                             (names.append(name), k(out, ins, f, i)))
     return names
+
+
+def record_copies_back(monkeypatch):
+    """From now until monkeypatch undoes it, the shapes of the device -> host
+    copies the C core asks the "cuda" backend for (each a sync on a GPU)
+    are appended to the returned list."""
+    import cgrad
+    be = cgrad.cuda._init()
+    shapes, orig = [], be.to_host
+    monkeypatch.setattr(be, "to_host", lambda arr, h: (shapes.append(arr.shape), orig(arr, h))[1])
+    return shapes

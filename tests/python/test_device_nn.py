@@ -11,7 +11,7 @@ import pytest
 import cgrad
 import cgrad.nn.functional as F
 from cgrad.autograd import gradcheck, gradgradcheck
-from device_util import assert_same_values, host
+from device_util import assert_same_values, host, record_copies_back
 
 F64 = dict(rtol=1e-11, atol=1e-12)
 F32 = dict(rtol=1e-5, atol=1e-5)
@@ -261,9 +261,7 @@ def test_embedding_indices_uploaded_from_the_host_are_checked_without_a_copy_bac
     the device, or written there since, are copied back and checked as
     before; indices changed outside cgrad (memory shared with NumPy, on the
     reference device) are not read out of range: NumPy's take refuses."""
-    be = cgrad.cuda._init()
-    copies, orig = [], be.to_host
-    monkeypatch.setattr(be, "to_host", lambda arr, h: (copies.append(arr.shape), orig(arr, h))[1])
+    copies = record_copies_back(monkeypatch)
     w, wd = _pair(_rand((6, 3)))
     idx = cgrad.tensor([[5, 0], [2, 2]]).to("cuda")
     y = F.embedding(idx, wd)

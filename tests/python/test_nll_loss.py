@@ -10,7 +10,7 @@ import pytest
 import cgrad
 import cgrad.nn.functional as cF
 from cgrad import _core
-from device_util import assert_same_values, host, record_kernels
+from device_util import assert_same_values, host, record_copies_back, record_kernels
 from oracle import HAVE_TORCH, Const, F, check_op, check_third_derivative, to_numpy
 
 T53 = Const(np.array([[1, 0, 2], [2, 2, 0]]))  # targets of a (2, 3, 3) input, spatial dim 3
@@ -270,16 +270,6 @@ def test_ignored_targets_do_not_read_the_input(device, reduction):
     np.testing.assert_array_equal(host(x.grad), g)
 
 
-def _copies_back(monkeypatch):
-    """From now on, the shapes of the device -> host copies the C core asks
-    the "cuda" backend for (the syncs of a step on a GPU)."""
-    be = cgrad.cuda._init()
-    shapes = []
-    orig = be.to_host
-    monkeypatch.setattr(be, "to_host", lambda arr, h: (shapes.append(arr.shape), orig(arr, h))[1])
-    return shapes
-
-
 @pytest.mark.parametrize("ignore_index", [-100, 1])
 def test_a_target_uploaded_from_the_host_is_checked_without_a_copy_back(monkeypatch, ignore_index):
     """cross_entropy on "cuda" with a target moved there from the host: the
@@ -290,7 +280,7 @@ def test_a_target_uploaded_from_the_host_is_checked_without_a_copy_back(monkeypa
     t = np.array([0, 3, 2, -100, 1, 3]) if ignore_index == -100 else np.array([0, 3, 2, 1, 1, 3])
     y = cgrad.tensor(t).to("cuda")
     x = cgrad.tensor(a, device="cuda", requires_grad=True)
-    shapes = _copies_back(monkeypatch)
+    shapes = record_copies_back(monkeypatch)
     loss = cF.cross_entropy(x, y, ignore_index=ignore_index)
     loss.backward()
     assert shapes == []
@@ -322,7 +312,7 @@ def test_a_device_target_not_known_from_its_upload_is_copied_back_and_checked(mo
     else:
         y = cgrad.tensor([0, 4, 2]).to("cuda")
         bad = 4
-    shapes = _copies_back(monkeypatch)
+    shapes = record_copies_back(monkeypatch)
     with pytest.raises(IndexError, match=f"target {bad} is out of bounds for 4 classes"):
         cF.nll_loss(x, y)
     assert shapes == [(3,)]  # the one copy back, for the check
@@ -368,7 +358,7 @@ def test_label_smoothing_on_the_device_copies_nothing_back(monkeypatch, targets,
         x = cgrad.tensor(a, device="cuda", requires_grad=True)
         y = cgrad.tensor(targets).to("cuda")
         wd = None if weight is None else cgrad.tensor(weight).to("cuda")
-        shapes = _copies_back(monkeypatch)
+        shapes = record_copies_back(monkeypatch)
         loss = cF.cross_entropy(x, y, weight=wd, label_smoothing=0.2, reduction=reduction)
         (loss.sum() if reduction == "none" else loss).backward()
         assert shapes == ([] if weight is None else [(4,)])

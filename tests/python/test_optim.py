@@ -523,12 +523,14 @@ def test_a_step_checks_every_parameter_before_any_moves(name):
     """A corrupted state entry, a parameter whose data was replaced with a
     non-contiguous view or a float16 one on the cpu: the step raises before
     it updates anything, so the parameter listed first has not moved and
-    has no new state and no step counted."""
+    has no new state and no step counted. A parameter without a gradient
+    sits between them: the message names the bad one (its shape)."""
     kw = {"momentum": 0.9} if name == "SGD" else {}
 
     def fresh():
         a, b = cgrad.ones(3, requires_grad=True), cgrad.ones(2, 2, requires_grad=True)
-        return a, b, getattr(optim, name)([a, b], lr=0.1, **kw)
+        no_grad = cgrad.ones(5, requires_grad=True)
+        return a, b, getattr(optim, name)([a, no_grad, b], lr=0.1, **kw)
 
     state_key = {"SGD": "momentum_buffer", "Adam": "exp_avg", "AdamW": "exp_avg_sq",
                  "RMSprop": "square_avg", "Adagrad": "sum"}[name]
@@ -543,7 +545,7 @@ def test_a_step_checks_every_parameter_before_any_moves(name):
         opt.step()
     np.testing.assert_array_equal(a.detach().numpy(), before)
     for replace, exc, msg in (
-            (lambda: cgrad.ones(2, 2).t(), ValueError, "is not contiguous"),
+            (lambda: cgrad.ones(2, 2).t(), ValueError, r"a parameter of shape \(2, 2\) is not contiguous"),
             (lambda: cgrad.ones(2, 2, dtype=cgrad.float16), TypeError,
              "a float16 parameter is updated on a device only")):
         a, b, opt = fresh()
