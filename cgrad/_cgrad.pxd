@@ -335,6 +335,7 @@ cdef extern from "cgrad.h" nogil:
     cg_status cg_adagrad_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *state_sum, int64_t step, const cg_adagrad_options *options)
     cg_status cg_total_norm(int n, cg_tensor **tensors, double norm_type, double *total_norm)
     cg_status cg_clip_grad_norm(int n, cg_tensor **grads, double max_norm, double norm_type, int error_if_nonfinite, double *total_norm, double *clip_coef)
+    cg_status cg_clip_grad_norm_tensor(int n, cg_tensor **grads, double max_norm, double norm_type, cg_tensor **result)
     cg_status cg_clip_grad_value(int n, cg_tensor **grads, double clip_value, int64_t *n_clipped)
     cg_status cg_clip_grad_agc(int n, cg_tensor **params, cg_tensor **grads, double clipping, double eps, int64_t *n_clipped, int64_t *n_units)
     cg_status cg_tensor_stats(const cg_tensor *t, cg_stats *stats)

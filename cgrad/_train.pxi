@@ -453,6 +453,19 @@ def _clip_grad_norm(grads, double max_norm, double norm_type, bint error_if_nonf
     return total, coef
 
 
+def _clip_grad_norm_tensor(grads, double max_norm, double norm_type):
+    """Scales grads in place; returns a float64 Tensor [2] = (total_norm,
+    clip_coef) on the grads' device, where nothing was copied back when
+    they are all on one device (the cpu when on the host or on several)."""
+    cdef _TensorArray arr = _TensorArray(grads, "gradient")
+    cdef cg_tensor *r = NULL
+    cdef cg_status st
+    with nogil:
+        st = cg_clip_grad_norm_tensor(arr.n, arr.ptrs, max_norm, norm_type, &r)
+    _check(st)
+    return _wrap(r)
+
+
 def _clip_grad_value(grads, double clip_value):
     """Clamps grads into [-clip_value, clip_value]; returns how many
     elements changed."""

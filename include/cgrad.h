@@ -1072,6 +1072,17 @@ CG_API cg_status cg_total_norm(int n, cg_tensor *const *tensors, double norm_typ
 CG_API cg_status cg_clip_grad_norm(int n, cg_tensor *const *grads, double max_norm,
                                    double norm_type, int error_if_nonfinite,
                                    double *total_norm, double *clip_coef);
+/* cg_clip_grad_norm without copying anything to the host: *result is a new
+ * float64 tensor [2] = (total_norm, clip_coef). When every grad is on one
+ * device other than the cpu, the norms, the coefficient and the scaling run
+ * there in one kernel ("clip_norm_"), the result stays there (no wait for
+ * the device), and every grad is multiplied and its version bumped, by a
+ * coefficient of 1 too (values unchanged), as PyTorch's clip_grad_norm_.
+ * Otherwise (host grads, or several devices) it is cg_clip_grad_norm and
+ * *result is on the cpu. No error_if_nonfinite: that needs the norm on the
+ * host; use cg_clip_grad_norm. The caller frees *result. */
+CG_API cg_status cg_clip_grad_norm_tensor(int n, cg_tensor *const *grads, double max_norm,
+                                          double norm_type, cg_tensor **result);
 /* Clamps every grad into [-clip_value, clip_value] in place (NaN stays
  * NaN). clip_value >= 0. n_clipped (may be NULL) counts changed elements. */
 CG_API cg_status cg_clip_grad_value(int n, cg_tensor *const *grads, double clip_value,

@@ -28,6 +28,19 @@ static cg_status check_writable(const char *fn, int i, const cg_tensor *t) {
     return CG_OK;
 }
 
+/* The gradients an in-place clip writes: floating, writable, and the
+ * row-sparse ones coalesced (clamping and a norm need each row once). */
+static cg_status prepare_targets(const char *fn, int n, cg_tensor *const *grads) {
+    for (int i = 0; i < n; ++i) {
+        if (!grads[i]) continue;
+        CG_TRY(check_float(fn, "gradient", i, grads[i]));
+        CG_TRY(check_writable(fn, i, grads[i]));
+    }
+    for (int i = 0; i < n; ++i)
+        if (grads[i] && grads[i]->layout) CG_TRY(cg__sparse_coalesce_inplace(grads[i]));
+    return CG_OK;
+}
+
 /* p-norm of n contiguous elements, in double; NaN propagates through inf. */
 #define PNORM(NAME, T)                                                                      \
     static double NAME(const T *restrict x, int64_t n, double p) {                          \
@@ -281,6 +294,52 @@ cg_status cg_clip_grad_norm(int n, cg_tensor *const *grads, double max_norm, dou
     return CG_OK;
 }
 
+/* "clip_norm_": (g_1..g_k, result f64 [2];) f = (p, max_norm): the whole
+ * clip on one device. The coefficient never reaches the host, so every
+ * gradient is multiplied (by exactly 1 too, which changes no value) and
+ * every version bumped, as PyTorch's clip_grad_norm_. */
+cg_status cg_clip_grad_norm_tensor(int n, cg_tensor *const *grads, double max_norm,
+                                   double norm_type, cg_tensor **result) {
+    static const char *fn = "cg_clip_grad_norm_tensor";
+    if (!result) return cg__err(CG_ERR_NULL, "%s: result pointer is NULL", fn);
+    *result = NULL;
+    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    if (n > 0 && !grads) return cg__err(CG_ERR_NULL, "%s: grads array is NULL", fn);
+    int dev = -1; /* the one device of every grad; 0 when any is on the host or they differ */
+    for (int i = 0; i < n; ++i)
+        if (grads[i]) dev = dev < 0 || dev == cg__dev(grads[i]) ? cg__dev(grads[i]) : 0;
+    const int64_t two = 2;
+    if (dev <= 0) {
+        double r[2] = {0.0, 1.0};
+        CG_TRY(cg_clip_grad_norm(n, grads, max_norm, norm_type, 0, &r[0], &r[1]));
+        return cg_from_data(CG_FLOAT64, 1, &two, r, result);
+    }
+    if (!(max_norm >= 0.0))
+        return cg__err(CG_ERR_VALUE, "%s: max_norm must be >= 0, got %g", fn, max_norm);
+    CG_TRY(check_norm_type(fn, norm_type));
+    CG_TRY(prepare_targets(fn, n, grads));
+    cg_tensor **ts = malloc(sizeof *ts * (size_t)(n + 1));
+    if (!ts) return cg__err(CG_ERR_NOMEM, "%s: out of memory for %d tensors", fn, n + 1);
+    cg_tensor *r = NULL;
+    cg_status st = cg__new_on(dev, CG_FLOAT64, 1, &two, 1, &r);
+    if (!st) {
+        int k = 0;
+        for (int i = 0; i < n; ++i)
+            if (grads[i]) ts[k++] = grads[i];
+        const int m = device_targets(k, ts);
+        ts[m] = r;
+        const double f[2] = {norm_type, max_norm};
+        st = cg__kernel(dev, "clip_norm_", m + 1, m + 1, ts, 2, f, 0, NULL);
+    }
+    free(ts);
+    if (st) {
+        cg_tensor_free(r);
+        return st;
+    }
+    *result = r;
+    return CG_OK;
+}
+
 /* prm[0]: the bound; count += elements that changed. */
 static void clamp_fn(cg_tensor *c, const double *prm, int64_t *count) {
     const int64_t n = c->numel;
@@ -315,14 +374,8 @@ cg_status cg_clip_grad_value(int n, cg_tensor *const *grads, double clip_value,
     if (n > 0 && !grads) return cg__err(CG_ERR_NULL, "%s: grads array is NULL", fn);
     if (!(clip_value >= 0.0))
         return cg__err(CG_ERR_VALUE, "%s: clip_value must be >= 0, got %g", fn, clip_value);
-    for (int i = 0; i < n; ++i) {
-        if (!grads[i]) continue;
-        CG_TRY(check_float(fn, "gradient", i, grads[i]));
-        CG_TRY(check_writable(fn, i, grads[i]));
-    }
     /* Clamping is not linear: duplicate rows must be summed first. */
-    for (int i = 0; i < n; ++i)
-        if (grads[i] && grads[i]->layout) CG_TRY(cg__sparse_coalesce_inplace(grads[i]));
+    CG_TRY(prepare_targets(fn, n, grads));
     clamp_ctx dc = {clip_value, 0};
     CG_TRY(cg__for_device_groups(n, grads, device_clamp, &dc));
     int64_t count = dc.count;

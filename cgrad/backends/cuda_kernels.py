@@ -259,6 +259,47 @@ extern "C" __global__ void cg_scale_%(sfx)s(T *x, const i64 n, const T k) {
     CG_LOOP(i, n) x[i] = x[i] * k;
 }
 """,
+    # Clip by norm left on the device (cg_clip_grad_norm_tensor): from the k
+    # per-tensor norms, res = (total norm, min(max_norm / (total + 1e-6), 1))
+    # as clip.c's total_norm and cg_clip_grad_norm, in double, by one thread
+    # (k is the number of gradients). T is unused (launched as float64).
+    "clip_coef": r"""
+extern "C" __global__ void cg_clip_coef_%(sfx)s(const double *norms, const int k, const double p,
+                                                const double max_norm, double *res) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    const int inf = isinf(p), two = p == 2.0, one = p == 1.0;
+    double acc = 0.0, nan = 0.0;
+    int any_nan = 0;
+    for (int j = 0; j < k; ++j) {
+        const double v = norms[j];
+        if (inf) {
+            if (v != v) {
+                any_nan = 1;
+                nan = v;
+            }
+            acc = v > acc ? v : acc;
+        } else if (two) {
+            acc += v * v;
+        } else if (one) {
+            acc += v;
+        } else {
+            acc += pow(v, p);
+        }
+    }
+    const double t = inf ? (any_nan ? nan : acc) : two ? sqrt(acc) : one ? acc : pow(acc, 1.0 / p);
+    const double c = max_norm / (t + 1e-6);
+    res[0] = t;
+    res[1] = c > 1.0 ? 1.0 : c; /* NaN stays NaN */
+}
+""",
+    # ... then every gradient times that coefficient, read on the device and
+    # rounded to T (as "scale" takes it from the host).
+    "scale_by": r"""
+extern "C" __global__ void cg_scale_by_%(sfx)s(T *x, const i64 n, const double *res) {
+    const T k = (T)res[1];
+    CG_LOOP(i, n) x[i] = x[i] * k;
+}
+""",
     # Clip by norm's 2-norm: *out += sum of squares in double, every element
     # (NaN and inf propagate, as the host's pnorm); the caller takes sqrt.
     "sum_sq": r"""
@@ -571,8 +612,9 @@ __device__ __forceinline__ double cg_adagrad_at(
 NAMES = tuple(_BODIES)
 # The kernels that call CUDA's exp / log, whose implementations use fused
 # multiply-adds themselves: they agree with the host (and with CuPy's exp)
-# to rounding, not to the bit.
-MATH_CALLS = ("softmax_rows", "softmax_backward_rows")
+# to rounding, not to the bit. clip_coef calls pow only for a norm other than
+# 1, 2 and inf.
+MATH_CALLS = ("softmax_rows", "softmax_backward_rows", "clip_coef")
 # The kernels that also have a float16 source (all have float32 and float64).
 HALF_NAMES = ("amp_unscale",)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from cgrad.backends.xp_elementwise import ElementwiseKernels
 from cgrad.backends.xp_nn import NNKernels
-from cgrad.backends.xp_optim import OptimKernels
+from cgrad.backends.xp_optim import _RAW_DTYPES, OptimKernels
 from cgrad.backends.xp_reduce import ReduceKernels
 from cgrad.backends.xp_sparse import SparseKernels
 
@@ -48,9 +48,6 @@ def _cupy_view(cupy):
     def make_view(shape, dtype, buf, offset, strides):
         return ndarray(shape, dtype, buf.data + offset if offset else buf.data, strides)
     return make_view
-
-
-_RAW_DTYPES = (np.float32, np.float64)
 
 
 class ArrayBackend(ElementwiseKernels, ReduceKernels, NNKernels, OptimKernels, SparseKernels):

@@ -17,6 +17,23 @@ import math
 import numpy as np
 
 _F64 = np.float64
+# The dtypes every RawKernel of cuda_kernels.py has a source for, and with
+# float16 those of HALF_NAMES.
+_RAW_DTYPES = (np.float32, np.float64)
+_HALF_OK = _RAW_DTYPES + (np.float16,)
+
+
+def _pnorm(xp, a, p):
+    """The p-norm (p > 0 or inf) of the float64 array a >= 0, not empty, as
+    clip.c's pnorm: NaN propagates (through max too, as the host loop's
+    flag)."""
+    if math.isinf(p):
+        return xp.max(a)
+    if p == 2.0:
+        return xp.sqrt(xp.sum(a * a))
+    if p == 1.0:
+        return xp.sum(a)
+    return xp.sum(a ** p) ** (1.0 / p)
 
 
 def _lerp(s, e, w, w1m):
@@ -88,12 +105,16 @@ def _adagrad_kernel_scalars(T, f, mx):
 
 class OptimKernels:
     # ------------------------------------------------------------ helpers
-    def _fusable(self, *arrays):
+    def _fusable(self, *arrays, half=False):
         """The RawKernel path applies: the backend has RawKernels (a GPU) and
         the arrays are C-contiguous (the C core passes contiguous optimizer
         operands; a strided gradient in a clipping list takes the array
-        path)."""
-        return self.raw_kernels is not None and all(a.flags.c_contiguous for a in arrays)
+        path) and float32 or float64, or float16 with half (the kernels
+        with a float16 source, cuda_kernels.HALF_NAMES); a float16
+        parameter or gradient otherwise takes the array path."""
+        ok = _HALF_OK if half else _RAW_DTYPES
+        return self.raw_kernels is not None and all(a.dtype in ok and a.flags.c_contiguous
+                                                    for a in arrays)
 
     def _dummy(self):
         d = self.__dict__.get("_dummy_f64")
@@ -370,16 +391,7 @@ class OptimKernels:
                 self.raw_kernels.launch("sum_sq", x.dtype, x.size, (x, np.int64(x.size), acc))
                 xp.sqrt(acc, out=acc)
                 continue
-            a = xp.abs(x.astype(_F64))
-            if math.isinf(p):
-                r = xp.max(a)  # NaN propagates, as the host loop's flag
-            elif p == 2.0:
-                r = xp.sqrt(xp.sum(a * a))
-            elif p == 1.0:
-                r = xp.sum(a)
-            else:
-                r = xp.sum(a ** p) ** (1.0 / p)
-            norms[j] = r
+            norms[j] = _pnorm(xp, xp.abs(x.astype(_F64)), p)
 
     @_quiet
     def k_scale_(self, out, ins, f, i):
@@ -391,6 +403,34 @@ class OptimKernels:
                 self.raw_kernels.launch("scale", g.dtype, g.size, (g, np.int64(g.size), k))
             else:
                 g *= k
+
+    @_quiet
+    def k_clip_norm_(self, out, ins, f, i):
+        """(g_1..g_k, result float64 [2];) f = (p, max_norm): clip by norm
+        with nothing copied back (cg_clip_grad_norm_tensor). The per-tensor
+        norms as k_pnorms, result = (total norm, clip_coef) as clip.c's
+        total_norm and cg_clip_grad_norm, then every g multiplied by
+        clip_coef rounded to its dtype, as k_scale_, the factor read where
+        it lies (k may be 0)."""
+        xp = self.xp
+        p, max_norm = f
+        gs, res = out[:-1], out[-1]
+        k = len(gs)
+        norms = xp.zeros(k + 1, dtype=_F64)  # a last 0 changes no sum or max, and is never empty
+        self.k_pnorms((norms,), gs, (p,), ())
+        if self.raw_kernels is not None:
+            self.raw_kernels.launch("clip_coef", "float64", 1, (norms, np.int32(k), np.float64(p),
+                                                           np.float64(max_norm), res))
+        else:
+            total = _pnorm(xp, norms, p)
+            coef = max_norm / (total + 1e-6)
+            res[0] = total
+            res[1] = xp.where(coef > 1.0, 1.0, coef)  # NaN stays NaN
+        for g in gs:
+            if self._fusable(g):
+                self.raw_kernels.launch("scale_by", g.dtype, g.size, (g, np.int64(g.size), res))
+            else:
+                g *= res[1].astype(g.dtype)
 
     @_quiet
     def k_clamp_abs_(self, out, ins, f, i):
@@ -459,7 +499,7 @@ class OptimKernels:
         for j, x in enumerate(out[:-1]):
             op = np.float64 if x.dtype == np.float64 else np.float32
             k = op(f[0])
-            if self._fusable(x):
+            if self._fusable(x, half=True):
                 self.raw_kernels.launch("amp_unscale", x.dtype, x.size,
                                         (x, np.int64(x.size), k, counts[j:j + 1], np.int32(i[j])))
                 continue

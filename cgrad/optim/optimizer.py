@@ -350,20 +350,17 @@ class Optimizer:
             clip = _clip._take_result_for(params, self._clip_serial_seen)
             self._clip_serial_seen = latest
         if clip is not None:
-            rep.clip = clip
-            rep.clipped = clip.clipped
-            rep.max_norm = clip.max_norm
-            rep.clip_coef = clip.clip_coef
-            rep.grad_norm_before_clip = clip.total_norm
-            rep.grad_norm_after_clip = clip.total_norm_after
+            rep._take_clip(clip)  # still on the device after a clip by norm there
         if self._report_extra:
             extra, self._report_extra = self._report_extra, {}
             rep.loss_scale = extra.get("loss_scale")
             rep.nonfinite = extra.get("nonfinite")
-            if rep.grad_norm_before_clip is None and extra.get("grad_norm") is not None:
+            if (rep._from_clip is None and rep.grad_norm_before_clip is None
+                    and extra.get("grad_norm") is not None):
                 # measured by someone else this step (an UpdateGuard), no clipping ran
                 rep.grad_norm_before_clip = rep.grad_norm_after_clip = float(extra["grad_norm"])
         if self.report_grad_norm:
+            rep._resolve()  # measuring copies back anyway
             sum_sq, bad = 0.0, 0
             for p in params if params is not None else self._params():
                 g = p.grad

@@ -1,10 +1,11 @@
 /* test_device.c -- the backend vtable from C alone: a mock backend over
  * malloc'd memory that implements a few kernels (copy, add, mul, mul_scalar,
- * fill_, add_, sum), device placement, copies both ways, the tape across
- * devices (to_device is differentiable), the errors a user gets (mixed
- * devices, ops without a device kernel, kernels the backend lacks), buffer
- * lifetimes, nll_loss's bounds check of a device target (copied back only
- * when its upload does not settle it), and float16 as a host storage type. */
+ * fill_, add_, sum, the 2-norm clipping ones), device placement, copies both
+ * ways, the tape across devices (to_device is differentiable), the errors a
+ * user gets (mixed devices, ops without a device kernel, kernels the backend
+ * lacks), buffer lifetimes, nll_loss's bounds check of a device target
+ * (copied back only when its upload does not settle it), clip by norm with
+ * its result left on the device, and float16 as a host storage type. */
 #include "cgtest.h"
 
 typedef struct mock {
@@ -103,6 +104,25 @@ static cg_status m_kernel(void *ctx, const char *name, int n_out, int n, cg_tens
         for (int64_t i = 0; i < N; ++i) *at64(o, i) = f[0];
     } else if (!strcmp(name, "add_")) {
         for (int64_t i = 0; i < N; ++i) *at64(o, i) += f[0] * in64(ts[1], i);
+    } else if (!strcmp(name, "clip_norm_") && n_out == n && nf == 2 && f[0] == 2.0) {
+        /* (g_1..g_k, result [2];): the 2-norm clip, result = (total, coef) */
+        double ss = 0;
+        for (int k = 0; k < n - 1; ++k)
+            for (int64_t i = 0; i < cg_tensor_numel(ts[k]); ++i) ss += *at64(ts[k], i) * *at64(ts[k], i);
+        const double total = sqrt(ss), c = f[1] / (total + 1e-6), coef = c > 1.0 ? 1.0 : c;
+        for (int k = 0; k < n - 1; ++k)
+            for (int64_t i = 0; i < cg_tensor_numel(ts[k]); ++i) *at64(ts[k], i) *= coef;
+        *at64(ts[n - 1], 0) = total;
+        *at64(ts[n - 1], 1) = coef;
+    } else if (!strcmp(name, "pnorms") && n_out == 1 && f[0] == 2.0) { /* (norms [k]; x_1..x_k) */
+        for (int k = 1; k < n; ++k) {
+            double ss = 0;
+            for (int64_t i = 0; i < cg_tensor_numel(ts[k]); ++i) ss += *at64(ts[k], i) * *at64(ts[k], i);
+            *at64(ts[0], k - 1) = sqrt(ss);
+        }
+    } else if (!strcmp(name, "scale_")) { /* (g_1..g_k;) */
+        for (int k = 0; k < n; ++k)
+            for (int64_t i = 0; i < cg_tensor_numel(ts[k]); ++i) *at64(ts[k], i) *= f[0];
     } else if (!strcmp(name, "sum") && cg_tensor_ndim(o) == 0) {
         double s = 0;
         for (int64_t i = 0; i < cg_tensor_numel(ts[1]); ++i) s += in64(ts[1], i);
@@ -283,6 +303,47 @@ int main(void) {
         CHECK(m.to_host_calls == copies + 3 && *at64(l, 0) == 1.0 + 3.0 + 5.0);
         cg_tensor *fr[] = {xh, th, badh, x, t, t2, tz, l};
         for (int k = 0; k < 8; ++k) cg_tensor_free(fr[k]);
+    }
+
+    {   /* clip by norm on the device: the result stays there, nothing is
+         * copied back; over two devices the host path and a host result */
+        int64_t n2 = 2, n0 = 0;
+        double av[2] = {3, 0}, bv[2] = {0, 4}, r2[2];
+        cg_tensor *ah = NULL, *bh = NULL, *a = NULL, *b = NULL, *e = NULL, *r = NULL;
+        CHECK_OK(cg_from_data(CG_FLOAT64, 1, &n2, av, &ah));
+        CHECK_OK(cg_from_data(CG_FLOAT64, 1, &n2, bv, &bh));
+        CHECK_OK(cg_to_device(ah, dev, &a));
+        CHECK_OK(cg_to_device(bh, dev, &b));
+        CHECK_OK(cg_zeros_on(dev, CG_FLOAT64, 1, &n0, &e)); /* empty: not passed to the kernel */
+        cg_tensor *gs[4] = {a, NULL, e, b};
+        int copies = m.to_host_calls;
+        uint64_t va = cg_tensor_version(a);
+        CHECK_OK(cg_clip_grad_norm_tensor(4, gs, 1.0, 2.0, &r));
+        CHECK(m.to_host_calls == copies && strcmp(m.last_kernel, "clip_norm_") == 0);
+        CHECK(cg_tensor_device(r) == dev && cg_tensor_numel(r) == 2);
+        CHECK(*at64(r, 0) == 5.0 && *at64(r, 1) == 1.0 / (5.0 + 1e-6));
+        CHECK_CLOSE(*at64(a, 0), 0.6, 1e-6);
+        CHECK_CLOSE(*at64(b, 1), 0.8, 1e-6);
+        CHECK(cg_tensor_version(a) == va + 1);
+        cg_tensor_free(r);
+        r = NULL;
+        va = cg_tensor_version(a);
+        CHECK_OK(cg_clip_grad_norm_tensor(4, gs, 10.0, 2.0, &r)); /* below the bound: times 1 */
+        CHECK(*at64(r, 1) == 1.0 && cg_tensor_version(a) == va + 1);
+        cg_tensor_free(r);
+        r = NULL;
+        CHECK_STATUS(cg_clip_grad_norm_tensor(4, gs, -1.0, 2.0, &r), CG_ERR_VALUE);
+        CHECK(r == NULL && strstr(cg_last_error(), "max_norm"));
+        CHECK_STATUS(cg_clip_grad_norm_tensor(4, gs, 1.0, 0.0, &r), CG_ERR_VALUE);
+        CHECK_STATUS(cg_clip_grad_norm_tensor(4, gs, 1.0, 2.0, NULL), CG_ERR_NULL);
+        cg_tensor *mixed[2] = {a, bh}; /* two devices: the norm is copied back */
+        CHECK_OK(cg_clip_grad_norm_tensor(2, mixed, 0.5, 2.0, &r));
+        CHECK(cg_tensor_device(r) == CG_DEVICE_CPU && m.to_host_calls > copies);
+        CHECK_OK(cg_tensor_copy_to(r, r2, sizeof r2));
+        CHECK_CLOSE(r2[0], sqrt(0.6 * 0.6 + 16.0), 1e-5);
+        CHECK_CLOSE(r2[1], 0.5 / (r2[0] + 1e-6), 1e-12);
+        cg_tensor *fr[] = {ah, bh, a, b, e, r};
+        for (int k = 0; k < 6; ++k) cg_tensor_free(fr[k]);
     }
 
     {   /* float16: storage on the host, exact casts, computation refused there */

@@ -408,7 +408,12 @@ static void fuzz_clip(reader *r) {
         ps[i] = slot[rd_slot(r)];
         ts[i] = (ps[i] && (rd(r) & 3)) ? cg_tensor_grad(ps[i]) : ps[i];
     }
-    switch (rd_mod(r, 4)) {
+    cg_tensor *res = NULL;
+    switch (rd_mod(r, 5)) {
+    case 4:
+        CALL(cg_clip_grad_norm_tensor(n, ts, rd_or(r, 1.0), norm_type, (rd(r) == 0) ? NULL : &res));
+        cg_tensor_free(res);
+        break;
     case 0: CALL(cg_clip_grad_norm(n, ts, rd_or(r, 1.0), norm_type, (int)(rd(r) & 1),
                                    (rd(r) & 1) ? &tn : NULL, (rd(r) & 1) ? &coef : NULL)); break;
     case 1: CALL(cg_clip_grad_value(n, ts, rd_or(r, 0.5), (rd(r) & 1) ? &c1 : NULL)); break;

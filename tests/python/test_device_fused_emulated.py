@@ -15,6 +15,7 @@ import cgrad
 import cuda_emu
 from cgrad import cuda
 from cgrad.backends import cuda_kernels
+from cgrad.monitor import stats
 from cgrad.nn.utils import clip_grad as clip
 from device_util import REAL_GPU, host
 from test_device_optim import *  # noqa: F401,F403 (their tests run again here)
@@ -77,17 +78,66 @@ def test_clip_grad_norm_runs_the_fused_kernels():
         p.grad = cgrad.tensor(rng.standard_normal(s).astype(np.float32) * 10, device="cuda")
         params.append(p)
     want = np.sqrt(sum(np.sum(host(p.grad).astype(np.float64) ** 2) for p in params))
-    before = {k: cuda_emu.launches[cuda_kernels.entry(k, "float32")] for k in ("sum_sq", "scale")}
+    names = [("sum_sq", "float32"), ("scale_by", "float32"), ("clip_coef", "float64")]
+    before = {k: cuda_emu.launches[cuda_kernels.entry(*k)] for k in names}
     total = clip.clip_grad_norm_(params, 1.0)
     assert total.item() == pytest.approx(want, rel=1e-6)
-    assert cuda_emu.launches[cuda_kernels.entry("sum_sq", "float32")] - before["sum_sq"] == 3
-    assert cuda_emu.launches[cuda_kernels.entry("scale", "float32")] - before["scale"] == 3
+    # a norm per gradient, the coefficient, a scaling per gradient reading it
+    assert [cuda_emu.launches[cuda_kernels.entry(*k)] - before[k] for k in names] == [3, 3, 1]
     after = np.sqrt(sum(np.sum(host(p.grad).astype(np.float64) ** 2) for p in params))
     assert after == pytest.approx(1.0, rel=1e-5)
 
 
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, np.inf, 3.0])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_clip_grad_norm_has_the_array_paths_bits(fused_path, norm_type, dtype):
+    """The RawKernels of a clip by norm left on the device (clip_coef,
+    scale_by) give the array expressions' total, coefficient and gradients
+    bit for bit, NaN too (float16: the array path, the coefficient read on
+    the device all the same)."""
+    rng = np.random.default_rng(4)
+    arrays = [(rng.standard_normal(s) * 5).astype(dtype) for s in [(30, 20), (7,), ()]]
+    got = []
+    for kernels in (fused_path.raw_kernels, None):
+        with cuda_emu.kernels_of(fused_path, kernels):
+            for bad in (None, np.nan):
+                arrs = [a.copy() for a in arrays]
+                if bad is not None:
+                    arrs[1][3] = bad
+                params = [cgrad.tensor(np.zeros(a.shape, a.dtype), requires_grad=True, device="cuda")
+                          for a in arrs]
+                for p, a in zip(params, arrs):
+                    p.grad = cgrad.tensor(a, device="cuda")
+                both = cgrad._core._clip_grad_norm_tensor([p.grad for p in params], 1.0, norm_type)
+                got.append([host(both)] + [host(p.grad) for p in params])
+    half = len(got) // 2
+    for f, a in zip(got[:half], got[half:]):
+        for x, y in zip(a, f):
+            np.testing.assert_array_equal(bits(y), bits(x))
+    assert 0 < got[0][0][1] < 1 and np.isnan(got[1][0][0])
+
+
+@pytest.mark.parametrize("name", ["sgd_nesterov_wd", "adam_amsgrad_wd", "rmsprop_all",
+                                  "adagrad_decay_wd_init"])
+def test_float16_parameters_take_the_array_path(fused_path, name):
+    """The update and statistics RawKernels have float32/float64 sources
+    only: a float16 parameter (device storage) takes the array path on a
+    GPU too (it raised KeyError there), with the same bits."""
+    traj = []
+    for kernels in (fused_path.raw_kernels, None):
+        with cuda_emu.kernels_of(fused_path, kernels):
+            params = [cgrad.tensor(np.linspace(-1, 1, 12, dtype=np.float16).reshape(3, 4),
+                                   requires_grad=True, device="cuda")]
+            opt = OPTIMIZERS[name](params)
+            for k in range(3):
+                params[0].grad = cgrad.tensor(np.full((3, 4), 0.25 * (k + 1), np.float16), device="cuda")
+                opt.step()
+            traj.append((host(params[0]), stats.many_stats([params[0].grad])))
+    np.testing.assert_array_equal(bits(traj[0][0]), bits(traj[1][0]))
+    np.testing.assert_array_equal(traj[0][1], traj[1][1])
+
+
 def test_monitor_statistics_run_the_fused_kernel():
-    from cgrad.monitor import stats
     x = np.random.default_rng(2).standard_normal((50, 20)).astype(np.float32)
     x[4, 4] = np.nan
     entry = cuda_kernels.entry("tensor_stats", "float32")

@@ -13,7 +13,7 @@ import cgrad
 from cgrad import _core, nn, optim
 from cgrad.amp import GradScaler
 from cgrad.nn.utils import clip_grad as clip
-from device_util import host
+from device_util import host, record_copies_back
 
 N_STEPS = 20
 SHAPES = [(7, 5), (3,), ()]
@@ -299,9 +299,76 @@ def test_clip_grad_norm_below_the_bound_changes_nothing():
     assert not clip.last_clip_result().clipped
     assert total == pytest.approx(math.sqrt(sum(float(np.sum(a.astype(np.float64) ** 2))
                                                 for a in arrays)), rel=1e-12)
-    assert [p.grad._version for p in pd] == versions
+    # the coefficient stays on the device, so every gradient is multiplied
+    # (by exactly 1: no value changes), as PyTorch's clip_grad_norm_
+    assert [p.grad._version for p in pd] == [v + 1 for v in versions]
     for a, p in zip(arrays, pd):
         np.testing.assert_array_equal(host(p.grad), a)
+
+
+def test_clip_grad_norm_copies_nothing_back(monkeypatch):
+    """A training step with clipping and a report: clip_grad_norm_ leaves
+    its norm on the device (a copy back is a wait for a GPU), the returned
+    norm is a device tensor of the gradients' dtype, and the ClipResult and
+    the StepReport copy the two numbers back once, when first read; the
+    values are the cpu's."""
+    arrays = grad_lists("float32")
+    got = {}
+    for dev in ("cpu", "cuda"):
+        params = as_params(arrays, dev)
+        opt = optim.SGD(params, lr=0.1, momentum=0.9)
+        copies = record_copies_back(monkeypatch)
+        total = clip.clip_grad_norm_(params, 1.5)
+        opt.step()
+        res, rep = clip.last_clip_result(), opt.last_report
+        assert res.pending == (dev == "cuda") and rep.clip is res
+        if dev == "cuda":
+            assert copies == []
+            assert str(total.device) == "cuda:0" and total.dtype == cgrad.float32
+            assert total.shape == () and not total.requires_grad
+            assert rep.max_norm == 1.5
+            coef = rep.clip_coef  # one copy back: the (total, coef) pair
+            assert copies == [(2,)] and not res.pending
+            assert (rep.clipped, rep.grad_norm_before_clip) == (res.clipped, res.total_norm)
+            assert copies == [(2,)]
+        else:
+            coef = rep.clip_coef
+        got[dev] = (host(total), coef, rep.grad_norm_after_clip, [host(p) for p in params])
+        monkeypatch.undo()
+    c, d = got["cpu"], got["cuda"]
+    assert d[0] == c[0] and d[1] == pytest.approx(c[1], rel=1e-12)
+    assert d[2] == pytest.approx(c[2], rel=1e-12) and 0 < d[1] < 1
+    for a, b in zip(c[3], d[3]):
+        np.testing.assert_allclose(b, a, **tol("float32"))
+
+
+@pytest.mark.parametrize("norm_type", [2.0, math.inf, 1.0, 3.0])
+def test_clip_grad_norm_of_float16_gradients_equals_cpu_in_float32(norm_type):
+    """float16 gradients (device storage) are clipped in their dtype: the
+    norm in double, the coefficient rounded to float16 and every product
+    rounded once, the cpu's float32 arithmetic on the same values
+    rounded to float16."""
+    rng = np.random.default_rng(9)
+    arrays = [(rng.standard_normal(s) * 4).astype(np.float16) for s in [(9, 3), (4,)]]
+    pd = as_params(arrays, "cuda")
+    total = clip.clip_grad_norm_(pd, 2.0, norm_type)
+    coef = clip.last_clip_result().clip_coef
+    want = _core._total_norm([cgrad.tensor(a.astype(np.float64)) for a in arrays], norm_type)
+    assert total.dtype == cgrad.float16
+    assert clip.last_clip_result().total_norm == pytest.approx(want, rel=1e-12)
+    assert coef == pytest.approx(2.0 / (want + 1e-6), rel=1e-12)
+    k = np.float16(coef)
+    for a, p in zip(arrays, pd):
+        np.testing.assert_array_equal(host(p.grad), (a.astype(np.float32) * np.float32(k)).astype(np.float16))
+
+
+def test_clip_grad_norm_of_empty_device_gradients():
+    pd = as_params([np.zeros((0, 3), np.float32), np.zeros((0,), np.float32)], "cuda")
+    total = clip.clip_grad_norm_(pd, 1.0)
+    assert str(total.device) == "cuda:0" and host(total) == 0.0
+    assert clip.last_clip_result().clip_coef == 1.0 and not clip.last_clip_result().clipped
+    with pytest.raises(ValueError, match="max_norm must be >= 0"):
+        _core._clip_grad_norm_tensor([p.grad for p in pd], -1.0, 2.0)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -5,7 +5,9 @@ get_total_norm (PyTorch's torch.nn.utils) and unit-wise adaptive clipping
 Every clip records a ClipResult (whether it clipped, the coefficient, the
 norms); cgrad.nn.utils.last_clip_result() returns the latest one of this
 thread, and the next step() of an optimizer owning any of the clipped
-parameters copies it into its StepReport.
+parameters copies it into its StepReport. clip_grad_norm_ on gradients of
+one device leaves the norm and the coefficient there (as PyTorch: no wait
+for the GPU): the result's fields are copied back when first read.
 
 Row-sparse gradients (Embedding(sparse=True)) are accepted by the norm and
 value clips without densifying: the C kernels coalesce them in place (same
@@ -21,23 +23,47 @@ from typing import Optional
 from cgrad import _core
 from cgrad._core import Tensor, tensor
 from cgrad._grad_mode import no_grad
+from cgrad._pending import PENDING, Resolved
 
 
 @dataclasses.dataclass
 class ClipResult:
     kind: str                      # "norm", "value" or "agc"
-    clipped: bool                  # some gradient was changed
-    total_norm: Optional[float] = None        # before clipping ("norm")
-    total_norm_after: Optional[float] = None  # total_norm * clip_coef ("norm")
+    clipped: bool = Resolved()     # some gradient was changed
+    total_norm: Optional[float] = Resolved(None)        # before clipping ("norm")
+    total_norm_after: Optional[float] = Resolved(None)  # total_norm * clip_coef ("norm")
     max_norm: Optional[float] = None
     norm_type: Optional[float] = None
-    clip_coef: Optional[float] = None         # factor applied, min(max/(total+1e-6), 1)
+    clip_coef: Optional[float] = Resolved(None)  # factor applied, min(max/(total+1e-6), 1)
     clip_value: Optional[float] = None        # "value"
     n_clipped: Optional[int] = None  # elements ("value") or units ("agc") changed
     n_total: Optional[int] = None    # elements ("value") or units ("agc") looked at
     serial: int = -1
     taken: bool = dataclasses.field(default=False, repr=False)  # reported by a step already
     param_ids: frozenset = dataclasses.field(default_factory=frozenset, repr=False)
+
+    # clip_grad_norm_ on a device: the float64 [2] (total_norm, clip_coef)
+    # still there, its fields PENDING until one is read
+    _on_device = None
+
+    @property
+    def pending(self):
+        """The norm and coefficient are still on the device (reading any of
+        clipped, total_norm, total_norm_after, clip_coef copies them back)."""
+        return self._on_device is not None
+
+    def _resolve(self):
+        t = self._on_device
+        if t is None:
+            return
+        self._set_norm(*t.tolist())
+        self._on_device = None
+
+    def _set_norm(self, total, coef):
+        self.clipped = coef != 1.0
+        self.total_norm = total
+        self.total_norm_after = total * coef if coef != 1.0 else total
+        self.clip_coef = coef
 
 
 _serial = itertools.count()
@@ -150,10 +176,21 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not grads:
         _record(ClipResult("norm", False, 0.0, 0.0, max_norm, p, 1.0), params)
         return tensor(0.0)
-    total, coef = _core._clip_grad_norm(grads, max_norm, p, bool(error_if_nonfinite))
-    _record(ClipResult("norm", coef != 1.0, total, total * coef if coef != 1.0 else total,
-                       max_norm, p, coef), params)
-    return tensor(total, dtype=grads[0].dtype, device=grads[0].device)
+    result = ClipResult("norm", PENDING, PENDING, PENDING, max_norm, p, PENDING)
+    if error_if_nonfinite:  # needs the norm on the host, as PyTorch's
+        total, coef = _core._clip_grad_norm(grads, max_norm, p, True)
+        result._set_norm(total, coef)
+    else:
+        both = _core._clip_grad_norm_tensor(grads, max_norm, p)
+        if both.device.type != "cpu":
+            result._on_device = both  # one device: nothing copied back
+            _record(result, params)
+            with no_grad():
+                return both[0].to(grads[0].dtype, copy=True)
+        total, coef = both.tolist()
+        result._set_norm(total, coef)
+    _record(result, params)
+    return tensor(result.total_norm, dtype=grads[0].dtype, device=grads[0].device)
 
 
 def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
