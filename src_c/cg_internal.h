@@ -296,7 +296,9 @@ CG_INTERNAL cg_status cg__device_from_host(cg_tensor *t, const void *src);
 /* Whether every int64 value of device tensor t is in [0, n) or is `except`,
  * as known from its upload from the host without reading it: 0 when that
  * is not known (t made on the device, or written since it was uploaded),
- * or not so; the caller then checks a host copy. */
+ * or not so; the caller then checks a host copy. `except` admits one
+ * negative value (nll_loss's ignore_index); pass n to admit none. A view
+ * answers for its whole storage, so a true answer holds for any part. */
 CG_INTERNAL int cg__int64_known_within(const cg_tensor *t, int64_t n, int64_t except);
 /* t's elements, contiguous, where the host can read them: t itself (or its
  * contiguous copy) on the host, else a host copy of the device tensor (a

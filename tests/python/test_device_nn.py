@@ -156,6 +156,39 @@ def test_scatter_add_int64():
     assert_same_values(y, yd)
 
 
+def test_gather_and_scatter_add_indices_uploaded_from_the_host_are_checked_without_a_copy_back(
+        monkeypatch):
+    """gather's and scatter_add's bounds checks (and so the gradients of
+    each, the other) use what the index's upload saw: nothing comes back
+    (no sync on a GPU). An index written on the device is copied back and
+    checked; one changed outside cgrad is not read out of range (NumPy's
+    take_along_axis and add.at refuse on the reference device)."""
+    copies = record_copies_back(monkeypatch)
+    a, ad = _pair(_rand((4, 5)))
+    src, srcd = _pair(_rand((3, 5), 2))
+    idx = np.array([[3, 0, 1, 1, 2], [0, 0, 3, 2, 1], [1, 2, 3, 0, 0]])
+    i, idd = cgrad.tensor(idx), cgrad.tensor(idx).to("cuda")
+    yd = ad.gather(0, idd).sum() + ad.scatter_add(0, idd, srcd).sum()
+    yd.backward()
+    assert copies == []
+    y = a.gather(0, i).sum() + a.scatter_add(0, i, src).sum()
+    y.backward()
+    _same_grads([(a, ad), (src, srcd)], TOL[cgrad.float64])
+    del copies[:]
+    idd[1, 2] = 4  # written on the device: checked from a copy back
+    with pytest.raises(IndexError, match="index 4 is out of bounds for dim 0 with size 4"):
+        ad.gather(0, idd)
+    with pytest.raises(IndexError, match="index 4 is out of bounds for dim 0 with size 4"):
+        ad.scatter_add(0, idd, srcd)
+    assert copies == [(3, 5), (3, 5)]
+    shared = cgrad.tensor(idx).to("cuda")
+    np.from_dlpack(shared)[0, 0] = 1 << 40
+    with pytest.raises(IndexError):
+        ad.gather(0, shared)
+    with pytest.raises(IndexError):
+        ad.scatter_add(0, shared, srcd)
+
+
 def test_gradcheck_through_the_device_for_indexing():
     a = cgrad.tensor(_rand((4, 3)), dtype=cgrad.float64, requires_grad=True)
     src = cgrad.tensor(_rand((2, 3), 1), dtype=cgrad.float64, requires_grad=True)
