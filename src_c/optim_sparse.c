@@ -136,6 +136,21 @@ cg_status cg_sgd_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *mom
     cg_status st = cg__new_on(dev, CG_INT64, 1, &cap, 0, &ui);
     if (!st) st = cg__new_on(dev, param->dtype, param->ndim, vshape, 0, &uv);
     if (st) goto done;
+    /* The momentum buffer is made before param is written, over the union's
+     * cap rows, and trimmed to its u rows after: a failure leaves param as
+     * it was (the step is whole or not at all). Its parts are the prefix of
+     * ui and uv (views, contiguous either way). */
+    cg_tensor *mom = NULL, *ti = NULL, *tv = NULL;
+    if (use_mom) {
+        int64_t ist[1] = {1}, vst[CG_MAX_DIMS];
+        cg__contig_strides(param->ndim, vshape, vst);
+        st = cg__view(ui, 1, &cap, ist, 0, &ti);
+        if (!st) st = cg__view(uv, param->ndim, vshape, vst, 0, &tv);
+        if (!st) st = cg__sparse_make(ti, tv, param->shape[0], 1, &mom);
+        cg_tensor_free(ti); /* mom holds them */
+        cg_tensor_free(tv);
+        if (st) goto done;
+    }
     int64_t u = 0;
     if (dev) {
         const int has_b = use_mom && momentum_in;
@@ -144,7 +159,10 @@ cg_status cg_sgd_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *mom
         const double f[4] = {o->lr, o->momentum, o->dampening, o->weight_decay};
         const int64_t iv[2] = {o->maximize, o->nesterov}, one = 1;
         st = cg__kernel_result(dev, "sgd_sparse_update_", 3, has_b ? 4 : 2, ts, 4, f, 2, iv, CG_INT64, 1, &one, &u);
-        if (st) goto done;
+        if (st) {
+            cg_tensor_free(mom);
+            goto done;
+        }
         goto updated;
     }
     const int64_t *gi = (const int64_t *)cg__ptr(gc->sp_indices);
@@ -159,16 +177,13 @@ cg_status cg_sgd_sparse_update(cg_tensor *param, cg_tensor *grad, cg_tensor *mom
 updated:
     ++param->storage->version;
     if (use_mom) {
-        /* The union has u <= cap rows: the parts are views of its prefix. */
-        cg_tensor *ti = NULL, *tv = NULL;
-        int64_t is[1] = {u}, ist[1] = {1}, vst[CG_MAX_DIMS];
-        vshape[0] = u;
-        cg__contig_strides(param->ndim, vshape, vst);
-        st = cg__view(ui, 1, is, ist, 0, &ti);
-        if (!st) st = cg__view(uv, param->ndim, vshape, vst, 0, &tv);
-        if (!st) st = cg__sparse_make(ti, tv, param->shape[0], 1, momentum_out);
-        cg_tensor_free(ti);
-        cg_tensor_free(tv);
+        /* the union has u <= cap rows */
+        ti = mom->sp_indices;
+        tv = mom->sp_values;
+        ti->shape[0] = ti->numel = u;
+        tv->shape[0] = u;
+        tv->numel = u * R;
+        *momentum_out = mom;
     }
 done:
     cg_tensor_free(gc);
