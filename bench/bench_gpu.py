@@ -8,7 +8,9 @@ fused Adam step against the GPU's memory bandwidth.
 Measures
   1. steps/s of the MLP 784-512-256-10 (ReLU, cross-entropy, batch 128,
      float32, Adam lr 1e-3), built with cgrad.nn and moved with
-     model.to("cuda"); torch.nn on torch.cuda with the same weights;
+     model.to("cuda"); torch.nn on torch.cuda with the same weights; and
+     again with clip_grad_norm_(max_norm=1.0) before each step (both
+     libraries leave the norm on the device);
   2. the same for the small CNN of bench_core.py (conv 1->8 3x3, ReLU,
      max-pool 2, conv 8->16 3x3, ReLU, max-pool 2, linear 400->10) on 32
      28x28 images;
@@ -39,6 +41,7 @@ import numpy as np
 import cgrad
 import cgrad.nn as nn
 import cgrad.nn.functional as F
+from cgrad.nn.utils import clip_grad_norm_
 
 try:
     import torch
@@ -158,12 +161,15 @@ def torch_twin(model):
     return twin
 
 
-def cgrad_step(model, x, y):
+def cgrad_step(model, x, y, clip=None):
     opt = cgrad.optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS)
+    params = list(model.parameters())
 
     def step():
         loss = F.cross_entropy(model(x), y)
         loss.backward()
+        if clip is not None:
+            clip_grad_norm_(params, clip)
         opt.step()
         opt.zero_grad()
         return loss
@@ -171,13 +177,16 @@ def cgrad_step(model, x, y):
     return step
 
 
-def torch_step(model, x, y):
+def torch_step(model, x, y, clip=None):
     opt = torch.optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS)
+    params = list(model.parameters())
     tF = torch.nn.functional
 
     def step():
         loss = tF.cross_entropy(model(x), y)
         loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
         opt.zero_grad()
         return loss
@@ -203,8 +212,9 @@ def copies_back(step):
     return n[0]
 
 
-def bench_model(label, make, x_np, y_np, dev, reps, rep_seconds, notes):
-    """Row {name: steps/s} for cgrad on the cpu, cgrad on "cuda" and torch.cuda."""
+def bench_model(label, make, x_np, y_np, clip, dev, reps, rep_seconds, notes):
+    """Row {name: steps/s} for cgrad on the cpu, cgrad on "cuda" and torch.cuda;
+    clip: clip_grad_norm_'s max_norm before each step, or None."""
     cgrad.manual_seed(0)
     host_model = make()
     cuda_model = make()
@@ -212,13 +222,13 @@ def bench_model(label, make, x_np, y_np, dev, reps, rep_seconds, notes):
     cuda_model.to("cuda")
     xh, yh = cgrad.from_numpy(x_np), cgrad.from_numpy(y_np)
     xd, yd = xh.cuda(), yh.cuda()
-    fns = {"cgrad cpu": (cgrad_step(host_model, xh, yh), lambda: None)}
-    fns["cgrad cuda"] = (cgrad_step(cuda_model, xd, yd), dev.sync)
+    fns = {"cgrad cpu": (cgrad_step(host_model, xh, yh, clip), lambda: None)}
+    fns["cgrad cuda"] = (cgrad_step(cuda_model, xd, yd, clip), dev.sync)
     reason = torch_cuda_reason()
     if reason is None:
         twin = torch_twin(host_model).cuda()
         tx, ty = torch.from_numpy(x_np).cuda(), torch.from_numpy(y_np).cuda()
-        fns["torch cuda"] = (torch_step(twin, tx, ty), torch.cuda.synchronize)
+        fns["torch cuda"] = (torch_step(twin, tx, ty, clip), torch.cuda.synchronize)
     # the same work before timing: three Adam steps from the same weights
     check = {}
     for name, (fn, _) in fns.items():
@@ -285,13 +295,15 @@ def main(argv=None):
     mlp_y = rng.integers(0, 10, 128).astype(np.int64)
     cnn_x = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
     cnn_y = rng.integers(0, 10, 32).astype(np.int64)
-    models = [("MLP 784-512-256-10, batch 128, Adam step", make_mlp, mlp_x, mlp_y),
-              ("small CNN (2 conv + linear), batch 32, 28x28, Adam step", make_cnn, cnn_x, cnn_y)]
+    models = [("MLP 784-512-256-10, batch 128, Adam step", make_mlp, mlp_x, mlp_y, None),
+              ("the same MLP, clip_grad_norm_(1.0) before each Adam step", make_mlp, mlp_x, mlp_y, 1.0),
+              ("small CNN (2 conv + linear), batch 32, 28x28, Adam step", make_cnn, cnn_x, cnn_y, None)]
     torch_reason = torch_cuda_reason()
     print(f"- PyTorch on the same GPU: {'skipped: ' + torch_reason if torch_reason else 'torch.cuda, TF32 off'}\n")
     table = []
-    for label, make, x, y in models:
-        res = section(label, lambda: bench_model(label, make, x, y, dev, reps, rep_seconds, notes), failures)
+    for label, make, x, y, clip in models:
+        res = section(label, lambda: bench_model(label, make, x, y, clip, dev, reps, rep_seconds, notes),
+                      failures)
         if res is not None:
             table.append((label, res[0]))
     if table:

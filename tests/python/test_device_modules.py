@@ -623,9 +623,11 @@ def test_bench_gpu_runs_end_to_end_on_the_reference_device():
     assert "REFERENCE device" in out and "CHECK FAILED" not in out
     assert "| MLP 784-512-256-10, batch 128, Adam step |" in out
     assert "| small CNN (2 conv + linear), batch 32, 28x28, Adam step |" in out
-    # a training step copies nothing back (nll_loss's target check uses its upload's range)
-    rows = [line for line in out.splitlines() if line.startswith(("| MLP 784", "| small CNN"))]
-    assert len(rows) == 2 and all(r.endswith("| 0 |") for r in rows), rows
+    # a training step copies nothing back (nll_loss's target check uses its
+    # upload's range), with clip_grad_norm_ too (the norm stays on the device)
+    rows = [line for line in out.splitlines()
+            if line.startswith(("| MLP 784", "| the same MLP, clip_grad_norm_", "| small CNN"))]
+    assert len(rows) == 3 and all(r.endswith("| 0 |") for r in rows), rows
     assert "| cgrad Adam on cuda (fused kernel) |" in out
 
 
