@@ -1,8 +1,8 @@
 """Fields of a result whose values may still be on a device.
 
-clip_grad_norm_ on a device leaves its norm and coefficient there (a copy
-back would make the host wait for the GPU every step, which PyTorch does
-not). The ClipResult it records, and the StepReport that picks it up, hold
+clip_grad_norm_ on a device leaves its norm and coefficient there, and
+clip_grad_value_ / clip_grad_agc_ their counts (a copy back would make the
+host wait for the GPU every step, which PyTorch does not). The ClipResult it records, and the StepReport that picks it up, hold
 PENDING in those fields until one is read: the first read resolves them
 all (one copy back) through the owner's _resolve(), which sets every
 pending field before it forgets its source, so a concurrent reader sees

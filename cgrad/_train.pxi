@@ -478,6 +478,35 @@ def _clip_grad_value(grads, double clip_value):
     return n_clipped
 
 
+def _clip_grad_value_tensor(grads, double clip_value):
+    """_clip_grad_value with the count as an int64 0-d Tensor on the grads'
+    device (nothing copied back when they are all on one device; the cpu
+    otherwise)."""
+    cdef _TensorArray arr = _TensorArray(grads, "gradient")
+    cdef cg_tensor *r = NULL
+    cdef cg_status st
+    with nogil:
+        st = cg_clip_grad_value_tensor(arr.n, arr.ptrs, clip_value, &r)
+    _check(st)
+    return _wrap(r)
+
+
+def _clip_grad_agc_tensor(params, grads, double clipping, double eps):
+    """_clip_grad_agc with the count of clipped units as an int64 0-d
+    Tensor, as _clip_grad_value_tensor; returns (that, units)."""
+    cdef _TensorArray parr = _TensorArray(params, "parameter")
+    cdef _TensorArray garr = _TensorArray(grads, "gradient")
+    if parr.n != garr.n:
+        raise ValueError(f"clip_grad_agc: {parr.n} parameters but {garr.n} gradients")
+    cdef cg_tensor *r = NULL
+    cdef int64_t n_units = 0
+    cdef cg_status st
+    with nogil:
+        st = cg_clip_grad_agc_tensor(parr.n, parr.ptrs, garr.ptrs, clipping, eps, &r, &n_units)
+    _check(st)
+    return _wrap(r), n_units
+
+
 def _clip_grad_agc(params, grads, double clipping, double eps):
     """Unit-wise adaptive clipping in place; returns (units clipped, units)."""
     cdef _TensorArray parr = _TensorArray(params, "parameter")

@@ -1087,6 +1087,12 @@ CG_API cg_status cg_clip_grad_norm_tensor(int n, cg_tensor *const *grads, double
  * NaN). clip_value >= 0. n_clipped (may be NULL) counts changed elements. */
 CG_API cg_status cg_clip_grad_value(int n, cg_tensor *const *grads, double clip_value,
                                     int64_t *n_clipped);
+/* cg_clip_grad_value with the count left where the grads are: *n_clipped is
+ * a new int64 0-d tensor, on their device when every grad is on one device
+ * other than the cpu (nothing copied back: no wait for the device), else on
+ * the cpu. The caller frees it. */
+CG_API cg_status cg_clip_grad_value_tensor(int n, cg_tensor *const *grads, double clip_value,
+                                           cg_tensor **n_clipped);
 /* Unit-wise adaptive gradient clipping (Brock et al. 2021, as timm's
  * adaptive_clip_grad): for each output unit u (row along dim 0; the whole
  * tensor when ndim <= 1), max_norm = clipping * max(||w_u||, eps); if
@@ -1097,6 +1103,13 @@ CG_API cg_status cg_clip_grad_value(int n, cg_tensor *const *grads, double clip_
 CG_API cg_status cg_clip_grad_agc(int n, cg_tensor *const *params, cg_tensor *const *grads,
                                   double clipping, double eps, int64_t *n_clipped,
                                   int64_t *n_units);
+/* cg_clip_grad_agc with the count of clipped units left where the grads
+ * are, as cg_clip_grad_value_tensor (*n_clipped: a new int64 0-d tensor;
+ * n_units, known from the shapes, may be NULL). On a device every grad's
+ * version is bumped, clipped or not (the count is not read there). */
+CG_API cg_status cg_clip_grad_agc_tensor(int n, cg_tensor *const *params, cg_tensor *const *grads,
+                                         double clipping, double eps, cg_tensor **n_clipped,
+                                         int64_t *n_units);
 
 /* One-pass statistics of a float tensor (any strides): sum of squares and
  * max |x| over the finite elements, count of NaN/inf elements. A row-sparse

@@ -294,6 +294,36 @@ cg_status cg_clip_grad_norm(int n, cg_tensor *const *grads, double max_norm, dou
     return CG_OK;
 }
 
+/* The *_tensor clips: their argument checks, and the one device of every
+ * non-NULL grad (0 when any is on the host, they differ, or there is none):
+ * only then does the result stay on a device. */
+static cg_status tensor_form(const char *fn, int n, cg_tensor *const *grads, cg_tensor **result,
+                             int *device) {
+    if (!result) return cg__err(CG_ERR_NULL, "%s: result pointer is NULL", fn);
+    *result = NULL;
+    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
+    if (n > 0 && !grads) return cg__err(CG_ERR_NULL, "%s: grads array is NULL", fn);
+    int dev = -1;
+    for (int i = 0; i < n; ++i)
+        if (grads[i]) dev = dev < 0 || dev == cg__dev(grads[i]) ? cg__dev(grads[i]) : 0;
+    *device = dev < 0 ? 0 : dev;
+    return CG_OK;
+}
+
+/* A count made on the host, as the int64 0-d tensor the *_tensor clips
+ * return. */
+static cg_status host_count(int64_t count, cg_tensor **result) {
+    return cg_from_data(CG_INT64, 0, NULL, &count, result);
+}
+
+/* *result = the int64 0-d sum of per-tensor counts left on the device
+ * (freed here either way). */
+static cg_status device_total(cg_tensor *counts, cg_status st, cg_tensor **result) {
+    if (!st) st = cg_sum(counts, NULL, 0, 0, result); /* int64: not recorded */
+    cg_tensor_free(counts);
+    return st;
+}
+
 /* "clip_norm_": (g_1..g_k, result f64 [2];) f = (p, max_norm): the whole
  * clip on one device. The coefficient never reaches the host, so every
  * gradient is multiplied (by exactly 1 too, which changes no value) and
@@ -301,15 +331,10 @@ cg_status cg_clip_grad_norm(int n, cg_tensor *const *grads, double max_norm, dou
 cg_status cg_clip_grad_norm_tensor(int n, cg_tensor *const *grads, double max_norm,
                                    double norm_type, cg_tensor **result) {
     static const char *fn = "cg_clip_grad_norm_tensor";
-    if (!result) return cg__err(CG_ERR_NULL, "%s: result pointer is NULL", fn);
-    *result = NULL;
-    if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
-    if (n > 0 && !grads) return cg__err(CG_ERR_NULL, "%s: grads array is NULL", fn);
-    int dev = -1; /* the one device of every grad; 0 when any is on the host or they differ */
-    for (int i = 0; i < n; ++i)
-        if (grads[i]) dev = dev < 0 || dev == cg__dev(grads[i]) ? cg__dev(grads[i]) : 0;
+    int dev;
+    CG_TRY(tensor_form(fn, n, grads, result, &dev));
     const int64_t two = 2;
-    if (dev <= 0) {
+    if (!dev) {
         double r[2] = {0.0, 1.0};
         CG_TRY(cg_clip_grad_norm(n, grads, max_norm, norm_type, 0, &r[0], &r[1]));
         return cg_from_data(CG_FLOAT64, 1, &two, r, result);
@@ -385,6 +410,38 @@ cg_status cg_clip_grad_value(int n, cg_tensor *const *grads, double clip_value,
     return CG_OK;
 }
 
+/* "clamp_abs_" on one device with its counts left there, then summed
+ * there. */
+cg_status cg_clip_grad_value_tensor(int n, cg_tensor *const *grads, double clip_value,
+                                    cg_tensor **n_clipped) {
+    static const char *fn = "cg_clip_grad_value_tensor";
+    int dev;
+    CG_TRY(tensor_form(fn, n, grads, n_clipped, &dev));
+    if (!dev) {
+        int64_t count = 0;
+        CG_TRY(cg_clip_grad_value(n, grads, clip_value, &count));
+        return host_count(count, n_clipped);
+    }
+    if (!(clip_value >= 0.0))
+        return cg__err(CG_ERR_VALUE, "%s: clip_value must be >= 0, got %g", fn, clip_value);
+    CG_TRY(prepare_targets(fn, n, grads));
+    cg_tensor **ts = malloc(sizeof *ts * (size_t)(n + 1));
+    if (!ts) return cg__err(CG_ERR_NOMEM, "%s: out of memory for %d tensors", fn, n + 1);
+    int k = 0;
+    for (int i = 0; i < n; ++i)
+        if (grads[i]) ts[k++] = grads[i];
+    const int m = device_targets(k, ts);
+    const int64_t shape = m;
+    cg_tensor *counts = NULL;
+    cg_status st = cg__new_on(dev, CG_INT64, 1, &shape, 1, &counts);
+    if (!st && m) {
+        ts[m] = counts;
+        st = cg__kernel(dev, "clamp_abs_", m + 1, m + 1, ts, 1, &clip_value, 0, NULL);
+    }
+    free(ts);
+    return device_total(counts, st, n_clipped);
+}
+
 /* ------------------------------------------------------------------- AGC */
 /* Squared L2 norm of each of `units` consecutive rows of `len` elements. */
 static void unit_sumsq(const cg_tensor *c, int64_t units, int64_t len, double *out) {
@@ -413,18 +470,25 @@ static void scale_row(cg_tensor *c, int64_t u, int64_t len, double k) {
 }
 
 /* "agc_": (g, clipped int64 [1]; w contiguous) f = (clipping, eps),
- * i[0] = units: agc_one's arithmetic on the device. */
+ * i[0] = units: agc_one's arithmetic on the device. The count comes back
+ * into *n_clipped, or stays in `count` (a zero-filled int64 [1] on the
+ * device; g's version then bumped unseen, as clip_norm_'s). */
 static cg_status agc_device(int dev, cg_tensor *w, cg_tensor *g, int64_t units, double clipping,
-                            double eps, int64_t *n_clipped) {
+                            double eps, int64_t *n_clipped, cg_tensor *count) {
     if (g->numel == 0) return CG_OK;
     cg_tensor *wc = NULL;
     CG_TRY(cg__contig(w, &wc));
-    cg_tensor *ts[2] = {g, wc};
     const double f[2] = {clipping, eps};
     const int64_t one = 1;
     int64_t clipped = 0;
-    cg_status st = cg__kernel_result(dev, "agc_", 1, 1, ts, 2, f, 1, &units, CG_INT64, 1, &one,
-                                     &clipped);
+    cg_status st;
+    if (count) {
+        cg_tensor *ts[3] = {g, count, wc};
+        st = cg__kernel(dev, "agc_", 2, 3, ts, 2, f, 1, &units);
+    } else {
+        cg_tensor *ts[2] = {g, wc};
+        st = cg__kernel_result(dev, "agc_", 1, 1, ts, 2, f, 1, &units, CG_INT64, 1, &one, &clipped);
+    }
     cg_tensor_free(wc);
     CG_TRY(st);
     *n_clipped += clipped;
@@ -433,12 +497,13 @@ static cg_status agc_device(int dev, cg_tensor *w, cg_tensor *g, int64_t units, 
 }
 
 static cg_status agc_one(cg_tensor *w, cg_tensor *g, double clipping, double eps,
-                         int64_t *n_clipped, int64_t *n_units) {
+                         int64_t *n_clipped, int64_t *n_units, cg_tensor *count) {
     const int64_t units = g->ndim <= 1 ? 1 : g->shape[0];
+    if (count) ++g->storage->version; /* every one, as nothing is read back */
     if (units == 0) return CG_OK;
     const int64_t len = g->numel / units;
     if (cg__dev(g)) {
-        CG_TRY(agc_device(cg__dev(g), w, g, units, clipping, eps, n_clipped));
+        CG_TRY(agc_device(cg__dev(g), w, g, units, clipping, eps, n_clipped, count));
         *n_units += units;
         return CG_OK;
     }
@@ -469,11 +534,8 @@ static cg_status agc_one(cg_tensor *w, cg_tensor *g, double clipping, double eps
     return CG_OK;
 }
 
-cg_status cg_clip_grad_agc(int n, cg_tensor *const *params, cg_tensor *const *grads,
-                           double clipping, double eps, int64_t *n_clipped, int64_t *n_units) {
-    static const char *fn = "cg_clip_grad_agc";
-    if (n_clipped) *n_clipped = 0;
-    if (n_units) *n_units = 0;
+static cg_status check_agc(const char *fn, int n, cg_tensor *const *params,
+                           cg_tensor *const *grads, double clipping, double eps) {
     if (n < 0) return cg__err(CG_ERR_VALUE, "%s: n must be >= 0, got %d", fn, n);
     if (n > 0 && (!params || !grads))
         return cg__err(CG_ERR_NULL, "%s: params or grads array is NULL", fn);
@@ -503,10 +565,50 @@ cg_status cg_clip_grad_agc(int n, cg_tensor *const *params, cg_tensor *const *gr
                            fn, i, dg ? dg : "?", dp ? dp : "?");
         }
     }
+    return CG_OK;
+}
+
+cg_status cg_clip_grad_agc(int n, cg_tensor *const *params, cg_tensor *const *grads,
+                           double clipping, double eps, int64_t *n_clipped, int64_t *n_units) {
+    static const char *fn = "cg_clip_grad_agc";
+    if (n_clipped) *n_clipped = 0;
+    if (n_units) *n_units = 0;
+    CG_TRY(check_agc(fn, n, params, grads, clipping, eps));
     int64_t clipped = 0, units = 0;
     for (int i = 0; i < n; ++i)
-        if (grads[i]) CG_TRY(agc_one(params[i], grads[i], clipping, eps, &clipped, &units));
+        if (grads[i]) CG_TRY(agc_one(params[i], grads[i], clipping, eps, &clipped, &units, NULL));
     if (n_clipped) *n_clipped = clipped;
     if (n_units) *n_units = units;
     return CG_OK;
+}
+
+/* Each unit's "agc_" count left in its element of one int64 [k] tensor on
+ * the device, summed there. */
+cg_status cg_clip_grad_agc_tensor(int n, cg_tensor *const *params, cg_tensor *const *grads,
+                                  double clipping, double eps, cg_tensor **n_clipped,
+                                  int64_t *n_units) {
+    static const char *fn = "cg_clip_grad_agc_tensor";
+    if (n_units) *n_units = 0;
+    int dev;
+    CG_TRY(tensor_form(fn, n, grads, n_clipped, &dev));
+    if (!dev) {
+        int64_t count = 0;
+        CG_TRY(cg_clip_grad_agc(n, params, grads, clipping, eps, &count, n_units));
+        return host_count(count, n_clipped);
+    }
+    CG_TRY(check_agc(fn, n, params, grads, clipping, eps));
+    const int64_t shape = n;
+    int64_t clipped = 0, units = 0;
+    cg_tensor *counts = NULL;
+    cg_status st = cg__new_on(dev, CG_INT64, 1, &shape, 1, &counts);
+    for (int i = 0; i < n && !st; ++i) {
+        if (!grads[i]) continue;
+        const int64_t one = 1, unit_stride = 1;
+        cg_tensor *c = NULL;
+        st = cg__view(counts, 1, &one, &unit_stride, i, &c);
+        if (!st) st = agc_one(params[i], grads[i], clipping, eps, &clipped, &units, c);
+        cg_tensor_free(c);
+    }
+    if (!st && n_units) *n_units = units;
+    return device_total(counts, st, n_clipped);
 }

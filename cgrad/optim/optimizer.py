@@ -355,7 +355,8 @@ class Optimizer:
             extra, self._report_extra = self._report_extra, {}
             rep.loss_scale = extra.get("loss_scale")
             rep.nonfinite = extra.get("nonfinite")
-            if (rep._from_clip is None and rep.grad_norm_before_clip is None
+            pending_norm = rep._from_clip is not None and rep._from_clip.kind == "norm"
+            if (not pending_norm and rep.grad_norm_before_clip is None
                     and extra.get("grad_norm") is not None):
                 # measured by someone else this step (an UpdateGuard), no clipping ran
                 rep.grad_norm_before_clip = rep.grad_norm_after_clip = float(extra["grad_norm"])

@@ -4,8 +4,8 @@ Every step() of a cgrad optimizer stores one in optimizer.last_report and
 passes it to the hooks of optimizer.register_report_hook(fn). Values come
 from work that already happened: clipping (cgrad.nn.utils.clip_grad_*_)
 leaves its result for the next step of an optimizer owning those
-parameters (a clip by norm of device gradients is copied back only when
-a field is read), a GradScaler sets loss_scale, nonfinite and skipped. The
+parameters (a clip of device gradients is copied back only when a field
+is read), a GradScaler sets loss_scale, nonfinite and skipped. The
 gradients are measured by the step itself only when the optimizer was
 built with report_grad_norm=True; otherwise fields nothing computed are
 None.
@@ -33,18 +33,21 @@ class StepReport:
     nonfinite: Optional[int] = None     # NaN/inf gradient elements found
     clip: Any = None                # the ClipResult picked up, if any
 
-    # A ClipResult whose values are still on the device (clip_grad_norm_
-    # there): the four clipping fields are PENDING until one is read, which
-    # copies them back (see cgrad._pending).
+    # A ClipResult whose values are still on the device: its clipping
+    # fields (the four of a clip by norm, clipped of the others) are PENDING
+    # until one is read, which copies them back (see cgrad._pending).
     _from_clip = None
 
     def _take_clip(self, clip):
-        """Fills the clipping fields from clip, pending while clip is."""
+        """Fills the clipping fields from clip, pending while clip is (a
+        clip by value or AGC measured no norm: only clipped is pending)."""
         self.clip = clip
         self.max_norm = clip.max_norm
         if clip.pending:
-            self.clipped = self.clip_coef = PENDING
-            self.grad_norm_before_clip = self.grad_norm_after_clip = PENDING
+            self.clipped = PENDING
+            if clip.kind == "norm":
+                self.clip_coef = PENDING
+                self.grad_norm_before_clip = self.grad_norm_after_clip = PENDING
             self._from_clip = clip
         else:
             self._copy_clip(clip)
@@ -59,7 +62,10 @@ class StepReport:
         clip = self._from_clip
         if clip is None:
             return
-        self._copy_clip(clip)
+        if clip.kind == "norm":
+            self._copy_clip(clip)
+        else:
+            self.clipped = clip.clipped
         self._from_clip = None
 
 

@@ -1,11 +1,12 @@
 /* test_device.c -- the backend vtable from C alone: a mock backend over
  * malloc'd memory that implements a few kernels (copy, add, mul, mul_scalar,
- * fill_, add_, sum, the 2-norm clipping ones), device placement, copies both
- * ways, the tape across devices (to_device is differentiable), the errors a
- * user gets (mixed devices, ops without a device kernel, kernels the backend
- * lacks), buffer lifetimes, nll_loss's bounds check of a device target
- * (copied back only when its upload does not settle it), clip by norm with
- * its result left on the device, and float16 as a host storage type. */
+ * fill_, add_, sum, the 2-norm and value clipping ones), device placement,
+ * copies both ways, the tape across devices (to_device is differentiable),
+ * the errors a user gets (mixed devices, ops without a device kernel,
+ * kernels the backend lacks), buffer lifetimes, nll_loss's bounds check of a device target
+ * (copied back only when its upload does not settle it), clip by norm and by
+ * value with their results left on the device, and float16 as a host
+ * storage type. */
 #include "cgtest.h"
 
 typedef struct mock {
@@ -86,10 +87,35 @@ static cg_status m_kernel(void *ctx, const char *name, int n_out, int n, cg_tens
         for (int64_t i = 0; i < cg_tensor_numel(ts[0]); ++i) memcpy(at64(ts[0], i), at64(ts[1], i), 8);
         return CG_OK;
     }
+    if (!strcmp(name, "clamp_abs_") && n_out == n && cg_tensor_dtype(ts[n - 1]) == CG_INT64) {
+        /* (g_1..g_k, changed int64 [k];) */
+        for (int k = 0; k < n - 1; ++k) {
+            int64_t changed = 0;
+            for (int64_t i = 0; i < cg_tensor_numel(ts[k]); ++i) {
+                double *x = at64(ts[k], i);
+                if (fabs(*x) > f[0]) {
+                    *x = *x > 0 ? f[0] : -f[0];
+                    ++changed;
+                }
+            }
+            memcpy(at64(ts[n - 1], k), &changed, 8);
+        }
+        return CG_OK;
+    }
+    if (!strcmp(name, "sum") && n == 2 && cg_tensor_dtype(ts[1]) == CG_INT64 &&
+        cg_tensor_ndim(ts[0]) == 0) { /* int64 counts */
+        int64_t total = 0, v;
+        for (int64_t i = 0; i < cg_tensor_numel(ts[1]); ++i) {
+            memcpy(&v, at64(ts[1], i), 8);
+            total += v;
+        }
+        memcpy(at64(ts[0], 0), &total, 8);
+        return CG_OK;
+    }
     for (int k = 0; k < n; ++k)
         if (cg_tensor_dtype(ts[k]) != CG_FLOAT64)
             return cg_set_error(CG_ERR_DTYPE, "mock backend: float64 only (and int64 for nll_loss's "
-                                              "target and copies)");
+                                              "target, copies and the clip's counts)");
     cg_tensor *o = ts[0];
     int64_t N = cg_tensor_numel(o);
     if (!strcmp(name, "copy") || !strcmp(name, "copy_")) {
@@ -342,6 +368,42 @@ int main(void) {
         CHECK_OK(cg_tensor_copy_to(r, r2, sizeof r2));
         CHECK_CLOSE(r2[0], sqrt(0.6 * 0.6 + 16.0), 1e-5);
         CHECK_CLOSE(r2[1], 0.5 / (r2[0] + 1e-6), 1e-12);
+        cg_tensor *fr[] = {ah, bh, a, b, e, r};
+        for (int k = 0; k < 6; ++k) cg_tensor_free(fr[k]);
+    }
+
+    {   /* clip by value on the device: the count is summed there, nothing
+         * copied back; over two devices a host count */
+        int64_t n3 = 3, n0 = 0, count = -1;
+        double av[3] = {3, -0.5, -2}, bv[3] = {0.25, 1, 9};
+        cg_tensor *ah = NULL, *bh = NULL, *a = NULL, *b = NULL, *e = NULL, *r = NULL;
+        CHECK_OK(cg_from_data(CG_FLOAT64, 1, &n3, av, &ah));
+        CHECK_OK(cg_from_data(CG_FLOAT64, 1, &n3, bv, &bh));
+        CHECK_OK(cg_to_device(ah, dev, &a));
+        CHECK_OK(cg_to_device(bh, dev, &b));
+        CHECK_OK(cg_zeros_on(dev, CG_FLOAT64, 1, &n0, &e));
+        cg_tensor *gs[4] = {a, NULL, e, b};
+        int copies = m.to_host_calls;
+        uint64_t va = cg_tensor_version(a), ve = cg_tensor_version(e);
+        CHECK_OK(cg_clip_grad_value_tensor(4, gs, 1.0, &r));
+        CHECK(m.to_host_calls == copies && strcmp(m.last_kernel, "sum") == 0);
+        CHECK(cg_tensor_device(r) == dev && cg_tensor_ndim(r) == 0 &&
+              cg_tensor_dtype(r) == CG_INT64);
+        CHECK(cg_tensor_version(a) == va + 1 && cg_tensor_version(e) == ve + 1);
+        CHECK(*at64(a, 0) == 1.0 && *at64(a, 1) == -0.5 && *at64(a, 2) == -1.0 && *at64(b, 2) == 1.0);
+        CHECK_OK(cg_tensor_copy_to(r, &count, sizeof count));
+        CHECK(count == 3); /* 3, -2 and 9 */
+        cg_tensor_free(r);
+        r = NULL;
+        CHECK_STATUS(cg_clip_grad_value_tensor(4, gs, -1.0, &r), CG_ERR_VALUE);
+        CHECK(r == NULL && strstr(cg_last_error(), "clip_value"));
+        CHECK_STATUS(cg_clip_grad_value_tensor(4, gs, 1.0, NULL), CG_ERR_NULL);
+        CHECK_STATUS(cg_clip_grad_value_tensor(-1, gs, 1.0, &r), CG_ERR_VALUE);
+        cg_tensor *mixed[2] = {a, bh}; /* two devices: a host count */
+        CHECK_OK(cg_clip_grad_value_tensor(2, mixed, 0.5, &r));
+        CHECK(cg_tensor_device(r) == CG_DEVICE_CPU);
+        CHECK_OK(cg_tensor_copy_to(r, &count, sizeof count));
+        CHECK(count == 4); /* a: 1 and -1 (-0.5 stays); bh: 1 and 9 (0.25 stays) */
         cg_tensor *fr[] = {ah, bh, a, b, e, r};
         for (int k = 0; k < 6; ++k) cg_tensor_free(fr[k]);
     }

@@ -409,9 +409,18 @@ static void fuzz_clip(reader *r) {
         ts[i] = (ps[i] && (rd(r) & 3)) ? cg_tensor_grad(ps[i]) : ps[i];
     }
     cg_tensor *res = NULL;
-    switch (rd_mod(r, 5)) {
+    switch (rd_mod(r, 7)) {
     case 4:
         CALL(cg_clip_grad_norm_tensor(n, ts, rd_or(r, 1.0), norm_type, (rd(r) == 0) ? NULL : &res));
+        cg_tensor_free(res);
+        break;
+    case 5:
+        CALL(cg_clip_grad_value_tensor(n, ts, rd_or(r, 0.5), (rd(r) == 0) ? NULL : &res));
+        cg_tensor_free(res);
+        break;
+    case 6:
+        CALL(cg_clip_grad_agc_tensor(n, ps, ts, rd_or(r, 0.01), rd_or(r, 1e-3),
+                                     (rd(r) == 0) ? NULL : &res, (rd(r) & 1) ? &c1 : NULL));
         cg_tensor_free(res);
         break;
     case 0: CALL(cg_clip_grad_norm(n, ts, rd_or(r, 1.0), norm_type, (int)(rd(r) & 1),

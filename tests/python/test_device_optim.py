@@ -342,6 +342,56 @@ def test_clip_grad_norm_copies_nothing_back(monkeypatch):
         np.testing.assert_allclose(b, a, **tol("float32"))
 
 
+@pytest.mark.parametrize("kind", ["value", "agc"])
+def test_clip_grad_value_and_agc_copy_nothing_back(monkeypatch, kind):
+    """clip_grad_value_ and clip_grad_agc_ leave their counts on the device:
+    a step after either copies nothing back; the ClipResult's clipped and
+    n_clipped, and the StepReport's clipped, read the one count back when
+    first looked at (AGC's per-parameter counts are summed there); the
+    gradients and the counts are the cpu's, and every device gradient's
+    version moves (the count is not read)."""
+    arrays = grad_lists("float32")
+    got = {}
+    for dev in ("cpu", "cuda"):
+        params = as_params(arrays, dev)
+        opt = optim.Adam(params, lr=0.1)
+        versions = [p.grad._version for p in params]
+        copies = record_copies_back(monkeypatch)
+        if kind == "value":
+            clip.clip_grad_value_(params, 0.5)
+        else:
+            clip.clip_grad_agc_(params, 0.05)
+        opt.step()
+        res, rep = clip.last_clip_result(), opt.last_report
+        assert res.pending == (dev == "cuda") and rep.clip is res
+        if dev == "cuda":
+            assert copies == []
+            assert all(p.grad._version > v for p, v in zip(params, versions))
+            assert rep.clip_coef is None and rep.grad_norm_before_clip is None  # no norm: no copy
+            assert copies == []
+            clipped = rep.clipped  # one copy back: the count
+            assert copies == [()] and not res.pending
+        else:
+            clipped = rep.clipped
+        got[dev] = (clipped, res.n_clipped, res.n_total, [host(p.grad) for p in params])
+        monkeypatch.undo()
+    c, d = got["cpu"], got["cuda"]
+    assert d[:3] == c[:3] and c[0] and c[1] > 0
+    for a, b in zip(c[3], d[3]):
+        np.testing.assert_allclose(b, a, **tol("float32"))
+
+
+def test_clip_grad_value_on_several_devices_counts_on_the_cpu(monkeypatch):
+    """Gradients on the cpu and a device: the count is made on the host (the
+    C core's cg_clip_grad_value), the result not pending."""
+    arrays = grad_lists("float64")
+    params = as_params(arrays[:2], "cpu") + as_params(arrays[2:], "cuda")
+    want = sum(int(np.sum(np.abs(a) > 0.5)) for a in arrays)
+    clip.clip_grad_value_(params, 0.5)
+    res = clip.last_clip_result()
+    assert not res.pending and res.n_clipped == want and res.clipped
+
+
 @pytest.mark.parametrize("norm_type", [2.0, math.inf, 1.0, 3.0])
 def test_clip_grad_norm_of_float16_gradients_equals_cpu_in_float32(norm_type):
     """float16 gradients (device storage) are clipped in their dtype: the

@@ -5,9 +5,10 @@ get_total_norm (PyTorch's torch.nn.utils) and unit-wise adaptive clipping
 Every clip records a ClipResult (whether it clipped, the coefficient, the
 norms); cgrad.nn.utils.last_clip_result() returns the latest one of this
 thread, and the next step() of an optimizer owning any of the clipped
-parameters copies it into its StepReport. clip_grad_norm_ on gradients of
-one device leaves the norm and the coefficient there (as PyTorch: no wait
-for the GPU): the result's fields are copied back when first read.
+parameters copies it into its StepReport. A clip of gradients on one
+device leaves what it measured there (clip_grad_norm_'s norm and
+coefficient, the others' counts; as PyTorch: no wait for the GPU): the
+result's fields are copied back when first read.
 
 Row-sparse gradients (Embedding(sparse=True)) are accepted by the norm and
 value clips without densifying: the C kernels coalesce them in place (same
@@ -36,28 +37,45 @@ class ClipResult:
     norm_type: Optional[float] = None
     clip_coef: Optional[float] = Resolved(None)  # factor applied, min(max/(total+1e-6), 1)
     clip_value: Optional[float] = None        # "value"
-    n_clipped: Optional[int] = None  # elements ("value") or units ("agc") changed
+    n_clipped: Optional[int] = Resolved(None)  # elements ("value") or units ("agc") changed
     n_total: Optional[int] = None    # elements ("value") or units ("agc") looked at
     serial: int = -1
     taken: bool = dataclasses.field(default=False, repr=False)  # reported by a step already
     param_ids: frozenset = dataclasses.field(default_factory=frozenset, repr=False)
 
-    # clip_grad_norm_ on a device: the float64 [2] (total_norm, clip_coef)
-    # still there, its fields PENDING until one is read
+    # A clip on a device: what it measured still there, its fields PENDING
+    # until one is read: clip_grad_norm_'s float64 [2] (total_norm,
+    # clip_coef), or the int64 0-d count of clip_grad_value_ / clip_grad_agc_
     _on_device = None
 
     @property
     def pending(self):
-        """The norm and coefficient are still on the device (reading any of
-        clipped, total_norm, total_norm_after, clip_coef copies them back)."""
+        """What the clip measured is still on the device (reading clipped,
+        total_norm, total_norm_after, clip_coef or n_clipped copies it
+        back)."""
         return self._on_device is not None
 
     def _resolve(self):
         t = self._on_device
         if t is None:
             return
-        self._set_norm(*t.tolist())
+        if self.kind == "norm":
+            self._set_norm(*t.tolist())
+        else:
+            self._set_count(int(t.item()))
         self._on_device = None
+
+    def _set_count(self, n):
+        self.clipped = n > 0
+        self.n_clipped = n
+
+    def _take_count(self, count):
+        """The count tensor of a clip by value or AGC: left on its device
+        (the result pending) unless it is on the cpu."""
+        if count.device.type != "cpu":
+            self._on_device = count
+        else:
+            self._set_count(int(count.item()))
 
     def _set_norm(self, total, coef):
         self.clipped = coef != 1.0
@@ -221,10 +239,13 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     if not clip_value >= 0:
         raise ValueError(f"{who}: clip_value must be >= 0, got {clip_value}")
     grads = [q.grad for q in params if q.grad is not None]
-    n = _core._clip_grad_value(grads, clip_value) if grads else 0
-    _record(ClipResult("value", n > 0, clip_value=clip_value, n_clipped=n,
-                       n_total=sum((g.values() if g.is_sparse else g).numel() for g in grads)),
-            params)
+    result = ClipResult("value", PENDING, clip_value=clip_value, n_clipped=PENDING)
+    if grads:  # the count stays on a device (no wait for it)
+        result._take_count(_core._clip_grad_value_tensor(grads, clip_value))
+    else:
+        result._set_count(0)
+    result.n_total = sum((g.values() if g.is_sparse else g).numel() for g in grads)
+    _record(result, params)
 
 
 def clip_grad_agc_(parameters, clip_factor=0.01, eps=1e-3):
@@ -249,8 +270,10 @@ def clip_grad_agc_(parameters, clip_factor=0.01, eps=1e-3):
             g = g.contiguous()
             q.grad = g
         grads.append(g)
-    n_clipped, n_units = _core._clip_grad_agc(with_grad, grads, clip_factor, eps)
-    _record(ClipResult("agc", n_clipped > 0, n_clipped=n_clipped, n_total=n_units), params)
+    count, n_units = _core._clip_grad_agc_tensor(with_grad, grads, clip_factor, eps)
+    result = ClipResult("agc", PENDING, n_clipped=PENDING, n_total=n_units)
+    result._take_count(count)  # on a device: stays there
+    _record(result, params)
 
 
 adaptive_clip_grad_ = clip_grad_agc_
