@@ -292,3 +292,19 @@ def test_guard_norm_reaches_the_step_report():
     rep = opt.last_report
     assert rep.skipped and "non-finite" in rep.reason
     assert not math.isfinite(rep.grad_norm_before_clip)
+
+
+def test_guard_norm_reaches_the_step_report_under_a_clip_by_value_on_a_device():
+    """A clip by value on a device leaves its count there (the report's
+    clipped pending); the guard's norm, measured after it, still fills the
+    report's norms, and clipped reads the count back."""
+    w = cgrad.tensor([1.0, 2.0], requires_grad=True, device="cuda")
+    opt = cgrad.optim.SGD([w], lr=0.1)
+    guard = cgrad.optim.UpdateGuard(opt, warmup=2)
+    (w * w).sum().backward()  # gradient (2, 4), clamped to (1.5, 1.5)
+    cgrad.nn.utils.clip_grad_value_([w], 1.5)
+    assert cgrad.nn.utils.last_clip_result().pending
+    guard.step(1.0)
+    rep = opt.last_report
+    assert rep.grad_norm_before_clip == rep.grad_norm_after_clip == pytest.approx(1.5 * 2 ** 0.5)
+    assert rep.clip.kind == "value" and rep.clipped and rep.clip.n_clipped == 2
