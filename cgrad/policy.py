@@ -34,13 +34,27 @@ __all__ = ["GradientPolicies", "PolicyReport"]
 
 class PolicyReport:
     """What one apply() did: per rule, how many parameters it touched, and
-    for clip_norm rules the group norm and whether it clipped."""
+    for clip_norm rules the group norm and whether it clipped. A clip_norm
+    rule over gradients on one device leaves its norm there (no wait for
+    the GPU): reading rules copies the numbers back."""
 
     def __init__(self):
-        self.rules = []
+        self._rules = []
+        self._pending = []  # (entry, float64 [2] (total_norm, clip_coef) on a device)
+
+    @property
+    def rules(self):
+        while self._pending:
+            entry, both = self._pending.pop(0)
+            entry.update(_clip_entry(*both.tolist()))
+        return self._rules
 
     def __repr__(self):
         return "PolicyReport(" + ", ".join(f"{r['rule']}: {r['params']}" for r in self.rules) + ")"
+
+
+def _clip_entry(total, coef):
+    return {"total_norm": total, "clipped": coef != 1.0, "clip_coef": coef}
 
 
 class _Rule:
@@ -216,23 +230,24 @@ class GradientPolicies:
                             z = _core.randn(*p.shape, dtype=p.grad.dtype, device=p.grad.device)
                         p.grad.add_(z, alpha=std)
                 elif rule.kind == "clip_norm":
-                    entry.update(self._clip(params, rule.options["max_norm"], rule.options["norm_type"]))
-                report.rules.append(entry)
+                    self._clip(report, entry, params, rule.options["max_norm"],
+                               rule.options["norm_type"])
+                report._rules.append(entry)
         return report
 
     @staticmethod
-    def _clip(params, max_norm, norm_type):
-        from cgrad.nn.utils.clip_grad import get_total_norm
-
+    def _clip(report, entry, params, max_norm, norm_type):
+        """The group's clip by norm, clip_grad_norm_'s arithmetic (the
+        C core's cg_clip_grad_norm_tensor): its numbers go into entry, or
+        stay on the device until report.rules is read."""
         if not params:
-            return {"total_norm": 0.0, "clipped": False, "clip_coef": 1.0}
-        total = float(get_total_norm([p.grad for p in params], norm_type))
-        coef = max_norm / (total + 1e-6)
-        clipped = coef < 1.0
-        if clipped:
-            for p in params:
-                p.grad.mul_(coef)
-        return {"total_norm": total, "clipped": bool(clipped), "clip_coef": float(min(coef, 1.0))}
+            entry.update(_clip_entry(0.0, 1.0))
+            return
+        both = _core._clip_grad_norm_tensor([p.grad for p in params], max_norm, norm_type)
+        if both.device.type != "cpu":
+            report._pending.append((entry, both))
+        else:
+            entry.update(_clip_entry(*both.tolist()))
 
     def attach(self, optimizer):
         """Run apply() before every optimizer.step() (a step pre-hook).

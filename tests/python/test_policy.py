@@ -81,6 +81,39 @@ def test_noise_is_reproducible_with_a_seed_and_has_the_right_scale():
     assert abs(float(big.grad.numpy().std()) - 0.1) < 0.005
 
 
+def test_clip_norm_on_a_device_copies_nothing_back_until_the_report_is_read(monkeypatch):
+    """A clip_norm rule over device gradients leaves the group norm there:
+    apply() copies nothing back, reading report.rules copies it once; the
+    numbers and the gradients are the cpu's."""
+    from device_util import host, record_copies_back
+
+    got = {}
+    for dev in ("cpu", "cuda"):
+        m = TinyModel()
+        m.backward()
+        if dev == "cuda":  # the same gradients, on device parameters
+            for name, p in m.named_parameters():
+                q = p.detach().to(dev).requires_grad_()
+                q.grad = p.grad.to(dev)
+                setattr(m, {"enc.weight": "enc_w", "enc.bias": "enc_b", "head.weight": "head_w"}[name], q)
+        pol = GradientPolicies(m).clip_norm("enc.*", max_norm=0.5).clip_norm("head.*", max_norm=100)
+        copies = record_copies_back(monkeypatch)
+        report = pol.apply()
+        assert copies == []
+        rules = report.rules
+        assert len(copies) == (2 if dev == "cuda" else 0) and all(c == (2,) for c in copies)
+        assert report.rules is rules and len(copies) == (2 if dev == "cuda" else 0)
+        got[dev] = ([(r["total_norm"], r["clipped"], r["clip_coef"]) for r in rules],
+                    [host(p.grad) for _, p in m.named_parameters()])
+        monkeypatch.undo()
+    (c_rules, c_grads), (d_rules, d_grads) = got["cpu"], got["cuda"]
+    assert [r[1] for r in d_rules] == [True, False] == [r[1] for r in c_rules]
+    for a, b in zip(c_rules, d_rules):
+        assert b[0] == pytest.approx(a[0], rel=1e-12) and b[2] == pytest.approx(a[2], rel=1e-12)
+    for a, b in zip(c_grads, d_grads):
+        np.testing.assert_allclose(b, a, rtol=1e-12)
+
+
 def test_clip_norm_clips_only_its_group():
     m = TinyModel()
     m.backward()
