@@ -25,7 +25,8 @@ the overhead that any device pays is at most that.
 
 The ops: add, mul, matmul (64x64 float32), relu forward + backward, sum,
 a Linear(64, 64) forward + backward on a batch of 32, one Adam step on a
-1k parameter, and the whole MLP step of bench_gpu.py (784-512-256-10,
+1k parameter, clip_grad_norm_ over gradients of the MLP's shapes, and the
+whole MLP step of bench_gpu.py (784-512-256-10,
 batch 128, Adam). Not a test: nothing here asserts a speed.
 
 "cuda" runs on the reference device unless CGRAD_CUDA_REFERENCE=0 is set
@@ -46,6 +47,7 @@ import numpy as np  # noqa: E402
 import bench_gpu  # noqa: E402
 import cgrad  # noqa: E402
 import cgrad.nn as nn  # noqa: E402
+from cgrad.nn.utils import clip_grad_norm_  # noqa: E402
 
 
 # ----------------------------------------------------------------- recording
@@ -135,6 +137,10 @@ def make_ops(dev):
     my = cgrad.from_numpy(rng.integers(0, 10, 128).astype(np.int64)).to(dev)
     mlp_step = bench_gpu.cgrad_step(mlp, mx, my)
 
+    cps = [nn.Parameter(cgrad.randn(*q.shape).to(dev)) for q in mlp.parameters()]
+    for q in cps:
+        q.grad = cgrad.randn(*q.shape).to(dev)
+
     return [("add 64x64", lambda: a + b),
             ("mul 64x64", lambda: a * b),
             ("matmul 64x64", lambda: a @ b),
@@ -142,6 +148,7 @@ def make_ops(dev):
             ("sum 64x64", lambda: a.sum()),
             ("Linear(64,64) fwd+bwd, batch 32", linear_fwd_bwd),
             ("Adam step, 1k param", adam.step),
+            ("clip_grad_norm_, the MLP's 6 gradients", lambda: clip_grad_norm_(cps, 1e9)),
             ("MLP step (bench_gpu: 784-512-256-10, batch 128)", mlp_step)]
 
 
