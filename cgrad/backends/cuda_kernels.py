@@ -300,6 +300,43 @@ extern "C" __global__ void cg_scale_by_%(sfx)s(T *x, const i64 n, const double *
     CG_LOOP(i, n) x[i] = x[i] * k;
 }
 """,
+    # scale_by on k tensors at once: table = their k pointers, then the k + 1
+    # element offsets of the tensors in the concatenation (as
+    # adam_update_multi's).
+    "scale_by_multi": r"""
+extern "C" __global__ void cg_scale_by_multi_%(sfx)s(const unsigned long long *table, const int k,
+                                                     const i64 n, const double *res) {
+    const unsigned long long *offs = table + k;
+    const T c = (T)res[1];
+    CG_LOOP(i, n) {
+        const int j = cg_param_of(offs, k, i);
+        T *x = (T *)table[j];
+        const i64 e = i - (i64)offs[j];
+        x[e] = x[e] * c;
+    }
+}
+""",
+    # sum_sq on k tensors at once: norms[j] += the sum of squares of tensor
+    # j. table = the k pointers, the k + 1 element offsets, then the k + 1
+    # block offsets: tensor j has blocks boffs[j] .. boffs[j + 1] - 1 of the
+    # grid, so a block works on one tensor (its warps reduce as sum_sq's) and
+    # a tensor's blocks stride over it as sum_sq's grid over one tensor.
+    "sum_sq_multi": r"""
+extern "C" __global__ void cg_sum_sq_multi_%(sfx)s(const unsigned long long *table, const int k,
+                                                   double *norms) {
+    const unsigned long long *offs = table + k, *boffs = table + 2 * k + 1;
+    const int j = cg_param_of(boffs, k, (long long)blockIdx.x);
+    const T *x = (const T *)table[j];
+    const i64 n = (i64)(offs[j + 1] - offs[j]), nb = (i64)(boffs[j + 1] - boffs[j]);
+    double s = 0.0;
+    for (i64 i = ((i64)blockIdx.x - (i64)boffs[j]) * blockDim.x + threadIdx.x; i < n;
+         i += nb * blockDim.x) {
+        const double d = (double)x[i];
+        s += d * d;
+    }
+    cg_add_sum(norms + j, s);
+}
+""",
     # Clip by norm's 2-norm: *out += sum of squares in double, every element
     # (NaN and inf propagate, as the host's pnorm); the caller takes sqrt.
     "sum_sq": r"""
@@ -740,6 +777,12 @@ class RawKernels:
             return
         blocks = min((n + threads - 1) // threads, 4096)
         self.get(name, dtype)((blocks,), (threads,), args)
+
+    def launch_blocks(self, name, dtype, blocks, args, threads=256):
+        """Runs kernel name over exactly `blocks` blocks (a kernel that maps
+        blocks to its work itself, as sum_sq_multi)."""
+        if blocks:
+            self.get(name, dtype)((blocks,), (threads,), args)
 
     def launch_rows(self, name, dtype, rows, args, threads=256):
         """Runs a row kernel, one warp per row (grid-stride over rows: at

@@ -417,7 +417,13 @@ class OptimKernels:
         gs, res = out[:-1], out[-1]
         k = len(gs)
         norms = xp.zeros(k + 1, dtype=_F64)  # a last 0 changes no sum or max, and is never empty
-        self.k_pnorms((norms,), gs, (p,), ())
+        multi = (p == 2.0 and k > 1 and self._fusable(*gs)
+                 and all(g.dtype == gs[0].dtype for g in gs))
+        if multi:  # on a GPU: 5 launches for any k, where per tensor there are 3 k + 2
+            self._sum_sq_multi(gs, norms)
+            xp.sqrt(norms, out=norms)
+        else:
+            self.k_pnorms((norms,), gs, (p,), ())
         if self.raw_kernels is not None:
             self.raw_kernels.launch("clip_coef", "float64", 1, (norms, np.int32(k), np.float64(p),
                                                            np.float64(max_norm), res))
@@ -426,11 +432,28 @@ class OptimKernels:
             coef = max_norm / (total + 1e-6)
             res[0] = total
             res[1] = xp.where(coef > 1.0, 1.0, coef)  # NaN stays NaN
+        if multi:
+            self._multi_launch("scale_by_multi", gs[0].dtype, [gs], (res,))
+            return
         for g in gs:
             if self._fusable(g):
                 self.raw_kernels.launch("scale_by", g.dtype, g.size, (g, np.int64(g.size), res))
             else:
                 g *= res[1].astype(g.dtype)
+
+    def _sum_sq_multi(self, gs, norms):
+        """norms[j] += the sum of squares of gs[j] (contiguous, one dtype,
+        none empty) in one RawKernel sum_sq_multi: each tensor gets the
+        blocks RawKernels.launch gives one tensor of its size."""
+        threads = 256
+        sizes = [g.size for g in gs]
+        blocks = [min((n + threads - 1) // threads, 4096) for n in sizes]
+        offs = np.cumsum([0] + sizes, dtype=np.uint64)
+        boffs = np.cumsum([0] + blocks, dtype=np.uint64)
+        ptrs = np.array([self._address(g) for g in gs], dtype=np.uint64)
+        table = self._device_table(np.concatenate([ptrs, offs, boffs]))
+        self.raw_kernels.launch_blocks("sum_sq_multi", gs[0].dtype, int(boffs[-1]),
+                                       (table, np.int32(len(gs)), norms), threads)
 
     @_quiet
     def k_clamp_abs_(self, out, ins, f, i):

@@ -353,6 +353,50 @@ def test_pnorms_and_scale(arrays_be, fused_be, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_norm_multi_tensor_kernels_are_the_per_tensor_ones(arrays_be, fused_be, dtype):
+    """sum_sq_multi gives each tensor the blocks launch() gives it alone, so
+    every sum is sum_sq's bit for bit (one-element tensors included), and a
+    tensor with fewer blocks than its elements need is strided over as
+    sum_sq's capped grid (2 blocks of 64 threads over N: each thread loops);
+    scale_by_multi is scale_by on each; clip_norm_ runs them (one launch
+    each) with the array path's coefficient and gradients, to rounding of
+    the sums."""
+    rng = np.random.default_rng(8)
+    xs = [rng.standard_normal(n).astype(dtype) for n in (N, 1, 300, 257)]
+    kernels = fused_be.raw_kernels
+    per = np.zeros(len(xs))
+    for j, x in enumerate(xs):
+        kernels.launch("sum_sq", dtype, x.size, (x, np.int64(x.size), per[j:j + 1]))
+    multi = np.zeros(len(xs) + 1)
+    fused_be._sum_sq_multi(xs, multi)
+    assert_same_bits(per, multi[:-1], "sums of squares")
+    assert multi[-1] == 0
+    small_grid = np.zeros(1)
+    kernels.get("sum_sq", dtype)((2,), (64,), (xs[0], np.int64(N), small_grid))
+    ptrs = [x.__array_interface__["data"][0] for x in xs[:2]]
+    table = np.array(ptrs + [0, N, N + 1] + [0, 2, 3], dtype=np.uint64)
+    strided = np.zeros(2)
+    kernels.get("sum_sq_multi", dtype)((3,), (64,), (table, np.int32(2), strided))
+    assert_same_bits(small_grid, strided[:1], "a tensor's sum over a capped grid")
+    assert strided[1] == float(xs[1][0]) ** 2
+    res = np.array([0.0, 0.37])
+    one = [x.copy() for x in xs]
+    for x in one:
+        kernels.launch("scale_by", dtype, x.size, (x, np.int64(x.size), res))
+    many = [x.copy() for x in xs]
+    fused_be._multi_launch("scale_by_multi", np.dtype(dtype), [many], (res,))
+    for a, b in zip(one, many):
+        assert_same_bits(a, b, "scaled")
+    small = xs[1:]
+    got = run_both(arrays_be, fused_be, "k_clip_norm_", cuda_kernels.entry("sum_sq_multi", dtype),
+                   small + [np.zeros(2)], [], (2.0, 1.0), ())
+    ref, fused = got
+    np.testing.assert_allclose(fused[-1], ref[-1], rtol=1e-13)
+    for a, b in zip(ref[:-1], fused[:-1]):
+        np.testing.assert_allclose(b, a, rtol=1e-6 if dtype == "float32" else 1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_tensor_stats(arrays_be, fused_be, dtype):
     rng = np.random.default_rng(6)
     a = rng.standard_normal(N).astype(dtype) * 1e3

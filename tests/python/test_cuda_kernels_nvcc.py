@@ -40,7 +40,7 @@ def test_kernel_compiles_to_ptx(tmp_path, name, dtype):
 def test_every_fused_kernel_has_a_source():
     assert set(cuda_kernels.NAMES) == {"sgd_update", "adam_update", "rmsprop_update",
                                        "adagrad_update", "scale", "clip_coef", "scale_by",
-                                       "sum_sq", "tensor_stats",
+                                       "scale_by_multi", "sum_sq_multi", "sum_sq", "tensor_stats",
                                        "amp_unscale", "nll_loss", "nll_finish",
                                        "nll_loss_backward", "softmax_rows",
                                        "softmax_backward_rows", "relu", "threshold_backward",

@@ -70,20 +70,31 @@ def test_fused_trajectory_has_the_array_paths_bits(fused_path, name, dtype):
             np.testing.assert_array_equal(bits(y), bits(x), err_msg="state")
 
 
-def test_clip_grad_norm_runs_the_fused_kernels():
+@pytest.mark.parametrize("dtypes", [("float32",) * 3, ("float32", "float64", "float32")])
+def test_clip_grad_norm_runs_the_fused_kernels(dtypes):
+    """Gradients of one dtype: the sums of squares in one sum_sq_multi
+    launch, the coefficient, one scale_by_multi; of several dtypes: a
+    sum_sq and a scale_by per gradient."""
     rng = np.random.default_rng(3)
     params = []
-    for s in [(40, 30), (30,), ()]:
-        p = cgrad.tensor(np.zeros(s, np.float32), requires_grad=True, device="cuda")
-        p.grad = cgrad.tensor(rng.standard_normal(s).astype(np.float32) * 10, device="cuda")
+    for s, dt in zip([(40, 30), (30,), ()], dtypes):
+        p = cgrad.tensor(np.zeros(s, dt), requires_grad=True, device="cuda")
+        p.grad = cgrad.tensor(rng.standard_normal(s).astype(dt) * 10, device="cuda")
         params.append(p)
     want = np.sqrt(sum(np.sum(host(p.grad).astype(np.float64) ** 2) for p in params))
-    names = [("sum_sq", "float32"), ("scale_by", "float32"), ("clip_coef", "float64")]
+    names = [(n, dt) for n in ("sum_sq_multi", "scale_by_multi", "sum_sq", "scale_by")
+             for dt in ("float32", "float64")] + [("clip_coef", "float64")]
     before = {k: cuda_emu.launches[cuda_kernels.entry(*k)] for k in names}
     total = clip.clip_grad_norm_(params, 1.0)
     assert total.item() == pytest.approx(want, rel=1e-6)
-    # a norm per gradient, the coefficient, a scaling per gradient reading it
-    assert [cuda_emu.launches[cuda_kernels.entry(*k)] - before[k] for k in names] == [3, 3, 1]
+    ran = {k: cuda_emu.launches[cuda_kernels.entry(*k)] - before[k] for k in names}
+    ran = {k: v for k, v in ran.items() if v}
+    if len(set(dtypes)) == 1:
+        assert ran == {("sum_sq_multi", "float32"): 1, ("scale_by_multi", "float32"): 1,
+                       ("clip_coef", "float64"): 1}
+    else:  # a norm per gradient, the coefficient, a scaling per gradient reading it
+        assert ran == {("sum_sq", "float32"): 2, ("sum_sq", "float64"): 1, ("scale_by", "float32"): 2,
+                       ("scale_by", "float64"): 1, ("clip_coef", "float64"): 1}
     after = np.sqrt(sum(np.sum(host(p.grad).astype(np.float64) ** 2) for p in params))
     assert after == pytest.approx(1.0, rel=1e-5)
 
