@@ -353,27 +353,22 @@ extern "C" __global__ void cg_sum_sq_%(sfx)s(const T *x, const i64 n, double *ou
     # max |x| over them), out[2] += non-finite count. out starts zeroed;
     # max works on the bit patterns (non-negative doubles order like them).
     "tensor_stats": r"""
+%(STATS)s
 extern "C" __global__ void cg_tensor_stats_%(sfx)s(const T *x, const i64 n, double *out) {
-    double s = 0.0, mx = 0.0, bad = 0.0;
-    CG_LOOP(i, n) {
-        const double d = (double)x[i];
-        if (isfinite(d)) {
-            s += d * d;
-            mx = fmax(mx, fabs(d));
-        } else {
-            bad += 1.0;
-        }
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-        s += __shfl_down_sync(0xffffffffu, s, o);
-        mx = fmax(mx, __shfl_down_sync(0xffffffffu, mx, o));
-        bad += __shfl_down_sync(0xffffffffu, bad, o);
-    }
-    if ((threadIdx.x & 31) == 0) {
-        atomicAdd(&out[0], s);
-        atomicMax((unsigned long long *)&out[1], (unsigned long long)__double_as_longlong(mx));
-        atomicAdd(&out[2], bad);
-    }
+    cg_stats_of(x, n, (i64)blockIdx.x * blockDim.x + threadIdx.x, (i64)blockDim.x * gridDim.x, out);
+}
+""",
+    # tensor_stats on k tensors at once, row j of out [k, 3] for tensor j:
+    # the table and the blocks as sum_sq_multi's.
+    "tensor_stats_multi": r"""
+%(STATS)s
+extern "C" __global__ void cg_tensor_stats_multi_%(sfx)s(const unsigned long long *table,
+                                                         const int k, double *out) {
+    const unsigned long long *offs = table + k, *boffs = table + 2 * k + 1;
+    const int j = cg_param_of(boffs, k, (long long)blockIdx.x);
+    cg_stats_of((const T *)table[j], (i64)(offs[j + 1] - offs[j]),
+                ((i64)blockIdx.x - (i64)boffs[j]) * blockDim.x + threadIdx.x,
+                (i64)(boffs[j + 1] - boffs[j]) * blockDim.x, out + 3 * j);
 }
 """,
     # softmax / log_softmax of the rows of a contiguous (rows, D) array, one
@@ -538,6 +533,34 @@ extern "C" __global__ void cg_amp_unscale_%(sfx)s(T *x, const i64 n, const %(OP)
 # One element of SGD (the host loop of src_c/optim.c, operation for
 # operation): updates p[i] (and buf[i]) in place, returns the update
 # p_new - p_old in double.
+# tensor_stats' body: one thread's elements first, first + step, ... of x
+# (n of them), reduced over the warp, added into out[0..2].
+_STATS_BODY = r"""
+__device__ __forceinline__ void cg_stats_of(const T *x, const i64 n, const i64 first, const i64 step,
+                                            double *out) {
+    double s = 0.0, mx = 0.0, bad = 0.0;
+    for (i64 i = first; i < n; i += step) {
+        const double d = (double)x[i];
+        if (isfinite(d)) {
+            s += d * d;
+            mx = fmax(mx, fabs(d));
+        } else {
+            bad += 1.0;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        s += __shfl_down_sync(0xffffffffu, s, o);
+        mx = fmax(mx, __shfl_down_sync(0xffffffffu, mx, o));
+        bad += __shfl_down_sync(0xffffffffu, bad, o);
+    }
+    if ((threadIdx.x & 31) == 0) {
+        atomicAdd(&out[0], s);
+        atomicMax((unsigned long long *)&out[1], (unsigned long long)__double_as_longlong(mx));
+        atomicAdd(&out[2], bad);
+    }
+}
+"""
+
 _SGD_ELEM = r"""
 __device__ __forceinline__ double cg_sgd_at(
         T *p, const T *gr, T *buf, const i64 i, const T lr_neg, const T wd, const T mom,
@@ -667,7 +690,8 @@ def source(name, dtype):
     head = _HALF_HEAD if dtype in _HALF else ""
     return head + (_COMMON + _BODIES[name]) % {"T": t, "sfx": sfx, "OP": op, "LD": ld, "ST": st,
                                                "ADAM": _ADAM_ELEM, "SGD": _SGD_ELEM,
-                                               "RMSPROP": _RMSPROP_ELEM, "ADAGRAD": _ADAGRAD_ELEM}
+                                               "RMSPROP": _RMSPROP_ELEM, "ADAGRAD": _ADAGRAD_ELEM,
+                                               "STATS": _STATS_BODY}
 
 
 def entry(name, dtype):

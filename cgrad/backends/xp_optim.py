@@ -417,10 +417,9 @@ class OptimKernels:
         gs, res = out[:-1], out[-1]
         k = len(gs)
         norms = xp.zeros(k + 1, dtype=_F64)  # a last 0 changes no sum or max, and is never empty
-        multi = (p == 2.0 and k > 1 and self._fusable(*gs)
-                 and all(g.dtype == gs[0].dtype for g in gs))
+        multi = p == 2.0 and self._multi_fusable(gs)
         if multi:  # on a GPU: 5 launches for any k, where per tensor there are 3 k + 2
-            self._sum_sq_multi(gs, norms)
+            self._per_tensor_blocks("sum_sq_multi", gs, norms)
             xp.sqrt(norms, out=norms)
         else:
             self.k_pnorms((norms,), gs, (p,), ())
@@ -441,19 +440,25 @@ class OptimKernels:
             else:
                 g *= res[1].astype(g.dtype)
 
-    def _sum_sq_multi(self, gs, norms):
-        """norms[j] += the sum of squares of gs[j] (contiguous, one dtype,
-        none empty) in one RawKernel sum_sq_multi: each tensor gets the
-        blocks RawKernels.launch gives one tensor of its size."""
+    def _multi_fusable(self, xs):
+        """A multi-tensor RawKernel applies to all of xs: at least two, all
+        fusable (_fusable), of one dtype."""
+        return len(xs) > 1 and self._fusable(*xs) and all(x.dtype == xs[0].dtype for x in xs)
+
+    def _per_tensor_blocks(self, name, xs, out):
+        """RawKernel name (sum_sq_multi, tensor_stats_multi) over xs
+        (_multi_fusable, none empty) and out in one launch: each tensor
+        gets the blocks RawKernels.launch gives one tensor of its size,
+        so each result is the one-tensor kernel's bit for bit."""
         threads = 256
-        sizes = [g.size for g in gs]
+        sizes = [x.size for x in xs]
         blocks = [min((n + threads - 1) // threads, 4096) for n in sizes]
         offs = np.cumsum([0] + sizes, dtype=np.uint64)
         boffs = np.cumsum([0] + blocks, dtype=np.uint64)
-        ptrs = np.array([self._address(g) for g in gs], dtype=np.uint64)
+        ptrs = np.array([self._address(x) for x in xs], dtype=np.uint64)
         table = self._device_table(np.concatenate([ptrs, offs, boffs]))
-        self.raw_kernels.launch_blocks("sum_sq_multi", gs[0].dtype, int(boffs[-1]),
-                                       (table, np.int32(len(gs)), norms), threads)
+        self.raw_kernels.launch_blocks(name, xs[0].dtype, int(boffs[-1]),
+                                       (table, np.int32(len(xs)), out), threads)
 
     @_quiet
     def k_clamp_abs_(self, out, ins, f, i):
@@ -498,6 +503,9 @@ class OptimKernels:
         |x| over x_j's finite elements, in double; its NaN/inf count)."""
         xp = self.xp
         st = out[0]
+        if self._multi_fusable(ins):  # one launch (a monitored step: one per step)
+            self._per_tensor_blocks("tensor_stats_multi", ins, st)
+            return
         for j, x in enumerate(ins):
             if self._fusable(x):
                 self.raw_kernels.launch("tensor_stats", x.dtype, x.size, (x, np.int64(x.size), st[j]))

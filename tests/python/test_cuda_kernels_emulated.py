@@ -368,7 +368,7 @@ def test_clip_norm_multi_tensor_kernels_are_the_per_tensor_ones(arrays_be, fused
     for j, x in enumerate(xs):
         kernels.launch("sum_sq", dtype, x.size, (x, np.int64(x.size), per[j:j + 1]))
     multi = np.zeros(len(xs) + 1)
-    fused_be._sum_sq_multi(xs, multi)
+    fused_be._per_tensor_blocks("sum_sq_multi", xs, multi)
     assert_same_bits(per, multi[:-1], "sums of squares")
     assert multi[-1] == 0
     small_grid = np.zeros(1)
@@ -403,12 +403,26 @@ def test_tensor_stats(arrays_be, fused_be, dtype):
     a[[3, 600, 999]] = np.nan, np.inf, -np.inf
     xs = [a, rng.standard_normal(300).astype(dtype), np.full(40, np.nan, dtype),
           np.array([-2.5], dtype)]
+    # tensors of one dtype: one tensor_stats_multi launch
     (ref,), (fused,) = run_both(arrays_be, fused_be, "k_tensor_stats",
-                                cuda_kernels.entry("tensor_stats", dtype), [np.zeros((len(xs), 3))],
-                                xs, (), (), launches=len(xs))
+                                cuda_kernels.entry("tensor_stats_multi", dtype),
+                                [np.zeros((len(xs), 3))], xs, (), ())
     np.testing.assert_array_equal(fused[:, 1:], ref[:, 1:])  # max |x| and counts: exact
     np.testing.assert_allclose(fused[:, 0], ref[:, 0], rtol=1e-13)
     assert list(fused[:, 2]) == [3, 0, 40, 0]
+    # ... each row the one-tensor kernel's bit for bit
+    per = np.zeros((len(xs), 3))
+    for j, x in enumerate(xs):
+        fused_be.raw_kernels.launch("tensor_stats", dtype, x.size, (x, np.int64(x.size), per[j]))
+    assert_same_bits(per, fused, "rows")
+    # with another dtype among them: a tensor_stats launch each
+    other = "float64" if dtype == "float32" else "float32"
+    mixed = xs + [xs[1].astype(other)]
+    (ref,), (fused,) = run_both(arrays_be, fused_be, "k_tensor_stats",
+                                cuda_kernels.entry("tensor_stats", dtype), [np.zeros((len(mixed), 3))],
+                                mixed, (), (), launches=len(xs))
+    np.testing.assert_array_equal(fused[:, 1:], ref[:, 1:])
+    np.testing.assert_allclose(fused[:, 0], ref[:, 0], rtol=1e-13)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])

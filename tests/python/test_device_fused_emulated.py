@@ -156,6 +156,13 @@ def test_monitor_statistics_run_the_fused_kernel():
     got = stats.many_stats([cgrad.tensor(x, device="cuda")])
     assert cuda_emu.launches[entry] - before == 1
     np.testing.assert_allclose(got, stats.many_stats([cgrad.tensor(x)]), rtol=1e-12)
+    # a model's layers: one launch for all of them
+    xs = [x, x[:7].copy(), np.float32([[2.5]])]
+    multi = cuda_kernels.entry("tensor_stats_multi", "float32")
+    before = cuda_emu.launches[multi], cuda_emu.launches[entry]
+    got = stats.many_stats([cgrad.tensor(a, device="cuda") for a in xs])
+    assert (cuda_emu.launches[multi], cuda_emu.launches[entry]) == (before[0] + 1, before[1])
+    np.testing.assert_allclose(got, stats.many_stats([cgrad.tensor(a) for a in xs]), rtol=1e-12)
 
 
 def test_grad_scaler_float16_unscale_runs_the_fused_kernel():
