@@ -514,10 +514,40 @@ extern "C" __global__ void cg_nll_loss_backward_%(sfx)s(
     # elements counted first (when count is set) into *cnt, per warp then
     # one atomic per warp (exact: integer counts).
     "amp_unscale": r"""
+%(UNSCALE)s
 extern "C" __global__ void cg_amp_unscale_%(sfx)s(T *x, const i64 n, const %(OP)s inv,
                                                  long long *cnt, const int count) {
+    cg_unscale_of(x, n, (i64)blockIdx.x * blockDim.x + threadIdx.x, (i64)blockDim.x * gridDim.x,
+                  inv, cnt, count);
+}
+""",
+    # amp_unscale on k tensors at once (PyTorch's
+    # _amp_foreach_non_finite_check_and_unscale_): table = the k pointers,
+    # the k + 1 element offsets, the k + 1 block offsets (as sum_sq_multi's),
+    # then the k count flags; tensor j's count goes into cnt[j].
+    "amp_unscale_multi": r"""
+%(UNSCALE)s
+extern "C" __global__ void cg_amp_unscale_multi_%(sfx)s(const unsigned long long *table,
+                                                       const int k, const %(OP)s inv,
+                                                       long long *cnt) {
+    const unsigned long long *offs = table + k, *boffs = table + 2 * k + 1;
+    const int j = cg_param_of(boffs, k, (long long)blockIdx.x);
+    cg_unscale_of((T *)table[j], (i64)(offs[j + 1] - offs[j]),
+                  ((i64)blockIdx.x - (i64)boffs[j]) * blockDim.x + threadIdx.x,
+                  (i64)(boffs[j + 1] - boffs[j]) * blockDim.x, inv, cnt + j,
+                  (int)table[3 * k + 2 + j]);
+}
+""",
+}
+
+# amp_unscale's body: one thread's elements first, first + step, ... of x
+# (n of them) times inv, the non-finite ones counted (count: uniform over
+# a block) per warp into *cnt.
+_UNSCALE_BODY = r"""
+__device__ __forceinline__ void cg_unscale_of(T *x, const i64 n, const i64 first, const i64 step,
+                                              const %(OP)s inv, long long *cnt, const int count) {
     unsigned long long bad = 0;
-    CG_LOOP(i, n) {
+    for (i64 i = first; i < n; i += step) {
         const %(OP)s v = %(LD)s(x[i]);
         bad += !isfinite(v);
         x[i] = %(ST)s(v * inv);
@@ -527,12 +557,8 @@ extern "C" __global__ void cg_amp_unscale_%(sfx)s(T *x, const i64 n, const %(OP)
         if ((threadIdx.x & 31) == 0 && bad) atomicAdd((unsigned long long *)cnt, bad);
     }
 }
-""",
-}
+"""
 
-# One element of SGD (the host loop of src_c/optim.c, operation for
-# operation): updates p[i] (and buf[i]) in place, returns the update
-# p_new - p_old in double.
 # tensor_stats' body: one thread's elements first, first + step, ... of x
 # (n of them), reduced over the warp, added into out[0..2].
 _STATS_BODY = r"""
@@ -561,6 +587,9 @@ __device__ __forceinline__ void cg_stats_of(const T *x, const i64 n, const i64 f
 }
 """
 
+# One element of SGD (the host loop of src_c/optim.c, operation for
+# operation): updates p[i] (and buf[i]) in place, returns the update
+# p_new - p_old in double.
 _SGD_ELEM = r"""
 __device__ __forceinline__ double cg_sgd_at(
         T *p, const T *gr, T *buf, const i64 i, const T lr_neg, const T wd, const T mom,
@@ -676,7 +705,7 @@ NAMES = tuple(_BODIES)
 # 1, 2 and inf.
 MATH_CALLS = ("softmax_rows", "softmax_backward_rows", "clip_coef")
 # The kernels that also have a float16 source (all have float32 and float64).
-HALF_NAMES = ("amp_unscale",)
+HALF_NAMES = ("amp_unscale", "amp_unscale_multi")
 
 
 def source(name, dtype):
@@ -688,10 +717,10 @@ def source(name, dtype):
     t, sfx = {**_DTYPES, **_HALF}[dtype]
     op, ld, st = _OPMATH[dtype]
     head = _HALF_HEAD if dtype in _HALF else ""
-    return head + (_COMMON + _BODIES[name]) % {"T": t, "sfx": sfx, "OP": op, "LD": ld, "ST": st,
-                                               "ADAM": _ADAM_ELEM, "SGD": _SGD_ELEM,
-                                               "RMSPROP": _RMSPROP_ELEM, "ADAGRAD": _ADAGRAD_ELEM,
-                                               "STATS": _STATS_BODY}
+    d = {"T": t, "sfx": sfx, "OP": op, "LD": ld, "ST": st, "ADAM": _ADAM_ELEM, "SGD": _SGD_ELEM,
+         "RMSPROP": _RMSPROP_ELEM, "ADAGRAD": _ADAGRAD_ELEM, "STATS": _STATS_BODY}
+    d["UNSCALE"] = _UNSCALE_BODY % d  # it names OP, LD and ST itself
+    return head + (_COMMON + _BODIES[name]) % d
 
 
 def entry(name, dtype):

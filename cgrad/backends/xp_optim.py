@@ -419,7 +419,7 @@ class OptimKernels:
         norms = xp.zeros(k + 1, dtype=_F64)  # a last 0 changes no sum or max, and is never empty
         multi = p == 2.0 and self._multi_fusable(gs)
         if multi:  # on a GPU: 5 launches for any k, where per tensor there are 3 k + 2
-            self._per_tensor_blocks("sum_sq_multi", gs, norms)
+            self._per_tensor_blocks("sum_sq_multi", gs, (norms,))
             xp.sqrt(norms, out=norms)
         else:
             self.k_pnorms((norms,), gs, (p,), ())
@@ -440,25 +440,29 @@ class OptimKernels:
             else:
                 g *= res[1].astype(g.dtype)
 
-    def _multi_fusable(self, xs):
+    def _multi_fusable(self, xs, half=False):
         """A multi-tensor RawKernel applies to all of xs: at least two, all
         fusable (_fusable), of one dtype."""
-        return len(xs) > 1 and self._fusable(*xs) and all(x.dtype == xs[0].dtype for x in xs)
+        return (len(xs) > 1 and self._fusable(*xs, half=half)
+                and all(x.dtype == xs[0].dtype for x in xs))
 
-    def _per_tensor_blocks(self, name, xs, out):
-        """RawKernel name (sum_sq_multi, tensor_stats_multi) over xs
-        (_multi_fusable, none empty) and out in one launch: each tensor
-        gets the blocks RawKernels.launch gives one tensor of its size,
-        so each result is the one-tensor kernel's bit for bit."""
+    def _per_tensor_blocks(self, name, xs, args, extra=()):
+        """RawKernel name (sum_sq_multi, tensor_stats_multi,
+        amp_unscale_multi) over xs (_multi_fusable, none empty) in one
+        launch, (table, k) + args: each tensor gets the blocks
+        RawKernels.launch gives one tensor of its size, so each result is
+        the one-tensor kernel's bit for bit. The table: the k pointers, the
+        k + 1 element offsets, the k + 1 block offsets, then extra."""
         threads = 256
         sizes = [x.size for x in xs]
         blocks = [min((n + threads - 1) // threads, 4096) for n in sizes]
         offs = np.cumsum([0] + sizes, dtype=np.uint64)
         boffs = np.cumsum([0] + blocks, dtype=np.uint64)
         ptrs = np.array([self._address(x) for x in xs], dtype=np.uint64)
-        table = self._device_table(np.concatenate([ptrs, offs, boffs]))
+        table = self._device_table(np.concatenate([ptrs, offs, boffs,
+                                                   np.asarray(extra, dtype=np.uint64)]))
         self.raw_kernels.launch_blocks(name, xs[0].dtype, int(boffs[-1]),
-                                       (table, np.int32(len(xs)), out), threads)
+                                       (table, np.int32(len(xs))) + tuple(args), threads)
 
     @_quiet
     def k_clamp_abs_(self, out, ins, f, i):
@@ -504,7 +508,7 @@ class OptimKernels:
         xp = self.xp
         st = out[0]
         if self._multi_fusable(ins):  # one launch (a monitored step: one per step)
-            self._per_tensor_blocks("tensor_stats_multi", ins, st)
+            self._per_tensor_blocks("tensor_stats_multi", ins, (st,))
             return
         for j, x in enumerate(ins):
             if self._fusable(x):
@@ -526,8 +530,13 @@ class OptimKernels:
         float32 (inv_scale rounded to float32, a float16 result rounded
         once, as PyTorch's opmath), in double for float64 (amp.c)."""
         xp = self.xp
-        counts = out[-1]
-        for j, x in enumerate(out[:-1]):
+        counts, xs = out[-1], out[:-1]
+        if self._multi_fusable(xs, half=True):  # one launch, as PyTorch's foreach unscale
+            op = np.float64 if xs[0].dtype == np.float64 else np.float32
+            self._per_tensor_blocks("amp_unscale_multi", xs, (op(f[0]), counts),
+                                    extra=[int(v) for v in i[:len(xs)]])
+            return
+        for j, x in enumerate(xs):
             op = np.float64 if x.dtype == np.float64 else np.float32
             k = op(f[0])
             if self._fusable(x, half=True):

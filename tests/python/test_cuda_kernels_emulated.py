@@ -368,7 +368,7 @@ def test_clip_norm_multi_tensor_kernels_are_the_per_tensor_ones(arrays_be, fused
     for j, x in enumerate(xs):
         kernels.launch("sum_sq", dtype, x.size, (x, np.int64(x.size), per[j:j + 1]))
     multi = np.zeros(len(xs) + 1)
-    fused_be._per_tensor_blocks("sum_sq_multi", xs, multi)
+    fused_be._per_tensor_blocks("sum_sq_multi", xs, (multi,))
     assert_same_bits(per, multi[:-1], "sums of squares")
     assert multi[-1] == 0
     small_grid = np.zeros(1)
@@ -432,10 +432,16 @@ def test_amp_unscale(arrays_be, fused_be, dtype):
           np.full(5, np.inf, dtype)]
     xs[0][[1, 2, 900]] = np.nan, np.inf, -np.inf
     for inv, counted in ((1 / 1024, (1, 1, 1)), (2.0 ** -25, (1, 0, 1)), (3.0, (0, 0, 0))):
-        got = run_both(arrays_be, fused_be, "k_amp_unscale_", cuda_kernels.entry("amp_unscale", dtype),
-                       xs + [np.zeros(len(xs), np.int64)], [], (inv,), counted, launches=len(xs))
+        # tensors of one dtype: one amp_unscale_multi launch, each its count
+        got = run_both(arrays_be, fused_be, "k_amp_unscale_",
+                       cuda_kernels.entry("amp_unscale_multi", dtype),
+                       xs + [np.zeros(len(xs), np.int64)], [], (inv,), counted)
         check(got, len(xs) + 1, f"amp_unscale inv={inv} counted={counted}")
         assert list(got[1][-1]) == [c * k for c, k in zip(counted, (3, 0, 5))]
+        # one tensor (no table): amp_unscale
+        got = run_both(arrays_be, fused_be, "k_amp_unscale_", cuda_kernels.entry("amp_unscale", dtype),
+                       xs[:1] + [np.zeros(1, np.int64)], [], (inv,), counted[:1])
+        check(got, 2, f"amp_unscale of one tensor inv={inv}")
 
 
 # ---------------------------------------------------------- nll_loss

@@ -41,7 +41,7 @@ def test_every_fused_kernel_has_a_source():
     assert set(cuda_kernels.NAMES) == {"sgd_update", "adam_update", "rmsprop_update",
                                        "adagrad_update", "scale", "clip_coef", "scale_by",
                                        "scale_by_multi", "sum_sq_multi", "sum_sq", "tensor_stats",
-                                       "tensor_stats_multi",
+                                       "tensor_stats_multi", "amp_unscale_multi",
                                        "amp_unscale", "nll_loss", "nll_finish",
                                        "nll_loss_backward", "softmax_rows",
                                        "softmax_backward_rows", "relu", "threshold_backward",

@@ -177,3 +177,11 @@ def test_grad_scaler_float16_unscale_runs_the_fused_kernel():
     # float16 is storage on the host: PyTorch's float32 opmath, rounded once
     want = (g.astype(np.float32) * np.float32(1 / 1024)).astype(np.float16)
     np.testing.assert_array_equal(host(d[0]).view(np.uint16), want.view(np.uint16))
+    # a model's float16 gradients: one amp_unscale_multi launch, the same bits
+    multi = cuda_kernels.entry("amp_unscale_multi", "float16")
+    before = cuda_emu.launches[multi], cuda_emu.launches[entry]
+    ds = [cgrad.tensor(g, device="cuda"), cgrad.tensor(g[:50].copy(), device="cuda")]
+    assert _core._amp_unscale_(ds, 1 / 1024) == 2
+    assert (cuda_emu.launches[multi], cuda_emu.launches[entry]) == (before[0] + 1, before[1])
+    for x, w in zip(ds, (want, want[:50])):
+        np.testing.assert_array_equal(host(x).view(np.uint16), w.view(np.uint16))
