@@ -2,8 +2,9 @@
 
 clip_grad_norm_ on a device leaves its norm and coefficient there, and
 clip_grad_value_ / clip_grad_agc_ their counts (a copy back would make the
-host wait for the GPU every step, which PyTorch does not). The ClipResult it records, and the StepReport that picks it up, hold
-PENDING in those fields until one is read: the first read resolves them
+host wait for the GPU every step, which PyTorch does not). The ClipResult
+a clip records, and the StepReport that picks it up, hold PENDING in
+those fields until one is read: the first read resolves them
 all (one copy back) through the owner's _resolve(), which sets every
 pending field before it forgets its source, so a concurrent reader sees
 either PENDING (and resolves too: same values) or the value.

@@ -310,6 +310,21 @@ static cg_status tensor_form(const char *fn, int n, cg_tensor *const *grads, cg_
     return CG_OK;
 }
 
+/* The one-device kernel's tensor list: device_targets over the non-NULL
+ * grads, in a new array (free()d by the caller) with a slot after the m
+ * targets for the kernel's result. */
+static cg_status device_list(const char *fn, int n, cg_tensor *const *grads, cg_tensor ***ts,
+                             int *m) {
+    cg_tensor **a = malloc(sizeof *a * (size_t)(n + 1));
+    if (!a) return cg__err(CG_ERR_NOMEM, "%s: out of memory for %d tensors", fn, n + 1);
+    int k = 0;
+    for (int i = 0; i < n; ++i)
+        if (grads[i]) a[k++] = grads[i];
+    *m = device_targets(k, a);
+    *ts = a;
+    return CG_OK;
+}
+
 /* A count made on the host, as the int64 0-d tensor the *_tensor clips
  * return. */
 static cg_status host_count(int64_t count, cg_tensor **result) {
@@ -343,15 +358,11 @@ cg_status cg_clip_grad_norm_tensor(int n, cg_tensor *const *grads, double max_no
         return cg__err(CG_ERR_VALUE, "%s: max_norm must be >= 0, got %g", fn, max_norm);
     CG_TRY(check_norm_type(fn, norm_type));
     CG_TRY(prepare_targets(fn, n, grads));
-    cg_tensor **ts = malloc(sizeof *ts * (size_t)(n + 1));
-    if (!ts) return cg__err(CG_ERR_NOMEM, "%s: out of memory for %d tensors", fn, n + 1);
-    cg_tensor *r = NULL;
+    cg_tensor **ts = NULL, *r = NULL;
+    int m = 0;
     cg_status st = cg__new_on(dev, CG_FLOAT64, 1, &two, 1, &r);
+    if (!st) st = device_list(fn, n, grads, &ts, &m);
     if (!st) {
-        int k = 0;
-        for (int i = 0; i < n; ++i)
-            if (grads[i]) ts[k++] = grads[i];
-        const int m = device_targets(k, ts);
         ts[m] = r;
         const double f[2] = {norm_type, max_norm};
         st = cg__kernel(dev, "clip_norm_", m + 1, m + 1, ts, 2, f, 0, NULL);
@@ -425,12 +436,9 @@ cg_status cg_clip_grad_value_tensor(int n, cg_tensor *const *grads, double clip_
     if (!(clip_value >= 0.0))
         return cg__err(CG_ERR_VALUE, "%s: clip_value must be >= 0, got %g", fn, clip_value);
     CG_TRY(prepare_targets(fn, n, grads));
-    cg_tensor **ts = malloc(sizeof *ts * (size_t)(n + 1));
-    if (!ts) return cg__err(CG_ERR_NOMEM, "%s: out of memory for %d tensors", fn, n + 1);
-    int k = 0;
-    for (int i = 0; i < n; ++i)
-        if (grads[i]) ts[k++] = grads[i];
-    const int m = device_targets(k, ts);
+    cg_tensor **ts = NULL;
+    int m = 0;
+    CG_TRY(device_list(fn, n, grads, &ts, &m));
     const int64_t shape = m;
     cg_tensor *counts = NULL;
     cg_status st = cg__new_on(dev, CG_INT64, 1, &shape, 1, &counts);

@@ -111,9 +111,30 @@ __device__ __forceinline__ int cg_param_of(const unsigned long long *offs, const
     return lo;
 }
 
-#define CG_LOOP(i, n)                                                               \
-    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n);               \
-         i += (i64)blockDim.x * gridDim.x)
+/* The multi-tensor reductions' launch (table: the k pointers, the k + 1
+ * element offsets, the k + 1 block offsets; each tensor has the blocks a
+ * launch over it alone gets, xp_optim._per_tensor_blocks): this block's
+ * tensor j, its n elements, and this thread's first element and stride
+ * over them, as in that launch. */
+struct cg_part {
+    int j;
+    i64 n, first, step;
+};
+__device__ __forceinline__ cg_part cg_block_part(const unsigned long long *table, const int k) {
+    const unsigned long long *offs = table + k, *boffs = table + 2 * k + 1;
+    cg_part q;
+    q.j = cg_param_of(boffs, k, (long long)blockIdx.x);
+    q.n = (i64)(offs[q.j + 1] - offs[q.j]);
+    q.first = ((i64)blockIdx.x - (i64)boffs[q.j]) * blockDim.x + threadIdx.x;
+    q.step = (i64)(boffs[q.j + 1] - boffs[q.j]) * blockDim.x;
+    return q;
+}
+
+/* A grid-stride launch's first element and stride for this thread. */
+#define CG_FIRST ((i64)blockIdx.x * blockDim.x + threadIdx.x)
+#define CG_STEP ((i64)blockDim.x * gridDim.x)
+
+#define CG_LOOP(i, n) for (i64 i = CG_FIRST; i < (n); i += CG_STEP)
 """
 
 # One body per update; its arithmetic is the host loop's (src_c/optim.c),
@@ -322,31 +343,19 @@ extern "C" __global__ void cg_scale_by_multi_%(sfx)s(const unsigned long long *t
     # grid, so a block works on one tensor (its warps reduce as sum_sq's) and
     # a tensor's blocks stride over it as sum_sq's grid over one tensor.
     "sum_sq_multi": r"""
+%(SUM_SQ)s
 extern "C" __global__ void cg_sum_sq_multi_%(sfx)s(const unsigned long long *table, const int k,
                                                    double *norms) {
-    const unsigned long long *offs = table + k, *boffs = table + 2 * k + 1;
-    const int j = cg_param_of(boffs, k, (long long)blockIdx.x);
-    const T *x = (const T *)table[j];
-    const i64 n = (i64)(offs[j + 1] - offs[j]), nb = (i64)(boffs[j + 1] - boffs[j]);
-    double s = 0.0;
-    for (i64 i = ((i64)blockIdx.x - (i64)boffs[j]) * blockDim.x + threadIdx.x; i < n;
-         i += nb * blockDim.x) {
-        const double d = (double)x[i];
-        s += d * d;
-    }
-    cg_add_sum(norms + j, s);
+    const cg_part q = cg_block_part(table, k);
+    cg_sum_sq_of((const T *)table[q.j], q.n, q.first, q.step, norms + q.j);
 }
 """,
     # Clip by norm's 2-norm: *out += sum of squares in double, every element
     # (NaN and inf propagate, as the host's pnorm); the caller takes sqrt.
     "sum_sq": r"""
+%(SUM_SQ)s
 extern "C" __global__ void cg_sum_sq_%(sfx)s(const T *x, const i64 n, double *out) {
-    double s = 0.0;
-    CG_LOOP(i, n) {
-        const double d = (double)x[i];
-        s += d * d;
-    }
-    cg_add_sum(out, s);
+    cg_sum_sq_of(x, n, CG_FIRST, CG_STEP, out);
 }
 """,
     # out[0] += sum of squares of the finite elements, out[1] = max(out[1],
@@ -355,7 +364,7 @@ extern "C" __global__ void cg_sum_sq_%(sfx)s(const T *x, const i64 n, double *ou
     "tensor_stats": r"""
 %(STATS)s
 extern "C" __global__ void cg_tensor_stats_%(sfx)s(const T *x, const i64 n, double *out) {
-    cg_stats_of(x, n, (i64)blockIdx.x * blockDim.x + threadIdx.x, (i64)blockDim.x * gridDim.x, out);
+    cg_stats_of(x, n, CG_FIRST, CG_STEP, out);
 }
 """,
     # tensor_stats on k tensors at once, row j of out [k, 3] for tensor j:
@@ -364,11 +373,8 @@ extern "C" __global__ void cg_tensor_stats_%(sfx)s(const T *x, const i64 n, doub
 %(STATS)s
 extern "C" __global__ void cg_tensor_stats_multi_%(sfx)s(const unsigned long long *table,
                                                          const int k, double *out) {
-    const unsigned long long *offs = table + k, *boffs = table + 2 * k + 1;
-    const int j = cg_param_of(boffs, k, (long long)blockIdx.x);
-    cg_stats_of((const T *)table[j], (i64)(offs[j + 1] - offs[j]),
-                ((i64)blockIdx.x - (i64)boffs[j]) * blockDim.x + threadIdx.x,
-                (i64)(boffs[j + 1] - boffs[j]) * blockDim.x, out + 3 * j);
+    const cg_part q = cg_block_part(table, k);
+    cg_stats_of((const T *)table[q.j], q.n, q.first, q.step, out + 3 * q.j);
 }
 """,
     # softmax / log_softmax of the rows of a contiguous (rows, D) array, one
@@ -517,8 +523,7 @@ extern "C" __global__ void cg_nll_loss_backward_%(sfx)s(
 %(UNSCALE)s
 extern "C" __global__ void cg_amp_unscale_%(sfx)s(T *x, const i64 n, const %(OP)s inv,
                                                  long long *cnt, const int count) {
-    cg_unscale_of(x, n, (i64)blockIdx.x * blockDim.x + threadIdx.x, (i64)blockDim.x * gridDim.x,
-                  inv, cnt, count);
+    cg_unscale_of(x, n, CG_FIRST, CG_STEP, inv, cnt, count);
 }
 """,
     # amp_unscale on k tensors at once (PyTorch's
@@ -530,12 +535,8 @@ extern "C" __global__ void cg_amp_unscale_%(sfx)s(T *x, const i64 n, const %(OP)
 extern "C" __global__ void cg_amp_unscale_multi_%(sfx)s(const unsigned long long *table,
                                                        const int k, const %(OP)s inv,
                                                        long long *cnt) {
-    const unsigned long long *offs = table + k, *boffs = table + 2 * k + 1;
-    const int j = cg_param_of(boffs, k, (long long)blockIdx.x);
-    cg_unscale_of((T *)table[j], (i64)(offs[j + 1] - offs[j]),
-                  ((i64)blockIdx.x - (i64)boffs[j]) * blockDim.x + threadIdx.x,
-                  (i64)(boffs[j + 1] - boffs[j]) * blockDim.x, inv, cnt + j,
-                  (int)table[3 * k + 2 + j]);
+    const cg_part q = cg_block_part(table, k);
+    cg_unscale_of((T *)table[q.j], q.n, q.first, q.step, inv, cnt + q.j, (int)table[3 * k + 2 + q.j]);
 }
 """,
 }
@@ -556,6 +557,20 @@ __device__ __forceinline__ void cg_unscale_of(T *x, const i64 n, const i64 first
         for (int o = 16; o > 0; o >>= 1) bad += __shfl_down_sync(0xffffffffu, bad, o);
         if ((threadIdx.x & 31) == 0 && bad) atomicAdd((unsigned long long *)cnt, bad);
     }
+}
+"""
+
+# sum_sq's body: one thread's elements first, first + step, ... of x (n of
+# them), squared and summed in double, added into *out per warp.
+_SUM_SQ_BODY = r"""
+__device__ __forceinline__ void cg_sum_sq_of(const T *x, const i64 n, const i64 first, const i64 step,
+                                             double *out) {
+    double s = 0.0;
+    for (i64 i = first; i < n; i += step) {
+        const double d = (double)x[i];
+        s += d * d;
+    }
+    cg_add_sum(out, s);
 }
 """
 
@@ -718,7 +733,8 @@ def source(name, dtype):
     op, ld, st = _OPMATH[dtype]
     head = _HALF_HEAD if dtype in _HALF else ""
     d = {"T": t, "sfx": sfx, "OP": op, "LD": ld, "ST": st, "ADAM": _ADAM_ELEM, "SGD": _SGD_ELEM,
-         "RMSPROP": _RMSPROP_ELEM, "ADAGRAD": _ADAGRAD_ELEM, "STATS": _STATS_BODY}
+         "RMSPROP": _RMSPROP_ELEM, "ADAGRAD": _ADAGRAD_ELEM, "STATS": _STATS_BODY,
+         "SUM_SQ": _SUM_SQ_BODY}
     d["UNSCALE"] = _UNSCALE_BODY % d  # it names OP, LD and ST itself
     return head + (_COMMON + _BODIES[name]) % d
 
@@ -806,6 +822,13 @@ def _write_atomically(path, data):
             os.unlink(tmp)
 
 
+def grid_blocks(n, threads=256):
+    """The blocks RawKernels.launch gives n elements: one per `threads`
+    elements, at most 4096 (the threads then loop). The multi-tensor
+    reductions give each tensor as many (xp_optim._per_tensor_blocks)."""
+    return min((n + threads - 1) // threads, 4096)
+
+
 class RawKernels:
     """Lazily built kernels, one per (name, dtype): ``build(source, entry,
     options)`` makes one (an NvrtcBuilder on a GPU; tests/python/cuda_emu.py
@@ -828,8 +851,7 @@ class RawKernels:
         blocks, each thread then loops)."""
         if n == 0:
             return
-        blocks = min((n + threads - 1) // threads, 4096)
-        self.get(name, dtype)((blocks,), (threads,), args)
+        self.get(name, dtype)((grid_blocks(n, threads),), (threads,), args)
 
     def launch_blocks(self, name, dtype, blocks, args, threads=256):
         """Runs kernel name over exactly `blocks` blocks (a kernel that maps

@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from cgrad.backends.cuda_kernels import grid_blocks
+
 _F64 = np.float64
 # The dtypes every RawKernel of cuda_kernels.py has a source for, and with
 # float16 those of HALF_NAMES.
@@ -278,13 +280,18 @@ class OptimKernels:
         lists[0]: its table holds each list's pointers (list by list), then
         the k + 1 element offsets of the parameters; scalars follow (table,
         k, n)."""
-        k = len(lists[0])
-        addr = self._address
-        offs = np.cumsum([0] + [p.size for p in lists[0]], dtype=np.uint64)
-        table = np.array([addr(a) for lst in lists for a in lst], dtype=np.uint64)
-        table = self._device_table(np.concatenate([table, offs]))
-        self.raw_kernels.launch(name, dt, int(offs[-1]), (table, np.int32(k), np.int64(offs[-1]))
+        table, n = self._pointer_table(lists)
+        self.raw_kernels.launch(name, dt, n, (table, np.int32(len(lists[0])), np.int64(n))
                                 + tuple(scalars))
+
+    def _pointer_table(self, lists, *more):
+        """The device table of the multi-tensor kernels: each list's
+        pointers (list by list), the k + 1 element offsets of the tensors
+        of lists[0] in their concatenation, then the uint64 arrays more;
+        and the total element count."""
+        offs = np.cumsum([0] + [a.size for a in lists[0]], dtype=np.uint64)
+        ptrs = np.array([self._address(a) for lst in lists for a in lst], dtype=np.uint64)
+        return self._device_table(np.concatenate((ptrs, offs) + more)), int(offs[-1])
 
     def _address(self, a):
         """The address of a's first element (CuPy: its device pointer)."""
@@ -385,6 +392,11 @@ class OptimKernels:
         xp = self.xp
         p = f[0]
         norms = out[0]
+        if p == 2.0 and self._multi_fusable(ins):  # on a GPU: 2 launches, where it takes 2 k
+            sums = norms[:len(ins)]  # zero-filled by the caller
+            self._per_tensor_blocks("sum_sq_multi", ins, (sums,))
+            xp.sqrt(sums, out=sums)
+            return
         for j, x in enumerate(ins):
             if p == 2.0 and self._fusable(x):
                 acc = norms[j:j + 1]  # zero-filled by the core
@@ -417,12 +429,7 @@ class OptimKernels:
         gs, res = out[:-1], out[-1]
         k = len(gs)
         norms = xp.zeros(k + 1, dtype=_F64)  # a last 0 changes no sum or max, and is never empty
-        multi = p == 2.0 and self._multi_fusable(gs)
-        if multi:  # on a GPU: 5 launches for any k, where per tensor there are 3 k + 2
-            self._per_tensor_blocks("sum_sq_multi", gs, (norms,))
-            xp.sqrt(norms, out=norms)
-        else:
-            self.k_pnorms((norms,), gs, (p,), ())
+        self.k_pnorms((norms,), gs, (p,), ())
         if self.raw_kernels is not None:
             self.raw_kernels.launch("clip_coef", "float64", 1, (norms, np.int32(k), np.float64(p),
                                                            np.float64(max_norm), res))
@@ -431,7 +438,7 @@ class OptimKernels:
             coef = max_norm / (total + 1e-6)
             res[0] = total
             res[1] = xp.where(coef > 1.0, 1.0, coef)  # NaN stays NaN
-        if multi:
+        if self._multi_fusable(gs):  # with one sum_sq_multi: 5 launches, where it takes 3 k + 2
             self._multi_launch("scale_by_multi", gs[0].dtype, [gs], (res,))
             return
         for g in gs:
@@ -448,21 +455,16 @@ class OptimKernels:
 
     def _per_tensor_blocks(self, name, xs, args, extra=()):
         """RawKernel name (sum_sq_multi, tensor_stats_multi,
-        amp_unscale_multi) over xs (_multi_fusable, none empty) in one
+        amp_unscale_multi) over xs (_multi_fusable; an empty one gets no
+        block, cg_param_of skips it) in one
         launch, (table, k) + args: each tensor gets the blocks
         RawKernels.launch gives one tensor of its size, so each result is
         the one-tensor kernel's bit for bit. The table: the k pointers, the
         k + 1 element offsets, the k + 1 block offsets, then extra."""
-        threads = 256
-        sizes = [x.size for x in xs]
-        blocks = [min((n + threads - 1) // threads, 4096) for n in sizes]
-        offs = np.cumsum([0] + sizes, dtype=np.uint64)
-        boffs = np.cumsum([0] + blocks, dtype=np.uint64)
-        ptrs = np.array([self._address(x) for x in xs], dtype=np.uint64)
-        table = self._device_table(np.concatenate([ptrs, offs, boffs,
-                                                   np.asarray(extra, dtype=np.uint64)]))
+        boffs = np.cumsum([0] + [grid_blocks(x.size) for x in xs], dtype=np.uint64)
+        table, _ = self._pointer_table([xs], boffs, np.asarray(extra, dtype=np.uint64))
         self.raw_kernels.launch_blocks(name, xs[0].dtype, int(boffs[-1]),
-                                       (table, np.int32(len(xs))) + tuple(args), threads)
+                                       (table, np.int32(len(xs))) + tuple(args))
 
     @_quiet
     def k_clamp_abs_(self, out, ins, f, i):

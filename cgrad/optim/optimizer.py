@@ -350,15 +350,14 @@ class Optimizer:
             clip = _clip._take_result_for(params, self._clip_serial_seen)
             self._clip_serial_seen = latest
         if clip is not None:
-            rep._take_clip(clip)  # still on the device after a clip by norm there
+            rep._take_clip(clip)  # pending while the clip's numbers are on the device
         if self._report_extra:
             extra, self._report_extra = self._report_extra, {}
             rep.loss_scale = extra.get("loss_scale")
             rep.nonfinite = extra.get("nonfinite")
-            pending_norm = rep._from_clip is not None and rep._from_clip.kind == "norm"
-            if (not pending_norm and rep.grad_norm_before_clip is None
-                    and extra.get("grad_norm") is not None):
-                # measured by someone else this step (an UpdateGuard), no clipping ran
+            norm_clip = rep.clip is not None and rep.clip.kind == "norm"
+            if not norm_clip and extra.get("grad_norm") is not None:
+                # measured by someone else this step (an UpdateGuard), no clip by norm ran
                 rep.grad_norm_before_clip = rep.grad_norm_after_clip = float(extra["grad_norm"])
         if self.report_grad_norm:
             rep._resolve()  # measuring copies back anyway

@@ -339,9 +339,10 @@ def test_pnorms_and_scale(arrays_be, fused_be, dtype):
     xs = operands(dtype, 3, seed=4, special=False)
     xs[2] = xs[2][:1]   # a one-element tensor: one block, one busy lane
     with_nan = operands(dtype, 2, seed=5)[1]
-    for ins in (xs, [with_nan]):
-        got = run_both(arrays_be, fused_be, "k_pnorms", cuda_kernels.entry("sum_sq", dtype),
-                       [np.zeros(len(ins))], ins, (2.0,), (), launches=len(ins))
+    # several tensors of one dtype: one sum_sq_multi launch; one tensor: sum_sq
+    for ins, name in ((xs, "sum_sq_multi"), ([with_nan], "sum_sq")):
+        got = run_both(arrays_be, fused_be, "k_pnorms", cuda_kernels.entry(name, dtype),
+                       [np.zeros(len(ins))], ins, (2.0,), ())
         if len(ins) == 1:
             assert np.isnan(got[0][0][0]) and np.isnan(got[1][0][0])  # NaN propagates
         else:
@@ -362,7 +363,7 @@ def test_clip_norm_multi_tensor_kernels_are_the_per_tensor_ones(arrays_be, fused
     each) with the array path's coefficient and gradients, to rounding of
     the sums."""
     rng = np.random.default_rng(8)
-    xs = [rng.standard_normal(n).astype(dtype) for n in (N, 1, 300, 257)]
+    xs = [rng.standard_normal(n).astype(dtype) for n in (N, 1, 300, 257, 0)]  # an empty one: no block
     kernels = fused_be.raw_kernels
     per = np.zeros(len(xs))
     for j, x in enumerate(xs):

@@ -65,17 +65,16 @@ class ClipResult:
             self._set_count(int(t.item()))
         self._on_device = None
 
+    def _take(self, measured):
+        """What the C call measured (the norm's float64 [2], or the count):
+        left on its device, the result pending; read now on the cpu."""
+        self._on_device = measured
+        if measured.device.type == "cpu":
+            self._resolve()
+
     def _set_count(self, n):
         self.clipped = n > 0
         self.n_clipped = n
-
-    def _take_count(self, count):
-        """The count tensor of a clip by value or AGC: left on its device
-        (the result pending) unless it is on the cpu."""
-        if count.device.type != "cpu":
-            self._on_device = count
-        else:
-            self._set_count(int(count.item()))
 
     def _set_norm(self, total, coef):
         self.clipped = coef != 1.0
@@ -200,13 +199,11 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         result._set_norm(total, coef)
     else:
         both = _core._clip_grad_norm_tensor(grads, max_norm, p)
-        if both.device.type != "cpu":
-            result._on_device = both  # one device: nothing copied back
+        result._take(both)
+        if result.pending:  # one device: nothing copied back
             _record(result, params)
             with no_grad():
                 return both[0].to(grads[0].dtype, copy=True)
-        total, coef = both.tolist()
-        result._set_norm(total, coef)
     _record(result, params)
     return tensor(result.total_norm, dtype=grads[0].dtype, device=grads[0].device)
 
@@ -241,7 +238,7 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     grads = [q.grad for q in params if q.grad is not None]
     result = ClipResult("value", PENDING, clip_value=clip_value, n_clipped=PENDING)
     if grads:  # the count stays on a device (no wait for it)
-        result._take_count(_core._clip_grad_value_tensor(grads, clip_value))
+        result._take(_core._clip_grad_value_tensor(grads, clip_value))
     else:
         result._set_count(0)
     result.n_total = sum((g.values() if g.is_sparse else g).numel() for g in grads)
@@ -272,7 +269,7 @@ def clip_grad_agc_(parameters, clip_factor=0.01, eps=1e-3):
         grads.append(g)
     count, n_units = _core._clip_grad_agc_tensor(with_grad, grads, clip_factor, eps)
     result = ClipResult("agc", PENDING, n_clipped=PENDING, n_total=n_units)
-    result._take_count(count)  # on a device: stays there
+    result._take(count)  # on a device: stays there
     _record(result, params)
 
 
